@@ -1,0 +1,104 @@
+"""Refit the analytic cost model's coefficients against Yosys, and print the error table.
+
+    python bench/calibrate_cost.py [--family xc7] [--layers 30] [--write]
+
+Builds a sweep of random Dense layers (fan-in, fan-out, sparsity, weight and input widths,
+ReLU or not), emits each with rtl_sim, synthesizes it with Yosys (cached), fits the LUT
+coefficients by non-negative least squares, and with --write stores them in
+codesign/cost_coeffs.json (shipped with the package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from codesign.cost import FEATURES, dense_features  # noqa: E402
+from codesign.fixed import FixedType  # noqa: E402
+from codesign.layers import Dense, Output, ReLU  # noqa: E402
+from codesign.network import Network  # noqa: E402
+from rtl_sim.synth import synthesize  # noqa: E402
+from rtl_sim.tools import find_yosys  # noqa: E402
+from rtl_sim.verilog import emit_verilog  # noqa: E402
+
+
+def sweep_layer(rng: np.random.Generator, i: int) -> tuple[Network, dict]:
+    n_in = int(rng.choice([8, 16, 32]))
+    n_out = int(rng.choice([4, 8, 16]))
+    sparsity = float(rng.choice([0.3, 0.5, 0.7, 0.9]))
+    wb = int(rng.choice([3, 4, 6, 8]))
+    xb = int(rng.choice([4, 6, 8]))
+    relu = bool(rng.random() < 0.6)
+    wt = FixedType(wb, 1)
+    w = rng.integers(wt.min_int, wt.max_int + 1, size=(n_in, n_out))
+    w[rng.random(w.shape) < sparsity] = 0
+    b = rng.integers(wt.min_int, wt.max_int + 1, size=n_out)
+    rt = FixedType(int(rng.choice([8, 10, 12, 16])), 4, True, "RND_CONV", "SAT")
+    d = Dense("fc", w, b, weight_type=wt, bias_type=wt, result_type=rt, mult="lut")
+    layers = [d] + ([ReLU("relu")] if relu else []) + [Output("o")]
+    net = Network(f"sweep{i}", (n_in,), layers, FixedType(xb, 2, bool(rng.random() < 0.5)))
+    return net, {"n_in": n_in, "n_out": n_out, "sparsity": sparsity, "weight_bits": wb, "input_bits": xb, "relu": relu}
+
+
+def features(net: Network) -> tuple[np.ndarray, float]:
+    d = net.layers[0]
+    relu = isinstance(net.layers[1], ReLU)
+    f, _, ff = dense_features(d, net.input_type, "lut", d.result_type, relu)
+    return np.array([f[k] for k in FEATURES]), ff
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--family", default="xc7", choices=["xc7", "xcup", "cyclonev"])
+    ap.add_argument("--layers", type=int, default=24)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    from scipy.optimize import nnls
+
+    rng = np.random.default_rng(args.seed)
+    nets = [sweep_layer(rng, i) for i in range(args.layers)]
+    tool = find_yosys()
+
+    def synth(item):
+        net, _ = item
+        d = emit_verilog(net)
+        return synthesize(d.verilog, d.top, args.family, dsp=False, tool=tool)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(synth, nets))
+    X = np.array([features(n)[0] for n, _ in nets])
+    y = np.array([r["lut"] for r in results], dtype=float)
+    # relative least squares: every layer counts, small or large
+    wts = 1.0 / np.maximum(y, 1.0)
+    coef, _ = nnls(X * wts[:, None], y * wts)
+    pred = X @ coef
+    print(f"{'layer':<10}{'in':>4}{'out':>5}{'sparse':>8}{'wbits':>6}{'xbits':>6}{'relu':>6}"
+          f"{'yosys LUT':>11}{'model LUT':>11}{'err %':>8}{'yosys FF':>10}{'model FF':>10}")
+    errs = []
+    for (net, meta), r, p in zip(nets, results, pred):
+        err = 100.0 * (p - r["lut"]) / max(r["lut"], 1)
+        errs.append(abs(err))
+        print(f"{net.name:<10}{meta['n_in']:>4}{meta['n_out']:>5}{meta['sparsity']:>8.1f}{meta['weight_bits']:>6}"
+              f"{meta['input_bits']:>6}{str(meta['relu']):>6}{r['lut']:>11}{p:>11.0f}{err:>8.1f}{r['ff']:>10}"
+              f"{features(net)[1]:>10.0f}")
+    print(f"mean |error| {np.mean(errs):.1f} %, max {np.max(errs):.1f} %")
+    print("coefficients:", dict(zip(FEATURES, np.round(coef, 4))))
+    if args.write:
+        path = ROOT / "codesign" / "cost_coeffs.json"
+        allc = json.loads(path.read_text())
+        allc[args.family].update({k: float(round(v, 4)) for k, v in zip(FEATURES, coef)})
+        path.write_text(json.dumps(allc, indent=1) + "\n")
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Quality of results: uncompressed 16-bit baseline versus compressed networks under budgets.
+
+    python bench/quality.py [--budgets lut=0.25,dsp=0 lut=0.5,dsp=0]
+
+For the digits default (accuracy on its test split) and hls4ml's float jet tagger (agreement
+with the float model's argmax on held-out random inputs: there is no jet data set in the
+repo), prints accuracy, Yosys LUT/DSP/FF, latency and the ratios compressed / baseline.
+Writes bench/results/quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+MODELS = ROOT.parent / "shared" / "models"
+
+
+def synth_total(net, family: str) -> dict:
+    from codesign.flow import single_stage_networks
+    from rtl_sim.synth import synthesize
+    from rtl_sim.verilog import emit_verilog
+
+    def one(item):
+        d = emit_verilog(item[1])
+        return synthesize(d.verilog, d.top, family, dsp=True)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        rs = list(pool.map(one, single_stage_networks(net)))
+    return {k: sum(r[k] for r in rs) for k in ("lut", "dsp", "ff")}
+
+
+def jet_data(seed: int = 0):
+    """Random inputs over the jet features' range, labelled by the float model (agreement, not accuracy)."""
+    import codesign
+    from codesign.data import Dataset
+
+    fnet = codesign.load(MODELS / "KERAS_3layer.json")
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 1.0, size=(12000, 16))
+    y = np.argmax(fnet.forward(X), axis=1)
+    return fnet, Dataset("jet-agreement", X[:8000], y[:8000], X[8000:10000], y[8000:10000], X[10000:], y[10000:],
+                         "classification", 5, None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budgets", nargs="+", default=["lut=0.25,dsp=0", "lut=0.5,dsp=0"])
+    ap.add_argument("--jet-budgets", nargs="+", default=["lut=0.05,dsp=0", "lut=0.1,dsp=0"])
+    args = ap.parse_args()
+    from codesign.board import load_board
+    from codesign.builtin import builtin_model
+    from codesign.compress import compress
+    from codesign.data import load_digits_dataset
+    from codesign.quantize import quantize_network
+    from rtl_sim.verilog import emit_verilog
+
+    rows = []
+    cases = [("digits", builtin_model("digits-mlp"), load_digits_dataset(), "arty-a7-35", args.budgets),
+             ("jet (70% pruned float)", *jet_data(), "zcu102", args.jet_budgets)]
+    for name, fnet, data, board, budgets in cases:
+        b = load_board(board)
+        t_in = data.input_type or "ap_fixed<16,6,AP_RND_CONV,AP_SAT>"
+        base = quantize_network(fnet, t_in, 16, result_bits=16, calib=data.X_train)
+        acc = float(np.mean(np.argmax(base.forward(data.X_test), 1) == data.y_test))
+        s = synth_total(base, b.synth_family)
+        rows.append({"case": name, "config": "baseline 16-bit", "accuracy": acc, **s,
+                     "latency": emit_verilog(base).latency})
+        for budget in budgets:
+            r = compress(fnet, data, b, budget)
+            s = synth_total(r.network, b.synth_family)
+            rows.append({"case": name, "config": budget, "accuracy": r.score, **s,
+                         "latency": emit_verilog(r.network).latency, "sparsity": round(r.network.sparsity, 3)})
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores")
+    print(f"{'case':<24}{'config':<18}{'acc':>7}{'LUT':>9}{'DSP':>5}{'FF':>7}{'lat':>5}{'LUT x':>8}{'acc x':>7}")
+    base = {}
+    for r in rows:
+        if r["config"].startswith("baseline"):
+            base[r["case"]] = r
+        b0 = base[r["case"]]
+        r["lut_ratio"] = round(r["lut"] / max(b0["lut"], 1), 3)
+        r["accuracy_ratio"] = round(r["accuracy"] / max(b0["accuracy"], 1e-9), 3)
+        print(f"{r['case']:<24}{r['config']:<18}{r['accuracy']:>7.3f}{r['lut']:>9,}{r['dsp']:>5}{r['ff']:>7,}"
+              f"{r['latency']:>5}{r['lut_ratio']:>8.3f}{r['accuracy_ratio']:>7.3f}")
+    res = ROOT / "bench" / "results"
+    res.mkdir(exist_ok=True)
+    (res / "quality.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

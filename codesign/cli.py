@@ -1,0 +1,171 @@
+"""``codesign``: the command line (see DESIGN.md for the contract).
+
+Exit codes: 0 every check passed; 1 a check failed (bit-exactness); 2 bad input or a missing
+tool (one line on stderr naming the problem and the fix); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from codesign.errors import CodesignError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from codesign.flow import DEFAULT_BOARD, DEFAULT_DATA, DEFAULT_MODEL
+
+    ap = argparse.ArgumentParser(prog="codesign", description="Neural networks onto FPGAs, verified bit for bit.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("boards", help="table of boards and their resources")
+    _common(p)
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--weights", help="Keras weights .h5 for a .json model (default: <stem>_weights.h5 beside it)")
+        p.add_argument("--trust-pickle", action="store_true", help="allow unpickling a full .pt module (runs its code)")
+        p.add_argument("--input-type", help="input fixed-point type, e.g. 'ap_fixed<16,6>' (QKeras models)")
+        p.add_argument("--method", default="hardware", choices=["hardware", "magnitude", "structured"])
+
+    p = sub.add_parser("flow", help="load -> compress -> hls -> rtl -> cosim -> estimate -> report")
+    p.add_argument("model", nargs="?", default=None, help=f"model file or built-in name (default: {DEFAULT_MODEL})")
+    p.add_argument("--data", default=None, help="built-in name or .npz (default with no MODEL: digits)")
+    p.add_argument("--board", default=DEFAULT_BOARD)
+    p.add_argument("--budget", default=None, help="e.g. lut=0.5,dsp=0.25 or lut=20000")
+    p.add_argument("--backend", default=None, help="vitis|vivado (Xilinx), quartus|oneapi (Intel)")
+    p.add_argument("--out", default="codesign-out")
+    p.add_argument("--force", action="store_true", help="replace a previous run in --out")
+    p.add_argument("--samples", type=int, default=None, help="verification samples (at least the test set; default 10000)")
+    p.add_argument("--no-synth", action="store_true", help="skip Yosys synthesis (analytic estimate only)")
+    model_args(p)
+    _common(p)
+
+    p = sub.add_parser("compress", help="compress MODEL under a budget into DIR")
+    p.add_argument("model")
+    p.add_argument("--data", required=True)
+    p.add_argument("--board", default=DEFAULT_BOARD)
+    p.add_argument("--budget", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true")
+    model_args(p)
+    _common(p)
+
+    p = sub.add_parser("hls", help="hls4ml project + C simulation check")
+    p.add_argument("dir")
+    p.add_argument("--backend", default=None)
+    p.add_argument("--samples", type=int, default=None)
+    p.add_argument("--form", default="auto", choices=["auto", "da", "latency", "unrolled", "compressed"])
+    _common(p)
+
+    p = sub.add_parser("rtl", help="emit Verilog")
+    p.add_argument("dir")
+    p.add_argument("--adder-regs-every", type=int, default=0, help="a register every k adder-tree levels (0: none)")
+    _common(p)
+
+    p = sub.add_parser("cosim", help="co-simulate the Verilog in Verilator against the reference")
+    p.add_argument("dir")
+    p.add_argument("--samples", type=int, default=None)
+    p.add_argument("--mode", default="bulk", choices=["bulk", "cocotb"])
+    _common(p)
+
+    p = sub.add_parser("estimate", help="analytic and Yosys resource estimates")
+    p.add_argument("dir")
+    p.add_argument("--board", default=None)
+    p.add_argument("--no-synth", action="store_true")
+    _common(p)
+
+    p = sub.add_parser("report", help="write report.md and report.html")
+    p.add_argument("dir")
+    _common(p)
+    return ap
+
+
+def cmd_boards(args: argparse.Namespace) -> Any:
+    from rich.console import Console
+    from rich.table import Table
+
+    from codesign.board import board_names, load_board
+
+    boards = [load_board(n) for n in board_names()]
+    if args.json:
+        return [b.to_json() for b in boards]
+    t = Table(title="Boards")
+    for h in ("name", "vendor", "family", "part", "LUT/ALM", "FF", "DSP", "BRAM", "MHz"):
+        t.add_column(h, justify="right" if h in ("LUT/ALM", "FF", "DSP", "BRAM", "MHz") else "left")
+    for b in boards:
+        t.add_row(b.name, b.vendor, b.family, b.part, f"{b.lut:,}", f"{b.ff:,}", f"{b.dsp:,}", f"{b.bram:,}",
+                  f"{b.clock_mhz:g}")
+    Console(width=max(Console().width, 130)).print(t)
+    return None
+
+
+def run(args: argparse.Namespace) -> Any:
+    from codesign.artifact import Artifact
+    from codesign.progress import Reporter
+
+    rep = Reporter(quiet=args.quiet or args.json)
+    if args.cmd == "boards":
+        return cmd_boards(args)
+    if args.cmd == "flow":
+        from codesign import flow
+
+        model = args.model or flow.DEFAULT_MODEL
+        data = args.data if args.data is not None else (flow.DEFAULT_DATA if args.model is None else None)
+        budget = args.budget if args.budget is not None else (flow.DEFAULT_BUDGET if args.model is None else None)
+        result = flow.run_flow(args.out, model, data, args.board, budget, args.backend, args.weights,
+                               args.trust_pickle, args.input_type, args.force, args.samples, args.method,
+                               synth=not args.no_synth, progress=rep)
+        rep.print(f"report: {Artifact(args.out).dir / 'report.html'}")
+        return result
+    if args.cmd == "compress":
+        from codesign import flow
+
+        art = Artifact(args.out)
+        art.claim(args.force)
+        return flow.step_compress(art, args.model, args.data, args.board, args.budget, args.method, args.weights,
+                                  args.trust_pickle, args.input_type, progress=rep)
+    art = Artifact(args.dir)
+    from codesign import flow
+
+    if args.cmd == "hls":
+        return flow.step_hls(art, args.backend, args.samples, args.form, progress=rep)
+    if args.cmd == "rtl":
+        return flow.step_rtl(art, args.adder_regs_every, progress=rep)
+    if args.cmd == "cosim":
+        return flow.step_cosim(art, args.samples, args.mode, progress=rep)
+    if args.cmd == "estimate":
+        return flow.step_estimate(art, args.board, synth=not args.no_synth, progress=rep)
+    if args.cmd == "report":
+        from codesign.report import write_report
+
+        art.require()
+        write_report(art)
+        rep.print(f"report: {art.dir / 'report.html'}")
+        return art.report()
+    raise AssertionError(args.cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except CodesignError as e:
+        print(f"codesign: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("codesign: interrupted; the output directory is marked incomplete", file=sys.stderr)
+        return 130
+    if args.json and result is not None:
+        print(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""The analytic cost model: LUT, FF and DSP of the fully parallel datapath, per layer.
+
+It prices the structure ``rtl_sim`` emits: one constant multiplication per nonzero weight
+(canonical-signed-digit shift-and-add in LUTs, or a DSP multiply), an adder tree per
+output, rounding, saturation and ReLU logic, and the pipeline registers. A pruned weight
+costs nothing. Coefficients per synthesis family are calibrated against Yosys
+(``bench/calibrate_cost.py`` refits ``cost_coeffs.json``). Everything is numpy over the
+weight matrix, so one evaluation takes well under a millisecond for jet-tagger-sized layers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from codesign.board import Board
+from codesign.errors import LayerError
+from codesign.fixed import FixedType
+from codesign.layers import BatchNorm, Dense, Layer, Quant, ReLU, Weighted
+from codesign.network import Network
+
+CSD_MAX_DIGITS = 6  # must match rtl_sim.verilog: above this, 'auto' maps a weight to a DSP
+
+
+@lru_cache(maxsize=None)
+def coefficients() -> dict[str, dict[str, float]]:
+    """Per synthesis family: LUT per adder bit, per rounding/saturation bit, etc."""
+    return json.loads(resources.files("codesign").joinpath("cost_coeffs.json").read_text())
+
+
+@dataclass
+class LayerCost:
+    name: str
+    lut: float = 0.0
+    ff: float = 0.0
+    dsp: float = 0.0
+    bram: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"lut": round(self.lut), "ff": round(self.ff), "dsp": round(self.dsp), "bram": round(self.bram)}
+
+
+def csd_count(w: np.ndarray) -> np.ndarray:
+    """Number of nonzero canonical-signed-digit digits of each integer (vectorized)."""
+    x = np.abs(w.astype(np.int64))
+    # the number of nonzero CSD digits equals popcount(x ^ (3x)) / 2... use the NAF identity:
+    # popcount(x XOR 3x) counts digit changes; NAF weight = popcount((3x) ^ x) >> 1 bits
+    three = 3 * x
+    v = np.bitwise_xor(three, x) >> 1
+    count = np.zeros_like(x)
+    while np.any(v):
+        count += v & 1
+        v >>= 1
+    return count
+
+
+def _bits(v: np.ndarray) -> np.ndarray:
+    """Bits of the two's-complement width holding |v| with a sign (elementwise, v >= 0)."""
+    v = np.maximum(np.asarray(v, dtype=np.float64), 1)
+    return np.ceil(np.log2(v + 1)).astype(np.int64) + 1
+
+
+FEATURES = ("mult_bits", "tree_bits", "round_bits", "sat_bits", "relu_bits")
+
+
+def _signed_bits(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Two's-complement width holding [lo, hi] (elementwise), as rtl_sim sizes its wires."""
+    m = np.maximum(np.maximum(-lo - 1, hi), 0).astype(np.float64)
+    return np.ceil(np.log2(m + 1)).astype(np.int64) + 1
+
+
+def _tree_bits(lo: np.ndarray, hi: np.ndarray) -> float:
+    """Sum of adder widths of the pairwise adder tree over leaf intervals (emitter's order)."""
+    total = 0.0
+    while len(lo) > 1:
+        n = len(lo) // 2 * 2
+        slo, shi = lo[0:n:2] + lo[1:n:2], hi[0:n:2] + hi[1:n:2]
+        total += float(np.sum(_signed_bits(slo, shi)))
+        if len(lo) % 2:
+            slo, shi = np.append(slo, lo[-1]), np.append(shi, hi[-1])
+        lo, hi = slo, shi
+    return total
+
+
+def dense_features(layer: Dense, in_type: FixedType, mapping: str | None = None, out_type: FixedType | None = None,
+                   relu: bool = False) -> tuple[dict[str, float], int, float]:
+    """The structural quantities the LUT count is linear in (bits of adders and of output logic,
+    from the same exact intervals the Verilog emitter uses), the DSP count, and the output FFs."""
+    if not layer.quantized:
+        raise LayerError(f"layer {layer.name!r} is float: the cost model prices fixed-point layers")
+    mapping = mapping or layer.mult
+    w = layer.weight.astype(np.int64)
+    nz = w != 0
+    digits = csd_count(w)
+    if mapping == "dsp":
+        dsp_mask = nz & (digits > 1)
+    elif mapping == "lut":
+        dsp_mask = np.zeros_like(nz)
+    else:
+        dsp_mask = nz & (digits > CSD_MAX_DIGITS)
+    xlo, xhi = in_type.min_int, in_type.max_int
+    pf = in_type.frac + layer.weight_type.frac
+    frac = max(pf, layer.bias_type.frac)
+    sh, bsh = frac - pf, frac - layer.bias_type.frac
+    plo = np.minimum(w * xlo, w * xhi) << sh
+    phi = np.maximum(w * xlo, w * xhi) << sh
+    pbits = _signed_bits(plo, phi)
+    mult_bits = float(np.sum(np.where(nz & ~dsp_mask, np.maximum(digits - 1, 0) * pbits, 0)))
+    tree_bits = 0.0
+    out_bits = np.zeros(w.shape[1])
+    sat_bits = np.zeros(w.shape[1])
+    bias = layer.bias.astype(np.int64) << bsh
+    for j in range(w.shape[1]):
+        col = np.flatnonzero(nz[:, j])
+        lo, hi = plo[col, j], phi[col, j]
+        if bias[j]:
+            lo, hi = np.append(lo, bias[j]), np.append(hi, bias[j])
+        if len(lo) == 0:
+            continue
+        tree_bits += _tree_bits(lo, hi)
+        alo, ahi = int(lo.sum()), int(hi.sum())
+        if relu:
+            alo = max(alo, 0)
+        if out_type is not None:
+            s = frac - out_type.frac
+            rlo, rhi = (alo >> s, (ahi >> s) + 1) if s > 0 else (alo << -s, ahi << -s)
+            over = rhi > out_type.max_int or rlo < out_type.min_int
+            rlo, rhi = max(rlo, out_type.min_int), min(rhi, out_type.max_int)
+        else:
+            rlo, rhi, over = alo, ahi, False
+        bits = int(_signed_bits(np.array([rlo]), np.array([rhi]))[0]) - (1 if rlo >= 0 else 0)
+        out_bits[j] = max(bits, 1) if ahi > alo else 0
+        sat_bits[j] = out_bits[j] if over else 0
+    rounding = out_type is not None and out_type.quant != "TRN"
+    feats = {
+        "mult_bits": mult_bits,
+        "tree_bits": tree_bits,
+        "round_bits": float(out_bits.sum()) if rounding else 0.0,
+        "sat_bits": float(sat_bits.sum()) if out_type is not None and out_type.overflow == "SAT" else 0.0,
+        "relu_bits": float(out_bits.sum()) if relu else 0.0,
+    }
+    return feats, int(np.sum(dsp_mask)), float(out_bits.sum())
+
+
+def dense_cost(layer: Dense, in_type: FixedType, family: str, mapping: str | None = None,
+               out_type: FixedType | None = None, relu: bool = False, regs_every: int = 0) -> LayerCost:
+    """Cost of one Dense layer (fully parallel) for inputs of ``in_type``."""
+    c = coefficients()[family]
+    feats, n_dsp, ff = dense_features(layer, in_type, mapping, out_type, relu)
+    lut = sum(c[k] * v for k, v in feats.items())
+    ff += 1  # the stage's valid bit
+    if regs_every:
+        w = layer.weight
+        terms = int((w != 0).sum(axis=0).max(initial=1))
+        depth = int(np.ceil(np.log2(max(terms, 1))))
+        ff += ff * 1.5 * max((depth - 1) // regs_every, 0)
+    reuse = max(int(layer.reuse), 1)
+    if reuse > 1:  # time-multiplexed: fewer multipliers, plus input multiplexers
+        bx = in_type.width + (0 if in_type.signed else 1)
+        lut = lut / reuse + c["mux_per_bit"] * bx * np.count_nonzero(layer.weight) / reuse
+        n_dsp = int(np.ceil(n_dsp / reuse))
+    return LayerCost(layer.name, lut=lut + c["lut_per_dsp"] * n_dsp, ff=ff, dsp=n_dsp)
+
+
+def _acc_width(col: np.ndarray, bx: int, bias: int) -> int:
+    s = float(np.sum(np.abs(col))) * (2.0 ** (bx - 1)) + abs(bias)
+    return int(np.ceil(np.log2(s + 1))) + 1 if s > 0 else 1
+
+
+def network_cost(net: Network, board: Board | str, mapping: str | None = None, regs_every: int = 0) -> dict[str, LayerCost]:
+    """Per-layer cost (Dense layers, with the ReLU/Quant after each folded in) on a board's family."""
+    from codesign.board import load_board
+
+    board = load_board(board)
+    family = board.synth_family
+    types = net.tensor_types()
+    if not net.quantized:
+        raise LayerError(f"network {net.name!r} is float; quantize it before pricing it")
+    out: dict[str, LayerCost] = {}
+    t_in = net.input_type
+    layers = net.layers
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Dense):
+            relu = i + 1 < len(layers) and isinstance(layers[i + 1], ReLU)
+            # the type that reaches the stage register: after the following ReLU/Quant, if any
+            j, out_t = i, types[i]
+            while j + 1 < len(layers) and isinstance(layers[j + 1], (ReLU, Quant)):
+                j += 1
+                out_t = types[j]
+            out[layer.name] = dense_cost(layer, t_in, family, mapping, out_t, relu, regs_every)
+        elif isinstance(layer, (Weighted, BatchNorm)):
+            raise LayerError(f"layer {layer.name!r} ({layer.kind}): the cost model prices Dense networks")
+        t_in = types[i] if types[i] is not None else t_in
+    return out
+
+
+def total_cost(costs: dict[str, LayerCost]) -> dict[str, int]:
+    tot = {"lut": 0.0, "ff": 0.0, "dsp": 0.0, "bram": 0.0}
+    for c in costs.values():
+        for k in tot:
+            tot[k] += getattr(c, k)
+    return {k: int(round(v)) for k, v in tot.items()}
+
+
+def fits(total: dict[str, int], budget: dict[str, int]) -> bool:
+    return all(total.get(k, 0) <= v for k, v in budget.items())
+
+
+def binding_resource(total: dict[str, int], budget: dict[str, int]) -> str:
+    """The resource most over its budget (ratio of cost to limit)."""
+    ratios = {k: total.get(k, 0) / max(v, 1e-9) if v else (float("inf") if total.get(k, 0) else 0.0)
+              for k, v in budget.items()}
+    return max(ratios, key=ratios.get)
+
+
+def hardware_layer(layer: Layer) -> bool:
+    return isinstance(layer, Dense)

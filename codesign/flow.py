@@ -1,0 +1,288 @@
+"""The stages as functions over an artifact directory: compress -> hls -> rtl -> cosim -> estimate.
+
+Each step reads what earlier steps wrote in ``DIR`` and writes its own output and its
+``report.json`` section, so any step can be re-run alone (the CLI subcommands call these).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codesign.artifact import Artifact
+from codesign.board import Board, load_board
+from codesign.budget import parse_budget
+from codesign.cost import fits, network_cost, total_cost
+from codesign.data import Dataset, check_fits, load_dataset
+from codesign.errors import BackendError, CodesignError, VerificationError
+from codesign.fixed import FixedType
+from codesign.load import load
+from codesign.network import Network
+from codesign.progress import SILENT, Reporter
+
+DEFAULT_MODEL = "digits-mlp"
+DEFAULT_DATA = "digits"
+DEFAULT_BOARD = "arty-a7-35"
+DEFAULT_BUDGET = "lut=0.25,dsp=0"  # the embedded default shows the co-design: a quarter of an Arty A7-35T
+DEFAULT_WEIGHT_BITS, DEFAULT_RESULT_BITS = 8, 16
+MIN_VERIFY_SAMPLES = 10000
+
+
+def network_summary(net: Network) -> dict[str, Any]:
+    layers = []
+    for layer, shape, t in zip(net.layers, net.shapes(), net.tensor_types()):
+        d: dict[str, Any] = {"name": layer.name, "kind": layer.kind, "shape": list(shape), "type": str(t) if t else None}
+        if hasattr(layer, "weight_type"):
+            d.update({"weights": int(layer.weight.size), "nonzero": int(np.count_nonzero(layer.weight)),
+                      "sparsity": round(layer.sparsity, 4), "weight_type": str(layer.weight_type),
+                      "bias_type": str(layer.bias_type), "accum_type": str(layer.accum_type),
+                      "result_type": str(layer.result_type) if layer.result_type else None})
+        layers.append(d)
+    return {"name": net.name, "layers": layers, "params": net.n_params, "nonzero": net.n_nonzero,
+            "sparsity": round(net.sparsity, 4), "input_type": str(net.input_type)}
+
+
+def _score(net: Network, data: Dataset) -> float:
+    out = net.forward(data.X_test)
+    if data.task == "classification":
+        return float(np.mean(np.argmax(out, axis=-1) == data.y_test))
+    return -float(np.mean((out.reshape(len(out), -1) - data.y_test.reshape(len(out), -1)) ** 2))
+
+
+def step_compress(art: Artifact, model: Any = DEFAULT_MODEL, data: str | None = DEFAULT_DATA,
+                  board: str | Board = DEFAULT_BOARD, budget: str | dict | None = None, method: str = "hardware",
+                  weights: str | None = None, trust: bool = False, input_type: str | None = None, seed: int = 0,
+                  progress: Reporter = SILENT) -> dict[str, Any]:
+    """Load the model; compress it under ``budget``, or (no budget) quantize it at the default precision."""
+    from codesign.compress import compress, default_input_type
+    from codesign.quantize import quantize_network
+
+    t0 = time.perf_counter()
+    b = load_board(board)
+    limits = parse_budget(budget, b)
+    with art.step("compress"):
+        with progress.status(f"loading {model}"):
+            net = load(model, weights=weights, trust=trust, input_type=input_type)
+        ds = load_dataset(data, seed) if data else None
+        if ds is not None:
+            check_fits(ds, net.input_shape, net.output_shape[-1], net.name)
+        accuracy: dict[str, Any] = {"metric": "accuracy", "float": None, "compressed": None, "test_samples": 0}
+        notes: list[str] = []
+        if ds is None:
+            notes.append("no data set given: accuracy not measured; verification uses random and corner inputs")
+        if limits:
+            if ds is None:
+                raise CodesignError("compression under a budget needs training data: pass --data")
+            r = compress(net, ds, b, limits, method=method, seed=seed, input_type=input_type, progress=progress)
+            small = r.network
+            accuracy = {"metric": r.metric, "float": r.float_score, "compressed": r.score,
+                        "test_samples": int(len(ds.y_test))}
+            precision_note = f"chosen by the search: {r.precision.weight_bits}-bit weights, {r.precision.act_bits}-bit activations"
+        else:
+            if net.quantized:
+                small = net
+                precision_note = "as imported (already fixed point)"
+            else:
+                t_in = FixedType.parse(input_type) if input_type else (
+                    ds.input_type if ds is not None and ds.input_type else
+                    default_input_type(ds.X_train) if ds is not None else FixedType(16, 6, True, "RND_CONV", "SAT"))
+                calib = ds.X_train if ds is not None else None
+                with progress.status("quantizing at the default precision"):
+                    small = quantize_network(net, t_in, DEFAULT_WEIGHT_BITS, result_bits=DEFAULT_RESULT_BITS, calib=calib)
+                precision_note = (f"default precision (no budget): {DEFAULT_WEIGHT_BITS}-bit weights, "
+                                  f"{DEFAULT_RESULT_BITS}-bit results sized on the data, input {t_in}")
+            if ds is not None:
+                fnet = net
+                accuracy = {"metric": "accuracy" if ds.task == "classification" else "neg_mse",
+                            "float": _score(fnet, ds) if not fnet.quantized else None,
+                            "compressed": _score(small, ds), "test_samples": int(len(ds.y_test))}
+        small.metadata["precision_note"] = precision_note
+        small.save(art.dir)
+        cost = total_cost(network_cost(small, b))
+        art.update(
+            model=str(model), data=data, board=b.to_json(), budget=limits, method=method if limits else None,
+            network=network_summary(small), accuracy=accuracy, precision=precision_note, notes=notes or None,
+            estimate={"analytic": cost, "analytic_layers": {k: v.as_dict() for k, v in network_cost(small, b).items()}},
+            fits_budget=fits(cost, limits or b.resources()), fits_judged_on="analytic",
+        )
+    art.timing("compress", time.perf_counter() - t0)
+    return art.report()
+
+
+def verification_samples(art: Artifact, net: Network, n_total: int | None = None) -> np.ndarray:
+    """The test set (when there is one) plus corner and random vectors, at least 10,000 in all."""
+    from rtl_sim.cosim import verification_inputs
+
+    rep = art.report()
+    X = None
+    if rep.get("data"):
+        ds = load_dataset(rep["data"], 0)
+        X = ds.X_test
+    return verification_inputs(net, X, max(n_total or MIN_VERIFY_SAMPLES, 1))
+
+
+def step_hls(art: Artifact, backend: str | None = None, samples: int | None = None, form: str = "auto",
+             progress: Reporter = SILENT) -> dict[str, Any]:
+    from hls.csim import csim_check
+    from hls.project import BACKENDS, check_backend, write_project
+
+    art.require()
+    t0 = time.perf_counter()
+    net = Network.load(art.dir)
+    b = load_board(art.report()["board"]["name"])
+    backend = check_backend(b, backend or BACKENDS[b.vendor][0])
+    with art.step("hls", "hls") as tmp:
+        with progress.status(f"writing the hls4ml {backend} project"):
+            project = write_project(net, b, backend, tmp / "project", form=form)
+        q = verification_samples(art, net, samples)
+        with progress.status(f"C simulation ({backend}) on {len(q)} samples"):
+            res = csim_check(project, net, q)
+        res.update({"project": "hls/project/", "part": b.part, "clock_mhz": b.clock_mhz})
+        if res["csim_bit_exact"] is False:
+            art.update(hls=res)
+            raise VerificationError(
+                f"hls4ml C simulation differs from the reference on {res['mismatches']} of {res['samples']} samples; "
+                f"first: {res['first_mismatch']}"
+            )
+    art.update(hls=res)
+    art.timing("hls", time.perf_counter() - t0)
+    return res
+
+
+def step_rtl(art: Artifact, adder_regs_every: int = 0, progress: Reporter = SILENT) -> dict[str, Any]:
+    from rtl_sim.cosim import write_rtl
+
+    art.require()
+    t0 = time.perf_counter()
+    net = Network.load(art.dir)
+    with art.step("rtl", "rtl") as tmp:
+        with progress.status("emitting Verilog"):
+            d = write_rtl(net, tmp, adder_regs_every=adder_regs_every)
+    res = {"top": d.top, "files": [f"rtl/{d.top}.v", f"rtl/{d.top}_axis.v"], "latency_cycles": d.latency,
+           "adder_regs_every": adder_regs_every, "multipliers": d.multipliers}
+    art.update(rtl=res)
+    art.timing("rtl", time.perf_counter() - t0)
+    return res
+
+
+def step_cosim(art: Artifact, samples: int | None = None, mode: str = "bulk", progress: Reporter = SILENT) -> dict[str, Any]:
+    from rtl_sim.cosim import cosimulate, describe_mismatch
+
+    art.require()
+    if not (art.dir / "rtl").is_dir():
+        raise BackendError(f"{art.dir}: no rtl/ here; run 'codesign rtl {art.dir}' first")
+    t0 = time.perf_counter()
+    net = Network.load(art.dir)
+    q = verification_samples(art, net, samples)
+    with art.step("cosim", "cosim") as tmp:
+        with progress.status(f"co-simulating {len(q)} samples in Verilator ({mode})"):
+            r = cosimulate(net, art.dir / "rtl", tmp, q, mode=mode)
+        res = r.to_json()
+        (tmp / "result.json").write_text(__import__("json").dumps(res, indent=1))
+    art.update(cosim=res)
+    art.timing("cosim", time.perf_counter() - t0)
+    if not r.bit_exact:
+        raise VerificationError(f"RTL co-simulation is not bit-exact: {describe_mismatch(r)}; latency "
+                                f"{r.latency_cycles} (designed {r.designed_latency}), II {r.ii}")
+    return res
+
+
+def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, progress: Reporter = SILENT) -> dict[str, Any]:
+    """Analytic estimate and Yosys synthesis per layer (with and without DSP inference)."""
+    from rtl_sim.synth import synthesize
+    from rtl_sim.tools import find_yosys
+    from rtl_sim.verilog import emit_verilog
+
+    art.require()
+    t0 = time.perf_counter()
+    net = Network.load(art.dir)
+    b = load_board(board or art.report()["board"]["name"])
+    analytic = network_cost(net, b)
+    est: dict[str, Any] = {"analytic": total_cost(analytic), "analytic_layers": {k: v.as_dict() for k, v in analytic.items()}}
+    with art.step("estimate", "estimate") as tmp:
+        if synth:
+            tool = find_yosys()
+            parts = single_stage_networks(net)
+            with progress.bar("Yosys synthesis per layer", total=2 * len(parts)) as bar:
+                def run(job: tuple[str, Network, bool]) -> tuple[str, bool, dict[str, Any]]:
+                    name, sub, dsp = job
+                    d = emit_verilog(sub)
+                    r = synthesize(d.verilog, d.top, b.synth_family, dsp=dsp, tool=tool)
+                    bar.advance(info=name)
+                    return name, dsp, r
+                jobs = [(n, s, dsp) for n, s in parts for dsp in (True, False)]
+                with ThreadPoolExecutor(max_workers=2) as pool:
+                    results = list(pool.map(run, jobs))
+            layers: dict[str, Any] = {}
+            for name, dsp, r in results:
+                layers.setdefault(name, {})["dsp_mapped" if dsp else "lut_only"] = {
+                    k: r[k] for k in ("lut", "ff", "dsp", "carry", "bram")}
+            tot = {mode: {k: sum(layers[n][mode][k] for n in layers) for k in ("lut", "ff", "dsp", "carry", "bram")}
+                   for mode in ("dsp_mapped", "lut_only")}
+            first = results[0][2]
+            est["synth"] = {"tool": first["tool"], "target": b.synth_family, "note": b.synth_note or None,
+                            **tot["dsp_mapped"], "lut_only": tot["lut_only"], "layers": layers,
+                            "method": "each layer synthesized as its own top; totals are the sums"}
+            (tmp / "synth.json").write_text(__import__("json").dumps(est["synth"], indent=1))
+        res_board = {k: getattr(b, k) for k in ("lut", "ff", "dsp", "bram")}
+        basis = est.get("synth", est["analytic"])
+        est["utilization_pct"] = {k: round(100.0 * basis.get(k, 0) / v, 2) for k, v in res_board.items() if v}
+    rep = art.report()
+    limits = rep.get("budget") or b.resources()
+    judged = {k: est.get("synth", {}).get(k, est["analytic"].get(k, 0)) for k in limits}
+    art.update(estimate=est, fits_budget=fits(judged, limits), fits_judged_on="synth" if synth else "analytic")
+    art.timing("estimate", time.perf_counter() - t0)
+    return est
+
+
+def single_stage_networks(net: Network) -> list[tuple[str, Network]]:
+    """One network per Dense stage (with its ReLU/Quant), its input type the previous stage's output."""
+    from codesign.layers import Dense, Output
+
+    types = net.tensor_types()
+    out, t_in, cur = [], net.input_type, []
+    stages: list[tuple[list, FixedType]] = []
+    for layer, t in zip(net.layers, types):
+        if isinstance(layer, Output):
+            continue
+        if isinstance(layer, Dense) and cur:
+            stages.append((cur, t_in))
+            t_in = prev_t
+            cur = []
+        cur.append(layer)
+        prev_t = t
+    if cur:
+        stages.append((cur, t_in))
+    for layers, t in stages:
+        shape = (layers[0].weight.shape[0],) if isinstance(layers[0], Dense) else net.input_shape
+        out.append((layers[0].name, Network(f"{net.name}_{layers[0].name}", shape, list(layers), t)))
+    return out
+
+
+def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEFAULT_DATA,
+             board: str = DEFAULT_BOARD, budget: str | dict | None = None, backend: str | None = None,
+             weights: str | None = None, trust: bool = False, input_type: str | None = None, force: bool = False,
+             samples: int | None = None, method: str = "hardware", synth: bool = True,
+             progress: Reporter = SILENT) -> dict[str, Any]:
+    """load -> compress -> hls -> rtl -> cosim -> estimate -> report, in ``out``."""
+    from codesign.report import write_report
+
+    b = load_board(board)
+    parse_budget(budget, b)  # malformed budgets fail before anything is written
+    if backend:
+        from hls.project import check_backend
+
+        check_backend(b, backend)
+    art = Artifact(out)
+    art.claim(force)
+    step_compress(art, model, data, b, budget, method, weights, trust, input_type, progress=progress)
+    step_hls(art, backend, samples, progress=progress)
+    step_rtl(art, progress=progress)
+    step_cosim(art, samples, progress=progress)
+    step_estimate(art, synth=synth, progress=progress)
+    write_report(art)
+    return art.report()

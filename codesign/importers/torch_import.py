@@ -1,0 +1,223 @@
+"""PyTorch import: a live ``nn.Module``, a pickled ``.pt`` module (trusted only) or a ``.pt2`` export.
+
+All three go through ``torch.export`` so one walk over ATen operators handles them; a
+plain feed-forward ``forward`` works as well as ``nn.Sequential``. Torch is channels-first,
+the IR channels-last: convolution kernels are transposed, and the Linear after a Flatten
+of a feature map gets its input rows permuted so the result is the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codesign.errors import ModelFileError, UnsupportedLayerError
+from codesign.layers import BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, Output, ReLU
+from codesign.network import Network
+
+SUPPORTED = "Linear, Conv1d, Conv2d, BatchNorm1d/2d, ReLU, Flatten, Dropout, Identity, Softmax (last)"
+_PASS_THROUGH = {"dropout", "alpha_dropout", "feature_dropout", "clone", "contiguous", "detach", "alias", "lift_fresh_copy"}
+
+
+def load_torch_file(path: Path, trust: bool = False, input_shape: tuple[int, ...] | None = None) -> Network:
+    """Load ``.pt2`` (safe) or a pickled ``.pt`` module (only with ``trust=True``)."""
+    import torch
+
+    if path.suffix == ".pt2":
+        try:
+            ep = torch.export.load(str(path))
+        except Exception as e:  # torch raises many kinds for a bad archive
+            raise ModelFileError(f"{path}: not a readable torch.export archive ({type(e).__name__}: {e})") from None
+        return network_from_exported(ep, path.stem)
+    if not trust:
+        raise ModelFileError(
+            f"{path}: a pickled PyTorch module runs arbitrary code when loaded; pass trust=True (CLI: --trust-pickle) "
+            "if you trust its source, or save it with torch.export.save(...) as a .pt2 file"
+        )
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ModelFileError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, torch.nn.Module):
+        raise ModelFileError(
+            f"{path}: holds a {type(obj).__name__}, not an nn.Module (a state_dict has no architecture); "
+            "save the whole module or a torch.export .pt2"
+        )
+    return network_from_module(obj, name=path.stem, input_shape=input_shape)
+
+
+def _infer_input_shape(module: Any) -> tuple[int, ...]:
+    import torch
+
+    for m in module.modules():
+        if isinstance(m, torch.nn.Linear):
+            return (m.in_features,)
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)):
+            raise ModelFileError(
+                f"the first weighted layer is a {type(m).__name__}: its input size cannot be inferred; "
+                "pass input_shape=(C, H, W) (torch order)"
+            )
+    raise ModelFileError("cannot infer the input shape (no Linear or Conv layer); pass input_shape")
+
+
+def network_from_module(module: Any, name: str = "torch_model", input_shape: tuple[int, ...] | None = None) -> Network:
+    """Import a live ``nn.Module`` (``input_shape`` in torch order, without the batch axis)."""
+    import torch
+
+    module = module.eval()
+    shape = tuple(input_shape) if input_shape else _infer_input_shape(module)
+    try:
+        ep = torch.export.export(module, (torch.zeros(2, *shape),))
+    except Exception as e:
+        raise UnsupportedLayerError(
+            f"torch.export could not trace {type(module).__name__} ({type(e).__name__}: {str(e).splitlines()[0]}); "
+            f"supported: a feed-forward network of {SUPPORTED}"
+        ) from None
+    return network_from_exported(ep, name)
+
+
+def _np(t: Any) -> np.ndarray:
+    return t.detach().cpu().double().numpy()
+
+
+def network_from_exported(ep: Any, name: str) -> Network:
+    """Walk an ``ExportedProgram``'s ATen graph into IR layers."""
+    sig = ep.graph_signature
+    params = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
+    state = {**ep.state_dict, **getattr(ep, "constants", {})}
+    user_inputs = list(sig.user_inputs)
+    if len(user_inputs) != 1:
+        raise UnsupportedLayerError(f"the model has {len(user_inputs)} inputs; only single-input networks are supported")
+
+    values: dict[str, Any] = {}  # node name -> np array (parameter) or ("x", info) for the data tensor
+    layers: list[Layer] = []
+    torch_shape: tuple[int, ...] = ()
+    cur: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+
+    def new_name(kind: str, node: Any) -> str:
+        stack = node.meta.get("nn_module_stack") or {}
+        if stack:
+            path = list(stack.values())[-1][0]
+            ident = path.replace(".", "_")
+            ident = ident if ident[:1].isalpha() else f"{kind}_{ident}"
+            if path and all(layer.name != ident for layer in layers):
+                return ident
+        counts[kind] = counts.get(kind, 0) + 1
+        return f"{kind}{counts[kind]}"
+
+    def where(node: Any) -> str:
+        stack = node.meta.get("nn_module_stack") or {}
+        if stack:
+            path, cls = list(stack.values())[-1]
+            return f"module {path!r} ({str(getattr(cls, '__name__', cls)).split('.')[-1]})"
+        return f"operation {node.target}"
+
+    def param(node: Any) -> np.ndarray | None:
+        if node is None:
+            return None
+        if node.name not in values:
+            raise UnsupportedLayerError(f"{node.name} is computed, not a parameter; only constant weights are supported")
+        return values[node.name]
+
+    for node in ep.graph.nodes:
+        if node.op == "placeholder":
+            if node.name in params:
+                values[node.name] = _np(state[params[node.name]])
+            elif node.name in user_inputs:
+                torch_shape = tuple(int(d) for d in node.meta["val"].shape[1:])
+                cur = {"node": node.name, "shape": torch_shape, "perm": None}
+            else:
+                values[node.name] = None
+            continue
+        if node.op == "output":
+            break
+        if node.op != "call_function":
+            raise UnsupportedLayerError(f"{where(node)}: unsupported graph node {node.op}; supported: {SUPPORTED}")
+        op = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+        if op == "getitem":
+            if node.args[0].name == cur["node"]:
+                cur["node"] = node.name
+            continue
+        out_shape = tuple(int(d) for d in node.meta["val"].shape[1:]) if hasattr(node.meta.get("val"), "shape") else None
+        data_args = [a for a in node.args if getattr(a, "name", None) == cur["node"]]
+        if not data_args:
+            # a computation on parameters only (e.g. a transposed weight): evaluate it in torch
+            raise UnsupportedLayerError(f"{where(node)}: operation {op} on parameters is not supported")
+        if op in _PASS_THROUGH:
+            cur["node"] = node.name
+            continue
+        if op == "linear":
+            w, b = param(node.args[1]), param(node.args[2] if len(node.args) > 2 else None)
+            w = w.T
+            if cur["perm"] is not None:
+                w = w[cur["perm"]]
+                cur["perm"] = None
+            layers.append(Dense(new_name("dense", node), w, b))
+        elif op in ("conv1d", "conv2d", "convolution"):
+            layers.append(_conv_layer(node, op, param, new_name("conv", node), where(node)))
+        elif op in ("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm"):
+            a = node.args
+            if op == "batch_norm":
+                w, b, mean, var, eps = param(a[1]), param(a[2]), param(a[3]), param(a[4]), a[7]
+            else:
+                w, b, mean, var, eps = param(a[1]), param(a[2]), param(a[3]), param(a[4]), a[-1]
+            n = mean.shape[0]
+            w = np.ones(n) if w is None else w
+            b = np.zeros(n) if b is None else b
+            if cur["perm"] is not None:
+                raise UnsupportedLayerError(f"{where(node)}: BatchNorm1d directly after flattening a feature map")
+            layers.append(BatchNorm(new_name("bn", node), w, b, mean, var, float(eps)))
+        elif op in ("relu", "relu_"):
+            layers.append(ReLU(new_name("relu", node)))
+        elif op in ("flatten", "view", "reshape", "_unsafe_view"):
+            if out_shape is None or len(out_shape) != 1:
+                raise UnsupportedLayerError(f"{where(node)}: only a flatten to (N, features) is supported, got {out_shape}")
+            if len(cur["shape"]) > 1:
+                chw = cur["shape"]
+                cur["perm"] = np.arange(int(np.prod(chw))).reshape(chw).transpose(*range(1, len(chw)), 0).ravel()
+                layers.append(Flatten(new_name("flatten", node)))
+        elif op in ("softmax", "_softmax", "log_softmax", "_log_softmax"):
+            layers.append(Output(new_name("softmax", node), "softmax"))
+        else:
+            raise UnsupportedLayerError(f"{where(node)}: unsupported operation {op!r}; supported: {SUPPORTED}")
+        cur["node"] = node.name
+        if out_shape is not None:
+            cur["shape"] = out_shape
+
+    if not layers or not isinstance(layers[-1], Output):
+        layers.append(Output("output", "linear"))
+    ir_shape = torch_shape if len(torch_shape) == 1 else (*torch_shape[1:], torch_shape[0])
+    meta = {"source": "pytorch", "input_layout": "channels_first" if len(torch_shape) > 1 else "flat"}
+    return Network(name, ir_shape, layers, metadata=meta)
+
+
+def _conv_layer(node: Any, op: str, param: Any, name: str, where: str) -> Layer:
+    a = list(node.args) + [None] * 9
+    w, b = param(a[1]), param(a[2])
+    stride, padding, dilation = a[3] or 1, a[4] if a[4] is not None else 0, a[5] or 1
+    groups = a[8] if op == "convolution" else (a[6] or 1)
+    if op == "convolution" and a[6]:
+        raise UnsupportedLayerError(f"{where}: transposed convolution is not supported")
+    nd = w.ndim - 2
+    as_tuple = lambda v: tuple(v) if isinstance(v, (list, tuple)) else (v,) * nd  # noqa: E731
+    stride, dilation = as_tuple(stride), as_tuple(dilation)
+    if any(d != 1 for d in dilation) or groups != 1:
+        raise UnsupportedLayerError(f"{where}: dilation {dilation} / groups {groups} are not supported (only 1)")
+    kernel = w.shape[2:]
+    if padding == "same" or (padding != "valid" and as_tuple(padding) == tuple(k // 2 for k in kernel)
+                             and all(k % 2 == 1 for k in kernel) and all(s == 1 for s in stride)
+                             and any(k > 1 for k in kernel)):
+        pad = "same"
+    elif padding == "valid" or all(p == 0 for p in as_tuple(padding)):
+        pad = "valid"
+    else:
+        raise UnsupportedLayerError(
+            f"{where}: padding {padding!r} has no channels-last equivalent here; use 0 ('valid') or k//2 with "
+            "stride 1 ('same')"
+        )
+    wk = np.moveaxis(w, (0, 1), (-1, -2))  # (cout, cin, k...) -> (k..., cin, cout)
+    cls = Conv1D if nd == 1 else Conv2D
+    return cls(name, wk, b, strides=stride, padding=pad)

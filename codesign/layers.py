@@ -1,0 +1,311 @@
+"""The layers of the IR: small dataclasses over numpy arrays, checked when made.
+
+Tensors are channels-last (``(length, channels)`` for 1-D, ``(height, width, channels)``
+for 2-D), as in Keras and hls4ml. A weighted layer is quantized when its ``weight_type``
+is set: its ``weight`` and ``bias`` then hold integers of those types. ``mask`` is the
+explicit pruning mask (True = kept); a pruned weight is always stored as zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+from codesign.errors import LayerError
+from codesign.fixed import FixedType
+
+MAX_PARAM_BITS = 62
+MULT_MAPPINGS = ("auto", "dsp", "lut")
+
+
+def _check_type(layer: str, attr: str, value: Any, required: bool = False) -> FixedType | None:
+    if value is None:
+        if required:
+            raise LayerError(f"layer {layer!r}: {attr} is required")
+        return None
+    if isinstance(value, str):
+        value = FixedType.parse(value)
+    if not isinstance(value, FixedType):
+        raise LayerError(f"layer {layer!r}: {attr} must be a FixedType or an 'ap_fixed<...>' string, not {value!r}")
+    return value
+
+
+@dataclass
+class Layer:
+    """Base class: every layer has a unique name."""
+
+    name: str
+    kind: ClassVar[str] = "Layer"
+    has_weights: ClassVar[bool] = False
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The layer's numpy arrays by attribute name (saved to weights.npz)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), np.ndarray)}
+
+
+@dataclass
+class Weighted(Layer):
+    """Common part of Dense and the convolutions."""
+
+    weight: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    bias: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    weight_type: FixedType | None = None
+    bias_type: FixedType | None = None
+    accum_type: FixedType | None = None
+    result_type: FixedType | None = None
+    reuse: int = 1
+    mult: str = "auto"
+    has_weights: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        self.weight = np.asarray(self.weight)
+        n_out = self.weight.shape[-1] if self.weight.ndim else 0
+        if self.bias is None:
+            self.bias = np.zeros(n_out, dtype=np.int64 if self.weight_type is not None else np.float64)
+        self.bias = np.asarray(self.bias)
+        if self.bias.shape != (n_out,):
+            raise LayerError(f"layer {self.name!r}: bias shape {self.bias.shape} does not match {n_out} outputs")
+        for attr in ("weight_type", "bias_type", "accum_type", "result_type"):
+            setattr(self, attr, _check_type(self.name, attr, getattr(self, attr)))
+        if self.mask is None:
+            self.mask = np.ones(self.weight.shape, dtype=bool)
+        self.mask = np.asarray(self.mask, dtype=bool)
+        if self.mask.shape != self.weight.shape:
+            raise LayerError(f"layer {self.name!r}: mask shape {self.mask.shape} differs from weight shape {self.weight.shape}")
+        if not isinstance(self.reuse, (int, np.integer)) or self.reuse < 1:
+            raise LayerError(f"layer {self.name!r}: reuse factor must be a positive integer, not {self.reuse!r}")
+        if self.mult not in MULT_MAPPINGS:
+            raise LayerError(f"layer {self.name!r}: mult must be one of {MULT_MAPPINGS}, not {self.mult!r}")
+        if self.quantized:
+            if self.bias_type is None:
+                raise LayerError(f"layer {self.name!r}: a quantized layer needs bias_type as well as weight_type")
+            self.weight = self._checked_ints("weight", self.weight, self.weight_type)
+            self.bias = self._checked_ints("bias", self.bias, self.bias_type)
+        else:
+            self.weight = self.weight.astype(np.float64)
+            self.bias = self.bias.astype(np.float64)
+        self.weight = np.where(self.mask, self.weight, 0).astype(self.weight.dtype)
+
+    def _checked_ints(self, attr: str, values: np.ndarray, t: FixedType) -> np.ndarray:
+        if t.width > MAX_PARAM_BITS:
+            raise LayerError(f"layer {self.name!r}: {attr} type {t} is wider than {MAX_PARAM_BITS} bits")
+        if values.dtype.kind == "f":
+            if not np.all(values == np.round(values)):
+                raise LayerError(f"layer {self.name!r}: quantized {attr} must hold integers (units of the LSB of {t})")
+        ints = values.astype(np.int64)
+        if ints.size and (ints.min() < t.min_int or ints.max() > t.max_int):
+            raise LayerError(
+                f"layer {self.name!r}: {attr} integers span [{ints.min()}, {ints.max()}], outside {t} "
+                f"([{t.min_int}, {t.max_int}])"
+            )
+        return ints
+
+    @property
+    def quantized(self) -> bool:
+        return self.weight_type is not None
+
+    @property
+    def n_params(self) -> int:
+        return int(self.weight.size + self.bias.size)
+
+    @property
+    def n_nonzero(self) -> int:
+        return int(np.count_nonzero(self.weight)) + int(np.count_nonzero(self.bias))
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - np.count_nonzero(self.weight) / max(self.weight.size, 1)
+
+    def float_weight(self) -> np.ndarray:
+        return np.ldexp(self.weight.astype(np.float64), -self.weight_type.frac) if self.quantized else self.weight
+
+    def float_bias(self) -> np.ndarray:
+        return np.ldexp(self.bias.astype(np.float64), -self.bias_type.frac) if self.quantized else self.bias
+
+
+@dataclass
+class Dense(Weighted):
+    """``y = x @ weight + bias`` with ``weight`` of shape ``(n_in, n_out)``."""
+
+    kind: ClassVar[str] = "Dense"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.weight.ndim != 2:
+            raise LayerError(f"layer {self.name!r}: Dense weight must be 2-D (n_in, n_out), got shape {self.weight.shape}")
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if in_shape != (self.weight.shape[0],):
+            raise LayerError(f"layer {self.name!r}: Dense expects input shape ({self.weight.shape[0]},), got {in_shape}")
+        return (self.weight.shape[1],)
+
+
+@dataclass
+class Conv(Weighted):
+    """Convolution, channels-last; ``weight`` is ``(k..., c_in, c_out)``."""
+
+    strides: tuple[int, ...] = ()
+    padding: str = "valid"
+    kind: ClassVar[str] = "Conv"
+    ndim: ClassVar[int] = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.weight.ndim != self.ndim + 2:
+            raise LayerError(
+                f"layer {self.name!r}: {self.kind} weight must be {self.ndim + 2}-D (kernel..., c_in, c_out), "
+                f"got shape {self.weight.shape}"
+            )
+        self.strides = tuple(int(s) for s in (self.strides or (1,) * self.ndim))
+        if len(self.strides) != self.ndim or min(self.strides) < 1:
+            raise LayerError(f"layer {self.name!r}: strides must be {self.ndim} positive integers, not {self.strides!r}")
+        if self.padding not in ("valid", "same"):
+            raise LayerError(f"layer {self.name!r}: padding must be 'valid' or 'same', not {self.padding!r}")
+
+    @property
+    def kernel(self) -> tuple[int, ...]:
+        return tuple(self.weight.shape[: self.ndim])
+
+    def pads(self, spatial: tuple[int, ...]) -> list[tuple[int, int]]:
+        """(before, after) zero padding per spatial axis, as Keras/TensorFlow pad 'same'."""
+        if self.padding == "valid":
+            return [(0, 0)] * self.ndim
+        out = []
+        for n, k, s in zip(spatial, self.kernel, self.strides):
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+            out.append((total // 2, total - total // 2))
+        return out
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        c_in = self.weight.shape[-2]
+        if len(in_shape) != self.ndim + 1 or in_shape[-1] != c_in:
+            raise LayerError(
+                f"layer {self.name!r}: {self.kind} expects a {self.ndim + 1}-D channels-last input with {c_in} "
+                f"channels, got {in_shape}"
+            )
+        spatial = []
+        for n, k, s, (a, b) in zip(in_shape[:-1], self.kernel, self.strides, self.pads(in_shape[:-1])):
+            m = (n + a + b - k) // s + 1
+            if m < 1:
+                raise LayerError(f"layer {self.name!r}: kernel {self.kernel} is larger than the input {in_shape}")
+            spatial.append(m)
+        return (*spatial, self.weight.shape[-1])
+
+
+@dataclass
+class Conv1D(Conv):
+    kind: ClassVar[str] = "Conv1D"
+    ndim: ClassVar[int] = 1
+
+
+@dataclass
+class Conv2D(Conv):
+    kind: ClassVar[str] = "Conv2D"
+    ndim: ClassVar[int] = 2
+
+
+@dataclass
+class BatchNorm(Layer):
+    """Per-channel ``(x - mean) / sqrt(var + eps) * gamma + beta`` on the last axis.
+
+    Kept in float until compression folds it into the preceding layer; a quantized
+    BatchNorm carries integer ``scale``/``shift`` of ``scale_type``/``shift_type`` and
+    computes ``cast(x * scale + shift)`` as hls4ml does.
+    """
+
+    gamma: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    beta: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    var: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    eps: float = 1e-3
+    scale: np.ndarray | None = None
+    shift: np.ndarray | None = None
+    scale_type: FixedType | None = None
+    shift_type: FixedType | None = None
+    result_type: FixedType | None = None
+    kind: ClassVar[str] = "BatchNorm"
+
+    def __post_init__(self) -> None:
+        n = np.asarray(self.gamma).shape
+        for attr in ("gamma", "beta", "mean", "var"):
+            setattr(self, attr, np.asarray(getattr(self, attr), dtype=np.float64))
+            if getattr(self, attr).shape != n or len(n) != 1:
+                raise LayerError(f"layer {self.name!r}: BatchNorm {attr} must be 1-D with {n} entries")
+        if np.any(self.var + self.eps <= 0):
+            raise LayerError(f"layer {self.name!r}: BatchNorm variance + eps must be positive")
+        for attr in ("scale_type", "shift_type", "result_type"):
+            setattr(self, attr, _check_type(self.name, attr, getattr(self, attr)))
+        if self.scale_type is not None:
+            if self.scale is None or self.shift is None or self.shift_type is None:
+                raise LayerError(f"layer {self.name!r}: a quantized BatchNorm needs scale, shift and their types")
+            self.scale = np.asarray(self.scale, dtype=np.int64)
+            self.shift = np.asarray(self.shift, dtype=np.int64)
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale_type is not None
+
+    def float_scale_shift(self) -> tuple[np.ndarray, np.ndarray]:
+        scale = self.gamma / np.sqrt(self.var + self.eps)
+        return scale, self.beta - self.mean * scale
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if in_shape[-1] != self.gamma.shape[0]:
+            raise LayerError(f"layer {self.name!r}: BatchNorm has {self.gamma.shape[0]} channels, input has {in_shape[-1]}")
+        return in_shape
+
+
+@dataclass
+class ReLU(Layer):
+    """``max(x, 0)``, then a cast to ``result_type`` when one is set (QKeras ``quantized_relu``)."""
+
+    result_type: FixedType | None = None
+    kind: ClassVar[str] = "ReLU"
+
+    def __post_init__(self) -> None:
+        self.result_type = _check_type(self.name, "result_type", self.result_type)
+
+
+@dataclass
+class Quant(Layer):
+    """A cast of the tensor to ``result_type`` (QKeras ``quantized_bits`` as an activation)."""
+
+    result_type: FixedType | None = None
+    kind: ClassVar[str] = "Quant"
+
+    def __post_init__(self) -> None:
+        self.result_type = _check_type(self.name, "result_type", self.result_type, required=True)
+
+
+@dataclass
+class Flatten(Layer):
+    kind: ClassVar[str] = "Flatten"
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (int(np.prod(in_shape)),)
+
+
+HEAD_KINDS = ("softmax", "argmax", "linear")
+
+
+@dataclass
+class Output(Layer):
+    """The output head. Not hardware: the hardware output is the tensor before it."""
+
+    head: str = "linear"
+    kind: ClassVar[str] = "Output"
+
+    def __post_init__(self) -> None:
+        if self.head not in HEAD_KINDS:
+            raise LayerError(f"layer {self.name!r}: output head must be one of {HEAD_KINDS}, not {self.head!r}")
+
+
+LAYER_CLASSES: dict[str, type[Layer]] = {
+    cls.kind: cls for cls in (Dense, Conv1D, Conv2D, BatchNorm, ReLU, Quant, Flatten, Output)
+}

@@ -1,0 +1,137 @@
+"""Pruning: what to remove next, by magnitude, by whole neurons, or by accuracy per resource.
+
+The hardware-aware score of a weight is its importance (``|w| * mean|x|`` over the data,
+a first-order estimate of the output change its removal causes) divided by the resources
+the cost model says it takes (its shift-and-add adders, its place in the adder tree, or a
+DSP priced by how scarce DSPs are in the budget). Weights with the lowest score go first,
+so of two equally important weights the costlier one is pruned first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from codesign.cost import coefficients, csd_count
+from codesign.qat import QMLP
+
+METHODS = ("hardware", "magnitude", "structured")
+
+
+def input_magnitudes(model: QMLP, X: np.ndarray) -> list[np.ndarray]:
+    """Mean |input| of every Dense layer over ``X`` (the importance factor of its weights)."""
+    out = []
+    x = torch.tensor(X, dtype=torch.float64)
+    with torch.no_grad():
+        if model.input_type is not None:
+            from codesign.qat import fake_quant
+
+            x = fake_quant(x, model.input_type)
+        for layer in model.stages:
+            out.append(x.abs().mean(dim=0).numpy())
+            x = layer(x)
+    return out
+
+
+def weight_costs(model: QMLP, family: str, dsp_price: float) -> list[np.ndarray]:
+    """LUT-equivalent cost of keeping each weight (zero for a weight that quantizes to zero)."""
+    c = coefficients()[family]
+    costs = []
+    for layer in model.stages:
+        with torch.no_grad():
+            w = layer.effective_weight().numpy()
+        if layer.weight_type is not None:
+            ints = np.round(np.ldexp(w, layer.weight_type.frac)).astype(np.int64)
+            digits = csd_count(ints)
+            wbits = np.ceil(np.log2(np.abs(ints) + 1)) + 1
+        else:
+            digits = np.full(w.shape, 3)
+            wbits = np.full(w.shape, 8.0)
+        bx = 9.0
+        prod_w = bx + wbits
+        tree = bx + wbits + np.log2(max(w.shape[0], 2))
+        lut = c["mult_bits"] * np.maximum(digits - 1, 0) * prod_w + c["tree_bits"] * tree
+        dsp = digits > 6
+        cost = np.where(dsp, dsp_price, lut)
+        costs.append(np.where(w != 0, np.maximum(cost, 1e-3), 0.0))
+    return costs
+
+
+def scores(model: QMLP, X: np.ndarray, method: str, family: str = "xc7", dsp_price: float = 50.0) -> list[np.ndarray]:
+    """Per-weight score; lower is pruned first (masked weights get +inf)."""
+    if method not in METHODS:
+        raise ValueError(f"pruning method must be one of {METHODS}, not {method!r}")
+    mags = input_magnitudes(model, X)
+    out = []
+    costs = weight_costs(model, family, dsp_price) if method == "hardware" else None
+    for k, layer in enumerate(model.stages):
+        with torch.no_grad():
+            w = (layer.weight * layer.mask).numpy()
+        imp = np.abs(w) * mags[k][:, None]
+        s = imp / np.maximum(costs[k], 1e-3) if costs is not None else np.abs(w)
+        out.append(np.where(layer.mask.numpy() > 0, s, np.inf))
+    return out
+
+
+def prune_weights(model: QMLP, score: list[np.ndarray], n: int, keep_per_output: int = 1) -> int:
+    """Mask the ``n`` lowest-scoring weights over the whole network; every output keeps at least
+    ``keep_per_output`` weights. Returns how many were pruned."""
+    flat = np.concatenate([s.ravel() for s in score])
+    finite = np.isfinite(flat)
+    n = int(min(n, finite.sum()))
+    if n <= 0:
+        return 0
+    order = np.argsort(flat, kind="stable")
+    offsets = np.cumsum([0] + [s.size for s in score])
+    pruned = 0
+    kept = [layer.mask.numpy().sum(axis=0) for layer in model.stages]
+    for idx in order:
+        if pruned >= n or not np.isfinite(flat[idx]):
+            break
+        k = int(np.searchsorted(offsets, idx, side="right") - 1)
+        i, j = np.unravel_index(idx - offsets[k], score[k].shape)
+        if kept[k][j] <= keep_per_output:
+            continue
+        model.stages[k].mask[i, j] = 0.0
+        kept[k][j] -= 1
+        pruned += 1
+    return pruned
+
+
+def prune_neurons(model: QMLP, X: np.ndarray, n: int, min_width: int = 2) -> int:
+    """Structured pruning: remove the ``n`` hidden neurons with the least importance per weight kept.
+
+    A removed neuron loses its incoming weights and bias and its outgoing weights in the
+    next layer (whose inputs shrink when the network is exported)."""
+    mags = input_magnitudes(model, X)
+    cands = []
+    for k in range(len(model.stages) - 1):
+        layer, nxt = model.stages[k], model.stages[k + 1]
+        alive = layer.mask.numpy().any(axis=0)
+        if alive.sum() <= min_width:
+            continue
+        with torch.no_grad():
+            out_imp = (np.abs((nxt.weight * nxt.mask).numpy()) * mags[k + 1][:, None]).sum(axis=1)
+            n_w = layer.mask.numpy().sum(axis=0) + nxt.mask.numpy().sum(axis=1)
+        for j in np.flatnonzero(alive):
+            cands.append((out_imp[j] / max(n_w[j], 1), k, j))
+    cands.sort()
+    done = 0
+    width = {k: int(model.stages[k].mask.numpy().any(axis=0).sum()) for k in range(len(model.stages))}
+    for _, k, j in cands:
+        if done >= n:
+            break
+        if width[k] <= min_width:
+            continue
+        with torch.no_grad():
+            model.stages[k].mask[:, j] = 0.0
+            model.stages[k].bias_mask[j] = 0.0
+            model.stages[k + 1].mask[j, :] = 0.0
+        width[k] -= 1
+        done += 1
+    return done
+
+
+def polynomial_schedule(final: float, steps: int, power: float = 3.0) -> list[float]:
+    """Sparsity targets rising from 0 to ``final`` (Zhu & Gupta's polynomial schedule)."""
+    return [final * (1 - (1 - (s + 1) / steps) ** power) for s in range(steps)]

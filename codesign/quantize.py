@@ -1,0 +1,124 @@
+"""Post-training quantization of a float Network, and BatchNorm folding.
+
+``compress`` chooses types under a budget with fine-tuning; this module is the plain
+conversion it (and the no-budget flow) starts from: per-layer types sized to the
+weights and to the value ranges seen on calibration data.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+
+from codesign import fixed
+from codesign.errors import LayerError
+from codesign.fixed import FixedType
+from codesign.layers import BatchNorm, Layer, Quant, ReLU, Weighted
+from codesign.network import Network
+from codesign.reference import exact_accum_type
+
+
+def fold_batchnorm(net: Network) -> Network:
+    """A copy of ``net`` with every float BatchNorm that follows a Dense/Conv folded into it."""
+    layers: list[Layer] = []
+    for layer in copy.deepcopy(net.layers):
+        prev = layers[-1] if layers else None
+        if isinstance(layer, BatchNorm) and not layer.quantized and isinstance(prev, Weighted) and not prev.quantized:
+            scale, shift = layer.float_scale_shift()
+            prev.weight = prev.weight * scale
+            prev.bias = prev.bias * scale + shift
+            continue
+        layers.append(layer)
+    return Network(net.name, net.input_shape, layers, net.input_type, dict(net.metadata))
+
+
+def integer_bits_for(max_abs: float, signed: bool = True) -> int:
+    """Integer bits (sign included when signed) so that ``max_abs`` is below the type's range."""
+    if max_abs <= 0:
+        return 1 if signed else 0
+    return max(math.floor(math.log2(max_abs)) + 1, -16) + (1 if signed else 0)
+
+
+def fixed_for_values(values: np.ndarray, width: int, signed: bool = True, quant: str = "RND_CONV",
+                     overflow: str = "SAT") -> FixedType:
+    """A ``width``-bit type whose range covers ``values``."""
+    return FixedType(width, integer_bits_for(float(np.max(np.abs(values), initial=0.0)), signed), signed, quant, overflow)
+
+
+def quantize_params(layer: Weighted, weight_type: FixedType, bias_type: FixedType) -> Weighted:
+    """A copy of a float layer with its weights rounded (half to even, saturating) to the types."""
+    q = copy.deepcopy(layer)
+    rw = weight_type.with_modes("RND_CONV", "SAT")
+    rb = bias_type.with_modes("RND_CONV", "SAT")
+    q.weight = np.where(layer.mask, fixed.quantize(layer.float_weight(), rw), 0).astype(np.int64)
+    q.bias = fixed.quantize(layer.float_bias(), rb).astype(np.int64)
+    q.weight_type, q.bias_type = weight_type, bias_type
+    return q
+
+
+def calibration_inputs(input_type: FixedType, shape: tuple[int, ...], n: int = 512, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(input_type.min_value, input_type.max_value, size=(n, *shape))
+
+
+def quantize_network(
+    net: Network,
+    input_type: FixedType | str,
+    weight_bits: int = 8,
+    bias_bits: int | None = None,
+    result_bits: int = 16,
+    calib: np.ndarray | None = None,
+    quant: str = "RND_CONV",
+    overflow: str = "SAT",
+) -> Network:
+    """Float network -> fixed point, each layer's result type sized to its calibration range."""
+    if net.quantized:
+        return net
+    input_type = FixedType.parse(input_type) if isinstance(input_type, str) else input_type
+    bias_bits = bias_bits or weight_bits
+    net = fold_batchnorm(net)
+    if calib is None:
+        calib = calibration_inputs(input_type, net.input_shape)
+    calib = fixed.to_float(fixed.quantize(calib, input_type), input_type)
+    from codesign.reference import Tensor, run_layer
+
+    x = Tensor(calib, None)
+    t = input_type
+    layers: list[Layer] = []
+    for layer in net.layers:
+        y = run_layer(layer, x)  # float ranges for sizing
+        if isinstance(layer, Weighted):
+            wt = fixed_for_values(layer.float_weight(), weight_bits, quant="TRN", overflow="WRAP")
+            bt = fixed_for_values(layer.float_bias(), bias_bits, quant="TRN", overflow="WRAP")
+            q = quantize_params(layer, wt, bt)
+            q.accum_type = exact_accum_type(q, t)
+            q.result_type = fixed_for_values(y.values, result_bits, quant=quant, overflow=overflow)
+            t = q.result_type
+            layers.append(q)
+        elif isinstance(layer, BatchNorm):
+            scale, shift = layer.float_scale_shift()
+            st = fixed_for_values(scale, weight_bits, quant="TRN", overflow="WRAP")
+            sht = fixed_for_values(shift, bias_bits, quant="TRN", overflow="WRAP")
+            q = copy.deepcopy(layer)
+            q.scale = fixed.quantize(scale, st.with_modes("RND_CONV", "SAT"))
+            q.shift = fixed.quantize(shift, sht.with_modes("RND_CONV", "SAT"))
+            q.scale_type, q.shift_type = st, sht
+            q.result_type = fixed_for_values(y.values, result_bits, quant=quant, overflow=overflow)
+            t = q.result_type
+            layers.append(q)
+        elif isinstance(layer, (ReLU, Quant)):
+            layers.append(copy.deepcopy(layer))
+            t = layer.result_type or t
+        else:
+            layers.append(copy.deepcopy(layer))
+        # propagate the quantized values so later ranges see the quantization
+        x = run_layer(layers[-1], x) if not isinstance(layers[-1], (Weighted, BatchNorm)) else Tensor(
+            fixed.to_float(fixed.quantize(y.values, t), t), None
+        )
+    meta = dict(net.metadata, quantized_by="post-training", weight_bits=weight_bits, result_bits=result_bits)
+    try:
+        return Network(net.name, net.input_shape, layers, input_type, meta)
+    except LayerError:
+        raise

@@ -1,0 +1,167 @@
+"""The golden reference: a Network evaluated in exact integer arithmetic.
+
+Every other implementation (hls4ml C simulation, Verilog in Verilator, imported QKeras
+models) is compared with this module's output with zero tolerance.
+
+Semantics, layer by layer (the same as hls4ml's ``nnet_dense_latency.h`` when the
+accumulator holds the exact sum, which ``exact_accum_type`` guarantees):
+- Dense/Conv: ``acc = bias + sum(x * w)`` exactly, then ``result = cast<result_type>(acc)``.
+- BatchNorm (quantized): ``cast<result_type>(x * scale + shift)``.
+- ReLU: ``max(x, 0)``, then ``cast<result_type>`` if the layer has one.
+- Quant: ``cast<result_type>(x)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from codesign import fixed
+from codesign.errors import LayerError
+from codesign.fixed import FixedType
+from codesign.layers import BatchNorm, Conv, Dense, Flatten, Layer, Output, Quant, ReLU, Weighted
+
+
+@dataclass
+class Tensor:
+    """Values of one tensor: integers of ``type``, or floats when ``type`` is None."""
+
+    values: np.ndarray
+    type: FixedType | None
+
+    def as_float(self) -> np.ndarray:
+        if self.type is None:
+            return self.values
+        return fixed.to_float(self.values, self.type)
+
+
+def exact_accum_type(layer: Weighted | BatchNorm, in_type: FixedType) -> FixedType:
+    """The narrowest type that holds every exact sum of ``layer`` for inputs of ``in_type``."""
+    if isinstance(layer, BatchNorm):
+        w = layer.scale.reshape(1, -1).astype(object)
+        b = layer.shift.astype(object)
+        wf, bf = layer.scale_type.frac, layer.shift_type.frac
+    else:
+        w = layer.weight.reshape(-1, layer.weight.shape[-1]).astype(object)
+        b = layer.bias.astype(object)
+        wf, bf = layer.weight_type.frac, layer.bias_type.frac
+    pf = in_type.frac + wf
+    frac = max(pf, bf)
+    a, c = w * in_type.min_int, w * in_type.max_int
+    lo = np.minimum(a, c).sum(axis=0) * (1 << (frac - pf)) + b * (1 << (frac - bf))
+    hi = np.maximum(a, c).sum(axis=0) * (1 << (frac - pf)) + b * (1 << (frac - bf))
+    return fixed.type_for_range(min(int(lo.min()), 0), max(int(hi.max()), 0), frac)
+
+
+def _im2col(x: np.ndarray, layer: Conv) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Windows of a channels-last batch ``x`` as rows: ``(N * positions, prod(kernel) * c_in)``."""
+    pads = [(0, 0)] + layer.pads(x.shape[1:-1]) + [(0, 0)]
+    if any(p != (0, 0) for p in pads):
+        x = np.pad(x, pads)
+    win = np.lib.stride_tricks.sliding_window_view(x, layer.kernel, axis=tuple(range(1, layer.ndim + 1)))
+    # win: (N, *out_full, c_in, *kernel) -> take strides, move kernel before channels
+    sl = (slice(None),) + tuple(slice(None, None, s) for s in layer.strides)
+    win = win[sl]
+    out_spatial = win.shape[1 : 1 + layer.ndim]
+    k_axes = tuple(range(2 + layer.ndim, 2 + 2 * layer.ndim))
+    win = np.moveaxis(win, k_axes, tuple(range(1 + layer.ndim, 1 + 2 * layer.ndim)))
+    rows = win.reshape(x.shape[0] * int(np.prod(out_spatial)), -1)
+    return rows, out_spatial
+
+
+def _weighted_int(layer: Weighted, x: Tensor) -> Tensor:
+    if not layer.quantized:
+        raise LayerError(f"layer {layer.name!r} has float weights but receives a fixed-point input; quantize it first")
+    acc_t = layer.accum_type or exact_accum_type(layer, x.type)
+    exact_t = exact_accum_type(layer, x.type)
+    if not acc_t.contains(exact_t) and layer.accum_type is not None:
+        raise LayerError(
+            f"layer {layer.name!r}: accumulator {acc_t} cannot hold the exact sums ({exact_t} needed); "
+            "widen accum_type"
+        )
+    big = fixed.needs_object(exact_t.width)
+    q = fixed.as_int_array(x.values, big)
+    w = fixed.as_int_array(layer.weight, big)
+    b = fixed.as_int_array(layer.bias, big)
+    pf = x.type.frac + layer.weight_type.frac
+    frac = exact_t.frac
+    if isinstance(layer, Dense):
+        n = q.shape[0]
+        acc = q.reshape(n, -1) @ w
+        out_shape = (n, w.shape[1])
+    else:
+        rows, out_spatial = _im2col(q, layer)
+        acc = rows @ w.reshape(-1, w.shape[-1])
+        out_shape = (q.shape[0], *out_spatial, w.shape[-1])
+    acc = acc * (1 << (frac - pf)) + b * (1 << (frac - layer.bias_type.frac))
+    acc = acc.reshape(out_shape)
+    out_t = layer.result_type or acc_t
+    return Tensor(fixed.cast(acc, exact_t, out_t), out_t)
+
+
+def _weighted_float(layer: Weighted, x: np.ndarray) -> np.ndarray:
+    w, b = layer.float_weight(), layer.float_bias()
+    if isinstance(layer, Dense):
+        return x.reshape(x.shape[0], -1) @ w + b
+    rows, out_spatial = _im2col(x, layer)
+    return (rows @ w.reshape(-1, w.shape[-1]) + b).reshape(x.shape[0], *out_spatial, w.shape[-1])
+
+
+def run_layer(layer: Layer, x: Tensor) -> Tensor:
+    """One layer of the reference."""
+    if isinstance(layer, Weighted):
+        if x.type is None:
+            return Tensor(_weighted_float(layer, x.values), None)
+        return _weighted_int(layer, x)
+    if isinstance(layer, BatchNorm):
+        if x.type is None:
+            scale, shift = layer.float_scale_shift()
+            return Tensor(x.values * scale + shift, None)
+        if not layer.quantized:
+            raise LayerError(f"layer {layer.name!r}: float BatchNorm on a fixed-point tensor; fold or quantize it first")
+        exact_t = exact_accum_type(layer, x.type)
+        big = fixed.needs_object(exact_t.width)
+        q = fixed.as_int_array(x.values, big)
+        pf = x.type.frac + layer.scale_type.frac
+        acc = q * fixed.as_int_array(layer.scale, big) * (1 << (exact_t.frac - pf)) + fixed.as_int_array(
+            layer.shift, big
+        ) * (1 << (exact_t.frac - layer.shift_type.frac))
+        out_t = layer.result_type or exact_t
+        return Tensor(fixed.cast(acc, exact_t, out_t), out_t)
+    if isinstance(layer, ReLU):
+        y = np.where(x.values > 0, x.values, 0).astype(x.values.dtype)
+        if layer.result_type is None:
+            return Tensor(y, x.type)
+        if x.type is None:
+            return Tensor(fixed.to_float(fixed.quantize(y, layer.result_type), layer.result_type), None)
+        return Tensor(fixed.cast(y, x.type, layer.result_type), layer.result_type)
+    if isinstance(layer, Quant):
+        if x.type is None:
+            return Tensor(fixed.to_float(fixed.quantize(x.values, layer.result_type), layer.result_type), None)
+        return Tensor(fixed.cast(x.values, x.type, layer.result_type), layer.result_type)
+    if isinstance(layer, Flatten):
+        return Tensor(x.values.reshape(x.values.shape[0], -1), x.type)
+    if isinstance(layer, Output):
+        return x
+    raise LayerError(f"layer {layer.name!r}: the reference has no rule for {type(layer).__name__}")
+
+
+def trace(layers: list[Layer], x: Tensor) -> list[Tensor]:
+    """Every layer's output, in order."""
+    outs = []
+    for layer in layers:
+        x = run_layer(layer, x)
+        outs.append(x)
+    return outs
+
+
+def apply_head(head: str, y: np.ndarray) -> np.ndarray:
+    """Softmax probabilities, argmax classes, or the values as they are."""
+    if head == "argmax":
+        return np.argmax(y, axis=-1)
+    if head == "softmax":
+        z = y - y.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+    return y

@@ -1,0 +1,161 @@
+"""``report.md`` and a self-contained ``report.html`` (plots embedded as PNG) from ``report.json``."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+import numpy as np
+
+from codesign.artifact import Artifact
+from codesign.layers import Dense
+from codesign.network import Network
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def layer_rows(rep: dict[str, Any]) -> list[list[str]]:
+    est = rep.get("estimate", {})
+    an = est.get("analytic_layers", {})
+    sy = est.get("synth", {}).get("layers", {})
+    rows = []
+    for l in rep.get("network", {}).get("layers", []):
+        if "weights" not in l:
+            continue
+        a = an.get(l["name"], {})
+        s = sy.get(l["name"], {}).get("dsp_mapped", {})
+        rows.append([l["name"], "×".join(map(str, l["shape"])), f"{l['sparsity']:.1%}", f"{l['nonzero']:,}/{l['weights']:,}",
+                     l["weight_type"], l.get("result_type") or l.get("accum_type"),
+                     _fmt(a.get("lut")), _fmt(a.get("dsp")), _fmt(a.get("ff")),
+                     _fmt(s.get("lut")), _fmt(s.get("dsp")), _fmt(s.get("ff"))])
+    return rows
+
+
+LAYER_HEAD = ["layer", "outputs", "sparsity", "nonzero", "weight type", "result type",
+              "LUT (model)", "DSP (model)", "FF (model)", "LUT (Yosys)", "DSP (Yosys)", "FF (Yosys)"]
+
+
+def summary_items(rep: dict[str, Any]) -> list[tuple[str, str]]:
+    b = rep.get("board", {})
+    acc = rep.get("accuracy", {})
+    cos = rep.get("cosim", {})
+    hls = rep.get("hls", {})
+    est = rep.get("estimate", {})
+    syn = est.get("synth", {})
+    clock = b.get("clock_mhz") or 100
+    lat = cos.get("latency_cycles")
+    items = [
+        ("board", f"{b.get('name')} ({b.get('part')}), {b.get('lut', 0):,} LUT, {b.get('dsp', 0):,} DSP, {b.get('ff', 0):,} FF"),
+        ("budget", ", ".join(f"{k}={v:,}" for k, v in (rep.get("budget") or {}).items()) or "none (whole board)"),
+        ("precision", rep.get("precision", "–")),
+        ("accuracy (float → compressed)",
+         f"{_fmt(acc.get('float'))} → {_fmt(acc.get('compressed'))} on {acc.get('test_samples', 0)} test samples"
+         if acc.get("test_samples") else "not measured (no data set)"),
+        ("estimate LUT/DSP/FF (model)", "/".join(_fmt(est.get("analytic", {}).get(k)) for k in ("lut", "dsp", "ff"))),
+        ("estimate LUT/DSP/FF (Yosys)", "/".join(_fmt(syn.get(k)) for k in ("lut", "dsp", "ff")) + (f" ({syn.get('tool')}, {syn.get('target')})" if syn else "")),
+        ("fits budget", f"{rep.get('fits_budget')} (judged on {rep.get('fits_judged_on', 'analytic')})"),
+        ("HLS C simulation", f"{hls.get('backend')}: bit-exact {hls.get('csim_bit_exact')} on {hls.get('samples')} samples"
+         + (f" — skipped: {hls.get('csim_skipped')}" if hls.get("csim_skipped") else "") if hls else "not run"),
+        ("RTL co-simulation", f"{cos.get('simulator')}: bit-exact {cos.get('bit_exact')}, {cos.get('mismatches')} mismatches "
+         f"on {cos.get('samples')} samples" if cos else "not run"),
+        ("latency", f"{lat} cycles = {lat * 1000.0 / clock:.1f} ns at {clock} MHz, II {cos.get('ii')}" if lat else "–"),
+    ]
+    return items
+
+
+def plot_resources(rep: dict[str, Any]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    est = rep.get("estimate", {})
+    an = est.get("analytic_layers", {})
+    sy = est.get("synth", {}).get("layers", {})
+    names = list(an)
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [an[n]["lut"] for n in names], 0.4, label="LUT (model)")
+    if sy:
+        ax.bar(x + 0.2, [sy.get(n, {}).get("dsp_mapped", {}).get("lut", 0) for n in names], 0.4, label="LUT (Yosys)")
+    budget = (rep.get("budget") or {}).get("lut")
+    if budget:
+        ax.axhline(budget, color="red", linestyle="--", label=f"LUT budget ({budget:,}, whole network)")
+    ax.set_xticks(x, names)
+    ax.set_ylabel("LUTs")
+    ax.set_title("Resources per layer")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_sparsity(net: Network) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dense = [l for l in net.layers if isinstance(l, Dense)]
+    fig, axes = plt.subplots(1, len(dense), figsize=(3.0 * len(dense), 3.2), dpi=110, squeeze=False)
+    for ax, layer in zip(axes[0], dense):
+        ax.imshow(layer.weight.T != 0, cmap="Greys", aspect="auto", interpolation="nearest")
+        ax.set_title(f"{layer.name}: {layer.sparsity:.0%} pruned", fontsize=9)
+        ax.set_xlabel("input")
+        ax.set_ylabel("output")
+    fig.suptitle("Nonzero weights (black)", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_report(art: Artifact) -> None:
+    """Write report.md, report.html and the two PNG plots from report.json."""
+    rep = art.report()
+    net = Network.load(art.dir)
+    res_png, sp_png = plot_resources(rep), plot_sparsity(net)
+    (art.dir / "resources.png").write_bytes(res_png)
+    (art.dir / "sparsity.png").write_bytes(sp_png)
+    items = summary_items(rep)
+    rows = layer_rows(rep)
+    md = [f"# fpga-codesign report: {rep.get('network', {}).get('name')}", ""]
+    md += [f"- **{k}**: {v}" for k, v in items]
+    md += ["", "## Layers", "", "| " + " | ".join(LAYER_HEAD) + " |", "|" + "---|" * len(LAYER_HEAD)]
+    md += ["| " + " | ".join(r) + " |" for r in rows]
+    md += ["", "![resources](resources.png)", "", "![sparsity](sparsity.png)", ""]
+    for n in rep.get("notes") or []:
+        md.append(f"> {n}")
+    (art.dir / "report.md").write_text("\n".join(md) + "\n")
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    esc = html.escape
+    verdict_ok = all(rep.get(k, {}).get(f) is not False for k, f in (("hls", "csim_bit_exact"), ("cosim", "bit_exact"))) \
+        and rep.get("fits_budget") is not False
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>fpga-codesign report</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+th{{background:#f0f0f0}}td:first-child,th:first-child{{text-align:left}}
+.ok{{color:#070;font-weight:bold}}.bad{{color:#b00;font-weight:bold}}dt{{font-weight:bold;margin-top:6px}}</style></head><body>
+<h1>fpga-codesign report: {esc(str(rep.get('network', {}).get('name')))}</h1>
+<p class="{'ok' if verdict_ok else 'bad'}">{'All checks passed' if verdict_ok else 'A check failed'}</p>
+<dl>{''.join(f'<dt>{esc(k)}</dt><dd>{esc(str(v))}</dd>' for k, v in items)}</dl>
+<h2>Layers</h2><table><tr>{''.join(f'<th>{esc(h)}</th>' for h in LAYER_HEAD)}</tr>
+{''.join('<tr>' + ''.join(f'<td>{esc(str(c))}</td>' for c in r) + '</tr>' for r in rows)}</table>
+<h2>Resources</h2><img alt="resources per layer" src="data:image/png;base64,{b64(res_png)}">
+<h2>Sparsity</h2><img alt="sparsity pattern" src="data:image/png;base64,{b64(sp_png)}">
+{''.join(f'<p><em>{esc(n)}</em></p>' for n in rep.get('notes') or [])}
+</body></html>"""
+    (art.dir / "report.html").write_text(page)

@@ -1,0 +1,329 @@
+"""hls4ml projects from the IR, with every precision taken from the Network.
+
+hls4ml 1.3 with Keras 3 installed sends Keras models down its Keras-3 path, so the
+project is built from an equivalent PyTorch module (float32 weights that hold the fixed-
+point values exactly) through hls4ml's public PyTorch converter, with an explicit
+per-layer precision for weights, biases, accumulators and results.
+
+Sparse datapaths per layer (the plan is the layer's ``reuse`` in the IR):
+- reuse 1: ``ResourceUnrolled`` (Vitis/Vivado), whose generated C++ holds one statement
+  per nonzero weight and whose multiplier limit subtracts the all-zero blocks;
+- reuse > 1: hls4ml's compressed dense (``Compression: True``), storing only nonzeros.
+Quartus and oneAPI use their ``Resource`` dense with the zeros folded by the compiler.
+
+This module depends only on the IR: it never imports ``rtl_sim``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import logging
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codesign.board import Board
+from codesign.errors import BackendError, LayerError
+from codesign.fixed import FixedType
+from codesign.layers import Dense, Flatten, Layer, Output, Quant, ReLU
+from codesign.network import Network
+
+BACKENDS = {"xilinx": ("vitis", "vivado"), "intel": ("quartus", "oneapi")}
+_HLS4ML_NAMES = {"vitis": "Vitis", "vivado": "Vivado", "quartus": "Quartus", "oneapi": "oneAPI"}
+MAX_EXACT_FLOAT32_BITS = 24
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HlsProject:
+    """A written hls4ml project and the hls4ml model object that can compile and predict."""
+
+    backend: str
+    directory: Path
+    model: Any
+    strategies: dict[str, str]
+    input_name: str
+
+
+def check_backend(board: Board, backend: str) -> str:
+    """The backend name, or an error saying which backends fit the board's vendor."""
+    b = backend.lower()
+    allowed = BACKENDS[board.vendor]
+    if b not in allowed:
+        every = sorted(x for v in BACKENDS.values() for x in v)
+        if b not in every:
+            raise BackendError(f"unknown backend {backend!r}; backends: {', '.join(every)}")
+        raise BackendError(
+            f"backend {backend!r} does not fit board {board.name!r} ({board.vendor} {board.part}); "
+            f"use one of: {', '.join(allowed)}"
+        )
+    return b
+
+
+def _float_exact(values: np.ndarray, t: FixedType, what: str) -> np.ndarray:
+    if t.width > MAX_EXACT_FLOAT32_BITS:
+        raise LayerError(f"{what}: {t} is wider than {MAX_EXACT_FLOAT32_BITS} bits and cannot pass through float32 exactly")
+    return np.ldexp(values.astype(np.float64), -t.frac).astype(np.float32)
+
+
+def hls_layers(net: Network) -> list[Layer]:
+    """The hardware layers, with each Quant folded into the exact Dense result before it."""
+    if not net.quantized:
+        raise BackendError(f"network {net.name!r} is float; quantize or compress it before generating HLS")
+    out: list[Layer] = []
+    for layer in net.layers:
+        if isinstance(layer, (Output, Flatten)) and (isinstance(layer, Output) or len(net.input_shape) == 1):
+            continue
+        if isinstance(layer, Quant):
+            prev = out[-1] if out else None
+            if isinstance(prev, Dense) and prev.result_type is None:
+                prev = _copy_with(prev, result_type=layer.result_type)
+                out[-1] = prev
+                continue
+            raise BackendError(
+                f"layer {layer.name!r}: a quantizer that does not directly follow a Dense with an exact result has "
+                "no hls4ml layer; fold it into the previous layer's result type"
+            )
+        if not isinstance(layer, (Dense, ReLU)):
+            raise BackendError(
+                f"layer {layer.name!r} ({layer.kind}): HLS generation supports Dense and ReLU layers (Quant folded); "
+                f"{layer.kind} is not wired up yet"
+            )
+        out.append(layer)
+    return out
+
+
+def _copy_with(layer: Dense, **changes: Any) -> Dense:
+    import copy
+
+    c = copy.copy(layer)
+    for k, v in changes.items():
+        setattr(c, k, v)
+    return c
+
+
+def torch_module(layers: list[Layer]) -> Any:
+    """An nn.Sequential computing the same function in float, named like the IR layers."""
+    import torch
+    from torch import nn
+
+    mods: list[tuple[str, nn.Module]] = []
+    for layer in layers:
+        if isinstance(layer, Dense):
+            n_in, n_out = layer.weight.shape
+            lin = nn.Linear(n_in, n_out)
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(_float_exact(layer.weight.T, layer.weight_type, layer.name)))
+                lin.bias.copy_(torch.from_numpy(_float_exact(layer.bias, layer.bias_type, layer.name)))
+            mods.append((layer.name, lin))
+        else:
+            mods.append((layer.name, nn.ReLU()))
+    return nn.Sequential(collections.OrderedDict(mods)).eval()
+
+
+def layer_precisions(net: Network, layers: list[Layer]) -> dict[str, dict[str, str]]:
+    """hls4ml precision strings for every layer, exactly the IR's types."""
+    from codesign.reference import exact_accum_type
+
+    t = net.input_type
+    out: dict[str, dict[str, str]] = {}
+    for layer in layers:
+        if isinstance(layer, Dense):
+            acc = layer.accum_type or exact_accum_type(layer, t)
+            exact = exact_accum_type(layer, t)
+            if not acc.contains(exact):
+                raise LayerError(f"layer {layer.name!r}: accumulator {acc} cannot hold the exact sums ({exact})")
+            res = layer.result_type or acc
+            out[layer.name] = {"weight": layer.weight_type.to_hls(), "bias": layer.bias_type.to_hls(),
+                               "accum": acc.to_hls(), "result": res.to_hls()}
+            t = res
+        else:
+            res = layer.result_type or t
+            out[layer.name] = {"result": res.to_hls()}
+            t = res
+    return out
+
+
+SPARSE_FORMS = ("auto", "da", "latency", "unrolled", "compressed")  # compressed: refused, see dense_plan
+
+
+def dense_plan(layer: Dense, backend: str, form: str = "auto") -> dict[str, Any]:
+    """Strategy and reuse factor for one Dense layer.
+
+    Vitis/Vivado, ``auto``: reuse 1 -> distributed arithmetic when da4ml is installed (an adder
+    graph of the nonzero weights only), else Latency; reuse > 1 -> ResourceUnrolled (one product
+    statement per nonzero weight, multiplier limit minus the all-zero blocks). hls4ml 1.3 turns
+    ResourceUnrolled at reuse 1 into Resource, so ``unrolled`` takes reuse >= 2.
+    Quartus/oneAPI: Resource at the layer's reuse (the Intel compiler folds the zero products).
+    hls4ml 1.3's compressed dense (``Compression: True``) does not build on any of these backends
+    (Vivado/Vitis: no ``dense_function`` in its config template; Quartus: its resource pass
+    raises on a compressed Dense), so ``compressed`` is refused with that reason.
+    """
+    if form not in SPARSE_FORMS:
+        raise BackendError(f"sparse form must be one of {', '.join(SPARSE_FORMS)}, not {form!r}")
+    if form == "compressed":
+        raise BackendError(
+            f"hls4ml 1.3's compressed dense (Compression: True) does not build for {backend}; use 'unrolled' "
+            "(Vitis/Vivado), which also holds only the nonzero weights"
+        )
+    n_in, n_out = layer.weight.shape
+    reuse = _valid_reuse(n_in, n_out, int(layer.reuse))
+    if backend not in ("vitis", "vivado"):
+        if form != "auto":
+            raise BackendError(f"sparse form {form!r} is a Vitis/Vivado strategy; {backend} takes 'auto'")
+        return {"Strategy": "Resource", "ReuseFactor": reuse}
+    if form == "auto":
+        form = ("da" if _has_da4ml() else "latency") if reuse == 1 else "unrolled"
+    if form == "da":
+        return {"Strategy": "distributed_arithmetic", "ReuseFactor": 1}
+    if form == "latency":
+        return {"Strategy": "Latency", "ReuseFactor": reuse}
+    return {"Strategy": "Resource_Unrolled", "ReuseFactor": max(reuse, _valid_reuse(n_in, n_out, 2))}
+
+
+def _has_da4ml() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("da4ml") is not None
+
+
+def _valid_reuse(n_in: int, n_out: int, reuse: int) -> int:
+    """The nearest reuse factor hls4ml accepts (it divides n_in*n_out and fits its rules)."""
+    if reuse <= 1:
+        return 1
+    total = n_in * n_out
+    cands = [r for r in range(1, total + 1) if total % r == 0 and (r <= n_in or r % n_in == 0)]
+    return min(cands, key=lambda r: (abs(r - reuse), r))
+
+
+def write_project(net: Network, board: Board, backend: str, out_dir: str | Path, io_type: str = "io_parallel",
+                  form: str = "auto") -> HlsProject:
+    """Write the hls4ml project for ``board`` into ``out_dir`` (replaced if it exists)."""
+    import hls4ml
+
+    backend = check_backend(board, backend)
+    layers = hls_layers(net)
+    model = torch_module(layers)
+    precisions = layer_precisions(net, layers)
+    name = _HLS4ML_NAMES[backend]
+    with _quiet():
+        cfg = hls4ml.utils.config_from_pytorch_model(model, input_shape=tuple(net.input_shape), granularity="name",
+                                                     backend=name, default_precision="ap_fixed<16,6>")
+    input_name = next(k for k, v in cfg["LayerName"].items() if k not in precisions)
+    cfg["LayerName"][input_name]["Precision"] = {"result": net.input_type.to_hls()}
+    strategies = {}
+    for layer in layers:
+        entry = cfg["LayerName"][layer.name]
+        entry["Precision"] = dict(precisions[layer.name])
+        if isinstance(layer, Dense):
+            plan = dense_plan(layer, backend, form)
+            entry.update(plan)
+            strategies[layer.name] = plan["Strategy"] + (" + Compression" if plan.get("Compression") else "")
+        else:
+            entry["Precision"].pop("table", None)
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    kwargs: dict[str, Any] = {"hls_config": cfg, "output_dir": str(out), "backend": name, "io_type": io_type,
+                              "project_name": "myproject"}
+    kwargs["part"] = board.part
+    kwargs["clock_period"] = round(board.clock_period_ns, 3)
+    with _quiet():
+        hmodel = hls4ml.converters.convert_from_pytorch_model(model, **kwargs)
+        hmodel.write()
+    _check_applied(hmodel, layers, backend, form)
+    (out / "README.md").write_text(_readme(net, board, backend, strategies))
+    return HlsProject(backend, out, hmodel, strategies, input_name)
+
+
+def _check_applied(hmodel: Any, layers: list[Layer], backend: str, form: str) -> None:
+    """hls4ml silently falls back in places (e.g. strategy names): verify what it actually built."""
+    for layer in layers:
+        node = hmodel.graph.get(layer.name)
+        if node is None:
+            raise BackendError(f"hls4ml dropped layer {layer.name!r} from the project")
+        if isinstance(layer, Dense):
+            plan = dense_plan(layer, backend, form)
+            want = "compressed" if plan.get("Compression") else plan["Strategy"].lower()
+            got = str(node.get_attr("strategy", "")).lower()
+            if got != want:
+                raise BackendError(f"layer {layer.name!r}: hls4ml chose strategy {got!r}, not {want!r}")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """hls4ml prints its progress; keep it out of our output."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def _readme(net: Network, board: Board, backend: str, strategies: dict[str, str]) -> str:
+    lines = "\n".join(f"| {k} | {v} |" for k, v in strategies.items())
+    if backend in ("vitis", "vivado"):
+        tool = "vitis_hls" if backend == "vitis" else "vivado_hls"
+        flow = f"""```
+cd {'<this directory>'}
+{tool} -f build_prj.tcl "reset=1 csim=1 synth=1 cosim=1 validation=0 export=1 vsynth=0"
+```
+`csim` runs the C simulation, `synth` the HLS synthesis (reports in `myproject_prj/solution1/syn/report/`),
+`cosim` the RTL co-simulation, `export` packages the IP for a block design, and `vsynth=1` adds
+Vivado logic synthesis for post-synthesis resource numbers."""
+    elif backend == "quartus":
+        flow = """```
+make myproject-fpga        # Intel HLS compiler (i++), then Quartus synthesis of the generated IP
+make myproject-emulator    # C simulation with the Intel HLS emulator
+```
+Reports are written under `myproject-fpga.prj/reports/`."""
+    else:
+        flow = """```
+mkdir build && cd build && cmake ..
+make fpga_emu      # C simulation with the oneAPI emulator (needs Intel's icpx)
+make report        # optimization report
+make fpga          # full compile through Quartus
+```"""
+    return f"""# hls4ml project for {net.name} on {board.title}
+
+Generated by fpga-codesign through hls4ml ({backend}), part `{board.part}`, clock {board.clock_mhz} MHz.
+Every precision (weights, biases, accumulators, results) is the one in the fpga-codesign network,
+so the C simulation computes exactly what its integer reference computes.
+
+| layer | datapath |
+| --- | --- |
+{lines}
+
+## Vendor flow
+
+{flow}
+"""
+
+
+def unrolled_products(project_dir: str | Path) -> list[tuple[int, int]]:
+    """``(products, multiplier limit)`` of each ResourceUnrolled dense kernel, in layer order,
+    counted in the C++ hls4ml generated (``firmware/nnet_utils/nnet_code_gen.h``)."""
+    import re
+
+    text = (Path(project_dir) / "firmware" / "nnet_utils" / "nnet_code_gen.h").read_text()
+    starts = [m.start() for m in re.finditer(r"class dense_resource_unrolled_\d+ ", text)] + [len(text)]
+    out = []
+    for a, b in zip(starts, starts[1:]):
+        block = text[a:b]
+        limit = re.search(r"instances=mul limit=(\d+)", block)
+        out.append((len(re.findall(r"::product\(", block)), int(limit.group(1)) if limit else -1))
+    return out
+
+
+def stored_weights(project_dir: str | Path, layer: Dense, index: int) -> int:
+    """Number of weight entries hls4ml wrote for a layer's weight array (``w<index>.h``)."""
+    text = (Path(project_dir) / "firmware" / "weights" / f"w{index}.h").read_text()
+    body = text[text.index("{") + 1 : text.rindex("}")]
+    return len([v for v in body.replace("\n", " ").split(",") if v.strip()]) if body.strip() else 0
+
+
+def multiplier_limit(n_in: int, n_out: int, reuse: int) -> int:
+    return int(math.ceil(n_in * n_out / reuse))

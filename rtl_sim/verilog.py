@@ -1,0 +1,486 @@
+"""Verilog for a fixed-point Network of Dense + ReLU/Quant layers: fully parallel, II = 1.
+
+Each nonzero weight is one constant multiplication (a ``*`` for the DSP mapping, a
+canonical-signed-digit shift-and-add for the LUT mapping); a pruned weight produces no
+hardware. Every wire's width is the exact width of the integer interval it can hold,
+computed here from the input type and the weights, so nothing overflows and nothing is
+wider than needed. Rounding and saturation follow ``ap_fixed`` (see ``codesign.fixed``).
+
+This module depends only on the IR: it never imports ``hls``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from codesign.errors import BackendError
+from codesign.fixed import FixedType, fit_overflow, round_shift
+from codesign.layers import Dense, Flatten, Layer, Output, Quant, ReLU
+from codesign.network import Network
+
+CSD_MAX_DIGITS = 6  # above this many nonzero CSD digits, 'auto' maps a weight to a DSP multiply
+
+
+def signed_width(lo: int, hi: int) -> int:
+    """Bits of the narrowest two's-complement type holding ``[lo, hi]``."""
+    w = 1
+    while not (-(1 << (w - 1)) <= lo and hi <= (1 << (w - 1)) - 1):
+        w += 1
+    return w
+
+
+def csd_digits(v: int) -> list[tuple[int, int]]:
+    """Canonical signed digits of ``v`` as ``(shift, +1|-1)``, fewest nonzero digits."""
+    out, k = [], 0
+    while v:
+        if v & 1:
+            d = 2 - (v & 3)  # +1 when v % 4 == 1, -1 when v % 4 == 3
+            out.append((k, d))
+            v -= d
+        v >>= 1
+        k += 1
+    return out
+
+
+def uses_dsp(w: int, mapping: str) -> bool:
+    """Whether a constant weight becomes a DSP multiply (else LUT shift-and-add)."""
+    if mapping == "dsp":
+        return len(csd_digits(abs(w))) > 1  # a power of two is a wire shift even on a DSP design
+    if mapping == "lut":
+        return False
+    return len(csd_digits(w)) > CSD_MAX_DIGITS
+
+
+@dataclass
+class Sig:
+    """A value in the netlist: a wire (``expr`` is its name) or a constant, with its exact range.
+
+    ``w`` is the declared width when it is wider than the range needs (rounding results)."""
+
+    expr: str
+    lo: int
+    hi: int
+    const: int | None = None
+    w: int | None = None
+
+    @property
+    def width(self) -> int:
+        return self.w or signed_width(self.lo, self.hi)
+
+
+def const_sig(v: int) -> Sig:
+    return Sig("", v, v, v)
+
+
+@dataclass
+class Stage:
+    """One pipeline stage: a Dense (optional) and the element-wise layers fused after it."""
+
+    layers: list[Layer]
+    out_type: FixedType
+    latency: int = 1
+
+
+@dataclass
+class Design:
+    """The emitted Verilog and what the test benches need to know about it."""
+
+    top: str
+    verilog: str
+    in_type: FixedType
+    out_type: FixedType
+    n_in: int
+    n_out: int
+    latency: int
+    stages: list[dict] = field(default_factory=list)  # name, layers, type, n, latency (cumulative)
+    multipliers: dict[str, dict[str, int]] = field(default_factory=dict)  # per Dense: dsp/lut/shift counts
+
+    @property
+    def in_width(self) -> int:
+        return self.n_in * self.in_type.width
+
+    @property
+    def out_width(self) -> int:
+        return self.n_out * self.out_type.width
+
+
+class _Emitter:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.regs: list[str] = []
+        self.n = 0
+        self.prefix = ""  # the current layer's name, so every wire says which layer it belongs to
+
+    def fresh(self, base: str) -> str:
+        self.n += 1
+        return f"{self.prefix}_{base}_{self.n}" if self.prefix else f"{base}_{self.n}"
+
+    def lit(self, v: int, w: int) -> str:
+        return f"{w}'sh{v & ((1 << w) - 1):x}"
+
+    def ext(self, s: Sig, w: int) -> str:
+        """``s`` as a signed expression exactly ``w`` bits wide (sign-extended or, for modular
+        arithmetic whose result fits ``w`` bits, truncated)."""
+        if s.const is not None:
+            return self.lit(s.const, w)
+        sw = s.width
+        if sw == w:
+            return s.expr
+        if sw > w:
+            # only used by modular operators (+, -, *, <<<) whose result fits w bits,
+            # so the low w bits of the operand give the exact result
+            return f"$signed({s.expr}[{w - 1}:0])"
+        return f"$signed({{{{{w - sw}{{{s.expr}[{sw - 1}]}}}}, {s.expr}}})"
+
+    def wire(self, base: str, lo: int, hi: int, expr_of_w, width: int | None = None) -> Sig:
+        """A new wire for ``[lo, hi]`` (declared ``width`` bits when given) driven by ``expr_of_w(w)``."""
+        if lo == hi:
+            return const_sig(lo)
+        name = self.fresh(base)
+        w = width or signed_width(lo, hi)
+        self.lines.append(f"  wire signed [{w - 1}:0] {name} = {expr_of_w(w)};")
+        return Sig(name, lo, hi, w=width)
+
+    def register(self, s: Sig, base: str) -> Sig:
+        if s.const is not None:
+            return s
+        name = self.fresh(base)
+        w = s.width
+        self.lines.append(f"  reg signed [{w - 1}:0] {name};")
+        self.regs.append(f"    {name} <= {s.expr};")
+        return Sig(name, s.lo, s.hi)
+
+    # ---- arithmetic ------------------------------------------------------------------
+    def add(self, a: Sig, b: Sig) -> Sig:
+        if a.const is not None and b.const is not None:
+            return const_sig(a.const + b.const)
+        lo, hi = a.lo + b.lo, a.hi + b.hi
+        return self.wire("s", lo, hi, lambda w: f"{self.ext(a, w)} + {self.ext(b, w)}")
+
+    def const_mult(self, x: Sig, c: int, shift: int, dsp: bool) -> Sig:
+        """``x * c * 2**shift`` for a constant ``c != 0``."""
+        cands = [x.lo * c, x.hi * c]
+        lo, hi = min(cands) << shift, max(cands) << shift
+        if dsp:
+            return self.wire("m", lo, hi, lambda w: f"{self.ext(x, w)} * {self.lit(c << shift, w)}")
+
+        def csd(w: int) -> str:
+            terms = []
+            for k, d in csd_digits(c):
+                t = self.ext(x, w) if k + shift == 0 else f"({self.ext(x, w)} <<< {k + shift})"
+                terms.append(("+ " if d > 0 else "- ") + t)
+            expr = " ".join(terms)
+            return expr[2:] if expr.startswith("+ ") else f"{self.lit(0, w)} {expr}"
+
+        return self.wire("m", lo, hi, csd)
+
+    def relu(self, x: Sig) -> Sig:
+        if x.lo >= 0:
+            return x
+        if x.hi <= 0:
+            return const_sig(0)
+        msb = x.width - 1
+        return self.wire("r", 0, x.hi, lambda w: f"{x.expr}[{msb}] ? {self.lit(0, w)} : $signed({x.expr}[{w - 1}:0])")
+
+    def cast(self, x: Sig, src_frac: int, t: FixedType) -> Sig:
+        """``ap_fixed`` assignment of ``x`` (``src_frac`` fractional bits) to type ``t``."""
+        s = src_frac - t.frac
+        if x.const is not None:
+            return const_sig(int(fit_overflow(round_shift(np.array([x.const], dtype=object), s, t.quant), t)[0]))
+        lo, hi = (int(v) for v in round_shift(np.array([x.lo, x.hi], dtype=object), s, t.quant))
+        return self._overflow(self._round(x, s, t.quant, lo, hi), t)
+
+    def _round(self, x: Sig, s: int, quant: str, lo: int, hi: int) -> Sig:
+        """Drop ``s`` fractional bits (or append ``-s`` zero bits) with the rounding rule."""
+        if s == 0:
+            return x
+        if s < 0:
+            return self.wire("q", lo, hi, lambda w: f"$signed({{{self.ext(x, w + s)}, {-s}'b0}})")
+        if lo == hi:
+            return const_sig(lo)
+        xw = x.width
+        floor_lo, floor_hi = x.lo >> s, x.hi >> s
+        width = max(signed_width(floor_lo, floor_hi), signed_width(lo, hi))
+
+        def bit(k: int) -> str:  # bits above the MSB are copies of the sign
+            return f"{x.expr}[{min(k, xw - 1)}]"
+
+        if s < xw:
+            f = self.wire("f", floor_lo, floor_hi, lambda w: f"{x.expr} >>> {s}", width=xw)
+        else:
+            f = self.wire("f", floor_lo, floor_hi, lambda w: f"{{{w}{{{bit(xw - 1)}}}}}", width=max(width, 1))
+        f_expr = f.expr if f.const is None else self.lit(f.const, width)
+        fl = f"$signed({f_expr}[{width - 1}:0])" if f.const is None else f_expr
+        if quant == "TRN":
+            return self.wire("q", lo, hi, lambda w: fl, width=width)
+        if quant == "RND":  # ties toward +infinity: add the half bit
+            up = bit(s - 1)
+        else:  # RND_CONV: round up above half, and at half when the floor is odd
+            tie_break = f"(|{x.expr}[{s - 2}:0] | {bit(s)})" if s >= 2 else bit(s)
+            up = f"({bit(s - 1)} & {tie_break})"
+        pad = f"{width - 1}'b0, " if width > 1 else ""
+        return self.wire("q", lo, hi, lambda w: f"{fl} + $signed({{{pad}{up}}})", width=width)
+
+    def _overflow(self, q: Sig, t: FixedType) -> Sig:
+        tmin, tmax = t.min_int, t.max_int
+        if q.const is not None:
+            return const_sig(int(fit_overflow(np.array([q.const], dtype=object), t)[0]))
+        if tmin <= q.lo and q.hi <= tmax:
+            return q
+        qw = q.width
+        if t.overflow == "SAT":
+            e = q.expr
+            core = e
+            if q.lo < tmin:
+                core = f"({e} < {self.lit(tmin, qw)}) ? {self.lit(tmin, qw)} : {core}"
+            if q.hi > tmax:
+                core = f"({e} > {self.lit(tmax, qw)}) ? {self.lit(tmax, qw)} : {core}"
+            lo, hi = max(q.lo, tmin), min(q.hi, tmax)
+            c = self.wire("c", lo, hi, lambda w: core, width=qw)
+            return self.wire("n", lo, hi, lambda w: f"$signed({c.expr}[{w - 1}:0])") if c.const is None else c
+        tw = t.width  # WRAP: keep the low bits, reinterpret in the type's signedness
+        if t.signed:
+            return self.wire("w", tmin, tmax, lambda w: f"$signed({q.expr}[{tw - 1}:0])")
+        return self.wire("w", tmin, tmax, lambda w: f"$signed({{1'b0, {q.expr}[{tw - 1}:0]}})")
+
+
+def stages_of(net: Network) -> list[Stage]:
+    """Group the network into stages: each Dense with the element-wise layers after it."""
+    if not net.quantized:
+        raise BackendError(f"network {net.name!r} is float; quantize or compress it before emitting RTL")
+    stages: list[Stage] = []
+    types = net.tensor_types()
+    cur: list[Layer] = []
+    for layer, t in zip(net.layers, types):
+        if isinstance(layer, Output):
+            continue
+        if isinstance(layer, Flatten):
+            if len(net.input_shape) != 1:
+                raise BackendError(f"layer {layer.name!r}: RTL emission supports 1-D (Dense) networks only")
+            continue
+        if not isinstance(layer, (Dense, ReLU, Quant)):
+            raise BackendError(
+                f"layer {layer.name!r} ({layer.kind}): the RTL emitter supports Dense, ReLU and Quant layers; "
+                "use the hls/ backend for convolutions"
+            )
+        if isinstance(layer, Dense) and cur:
+            stages.append(Stage(cur, prev_t))
+            cur = []
+        cur.append(layer)
+        prev_t = t
+    if cur:
+        stages.append(Stage(cur, prev_t))
+    if not stages:
+        raise BackendError(f"network {net.name!r} has no hardware layers")
+    return stages
+
+
+def emit_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0, mult: str | None = None) -> Design:
+    """Verilog for ``net``: valid-in/valid-out, synchronous reset, one register per stage plus one
+    every ``adder_regs_every`` adder-tree levels (0 = none). ``mult`` overrides each layer's mapping."""
+    if len(net.input_shape) != 1:
+        raise BackendError(f"network {net.name!r}: RTL emission supports flat (1-D) inputs, not {net.input_shape}")
+    top = top or _ident(net.name)
+    stages = stages_of(net)
+    e = _Emitter()
+    in_t = net.input_type
+    n_in = net.input_shape[0]
+    x = [Sig(f"x0_{i}", in_t.min_int, in_t.max_int) for i in range(n_in)]
+    for i in range(n_in):
+        w = signed_width(in_t.min_int, in_t.max_int)
+        slice_ = f"in_data[{i * in_t.width + in_t.width - 1}:{i * in_t.width}]"
+        src = f"$signed({slice_})" if in_t.signed else f"$signed({{1'b0, {slice_}}})"
+        e.lines.append(f"  wire signed [{w - 1}:0] x0_{i} = {src};")
+    x_type = in_t
+    design_stages = []
+    multipliers: dict[str, dict[str, int]] = {}
+    cum = 0
+    for si, st in enumerate(stages):
+        lat = 1
+        frac = x_type.frac
+        for layer in st.layers:
+            if isinstance(layer, Dense):
+                x, frac, extra, counts = _dense(e, layer, x, x_type, adder_regs_every, mult or layer.mult)
+                multipliers[layer.name] = counts
+                lat += extra
+                t = layer.result_type or layer.accum_type or _exact(layer, x_type)
+                x = [e.cast(v, frac, t) for v in x]
+                frac, x_type = t.frac, t
+            elif isinstance(layer, ReLU):
+                x = [e.relu(v) for v in x]
+                if layer.result_type is not None:
+                    x = [e.cast(v, frac, layer.result_type) for v in x]
+                    frac, x_type = layer.result_type.frac, layer.result_type
+            elif isinstance(layer, Quant):
+                x = [e.cast(v, frac, layer.result_type) for v in x]
+                frac, x_type = layer.result_type.frac, layer.result_type
+        x_type = st.out_type
+        e.prefix = ""
+        x = [e.register(v, f"L{si}_{_ident(st.layers[0].name)}") for v in x]
+        cum += lat
+        design_stages.append({"name": st.layers[0].name, "layers": [l.name for l in st.layers], "type": x_type.to_hls(),
+                              "n": len(x), "latency": cum, "signals": [v.expr if v.const is None else None for v in x],
+                              "consts": [v.const for v in x]})
+    out_t = x_type
+    n_out = len(x)
+    outs = []
+    for j, v in enumerate(x):
+        ow = out_t.width
+        if v.const is not None:
+            outs.append(f"  assign out_data[{j * ow + ow - 1}:{j * ow}] = {ow}'h{v.const & ((1 << ow) - 1):x};")
+        elif v.width >= ow:
+            outs.append(f"  assign out_data[{j * ow + ow - 1}:{j * ow}] = {v.expr}[{ow - 1}:0];")
+        else:
+            outs.append(f"  assign out_data[{j * ow + ow - 1}:{j * ow}] = {{{{{ow - v.width}{{{v.expr}[{v.width - 1}]}}}}, {v.expr}}};")
+    body = "\n".join(e.lines)
+    regs = "\n".join(e.regs)
+    vlines = "\n".join(f"      valid_sr[{k}] <= valid_sr[{k - 1}];" for k in range(1, cum))
+    header = _header(net, top, in_t, out_t, n_in, n_out, cum)
+    verilog = f"""{header}
+// Exact-width rounding drops low bits on purpose and pruned inputs are never read,
+// so partly used wires are expected here:
+/* verilator lint_off UNUSEDSIGNAL */
+module {top} (
+  input  wire clk,
+  input  wire rst,
+  input  wire in_valid,
+  input  wire [{n_in * in_t.width - 1}:0] in_data,
+  output wire out_valid,
+  output wire [{n_out * out_t.width - 1}:0] out_data
+);
+{body}
+  /* verilator lint_on UNUSEDSIGNAL */
+
+  always @(posedge clk) begin
+{regs}
+  end
+
+  reg [{cum - 1}:0] valid_sr;
+  always @(posedge clk) begin
+    if (rst) begin
+      valid_sr <= {cum}'b0;
+    end else begin
+      valid_sr[0] <= in_valid;
+{vlines}
+    end
+  end
+  assign out_valid = valid_sr[{cum - 1}];
+
+{chr(10).join(outs)}
+endmodule
+`default_nettype wire
+"""
+    return Design(top, verilog, in_t, out_t, n_in, n_out, cum, design_stages, multipliers)
+
+
+def _exact(layer: Dense, in_t: FixedType) -> FixedType:
+    from codesign.reference import exact_accum_type
+
+    return exact_accum_type(layer, in_t)
+
+
+def _dense(e: _Emitter, layer: Dense, x: list[Sig], x_type: FixedType, every: int, mapping: str):
+    """The products and adder trees of one Dense layer; returns outputs, their frac, extra latency, counts."""
+    if not layer.quantized:
+        raise BackendError(f"layer {layer.name!r} has float weights; quantize it first")
+    e.prefix = _ident(layer.name)
+    wf, bf = layer.weight_type.frac, layer.bias_type.frac
+    pf = x_type.frac + wf
+    frac = max(pf, bf)
+    n_in, n_out = layer.weight.shape
+    counts = {"dsp": 0, "lut": 0, "shift": 0, "nonzero": int(np.count_nonzero(layer.weight))}
+    trees: list[list[Sig]] = []
+    for j in range(n_out):
+        leaves: list[Sig] = []
+        for i in range(n_in):
+            c = int(layer.weight[i, j])
+            if c == 0 or (x[i].const == 0):
+                continue
+            if x[i].const is not None:
+                leaves.append(const_sig(x[i].const * c << (frac - pf)))
+                continue
+            dsp = uses_dsp(c, mapping)
+            if dsp:
+                counts["dsp"] += 1
+            elif len(csd_digits(c)) == 1:
+                counts["shift"] += 1
+            else:
+                counts["lut"] += 1
+            leaves.append(e.const_mult(x[i], c, frac - pf, dsp))
+        b = int(layer.bias[j]) << (frac - bf)
+        consts = sum(l.const for l in leaves if l.const is not None) + b
+        leaves = [l for l in leaves if l.const is None]
+        if consts or not leaves:
+            leaves.append(const_sig(consts))
+        trees.append(leaves)
+    depth = max(int(np.ceil(np.log2(len(t)))) if len(t) > 1 else 0 for t in trees)
+    extra = 0
+    for level in range(1, depth + 1):
+        reg_here = every > 0 and level % every == 0 and level < depth
+        for j, nodes in enumerate(trees):
+            nxt = []
+            for k in range(0, len(nodes) - 1, 2):
+                nxt.append(e.add(nodes[k], nodes[k + 1]))
+            if len(nodes) % 2:
+                nxt.append(nodes[-1])
+            if reg_here:
+                nxt = [e.register(v, f"{_ident(layer.name)}_t{level}") for v in nxt]
+            trees[j] = nxt
+        extra += int(reg_here)
+    return [t[0] for t in trees], frac, extra, counts
+
+
+def _ident(name: str) -> str:
+    s = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return s if s[:1].isalpha() else f"n_{s}"
+
+
+def _header(net: Network, top: str, in_t: FixedType, out_t: FixedType, n_in: int, n_out: int, lat: int) -> str:
+    return (
+        f"// {top}: generated by fpga-codesign from network {net.name!r}. Do not edit.\n"
+        f"// in_data : {n_in} x {in_t.to_hls()}, element i at bits [i*{in_t.width} +: {in_t.width}]\n"
+        f"// out_data: {n_out} x {out_t.to_hls()}, element j at bits [j*{out_t.width} +: {out_t.width}]\n"
+        f"// latency : {lat} cycles from in_valid to out_valid; initiation interval 1\n"
+        "`default_nettype none"
+    )
+
+
+def emit_axis_wrapper(d: Design) -> str:
+    """An AXI4-Stream wrapper: one sample per ``s_axis`` beat, one result per ``m_axis`` beat.
+
+    The core cannot stall, so ``s_axis_tready`` is tied high and results are presented with
+    ``m_axis_tvalid``; the consumer must accept every beat (as a DMA in a block design does)."""
+    iw, ow = _bytes(d.in_width) * 8, _bytes(d.out_width) * 8
+    pad_in = f"  /* verilator lint_off UNUSEDSIGNAL */\n  wire [{iw - 1}:0] s_data = s_axis_tdata;\n  /* verilator lint_on UNUSEDSIGNAL */" if iw > d.in_width else f"  wire [{iw - 1}:0] s_data = s_axis_tdata;"
+    out_expr = f"{{{ow - d.out_width}'b0, core_data}}" if ow > d.out_width else "core_data"
+    return f"""// AXI4-Stream wrapper for {d.top}: latency {d.latency} cycles, initiation interval 1.
+`default_nettype none
+module {d.top}_axis (
+  input  wire aclk,
+  input  wire aresetn,
+  input  wire [{iw - 1}:0] s_axis_tdata,
+  input  wire s_axis_tvalid,
+  output wire s_axis_tready,
+  output wire [{ow - 1}:0] m_axis_tdata,
+  output wire m_axis_tvalid,
+  /* verilator lint_off UNUSEDSIGNAL */
+  input  wire m_axis_tready
+  /* verilator lint_on UNUSEDSIGNAL */
+);
+  wire [{d.out_width - 1}:0] core_data;
+{pad_in}
+  assign s_axis_tready = 1'b1;
+  {d.top} core (
+    .clk(aclk), .rst(~aresetn), .in_valid(s_axis_tvalid),
+    .in_data(s_data[{d.in_width - 1}:0]), .out_valid(m_axis_tvalid), .out_data(core_data)
+  );
+  assign m_axis_tdata = {out_expr};
+endmodule
+`default_nettype wire
+"""
+
+
+def _bytes(bits: int) -> int:
+    return (bits + 7) // 8

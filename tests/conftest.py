@@ -1,0 +1,76 @@
+"""Shared fixtures. The random seed is logged and every test derives its own from it."""
+
+from __future__ import annotations
+
+import os
+import random
+import zlib
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+
+MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+SEED = int(os.environ.get("CODESIGN_TEST_SEED", "20261123"))
+
+
+def pytest_report_header(config):
+    return f"codesign test seed: {SEED} (set CODESIGN_TEST_SEED to change it)"
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    """A generator seeded from the session seed and the test's name."""
+    seed = (SEED + zlib.crc32(request.node.nodeid.encode())) % 2**32
+    random.seed(seed)
+    return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_cache(tmp_path_factory):
+    """Built-in models and synthesis results go to a fresh cache, so first-use paths are tested."""
+    os.environ["CODESIGN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from codesign.data import load_digits_dataset
+
+    return load_digits_dataset()
+
+
+@pytest.fixture(scope="session")
+def digits_float():
+    from codesign.builtin import builtin_model
+
+    return builtin_model("digits-mlp")
+
+
+@pytest.fixture(scope="session")
+def digits_q(digits, digits_float):
+    """The digits MLP at the default precision (8-bit weights, 16-bit results)."""
+    from codesign.quantize import quantize_network
+
+    return quantize_network(digits_float, digits.input_type, 8, result_bits=16, calib=digits.X_train)
+
+
+@pytest.fixture(scope="session")
+def qkeras_net():
+    """hls4ml's 6-bit QKeras jet tagger, imported."""
+    if not (MODELS / "qkeras_3layer.json").is_file():
+        pytest.skip(f"shared models not found at {MODELS}")
+    import codesign
+
+    return codesign.load(MODELS / "qkeras_3layer.json")
+
+
+def jet_inputs(net, n: int, seed: int) -> np.ndarray:
+    """Jet-tagger-like inputs (about standard normal features, some wide) quantized to the input type."""
+    from codesign import fixed
+
+    r = np.random.default_rng(seed)
+    x = r.normal(0, 1.5, size=(n, *net.input_shape)) * r.choice([0.5, 1, 4], size=(n, 1))
+    return fixed.to_float(net.quantize_input(x), net.input_type)

@@ -1,0 +1,131 @@
+"""Compression: QAT equals the reference, masks hold, hardware-aware ranking, budgets."""
+
+import numpy as np
+import pytest
+import torch
+
+from codesign.board import load_board
+from codesign.compress import compress, shrink
+from codesign.cost import network_cost, total_cost
+from codesign.errors import BudgetError
+from codesign.fixed import FixedType
+from codesign.qat import Precision, assign_types, network_from_qmlp, qmlp_from_network
+from codesign.prune import prune_neurons, prune_weights, scores
+from codesign.budget import parse_budget
+
+
+@pytest.fixture
+def qat_model(digits_float, digits):
+    model = qmlp_from_network(digits_float)
+    assign_types(model, Precision(4, 6, 10, digits.input_type), digits.X_train)
+    return model
+
+
+@pytest.mark.parametrize("prec", [Precision(3, 6, 10), Precision(4, 8, 12), Precision(8, 10, 16)])
+def test_qat_forward_equals_the_integer_reference_bit_for_bit(digits_float, digits, prec):
+    model = qmlp_from_network(digits_float)
+    assign_types(model, Precision(prec.weight_bits, prec.act_bits, prec.out_bits, digits.input_type), digits.X_train)
+    net = network_from_qmlp(model, "q", {})
+    with torch.no_grad():
+        qat = model(torch.tensor(digits.X_test, dtype=torch.float64)).numpy()
+    assert np.array_equal(qat, net.forward(digits.X_test))
+
+
+def test_masks_survive_fine_tuning(qat_model, digits):
+    from codesign.compress import train
+
+    prune_weights(qat_model, scores(qat_model, digits.X_train, "magnitude"), 1000)
+    before = [l.mask.clone() for l in qat_model.stages]
+    train(qat_model, digits, 2, 1e-2, seed=0)
+    for layer, m in zip(qat_model.stages, before):
+        w = layer.effective_weight().detach()
+        assert torch.equal(layer.mask, m) and torch.all(w[m == 0] == 0)
+
+
+def test_structured_pruning_removes_the_inputs_of_the_next_layer(qat_model, digits):
+    alive_before = qat_model.stages[0].mask.numpy().any(axis=0)
+    assert prune_neurons(qat_model, digits.X_train, 5) == 5
+    alive = qat_model.stages[0].mask.numpy().any(axis=0)
+    removed = np.flatnonzero(alive_before & ~alive)
+    assert len(removed) == 5 and not qat_model.stages[1].mask.numpy()[removed].any()
+    net = shrink(network_from_qmlp(qat_model, "s", {}))
+    fc1, fc2 = net.layers[0], net.layers[2]
+    assert fc1.weight.shape[1] == fc2.weight.shape[0] <= 32 - 5
+
+
+def test_a_pruned_weight_costs_nothing(digits_q):
+    import copy
+
+    board = load_board("arty-a7-35")
+    base = total_cost(network_cost(digits_q, board))
+    net = copy.deepcopy(digits_q)
+    fc2 = net.layers[2]
+    i, j = np.argwhere(fc2.weight != 0)[0]
+    col_before = network_cost(net, board)["fc2"].lut
+    fc2.weight[i, j] = 0
+    fc2.mask[i, j] = False
+    after = network_cost(net, board)["fc2"].lut
+    assert after < col_before and total_cost(network_cost(net, board))["lut"] < base["lut"]
+    # a layer pruned to nothing costs nothing but its constant outputs
+    fc2.weight[:] = 0
+    fc2.mask[:] = False
+    fc2.bias[:] = 0
+    assert network_cost(net, board)["fc2"].lut == 0
+
+
+def test_hardware_aware_ranking_prunes_a_costly_weight_before_an_equally_important_cheap_one(qat_model, digits):
+    layer = qat_model.stages[1]
+    t = layer.weight_type
+    cheap, costly = 2.0**-t.frac * 4, 2.0**-t.frac * 5  # 4 is one CSD digit, 5 needs two
+    with torch.no_grad():
+        layer.weight[0, 0], layer.weight[1, 0] = cheap, costly
+        layer.mask[0, 0], layer.mask[1, 0] = 1.0, 1.0
+    mags = [np.ones(s.weight.shape[0]) for s in qat_model.stages]
+    import codesign.prune as pr
+
+    orig = pr.input_magnitudes
+    pr.input_magnitudes = lambda model, X: mags
+    try:
+        s = scores(qat_model, digits.X_train, "hardware")
+    finally:
+        pr.input_magnitudes = orig
+    # importance |w| * 1 is within 25 %; the costly one's score is lower, so it is pruned first
+    assert s[1][1, 0] < s[1][0, 0]
+    m = scores(qat_model, digits.X_train, "magnitude")
+    assert m[1][1, 0] > m[1][0, 0]  # magnitude alone would keep the costly one
+
+
+def test_an_infeasible_budget_states_the_smallest_cost_and_the_binding_resource(digits_float):
+    with pytest.raises(BudgetError, match=r"budget lut=10,dsp=0 is infeasible on arty-a7-35: the smallest network .* "
+                                          r"costs lut=\d+.*; lut binds \(\d+ > 10\)"):
+        compress(digits_float, "digits", "arty-a7-35", "lut=10,dsp=0")
+
+
+@pytest.mark.parametrize("spec, want", [("lut=0.5,dsp=0.25", {"lut": 10400, "dsp": 22}), ("lut=20000", {"lut": 20000}),
+                                        ("ff=10%", {"ff": 4160})])
+def test_budget_syntax(spec, want):
+    assert parse_budget(spec, load_board("arty-a7-35")) == want
+
+
+@pytest.mark.parametrize("spec, msg", [("lut=", r"malformed budget item 'lut='"), ("luts=0.5", r"unknown resource 'luts'"),
+                                       ("lut=1.5", r"budget fraction lut=1.5 is above 1")])
+def test_malformed_budgets_are_refused(spec, msg):
+    with pytest.raises(BudgetError, match=msg):
+        parse_budget(spec, load_board("arty-a7-35"))
+
+
+def test_digits_compresses_into_a_quarter_of_an_arty_at_94_percent(digits_float):
+    r = compress(digits_float, "digits", "arty-a7-35", "lut=0.25,dsp=0", seed=0)
+    print(r.float_score, r.score, r.cost, r.precision, r.seconds)
+    assert r.float_score >= 0.96
+    assert r.cost["lut"] <= 5200 and r.cost["dsp"] == 0
+    assert r.score >= 0.94
+
+
+def test_compression_is_deterministic_for_a_seed(digits_float):
+    a = compress(digits_float, "digits", "arty-a7-35", "lut=0.5,dsp=0", seed=3, epochs=5, finetune_epochs=2,
+                 final_epochs=2, precisions=(Precision(4, 6, 10),))
+    b = compress(digits_float, "digits", "arty-a7-35", "lut=0.5,dsp=0", seed=3, epochs=5, finetune_epochs=2,
+                 final_epochs=2, precisions=(Precision(4, 6, 10),))
+    for x, y in zip(a.network.weighted_layers(), b.network.weighted_layers()):
+        assert np.array_equal(x.weight, y.weight)

@@ -1,0 +1,46 @@
+"""The embedded default flow end to end, and re-running one step on its directory."""
+
+import json
+
+import pytest
+
+from codesign.cli import main
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("flow") / "run"
+    code = main(["flow", "--out", str(out), "--quiet"])
+    return code, out
+
+
+def test_default_flow_passes_every_check(default_run):
+    code, out = default_run
+    rep = json.loads((out / "report.json").read_text())
+    print(json.dumps({k: rep[k] for k in ("accuracy", "estimate", "cosim", "hls", "timings_s")}, indent=1, default=str))
+    assert code == 0
+    assert rep["hls"]["csim_bit_exact"] is True and rep["hls"]["samples"] >= 10000
+    assert rep["cosim"]["bit_exact"] is True and rep["cosim"]["mismatches"] == 0 and rep["cosim"]["samples"] >= 10000
+    assert rep["cosim"]["latency_cycles"] == rep["rtl"]["latency_cycles"] and rep["cosim"]["ii"] == 1
+    assert rep["fits_budget"] is True and rep["fits_judged_on"] == "synth"
+    assert rep["estimate"]["synth"]["lut"] <= rep["budget"]["lut"]
+    assert not (out / ".incomplete").exists()
+
+
+def test_report_numbers_equal_report_json(default_run):
+    _, out = default_run
+    rep = json.loads((out / "report.json").read_text())
+    html = (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    for doc in (html, md):
+        assert f"{rep['estimate']['synth']['lut']:,}" in doc
+        assert f"{rep['cosim']['latency_cycles']} cycles" in doc
+        assert f"{rep['accuracy']['compressed']:.4f}" in doc
+    assert html.count("data:image/png;base64,") == 2
+
+
+def test_one_step_can_be_rerun_alone(default_run):
+    _, out = default_run
+    assert main(["cosim", str(out), "--samples", "12000", "--quiet"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["cosim"]["samples"] == 12000 and rep["cosim"]["bit_exact"]

@@ -1,0 +1,141 @@
+"""Verilog emission and Verilator co-simulation: bit-exact, with the designed latency and II = 1."""
+
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+from codesign.errors import ToolFailedError, ToolNotFoundError
+from codesign.fixed import FixedType
+from codesign.layers import Dense, Output, ReLU
+from codesign.network import Network
+from rtl_sim.cosim import cosimulate, describe_mismatch, verification_inputs, write_rtl
+from rtl_sim.tools import find_verilator, find_yosys
+from rtl_sim.verilog import csd_digits, emit_verilog
+
+
+@pytest.fixture(scope="module")
+def verilator():
+    return find_verilator()
+
+
+def test_digits_network_cosimulates_bit_exact_on_10000_samples(digits_q, digits, tmp_path, verilator):
+    d = write_rtl(digits_q, tmp_path / "rtl")
+    q = verification_inputs(digits_q, digits.X_test, 10000)
+    r = cosimulate(digits_q, tmp_path / "rtl", tmp_path / "cosim", q, mode="bulk")
+    print(r.to_json())
+    assert r.mismatches == 0 and r.samples >= 10000, describe_mismatch(r)
+    assert r.latency_cycles == d.latency == 3 and r.ii == 1.0 and r.bit_exact
+
+
+def test_qkeras_jet_tagger_cosimulates_bit_exact_with_saturation_corners(qkeras_net, tmp_path, verilator):
+    write_rtl(qkeras_net, tmp_path / "rtl", adder_regs_every=2)
+    q = verification_inputs(qkeras_net, None, 10000)
+    t = qkeras_net.input_type
+    assert (q == t.max_int).all(axis=1).any() and (q == t.min_int).all(axis=1).any()
+    r = cosimulate(qkeras_net, tmp_path / "rtl", tmp_path / "cosim", q, mode="bulk")
+    print(r.to_json())
+    assert r.mismatches == 0 and r.bit_exact, describe_mismatch(r)
+
+
+@pytest.mark.parametrize("every, latency", [(0, 3), (1, 3 + 5 + 4 + 3), (3, 3 + 1 + 1 + 1)])  # tree depths 6, 5, 4
+def test_pipeline_depth_is_a_parameter_and_cocotb_measures_it(digits_q, digits, tmp_path, verilator, every, latency):
+    d = write_rtl(digits_q, tmp_path / "rtl", adder_regs_every=every)
+    assert d.latency == latency
+    q = verification_inputs(digits_q, digits.X_test[:40], 300)
+    r = cosimulate(digits_q, tmp_path / "rtl", tmp_path / "cosim", q, mode="cocotb")
+    assert r.bit_exact and r.latency_cycles == latency and r.ii == 1.0, describe_mismatch(r)
+
+
+def test_a_changed_weight_constant_fails_and_names_the_layer(digits_q, digits, tmp_path, verilator):
+    write_rtl(digits_q, tmp_path / "rtl", mult="dsp")
+    v = tmp_path / "rtl" / "digits_mlp.v"
+    text = v.read_text()
+    # the first DSP multiply of fc2: "<width>'sh<const>" after a '*'
+    m = re.search(r"(wire signed \[\d+:0\] fc2_m_\d+ = .*? \* (\d+)'sh)([0-9a-f]+);", text)
+    assert m, "no DSP product in fc2"
+    bits = int(m.group(2))
+    new = (int(m.group(3), 16) + 1) % (1 << bits)
+    v.write_text(text.replace(m.group(0), f"{m.group(1)}{new:x};", 1))
+    q = verification_inputs(digits_q, digits.X_test, 2000)
+    r = cosimulate(digits_q, tmp_path / "rtl", tmp_path / "cosim", q, mode="bulk")
+    assert not r.bit_exact and r.mismatches > 0
+    msg = describe_mismatch(r)
+    assert "first diverging layer 'fc2'" in msg and f"sample {r.first_mismatch['sample']}" in msg, msg
+
+
+def _pruned_layer(rng, sparsity: float) -> Network:
+    wt = FixedType(8, 1)
+    w = rng.integers(-128, 128, size=(32, 16))
+    w[rng.random(w.shape) < sparsity] = 0
+    d = Dense("fc", w, rng.integers(-50, 50, size=16), weight_type=wt, bias_type=wt,
+              result_type=FixedType(12, 6, True, "RND_CONV", "SAT"))
+    return Network("pruned", (32,), [d, ReLU("relu"), Output("o")], FixedType(8, 3))
+
+
+def test_a_90_percent_pruned_layer_emits_one_multiplier_per_nonzero_weight(rng):
+    net = _pruned_layer(rng, 0.9)
+    d = emit_verilog(net)
+    nonzero = int(np.count_nonzero(net.layers[0].weight))
+    products = re.findall(r"wire signed \[\d+:0\] fc_m_\d+ =", d.verilog)
+    assert len(products) == nonzero == d.multipliers["fc"]["nonzero"]
+    counts = d.multipliers["fc"]
+    assert counts["dsp"] + counts["lut"] + counts["shift"] == nonzero
+
+
+@pytest.mark.parametrize("mult", ["lut", "dsp"])
+def test_constant_multipliers_follow_the_mapping(rng, mult):
+    d = emit_verilog(_pruned_layer(rng, 0.5), mult=mult)
+    has_star = " * " in d.verilog
+    assert has_star == (mult == "dsp")
+
+
+def test_csd_digits_reconstruct_the_weight():
+    for v in range(-300, 300):
+        digits = csd_digits(v)
+        assert sum(d << k for k, d in digits) == v
+        assert all(digits[i + 1][0] - digits[i][0] >= 2 for i in range(len(digits) - 1))  # non-adjacent
+
+
+def test_verilator_lint_is_clean(digits_q, qkeras_net, tmp_path, verilator):
+    for net in (digits_q, qkeras_net):
+        d = write_rtl(net, tmp_path / net.name, adder_regs_every=2)
+        files = [str(tmp_path / net.name / f"{d.top}.v"), str(tmp_path / net.name / f"{d.top}_axis.v")]
+        proc = subprocess.run([*verilator.command, "--lint-only", "-Wall", "--top-module", f"{d.top}_axis", *files],
+                              capture_output=True, text=True, env=verilator.environ())
+        assert proc.returncode == 0 and "%Warning" not in proc.stderr, proc.stderr[:2000]
+
+
+def test_yosys_reads_the_verilog_without_warnings(qkeras_net, tmp_path):
+    yosys = find_yosys()
+    d = write_rtl(qkeras_net, tmp_path)
+    proc = subprocess.run([*yosys.command, "-p", f"read_verilog -sv {d.top}.v {d.top}_axis.v; "
+                           f"hierarchy -check -top {d.top}_axis; proc; check -assert"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "Warning" not in proc.stdout, [l for l in proc.stdout.splitlines() if "Warning" in l][:5]
+
+
+def test_missing_verilator_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("CODESIGN_VERILATOR", "/nonexistent/verilator")
+    with pytest.raises(ToolNotFoundError, match=r"CODESIGN_VERILATOR='/nonexistent/verilator' is not a file"):
+        find_verilator()
+
+
+def test_too_old_verilator_is_a_clear_error(monkeypatch, tmp_path):
+    fake = tmp_path / "bin" / "verilator"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'Verilator 4.038 2020-07-11 rev v4.036'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CODESIGN_VERILATOR", str(fake))
+    with pytest.raises(ToolNotFoundError, match=r"Verilator 4.038 at .* is too old: cocotb needs 5.036 or newer"):
+        find_verilator()
+
+
+def test_a_build_failure_reports_the_compiler_line(digits_q, tmp_path, verilator):
+    write_rtl(digits_q, tmp_path / "rtl")
+    v = tmp_path / "rtl" / "digits_mlp.v"
+    v.write_text(v.read_text().replace("endmodule", "endmodul", 1))
+    with pytest.raises(ToolFailedError, match=r"Verilator build of digits_mlp.v failed: %Error"):
+        cosimulate(digits_q, tmp_path / "rtl", tmp_path / "cosim", np.zeros((4, 64), dtype=np.int64))
