@@ -1,6 +1,6 @@
 """Refit the analytic cost model's coefficients against Yosys, and print the error table.
 
-    python bench/calibrate_cost.py [--family xc7] [--layers 30] [--write]
+    python bench/calibrate_cost.py [--family xc7] [--layers 24] [--seed 7] [--write | --check]
 
 Builds a sweep of random Dense layers (fan-in, fan-out, sparsity, weight and input widths,
 ReLU or not), emits each with rtl_sim, synthesizes it with Yosys (cached), fits the LUT
@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=24)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--check", action="store_true", help="score the shipped coefficients instead of refitting")
     args = ap.parse_args()
     from scipy.optimize import nnls
 
@@ -79,7 +80,12 @@ def main() -> None:
     y = np.array([r["lut"] for r in results], dtype=float)
     # relative least squares: every layer counts, small or large
     wts = 1.0 / np.maximum(y, 1.0)
-    coef, _ = nnls(X * wts[:, None], y * wts)
+    if args.check:
+        from codesign.cost import coefficients
+
+        coef = np.array([coefficients()[args.family][k] for k in FEATURES])
+    else:
+        coef, _ = nnls(X * wts[:, None], y * wts)
     pred = X @ coef
     print(f"{'layer':<10}{'in':>4}{'out':>5}{'sparse':>8}{'wbits':>6}{'xbits':>6}{'relu':>6}"
           f"{'yosys LUT':>11}{'model LUT':>11}{'err %':>8}{'yosys FF':>10}{'model FF':>10}")

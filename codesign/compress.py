@@ -168,6 +168,7 @@ def compress(
         )
     best: tuple[float, QMLP, Precision, dict[str, int]] | None = None
     history: list[dict[str, Any]] = []
+    worse = 0
     with progress.bar("compress", total=len(precisions)) as bar:
         for k, prec in enumerate(precisions):
             prec = _with_input(prec, t_in)
@@ -222,6 +223,14 @@ def compress(
             bar.advance(info=f"{prec.weight_bits}b weights: val {val:.3f}")
             if best is None or val > best[0]:
                 best = (val, model, prec, cost)
+                worse = 0
+            else:
+                worse += 1
+            # under a fixed budget, accuracy against precision rises, peaks and falls (wider
+            # weights leave fewer of them): two candidates past the peak end the search
+            if worse >= 2:
+                bar.advance(info="past the best precision")
+                break
     if best is None:
         cheapest = min((h["cost"] for h in history), key=lambda c: c.get(binding_resource(c, limits), 0))
         res = binding_resource(cheapest, limits)

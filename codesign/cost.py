@@ -64,7 +64,11 @@ def _bits(v: np.ndarray) -> np.ndarray:
     return np.ceil(np.log2(v + 1)).astype(np.int64) + 1
 
 
-FEATURES = ("mult_bits", "tree_bits", "round_bits", "sat_bits", "relu_bits")
+# LUTs are linear in these. Adders fed by signed inputs cost more than unsigned ones (every
+# shifted term carries live sign-extension bits), so the adder features are split by the
+# input's signedness.
+FEATURES = ("mult_bits_signed", "mult_bits_unsigned", "tree_bits_signed", "tree_bits_unsigned",
+            "round_bits", "sat_bits", "relu_bits")
 
 
 def _signed_bits(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -73,17 +77,40 @@ def _signed_bits(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.ceil(np.log2(m + 1)).astype(np.int64) + 1
 
 
-def _tree_bits(lo: np.ndarray, hi: np.ndarray) -> float:
-    """Sum of adder widths of the pairwise adder tree over leaf intervals (emitter's order)."""
+def _tree_bits(lo: np.ndarray, hi: np.ndarray, tz: np.ndarray) -> float:
+    """Sum of adder widths of the pairwise adder tree over leaf intervals (emitter's order).
+
+    Below the larger trailing-zero count of its operands an adder only passes bits through,
+    so those bits are not counted."""
     total = 0.0
     while len(lo) > 1:
         n = len(lo) // 2 * 2
         slo, shi = lo[0:n:2] + lo[1:n:2], hi[0:n:2] + hi[1:n:2]
-        total += float(np.sum(_signed_bits(slo, shi)))
+        stz = np.minimum(tz[0:n:2], tz[1:n:2])
+        total += float(np.sum(np.maximum(_signed_bits(slo, shi) - np.maximum(tz[0:n:2], tz[1:n:2]), 1)))
         if len(lo) % 2:
-            slo, shi = np.append(slo, lo[-1]), np.append(shi, hi[-1])
-        lo, hi = slo, shi
+            slo, shi, stz = np.append(slo, lo[-1]), np.append(shi, hi[-1]), np.append(stz, tz[-1])
+        lo, hi, tz = slo, shi, stz
     return total
+
+
+def _csd_adder_bits(w: np.ndarray, pbits: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per weight: the summed width of the shift-and-add chain's adders (the emitter adds the
+    CSD terms lowest shift first, and bits below a term's shift pass through), and the
+    weight's trailing zeros."""
+    v = np.abs(w.astype(np.int64))
+    bits = np.zeros_like(v)
+    first = np.full_like(v, -1)
+    k = 0
+    while np.any(v):
+        odd = (v & 1) == 1
+        d = np.where(odd, 2 - (v & 3), 0)
+        new_first = odd & (first < 0)
+        first = np.where(new_first, k, first)
+        bits += np.where(odd & ~new_first, np.maximum(pbits - (k + shift), 1), 0)
+        v = (v - d) >> 1
+        k += 1
+    return bits, np.maximum(first, 0) + shift
 
 
 def dense_features(layer: Dense, in_type: FixedType, mapping: str | None = None, out_type: FixedType | None = None,
@@ -109,36 +136,52 @@ def dense_features(layer: Dense, in_type: FixedType, mapping: str | None = None,
     plo = np.minimum(w * xlo, w * xhi) << sh
     phi = np.maximum(w * xlo, w * xhi) << sh
     pbits = _signed_bits(plo, phi)
-    mult_bits = float(np.sum(np.where(nz & ~dsp_mask, np.maximum(digits - 1, 0) * pbits, 0)))
+    adder_bits, tz = _csd_adder_bits(w, pbits, sh)
+    mult_bits = float(np.sum(np.where(nz & ~dsp_mask, adder_bits, 0)))
     tree_bits = 0.0
     out_bits = np.zeros(w.shape[1])
     sat_bits = np.zeros(w.shape[1])
     bias = layer.bias.astype(np.int64) << bsh
     for j in range(w.shape[1]):
         col = np.flatnonzero(nz[:, j])
-        lo, hi = plo[col, j], phi[col, j]
+        lo, hi, z = plo[col, j], phi[col, j], tz[col, j]
         if bias[j]:
-            lo, hi = np.append(lo, bias[j]), np.append(hi, bias[j])
+            b = int(bias[j])
+            lo, hi = np.append(lo, b), np.append(hi, b)
+            z = np.append(z, (b & -b).bit_length() - 1)
         if len(lo) == 0:
             continue
-        tree_bits += _tree_bits(lo, hi)
+        tree_bits += _tree_bits(lo, hi, z)
         alo, ahi = int(lo.sum()), int(hi.sum())
-        if relu:
-            alo = max(alo, 0)
+        s = 0
         if out_type is not None:
             s = frac - out_type.frac
             rlo, rhi = (alo >> s, (ahi >> s) + 1) if s > 0 else (alo << -s, ahi << -s)
-            over = rhi > out_type.max_int or rlo < out_type.min_int
+            over_hi = rhi > out_type.max_int  # saturating to the maximum sets the low bits
+            over = over_hi or (rlo < out_type.min_int and not relu)
             rlo, rhi = max(rlo, out_type.min_int), min(rhi, out_type.max_int)
         else:
-            rlo, rhi, over = alo, ahi, False
-        bits = int(_signed_bits(np.array([rlo]), np.array([rhi]))[0]) - (1 if rlo >= 0 else 0)
-        out_bits[j] = max(bits, 1) if ahi > alo else 0
+            rlo, rhi, over, over_hi = alo, ahi, False, False
+        # The emitter's registers are signed and Yosys does no range analysis, so a non-negative
+        # value's sign bit is a flip-flop, except after a ReLU that keeps the width (the mux
+        # makes that bit provably zero).
+        bits = int(_signed_bits(np.array([max(rlo, 0) if relu else rlo]), np.array([rhi]))[0])
+        if relu and rlo < 0 < rhi and bits == int(_signed_bits(np.array([rlo]), np.array([rhi]))[0]):
+            bits -= 1
+        if s < 0:
+            # bits appended below the accumulator's LSB are constant zeros (no logic, no FF), or,
+            # where saturation to the maximum can set them, one shared flag bit
+            bits += s + (1 if over_hi else 0)
+        out_bits[j] = max(bits, 1) if (rhi > max(rlo, 0) if relu else rhi > rlo) else 0
         sat_bits[j] = out_bits[j] if over else 0
     rounding = out_type is not None and out_type.quant != "TRN"
+    sign = "signed" if in_type.signed else "unsigned"
+    other = "unsigned" if in_type.signed else "signed"
     feats = {
-        "mult_bits": mult_bits,
-        "tree_bits": tree_bits,
+        f"mult_bits_{sign}": mult_bits,
+        f"mult_bits_{other}": 0.0,
+        f"tree_bits_{sign}": tree_bits,
+        f"tree_bits_{other}": 0.0,
         "round_bits": float(out_bits.sum()) if rounding else 0.0,
         "sat_bits": float(sat_bits.sum()) if out_type is not None and out_type.overflow == "SAT" else 0.0,
         "relu_bits": float(out_bits.sum()) if relu else 0.0,

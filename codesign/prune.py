@@ -37,6 +37,7 @@ def weight_costs(model: QMLP, family: str, dsp_price: float) -> list[np.ndarray]
     """LUT-equivalent cost of keeping each weight (zero for a weight that quantizes to zero)."""
     c = coefficients()[family]
     costs = []
+    t_in = model.input_type
     for layer in model.stages:
         with torch.no_grad():
             w = layer.effective_weight().numpy()
@@ -47,13 +48,15 @@ def weight_costs(model: QMLP, family: str, dsp_price: float) -> list[np.ndarray]
         else:
             digits = np.full(w.shape, 3)
             wbits = np.full(w.shape, 8.0)
-        bx = 9.0
+        bx = float(t_in.width) if t_in is not None else 9.0
+        sign = "signed" if t_in is None or t_in.signed else "unsigned"
         prod_w = bx + wbits
         tree = bx + wbits + np.log2(max(w.shape[0], 2))
-        lut = c["mult_bits"] * np.maximum(digits - 1, 0) * prod_w + c["tree_bits"] * tree
+        lut = c[f"mult_bits_{sign}"] * np.maximum(digits - 1, 0) * prod_w + c[f"tree_bits_{sign}"] * tree
         dsp = digits > 6
         cost = np.where(dsp, dsp_price, lut)
         costs.append(np.where(w != 0, np.maximum(cost, 1e-3), 0.0))
+        t_in = layer.relu_type or layer.result_type
     return costs
 
 
