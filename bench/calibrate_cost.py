@@ -1,6 +1,6 @@
 """Refit the analytic cost model's coefficients against Yosys, and print the error table.
 
-    python bench/calibrate_cost.py [--family xc7] [--layers 24] [--seed 7] [--write | --check]
+    python bench/calibrate_cost.py [--family xc7] [--layers 24] [--seeds 7,8] [--write | --check]
 
 Builds a sweep of random Dense layers (fan-in, fan-out, sparsity, weight and input widths,
 ReLU or not), emits each with rtl_sim, synthesizes it with Yosys (cached), fits the LUT
@@ -30,7 +30,7 @@ from rtl_sim.tools import find_yosys  # noqa: E402
 from rtl_sim.verilog import emit_verilog  # noqa: E402
 
 
-def sweep_layer(rng: np.random.Generator, i: int) -> tuple[Network, dict]:
+def sweep_layer(rng: np.random.Generator, i: int, prefix: str = "") -> tuple[Network, dict]:
     n_in = int(rng.choice([8, 16, 32]))
     n_out = int(rng.choice([4, 8, 16]))
     sparsity = float(rng.choice([0.3, 0.5, 0.7, 0.9]))
@@ -45,7 +45,7 @@ def sweep_layer(rng: np.random.Generator, i: int) -> tuple[Network, dict]:
     d = Dense("fc", w, b, weight_type=wt, bias_type=wt, result_type=rt, mult="lut")
     layers = [d] + ([ReLU("relu")] if relu else []) + [Output("o")]
     net = Network(f"sweep{i}", (n_in,), layers, FixedType(xb, 2, bool(rng.random() < 0.5)))
-    return net, {"n_in": n_in, "n_out": n_out, "sparsity": sparsity, "weight_bits": wb, "input_bits": xb, "relu": relu}
+    return net, {"id": f"{prefix}{net.name}", "n_in": n_in, "n_out": n_out, "sparsity": sparsity, "weight_bits": wb, "input_bits": xb, "relu": relu}
 
 
 def features(net: Network) -> tuple[np.ndarray, float]:
@@ -59,14 +59,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--family", default="xc7", choices=["xc7", "xcup", "cyclonev"])
     ap.add_argument("--layers", type=int, default=24)
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seeds", default="7,8", help="comma-separated sweep seeds; each gives --layers layers")
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--check", action="store_true", help="score the shipped coefficients instead of refitting")
     args = ap.parse_args()
     from scipy.optimize import nnls
 
-    rng = np.random.default_rng(args.seed)
-    nets = [sweep_layer(rng, i) for i in range(args.layers)]
+    nets = []
+    for seed in (int(x) for x in args.seeds.split(",")):
+        rng = np.random.default_rng(seed)
+        nets += [sweep_layer(rng, i, f"s{seed}_") for i in range(args.layers)]
     tool = find_yosys()
 
     def synth(item):
@@ -87,13 +89,13 @@ def main() -> None:
     else:
         coef, _ = nnls(X * wts[:, None], y * wts)
     pred = X @ coef
-    print(f"{'layer':<10}{'in':>4}{'out':>5}{'sparse':>8}{'wbits':>6}{'xbits':>6}{'relu':>6}"
+    print(f"{'layer':<12}{'in':>4}{'out':>5}{'sparse':>8}{'wbits':>6}{'xbits':>6}{'relu':>6}"
           f"{'yosys LUT':>11}{'model LUT':>11}{'err %':>8}{'yosys FF':>10}{'model FF':>10}")
     errs = []
     for (net, meta), r, p in zip(nets, results, pred):
         err = 100.0 * (p - r["lut"]) / max(r["lut"], 1)
         errs.append(abs(err))
-        print(f"{net.name:<10}{meta['n_in']:>4}{meta['n_out']:>5}{meta['sparsity']:>8.1f}{meta['weight_bits']:>6}"
+        print(f"{meta['id']:<12}{meta['n_in']:>4}{meta['n_out']:>5}{meta['sparsity']:>8.1f}{meta['weight_bits']:>6}"
               f"{meta['input_bits']:>6}{str(meta['relu']):>6}{r['lut']:>11}{p:>11.0f}{err:>8.1f}{r['ff']:>10}"
               f"{features(net)[1]:>10.0f}")
     print(f"mean |error| {np.mean(errs):.1f} %, max {np.max(errs):.1f} %")

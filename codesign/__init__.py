@@ -13,5 +13,29 @@ from codesign.network import Network
 
 __version__ = "0.1.0"
 
+# The pipeline, mirroring the CLI for notebooks; imported on first use because they pull in torch.
+_LAZY = {
+    "compress_network": ("codesign.compress", "compress"),  # (codesign.compress is the module)
+    "run_flow": ("codesign.flow", "run_flow"),
+    "run_sweep": ("codesign.sweep", "run_sweep"),
+    "step_compress": ("codesign.flow", "step_compress"),
+    "step_hls": ("codesign.flow", "step_hls"),
+    "step_rtl": ("codesign.flow", "step_rtl"),
+    "step_cosim": ("codesign.flow", "step_cosim"),
+    "step_estimate": ("codesign.flow", "step_estimate"),
+    "write_report": ("codesign.report", "write_report"),
+    "Artifact": ("codesign.artifact", "Artifact"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'codesign' has no attribute {name!r}")
+
+
 __all__ = ["Board", "CodesignError", "Dataset", "FixedType", "Network", "board_names", "load", "load_board",
-           "load_dataset", "__version__"]
+           "load_dataset", "__version__", *_LAZY]

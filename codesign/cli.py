@@ -57,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     _common(p)
 
+    p = sub.add_parser("sweep", help="compress at several budgets; accuracy against synthesized LUTs")
+    p.add_argument("model")
+    p.add_argument("--data", required=True)
+    p.add_argument("--board", default=DEFAULT_BOARD)
+    p.add_argument("--budgets", required=True, nargs="+",
+                   help="e.g. lut=0.1,0.2,0.4 (three budgets) or lut=0.1,0.2,dsp=0")
+    p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true")
+    model_args(p)
+    _common(p)
+
     p = sub.add_parser("hls", help="hls4ml project + C simulation check")
     p.add_argument("dir")
     p.add_argument("--backend", default=None)
@@ -131,6 +142,13 @@ def run(args: argparse.Namespace) -> Any:
         art.claim(args.force)
         return flow.step_compress(art, args.model, args.data, args.board, args.budget, args.method, args.weights,
                                   args.trust_pickle, args.input_type, progress=rep)
+    if args.cmd == "sweep":
+        from codesign.sweep import run_sweep
+
+        result = run_sweep(args.out, args.model, args.data, args.board, args.budgets, args.method, args.weights,
+                           args.trust_pickle, args.input_type, args.force, progress=rep)
+        rep.print(f"sweep: {Artifact(args.out).dir / 'sweep.html'}")
+        return result
     art = Artifact(args.dir)
     from codesign import flow
 

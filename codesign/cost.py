@@ -23,6 +23,7 @@ from codesign.fixed import FixedType
 from codesign.layers import BatchNorm, Dense, Layer, Quant, ReLU, Weighted
 from codesign.network import Network
 
+LUT_INPUTS = 6  # inputs of the family's LUT (LUT6 on 7-series/UltraScale+; a Cyclone V ALM is similar)
 CSD_MAX_DIGITS = 6  # must match rtl_sim.verilog: above this, 'auto' maps a weight to a DSP
 
 
@@ -68,7 +69,7 @@ def _bits(v: np.ndarray) -> np.ndarray:
 # shifted term carries live sign-extension bits), so the adder features are split by the
 # input's signedness.
 FEATURES = ("mult_bits_signed", "mult_bits_unsigned", "tree_bits_signed", "tree_bits_unsigned",
-            "round_bits", "sat_bits", "relu_bits")
+            "round_bits", "sat_bits", "sat_cmp_bits", "relu_bits")
 
 
 def _signed_bits(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -137,10 +138,15 @@ def dense_features(layer: Dense, in_type: FixedType, mapping: str | None = None,
     phi = np.maximum(w * xlo, w * xhi) << sh
     pbits = _signed_bits(plo, phi)
     adder_bits, tz = _csd_adder_bits(w, pbits, sh)
+    if in_type.width <= LUT_INPUTS:
+        # every product bit is a function of at most LUT_INPUTS input bits: the logic
+        # optimizer makes it one LUT per product bit when that beats the adder chain
+        adder_bits = np.minimum(adder_bits, pbits)
     mult_bits = float(np.sum(np.where(nz & ~dsp_mask, adder_bits, 0)))
     tree_bits = 0.0
     out_bits = np.zeros(w.shape[1])
     sat_bits = np.zeros(w.shape[1])
+    sat_cmp = np.zeros(w.shape[1])
     bias = layer.bias.astype(np.int64) << bsh
     for j in range(w.shape[1]):
         col = np.flatnonzero(nz[:, j])
@@ -153,15 +159,19 @@ def dense_features(layer: Dense, in_type: FixedType, mapping: str | None = None,
             continue
         tree_bits += _tree_bits(lo, hi, z)
         alo, ahi = int(lo.sum()), int(hi.sum())
+        if alo == ahi:
+            continue  # a constant output (bias only): no logic, no register
         s = 0
         if out_type is not None:
             s = frac - out_type.frac
             rlo, rhi = (alo >> s, (ahi >> s) + 1) if s > 0 else (alo << -s, ahi << -s)
             over_hi = rhi > out_type.max_int  # saturating to the maximum sets the low bits
             over = over_hi or (rlo < out_type.min_int and not relu)
+            # the overflow test compares the bits above the type's range
+            cmp_bits = max(int(_signed_bits(np.array([rlo]), np.array([rhi]))[0]) - out_type.width, 0)
             rlo, rhi = max(rlo, out_type.min_int), min(rhi, out_type.max_int)
         else:
-            rlo, rhi, over, over_hi = alo, ahi, False, False
+            rlo, rhi, over, over_hi, cmp_bits = alo, ahi, False, False, 0
         # The emitter's registers are signed and Yosys does no range analysis, so a non-negative
         # value's sign bit is a flip-flop, except after a ReLU that keeps the width (the mux
         # makes that bit provably zero).
@@ -174,7 +184,9 @@ def dense_features(layer: Dense, in_type: FixedType, mapping: str | None = None,
             bits += s + (1 if over_hi else 0)
         out_bits[j] = max(bits, 1) if (rhi > max(rlo, 0) if relu else rhi > rlo) else 0
         sat_bits[j] = out_bits[j] if over else 0
+        sat_cmp[j] = cmp_bits if over else 0
     rounding = out_type is not None and out_type.quant != "TRN"
+    saturating = out_type is not None and out_type.overflow == "SAT"
     sign = "signed" if in_type.signed else "unsigned"
     other = "unsigned" if in_type.signed else "signed"
     feats = {
@@ -183,7 +195,8 @@ def dense_features(layer: Dense, in_type: FixedType, mapping: str | None = None,
         f"tree_bits_{sign}": tree_bits,
         f"tree_bits_{other}": 0.0,
         "round_bits": float(out_bits.sum()) if rounding else 0.0,
-        "sat_bits": float(sat_bits.sum()) if out_type is not None and out_type.overflow == "SAT" else 0.0,
+        "sat_bits": float(sat_bits.sum()) if saturating else 0.0,
+        "sat_cmp_bits": float(sat_cmp.sum()) if saturating else 0.0,
         "relu_bits": float(out_bits.sum()) if relu else 0.0,
     }
     return feats, int(np.sum(dsp_mask)), float(out_bits.sum())

@@ -20,7 +20,7 @@ from codesign.cost import fits, network_cost, total_cost
 from codesign.data import Dataset, check_fits, load_dataset
 from codesign.errors import BackendError, CodesignError, VerificationError
 from codesign.fixed import FixedType
-from codesign.load import load
+from codesign.load import load, model_name
 from codesign.network import Network
 from codesign.progress import SILENT, Reporter
 
@@ -104,7 +104,7 @@ def step_compress(art: Artifact, model: Any = DEFAULT_MODEL, data: str | None = 
         small.save(art.dir)
         cost = total_cost(network_cost(small, b))
         art.update(
-            model=str(model), data=data, board=b.to_json(), budget=limits, method=method if limits else None,
+            model=model_name(model), data=data, board=b.to_json(), budget=limits, method=method if limits else None,
             network=network_summary(small), accuracy=accuracy, precision=precision_note, notes=notes or None,
             estimate={"analytic": cost, "analytic_layers": {k: v.as_dict() for k, v in network_cost(small, b).items()}},
             fits_budget=fits(cost, limits or b.resources()), fits_judged_on="analytic",

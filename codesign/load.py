@@ -72,3 +72,12 @@ def _is_torch_module(obj: Any) -> bool:
     except ImportError:
         return False
     return isinstance(obj, torch.nn.Module)
+
+
+def model_name(model: Any) -> str:
+    """How reports name a model: its path or built-in name, a Network's name, or a module's class."""
+    if isinstance(model, (str, Path)):
+        return str(model)
+    if isinstance(model, Network):
+        return model.name
+    return type(model).__name__

@@ -14,7 +14,7 @@ from rtl_sim.verilog import emit_verilog
 LUT_TOLERANCE = 0.15  # issue 7: analytic LUTs within 15 % of Yosys
 
 
-def layer_net(sparsity: float, seed: int = 11, n_in: int = 32, n_out: int = 16, wbits: int = 6) -> Network:
+def layer_net(sparsity: float, seed: int = 11, n_in: int = 16, n_out: int = 8, wbits: int = 5) -> Network:
     rng = np.random.default_rng(seed)
     wt = FixedType(wbits, 1)
     w = rng.integers(wt.min_int, wt.max_int + 1, size=(n_in, n_out))

@@ -1,0 +1,100 @@
+"""Estimator error: the analytic cost model against Yosys, per layer, on real networks.
+
+    python bench/estimator_error.py [--family xc7]
+
+Networks: the built-in digits model quantized to 8 bits and to 4 bits (PTQ), hls4ml's 6-bit
+QKeras jet tagger, and hls4ml's 70 %-pruned float jet tagger quantized to 8 bits. Each Dense
+stage is synthesized on its own (LUT-only, as compression prices it for ``dsp=0`` budgets);
+prints LUT and FF, model versus Yosys, with the relative error. Writes
+bench/results/estimator_error.json. The random-layer sweep is bench/calibrate_cost.py --check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+MODELS = ROOT.parent / "shared" / "models"
+
+
+def networks() -> dict:
+    import codesign
+    from codesign.builtin import builtin_model
+    from codesign.data import load_dataset
+    from codesign.fixed import FixedType
+    from codesign.quantize import quantize_network
+
+    digits = builtin_model("digits-mlp")
+    data = load_dataset("digits")
+    X, t_digits = data.X_train, data.input_type
+    jet_t = FixedType(16, 6, True, "RND_CONV", "SAT")
+    jet_pruned = codesign.load(MODELS / "KERAS_3layer.json", weights=MODELS / "KERAS_3layer_70pruned_retrained_weights.h5")
+    rng = np.random.default_rng(0)
+    return {
+        "digits 8-bit": quantize_network(digits, t_digits, weight_bits=8, calib=X),
+        "digits 4-bit": quantize_network(digits, t_digits, weight_bits=4, calib=X),
+        "jet qkeras 6-bit": codesign.load(MODELS / "qkeras_3layer.json"),
+        "jet 70%-pruned 8-bit": quantize_network(jet_pruned, jet_t, weight_bits=8, calib=rng.normal(0, 1, (2000, 16))),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--family", default="xc7", choices=["xc7", "xcup", "cyclonev"])
+    args = ap.parse_args()
+    from codesign.cost import network_cost
+    from codesign.flow import single_stage_networks
+    from rtl_sim.synth import synthesize
+    from rtl_sim.verilog import emit_verilog
+
+    board = {"xc7": "arty-a7-35", "xcup": "zcu104", "cyclonev": "de10-nano"}[args.family]
+    t0 = time.perf_counter()
+    rows = []
+    for name, net in networks().items():
+        model = network_cost(net, board, mapping="lut")
+        parts = single_stage_networks(net)
+
+        def synth(item):
+            d = emit_verilog(item[1], mult="lut")
+            return synthesize(d.verilog, d.top, args.family, dsp=False)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(synth, parts))
+        for (layer, _), r in zip(parts, results):
+            m = model[layer]
+            rows.append({"network": name, "layer": layer, "yosys_lut": r["lut"], "model_lut": round(m.lut),
+                         "lut_err_pct": round(100.0 * (m.lut - r["lut"]) / max(r["lut"], 1), 1),
+                         "yosys_ff": r["ff"], "model_ff": round(m.ff),
+                         "ff_err_pct": round(100.0 * (m.ff - r["ff"]) / max(r["ff"], 1), 1)})
+        tot_y = sum(r["lut"] for r in results)
+        tot_m = sum(c.lut for c in model.values())
+        rows.append({"network": name, "layer": "TOTAL", "yosys_lut": tot_y, "model_lut": round(tot_m),
+                     "lut_err_pct": round(100.0 * (tot_m - tot_y) / max(tot_y, 1), 1),
+                     "yosys_ff": sum(r["ff"] for r in results), "model_ff": round(sum(c.ff for c in model.values())),
+                     "ff_err_pct": None})
+    print(f"{'network':<22}{'layer':<10}{'Yosys LUT':>10}{'model LUT':>10}{'err %':>8}{'Yosys FF':>10}{'model FF':>10}")
+    for r in rows:
+        ffe = "" if r["ff_err_pct"] is None else f"{r['ff_err_pct']:.1f}"
+        print(f"{r['network']:<22}{r['layer']:<10}{r['yosys_lut']:>10}{r['model_lut']:>10}{r['lut_err_pct']:>8.1f}"
+              f"{r['yosys_ff']:>10}{r['model_ff']:>10}{ffe:>8}")
+    out = ROOT / "bench" / "results" / "estimator_error.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"family": args.family, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                               "seconds": round(time.perf_counter() - t0, 1), "rows": rows}, indent=1))
+    print(f"wrote {out} ({time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
