@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=24)
     ap.add_argument("--seeds", default="7,8", help="comma-separated sweep seeds; each gives --layers layers")
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--real", action="store_true", help="also fit the layers of bench/estimator_error.py's networks")
     ap.add_argument("--check", action="store_true", help="score the shipped coefficients instead of refitting")
     args = ap.parse_args()
     from scipy.optimize import nnls
@@ -78,8 +79,30 @@ def main() -> None:
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(synth, nets))
-    X = np.array([features(n)[0] for n, _ in nets])
-    y = np.array([r["lut"] for r in results], dtype=float)
+    X = [features(n)[0] for n, _ in nets]
+    y = [r["lut"] for r in results]
+    if args.real:
+        # the layers of real networks (bench/estimator_error.py's, built once and cached)
+        from estimator_error import networks
+
+        from codesign.cost import dense_stages
+        from codesign.flow import single_stage_networks
+
+        for name, net in networks().items():
+            stages = dict(single_stage_networks(net))
+            for layer, t_in, out_t, relu in dense_stages(net):
+                d = emit_verilog(stages[layer.name], mult="lut")
+                r = synthesize(d.verilog, d.top, args.family, dsp=False, tool=tool)
+                f, _, ff = dense_features(layer, t_in, "lut", out_t, relu)
+                X.append(np.array([f[k] for k in FEATURES]))
+                y.append(r["lut"])
+                w = layer.weight
+                nets.append((None, {"id": f"{name[:8]}/{layer.name}"[:12], "n_in": w.shape[0], "n_out": w.shape[1],
+                                    "sparsity": float(np.mean(w == 0)), "weight_bits": layer.weight_type.width,
+                                    "input_bits": t_in.width, "relu": relu, "ff": ff}))
+                results.append(r)
+    X = np.array(X)
+    y = np.array(y, dtype=float)
     # relative least squares: every layer counts, small or large
     wts = 1.0 / np.maximum(y, 1.0)
     if args.check:
@@ -97,7 +120,7 @@ def main() -> None:
         errs.append(abs(err))
         print(f"{meta['id']:<12}{meta['n_in']:>4}{meta['n_out']:>5}{meta['sparsity']:>8.1f}{meta['weight_bits']:>6}"
               f"{meta['input_bits']:>6}{str(meta['relu']):>6}{r['lut']:>11}{p:>11.0f}{err:>8.1f}{r['ff']:>10}"
-              f"{features(net)[1]:>10.0f}")
+              f"{(features(net)[1] if net is not None else meta['ff']) + 1:>10.0f}")
     print(f"mean |error| {np.mean(errs):.1f} %, max {np.max(errs):.1f} %")
     print("coefficients:", dict(zip(FEATURES, np.round(coef, 4))))
     if args.write:

@@ -69,7 +69,7 @@ def _bits(v: np.ndarray) -> np.ndarray:
 # shifted term carries live sign-extension bits), so the adder features are split by the
 # input's signedness.
 FEATURES = ("mult_bits_signed", "mult_bits_unsigned", "tree_bits_signed", "tree_bits_unsigned",
-            "round_bits", "sat_bits", "sat_cmp_bits", "relu_bits")
+            "round_bits", "sat_bits", "sat_cmp_bits", "relu_bits", "outputs", "nonzero")
 
 
 def _signed_bits(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -176,8 +176,9 @@ def dense_features(layer: Dense, in_type: FixedType, mapping: str | None = None,
         # value's sign bit is a flip-flop, except after a ReLU that keeps the width (the mux
         # makes that bit provably zero).
         bits = int(_signed_bits(np.array([max(rlo, 0) if relu else rlo]), np.array([rhi]))[0])
-        if relu and rlo < 0 < rhi and bits == int(_signed_bits(np.array([rlo]), np.array([rhi]))[0]):
-            bits -= 1
+        if relu and alo < 0 < rhi and (bits == int(_signed_bits(np.array([rlo]), np.array([rhi]))[0])
+                                       or (out_type is not None and not out_type.signed)):
+            bits -= 1  # (saturating into an unsigned type also leaves the sign bit provably zero)
         if s < 0:
             # bits appended below the accumulator's LSB are constant zeros (no logic, no FF), or,
             # where saturation to the maximum can set them, one shared flag bit
@@ -198,6 +199,8 @@ def dense_features(layer: Dense, in_type: FixedType, mapping: str | None = None,
         "sat_bits": float(sat_bits.sum()) if saturating else 0.0,
         "sat_cmp_bits": float(sat_cmp.sum()) if saturating else 0.0,
         "relu_bits": float(out_bits.sum()) if relu else 0.0,
+        "outputs": float(np.count_nonzero(out_bits)),
+        "nonzero": float(np.count_nonzero(nz & ~dsp_mask)),
     }
     return feats, int(np.sum(dsp_mask)), float(out_bits.sum())
 
@@ -227,31 +230,36 @@ def _acc_width(col: np.ndarray, bx: int, bias: int) -> int:
     return int(np.ceil(np.log2(s + 1))) + 1 if s > 0 else 1
 
 
-def network_cost(net: Network, board: Board | str, mapping: str | None = None, regs_every: int = 0) -> dict[str, LayerCost]:
-    """Per-layer cost (Dense layers, with the ReLU/Quant after each folded in) on a board's family."""
-    from codesign.board import load_board
-
-    board = load_board(board)
-    family = board.synth_family
-    types = net.tensor_types()
+def dense_stages(net: Network) -> list[tuple[Dense, FixedType, FixedType | None, bool]]:
+    """Each Dense layer with its input type, the type reaching its stage register (after the
+    ReLU/Quant that follow it) and whether a ReLU follows."""
     if not net.quantized:
         raise LayerError(f"network {net.name!r} is float; quantize it before pricing it")
-    out: dict[str, LayerCost] = {}
+    types = net.tensor_types()
+    out = []
     t_in = net.input_type
     layers = net.layers
     for i, layer in enumerate(layers):
         if isinstance(layer, Dense):
             relu = i + 1 < len(layers) and isinstance(layers[i + 1], ReLU)
-            # the type that reaches the stage register: after the following ReLU/Quant, if any
             j, out_t = i, types[i]
             while j + 1 < len(layers) and isinstance(layers[j + 1], (ReLU, Quant)):
                 j += 1
                 out_t = types[j]
-            out[layer.name] = dense_cost(layer, t_in, family, mapping, out_t, relu, regs_every)
+            out.append((layer, t_in, out_t, relu))
         elif isinstance(layer, (Weighted, BatchNorm)):
             raise LayerError(f"layer {layer.name!r} ({layer.kind}): the cost model prices Dense networks")
         t_in = types[i] if types[i] is not None else t_in
     return out
+
+
+def network_cost(net: Network, board: Board | str, mapping: str | None = None, regs_every: int = 0) -> dict[str, LayerCost]:
+    """Per-layer cost (Dense layers, with the ReLU/Quant after each folded in) on a board's family."""
+    from codesign.board import load_board
+
+    family = load_board(board).synth_family
+    return {layer.name: dense_cost(layer, t_in, family, mapping, out_t, relu, regs_every)
+            for layer, t_in, out_t, relu in dense_stages(net)}
 
 
 def total_cost(costs: dict[str, LayerCost]) -> dict[str, int]:
