@@ -140,9 +140,13 @@ def compress(
     final_epochs: int = 40,
     prune_steps: int = 10,
     extra_steps: int = 8,
+    headroom: float = 0.07,
     progress: Reporter = SILENT,
 ) -> CompressResult:
-    """A sparse fixed-point Network that fits ``budget`` on ``board`` at the best validation score found."""
+    """A sparse fixed-point Network that fits ``budget`` on ``board`` at the best validation score found.
+
+    The search aims ``headroom`` below the LUT and FF limits: the analytic model is within
+    about that of Yosys on the networks it was calibrated on, so the synthesized design fits too."""
     t_start = time.perf_counter()
     torch.manual_seed(seed)
     board = load_board(board)
@@ -166,6 +170,7 @@ def compress(
             f"(precision {PRECISIONS[0].weight_bits}-bit weights, one weight per output) costs {_fmt(floor)}; "
             f"{res} binds ({floor[res]} > {limits[res]})"
         )
+    aim = {k: int(v * (1 - headroom)) if k in ("lut", "ff") else v for k, v in limits.items()}
     best: tuple[float, QMLP, Precision, dict[str, int]] | None = None
     history: list[dict[str, Any]] = []
     worse = 0
@@ -177,12 +182,12 @@ def compress(
             train(model, data, epochs, 3e-3, seed + k, teacher if distill else None)
             cost = _cost(model, board, mapping)
             total = int(sum(layer.mask.sum().item() for layer in model.stages))
-            res = binding_resource(cost, limits)
+            res = binding_resource(cost, aim)
             # cost is roughly proportional to the kept weights: aim a little below the budget
-            target = min(0.98, max(0.0, 1.0 - 0.9 * limits[res] / max(cost[res], 1)))
+            target = min(0.98, max(0.0, 1.0 - 0.9 * aim[res] / max(cost[res], 1)))
             steps = 0
             for goal in polynomial_schedule(target, prune_steps):
-                if fits(cost, limits):
+                if fits(cost, aim):
                     break
                 kept = int(sum(layer.mask.sum().item() for layer in model.stages))
                 n = kept - int(round(total * (1.0 - goal)))
@@ -191,14 +196,14 @@ def compress(
                 assign_types(model, prec, data.X_train)
                 cost = _cost(model, board, mapping)
                 steps += 1
-            while not fits(cost, limits) and steps < prune_steps + extra_steps:
+            while not fits(cost, aim) and steps < prune_steps + extra_steps:
                 kept = int(sum(layer.mask.sum().item() for layer in model.stages))
                 self_prune(model, data, method, board, max(1, kept // 10))
                 train(model, data, finetune_epochs, 1e-3, seed + 100 * k + steps, teacher if distill else None)
                 assign_types(model, prec, data.X_train)
                 cost = _cost(model, board, mapping)
                 steps += 1
-            if not fits(cost, limits):
+            if not fits(cost, aim):
                 history.append({"precision": _prec_dict(prec), "fits": False, "cost": cost})
                 bar.advance(info=f"{prec.weight_bits}b weights: no fit")
                 continue
@@ -207,7 +212,7 @@ def compress(
             cost = _cost(model, board, mapping)
             # fine-tuning moves weights, which can change their price: trim until it fits again
             for trim in range(extra_steps):
-                if fits(cost, limits):
+                if fits(cost, aim):
                     break
                 kept = int(sum(layer.mask.sum().item() for layer in model.stages))
                 self_prune(model, data, method, board, max(1, kept // 30))
@@ -215,7 +220,7 @@ def compress(
                 assign_types(model, prec, data.X_train)
                 cost = _cost(model, board, mapping)
             val = score(model, data.X_val, data.y_val, data.task)
-            if not fits(cost, limits):  # re-sizing types after the last fine-tune can change the cost
+            if not fits(cost, aim):  # re-sizing types after the last fine-tune can change the cost
                 history.append({"precision": _prec_dict(prec), "fits": False, "cost": cost, "val": val})
                 bar.advance()
                 continue

@@ -285,4 +285,10 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
     step_cosim(art, samples, progress=progress)
     step_estimate(art, synth=synth, progress=progress)
     write_report(art)
-    return art.report()
+    rep = art.report()
+    if rep.get("fits_budget") is False:
+        basis = rep["estimate"].get("synth", rep["estimate"]["analytic"])
+        over = {k: f"{basis.get(k, 0):,} > {v:,}" for k, v in (rep.get("budget") or b.resources()).items()
+                if basis.get(k, 0) > v}
+        raise VerificationError(f"the design does not fit ({rep['fits_judged_on']}): {over}; see {art.dir / 'report.html'}")
+    return rep

@@ -16,12 +16,15 @@ This module depends only on the IR: it never imports ``rtl_sim``.
 
 from __future__ import annotations
 
+import os
+
 import collections
 import contextlib
 import io
 import logging
 import math
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,7 +208,7 @@ def _valid_reuse(n_in: int, n_out: int, reuse: int) -> int:
 def write_project(net: Network, board: Board, backend: str, out_dir: str | Path, io_type: str = "io_parallel",
                   form: str = "auto") -> HlsProject:
     """Write the hls4ml project for ``board`` into ``out_dir`` (replaced if it exists)."""
-    import hls4ml
+    hls4ml = _import_hls4ml()
 
     backend = check_backend(board, backend)
     layers = hls_layers(net)
@@ -254,6 +257,32 @@ def _check_applied(hmodel: Any, layers: list[Layer], backend: str, form: str) ->
             got = str(node.get_attr("strategy", "")).lower()
             if got != want:
                 raise BackendError(f"layer {layer.name!r}: hls4ml chose strategy {got!r}, not {want!r}")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Point file descriptor 2 at /dev/null for the duration (C++ libraries write there directly)."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _import_hls4ml():
+    """hls4ml, with the Keras/TensorFlow it pulls in imported quietly: TensorFlow logs its start-up
+    from C++ before TF_CPP_MIN_LOG_LEVEL takes effect, which would land on our stderr."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _native_stderr_silenced():
+        import hls4ml
+
+        with contextlib.suppress(ImportError):
+            import keras  # noqa: F401  (hls4ml imports it lazily during conversion)
+    return hls4ml
 
 
 @contextlib.contextmanager

@@ -27,6 +27,14 @@ def test_default_flow_passes_every_check(default_run):
     assert not (out / ".incomplete").exists()
 
 
+def test_the_analytic_estimate_of_the_default_network_is_within_15_percent_of_yosys(default_run):
+    _, out = default_run
+    est = json.loads((out / "report.json").read_text())["estimate"]
+    assert abs(est["analytic"]["lut"] - est["synth"]["lut"]) <= 0.15 * est["synth"]["lut"]
+    assert abs(est["analytic"]["ff"] - est["synth"]["ff"]) <= 0.05 * est["synth"]["ff"]
+    assert est["analytic"]["dsp"] == est["synth"]["dsp"] == 0
+
+
 def test_report_numbers_equal_report_json(default_run):
     _, out = default_run
     rep = json.loads((out / "report.json").read_text())

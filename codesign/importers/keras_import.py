@@ -36,7 +36,7 @@ MAX_WEIGHT_FRAC = 40
 def import_tf() -> Any:
     """TensorFlow with legacy (Keras 2) Keras, or a clear error saying how to install it."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if os.environ["TF_USE_LEGACY_KERAS"] != "1":
         raise ModelFileError("TF_USE_LEGACY_KERAS must be 1 for QKeras (Keras-2 only); unset it or set it to 1")
     try:
