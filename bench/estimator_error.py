@@ -35,7 +35,11 @@ def networks() -> dict:
     from codesign.builtin import cache_dir
     from codesign.network import Network
 
-    root = cache_dir() / "bench-networks"
+    import hashlib
+
+    # compression depends on the cost coefficients: rebuild when they change
+    coeffs = (ROOT / "codesign" / "cost_coeffs.json").read_bytes() + (ROOT / "codesign" / "compress.py").read_bytes()
+    root = cache_dir() / "bench-networks" / hashlib.sha256(coeffs).hexdigest()[:12]
     names = ["digits default flow", "digits 4-bit PTQ", "jet qkeras 6-bit", "jet 70%-pruned 6-bit"]
     dirs = {n: root / n.replace(" ", "_").replace("%", "pct") for n in names}
     if all((d / "network.json").is_file() for d in dirs.values()):

@@ -45,6 +45,14 @@ LAYER_HEAD = ["layer", "outputs", "sparsity", "nonzero", "weight type", "result 
               "LUT (model)", "DSP (model)", "FF (model)", "LUT (Yosys)", "DSP (Yosys)", "FF (Yosys)"]
 
 
+def _yes_no(v: Any) -> str:
+    return {True: "yes", False: "NO"}.get(v, "–")
+
+
+def _exact(v: Any) -> str:
+    return {True: "bit-exact", False: "NOT bit-exact"}.get(v, "not checked")
+
+
 def summary_items(rep: dict[str, Any]) -> list[tuple[str, str]]:
     b = rep.get("board", {})
     acc = rep.get("accuracy", {})
@@ -63,10 +71,11 @@ def summary_items(rep: dict[str, Any]) -> list[tuple[str, str]]:
          if acc.get("test_samples") else "not measured (no data set)"),
         ("estimate LUT/DSP/FF (model)", "/".join(_fmt(est.get("analytic", {}).get(k)) for k in ("lut", "dsp", "ff"))),
         ("estimate LUT/DSP/FF (Yosys)", "/".join(_fmt(syn.get(k)) for k in ("lut", "dsp", "ff")) + (f" ({syn.get('tool')}, {syn.get('target')})" if syn else "")),
-        ("fits budget", f"{rep.get('fits_budget')} (judged on {rep.get('fits_judged_on', 'analytic')})"),
-        ("HLS C simulation", f"{hls.get('backend')}: bit-exact {hls.get('csim_bit_exact')} on {hls.get('samples')} samples"
+        ("fits budget", f"{_yes_no(rep.get('fits_budget'))} (judged on "
+         f"{'Yosys synthesis' if rep.get('fits_judged_on') == 'synth' else 'the analytic model'})"),
+        ("HLS C simulation", f"{hls.get('backend')}: {_exact(hls.get('csim_bit_exact'))} on {hls.get('samples')} samples"
          + (f" — skipped: {hls.get('csim_skipped')}" if hls.get("csim_skipped") else "") if hls else "not run"),
-        ("RTL co-simulation", f"{cos.get('simulator')}: bit-exact {cos.get('bit_exact')}, {cos.get('mismatches')} mismatches "
+        ("RTL co-simulation", f"{cos.get('simulator')}: {_exact(cos.get('bit_exact'))}, {cos.get('mismatches')} mismatches "
          f"on {cos.get('samples')} samples" if cos else "not run"),
         ("latency", f"{lat} cycles = {lat * 1000.0 / clock:.1f} ns at {clock} MHz, II {cos.get('ii')}" if lat else "–"),
     ]
