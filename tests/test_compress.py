@@ -12,6 +12,7 @@ from codesign.fixed import FixedType
 from codesign.qat import Precision, assign_types, network_from_qmlp, qmlp_from_network
 from codesign.prune import prune_neurons, prune_weights, scores
 from codesign.budget import parse_budget
+from tests.conftest import MODELS
 
 
 @pytest.fixture
@@ -129,3 +130,24 @@ def test_compression_is_deterministic_for_a_seed(digits_float):
                  final_epochs=2, precisions=(Precision(4, 6, 10),))
     for x, y in zip(a.network.weighted_layers(), b.network.weighted_layers()):
         assert np.array_equal(x.weight, y.weight)
+
+
+@pytest.mark.slow  # about 3 minutes; CI runs the digits case above, bench/quality.py reports this one
+def test_the_float_jet_tagger_compresses_over_70_percent_sparse_and_agrees_with_float_on_95_percent():
+    """There is no jet data set in the repo: inputs are drawn over the standardized features'
+    range and labelled by the float model, so the score is agreement, not accuracy."""
+    if not (MODELS / "KERAS_3layer.json").is_file():
+        pytest.skip(f"shared models not found at {MODELS}")
+    import codesign
+    from codesign.data import Dataset
+
+    fnet = codesign.load(MODELS / "KERAS_3layer.json")
+    X = np.random.default_rng(0).normal(0, 1.0, size=(12000, 16))
+    y = np.argmax(fnet.forward(X), axis=1)
+    data = Dataset("jet-agreement", X[:8000], y[:8000], X[8000:10000], y[8000:10000], X[10000:], y[10000:],
+                   "classification", 5, None)
+    r = compress(fnet, data, "zcu102", "lut=0.08,dsp=0", seed=0)
+    print(r.score, r.network.sparsity, r.cost, r.precision, r.seconds)
+    assert r.cost["lut"] <= load_board("zcu102").lut * 0.08 and r.cost["dsp"] == 0
+    assert r.network.sparsity >= 0.70
+    assert r.score >= 0.95
