@@ -66,10 +66,14 @@ def cache_dir() -> Path:
     return base() / "synth"
 
 
-def synthesize(verilog: str, top: str, family: str, dsp: bool = True, tool: Tool | None = None) -> dict[str, Any]:
-    """Synthesize one Verilog source; cell counts and totals (cached by RTL and command)."""
+def synthesize(verilog: str, top: str, family: str, dsp: bool = True, tool: Tool | None = None,
+               flatten: bool = False) -> dict[str, Any]:
+    """Synthesize one Verilog source; cell counts and totals (cached by RTL and command).
+
+    Our emitted designs are one flat module; ``flatten`` is for hierarchical RTL from elsewhere
+    (the counts are read off the top module)."""
     tool = tool or find_yosys()
-    cmd = synth_command(family, top, dsp)
+    cmd = synth_command(family, top, dsp) + (" -flatten" if flatten else "")
     key = hashlib.sha256(f"{tool.version}\n{cmd}\n{verilog}".encode()).hexdigest()[:24]
     cached = cache_dir() / f"{key}.json"
     if cached.is_file():
@@ -85,7 +89,8 @@ def synthesize(verilog: str, top: str, family: str, dsp: bool = True, tool: Tool
         run_tool(tool, ["-q", "-p", script], work, f"Yosys synthesis of {top}", timeout=3600)
         stat = json.loads((work / "stat.json").read_text())
     mods = stat.get("modules", {})
-    cells = next(iter(mods.values()))["num_cells_by_type"] if mods else {}
+    top_stats = mods.get(top) or mods.get(f"\\{top}") or (next(iter(mods.values())) if mods else {})
+    cells = top_stats.get("num_cells_by_type", {})
     res = {"tool": f"yosys {tool.version}", "command": cmd, "target": family, "dsp_inference": dsp,
            "cells": cells, **count_cells(cells, family), "seconds": round(time.perf_counter() - t0, 1), "cached": False}
     cache_dir().mkdir(parents=True, exist_ok=True)
