@@ -27,7 +27,8 @@ class Artifact:
     """An artifact directory (``DIR`` in the CLI)."""
 
     def __init__(self, directory: str | os.PathLike) -> None:
-        self.dir = Path(directory)
+        # absolute: the tools (Verilator, g++, Yosys) run in directories of their own
+        self.dir = Path(directory).absolute()
 
     # ---- creation ---------------------------------------------------------------------
     def claim(self, force: bool = False) -> None:

@@ -231,6 +231,7 @@ def first_diverging_layer(net: Network, design: Design, q1: np.ndarray, stage_va
 def build_bulk(design: Design, rtl_dir: Path, work: Path, tool: Tool | None = None) -> Path:
     """Compile the C++ streaming harness with Verilator (cached by a hash of RTL and harness)."""
     tool = tool or find_verilator()
+    rtl_dir, work = Path(rtl_dir).absolute(), Path(work).absolute()  # Verilator runs in the build folder
     vfile = rtl_dir / f"{design.top}.v"
     harness = _harness_source(design)
     key = hashlib.sha256((vfile.read_text() + harness + tool.version).encode()).hexdigest()[:16]
@@ -295,7 +296,7 @@ def cosimulate(net: Network, rtl_dir: str | Path, work: str | Path, q: np.ndarra
     """Run the RTL in ``rtl_dir`` on integer inputs ``q`` and compare every output bit with the reference."""
     if mode not in ("bulk", "cocotb"):
         raise BackendError(f"co-simulation mode must be 'bulk' or 'cocotb', not {mode!r}")
-    rtl_dir, work = Path(rtl_dir), Path(work)
+    rtl_dir, work = Path(rtl_dir).absolute(), Path(work).absolute()  # the tools run in other directories
     work.mkdir(parents=True, exist_ok=True)
     design = load_design(rtl_dir)
     tool = find_verilator()

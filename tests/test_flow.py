@@ -52,3 +52,17 @@ def test_one_step_can_be_rerun_alone(default_run):
     assert main(["cosim", str(out), "--samples", "12000", "--quiet"]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["cosim"]["samples"] == 12000 and rep["cosim"]["bit_exact"]
+
+
+def test_a_relative_output_directory_works(tmp_path, monkeypatch, digits_q):
+    """The default --out is relative (codesign-out); the tools run in folders of their own."""
+    monkeypatch.chdir(tmp_path)
+    from codesign.artifact import Artifact
+    from codesign.flow import step_cosim, step_rtl
+
+    digits_q.save(tmp_path / "rel")
+    art = Artifact("rel")
+    art.update(board={"name": "arty-a7-35"})
+    step_rtl(art)
+    res = step_cosim(art, samples=10000)
+    assert res["bit_exact"] and res["mismatches"] == 0
