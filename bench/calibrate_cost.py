@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT
 
-from codesign.cost import FEATURES, dense_features  # noqa: E402
-from codesign.fixed import FixedType  # noqa: E402
-from codesign.layers import Dense, Output, ReLU  # noqa: E402
-from codesign.network import Network  # noqa: E402
-from rtl_sim.synth import synthesize  # noqa: E402
-from rtl_sim.tools import find_yosys  # noqa: E402
-from rtl_sim.verilog import emit_verilog  # noqa: E402
+from codesign.cost import FEATURES, dense_features
+from codesign.fixed import FixedType
+from codesign.layers import Dense, Output, ReLU
+from codesign.network import Network
+from rtl_sim.synth import synthesize
+from rtl_sim.tools import find_yosys
+from rtl_sim.verilog import emit_verilog
 
 
 def sweep_layer(rng: np.random.Generator, i: int, prefix: str = "") -> tuple[Network, dict]:

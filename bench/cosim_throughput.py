@@ -10,20 +10,11 @@ bulk Verilator harness; builds are timed apart from simulation. Writes bench/res
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-MODELS = ROOT.parent / "shared" / "models"
+from _common import MODELS, machine, write_results
 
 
 def main() -> None:
@@ -72,7 +63,7 @@ def main() -> None:
         assert rfull.bit_exact and rfull.mismatches == 0
 
     base = rows[2][1] / rows[2][3]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"machine: {machine()}")
     print(f"network: 16-64-32-32-5, {net.sparsity:.0%} sparse, bit-exact everywhere")
     print(f"{'driver':<22}{'samples':>9}{'build s':>9}{'sim s':>9}{'samples/s':>13}{'x cocotb':>10}")
     out = []
@@ -81,9 +72,7 @@ def main() -> None:
         print(f"{name:<22}{n:>9}{b:>9.1f}{s:>9.2f}{sps:>13,.0f}{sps / base:>10.1f}")
         out.append({"driver": name, "samples": n, "build_s": round(b, 2), "sim_s": round(s, 3),
                     "samples_per_s": round(sps, 1), "ratio_to_cocotb": round(sps / base, 2)})
-    res = ROOT / "bench" / "results"
-    res.mkdir(exist_ok=True)
-    (res / "cosim_throughput.json").write_text(json.dumps(out, indent=1))
+    write_results("cosim_throughput", rows=out)
 
 
 if __name__ == "__main__":

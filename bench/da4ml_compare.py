@@ -13,10 +13,6 @@ ReLU and the stage register. Writes bench/results/da4ml_compare.json.
 from __future__ import annotations
 
 import glob
-import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from _common import machine, write_results
 
 
 def da4ml_verilog(layer, t_in, name: str) -> str:
@@ -82,7 +76,7 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(run, jobs))
     rows = []
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores")
+    print(f"machine: {machine()}")
     print(f"{'network':<22}{'layer':<8}{'ours LUT':>10}{'da4ml LUT':>11}{'ours/da4ml':>12}")
     for (net_name, lname, _, _), (ours, theirs) in zip(jobs, results):
         ratio = ours["lut"] / max(theirs["lut"], 1)
@@ -93,11 +87,7 @@ def main() -> None:
         o = sum(r["ours_lut"] for r in rows if r["network"] == net_name)
         t = sum(r["da4ml_lut"] for r in rows if r["network"] == net_name)
         print(f"{net_name:<22}{'TOTAL':<8}{o:>10,}{t:>11,}{o / max(t, 1):>12.2f}")
-    out = ROOT / "bench" / "results" / "da4ml_compare.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} cores", "rows": rows,
-                               "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
-    print(f"wrote {out} ({time.perf_counter() - t0:.0f} s)")
+    write_results("da4ml_compare", t0, rows=rows)
 
 
 if __name__ == "__main__":

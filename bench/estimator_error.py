@@ -13,21 +13,12 @@ bench/results/estimator_error.json. The random-layer sweep is bench/calibrate_co
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-MODELS = ROOT.parent / "shared" / "models"
+from _common import MODELS, ROOT, write_results
 
 
 def networks() -> dict:
@@ -113,11 +104,7 @@ def main() -> None:
         ffe = "" if r["ff_err_pct"] is None else f"{r['ff_err_pct']:.1f}"
         print(f"{r['network']:<22}{r['layer']:<10}{r['yosys_lut']:>10}{r['model_lut']:>10}{r['lut_err_pct']:>8.1f}"
               f"{r['yosys_ff']:>10}{r['model_ff']:>10}{ffe:>8}")
-    out = ROOT / "bench" / "results" / "estimator_error.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"family": args.family, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                               "seconds": round(time.perf_counter() - t0, 1), "rows": rows}, indent=1))
-    print(f"wrote {out} ({time.perf_counter() - t0:.0f} s)")
+    write_results("estimator_error", t0, family=args.family, rows=rows)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,12 @@ Writes bench/results/flow_times.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import machine, write_results
 
 
 def main() -> None:
@@ -35,16 +31,13 @@ def main() -> None:
             t0 = time.perf_counter()
             rep = run_flow(Path(args.out or tmp) / tag, force=True, budget="lut=0.25,dsp=0")
             runs[tag] = {"stages_s": rep["timings_s"], "wall_s": round(time.perf_counter() - t0, 1)}
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores")
+    print(f"machine: {machine()}")
     print(f"{'stage':<10}{'cold s':>9}{'share':>8}{'warm s':>9}{'share':>8}")
     for stage in runs["cold"]["stages_s"]:
         c, w = runs["cold"]["stages_s"][stage], runs["warm"]["stages_s"].get(stage, 0.0)
         print(f"{stage:<10}{c:>9.1f}{c / runs['cold']['wall_s']:>8.0%}{w:>9.1f}{w / runs['warm']['wall_s']:>8.0%}")
     print(f"{'total':<10}{runs['cold']['wall_s']:>9.1f}{'':>8}{runs['warm']['wall_s']:>9.1f}")
-    out = ROOT / "bench" / "results" / "flow_times.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} cores", **runs}, indent=1))
-    print(f"wrote {out}")
+    write_results("flow_times", **runs)
 
 
 if __name__ == "__main__":

@@ -11,19 +11,12 @@ nonzero weight stay about the same while the totals fall. Writes bench/results/l
 from __future__ import annotations
 
 import copy
-import json
-import os
-import platform
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from _common import machine, write_results
 
 
 def main() -> None:
@@ -57,7 +50,7 @@ def main() -> None:
         results = list(pool.map(synth, jobs))
     by = {(tag, name): (sub.layers[0], r) for (tag, name, sub), r in zip(jobs, results)}
     rows = []
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores")
+    print(f"machine: {machine()}")
     print(f"{'layer':<8}{'nonzero':>9}{'LUT':>8}{'LUT/nz':>8}   {'unpruned nz':>11}{'LUT':>8}{'LUT/nz':>8}{'LUT ratio':>11}{'nz ratio':>10}")
     for name, _ in single_stage_networks(pruned):
         (lp, rp), (lf, rf) = by[("pruned", name)], by[("unpruned", name)]
@@ -68,11 +61,7 @@ def main() -> None:
         rows.append(row)
         print(f"{name:<8}{nzp:>9}{rp['lut']:>8}{row['lut_per_nz']:>8}   {nzf:>11}{rf['lut']:>8}{row['unpruned_lut_per_nz']:>8}"
               f"{row['lut_ratio']:>11}{row['nonzero_ratio']:>10}")
-    out = ROOT / "bench" / "results" / "lut_per_weight.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} cores", "rows": rows,
-                               "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
-    print(f"wrote {out} ({time.perf_counter() - t0:.0f} s)")
+    write_results("lut_per_weight", t0, rows=rows)
 
 
 if __name__ == "__main__":

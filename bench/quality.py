@@ -14,20 +14,11 @@ Writes bench/results/quality.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-MODELS = ROOT.parent / "shared" / "models"
+from _common import MODELS, machine, write_results
 
 
 def synth_total(net, family: str, mult: str | None = None) -> dict:
@@ -73,7 +64,7 @@ def main() -> None:
     rows = []
     cases = [("digits", builtin_model("digits-mlp"), load_digits_dataset(), "arty-a7-35", args.budgets, True),
              ("jet tagger (float)", *jet_data(), "zcu102", args.jet_budgets, False)]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores")
+    print(f"machine: {machine()}")
     print(f"{'case':<24}{'config':<18}{'acc':>7}{'LUT':>9}{'DSP':>6}{'FF':>7}{'lat':>5}{'LUT x':>8}{'acc x':>7}  source")
     for name, fnet, data, board, budgets, synth_baseline in cases:
         b = load_board(board)
@@ -98,9 +89,7 @@ def main() -> None:
                    "latency": emit_verilog(r.network).latency, "sparsity": round(r.network.sparsity, 3)}
             rows.append(row)
             _print(row, b0)
-    res = ROOT / "bench" / "results"
-    res.mkdir(exist_ok=True)
-    (res / "quality.json").write_text(json.dumps(rows, indent=1))
+    write_results("quality", rows=rows)
 
 
 def _print(r: dict, b0: dict) -> None:
