@@ -5,11 +5,10 @@ project is built from an equivalent PyTorch module (float32 weights that hold th
 point values exactly) through hls4ml's public PyTorch converter, with an explicit
 per-layer precision for weights, biases, accumulators and results.
 
-Sparse datapaths per layer (the plan is the layer's ``reuse`` in the IR):
-- reuse 1: ``ResourceUnrolled`` (Vitis/Vivado), whose generated C++ holds one statement
-  per nonzero weight and whose multiplier limit subtracts the all-zero blocks;
-- reuse > 1: hls4ml's compressed dense (``Compression: True``), storing only nonzeros.
-Quartus and oneAPI use their ``Resource`` dense with the zeros folded by the compiler.
+Sparse datapaths per layer (the plan is the layer's ``reuse`` in the IR), see ``dense_plan``:
+reuse 1 -> distributed arithmetic (an adder graph of the nonzero weights) on Vitis/Vivado;
+reuse > 1 -> hls4ml's compressed dense (``Compression: True``, only the nonzero weights stored,
+ceil(nonzeros / reuse) multipliers; made to build by ``hls.compressed``).
 
 This module depends only on the IR: it never imports ``rtl_sim``.
 """
@@ -22,7 +21,6 @@ import collections
 import contextlib
 import io
 import logging
-import math
 import shutil
 import sys
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from codesign.errors import BackendError, LayerError
 from codesign.fixed import FixedType
 from codesign.layers import Dense, Flatten, Layer, Output, Quant, ReLU
 from codesign.network import Network
+from hls import compressed
 
 BACKENDS = {"xilinx": ("vitis", "vivado"), "intel": ("quartus", "oneapi")}
 _HLS4ML_NAMES = {"vitis": "Vitis", "vivado": "Vivado", "quartus": "Quartus", "oneapi": "oneAPI"}
@@ -112,7 +111,13 @@ def _copy_with(layer: Dense, **changes: Any) -> Dense:
 
 
 def torch_module(layers: list[Layer]) -> Any:
-    """An nn.Sequential computing the same function in float, named like the IR layers."""
+    """An nn.Sequential for hls4ml's PyTorch converter, named like the IR layers, each Linear's
+    ``weight`` already in the (in, out) layout hls4ml's Dense keeps.
+
+    hls4ml transposes a Linear's (out, in) weight in its channels-last pass, which crashes on a
+    compressed layer (its weights are a list of triples by then), so we convert with that pass
+    off (``ChannelsLastConversion: off``) and hand over the layout it would have produced. The
+    module exists for the converter, which reads it symbolically and never runs it."""
     import torch
     from torch import nn
 
@@ -122,7 +127,7 @@ def torch_module(layers: list[Layer]) -> Any:
             n_in, n_out = layer.weight.shape
             lin = nn.Linear(n_in, n_out)
             with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(_float_exact(layer.weight.T, layer.weight_type, layer.name)))
+                lin.weight = nn.Parameter(torch.from_numpy(_float_exact(layer.weight, layer.weight_type, layer.name)))
                 lin.bias.copy_(torch.from_numpy(_float_exact(layer.bias, layer.bias_type, layer.name)))
             mods.append((layer.name, lin))
         else:
@@ -153,36 +158,36 @@ def layer_precisions(net: Network, layers: list[Layer]) -> dict[str, dict[str, s
     return out
 
 
-SPARSE_FORMS = ("auto", "da", "latency", "unrolled", "compressed")  # compressed: refused, see dense_plan
+SPARSE_FORMS = ("auto", "da", "latency", "unrolled", "compressed")
 
 
 def dense_plan(layer: Dense, backend: str, form: str = "auto") -> dict[str, Any]:
     """Strategy and reuse factor for one Dense layer.
 
-    Vitis/Vivado, ``auto``: reuse 1 -> distributed arithmetic when da4ml is installed (an adder
-    graph of the nonzero weights only), else Latency; reuse > 1 -> ResourceUnrolled (one product
-    statement per nonzero weight, multiplier limit minus the all-zero blocks). hls4ml 1.3 turns
-    ResourceUnrolled at reuse 1 into Resource, so ``unrolled`` takes reuse >= 2.
-    Quartus/oneAPI: Resource at the layer's reuse (the Intel compiler folds the zero products).
-    hls4ml 1.3's compressed dense (``Compression: True``) does not build on any of these backends
-    (Vivado/Vitis: no ``dense_function`` in its config template; Quartus: its resource pass
-    raises on a compressed Dense), so ``compressed`` is refused with that reason.
+    ``auto``: reuse > 1 -> ``compressed``, hls4ml's compressed dense: only the nonzero weights
+    stored, ceil(nonzeros / reuse) multipliers (every backend but oneAPI, whose hls4ml 1.3
+    templates have no compressed dense). Reuse 1 on Vitis/Vivado -> ``da``, distributed
+    arithmetic when da4ml is installed (an adder graph of the nonzero weights), else Latency;
+    reuse 1 on Quartus/oneAPI -> Resource (the Intel compiler folds the zero products).
+    ``unrolled`` is ResourceUnrolled (one product statement per nonzero weight); hls4ml 1.3
+    turns it into Resource at reuse 1, so it takes reuse >= 2.
     """
     if form not in SPARSE_FORMS:
         raise BackendError(f"sparse form must be one of {', '.join(SPARSE_FORMS)}, not {form!r}")
-    if form == "compressed":
-        raise BackendError(
-            f"hls4ml 1.3's compressed dense (Compression: True) does not build for {backend}; use 'unrolled' "
-            "(Vitis/Vivado), which also holds only the nonzero weights"
-        )
     n_in, n_out = layer.weight.shape
     reuse = _valid_reuse(n_in, n_out, int(layer.reuse))
+    if form == "auto" and reuse > 1 and backend != "oneapi":
+        form = "compressed"
+    if form == "compressed":
+        if backend == "oneapi":
+            raise BackendError("hls4ml 1.3 has no compressed dense for oneAPI; use 'auto' (Resource)")
+        return compressed.layer_config(backend, max(reuse, _valid_reuse(n_in, n_out, 2)))
     if backend not in ("vitis", "vivado"):
         if form != "auto":
-            raise BackendError(f"sparse form {form!r} is a Vitis/Vivado strategy; {backend} takes 'auto'")
+            raise BackendError(f"sparse form {form!r} is a Vitis/Vivado strategy; {backend} takes 'auto' or 'compressed'")
         return {"Strategy": "Resource", "ReuseFactor": reuse}
     if form == "auto":
-        form = ("da" if _has_da4ml() else "latency") if reuse == 1 else "unrolled"
+        form = "da" if _has_da4ml() else "latency"
     if form == "da":
         return {"Strategy": "distributed_arithmetic", "ReuseFactor": 1}
     if form == "latency":
@@ -212,12 +217,16 @@ def write_project(net: Network, board: Board, backend: str, out_dir: str | Path,
 
     backend = check_backend(board, backend)
     layers = hls_layers(net)
+    plans = {l.name: dense_plan(l, backend, form) for l in layers if isinstance(l, Dense)}
+    if any(p.get("Compression") for p in plans.values()):
+        compressed.register_fixes()
     model = torch_module(layers)
     precisions = layer_precisions(net, layers)
     name = _HLS4ML_NAMES[backend]
     with _quiet():
         cfg = hls4ml.utils.config_from_pytorch_model(model, input_shape=tuple(net.input_shape), granularity="name",
                                                      backend=name, default_precision="ap_fixed<16,6>")
+    cfg["Model"]["ChannelsLastConversion"] = "off"  # the weights are in hls4ml's layout already (torch_module)
     input_name = next(k for k, v in cfg["LayerName"].items() if k not in precisions)
     cfg["LayerName"][input_name]["Precision"] = {"result": net.input_type.to_hls()}
     strategies = {}
@@ -225,7 +234,7 @@ def write_project(net: Network, board: Board, backend: str, out_dir: str | Path,
         entry = cfg["LayerName"][layer.name]
         entry["Precision"] = dict(precisions[layer.name])
         if isinstance(layer, Dense):
-            plan = dense_plan(layer, backend, form)
+            plan = plans[layer.name]
             entry.update(plan)
             strategies[layer.name] = plan["Strategy"] + (" + Compression" if plan.get("Compression") else "")
         else:
@@ -345,14 +354,3 @@ def unrolled_products(project_dir: str | Path) -> list[tuple[int, int]]:
         limit = re.search(r"instances=mul limit=(\d+)", block)
         out.append((len(re.findall(r"::product\(", block)), int(limit.group(1)) if limit else -1))
     return out
-
-
-def stored_weights(project_dir: str | Path, layer: Dense, index: int) -> int:
-    """Number of weight entries hls4ml wrote for a layer's weight array (``w<index>.h``)."""
-    text = (Path(project_dir) / "firmware" / "weights" / f"w{index}.h").read_text()
-    body = text[text.index("{") + 1 : text.rindex("}")]
-    return len([v for v in body.replace("\n", " ").split(",") if v.strip()]) if body.strip() else 0
-
-
-def multiplier_limit(n_in: int, n_out: int, reuse: int) -> int:
-    return int(math.ceil(n_in * n_out / reuse))

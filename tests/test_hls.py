@@ -1,18 +1,22 @@
 """hls4ml projects: C simulation bit-exact against the reference, sparsity in the generated code."""
 
+import copy
+
 import numpy as np
 import pytest
 
 from codesign.board import load_board
 from codesign.errors import BackendError, ToolNotFoundError
 from hls.csim import csim_check
+from hls.compressed import config_constants, stored_triples
 from hls.project import dense_plan, unrolled_products, write_project
 from rtl_sim.cosim import verification_inputs
 
 XILINX, INTEL = "zcu102", "arria10-gx1150"
 
 # backend x sparse form, as hls4ml's own tests sweep backends and strategies
-CASES = [("vitis", "da"), ("vivado", "latency"), ("vivado", "unrolled"), ("quartus", "auto")]
+CASES = [("vitis", "da"), ("vivado", "latency"), ("vivado", "unrolled"), ("quartus", "auto"),
+         ("vitis", "compressed"), ("vivado", "compressed"), ("quartus", "compressed")]
 
 
 @pytest.mark.parametrize("backend, form", CASES)
@@ -67,9 +71,34 @@ def test_backend_that_does_not_fit_the_board_says_which_do(qkeras_net, tmp_path,
         write_project(qkeras_net, load_board(board), backend, tmp_path / "prj")
 
 
-def test_compressed_form_is_refused_with_the_reason(qkeras_net, tmp_path):
-    with pytest.raises(BackendError, match=r"hls4ml 1.3's compressed dense \(Compression: True\) does not build"):
-        write_project(qkeras_net, load_board(XILINX), "vitis", tmp_path / "prj", form="compressed")
+@pytest.mark.parametrize("backend", ["vitis", "vivado", "quartus"])
+@pytest.mark.parametrize("reuse", [2, 4])
+def test_compressed_project_stores_only_the_nonzero_weights(qkeras_net, tmp_path, backend, reuse):
+    net = copy.deepcopy(qkeras_net)
+    for layer in net.weighted_layers():
+        layer.reuse = reuse
+    board = load_board(XILINX if backend != "quartus" else INTEL)
+    p = write_project(net, board, backend, tmp_path / "prj")  # auto: reuse > 1 is the compressed form
+    for layer in net.weighted_layers():
+        index = p.model.graph[layer.name].index
+        assert p.strategies[layer.name] == "Resource + Compression"
+        nz = int(np.count_nonzero(layer.weight))
+        triples = stored_triples(p.directory, index)
+        rf = dense_plan(layer, backend)["ReuseFactor"]
+        # every nonzero weight once, at its (input, output) place; hls4ml pads with zeros to a multiple of the reuse
+        w = layer.weight * 2.0 ** -layer.weight_type.frac
+        assert sorted((i, o) for i, o, v in triples if v != 0) == sorted(map(tuple, np.argwhere(w != 0).tolist()))
+        assert all(w[i, o] == v for i, o, v in triples if v != 0)
+        assert len(triples) == -(-nz // rf) * rf
+        cfg = config_constants(p.directory, index)
+        assert int(cfg["n_nonzeros"]) == len(triples) and int(cfg["reuse_factor"]) == rf
+        # the multipliers dense_compressed instantiates: ceil(nonzeros / reuse), not ceil(n_in * n_out / reuse)
+        assert len(triples) // rf == -(-nz // rf) < -(-layer.weight.size // rf) or nz == layer.weight.size
+
+
+def test_compressed_form_is_refused_for_oneapi_with_the_reason(qkeras_net, tmp_path):
+    with pytest.raises(BackendError, match=r"hls4ml 1.3 has no compressed dense for oneAPI"):
+        write_project(qkeras_net, load_board("agilex7-f014"), "oneapi", tmp_path / "prj", form="compressed")
 
 
 def test_missing_compiler_is_a_clear_error(qkeras_net, tmp_path, monkeypatch):
