@@ -83,10 +83,10 @@ def main() -> None:
         from estimator_error import networks
 
         from codesign.cost import dense_stages
-        from codesign.flow import single_stage_networks
+        from rtl_sim.synth import stage_networks
 
         for name, net in networks().items():
-            stages = dict(single_stage_networks(net))
+            stages = dict(stage_networks(net))
             for layer, t_in, out_t, relu in dense_stages(net):
                 d = emit_verilog(stages[layer.name], mult="lut")
                 r = synthesize(d.verilog, d.top, args.family, dsp=False, tool=tool)

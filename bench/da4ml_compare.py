@@ -53,8 +53,7 @@ def main() -> None:
     from estimator_error import networks
 
     from codesign.cost import dense_stages
-    from codesign.flow import single_stage_networks
-    from rtl_sim.synth import synthesize
+    from rtl_sim.synth import stage_networks, synthesize
     from rtl_sim.verilog import emit_verilog
 
     t0 = time.perf_counter()
@@ -62,7 +61,7 @@ def main() -> None:
     for net_name, net in networks().items():
         if net_name not in ("digits default flow", "jet qkeras 6-bit"):
             continue
-        stages = dict(single_stage_networks(net))
+        stages = dict(stage_networks(net))
         for layer, t_in, _, _ in dense_stages(net):
             jobs.append((net_name, layer.name, stages[layer.name], da4ml_verilog(layer, t_in, f"da_{layer.name}")))
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -68,26 +67,21 @@ def build_networks() -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--family", default="xc7", choices=["xc7", "xcup", "cyclonev"])
+    ap.add_argument("--yosys-abc9", action="store_true", help="Yosys's default ABC9 script instead of ours")
     args = ap.parse_args()
     from codesign.cost import network_cost
-    from codesign.flow import single_stage_networks
-    from rtl_sim.synth import synthesize
-    from rtl_sim.verilog import emit_verilog
+    from rtl_sim.synth import FAST_ABC9_SCRIPT, synthesize_layers
+
+    script = None if args.yosys_abc9 else FAST_ABC9_SCRIPT
 
     board = {"xc7": "arty-a7-35", "xcup": "zcu104", "cyclonev": "de10-nano"}[args.family]
     t0 = time.perf_counter()
     rows = []
     for name, net in networks().items():
         model = network_cost(net, board, mapping="lut")
-        parts = single_stage_networks(net)
-
-        def synth(item):
-            d = emit_verilog(item[1], mult="lut")
-            return synthesize(d.verilog, d.top, args.family, dsp=False)
-
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            results = list(pool.map(synth, parts))
-        for (layer, _), r in zip(parts, results):
+        synth = synthesize_layers(net, args.family, dsp=False, mult="lut", abc9_script=script)
+        results = list(synth.values())
+        for layer, r in synth.items():
             m = model[layer]
             rows.append({"network": name, "layer": layer, "yosys_lut": r["lut"], "model_lut": round(m.lut),
                          "lut_err_pct": round(100.0 * (m.lut - r["lut"]) / max(r["lut"], 1), 1),

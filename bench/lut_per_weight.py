@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -22,10 +21,8 @@ from _common import machine, write_results
 def main() -> None:
     from estimator_error import networks
 
-    from codesign.flow import single_stage_networks
     from codesign.layers import Dense
-    from rtl_sim.synth import synthesize
-    from rtl_sim.verilog import emit_verilog
+    from rtl_sim.synth import synthesize_layers
 
     t0 = time.perf_counter()
     pruned = networks()["digits default flow"]
@@ -39,20 +36,13 @@ def main() -> None:
             zeros = w == 0
             w[zeros] = rng.choice(w[~zeros], size=int(zeros.sum()))
             layer.weight, layer.mask = w, np.ones_like(w, dtype=bool)
-    jobs = [(tag, name, sub) for tag, net in (("pruned", pruned), ("unpruned", full))
-            for name, sub in single_stage_networks(net)]
-
-    def synth(job):
-        d = emit_verilog(job[2], mult="lut")
-        return synthesize(d.verilog, d.top, "xc7", dsp=False)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(synth, jobs))
-    by = {(tag, name): (sub.layers[0], r) for (tag, name, sub), r in zip(jobs, results)}
+    layers = {tag: {l.name: l for l in net.weighted_layers()} for tag, net in (("pruned", pruned), ("unpruned", full))}
+    by = {(tag, name): (layers[tag][name], r) for tag, net in (("pruned", pruned), ("unpruned", full))
+          for name, r in synthesize_layers(net, "xc7", dsp=False, mult="lut").items()}
     rows = []
     print(f"machine: {machine()}")
     print(f"{'layer':<8}{'nonzero':>9}{'LUT':>8}{'LUT/nz':>8}   {'unpruned nz':>11}{'LUT':>8}{'LUT/nz':>8}{'LUT ratio':>11}{'nz ratio':>10}")
-    for name, _ in single_stage_networks(pruned):
+    for name in layers["pruned"]:
         (lp, rp), (lf, rf) = by[("pruned", name)], by[("unpruned", name)]
         nzp, nzf = int(np.count_nonzero(lp.weight)), int(np.count_nonzero(lf.weight))
         row = {"layer": name, "nonzero": nzp, "lut": rp["lut"], "unpruned_nonzero": nzf, "unpruned_lut": rf["lut"],

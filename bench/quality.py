@@ -14,7 +14,6 @@ Writes bench/results/quality.json.
 from __future__ import annotations
 
 import argparse
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -22,17 +21,10 @@ from _common import MODELS, machine, write_results
 
 
 def synth_total(net, family: str, mult: str | None = None) -> dict:
-    from codesign.flow import single_stage_networks
-    from rtl_sim.synth import synthesize
-    from rtl_sim.verilog import emit_verilog
+    from rtl_sim.synth import synthesize_layers, total_counts
 
-    def one(item):
-        d = emit_verilog(item[1], mult=mult)
-        return synthesize(d.verilog, d.top, family, dsp=True)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        rs = list(pool.map(one, single_stage_networks(net)))
-    return {k: sum(r[k] for r in rs) for k in ("lut", "dsp", "ff")}
+    t = total_counts(synthesize_layers(net, family, dsp=True, mult=mult))
+    return {k: t[k] for k in ("lut", "dsp", "ff")}
 
 
 def jet_data(seed: int = 0):

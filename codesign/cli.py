@@ -20,7 +20,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from codesign.flow import DEFAULT_BOARD, DEFAULT_DATA, DEFAULT_MODEL
+    from codesign.flow import DEFAULT_BOARD, DEFAULT_MODEL
 
     ap = argparse.ArgumentParser(prog="codesign", description="Neural networks onto FPGAs, verified bit for bit.")
     sub = ap.add_subparsers(dest="cmd", required=True)

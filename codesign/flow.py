@@ -7,7 +7,6 @@ Each step reads what earlier steps wrote in ``DIR`` and writes its own output an
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -193,9 +192,8 @@ def step_cosim(art: Artifact, samples: int | None = None, mode: str = "bulk", pr
 
 def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, progress: Reporter = SILENT) -> dict[str, Any]:
     """Analytic estimate and Yosys synthesis per layer (with and without DSP inference)."""
-    from rtl_sim.synth import synthesize
+    from rtl_sim.synth import COUNTS, stage_networks, synthesize_layers, total_counts
     from rtl_sim.tools import find_yosys
-    from rtl_sim.verilog import emit_verilog
 
     art.require()
     t0 = time.perf_counter()
@@ -206,25 +204,19 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
     with art.step("estimate", "estimate") as tmp:
         if synth:
             tool = find_yosys()
-            parts = single_stage_networks(net)
-            with progress.bar("Yosys synthesis per layer", total=2 * len(parts)) as bar:
-                def run(job: tuple[str, Network, bool]) -> tuple[str, bool, dict[str, Any]]:
-                    name, sub, dsp = job
-                    d = emit_verilog(sub)
-                    r = synthesize(d.verilog, d.top, b.synth_family, dsp=dsp, tool=tool)
-                    bar.advance(info=name)
-                    return name, dsp, r
-                jobs = [(n, s, dsp) for n, s in parts for dsp in (True, False)]
-                with ThreadPoolExecutor(max_workers=2) as pool:
-                    results = list(pool.map(run, jobs))
+            n = len(stage_networks(net))
+            with progress.bar("Yosys synthesis per layer", total=2 * n) as bar:
+                runs = {mode: synthesize_layers(net, b.synth_family, dsp=dsp, tool=tool,
+                                                on_done=lambda name: bar.advance(info=name))
+                        for mode, dsp in (("dsp_mapped", True), ("lut_only", False))}
             layers: dict[str, Any] = {}
-            for name, dsp, r in results:
-                layers.setdefault(name, {})["dsp_mapped" if dsp else "lut_only"] = {
-                    k: r[k] for k in ("lut", "ff", "dsp", "carry", "bram")}
-            tot = {mode: {k: sum(layers[n][mode][k] for n in layers) for k in ("lut", "ff", "dsp", "carry", "bram")}
-                   for mode in ("dsp_mapped", "lut_only")}
-            first = results[0][2]
-            est["synth"] = {"tool": first["tool"], "target": b.synth_family, "note": b.synth_note or None,
+            for mode, res in runs.items():
+                for name, r in res.items():
+                    layers.setdefault(name, {})[mode] = {k: r[k] for k in COUNTS}
+            tot = {mode: total_counts(res) for mode, res in runs.items()}
+            first = next(iter(runs["dsp_mapped"].values()))
+            est["synth"] = {"tool": first["tool"], "abc9_script": first["abc9_script"], "target": b.synth_family,
+                            "note": b.synth_note or None,
                             **tot["dsp_mapped"], "lut_only": tot["lut_only"], "layers": layers,
                             "method": "each layer synthesized as its own top; totals are the sums"}
             (tmp / "synth.json").write_text(__import__("json").dumps(est["synth"], indent=1))
@@ -237,30 +229,6 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
     art.update(estimate=est, fits_budget=fits(judged, limits), fits_judged_on="synth" if synth else "analytic")
     art.timing("estimate", time.perf_counter() - t0)
     return est
-
-
-def single_stage_networks(net: Network) -> list[tuple[str, Network]]:
-    """One network per Dense stage (with its ReLU/Quant), its input type the previous stage's output."""
-    from codesign.layers import Dense, Output
-
-    types = net.tensor_types()
-    out, t_in, cur = [], net.input_type, []
-    stages: list[tuple[list, FixedType]] = []
-    for layer, t in zip(net.layers, types):
-        if isinstance(layer, Output):
-            continue
-        if isinstance(layer, Dense) and cur:
-            stages.append((cur, t_in))
-            t_in = prev_t
-            cur = []
-        cur.append(layer)
-        prev_t = t
-    if cur:
-        stages.append((cur, t_in))
-    for layers, t in stages:
-        shape = (layers[0].weight.shape[0],) if isinstance(layers[0], Dense) else net.input_shape
-        out.append((layers[0].name, Network(f"{net.name}_{layers[0].name}", shape, list(layers), t)))
-    return out
 
 
 def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEFAULT_DATA,

@@ -65,22 +65,9 @@ def pareto_front(points: list[dict[str, Any]]) -> list[int]:
 
 
 def _synth_network(net, board: Board, dsp: bool) -> dict[str, int]:
-    from concurrent.futures import ThreadPoolExecutor
+    from rtl_sim.synth import synthesize_layers, total_counts
 
-    from codesign.flow import single_stage_networks
-    from rtl_sim.synth import synthesize
-    from rtl_sim.tools import find_yosys
-    from rtl_sim.verilog import emit_verilog
-
-    tool = find_yosys()
-
-    def one(item):
-        d = emit_verilog(item[1])
-        return synthesize(d.verilog, d.top, board.synth_family, dsp=dsp, tool=tool)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        rs = list(pool.map(one, single_stage_networks(net)))
-    return {k: sum(r[k] for r in rs) for k in ("lut", "ff", "dsp")}
+    return total_counts(synthesize_layers(net, board.synth_family, dsp=dsp))
 
 
 def run_sweep(out: str | Path, model: Any, data: str, board: str | Board, budgets: str | list[str],

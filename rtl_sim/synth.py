@@ -4,6 +4,12 @@
 parts (Cyclone V's ALM model stands in for Arria 10, Stratix 10 and Agilex, which Yosys
 does not model; the board file says so). Results are cached by a hash of the RTL and the
 command, so an unchanged design returns at once.
+
+Both flows map to LUTs with ABC9, whose default script is ``&scorr; &sweep; &dc2; &dch -f -r;
+&ps; &if {W} {D} {R} -v; &mfs``. On our datapaths (adders of shifted inputs) the optimizations
+around the mapping change the LUT count by about 1 % and take most of the time (``&mfs`` alone
+~3x), so by default we give ABC9 ``FAST_ABC9_SCRIPT`` through Yosys's ``abc9.script``
+scratchpad variable; ``abc9_script=None`` runs Yosys's own. bench/synth_script.py measures both.
 """
 
 from __future__ import annotations
@@ -13,13 +19,20 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from codesign.errors import BackendError
+from codesign.fixed import FixedType
+from codesign.layers import Dense, Output
+from codesign.network import Network
 from rtl_sim.tools import Tool, find_yosys, run_tool
 
 FAMILIES = ("xc7", "xcup", "cyclonev")
+COUNTS = ("lut", "ff", "dsp", "carry", "bram")
+FAST_ABC9_SCRIPT = "&sweep; &if {W} {D} {R} -v"
 
 
 def synth_command(family: str, top: str, dsp: bool) -> str:
@@ -67,14 +80,14 @@ def cache_dir() -> Path:
 
 
 def synthesize(verilog: str, top: str, family: str, dsp: bool = True, tool: Tool | None = None,
-               flatten: bool = False) -> dict[str, Any]:
-    """Synthesize one Verilog source; cell counts and totals (cached by RTL and command).
+               flatten: bool = False, abc9_script: str | None = FAST_ABC9_SCRIPT) -> dict[str, Any]:
+    """Synthesize one Verilog source; cell counts and totals (cached by RTL, command and ABC9 script).
 
     Our emitted designs are one flat module; ``flatten`` is for hierarchical RTL from elsewhere
-    (the counts are read off the top module)."""
+    (the counts are read off the top module). ``abc9_script=None``: Yosys's default ABC9 script."""
     tool = tool or find_yosys()
     cmd = synth_command(family, top, dsp) + (" -flatten" if flatten else "")
-    key = hashlib.sha256(f"{tool.version}\n{cmd}\n{verilog}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{tool.version}\n{cmd}\n{abc9_script}\n{verilog}".encode()).hexdigest()[:24]
     cached = cache_dir() / f"{key}.json"
     if cached.is_file():
         res = json.loads(cached.read_text())
@@ -84,17 +97,72 @@ def synthesize(verilog: str, top: str, family: str, dsp: bool = True, tool: Tool
     with tempfile.TemporaryDirectory(prefix="codesign-synth-") as tmp:
         work = Path(tmp)
         (work / f"{top}.v").write_text(verilog)
-        # a path relative to the working directory: yowasp's tee -o to an absolute path wrote nothing here
-        script = f"read_verilog -sv {top}.v; {cmd}; tee -q -o stat.json stat -json"
+        # paths relative to the working directory: yowasp's sandbox sees nothing else
+        abc = ""
+        if abc9_script is not None:
+            (work / "abc9.script").write_text(abc9_script + "\n")
+            abc = "scratchpad -set abc9.script abc9.script; "
+        script = f"read_verilog -sv {top}.v; {abc}{cmd}; tee -q -o stat.json stat -json"
         run_tool(tool, ["-q", "-p", script], work, f"Yosys synthesis of {top}", timeout=3600)
         stat = json.loads((work / "stat.json").read_text())
     mods = stat.get("modules", {})
     top_stats = mods.get(top) or mods.get(f"\\{top}") or (next(iter(mods.values())) if mods else {})
     cells = top_stats.get("num_cells_by_type", {})
-    res = {"tool": f"yosys {tool.version}", "command": cmd, "target": family, "dsp_inference": dsp,
+    res = {"tool": f"yosys {tool.version}", "command": cmd, "abc9_script": abc9_script or "yosys default",
+           "target": family, "dsp_inference": dsp,
            "cells": cells, **count_cells(cells, family), "seconds": round(time.perf_counter() - t0, 1), "cached": False}
     cache_dir().mkdir(parents=True, exist_ok=True)
     tmp_file = cached.with_suffix(".tmp")
     tmp_file.write_text(json.dumps(res))
     shutil.move(tmp_file, cached)
     return res
+
+
+def stage_networks(net: Network) -> list[tuple[str, Network]]:
+    """One network per Dense stage (with its ReLU/Quant), its input type the previous stage's output."""
+    types = net.tensor_types()
+    t_in, cur, prev_t = net.input_type, [], None
+    stages: list[tuple[list, FixedType]] = []
+    for layer, t in zip(net.layers, types):
+        if isinstance(layer, Output):
+            continue
+        if isinstance(layer, Dense) and cur:
+            stages.append((cur, t_in))
+            t_in, cur = prev_t, []
+        cur.append(layer)
+        prev_t = t
+    if cur:
+        stages.append((cur, t_in))
+    out = []
+    for layers, t in stages:
+        shape = (layers[0].weight.shape[0],) if isinstance(layers[0], Dense) else net.input_shape
+        out.append((layers[0].name, Network(f"{net.name}_{layers[0].name}", shape, list(layers), t)))
+    return out
+
+
+def synthesize_layers(net: Network, family: str, dsp: bool = True, tool: Tool | None = None, mult: str | None = None,
+                      abc9_script: str | None = FAST_ABC9_SCRIPT, on_done: Callable[[str], None] | None = None,
+                      workers: int = 2) -> dict[str, dict[str, Any]]:
+    """Each Dense stage of ``net`` synthesized as its own top, ``workers`` at a time; results by layer.
+
+    Yosys is single-threaded, so this is how a 2-core machine synthesizes a network in half the time.
+    ``mult`` overrides the layers' multiplier mapping (see ``emit_verilog``)."""
+    from rtl_sim.verilog import emit_verilog
+
+    tool = tool or find_yosys()
+
+    def one(part: tuple[str, Network]) -> tuple[str, dict[str, Any]]:
+        name, sub = part
+        d = emit_verilog(sub, mult=mult)
+        r = synthesize(d.verilog, d.top, family, dsp=dsp, tool=tool, abc9_script=abc9_script)
+        if on_done:
+            on_done(name)
+        return name, r
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(pool.map(one, stage_networks(net)))
+
+
+def total_counts(layers: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """LUT/FF/DSP/carry/BRAM summed over per-layer synthesis results."""
+    return {k: sum(int(r[k]) for r in layers.values()) for k in COUNTS}
