@@ -140,13 +140,14 @@ def compress(
     final_epochs: int = 40,
     prune_steps: int = 10,
     extra_steps: int = 8,
-    headroom: float = 0.07,
+    headroom: float = 0.04,
     progress: Reporter = SILENT,
 ) -> CompressResult:
     """A sparse fixed-point Network that fits ``budget`` on ``board`` at the best validation score found.
 
-    The search aims ``headroom`` below the LUT and FF limits: the analytic model is within
-    about that of Yosys on the networks it was calibrated on, so the synthesized design fits too."""
+    The search aims ``headroom`` below the LUT and FF limits, a margin for the analytic model's
+    error (on the bench networks' totals it is -1 % to +14 % of Yosys, mostly above); the flow
+    then judges the fit on the synthesized design."""
     t_start = time.perf_counter()
     torch.manual_seed(seed)
     board = load_board(board)

@@ -2,8 +2,9 @@
 
 It prices the structure ``rtl_sim`` emits: one constant multiplication per nonzero weight
 (canonical-signed-digit shift-and-add in LUTs, or a DSP multiply), an adder tree per
-output, rounding, saturation and ReLU logic, and the pipeline registers. A pruned weight
-costs nothing. Coefficients per synthesis family are calibrated against Yosys
+output, rounding, saturation and ReLU logic, and the pipeline registers; Yosys merges each
+output's shift-and-adds and adder tree into one multi-operand sum, so LUTs are priced per
+term of that sum (see ``FEATURES``). A pruned weight costs nothing. Coefficients per synthesis family are calibrated against Yosys
 (``bench/calibrate_cost.py`` refits ``cost_coeffs.json``). Everything is numpy over the
 weight matrix, so one evaluation takes well under a millisecond for jet-tagger-sized layers.
 """
@@ -23,7 +24,6 @@ from codesign.fixed import FixedType
 from codesign.layers import BatchNorm, Dense, Layer, Quant, ReLU, Weighted
 from codesign.network import Network
 
-LUT_INPUTS = 6  # inputs of the family's LUT (LUT6 on 7-series/UltraScale+; a Cyclone V ALM is similar)
 CSD_MAX_DIGITS = 6  # must match rtl_sim.verilog: above this, 'auto' maps a weight to a DSP
 
 
@@ -59,17 +59,13 @@ def csd_count(w: np.ndarray) -> np.ndarray:
     return count
 
 
-def _bits(v: np.ndarray) -> np.ndarray:
-    """Bits of the two's-complement width holding |v| with a sign (elementwise, v >= 0)."""
-    v = np.maximum(np.asarray(v, dtype=np.float64), 1)
-    return np.ceil(np.log2(v + 1)).astype(np.int64) + 1
-
-
-# LUTs are linear in these. Adders fed by signed inputs cost more than unsigned ones (every
-# shifted term carries live sign-extension bits), so the adder features are split by the
-# input's signedness.
-FEATURES = ("mult_bits_signed", "mult_bits_unsigned", "tree_bits_signed", "tree_bits_unsigned",
-            "round_bits", "sat_bits", "sat_cmp_bits", "relu_bits", "outputs", "nonzero")
+# LUTs are linear in these. Yosys gathers each output's shifted inputs (one per CSD digit of
+# each weight: a "term") into one multi-operand addition, so the datapath is priced per term;
+# what a term costs grows with the input's width, its signedness, the weight's width, how many
+# terms share the output (log2 of their count) and the accumulator's width. The output logic
+# (rounding, saturation, ReLU) is priced per bit. Fitted per family by bench/calibrate_cost.py.
+TERM_FEATURES = ("terms", "term_input_bits", "term_log_terms", "term_signed", "term_weight_bits", "term_acc_bits")
+FEATURES = TERM_FEATURES + ("acc_bits", "round_bits", "sat_bits", "sat_cmp_bits", "relu_bits", "outputs")
 
 
 def _signed_bits(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -78,46 +74,34 @@ def _signed_bits(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.ceil(np.log2(m + 1)).astype(np.int64) + 1
 
 
-def _tree_bits(lo: np.ndarray, hi: np.ndarray, tz: np.ndarray) -> float:
-    """Sum of adder widths of the pairwise adder tree over leaf intervals (emitter's order).
-
-    Below the larger trailing-zero count of its operands an adder only passes bits through,
-    so those bits are not counted."""
-    total = 0.0
-    while len(lo) > 1:
-        n = len(lo) // 2 * 2
-        slo, shi = lo[0:n:2] + lo[1:n:2], hi[0:n:2] + hi[1:n:2]
-        stz = np.minimum(tz[0:n:2], tz[1:n:2])
-        total += float(np.sum(np.maximum(_signed_bits(slo, shi) - np.maximum(tz[0:n:2], tz[1:n:2]), 1)))
-        if len(lo) % 2:
-            slo, shi, stz = np.append(slo, lo[-1]), np.append(shi, hi[-1]), np.append(stz, tz[-1])
-        lo, hi, tz = slo, shi, stz
-    return total
+def term_values(in_type: FixedType, weight_bits: int, terms: np.ndarray, acc_bits: np.ndarray) -> np.ndarray:
+    """Per output (rows): the TERM_FEATURES of one of its terms, given its output's term count and
+    accumulator width. A layer's term features are these times the term counts, summed."""
+    t = np.asarray(terms, dtype=np.float64)
+    xb, sg = float(in_type.width), float(in_type.signed)
+    ones = np.ones_like(t)
+    return np.stack([ones, xb * ones, np.log2(np.maximum(t, 1.0)), sg * ones, float(weight_bits) * ones,
+                     np.asarray(acc_bits, dtype=np.float64)], axis=-1)
 
 
-def _csd_adder_bits(w: np.ndarray, pbits: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per weight: the summed width of the shift-and-add chain's adders (the emitter adds the
-    CSD terms lowest shift first, and bits below a term's shift pass through), and the
-    weight's trailing zeros."""
-    v = np.abs(w.astype(np.int64))
-    bits = np.zeros_like(v)
-    first = np.full_like(v, -1)
-    k = 0
-    while np.any(v):
-        odd = (v & 1) == 1
-        d = np.where(odd, 2 - (v & 3), 0)
-        new_first = odd & (first < 0)
-        first = np.where(new_first, k, first)
-        bits += np.where(odd & ~new_first, np.maximum(pbits - (k + shift), 1), 0)
-        v = (v - d) >> 1
-        k += 1
-    return bits, np.maximum(first, 0) + shift
+def term_lut(family: str, in_type: FixedType, weight_bits: int, terms: np.ndarray, acc_bits: np.ndarray) -> np.ndarray:
+    """LUTs of one term of an output with ``terms`` terms and an ``acc_bits``-wide accumulator."""
+    c = coefficients()[family]
+    return np.maximum(term_values(in_type, weight_bits, terms, acc_bits) @ np.array([c[k] for k in TERM_FEATURES]), 0.0)
 
 
 def dense_features(layer: Dense, in_type: FixedType, mapping: str | None = None, out_type: FixedType | None = None,
                    relu: bool = False) -> tuple[dict[str, float], int, float]:
-    """The structural quantities the LUT count is linear in (bits of adders and of output logic,
-    from the same exact intervals the Verilog emitter uses), the DSP count, and the output FFs."""
+    """The structural quantities the LUT count is linear in, summed over the outputs (what the
+    calibration fits), the DSP count, and the output FFs."""
+    per_output, n_dsp, ff = output_features(layer, in_type, mapping, out_type, relu)
+    return dict(zip(FEATURES, (float(v) for v in per_output.sum(axis=0)))), n_dsp, ff
+
+
+def output_features(layer: Dense, in_type: FixedType, mapping: str | None = None, out_type: FixedType | None = None,
+                    relu: bool = False) -> tuple[np.ndarray, int, float]:
+    """Per output (rows, in FEATURES order): its terms, with the exact accumulator intervals the
+    Verilog emitter uses, and its output logic's bits; the DSP count; the output FFs."""
     if not layer.quantized:
         raise LayerError(f"layer {layer.name!r} is float: the cost model prices fixed-point layers")
     mapping = mapping or layer.mult
@@ -136,48 +120,37 @@ def dense_features(layer: Dense, in_type: FixedType, mapping: str | None = None,
     sh, bsh = frac - pf, frac - layer.bias_type.frac
     plo = np.minimum(w * xlo, w * xhi) << sh
     phi = np.maximum(w * xlo, w * xhi) << sh
-    pbits = _signed_bits(plo, phi)
-    adder_bits, tz = _csd_adder_bits(w, pbits, sh)
-    if in_type.width <= LUT_INPUTS:
-        # every product bit is a function of at most LUT_INPUTS input bits: the logic
-        # optimizer makes it one LUT per product bit when that beats the adder chain
-        adder_bits = np.minimum(adder_bits, pbits)
-    mult_bits = float(np.sum(np.where(nz & ~dsp_mask, adder_bits, 0)))
-    tree_bits = 0.0
+    bias = layer.bias.astype(np.int64) << bsh
+    alo = np.where(nz, plo, 0).sum(axis=0) + bias
+    ahi = np.where(nz, phi, 0).sum(axis=0) + bias
+    terms = np.where(nz & ~dsp_mask, digits, 0).sum(axis=0)
+    acc_bits = _signed_bits(alo, ahi)
+    live = terms > 0
+    term_feats = term_values(in_type, layer.weight_type.width, terms, acc_bits) * terms[:, None]
     out_bits = np.zeros(w.shape[1])
     sat_bits = np.zeros(w.shape[1])
     sat_cmp = np.zeros(w.shape[1])
-    bias = layer.bias.astype(np.int64) << bsh
     for j in range(w.shape[1]):
-        col = np.flatnonzero(nz[:, j])
-        lo, hi, z = plo[col, j], phi[col, j], tz[col, j]
-        if bias[j]:
-            b = int(bias[j])
-            lo, hi = np.append(lo, b), np.append(hi, b)
-            z = np.append(z, (b & -b).bit_length() - 1)
-        if len(lo) == 0:
-            continue
-        tree_bits += _tree_bits(lo, hi, z)
-        alo, ahi = int(lo.sum()), int(hi.sum())
-        if alo == ahi:
+        lo_j, hi_j = int(alo[j]), int(ahi[j])
+        if lo_j == hi_j:
             continue  # a constant output (bias only): no logic, no register
         s = 0
         if out_type is not None:
             s = frac - out_type.frac
-            rlo, rhi = (alo >> s, (ahi >> s) + 1) if s > 0 else (alo << -s, ahi << -s)
+            rlo, rhi = (lo_j >> s, (hi_j >> s) + 1) if s > 0 else (lo_j << -s, hi_j << -s)
             over_hi = rhi > out_type.max_int  # saturating to the maximum sets the low bits
             over = over_hi or (rlo < out_type.min_int and not relu)
             # the overflow test compares the bits above the type's range
             cmp_bits = max(int(_signed_bits(np.array([rlo]), np.array([rhi]))[0]) - out_type.width, 0)
             rlo, rhi = max(rlo, out_type.min_int), min(rhi, out_type.max_int)
         else:
-            rlo, rhi, over, over_hi, cmp_bits = alo, ahi, False, False, 0
+            rlo, rhi, over, over_hi, cmp_bits = lo_j, hi_j, False, False, 0
         # The emitter's registers are signed and Yosys does no range analysis, so a non-negative
         # value's sign bit is a flip-flop, except after a ReLU that keeps the width (the mux
         # makes that bit provably zero).
         bits = int(_signed_bits(np.array([max(rlo, 0) if relu else rlo]), np.array([rhi]))[0])
-        if relu and alo < 0 < rhi and (bits == int(_signed_bits(np.array([rlo]), np.array([rhi]))[0])
-                                       or (out_type is not None and not out_type.signed)):
+        if relu and lo_j < 0 < rhi and (bits == int(_signed_bits(np.array([rlo]), np.array([rhi]))[0])
+                                        or (out_type is not None and not out_type.signed)):
             bits -= 1  # (saturating into an unsigned type also leaves the sign bit provably zero)
         if s < 0:
             # bits appended below the accumulator's LSB are constant zeros (no logic, no FF), or,
@@ -188,29 +161,20 @@ def dense_features(layer: Dense, in_type: FixedType, mapping: str | None = None,
         sat_cmp[j] = cmp_bits if over else 0
     rounding = out_type is not None and out_type.quant != "TRN"
     saturating = out_type is not None and out_type.overflow == "SAT"
-    sign = "signed" if in_type.signed else "unsigned"
-    other = "unsigned" if in_type.signed else "signed"
-    feats = {
-        f"mult_bits_{sign}": mult_bits,
-        f"mult_bits_{other}": 0.0,
-        f"tree_bits_{sign}": tree_bits,
-        f"tree_bits_{other}": 0.0,
-        "round_bits": float(out_bits.sum()) if rounding else 0.0,
-        "sat_bits": float(sat_bits.sum()) if saturating else 0.0,
-        "sat_cmp_bits": float(sat_cmp.sum()) if saturating else 0.0,
-        "relu_bits": float(out_bits.sum()) if relu else 0.0,
-        "outputs": float(np.count_nonzero(out_bits)),
-        "nonzero": float(np.count_nonzero(nz & ~dsp_mask)),
-    }
-    return feats, int(np.sum(dsp_mask)), float(out_bits.sum())
+    zero = np.zeros_like(out_bits)
+    other = np.stack([np.where(live, acc_bits, 0).astype(np.float64), out_bits if rounding else zero,
+                      sat_bits if saturating else zero, sat_cmp if saturating else zero, out_bits if relu else zero,
+                      (out_bits > 0).astype(np.float64)], axis=-1)
+    return np.concatenate([term_feats, other], axis=1), int(np.sum(dsp_mask)), float(out_bits.sum())
 
 
 def dense_cost(layer: Dense, in_type: FixedType, family: str, mapping: str | None = None,
                out_type: FixedType | None = None, relu: bool = False, regs_every: int = 0) -> LayerCost:
     """Cost of one Dense layer (fully parallel) for inputs of ``in_type``."""
     c = coefficients()[family]
-    feats, n_dsp, ff = dense_features(layer, in_type, mapping, out_type, relu)
-    lut = sum(c[k] * v for k, v in feats.items())
+    per_output, n_dsp, ff = output_features(layer, in_type, mapping, out_type, relu)
+    # the fit lets overlapping features take negative coefficients; no output costs less than nothing
+    lut = float(np.maximum(per_output @ np.array([c[k] for k in FEATURES]), 0.0).sum())
     ff += 1  # the stage's valid bit
     if regs_every:
         w = layer.weight
@@ -223,11 +187,6 @@ def dense_cost(layer: Dense, in_type: FixedType, family: str, mapping: str | Non
         lut = lut / reuse + c["mux_per_bit"] * bx * np.count_nonzero(layer.weight) / reuse
         n_dsp = int(np.ceil(n_dsp / reuse))
     return LayerCost(layer.name, lut=lut + c["lut_per_dsp"] * n_dsp, ff=ff, dsp=n_dsp)
-
-
-def _acc_width(col: np.ndarray, bx: int, bias: int) -> int:
-    s = float(np.sum(np.abs(col))) * (2.0 ** (bx - 1)) + abs(bias)
-    return int(np.ceil(np.log2(s + 1))) + 1 if s > 0 else 1
 
 
 def dense_stages(net: Network) -> list[tuple[Dense, FixedType, FixedType | None, bool]]:
