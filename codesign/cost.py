@@ -123,7 +123,8 @@ def output_features(layer: Dense, in_type: FixedType, mapping: str | None = None
     bias = layer.bias.astype(np.int64) << bsh
     alo = np.where(nz, plo, 0).sum(axis=0) + bias
     ahi = np.where(nz, phi, 0).sum(axis=0) + bias
-    terms = np.where(nz & ~dsp_mask, digits, 0).sum(axis=0)
+    # a DSP's product is one operand of the output's sum, like one term of a LUT-mapped weight
+    terms = np.where(nz & ~dsp_mask, digits, 0).sum(axis=0) + dsp_mask.sum(axis=0)
     acc_bits = _signed_bits(alo, ahi)
     live = terms > 0
     term_feats = term_values(in_type, layer.weight_type.width, terms, acc_bits) * terms[:, None]
