@@ -4,9 +4,10 @@ It prices the structure ``rtl_sim`` emits: one constant multiplication per nonze
 (canonical-signed-digit shift-and-add in LUTs, or a DSP multiply), an adder tree per
 output, rounding, saturation and ReLU logic, and the pipeline registers; Yosys merges each
 output's shift-and-adds and adder tree into one multi-operand sum, so LUTs are priced per
-term of that sum (see ``FEATURES``). A pruned weight costs nothing. Coefficients per synthesis family are calibrated against Yosys
-(``bench/calibrate_cost.py`` refits ``cost_coeffs.json``). Everything is numpy over the
-weight matrix, so one evaluation takes well under a millisecond for jet-tagger-sized layers.
+term of that sum (see ``FEATURES``). A pruned weight costs nothing. Coefficients per
+synthesis family are calibrated against Yosys (``bench/calibrate_cost.py`` refits
+``cost_coeffs.json``). Everything is numpy over the weight matrix, so one evaluation takes
+well under a millisecond for jet-tagger-sized layers.
 """
 
 from __future__ import annotations

@@ -192,7 +192,7 @@ def step_cosim(art: Artifact, samples: int | None = None, mode: str = "bulk", pr
 
 def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, progress: Reporter = SILENT) -> dict[str, Any]:
     """Analytic estimate and Yosys synthesis per layer (with and without DSP inference)."""
-    from rtl_sim.synth import COUNTS, stage_networks, synthesize_layers, total_counts
+    from rtl_sim.synth import COUNTS, stage_networks, synthesize_layer_modes, total_counts
     from rtl_sim.tools import find_yosys
 
     art.require()
@@ -204,11 +204,10 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
     with art.step("estimate", "estimate") as tmp:
         if synth:
             tool = find_yosys()
-            n = len(stage_networks(net))
-            with progress.bar("Yosys synthesis per layer", total=2 * n) as bar:
-                runs = {mode: synthesize_layers(net, b.synth_family, dsp=dsp, tool=tool,
+            with progress.bar("Yosys synthesis per layer", total=2 * len(stage_networks(net))) as bar:
+                by_dsp = synthesize_layer_modes(net, b.synth_family, (True, False), tool=tool,
                                                 on_done=lambda name: bar.advance(info=name))
-                        for mode, dsp in (("dsp_mapped", True), ("lut_only", False))}
+            runs = {"dsp_mapped": by_dsp[True], "lut_only": by_dsp[False]}
             layers: dict[str, Any] = {}
             for mode, res in runs.items():
                 for name, r in res.items():

@@ -147,20 +147,33 @@ def synthesize_layers(net: Network, family: str, dsp: bool = True, tool: Tool | 
 
     Yosys is single-threaded, so this is how a 2-core machine synthesizes a network in half the time.
     ``mult`` overrides the layers' multiplier mapping (see ``emit_verilog``)."""
+    return synthesize_layer_modes(net, family, (dsp,), tool, mult, abc9_script, on_done, workers)[dsp]
+
+
+def synthesize_layer_modes(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Tool | None = None,
+                           mult: str | None = None, abc9_script: str | None = FAST_ABC9_SCRIPT,
+                           on_done: Callable[[str], None] | None = None,
+                           workers: int = 2) -> dict[bool, dict[str, dict[str, Any]]]:
+    """``synthesize_layers`` for each DSP-inference mode, all layers and modes in one pool (so no
+    core idles between modes); results by mode, then by layer."""
     from rtl_sim.verilog import emit_verilog
 
     tool = tool or find_yosys()
+    jobs = [(name, sub, dsp) for dsp in dsp_modes for name, sub in stage_networks(net)]
 
-    def one(part: tuple[str, Network]) -> tuple[str, dict[str, Any]]:
-        name, sub = part
+    def one(job: tuple[str, Network, bool]) -> tuple[str, bool, dict[str, Any]]:
+        name, sub, dsp = job
         d = emit_verilog(sub, mult=mult)
         r = synthesize(d.verilog, d.top, family, dsp=dsp, tool=tool, abc9_script=abc9_script)
         if on_done:
             on_done(name)
-        return name, r
+        return name, dsp, r
 
+    out: dict[bool, dict[str, dict[str, Any]]] = {dsp: {} for dsp in dsp_modes}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(pool.map(one, stage_networks(net)))
+        for name, dsp, r in pool.map(one, jobs):
+            out[dsp][name] = r
+    return out
 
 
 def total_counts(layers: dict[str, dict[str, Any]]) -> dict[str, int]:
