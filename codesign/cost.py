@@ -27,6 +27,11 @@ from codesign.network import Network
 
 CSD_MAX_DIGITS = 6  # must match rtl_sim.verilog: above this, 'auto' maps a weight to a DSP
 
+# Yosys maps a multiply to a DSP only when its operands (and, on AMD, its product) are wide
+# enough (mul2dsp's DSP_A/B/Y_MINWIDTH in synth_xilinx and synth_intel_alm); a narrower one
+# becomes LUT logic. Operands as wreduce leaves them: the input, the constant's own width.
+DSP_MIN_WIDTHS = {"xc7": (2, 2, 9), "xcup": (2, 2, 9), "cyclonev": (4, 4, 0)}  # input, constant, product
+
 
 @lru_cache(maxsize=None)
 def coefficients() -> dict[str, dict[str, float]]:
@@ -64,15 +69,31 @@ def csd_count(w: np.ndarray) -> np.ndarray:
 # each weight: a "term") into one multi-operand addition, so the datapath is priced per term;
 # what a term costs grows with the input's width, its signedness, the weight's width, how many
 # terms share the output (log2 of their count) and the accumulator's width. The output logic
-# (rounding, saturation, ReLU) is priced per bit. Fitted per family by bench/calibrate_cost.py.
+# (rounding, saturation, ReLU) is priced per bit. Outputs with one or two operands (where the
+# per-term pricing is least accurate: no multi-operand sum to share) and a nonzero bias (a
+# constant operand) get their own per-output and per-accumulator-bit prices. A DSP-mapped weight's product joins its
+# output's sum as one operand as wide as the product. Fitted per family by bench/calibrate_cost.py:
+# the LUT-only features on LUT-mapped layers, then DSP_FEATURES on DSP-mapped ones.
 TERM_FEATURES = ("terms", "term_input_bits", "term_log_terms", "term_signed", "term_weight_bits", "term_acc_bits")
-FEATURES = TERM_FEATURES + ("acc_bits", "round_bits", "sat_bits", "sat_cmp_bits", "relu_bits", "outputs")
+DSP_FEATURES = ("dsp_products", "dsp_product_bits", "dsp_first_uses", "dsp_product_acc_bits", "dsp_outputs",
+                "dsp_output_acc_bits")
+LUT_FEATURES = TERM_FEATURES + ("acc_bits", "round_bits", "sat_bits", "sat_cmp_bits", "relu_bits", "outputs",
+                                "bias_outputs", "bias_bits", "one_term_outputs", "one_term_bits", "two_term_outputs",
+                                "two_term_bits")
+FEATURES = LUT_FEATURES + DSP_FEATURES
 
 
 def _signed_bits(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Two's-complement width holding [lo, hi] (elementwise), as rtl_sim sizes its wires."""
     m = np.maximum(np.maximum(-lo - 1, hi), 0).astype(np.float64)
     return np.ceil(np.log2(m + 1)).astype(np.int64) + 1
+
+
+def _odd_part(w: np.ndarray) -> np.ndarray:
+    """Each integer with its trailing zero bits removed (0 stays 0)."""
+    w = w.astype(np.int64)
+    tz = np.where(w != 0, np.bitwise_and(w, -w), 1)  # lowest set bit
+    return w // tz
 
 
 def term_values(in_type: FixedType, weight_bits: int, terms: np.ndarray, acc_bits: np.ndarray) -> np.ndarray:
@@ -92,15 +113,15 @@ def term_lut(family: str, in_type: FixedType, weight_bits: int, terms: np.ndarra
 
 
 def dense_features(layer: Dense, in_type: FixedType, mapping: str | None = None, out_type: FixedType | None = None,
-                   relu: bool = False) -> tuple[dict[str, float], int, float]:
+                   relu: bool = False, family: str = "xc7") -> tuple[dict[str, float], int, float]:
     """The structural quantities the LUT count is linear in, summed over the outputs (what the
     calibration fits), the DSP count, and the output FFs."""
-    per_output, n_dsp, ff = output_features(layer, in_type, mapping, out_type, relu)
+    per_output, n_dsp, ff = output_features(layer, in_type, mapping, out_type, relu, family)
     return dict(zip(FEATURES, (float(v) for v in per_output.sum(axis=0)))), n_dsp, ff
 
 
 def output_features(layer: Dense, in_type: FixedType, mapping: str | None = None, out_type: FixedType | None = None,
-                    relu: bool = False) -> tuple[np.ndarray, int, float]:
+                    relu: bool = False, family: str = "xc7") -> tuple[np.ndarray, int, float]:
     """Per output (rows, in FEATURES order): its terms, with the exact accumulator intervals the
     Verilog emitter uses, and its output logic's bits; the DSP count; the output FFs."""
     if not layer.quantized:
@@ -121,14 +142,25 @@ def output_features(layer: Dense, in_type: FixedType, mapping: str | None = None
     sh, bsh = frac - pf, frac - layer.bias_type.frac
     plo = np.minimum(w * xlo, w * xhi) << sh
     phi = np.maximum(w * xlo, w * xhi) << sh
+    min_x, min_c, min_p = DSP_MIN_WIDTHS[family]
+    odd = _odd_part(w)  # wreduce moves a constant's trailing zeros out of the multiply
+    olo, ohi = np.minimum(odd * xlo, odd * xhi), np.maximum(odd * xlo, odd * xhi)
+    # an unsigned input times a positive constant becomes an unsigned multiply: no sign bits
+    unsigned = (not in_type.signed) & (odd > 0)
+    x_bits = np.where(unsigned, in_type.width, in_type.width + (0 if in_type.signed else 1))
+    c_bits = np.where(unsigned, _signed_bits(odd, odd) - 1, _signed_bits(odd, odd))
+    p_bits = np.where(unsigned, _signed_bits(olo, ohi) - 1, _signed_bits(olo, ohi))
+    dsp_mask = dsp_mask & (x_bits >= min_x) & (c_bits >= min_c) & (p_bits >= min_p)
     bias = layer.bias.astype(np.int64) << bsh
     alo = np.where(nz, plo, 0).sum(axis=0) + bias
     ahi = np.where(nz, phi, 0).sum(axis=0) + bias
-    # a DSP's product is one operand of the output's sum, like one term of a LUT-mapped weight
-    terms = np.where(nz & ~dsp_mask, digits, 0).sum(axis=0) + dsp_mask.sum(axis=0)
+    lut_terms = np.where(nz & ~dsp_mask, digits, 0).sum(axis=0)
+    products = dsp_mask.sum(axis=0)
+    terms = lut_terms + products  # a DSP's product is one more operand of the output's sum
     acc_bits = _signed_bits(alo, ahi)
     live = terms > 0
-    term_feats = term_values(in_type, layer.weight_type.width, terms, acc_bits) * terms[:, None]
+    term_feats = term_values(in_type, layer.weight_type.width, terms, acc_bits) * lut_terms[:, None]
+    product_bits = np.where(dsp_mask, _signed_bits(plo, phi), 0).sum(axis=0)
     out_bits = np.zeros(w.shape[1])
     sat_bits = np.zeros(w.shape[1])
     sat_cmp = np.zeros(w.shape[1])
@@ -166,15 +198,47 @@ def output_features(layer: Dense, in_type: FixedType, mapping: str | None = None
     zero = np.zeros_like(out_bits)
     other = np.stack([np.where(live, acc_bits, 0).astype(np.float64), out_bits if rounding else zero,
                       sat_bits if saturating else zero, sat_cmp if saturating else zero, out_bits if relu else zero,
-                      (out_bits > 0).astype(np.float64)], axis=-1)
-    return np.concatenate([term_feats, other], axis=1), int(np.sum(dsp_mask)), float(out_bits.sum())
+                      (out_bits > 0).astype(np.float64), *_few_operand_features(terms, bias != 0, acc_bits),
+                      *_dsp_features(w, dsp_mask, products, product_bits, acc_bits)], axis=-1)
+    return np.concatenate([term_feats, other], axis=1), int(np.sum(dsp_mask & _first_uses(w, dsp_mask))), float(out_bits.sum())
+
+
+def _first_uses(w: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Where ``mask`` holds, whether this is the first output (column) to multiply its input by
+    this constant: Yosys merges identical multiplies, so only first uses are DSPs of their own."""
+    first = np.zeros_like(mask)
+    for i in np.flatnonzero(mask.any(axis=1)):
+        cols = np.flatnonzero(mask[i])
+        _, at = np.unique(w[i, cols], return_index=True)
+        first[i, cols[at]] = True
+    return first
+
+
+def _dsp_features(w: np.ndarray, dsp_mask: np.ndarray, products: np.ndarray, product_bits: np.ndarray,
+                  acc_bits: np.ndarray) -> list[np.ndarray]:
+    """Per output, in DSP_FEATURES order."""
+    acc = acc_bits.astype(np.float64)
+    p = products.astype(np.float64)
+    live = (p > 0).astype(np.float64)
+    first = (dsp_mask & _first_uses(w, dsp_mask)).sum(axis=0).astype(np.float64)
+    return [p, product_bits.astype(np.float64), first, p * acc, live, live * acc]
+
+
+def _few_operand_features(terms: np.ndarray, has_bias: np.ndarray, acc_bits: np.ndarray) -> list[np.ndarray]:
+    """Per output: nonzero bias, one operand, two operands; each as a flag and times the accumulator width."""
+    acc = acc_bits.astype(np.float64)
+    out = []
+    for flag in (has_bias & (terms > 0), terms == 1, terms == 2):
+        f = flag.astype(np.float64)
+        out += [f, f * acc]
+    return out
 
 
 def dense_cost(layer: Dense, in_type: FixedType, family: str, mapping: str | None = None,
                out_type: FixedType | None = None, relu: bool = False, regs_every: int = 0) -> LayerCost:
     """Cost of one Dense layer (fully parallel) for inputs of ``in_type``."""
     c = coefficients()[family]
-    per_output, n_dsp, ff = output_features(layer, in_type, mapping, out_type, relu)
+    per_output, n_dsp, ff = output_features(layer, in_type, mapping, out_type, relu, family)
     # the fit lets overlapping features take negative coefficients; no output costs less than nothing
     lut = float(np.maximum(per_output @ np.array([c[k] for k in FEATURES]), 0.0).sum())
     ff += 1  # the stage's valid bit
@@ -188,7 +252,7 @@ def dense_cost(layer: Dense, in_type: FixedType, family: str, mapping: str | Non
         bx = in_type.width + (0 if in_type.signed else 1)
         lut = lut / reuse + c["mux_per_bit"] * bx * np.count_nonzero(layer.weight) / reuse
         n_dsp = int(np.ceil(n_dsp / reuse))
-    return LayerCost(layer.name, lut=lut + c["lut_per_dsp"] * n_dsp, ff=ff, dsp=n_dsp)
+    return LayerCost(layer.name, lut=lut, ff=ff, dsp=n_dsp)
 
 
 def dense_stages(net: Network) -> list[tuple[Dense, FixedType, FixedType | None, bool]]:

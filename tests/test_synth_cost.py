@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from codesign.board import load_board
+from codesign.calibration import random_layers
 from codesign.cost import csd_count, network_cost, total_cost
 from codesign.fixed import FixedType
 from codesign.layers import Dense, Output, ReLU
@@ -28,14 +29,21 @@ def layer_net(sparsity: float, seed: int = 11, n_in: int = 16, n_out: int = 8, w
     return Network(f"layer_s{int(sparsity * 100)}", (n_in,), layers, FixedType(xbits, min(xbits - 1, 2), signed))
 
 
-# A fixed sample over the calibration sweep's space (bench/calibrate_cost.py prints the whole
-# table): fan-in, fan-out, sparsity, weight bits, input bits, signed input, ReLU.
-# Known miss, kept visible: with 12-16-bit inputs the model is off by up to ~20 % either way
-# (dense layers over, very sparse ones under); 88 of the sweep's 96 layers are within 15 %.
-WIDE_INPUT_MISS = pytest.mark.xfail(strict=True, reason="model over-predicts this wide-input layer by 18 %")
-RANDOM_SAMPLE = [(16, 8, 0.5, 3, 4, False, True), (16, 16, 0.7, 4, 8, True, True), (32, 8, 0.7, 6, 6, True, False),
-                 (8, 16, 0.5, 8, 6, False, True), pytest.param(16, 8, 0.7, 4, 12, True, False, marks=WIDE_INPUT_MISS),
-                 (32, 4, 0.5, 3, 16, False, True), (16, 16, 0.8, 6, 8, False, False), (8, 8, 0.3, 8, 4, True, True)]
+# Layers drawn like the calibration sweep's (codesign.calibration) from a seed the fit never saw
+# (bench/calibrate_cost.py fits seeds 21-23 and holds out 24). At least 32 nonzero weights: a
+# layer of a few dozen LUTs is 15 % off with a handful of LUTs; at most 200, so each
+# synthesizes in seconds.
+RANDOM_SAMPLE = random_layers(25, 20, min_nonzero=32, max_nonzero=200)
+# Known misses, kept visible (strict: they fail the day the model gets them right): fan-in 8
+# with 4-bit signed inputs, where ABC packs an output's few input bits into fewer LUTs than
+# the per-term pricing expects (+41 % at 270 LUTs, +36 % at 445).
+NARROW_INPUT_MISSES = {"s25_sweep5", "s25_sweep7"}
+
+
+def random_sample_params() -> list:
+    miss = pytest.mark.xfail(strict=True, reason="4-bit inputs, fan-in 8: the model over-predicts by 36-41 %")
+    return [pytest.param(net, id=info["id"], marks=[miss] if info["id"] in NARROW_INPUT_MISSES else [])
+            for net, info in RANDOM_SAMPLE]
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +73,8 @@ def test_analytic_lut_estimate_is_within_15_percent_of_yosys(synth_by_sparsity):
         assert abs(est["ff"] - r["ff"]) <= 0.05 * r["ff"] + 2  # the valid bit
 
 
-@pytest.mark.parametrize("n_in, n_out, sparsity, wbits, xbits, signed, relu", RANDOM_SAMPLE)
-def test_analytic_lut_estimate_is_within_15_percent_on_a_random_layer(n_in, n_out, sparsity, wbits, xbits, signed, relu):
-    net = layer_net(sparsity, seed=n_in * n_out + wbits, n_in=n_in, n_out=n_out, wbits=wbits, xbits=xbits,
-                    signed=signed, relu=relu)
+@pytest.mark.parametrize("net", random_sample_params())
+def test_analytic_lut_estimate_is_within_15_percent_on_a_random_layer(net):
     d = emit_verilog(net)
     r = synthesize(d.verilog, d.top, "xc7", dsp=False)
     est = total_cost(network_cost(net, load_board("arty-a7-35"), mapping="lut"))
@@ -91,6 +97,23 @@ def test_dsp_inference_maps_multiplies_to_dsp48():
     with_dsp = synthesize(d.verilog, d.top, "xc7", dsp=True)
     without = synthesize(d.verilog, d.top, "xc7", dsp=False)
     assert with_dsp["dsp"] > 0 and without["dsp"] == 0 and without["lut"] > with_dsp["lut"]
+
+
+def test_dsp_count_follows_yosys_sharing_and_width_rules():
+    # input 0 times -45 in two outputs is one DSP (Yosys merges identical multiplies); 45 is
+    # another; times 3 or 6 a 4-bit input gives a product narrower than 9 bits: LUT logic
+    w = np.zeros((4, 4), dtype=np.int64)
+    w[0, 0] = w[0, 1] = -45
+    w[1, 2] = 45
+    w[2, 0], w[3, 3], w[2, 3] = 3, 6, 5
+    wt = FixedType(8, 1)
+    d = Dense("fc", w, np.zeros(4, dtype=np.int64), weight_type=wt, bias_type=wt,
+              result_type=FixedType(12, 4, True, "RND_CONV", "SAT"), mult="dsp")
+    net = Network("dsp_rules", (4,), [d, Output("o")], FixedType(4, 2, True))
+    v = emit_verilog(net)
+    r = synthesize(v.verilog, v.top, "xc7", dsp=True)
+    est = total_cost(network_cost(net, load_board("arty-a7-35")))
+    assert r["dsp"] == est["dsp"] == 2
 
 
 def test_intel_synthesis_counts_alms():
