@@ -91,14 +91,18 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="store the fit in codesign/cost_coeffs.json")
     ap.add_argument("--real", action="store_true", help="also fit the layers of bench/estimator_error.py's networks")
     ap.add_argument("--dsp", action="store_true", help="sweep DSP-mapped layers and fit the DSP features only")
+    ap.add_argument("--formats", default="calibrated", choices=["calibrated", "varied"],
+                    help="varied: also random binary points, TRN rounding and WRAP overflow (see codesign.calibration)")
     ap.add_argument("--check", action="store_true", help="score the shipped coefficients instead of refitting")
     args = ap.parse_args()
+    if args.write and args.formats != "calibrated":
+        ap.error("--write fits the shipped coefficients on the calibrated formats only")
 
     fit_seeds = [int(x) for x in args.seeds.split(",") if x]
     hold_seeds = [int(x) for x in args.holdout.split(",") if x]
     mult = "dsp" if args.dsp else "lut"
-    nets = [(n, dict(m, split="fit")) for n, m in sweep(fit_seeds, args.layers, mult)]
-    nets += [(n, dict(m, split="holdout")) for n, m in sweep(hold_seeds, args.layers, mult)]
+    nets = [(n, dict(m, split="fit")) for n, m in sweep(fit_seeds, args.layers, mult, args.formats)]
+    nets += [(n, dict(m, split="holdout")) for n, m in sweep(hold_seeds, args.layers, mult, args.formats)]
     tool = find_yosys()
 
     def synth(item):
@@ -152,10 +156,14 @@ def main() -> None:
     if args.write:
         path = ROOT / "codesign" / "cost_coeffs.json"
         allc = json.loads(path.read_text())
-        allc[args.family].update({k: float(round(v, 4)) for k, v in zip(FEATURES, coef) if k in fitted})
+        new = {k: float(round(v, 4)) for k, v in zip(FEATURES, coef) if k in fitted}
+        allc[args.family].update(new)
+        if args.family == "xc7":  # Yosys's LUT and FF counts for xcup equal xc7's: one fit serves both
+            allc["xcup"].update(new)
         path.write_text(json.dumps(allc, indent=1) + "\n")
         print(f"wrote {path}")
-    write_results(f"calibrate_cost_{args.family}" + ("_dsp" if args.dsp else ""), family=args.family,
+    suffix = ("_dsp" if args.dsp else "") + ("_varied" if args.formats == "varied" else "")
+    write_results(f"calibrate_cost_{args.family}{suffix}", family=args.family,
                   coefficients=dict(zip(FEATURES, coef.tolist())), rows=table)
 
 

@@ -65,15 +65,17 @@ def csd_count(w: np.ndarray) -> np.ndarray:
     return count
 
 
-# LUTs are linear in these. Yosys gathers each output's shifted inputs (one per CSD digit of
-# each weight: a "term") into one multi-operand addition, so the datapath is priced per term;
+# LUTs are linear in these. Yosys merges much of each output's shifted inputs (one per CSD digit
+# of each weight: a "term") into multi-operand additions, so the datapath is priced per term;
 # what a term costs grows with the input's width, its signedness, the weight's width, how many
 # terms share the output (log2 of their count) and the accumulator's width. The output logic
 # (rounding, saturation, ReLU) is priced per bit. Outputs with one or two operands (where the
 # per-term pricing is least accurate: no multi-operand sum to share) and a nonzero bias (a
-# constant operand) get their own per-output and per-accumulator-bit prices. A DSP-mapped weight's product joins its
-# output's sum as one operand as wide as the product. Fitted per family by bench/calibrate_cost.py:
-# the LUT-only features on LUT-mapped layers, then DSP_FEATURES on DSP-mapped ones.
+# constant operand) get their own per-output and per-accumulator-bit prices. A DSP-mapped
+# weight's product joins its output's sum as one operand, priced by its width and the
+# accumulator's; Yosys shares one DSP among the outputs that multiply the same input by the
+# same constant. Fitted per family by bench/calibrate_cost.py: the LUT-only features on
+# LUT-mapped layers, then DSP_FEATURES on DSP-mapped ones with the LUT-only coefficients fixed.
 TERM_FEATURES = ("terms", "term_input_bits", "term_log_terms", "term_signed", "term_weight_bits", "term_acc_bits")
 DSP_FEATURES = ("dsp_products", "dsp_product_bits", "dsp_first_uses", "dsp_product_acc_bits", "dsp_outputs",
                 "dsp_output_acc_bits")
@@ -200,7 +202,8 @@ def output_features(layer: Dense, in_type: FixedType, mapping: str | None = None
                       sat_bits if saturating else zero, sat_cmp if saturating else zero, out_bits if relu else zero,
                       (out_bits > 0).astype(np.float64), *_few_operand_features(terms, bias != 0, acc_bits),
                       *_dsp_features(w, dsp_mask, products, product_bits, acc_bits)], axis=-1)
-    return np.concatenate([term_feats, other], axis=1), int(np.sum(dsp_mask & _first_uses(w, dsp_mask))), float(out_bits.sum())
+    n_dsp = int(np.sum(dsp_mask & _first_uses(w, dsp_mask)))
+    return np.concatenate([term_feats, other], axis=1), n_dsp, float(out_bits.sum())
 
 
 def _first_uses(w: np.ndarray, mask: np.ndarray) -> np.ndarray:
