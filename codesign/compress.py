@@ -104,7 +104,8 @@ def score(model: QMLP | Network, X: np.ndarray, y: np.ndarray, task: str) -> flo
 
 
 def _cost(model: QMLP, board: Board, mapping: str) -> dict[str, int]:
-    net = network_from_qmlp(model, "candidate", {})
+    """The cost of the network the search would return now: without the neurons pruning has cut off."""
+    net = shrink(network_from_qmlp(model, "candidate", {}))
     return total_cost(network_cost(net, board, mapping))
 
 
@@ -192,14 +193,15 @@ def compress(
                     break
                 kept = int(sum(layer.mask.sum().item() for layer in model.stages))
                 n = kept - int(round(total * (1.0 - goal)))
-                self_prune(model, data, method, board, n)
+                self_prune(model, data, method, board, fewest_to_fit(model, data, method, board, mapping, aim, n))
                 train(model, data, finetune_epochs, 1e-3, seed + 100 * k + steps, teacher if distill else None)
                 assign_types(model, prec, data.X_train)
                 cost = _cost(model, board, mapping)
                 steps += 1
             while not fits(cost, aim) and steps < prune_steps + extra_steps:
                 kept = int(sum(layer.mask.sum().item() for layer in model.stages))
-                self_prune(model, data, method, board, max(1, kept // 10))
+                self_prune(model, data, method, board, fewest_to_fit(model, data, method, board, mapping, aim,
+                                                                     max(1, kept // 10)))
                 train(model, data, finetune_epochs, 1e-3, seed + 100 * k + steps, teacher if distill else None)
                 assign_types(model, prec, data.X_train)
                 cost = _cost(model, board, mapping)
@@ -216,7 +218,8 @@ def compress(
                 if fits(cost, aim):
                     break
                 kept = int(sum(layer.mask.sum().item() for layer in model.stages))
-                self_prune(model, data, method, board, max(1, kept // 30))
+                self_prune(model, data, method, board, fewest_to_fit(model, data, method, board, mapping, aim,
+                                                                     max(1, kept // 30)))
                 train(model, data, finetune_epochs // 2, 2e-4, seed + 1000 * k + trim, teacher if distill else None)
                 assign_types(model, prec, data.X_train)
                 cost = _cost(model, board, mapping)
@@ -252,6 +255,31 @@ def compress(
     return CompressResult(out, float_score, test, "accuracy" if data.task == "classification" else "neg_mse",
                           total_cost(network_cost(out, board, mapping)), limits, prec, history,
                           time.perf_counter() - t_start)
+
+
+def fewest_to_fit(model: QMLP, data: Dataset, method: str, board: Board, mapping: str, aim: dict[str, int],
+                  n: int) -> int:
+    """``n``, or fewer when pruning fewer of the same weights already brings the cost within ``aim``.
+
+    A pruning step sized by the schedule can land far below the budget (cost is not proportional
+    to the kept weights: each output's logic stays until its last weight goes), and weights
+    pruned below the budget are accuracy given away. The cost model takes milliseconds, so the
+    step is bisected on copies before it is taken."""
+    def fits_after(k: int) -> bool:
+        trial = copy.deepcopy(model)
+        self_prune(trial, data, method, board, k)
+        return fits(_cost(trial, board, mapping), aim)
+
+    if n <= 1 or not fits_after(n):
+        return n
+    lo, hi = 0, n  # pruning hi weights fits, pruning lo does not
+    while hi - lo > max(1, n // 64):
+        mid = (lo + hi) // 2
+        if fits_after(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def self_prune(model: QMLP, data: Dataset, method: str, board: Board, n: int) -> None:
