@@ -147,7 +147,7 @@ def compress(
     """A sparse fixed-point Network that fits ``budget`` on ``board`` at the best validation score found.
 
     The search aims ``headroom`` below the LUT and FF limits, a margin for the analytic model's
-    error (on the bench networks' totals it is -1 % to +14 % of Yosys, mostly above); the flow
+    error (on the bench networks' totals it is -0.1 % to +9 % of Yosys); the flow
     then judges the fit on the synthesized design."""
     t_start = time.perf_counter()
     torch.manual_seed(seed)
