@@ -151,3 +151,19 @@ def test_the_float_jet_tagger_compresses_over_70_percent_sparse_and_agrees_with_
     assert r.cost["lut"] <= load_board("zcu102").lut * 0.08 and r.cost["dsp"] == 0
     assert r.network.sparsity >= 0.70
     assert r.score >= 0.95
+
+
+def test_a_pruning_step_that_would_overshoot_the_budget_is_cut_to_what_fits(qat_model, digits):
+    import copy
+
+    from codesign.compress import _cost, fewest_to_fit, self_prune
+
+    board = load_board("arty-a7-35")
+    full = _cost(qat_model, board, "lut")
+    aim = {"lut": int(full["lut"] * 0.8), "dsp": 0}
+    total = int(sum(layer.mask.sum().item() for layer in qat_model.stages))
+    n = fewest_to_fit(qat_model, digits, "hardware", board, "lut", aim, int(total * 0.9))
+    assert n < total // 2  # a fifth of the cost, not nine tenths of the weights
+    trial = copy.deepcopy(qat_model)
+    self_prune(trial, digits, "hardware", board, n)
+    assert _cost(trial, board, "lut")["lut"] <= aim["lut"]
