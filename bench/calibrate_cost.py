@@ -1,12 +1,14 @@
 """Refit the analytic cost model's coefficients against Yosys, and print the error table.
 
-    python bench/calibrate_cost.py [--family xc7] [--seeds 21,22,23] [--holdout 24] [--real] [--dsp] [--write | --check]
+    python bench/calibrate_cost.py [--family xc7] [--seeds 21,22,23] [--holdout 24] [--real] [--dsp]
+                                   [--formats calibrated|varied] [--write | --check]
 
 Builds a sweep of random Dense layers (codesign.calibration: fan-in, fan-out, sparsity, weight
-and input widths, signedness and binary points, result types, ReLU or not), emits each with rtl_sim, synthesizes it with Yosys (cached), fits
-the LUT coefficients by least squares on the relative error, scores them on held-out seeds,
-and with --write stores them in codesign/cost_coeffs.json (shipped with the package). Writes
-bench/results/calibrate_cost_<family>[_dsp].json with the whole table.
+and input widths, signedness, result widths, ReLU or not), emits each with rtl_sim,
+synthesizes it with Yosys (cached), fits the LUT coefficients by least squares on the relative
+error, scores them on held-out seeds, and with --write stores them in
+codesign/cost_coeffs.json (shipped with the package). Writes
+bench/results/calibrate_cost_<family>[_dsp][_varied].json with the whole table.
 
 --dsp sweeps DSP-mapped layers instead (every weight with more than one CSD digit is a DSP
 multiply, synthesized with DSP inference) and fits only the DSP features' coefficients, on what
@@ -24,7 +26,7 @@ import numpy as np
 from _common import ROOT, write_results
 
 from codesign.calibration import random_layers
-from codesign.cost import DSP_FEATURES, FEATURES, LUT_FEATURES, output_features
+from codesign.cost import DSP_FEATURES, FEATURES, LUT_FEATURES, coefficients, output_features, priced_luts
 from codesign.layers import ReLU
 from codesign.network import Network
 from rtl_sim.synth import synthesize
@@ -40,11 +42,6 @@ def features(net: Network, family: str) -> tuple[np.ndarray, int, float]:
     d = net.layers[0]
     relu = isinstance(net.layers[1], ReLU)
     return output_features(d, net.input_type, d.mult, d.result_type, relu, family)
-
-
-def model_lut(per_output: np.ndarray, coef: np.ndarray) -> float:
-    """LUTs as codesign.cost.dense_cost prices them: each output floored at zero."""
-    return float(np.maximum(per_output @ coef, 0.0).sum())
 
 
 def sweep(seeds: list[int], n: int, mult: str = "lut", formats: str = "calibrated") -> list[tuple[Network, dict]]:
@@ -119,8 +116,6 @@ def main() -> None:
         rows += [(x, dict(m, split="fit")) for x, m in real_layers(args.family)]
     X = np.array([x.sum(axis=0) for x, _ in rows])  # the fit is linear in the summed features
     y = np.array([m["lut"] for _, m in rows], dtype=float)
-    from codesign.cost import coefficients
-
     shipped = np.array([coefficients()[args.family][k] for k in FEATURES])
     n_lut = len(LUT_FEATURES)
     if args.check:
@@ -132,7 +127,7 @@ def main() -> None:
             coef[n_lut:] = fit(X[train][:, n_lut:], y[train], base=X[train][:, :n_lut] @ shipped[:n_lut])
         else:
             coef[:n_lut] = fit(X[train][:, :n_lut], y[train])
-    pred = np.array([model_lut(x, coef) for x, _ in rows])
+    pred = np.array([priced_luts(x, coef) for x, _ in rows])
     print(f"{'layer':<15}{'split':<8}{'in':>4}{'out':>5}{'sparse':>8}{'wbits':>6}{'xbits':>6}{'relu':>6}"
           f"{'yosys LUT':>11}{'model LUT':>11}{'err %':>8}{'yosys FF':>10}{'model FF':>10}{'yosys DSP':>10}{'model DSP':>10}")
     table = []

@@ -80,8 +80,8 @@ def main() -> None:
     board = {"xc7": "arty-a7-35", "xcup": "zcu104", "cyclonev": "de10-nano"}[args.family]
     t0 = time.perf_counter()
     rows = []
+    mult = "dsp" if args.dsp else "lut"
     for name, net in networks().items():
-        mult = "dsp" if args.dsp else "lut"
         model = network_cost(net, board, mapping=mult)
         synth = synthesize_layers(net, args.family, dsp=args.dsp, mult=mult, abc9_script=script)
         results = list(synth.values())

@@ -29,6 +29,8 @@ def random_layer(rng: np.random.Generator, i: int, mult: str = "lut", formats: s
     convergently and saturated, as compression builds them); "varied" also draws the input's
     binary point and the result's integer bits, rounding (TRN or RND_CONV) and overflow (SAT or
     WRAP). Returns the network and a dict describing it."""
+    # the draws for "calibrated" come in the order the shipped fit's sweep drew them (its
+    # layers, and so their cached synthesis results, stay the same); "varied" adds its own
     n_in, n_out = int(rng.choice(FAN_IN)), int(rng.choice(FAN_OUT))
     n = n_in * n_out
     sparsity = max(float(rng.choice(SPARSITY)), 1.0 - max_nonzero / n)

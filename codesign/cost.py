@@ -2,9 +2,9 @@
 
 It prices the structure ``rtl_sim`` emits: one constant multiplication per nonzero weight
 (canonical-signed-digit shift-and-add in LUTs, or a DSP multiply), an adder tree per
-output, rounding, saturation and ReLU logic, and the pipeline registers; Yosys merges each
-output's shift-and-adds and adder tree into one multi-operand sum, so LUTs are priced per
-term of that sum (see ``FEATURES``). A pruned weight costs nothing. Coefficients per
+output, rounding, saturation and ReLU logic, and the pipeline registers; Yosys merges much of
+each output's shift-and-adds and adder tree into multi-operand sums, so LUTs are priced per
+term of the output's sum (see ``FEATURES``). A pruned weight costs nothing. Coefficients per
 synthesis family are calibrated against Yosys (``bench/calibrate_cost.py`` refits
 ``cost_coeffs.json``). Everything is numpy over the weight matrix, so one evaluation takes
 well under a millisecond for jet-tagger-sized layers.
@@ -114,14 +114,6 @@ def term_lut(family: str, in_type: FixedType, weight_bits: int, terms: np.ndarra
     return np.maximum(term_values(in_type, weight_bits, terms, acc_bits) @ np.array([c[k] for k in TERM_FEATURES]), 0.0)
 
 
-def dense_features(layer: Dense, in_type: FixedType, mapping: str | None = None, out_type: FixedType | None = None,
-                   relu: bool = False, family: str = "xc7") -> tuple[dict[str, float], int, float]:
-    """The structural quantities the LUT count is linear in, summed over the outputs (what the
-    calibration fits), the DSP count, and the output FFs."""
-    per_output, n_dsp, ff = output_features(layer, in_type, mapping, out_type, relu, family)
-    return dict(zip(FEATURES, (float(v) for v in per_output.sum(axis=0)))), n_dsp, ff
-
-
 def output_features(layer: Dense, in_type: FixedType, mapping: str | None = None, out_type: FixedType | None = None,
                     relu: bool = False, family: str = "xc7") -> tuple[np.ndarray, int, float]:
     """Per output (rows, in FEATURES order): its terms, with the exact accumulator intervals the
@@ -198,12 +190,12 @@ def output_features(layer: Dense, in_type: FixedType, mapping: str | None = None
     rounding = out_type is not None and out_type.quant != "TRN"
     saturating = out_type is not None and out_type.overflow == "SAT"
     zero = np.zeros_like(out_bits)
+    first_uses = dsp_mask & _first_uses(w, dsp_mask)  # the DSPs Yosys builds
     other = np.stack([np.where(live, acc_bits, 0).astype(np.float64), out_bits if rounding else zero,
                       sat_bits if saturating else zero, sat_cmp if saturating else zero, out_bits if relu else zero,
                       (out_bits > 0).astype(np.float64), *_few_operand_features(terms, bias != 0, acc_bits),
-                      *_dsp_features(w, dsp_mask, products, product_bits, acc_bits)], axis=-1)
-    n_dsp = int(np.sum(dsp_mask & _first_uses(w, dsp_mask)))
-    return np.concatenate([term_feats, other], axis=1), n_dsp, float(out_bits.sum())
+                      *_dsp_features(first_uses, products, product_bits, acc_bits)], axis=-1)
+    return np.concatenate([term_feats, other], axis=1), int(first_uses.sum()), float(out_bits.sum())
 
 
 def _first_uses(w: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -217,14 +209,13 @@ def _first_uses(w: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return first
 
 
-def _dsp_features(w: np.ndarray, dsp_mask: np.ndarray, products: np.ndarray, product_bits: np.ndarray,
+def _dsp_features(first_uses: np.ndarray, products: np.ndarray, product_bits: np.ndarray,
                   acc_bits: np.ndarray) -> list[np.ndarray]:
     """Per output, in DSP_FEATURES order."""
     acc = acc_bits.astype(np.float64)
     p = products.astype(np.float64)
     live = (p > 0).astype(np.float64)
-    first = (dsp_mask & _first_uses(w, dsp_mask)).sum(axis=0).astype(np.float64)
-    return [p, product_bits.astype(np.float64), first, p * acc, live, live * acc]
+    return [p, product_bits.astype(np.float64), first_uses.sum(axis=0).astype(np.float64), p * acc, live, live * acc]
 
 
 def _few_operand_features(terms: np.ndarray, has_bias: np.ndarray, acc_bits: np.ndarray) -> list[np.ndarray]:
@@ -237,13 +228,18 @@ def _few_operand_features(terms: np.ndarray, has_bias: np.ndarray, acc_bits: np.
     return out
 
 
+def priced_luts(per_output: np.ndarray, coef: np.ndarray) -> float:
+    """LUTs of a layer from its per-output features and the coefficients (FEATURES order). The fit
+    lets overlapping features take negative coefficients; no output costs less than nothing."""
+    return float(np.maximum(per_output @ coef, 0.0).sum())
+
+
 def dense_cost(layer: Dense, in_type: FixedType, family: str, mapping: str | None = None,
                out_type: FixedType | None = None, relu: bool = False, regs_every: int = 0) -> LayerCost:
     """Cost of one Dense layer (fully parallel) for inputs of ``in_type``."""
     c = coefficients()[family]
     per_output, n_dsp, ff = output_features(layer, in_type, mapping, out_type, relu, family)
-    # the fit lets overlapping features take negative coefficients; no output costs less than nothing
-    lut = float(np.maximum(per_output @ np.array([c[k] for k in FEATURES]), 0.0).sum())
+    lut = priced_luts(per_output, np.array([c[k] for k in FEATURES]))
     ff += 1  # the stage's valid bit
     if regs_every:
         w = layer.weight

@@ -3,8 +3,8 @@
 The hardware-aware score of a weight is its importance (``|w| * mean|x|`` over the data,
 a first-order estimate of the output change its removal causes) divided by the resources
 the cost model says it takes (a LUT price per CSD digit of the weight, from what its output's
-terms cost, or a DSP priced by how scarce DSPs are in the budget). Weights with the lowest score go first,
-so of two equally important weights the costlier one is pruned first.
+terms cost, or a DSP priced by how scarce DSPs are in the budget). Weights with the lowest
+score go first, so of two equally important weights the costlier one is pruned first.
 """
 
 from __future__ import annotations
