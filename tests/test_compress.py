@@ -136,8 +136,6 @@ def test_compression_is_deterministic_for_a_seed(digits_float):
 def test_the_float_jet_tagger_compresses_over_70_percent_sparse_and_agrees_with_float_on_95_percent():
     """There is no jet data set in the repo: inputs are drawn over the standardized features'
     range and labelled by the float model, so the score is agreement, not accuracy."""
-    if not (MODELS / "KERAS_3layer.json").is_file():
-        pytest.skip(f"shared models not found at {MODELS}")
     import codesign
     from codesign.data import Dataset
 
