@@ -1,45 +1,48 @@
-"""C simulation of an hls4ml project (g++ through hls4ml's ``compile``) against the reference."""
+"""C simulation of an hls4ml project against the reference, bit for bit.
+
+The library is built by ``hls.build`` (split, parallel, cached; the project itself untouched) and
+called through the entry point hls4ml's ``predict`` uses, several samples at a time on every core.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import shutil
+import concurrent.futures
+import os
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from codesign.core import fixed
-from codesign.errors import ToolFailedError, ToolNotFoundError
 from codesign.core.network import Network
 from codesign.core.verify import compare_with_reference
+from codesign.tools import cache_dir, find_gpp
+from hls.build import CsimLibrary, Unit, build_library, run_library
 from hls.project import HlsProject
 
 NO_CSIM = {"oneapi": "oneAPI C simulation needs Intel's icpx compiler (oneAPI DPC++), which is not installed here"}
 
 
-def csim_check(project: HlsProject, net: Network, q: np.ndarray) -> dict[str, Any]:
-    """Compile the project, run it on integer inputs ``q``, compare with the reference bit for bit."""
+def csim_check(project: HlsProject, net: Network, q: np.ndarray, cache: str | Path | None = None,
+               jobs: int | None = None, on_build_start: Callable[[list[Unit]], None] | None = None,
+               on_unit: Callable[[Unit], None] | None = None,
+               on_samples: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Build (or take from the cache under ``cache``, default ``$CODESIGN_CACHE/csim``) the project's C
+    simulation, run it on integer inputs ``q`` and compare with the reference bit for bit. The callbacks
+    report progress: the units to compile, each compiled unit, each batch of simulated samples."""
     if project.backend in NO_CSIM:
         return {"backend": project.backend, "csim_bit_exact": None, "csim_skipped": NO_CSIM[project.backend],
                 "samples": 0, "mismatches": None}
-    if not shutil.which("g++"):
-        raise ToolNotFoundError("C simulation needs g++, which is not on PATH: install g++ (e.g. apt-get install g++)")
-    t0 = time.perf_counter()
-    buf = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-            project.model.compile()
-    except Exception as e:  # hls4ml raises bare Exceptions for a failed g++ build
-        first = next((l for l in buf.getvalue().splitlines() if "error" in l.lower()), str(e))
-        raise ToolFailedError(f"C simulation build of {project.directory} failed: {first.strip()}") from None
+    gpp = find_gpp()
+    jobs = jobs or os.cpu_count() or 1
+    lib = build_library(project.directory, project.backend, cache if cache is not None else cache_dir("csim"),
+                        jobs=jobs, gpp=gpp, on_start=on_build_start, on_unit=on_unit)
     t1 = time.perf_counter()
     x = np.ascontiguousarray(fixed.to_float(q, net.input_type).reshape(len(q), -1))
-    with contextlib.redirect_stdout(io.StringIO()):
-        y = np.asarray(project.model.predict(x), dtype=np.float64).reshape(len(q), -1)
-    t2 = time.perf_counter()
     out_t = net.forward_int(q[:1]).type  # the output type (static; one sample computes it)
+    y = simulate(lib, x, int(np.prod(net.output_shape)), jobs, on_samples)
+    t2 = time.perf_counter()
     got = fixed.quantize(y, out_t.with_modes("TRN", "SAT"))
     # the C simulation returns doubles: each must be exactly a value of the output type
     exact = fixed.to_float(got, out_t) == y
@@ -50,5 +53,24 @@ def csim_check(project: HlsProject, net: Network, q: np.ndarray) -> dict[str, An
                  "received": float(y[first["sample"], first["output"]])}
     return {"backend": project.backend, "csim_bit_exact": cmp.bit_exact, "samples": cmp.samples,
             "mismatches": cmp.mismatches, "first_mismatch": first,
-            "compile_s": round(t1 - t0, 2), "samples_per_s": round(len(q) / max(t2 - t1, 1e-9), 1),
-            "strategies": project.strategies}
+            "compiler": f"g++ {gpp.version}", "flags": " ".join(f for f in lib.flags if not f.startswith("-I")),
+            "cached": lib.cached, "units": lib.units, "split": lib.split,
+            "compile_s": lib.compile_s, "simulate_s": round(t2 - t1, 2),
+            "samples_per_s": round(len(q) / max(t2 - t1, 1e-9), 1), "strategies": project.strategies}
+
+
+def simulate(lib: CsimLibrary, x: np.ndarray, n_out: int, jobs: int = 1,
+             on_samples: Callable[[int], None] | None = None) -> np.ndarray:
+    """The library's outputs for the rows of ``x``, computed by ``jobs`` threads (ctypes lets go of the
+    GIL during the call; the generated functions keep their state on the stack)."""
+    chunks = np.array_split(np.arange(len(x)), max(1, min(jobs, len(x))))
+    y = np.zeros((len(x), n_out), dtype=np.float64)
+
+    def part(idx: np.ndarray) -> None:
+        if len(idx):
+            y[idx[0]:idx[-1] + 1] = run_library(lib, x[idx[0]:idx[-1] + 1], n_out, on_chunk=on_samples)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(chunks)) as pool:
+        for f in [pool.submit(part, c) for c in chunks]:
+            f.result()
+    return y

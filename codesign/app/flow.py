@@ -7,6 +7,7 @@ Each step reads what earlier steps wrote in ``DIR`` and writes its own output an
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -140,8 +141,9 @@ def verification_samples(art: Artifact, net: Network, n_total: int | None = None
 
 def step_hls(art: Artifact, backend: str | None = None, samples: int | None = None, form: str = "auto",
              progress: Reporter = SILENT) -> dict[str, Any]:
-    from hls.csim import csim_check
-    from hls.project import BACKENDS, check_backend, write_project
+    from codesign.tools import cache_dir
+    from hls.cached import write_project_cached
+    from hls.project import BACKENDS, check_backend
 
     art.require()
     t0 = time.perf_counter()
@@ -150,11 +152,13 @@ def step_hls(art: Artifact, backend: str | None = None, samples: int | None = No
     backend = check_backend(b, backend or BACKENDS[b.vendor][0])
     with art.step("hls", "hls") as tmp:
         with progress.status(f"writing the hls4ml {backend} project"):
-            project = write_project(net, b, backend, tmp / "project", form=form)
+            t_w = time.perf_counter()
+            project, reused = write_project_cached(net, b, backend, tmp / "project", cache_dir("hls-projects"), form=form)
+            t_w = time.perf_counter() - t_w
         q = verification_samples(art, net, samples)
-        with progress.status(f"C simulation ({backend}) on {len(q)} samples"):
-            res = csim_check(project, net, q)
-        res.update({"project": "hls/project/", "part": b.part, "clock_mhz": b.clock_mhz})
+        res = _csim_with_progress(project, net, q, progress)
+        res.update({"project": "hls/project/", "part": b.part, "clock_mhz": b.clock_mhz, "write_s": round(t_w, 2),
+                    "project_from_cache": reused})
         if res["csim_bit_exact"] is False:
             art.update(hls=res)
             raise VerificationError(
@@ -164,6 +168,34 @@ def step_hls(art: Artifact, backend: str | None = None, samples: int | None = No
     art.update(hls=res)
     art.timing("hls", time.perf_counter() - t0)
     return res
+
+
+def _csim_with_progress(project: Any, net: Network, q: np.ndarray, progress: Reporter) -> dict[str, Any]:
+    """``csim_check`` with a bar for the compile (when the cache does not have the library) and one for
+    the simulation."""
+    from hls.build import estimate_build_seconds
+    from hls.csim import csim_check
+
+    with progress.bars() as bars:
+        state: dict[str, Any] = {}
+
+        def build_start(units: list) -> None:
+            est = estimate_build_seconds(units)
+            state["build"] = bars.add(f"compiling the C simulation ({len(units)} units, g++)",
+                                      sum(u.lines for u in units), info=f"estimate {est:.0f} s on an idle machine")
+
+        def unit_done(unit: Any) -> None:
+            state["build"].advance(unit.lines, info=unit.source)
+
+        lock = threading.Lock()  # the simulation reports from several threads
+
+        def samples_done(n: int) -> None:
+            with lock:
+                if "sim" not in state:
+                    state["sim"] = bars.add(f"C simulation ({project.backend}), {len(q):,} samples", len(q))
+                state["sim"].advance(n)
+
+        return csim_check(project, net, q, on_build_start=build_start, on_unit=unit_done, on_samples=samples_done)
 
 
 def step_rtl(art: Artifact, adder_regs_every: int = 0, progress: Reporter = SILENT) -> dict[str, Any]:

@@ -1,0 +1,331 @@
+"""The C-simulation build of an hls4ml project: ours to drive, split, parallel and cached.
+
+hls4ml's ``compile()`` rewrites the project and runs its ``build_lib.sh``: one g++ at ``-O3`` on
+``firmware/myproject.cpp``. At reuse 1 that file pulls in ``nnet_code_gen.h``, where da4ml's
+distributed arithmetic is one straight-line function per layer, tens of thousands of
+``ap_fixed`` statements for a 41k-weight network. g++ spends most of its time resolving the
+operator overloads of those statements (``-ftime-report``: 84 % of a build is overload
+resolution) and then optimising one huge function; 10 minutes for hls4ml's 16-100^5-5 MLP.
+
+Here the project hls4ml wrote for the vendor tools is left exactly as it is. We compile a copy
+(in the cache folder) in which each generated layer function of ``nnet_code_gen.h`` moves,
+verbatim, into a translation unit of its own with an explicit instantiation for the template
+arguments ``myproject.cpp`` calls it with; the header keeps a declaration. The units compile in
+parallel, at the optimisation level ``OPT_LEVEL`` (chosen for build time: the C simulation
+checks correctness, not speed; see ``bench/hls_scale.py``), and are linked into the same shared
+library ``build_lib.sh`` makes, with the same ``<project>_double`` entry point hls4ml's
+``predict`` calls. The library is cached under a key of every source byte, the compiler's
+version and the flags: an unchanged project is never compiled twice.
+
+Where a project does not have that shape (other strategies, other backends), the copy is
+compiled as hls4ml's script does, as one unit, still at ``OPT_LEVEL`` and still cached.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from codesign.errors import ToolFailedError
+from codesign.tools import Tool, find_gpp, first_error_line
+
+OPT_LEVEL = "-O0"  # bench/hls_scale.py: fastest build; the simulation it gives is fast enough (see README)
+BUILD_VERSION = 1  # part of the cache key: bump when the way we split or compile changes
+MIN_UNIT_LINES = 1500  # generated functions are packed into units of at least this many lines
+CPU_S_PER_LINE, CPU_S_PER_UNIT = 0.0076, 1.5  # g++ at OPT_LEVEL: seconds per generated line, per unit's headers
+CACHE_ENTRIES = 20  # the newest libraries kept in the cache folder
+PROJECT = "myproject"
+CODE_GEN = Path("firmware") / "nnet_utils" / "nnet_code_gen.h"
+# the include folders of hls4ml's build_lib.sh, per backend, and the C++ standard it uses
+_INCLUDES = {"vitis": ("firmware/ap_types",), "vivado": ("firmware/ap_types",),
+             "quartus": ("firmware/ac_types", "firmware/ap_types")}
+_STD = {"vitis": "c++23", "vivado": "c++23", "quartus": "c++11"}
+# a generated layer function of nnet_code_gen.h: its template head, its signature, its body
+_FUNCTION = re.compile(r"^template <(?P<params>[^>\n]*)>\n(?P<sig>void (?P<name>\w+)\((?P<args>[^)\n]*)\)) \{[^\n]*\n"
+                       r"(?P<body>.*?)^\}\n", re.M | re.S)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One translation unit of the build: the source (relative to the build folder) and its size."""
+
+    source: str
+    lines: int
+
+
+@dataclass
+class CsimLibrary:
+    """A built (or cached) C-simulation library and what building it cost."""
+
+    path: Path
+    key: str
+    cached: bool
+    compile_s: float
+    units: int
+    split: bool
+    flags: tuple[str, ...]
+
+
+def compiler_flags(gpp: Tool, backend: str, opt: str = OPT_LEVEL) -> tuple[str, ...]:
+    """hls4ml's build_lib.sh flags with our optimisation level (``-fno-gnu-unique``, as it adds, lets the
+    library be unloaded)."""
+    std = _STD.get(backend, "c++11")
+    if std == "c++23" and not _supports(gpp, "-std=c++23"):
+        std = "c++11"
+    flags = [opt, "-fPIC", f"-std={std}"]
+    if _supports(gpp, "-fno-gnu-unique"):
+        flags.append("-fno-gnu-unique")
+    return tuple(flags) + tuple(f"-I{d}" for d in _INCLUDES.get(backend, ("firmware/ap_types",)))
+
+
+_SUPPORTED: dict[tuple[str, str], bool] = {}
+
+
+def _supports(gpp: Tool, flag: str) -> bool:
+    key = (gpp.command[0], flag)
+    if key not in _SUPPORTED:
+        proc = subprocess.run([*gpp.command, "-Werror", "-fsyntax-only", flag, "-xc++", "-", "-o", os.devnull],
+                              input="", capture_output=True, text=True, timeout=60)
+        _SUPPORTED[key] = proc.returncode == 0
+    return _SUPPORTED[key]
+
+
+def project_sources(project_dir: Path) -> list[Path]:
+    """What the C-simulation library is built from, relative to the project: the firmware folder (code,
+    headers, type libraries, weight files read at run time) and the Python bridge."""
+    files = sorted(p.relative_to(project_dir) for p in (project_dir / "firmware").rglob("*") if p.is_file())
+    return files + [Path(f"{PROJECT}_bridge.cpp")]
+
+
+def cache_key(project_dir: Path, gpp: Tool, flags: tuple[str, ...]) -> str:
+    """sha256 over the build recipe, the compiler's identity and every source byte."""
+    h = hashlib.sha256(Path(__file__).read_bytes())  # how we split and compile is part of the recipe
+    h.update(f"codesign-csim {BUILD_VERSION}\n{gpp.command[0]}\n{_compiler_identity(gpp)}\n{' '.join(flags)}\n".encode())
+    for rel in project_sources(project_dir):
+        data = (project_dir / rel).read_bytes()
+        h.update(f"{rel.as_posix()}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+_IDENTITY: dict[str, str] = {}
+
+
+def _compiler_identity(gpp: Tool) -> str:
+    exe = gpp.command[0]
+    if exe not in _IDENTITY:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60).stdout
+        machine = subprocess.run([exe, "-dumpmachine"], capture_output=True, text=True, timeout=60).stdout
+        _IDENTITY[exe] = f"{out.strip()}\n{machine.strip()}"
+    return _IDENTITY[exe]
+
+
+# ---- splitting nnet_code_gen.h ---------------------------------------------------------------------
+
+
+def split_code_gen(build: Path) -> list[Unit] | None:
+    """Move each generated layer function of the copy's ``nnet_code_gen.h`` into a unit of its own.
+
+    Returns the units (layer units, then ``myproject.cpp``), or None when the project does not have
+    the shape this needs, so that the caller compiles it whole: every function must be called from
+    ``myproject.cpp`` with explicit template arguments and named nowhere else, and its braces must
+    balance."""
+    header = build / CODE_GEN
+    top = build / "firmware" / f"{PROJECT}.cpp"
+    if not header.is_file():
+        return None
+    text, caller = header.read_text(), top.read_text()
+    found = list(_FUNCTION.finditer(text))
+    if not found:
+        return None
+    others = "".join(p.read_text(errors="replace") for p in (build / "firmware").rglob("*")
+                     if p.is_file() and p.suffix in (".h", ".cpp") and p not in (header, top))
+    pieces = []
+    for m in found:
+        name = m["name"]
+        calls = set(re.findall(rf"\bnnet::{name}<([^;()]*)>\(", caller))
+        if not calls or len(re.findall(rf"\b{name}\b", caller)) != len(re.findall(rf"\bnnet::{name}<", caller)) \
+                or re.search(rf"\b{name}\b", others) or not _balanced(m["body"]):
+            return None
+        params = [p.split()[-1] for p in _split_top(m["params"])]
+        inst = []
+        for call in sorted(calls):
+            args = _split_top(call)
+            if len(args) != len(params):
+                return None
+            sig = m["sig"]
+            for p, a in zip(params, args):
+                sig = re.sub(rf"\b{re.escape(p)}\b", a, sig)
+            sig = sig.replace(f"void {name}(", f"void {name}<{', '.join(args)}>(", 1)
+            inst.append(f"template {sig};")
+        pieces.append((m, inst))
+    units: list[Unit] = []
+    group: list[str] = []
+    lines = 0
+    for i, (m, inst) in enumerate(pieces):
+        group.append(f"// {m['name']}: verbatim from nnet_code_gen.h\n{m.group(0)}\n" + "\n".join(inst) + "\n")
+        lines += m.group(0).count("\n")
+        if lines >= MIN_UNIT_LINES or i == len(pieces) - 1:
+            src = Path("firmware") / f"codesign_part{len(units)}.cpp"
+            (build / src).write_text(f'#include "{PROJECT}.h"\n#include "parameters.h"\n\nnamespace nnet {{\n\n'
+                                     + "\n".join(group) + "\n} // namespace nnet\n")
+            units.append(Unit(src.as_posix(), lines))
+            group, lines = [], 0
+    stripped, pos = [], 0
+    for m, _ in pieces:
+        stripped += [text[pos:m.start()], f"template <{m['params']}>\n{m['sig']}; // defined in codesign_part*.cpp\n"]
+        pos = m.end()
+    header.write_text("".join(stripped) + text[pos:])
+    return units + [Unit(f"firmware/{PROJECT}.cpp", caller.count("\n"))]
+
+
+def _split_top(s: str) -> list[str]:
+    """Split a template argument list on its top-level commas."""
+    out, depth, cur = [], 0, ""
+    for ch in s:
+        depth += (ch in "<([") - (ch in ">)]")
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return out + ([cur.strip()] if cur.strip() else [])
+
+
+def _balanced(body: str) -> bool:
+    code = re.sub(r"//[^\n]*", "", body)
+    return code.count("{") == code.count("}")
+
+
+def estimate_build_seconds(units: list[Unit], jobs: int | None = None) -> float:
+    """Wall seconds the build should take on an idle machine with ``jobs`` cores (calibrated on the
+    16-100^5-5 MLP at ``OPT_LEVEL``; a loaded machine takes longer)."""
+    jobs = jobs or os.cpu_count() or 1
+    cpu = sum(u.lines for u in units) * CPU_S_PER_LINE + len(units) * CPU_S_PER_UNIT
+    longest = max((u.lines * CPU_S_PER_LINE + CPU_S_PER_UNIT for u in units), default=0.0)
+    return max(cpu / jobs, longest)
+
+
+# ---- building ---------------------------------------------------------------------------------------
+
+
+def build_library(project_dir: str | Path, backend: str, cache_root: str | Path, *, opt: str = OPT_LEVEL,
+                  jobs: int | None = None, split: bool = True, gpp: Tool | None = None,
+                  on_start: Callable[[list[Unit]], None] | None = None,
+                  on_unit: Callable[[Unit], None] | None = None) -> CsimLibrary:
+    """The C-simulation library of the project in ``project_dir``, from the cache or built now.
+
+    ``on_start`` is told the units before the build starts, ``on_unit`` each one as it finishes (progress)."""
+    t0 = time.perf_counter()
+    project_dir = Path(project_dir).resolve()
+    gpp = gpp or find_gpp()
+    flags = compiler_flags(gpp, backend, opt)
+    key = cache_key(project_dir, gpp, flags + (("split",) if split else ()))
+    root = Path(cache_root)
+    final = root / key[:24]
+    lib = final / "firmware" / f"{PROJECT}.so"
+    if lib.is_file():
+        os.utime(final)  # the newest entries are the ones kept
+        return CsimLibrary(lib, key, True, 0.0, 0, (final / "split").exists(), flags)
+    root.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(dir=root, prefix=f".{key[:24]}."))
+    try:
+        for rel in project_sources(project_dir):
+            (build / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(project_dir / rel, build / rel)
+        units = split_code_gen(build) if split else None
+        if units is not None:
+            (build / "split").write_text("layer functions of nnet_code_gen.h compiled as their own units\n")
+        else:
+            units = [Unit(f"firmware/{PROJECT}.cpp", (build / "firmware" / f"{PROJECT}.cpp").read_text().count("\n"))]
+        units.append(Unit(f"{PROJECT}_bridge.cpp", 1))
+        # the weight files the library reads at run time: from its own cache entry, wherever the project goes
+        defines = (f'-DWEIGHTS_DIR="{final / "firmware" / "weights"}"',)
+        if on_start:
+            on_start(units)
+        _compile_units(gpp, build, units, flags + defines, jobs or os.cpu_count() or 1, on_unit)
+        objects = [_object(u) for u in units]
+        _run(gpp, [*flags, "-shared", *objects, "-o", f"firmware/{PROJECT}.so"], build, "linking the C simulation")
+        for o in objects:
+            (build / o).unlink()
+        try:
+            os.rename(build, final)
+        except OSError:  # another process built the same key meanwhile: use its library
+            shutil.rmtree(build, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    _evict(root)
+    return CsimLibrary(lib, key, False, round(time.perf_counter() - t0, 2), len(units), (final / "split").exists(), flags)
+
+
+def _object(u: Unit) -> str:
+    return "obj_" + u.source.replace("/", "_").rsplit(".", 1)[0] + ".o"
+
+
+def _compile_units(gpp: Tool, build: Path, units: list[Unit], flags: tuple[str, ...], jobs: int,
+                   on_unit: Callable[[Unit], None] | None) -> None:
+    """Compile the units in parallel, largest first (so the last to start are the short ones)."""
+    order = sorted(units, key=lambda u: -u.lines)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {pool.submit(_run, gpp, [*flags, "-c", u.source, "-o", _object(u)], build,
+                               f"C simulation build ({u.source})"): u for u in order}
+        try:
+            for f in concurrent.futures.as_completed(futures):
+                f.result()
+                if on_unit:
+                    on_unit(futures[f])
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def _run(gpp: Tool, args: list[str], cwd: Path, what: str) -> None:
+    proc = subprocess.run([*gpp.command, *args], cwd=cwd, capture_output=True, text=True, env=gpp.environ())
+    if proc.returncode != 0:
+        raise ToolFailedError(f"{what} failed: {first_error_line(proc.stderr + proc.stdout)}")
+
+
+def _evict(root: Path) -> None:
+    entries = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[CACHE_ENTRIES:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---- running ----------------------------------------------------------------------------------------
+
+
+def run_library(lib: CsimLibrary | Path, x: np.ndarray, n_out: int, chunk: int = 100,
+                on_chunk: Callable[[int], None] | None = None) -> np.ndarray:
+    """Run ``<project>_double`` (the entry point hls4ml's ``predict`` calls for float64 inputs) on each
+    row of ``x``; returns the outputs as float64, one row per sample."""
+    path = lib.path if isinstance(lib, CsimLibrary) else Path(lib)
+    handle = ctypes.CDLL(str(path), mode=os.RTLD_LOCAL)
+    top = getattr(handle, f"{PROJECT}_double")
+    top.restype = None
+    top.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    x = np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float64)
+    y = np.zeros((len(x), n_out), dtype=np.float64)
+    xp, yp = x.ctypes.data, y.ctypes.data
+    xs, ys = x.strides[0], y.strides[0]
+    for start in range(0, len(x), chunk):
+        stop = min(start + chunk, len(x))
+        for i in range(start, stop):
+            top(xp + i * xs, yp + i * ys)
+        if on_chunk:
+            on_chunk(stop - start)
+    return y
