@@ -19,6 +19,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number of vectors, not {text!r}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     from codesign.app.flow import DEFAULT_BOARD, DEFAULT_MODEL
 
@@ -42,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None, help="vitis|vivado (Xilinx), quartus|oneapi (Intel)")
     p.add_argument("--out", default="codesign-out")
     p.add_argument("--force", action="store_true", help="replace a previous run in --out")
-    p.add_argument("--samples", type=int, default=None, help="verification samples (at least the test set; default 10000)")
+    p.add_argument("--samples", type=_positive_int, default=None, help="verification vectors (default 10000)")
     p.add_argument("--no-synth", action="store_true", help="skip Yosys synthesis (analytic estimate only)")
     model_args(p)
     _common(p)
@@ -71,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hls", help="hls4ml project + C simulation check")
     p.add_argument("dir")
     p.add_argument("--backend", default=None)
-    p.add_argument("--samples", type=int, default=None)
+    p.add_argument("--samples", type=_positive_int, default=None, help="verification vectors (default 10000)")
     p.add_argument("--form", default="auto", choices=["auto", "da", "latency", "unrolled", "compressed"])
     _common(p)
 
@@ -82,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cosim", help="co-simulate the Verilog in Verilator against the reference")
     p.add_argument("dir")
-    p.add_argument("--samples", type=int, default=None)
+    p.add_argument("--samples", type=_positive_int, default=None, help="verification vectors (default 10000)")
     p.add_argument("--mode", default="bulk", choices=["bulk", "cocotb"])
     _common(p)
 

@@ -128,7 +128,7 @@ def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, m
 
 
 def verification_samples(art: Artifact, net: Network, n_total: int | None = None) -> np.ndarray:
-    """The test set (when there is one) plus corner and random vectors, at least 10,000 in all."""
+    """``n_total`` vectors (default 10,000): the test set (when there is one), corner and random vectors."""
     from codesign.core.verify import verification_inputs
 
     rep = art.report()

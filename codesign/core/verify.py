@@ -15,8 +15,9 @@ from codesign.core.network import Network
 
 
 def verification_inputs(net: Network, X: np.ndarray | None = None, n_total: int = 10000, seed: int = 0) -> np.ndarray:
-    """Integer inputs: the data (quantized), corner vectors of the input type, then random values
-    (uniform and corner-heavy) until there are ``n_total``."""
+    """``n_total`` integer inputs: the data (quantized), corner vectors of the input type, then random
+    values (uniform and corner-heavy). Fewer than the data and corners together keeps the vectors with
+    every element at one corner first, then the data, then the rest."""
     t = net.input_type
     rng = np.random.default_rng(seed)
     n_in = int(np.prod(net.input_shape))
@@ -29,7 +30,12 @@ def verification_inputs(net: Network, X: np.ndarray | None = None, n_total: int 
     have = sum(len(p) for p in parts)
     n_rand = max(n_total - have, 0)
     parts.append(rng.integers(t.min_int, t.max_int + 1, size=(n_rand, n_in), dtype=np.int64))
-    return np.concatenate(parts).astype(np.int64).reshape(-1, *net.input_shape)
+    out = np.concatenate(parts).astype(np.int64)
+    if len(out) > n_total:
+        n_data = len(parts[0]) if len(parts) == 4 else 0
+        first = np.r_[n_data:n_data + len(corners), 0:n_data, n_data + len(corners):len(out)]
+        out = out[first[:n_total]]
+    return out.reshape(-1, *net.input_shape)
 
 
 @dataclass(frozen=True)
