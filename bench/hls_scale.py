@@ -104,7 +104,7 @@ def after(art_dir: Path, samples: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=10000)
-    ap.add_argument("--only", default="digits,jet,mlp")
+    ap.add_argument("--only", default="mlp,jet,digits")
     ap.add_argument("--no-before", default="", help="networks whose hls4ml build is not measured (e.g. mlp)")
     ap.add_argument("--keep", default=None, help="folder for the artifacts (default: a temporary one)")
     args = ap.parse_args()
@@ -131,6 +131,7 @@ def main() -> None:
                 res[tag] = after(art.dir, args.samples)
                 print(name, tag, json.dumps(res[tag]), flush=True)
             results[name] = res
+            write_results("hls_scale", t0, **results)  # what is measured so far, in case a later network fails
     print(f"machine: {machine()}")
     print(f"{'network':<8}{'run':<7}{'write s':>9}{'compile s':>11}{'sim s':>8}{'total s':>9}{'CPU s':>8}"
           f"{'load':>12}  bit-exact")

@@ -103,8 +103,8 @@ def test_compressed_form_is_refused_for_oneapi_with_the_reason(qkeras_net, tmp_p
 
 def test_missing_compiler_is_a_clear_error(qkeras_net, tmp_path, monkeypatch):
     p = write_project(qkeras_net, load_board(INTEL), "quartus", tmp_path / "prj")
-    import hls.csim
+    import codesign.tools
 
-    monkeypatch.setattr(hls.csim.shutil, "which", lambda name: None)
+    monkeypatch.setattr(codesign.tools.shutil, "which", lambda name: None)
     with pytest.raises(ToolNotFoundError, match=r"C simulation needs g\+\+, which is not on PATH"):
         csim_check(p, qkeras_net, np.zeros((2, 16), dtype=np.int64))
