@@ -41,14 +41,14 @@ import numpy as np
 from codesign.errors import ToolFailedError
 from codesign.tools import Tool, find_gpp, first_error_line
 
-OPT_LEVEL = "-O0"  # bench/hls_scale.py: fastest build; the simulation it gives is fast enough (see README)
+# -O0: a 100x100 da4ml layer takes ~40 s of g++ CPU at -O0 and 189 s at -O1 (128 s of it lowering exception
+# regions, "tree eh", in the one huge function); -O0's simulation, ~10 ms per vector on the 16-100^5-5 MLP, is
+# the cheaper side for 10,000 vectors. Measured figures: README, "The HLS step at scale".
+OPT_LEVEL = "-O0"
 # the ap_fixed operators the layer functions call (see _unit_head). Off: at -O2 on the QKeras jet tagger they
 # cost 27 s more CPU to compile (73 s against 46 s) and save 0.9 ms per simulated sample (1.45 against 2.35),
 # a loss below about 30,000 samples.
 HELPERS_OPT: str | None = None
-# the layer units hold nothing but ap_fixed arithmetic, which never throws: without exception tables g++
-# skips its exception-region lowering ("tree eh"), 128 of the 189 s one 100x100 layer took at -O1
-LAYER_FLAGS = ("-fno-exceptions",)
 BUILD_VERSION = 1  # part of the cache key: bump when the way we split or compile changes
 MIN_UNIT_LINES = 1500  # generated functions are packed into units of at least this many lines
 CPU_S_PER_LINE, CPU_S_PER_UNIT = 0.0076, 1.5  # g++ at OPT_LEVEL: seconds per generated line, per unit's headers
@@ -70,7 +70,6 @@ class Unit:
 
     source: str
     lines: int
-    flags: tuple[str, ...] = ()  # beyond the build's flags
 
 
 @dataclass
@@ -200,7 +199,7 @@ def split_code_gen(build: Path, helpers_opt: str | None = None) -> list[Unit] | 
             src = Path("firmware") / f"codesign_part{len(units)}.cpp"
             (build / src).write_text(_unit_head(helpers_opt) + "namespace nnet {\n\n" + "\n".join(group)
                                      + "\n} // namespace nnet\n")
-            units.append(Unit(src.as_posix(), lines, LAYER_FLAGS))
+            units.append(Unit(src.as_posix(), lines))
             group, lines = [], 0
     stripped, pos = [], 0
     for m, _ in pieces:
@@ -252,7 +251,7 @@ def build_library(project_dir: str | Path, backend: str, cache_root: str | Path,
     project_dir = Path(project_dir).resolve()
     gpp = gpp or find_gpp()
     flags = compiler_flags(gpp, backend, opt)
-    key = cache_key(project_dir, gpp, flags + (("split", f"helpers{helpers_opt}", *LAYER_FLAGS) if split else ()))
+    key = cache_key(project_dir, gpp, flags + (("split", f"helpers{helpers_opt}") if split else ()))
     root = Path(cache_root)
     final = root / key[:24]
     lib = final / "firmware" / f"{PROJECT}.so"
@@ -300,7 +299,7 @@ def _compile_units(gpp: Tool, build: Path, units: list[Unit], flags: tuple[str, 
     """Compile the units in parallel, largest first (so the last to start are the short ones)."""
     order = sorted(units, key=lambda u: -u.lines)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(_run, gpp, [*flags, *u.flags, "-c", u.source, "-o", _object(u)], build,
+        futures = {pool.submit(_run, gpp, [*flags, "-c", u.source, "-o", _object(u)], build,
                                f"C simulation build ({u.source})"): u for u in order}
         try:
             for f in concurrent.futures.as_completed(futures):
