@@ -291,7 +291,7 @@ class Flatten(Layer):
         return (int(np.prod(in_shape)),)
 
 
-HEAD_KINDS = ("softmax", "argmax", "linear")
+HEAD_KINDS = ("softmax", "argmax", "sigmoid", "linear")
 
 
 @dataclass

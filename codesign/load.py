@@ -12,6 +12,7 @@ from codesign.network import NETWORK_JSON, Network
 
 TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
 KERAS_SUFFIXES = (".h5", ".hdf5", ".json", ".keras")
+ONNX_SUFFIXES = (".onnx",)
 
 
 def load(
@@ -21,11 +22,11 @@ def load(
     input_shape: tuple[int, ...] | None = None,
     input_type: FixedType | str | None = None,
 ) -> Network:
-    """A Network from a path (.pt/.pt2/.h5/.json/.keras or a saved artifact directory), a built-in
+    """A Network from a path (.pt/.pt2/.h5/.json/.keras/.onnx or a saved artifact directory), a built-in
     name, a live ``nn.Module`` or a live tf-keras model.
 
     ``trust`` allows unpickling a full ``.pt`` module (that runs code from the file).
-    ``input_type`` sets the input fixed-point type of a quantized (QKeras) model.
+    ``input_type`` sets the input fixed-point type of a quantized (QKeras, or QONNX without an input Quant) model.
     """
     if isinstance(model, Network):
         return model
@@ -50,9 +51,13 @@ def load(
             from codesign.importers.keras_import import load_keras_file
 
             return load_keras_file(path, weights=weights, input_type=input_type)
+        if suffix in ONNX_SUFFIXES:
+            from codesign.importers.onnx_import import load_onnx_file
+
+            return load_onnx_file(path, input_type=input_type)
         raise ModelFileError(
             f"{path}: unknown model format {suffix!r}; expected one of "
-            f"{', '.join(TORCH_SUFFIXES + KERAS_SUFFIXES)}, a saved network directory, or a built-in name"
+            f"{', '.join(TORCH_SUFFIXES + KERAS_SUFFIXES + ONNX_SUFFIXES)}, a saved network directory, or a built-in name"
         )
     mod = type(model).__module__
     if mod.startswith("torch") or _is_torch_module(model):

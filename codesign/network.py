@@ -178,6 +178,16 @@ class Network:
         return reference.apply_head(self.head, self.forward(x))
 
     # ---- save / load -----------------------------------------------------------------
+    def to_onnx(self, path: str | os.PathLike | None = None, float64: bool = True) -> Any:
+        """The network as QONNX (float ONNX when it is float), written to ``path`` when given.
+
+        Re-importing the file gives this network; qonnx's executor gives this reference's outputs
+        on inputs of the input type (see ``codesign.core.onnx_export``).
+        """
+        from codesign.core.onnx_export import network_to_onnx
+
+        return network_to_onnx(self, path, float64=float64)
+
     def to_json(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The network as a JSON-able dict plus its arrays."""
         arrays: dict[str, np.ndarray] = {}

@@ -157,7 +157,9 @@ def trace(layers: list[Layer], x: Tensor) -> list[Tensor]:
 
 
 def apply_head(head: str, y: np.ndarray) -> np.ndarray:
-    """Softmax probabilities, argmax classes, or the values as they are."""
+    """Softmax probabilities, argmax classes, sigmoid probabilities, or the values as they are."""
+    if head == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-y))
     if head == "argmax":
         return np.argmax(y, axis=-1)
     if head == "softmax":
