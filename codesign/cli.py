@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-synth", action="store_true")
     _common(p)
 
+    p = sub.add_parser("export", help="write the network in DIR as QONNX (FINN, hls4ml, qonnx)")
+    p.add_argument("dir")
+    p.add_argument("--onnx", required=True, help="the .onnx file to write")
+    p.add_argument("--float32", action="store_true",
+                   help="no Cast-to-float64 nodes around wide accumulators (for tools that do not take Cast)")
+    _common(p)
+
     p = sub.add_parser("report", help="write report.md and report.html")
     p.add_argument("dir")
     _common(p)
@@ -160,6 +167,10 @@ def run(args: argparse.Namespace) -> Any:
         return flow.step_cosim(art, args.samples, args.mode, progress=rep)
     if args.cmd == "estimate":
         return flow.step_estimate(art, args.board, synth=not args.no_synth, progress=rep)
+    if args.cmd == "export":
+        res = flow.step_export(art, args.onnx, float64=not args.float32)
+        rep.print(f"QONNX: {res['onnx']}")
+        return res
     if args.cmd == "report":
         from codesign.report import write_report
 

@@ -230,6 +230,24 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
     return est
 
 
+def step_export(art: Artifact, onnx_path: str | Path, float64: bool = True) -> dict[str, Any]:
+    """Write the network in ``DIR`` as QONNX; recorded in report.json under ``export``."""
+    from codesign.errors import ModelFileError
+
+    art.require()
+    net = Network.load(art.dir)
+    path = Path(onnx_path)
+    if path.suffix.lower() != ".onnx":
+        raise ModelFileError(f"--onnx {str(path)!r}: the file name must end in .onnx")
+    model = net.to_onnx(path, float64=float64)
+    casts = sorted({n.name.split(".")[0] for n in model.graph.node if n.op_type == "Cast"})
+    res = {"onnx": str(path.absolute()), "nodes": len(model.graph.node), "float64_layers": casts,
+           "format": "QONNX" if net.quantized else "ONNX (float)"}
+    if (art.dir / "report.json").is_file():
+        art.update(export=res)
+    return res
+
+
 def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEFAULT_DATA,
              board: str = DEFAULT_BOARD, budget: str | dict | None = None, backend: str | None = None,
              weights: str | None = None, trust: bool = False, input_type: str | None = None, force: bool = False,

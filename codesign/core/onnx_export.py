@@ -61,7 +61,11 @@ def _cannot_overflow(src: FixedType, t: FixedType) -> bool:
 
 
 def network_to_onnx(net: "Network", path: str | os.PathLike | None = None, float64: bool = True) -> Any:
-    """The network as an ``onnx.ModelProto`` (QONNX when it is fixed point), written to ``path`` when given."""
+    """The network as an ``onnx.ModelProto`` (QONNX when it is fixed point), written to ``path`` when given.
+
+    The batch size is 1, as FINN and hls4ml expect (qonnx's ``cleanup_model(override_batchsize=N)``
+    or ``ModelWrapper.set_tensor_shape`` changes it).
+    """
     import onnx
     from onnx import TensorProto, helper
 
@@ -70,8 +74,8 @@ def network_to_onnx(net: "Network", path: str | os.PathLike | None = None, float
     elem = {"double": TensorProto.DOUBLE, "float": TensorProto.FLOAT, "int64": TensorProto.INT64}
     graph = helper.make_graph(
         g.nodes, net.name,
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", *net.input_shape])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, elem[g.dtype], ["N", *g.out_shape])],
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [1, *net.input_shape])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, elem[g.dtype], [1, *g.out_shape])],
         g.inits,
     )
     opsets = [helper.make_opsetid("", ONNX_OPSET)]

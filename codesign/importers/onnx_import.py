@@ -38,7 +38,7 @@ from codesign.network import Network
 
 DEFAULT_INPUT_TYPE = FixedType(16, 6, True, "RND_CONV", "SAT")  # hls4ml's default precision, as for QKeras
 SUPPORTED = ("Gemm, MatMul (+Add), Conv, Relu, BatchNormalization (float graphs), Flatten, Reshape (to flatten), "
-             "Transpose, Identity, Dropout, Quant/IntQuant, BipolarQuant (weights), Trunc, and a last Softmax, "
+             "Transpose, Identity, Dropout, Cast (to float), Quant/IntQuant, BipolarQuant (weights), Trunc, and a last Softmax, "
              "LogSoftmax, Sigmoid or ArgMax")
 _PASS = ("Identity", "Dropout")
 _HEADS = {"Softmax": "softmax", "LogSoftmax": "softmax", "Sigmoid": "sigmoid", "ArgMax": "argmax"}
@@ -161,8 +161,8 @@ class _Importer:
                                             "read; is it a constant?")
             self._add_layer(Output(self._unique("output"), "linear"), None)
         self._apply_hints()
-        name = _clean(str(self.hints.get("name") or ""))
-        return Network(name or self.name, self.input_shape, self.layers, self.input_type, self.meta)
+        name = self.hints.get("name")
+        return Network(name if isinstance(name, str) and name else self.name, self.input_shape, self.layers, self.input_type, self.meta)
 
     def _node(self, node: Any, last: bool) -> None:
         op = node.op_type
@@ -183,7 +183,9 @@ class _Importer:
         if ins[0] != acts[0] and op not in ("Add", "Mul"):
             raise UnsupportedLayerError(f"{_where(node)}: the data tensor must be the first input")
         out = node.output[0]
-        if op in _PASS:
+        if op == "Cast" and self._attrs(node).get("to") not in (1, 11):  # to float or double: exact here
+            raise UnsupportedLayerError(f"{_where(node)}: a Cast to a non-float type is not supported")
+        if op in _PASS or op == "Cast":
             self.acts[out] = replace(x, layer=None if self.consumers.get(acts[0], 0) > 1 else x.layer)
         elif op in ("Quant", "IntQuant", "Trunc"):
             self.acts[out] = self._act_quant(node, x)
