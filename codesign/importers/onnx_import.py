@@ -245,12 +245,12 @@ class _Importer:
         if op in ("Quant", "IntQuant"):
             q = self._quant_spec(node, c[1].values, c[2].values, c[3].values)
             v = qq.quantize_const(c[0].values, q)
-            out = _Const(v, qq.const_type(q, v), names)
+            out = _Const(v, qq.const_type(q), names)
         elif op == "BipolarQuant":
             f = qq.pow2_exponents(c[1].values, _where(node))
             q = qq.QuantSpec(f, 1, True, False, "ROUND")
             v = qq.quantize_const(c[0].values, q)
-            out = _Const(v, qq.const_type(q, v), names)
+            out = _Const(v, qq.const_type(q), names)
         elif op == "Trunc":
             raise UnsupportedLayerError(f"{_where(node)}: Trunc on a constant is not supported; apply it to activations")
         elif op in ("Identity", "Cast"):

@@ -121,13 +121,13 @@ def quantize_const(values: np.ndarray, q: QuantSpec) -> np.ndarray:
     return np.ldexp(y, -np.broadcast_to(q.frac, np.shape(values)))
 
 
-def const_type(q: QuantSpec, values: np.ndarray) -> FixedType:
-    """The type of a quantized constant: the node's own ``ap_fixed<b, b - f>`` for one scale, else the
-    narrowest type holding every channel's values."""
-    f = np.unique(q.frac)
-    if f.size == 1 and not q.bipolar:
-        return FixedType(q.bits, q.bits - int(f[0]), q.signed)
-    return exact_type(values, int(f.max()))
+def const_type(q: QuantSpec) -> FixedType:
+    """The type of a quantized constant: ``ap_fixed<b, b - f>`` for scale ``2**-f``; with one scale per
+    channel, the type holding every channel's range (``b`` bits at the finest scale, the coarsest's top)."""
+    f = np.asarray(q.frac)
+    lo, hi = int(f.min()), int(f.max())
+    bits = 2 if q.bipolar else q.bits  # +-1: two's complement needs 2 bits
+    return FixedType(bits + hi - lo, bits - lo, q.signed)
 
 
 def exact_type(values: np.ndarray, max_frac: int = MAX_CONST_FRAC) -> FixedType | None:
