@@ -92,7 +92,7 @@ def run_qonnx(model_or_path: Any, x: np.ndarray, before_head: bool = False) -> n
         from qonnx.core.onnx_exec import execute_onnx
         from qonnx.transformation.infer_shapes import InferShapes
 
-        mw = ModelWrapper(model_or_path)
+        mw = ModelWrapper(str(model_or_path) if isinstance(model_or_path, Path) else model_or_path)
         inp, out = mw.graph.input[0].name, mw.graph.output[0].name
         mw.set_tensor_shape(inp, [len(x), *x.shape[1:]])
         del mw.graph.value_info[:]

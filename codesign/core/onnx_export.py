@@ -10,8 +10,10 @@ weights as zeros) behind a ``Quant`` that carries their type, so the file says t
 
 Executing the file in float32 (qonnx's executor runs the standard nodes in onnxruntime and
 holds every ``Quant`` output in float32) is exact while every sum fits 24 bits of mantissa. A
-layer whose exact accumulator is wider is computed in float64 instead, behind ``Cast`` nodes
-(``float64=False`` leaves them out, for tools that do not take ``Cast``). What QONNX cannot
+dense layer whose exact accumulator is wider is computed in float64 instead, behind ``Cast``
+nodes (``float64=False`` leaves them out, for tools that do not take ``Cast``); onnxruntime has
+no float64 ``Conv``, so a convolution with a wider accumulator executes in float32, which may
+round (the file's meaning, and our re-import, stay exact). What QONNX cannot
 state (accumulator types, the input's overflow mode, reuse) is written to the model's metadata
 under ``fpga-codesign``; our importer uses it only where it gives the same results.
 """
@@ -221,10 +223,13 @@ class _Builder:
                  lh: dict[str, Any]) -> tuple[str, FixedType | None]:
         where = f"layer {layer.name!r}"
         exact = reference.exact_accum_type(layer, t) if t is not None else None
-        double = self.float64 and (self.dtype == "double" or (exact is not None and exact.width > FLOAT32_EXACT_BITS))
+        conv = isinstance(layer, Conv)
+        wide = self.dtype == "double" or (exact is not None and exact.width > FLOAT32_EXACT_BITS)
+        double = self.float64 and wide and not conv  # onnxruntime has no float64 Conv
+        if conv and self.dtype == "double":
+            raise UnsupportedLayerError(f"{where}: a convolution after a float64 layer; onnxruntime has no float64 Conv")
         if double and self.dtype != "double":
             x = self.cast(x, f"{layer.name}.input_double")
-        conv = isinstance(layer, Conv)
         w = layer.float_weight()
         if conv:  # (k..., cin, cout) -> (cout, cin, k...)
             w = np.moveaxis(w, (-1, -2), (0, 1))
