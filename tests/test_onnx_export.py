@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import codesign
-from codesign import fixed
-from codesign.cli import main
-from codesign.fixed import FixedType
-from codesign.network import Network
-from rtl_sim.cosim import verification_inputs
+from codesign.core import fixed
+from codesign.app.cli import main
+from codesign.core.fixed import FixedType
+from codesign.core.network import Network
+from codesign.core.verify import verification_inputs
 from tests.conftest import MODELS
 from tests.qonnx_graphs import run_qonnx
 from tests.test_cli import assert_one_line_error
@@ -74,7 +74,7 @@ def test_pruned_weights_are_exported_as_zeros(digits_q, tmp_path):
 
 def test_a_quantized_conv_network_round_trips():
     """hls4ml's Conv1D example at 6-bit inputs, 4-bit weights and 10-bit results: every sum fits float32."""
-    from codesign.quantize import quantize_network
+    from codesign.compress.quantize import quantize_network
 
     fnet = codesign.load(MODELS / "onnx" / "conv1d_small_keras.onnx")
     calib = np.random.default_rng(0).normal(0, 1, (200, *fnet.input_shape))
@@ -87,7 +87,7 @@ def test_a_quantized_conv_network_round_trips():
 
 
 def reference_accum_widths(net: Network) -> list[int]:
-    from codesign.reference import exact_accum_type
+    from codesign.core.reference import exact_accum_type
 
     t, out = net.input_type, []
     for layer, t_out in zip(net.layers, net.tensor_types()):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import codesign
-from codesign.cli import main
-from codesign.fixed import FixedType
+from codesign.app.cli import main
+from codesign.core.fixed import FixedType
 from codesign.importers.onnx_import import network_from_onnx
 from tests.conftest import MODELS
 from tests.qonnx_graphs import Graph, run_onnxruntime, run_qonnx

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from codesign import fixed, reference
+from codesign.core import fixed, reference
 from codesign.errors import UnsupportedLayerError
-from codesign.fixed import FixedType
-from codesign.layers import BatchNorm, Conv, Dense, Flatten, Layer, Output, Quant, ReLU, Weighted
+from codesign.core.fixed import FixedType
+from codesign.core.layers import BatchNorm, Conv, Dense, Flatten, Layer, Output, Quant, ReLU, Weighted
 
 if TYPE_CHECKING:
-    from codesign.network import Network
+    from codesign.core.network import Network
 
 HINTS_KEY = "fpga-codesign"
 QONNX_DOMAIN = "qonnx.custom_op.general"

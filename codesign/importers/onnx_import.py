@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from codesign import reference
+from codesign.core import reference
 from codesign.core.onnx_export import HINTS_KEY, same_cast
 from codesign.errors import ModelFileError, UnsupportedLayerError
-from codesign.fixed import FixedType
+from codesign.core.fixed import FixedType
 from codesign.importers import qonnx_quant as qq
-from codesign.layers import BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, Output, Quant, ReLU, Weighted
-from codesign.network import Network
+from codesign.core.layers import BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, Output, Quant, ReLU, Weighted
+from codesign.core.network import Network
 
 DEFAULT_INPUT_TYPE = FixedType(16, 6, True, "RND_CONV", "SAT")  # hls4ml's default precision, as for QKeras
 SUPPORTED = ("Gemm, MatMul (+Add), Conv, Relu, BatchNormalization (float graphs), Flatten, Reshape (to flatten), "
@@ -547,7 +547,7 @@ class _Importer:
         if src.frac > f_in:  # Trunc first rounds its input to the input scale, half to even, without clipping
             lo = -(1 << (src.width - src.frac + f_in)) - 1
             hi = 1 << (src.width - src.frac + f_in)
-            from codesign import fixed
+            from codesign.core import fixed
 
             t1 = fixed.type_for_range(lo, hi, f_in, "RND_CONV", "WRAP")
             x = self._cast(node, x, t1, src.signed, "trunc")
@@ -609,7 +609,7 @@ class _Importer:
 
     @staticmethod
     def _hinted(layer: Layer, lh: dict[str, Any], t_in: FixedType | None) -> Layer:
-        from codesign import fixed
+        from codesign.core import fixed
 
         upd: dict[str, Any] = {}
         if isinstance(layer, Weighted) and layer.quantized:

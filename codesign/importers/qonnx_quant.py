@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codesign import fixed
+from codesign.core import fixed
 from codesign.errors import UnsupportedLayerError
-from codesign.fixed import FixedType
+from codesign.core.fixed import FixedType
 
 QUANT_OPS = ("Quant", "IntQuant", "BipolarQuant", "Trunc")
 MAX_CONST_FRAC = 40  # an unquantized float constant needing more fractional bits than this is refused
