@@ -146,15 +146,12 @@ class _Importer:
         self.out_name = g.output[0].name
         nodes = list(g.node)
         for k, node in enumerate(nodes):
-            if isinstance(self.layers[-1:] and self.layers[-1], Output):
+            if self.layers and isinstance(self.layers[-1], Output):
                 raise UnsupportedLayerError(f"{_where(node)} follows the output head {self.layers[-1].name!r}; the "
                                             "head must be the last node")
             self._node(node, k == len(nodes) - 1)
         if self.input_type is None and self.quantized:
-            self.input_type = self.user_input_type or DEFAULT_INPUT_TYPE
-            if self.user_input_type is None:
-                self.meta["input_type_note"] = (f"the graph does not quantize its input: input type {self.input_type} "
-                                                "is the default; set input_type to change it")
+            self._default_input_type()
         if not (self.layers and isinstance(self.layers[-1], Output)):
             if self.out_name not in self.acts:
                 raise UnsupportedLayerError(f"graph output {self.out_name!r} is not computed from the input by the nodes "
@@ -162,7 +159,8 @@ class _Importer:
             self._add_layer(Output(self._unique("output"), "linear"), None)
         self._apply_hints()
         name = self.hints.get("name")
-        return Network(name if isinstance(name, str) and name else self.name, self.input_shape, self.layers, self.input_type, self.meta)
+        name = name if isinstance(name, str) and name else self.name
+        return Network(name, self.input_shape, self.layers, self.input_type, self.meta)
 
     def _node(self, node: Any, last: bool) -> None:
         op = node.op_type
@@ -330,12 +328,15 @@ class _Importer:
         if self.quantized and x.type is None:
             # the graph's input was not quantized: the network's input type applies from here
             if self.input_type is None:
-                self.input_type = self.user_input_type or DEFAULT_INPUT_TYPE
-                if self.user_input_type is None:
-                    self.meta["input_type_note"] = (f"the graph does not quantize its input: input type "
-                                                    f"{self.input_type} is the default; set input_type to change it")
+                self._default_input_type()
             x.type = self.input_type
         return x.type
+
+    def _default_input_type(self) -> None:
+        self.input_type = self.user_input_type or DEFAULT_INPUT_TYPE
+        if self.user_input_type is None:
+            self.meta["input_type_note"] = (f"the graph does not quantize its input: input type {self.input_type} is "
+                                            "the default; set input_type to change it")
 
     def _weights(self, node: Any, c: _Const, what: str) -> tuple[np.ndarray, FixedType | None]:
         if not self.quantized:
