@@ -8,7 +8,6 @@ import pytest
 
 import codesign
 from codesign.app.cli import main
-from codesign.core.fixed import FixedType
 
 # (weight bits, activation bits after the layer): 2 to 8 bits on both sides
 BITS = [(3, 2), (8, 5), (2, None)]

@@ -31,7 +31,7 @@ import numpy as np
 from codesign.core import fixed, reference
 from codesign.errors import UnsupportedLayerError
 from codesign.core.fixed import FixedType
-from codesign.core.layers import BatchNorm, Conv, Dense, Flatten, Layer, Output, Quant, ReLU, Weighted
+from codesign.core.layers import BatchNorm, Conv, Flatten, Output, Quant, ReLU, Weighted
 
 if TYPE_CHECKING:
     from codesign.core.network import Network
