@@ -66,9 +66,13 @@ def _where(node: Any) -> str:
     return f"node {node.name or '(unnamed)'!r} ({node.op_type})"
 
 
-def _clean(text: str) -> str:
+def _clean(text: str, lower: bool = True) -> str:
+    """A layer name from an ONNX name: an identifier, without exporters' prefixes (torch's ``node_``,
+    keras2onnx's ``class__keras_layers_core_``), lower case unless ``lower`` is False (hls4ml's
+    PyTorch converter, which the HLS backend drives, names layers in snake case)."""
     s = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", text)).strip("_")
-    return s[5:] if s.startswith("node_") and len(s) > 5 else s
+    s = re.sub(r"^(node_|class_keras_layers_[a-z0-9]+_)(?=[A-Za-z])", "", s)
+    return s.lower() if lower else s
 
 
 @dataclass
@@ -306,10 +310,10 @@ class _Importer:
             for n in c.names:
                 for marker in _MODULE_MARKERS:
                     if marker in n:
-                        s = _clean(n.split(marker)[0])
+                        s = _clean(n.split(marker)[0], lower=not self.hints)
                         if s and s[0].isalpha():
                             return s
-        s = _clean(node.name)
+        s = _clean(node.name, lower=not self.hints)  # our own exports keep their names
         if s and s[0].isalpha():
             return s
         return f"{kind}{sum(1 for l in self.layers if l.kind.lower().startswith(kind[:4])) + 1}" if not s else f"{kind}_{s}"
