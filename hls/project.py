@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from codesign.board import Board
-from codesign.errors import BackendError, LayerError
-from codesign.tools import quiet_import
 from codesign.core.fixed import FixedType
 from codesign.core.layers import Dense, Flatten, Layer, Output, Quant, ReLU
 from codesign.core.network import Network
+from codesign.errors import BackendError, LayerError
+from codesign.tools import quiet_import
 from hls import compressed
 
 BACKENDS = {"xilinx": ("vitis", "vivado"), "intel": ("quartus", "oneapi")}

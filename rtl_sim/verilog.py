@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from codesign.errors import BackendError
+from codesign.core.arith import CSD_MAX_DIGITS, csd_digits, signed_width
 from codesign.core.fixed import FixedType, fit_overflow, round_shift
 from codesign.core.layers import Dense, Flatten, Layer, Output, Quant, ReLU
 from codesign.core.network import Network
-from codesign.core.arith import CSD_MAX_DIGITS, csd_digits, signed_width
+from codesign.errors import BackendError
+
 
 def uses_dsp(w: int, mapping: str) -> bool:
     """Whether a constant weight becomes a DSP multiply (else LUT shift-and-add)."""

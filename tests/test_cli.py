@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from codesign.app.cli import main
-from tests.conftest import MODELS
 
 
 def run_cli(args, capsys):

@@ -137,7 +137,6 @@ def run(args: argparse.Namespace) -> Any:
         return result
     if args.cmd == "compress":
         from codesign.app import flow
-
         from codesign.board import load_board
         from codesign.budget import Budget
 

@@ -17,11 +17,11 @@ from codesign.app.artifact import Artifact
 from codesign.board import Board, load_board
 from codesign.budget import Budget
 from codesign.compress.cost import fits, network_cost, total_cost
-from codesign.importers.data import Dataset, check_fits, load_dataset
-from codesign.errors import BackendError, CodesignError, VerificationError
 from codesign.core.fixed import FixedType
-from codesign.importers.load import load, model_name
 from codesign.core.network import Network
+from codesign.errors import BackendError, CodesignError, VerificationError
+from codesign.importers.data import Dataset, check_fits, load_dataset
+from codesign.importers.load import load, model_name
 from codesign.progress import SILENT, Reporter
 
 DEFAULT_MODEL = "digits-mlp"
@@ -71,8 +71,8 @@ def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, m
                   progress: Reporter = SILENT) -> dict[str, Any]:
     """Load the model; compress it under ``budget`` (parsed, with its board), or (no limits) quantize
     it at the default precision."""
-    from codesign.compress.search import compress, default_input_type
     from codesign.compress.quantize import quantize_network
+    from codesign.compress.search import compress, default_input_type
 
     t0 = time.perf_counter()
     b, limits = budget.board, budget.limits
@@ -206,8 +206,13 @@ def step_cosim(art: Artifact, samples: int | None = None, mode: str = "bulk", pr
 
 def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, progress: Reporter = SILENT) -> dict[str, Any]:
     """Analytic estimate and Yosys synthesis per layer (with and without DSP inference)."""
-    from rtl_sim.synth import COUNTS, stage_networks, synthesize_layer_modes, total_counts
     from codesign.tools import find_yosys
+    from rtl_sim.synth import (
+        COUNTS,
+        stage_networks,
+        synthesize_layer_modes,
+        total_counts,
+    )
 
     art.require()
     t0 = time.perf_counter()
@@ -251,7 +256,6 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
              progress: Reporter = SILENT) -> dict[str, Any]:
     """load -> compress -> hls -> rtl -> cosim -> estimate -> report, in ``out``."""
     from codesign.app.report import write_report
-
     from codesign.tools import preflight
 
     b = load_board(board)

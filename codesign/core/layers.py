@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from codesign.errors import LayerError
 from codesign.core.fixed import FixedType
+from codesign.errors import LayerError
 
 MAX_PARAM_BITS = 62
 MULT_MAPPINGS = ("auto", "dsp", "lut")

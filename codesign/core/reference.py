@@ -18,9 +18,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from codesign.core import fixed
-from codesign.errors import LayerError
 from codesign.core.fixed import FixedType
-from codesign.core.layers import BatchNorm, Conv, Dense, Flatten, Layer, Output, Quant, ReLU, Weighted
+from codesign.core.layers import (
+    BatchNorm,
+    Conv,
+    Dense,
+    Flatten,
+    Layer,
+    Output,
+    Quant,
+    ReLU,
+    Weighted,
+)
+from codesign.errors import LayerError
 
 
 @dataclass

@@ -22,10 +22,20 @@ from typing import Any
 import numpy as np
 
 from codesign.core import fixed
-from codesign.errors import ModelFileError, UnsupportedLayerError
 from codesign.core.fixed import FixedType
-from codesign.core.layers import BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, Output, Quant, ReLU
+from codesign.core.layers import (
+    BatchNorm,
+    Conv1D,
+    Conv2D,
+    Dense,
+    Flatten,
+    Layer,
+    Output,
+    Quant,
+    ReLU,
+)
 from codesign.core.network import Network
+from codesign.errors import ModelFileError, UnsupportedLayerError
 
 DEFAULT_INPUT_TYPE = FixedType(16, 6, True, "RND_CONV", "SAT")  # hls4ml's default precision, ap_fixed<16,6>
 SUPPORTED = ("InputLayer, Dense, QDense, Conv1D, Conv2D, QConv1D, QConv2D, BatchNormalization (float models), "

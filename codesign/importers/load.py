@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from codesign.importers.builtin import BUILTIN_MODELS, builtin_model
-from codesign.errors import ModelFileError
 from codesign.core.fixed import FixedType
 from codesign.core.network import NETWORK_JSON, Network
+from codesign.errors import ModelFileError
+from codesign.importers.builtin import BUILTIN_MODELS, builtin_model
 
 TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
 KERAS_SUFFIXES = (".h5", ".hdf5", ".json", ".keras")

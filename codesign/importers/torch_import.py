@@ -13,9 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from codesign.errors import ModelFileError, UnsupportedLayerError
-from codesign.core.layers import BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, Output, ReLU
+from codesign.core.layers import (
+    BatchNorm,
+    Conv1D,
+    Conv2D,
+    Dense,
+    Flatten,
+    Layer,
+    Output,
+    ReLU,
+)
 from codesign.core.network import Network
+from codesign.errors import ModelFileError, UnsupportedLayerError
 
 SUPPORTED = "Linear, Conv1d, Conv2d, BatchNorm1d/2d, ReLU, Flatten, Dropout, Identity, Softmax (last)"
 _PASS_THROUGH = {"dropout", "alpha_dropout", "feature_dropout", "clone", "contiguous", "detach", "alias", "lift_fresh_copy"}
