@@ -22,7 +22,6 @@ import contextlib
 import io
 import logging
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from codesign.board import Board
 from codesign.errors import BackendError, LayerError
 from codesign.fixed import FixedType
 from codesign.layers import Dense, Flatten, Layer, Output, Quant, ReLU
+from codesign.native import native_stderr_silenced
 from codesign.network import Network
 from hls import compressed
 
@@ -82,6 +82,9 @@ def hls_layers(net: Network) -> list[Layer]:
     for layer in net.layers:
         if isinstance(layer, (Output, Flatten)) and (isinstance(layer, Output) or len(net.input_shape) == 1):
             continue
+        if isinstance(layer, Quant) and layer.per_element:
+            raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are not wired into the HLS "
+                               "projects yet")
         if isinstance(layer, Quant):
             prev = out[-1] if out else None
             if isinstance(prev, Dense) and prev.result_type is None:
@@ -268,25 +271,11 @@ def _check_applied(hmodel: Any, layers: list[Layer], backend: str, form: str) ->
                 raise BackendError(f"layer {layer.name!r}: hls4ml chose strategy {got!r}, not {want!r}")
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """Point file descriptor 2 at /dev/null for the duration (C++ libraries write there directly)."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _import_hls4ml():
     """hls4ml, with the Keras/TensorFlow it pulls in imported quietly: TensorFlow logs its start-up
     from C++ before TF_CPP_MIN_LOG_LEVEL takes effect, which would land on our stderr."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with _native_stderr_silenced():
+    with native_stderr_silenced():
         import hls4ml
 
         with contextlib.suppress(ImportError):
