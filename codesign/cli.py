@@ -137,11 +137,13 @@ def run(args: argparse.Namespace) -> Any:
         return result
     if args.cmd == "compress":
         from codesign import flow
+        from codesign.load import load
 
+        net = load(args.model, weights=args.weights, trust=args.trust_pickle, input_type=args.input_type)
         art = Artifact(args.out)
         art.claim(args.force)
         return flow.step_compress(art, args.model, args.data, args.board, args.budget, args.method, args.weights,
-                                  args.trust_pickle, args.input_type, progress=rep)
+                                  args.trust_pickle, args.input_type, progress=rep, loaded=net)
     if args.cmd == "sweep":
         from codesign.sweep import run_sweep
 

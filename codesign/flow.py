@@ -55,8 +55,10 @@ def _score(net: Network, data: Dataset) -> float:
 def step_compress(art: Artifact, model: Any = DEFAULT_MODEL, data: str | None = DEFAULT_DATA,
                   board: str | Board = DEFAULT_BOARD, budget: str | dict | None = None, method: str = "hardware",
                   weights: str | None = None, trust: bool = False, input_type: str | None = None, seed: int = 0,
-                  progress: Reporter = SILENT) -> dict[str, Any]:
-    """Load the model; compress it under ``budget``, or (no budget) quantize it at the default precision."""
+                  progress: Reporter = SILENT, loaded: Network | None = None) -> dict[str, Any]:
+    """Load the model; compress it under ``budget``, or (no budget) quantize it at the default precision.
+
+    ``loaded`` is the model already loaded by a caller that checked it before claiming the directory."""
     from codesign.compress import compress, default_input_type
     from codesign.quantize import quantize_network
 
@@ -64,8 +66,11 @@ def step_compress(art: Artifact, model: Any = DEFAULT_MODEL, data: str | None = 
     b = load_board(board)
     limits = parse_budget(budget, b)
     with art.step("compress"):
-        with progress.status(f"loading {model}"):
-            net = load(model, weights=weights, trust=trust, input_type=input_type)
+        if loaded is not None:
+            net = loaded
+        else:
+            with progress.status(f"loading {model}"):
+                net = load(model, weights=weights, trust=trust, input_type=input_type)
         ds = load_dataset(data, seed) if data else None
         if ds is not None:
             check_fits(ds, net.input_shape, net.output_shape[-1], net.name)
@@ -244,9 +249,11 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
         from hls.project import check_backend
 
         check_backend(b, backend)
+    with progress.status(f"loading {model}"):  # a model file that cannot be read leaves no directory behind
+        net = load(model, weights=weights, trust=trust, input_type=input_type)
     art = Artifact(out)
     art.claim(force)
-    step_compress(art, model, data, b, budget, method, weights, trust, input_type, progress=progress)
+    step_compress(art, model, data, b, budget, method, weights, trust, input_type, progress=progress, loaded=net)
     step_hls(art, backend, samples, progress=progress)
     step_rtl(art, progress=progress)
     step_cosim(art, samples, progress=progress)

@@ -20,7 +20,7 @@ from codesign.errors import ModelFileError, UnsupportedLayerError
 from codesign.fixed import FixedType
 from codesign.importers import hgq
 from codesign.importers.keras_files import KerasFile, input_shape, model_layers, read_keras_file
-from codesign.importers.qkeras_quant import PARAMS, activation_type, parse_quantizer, weight_ints
+from codesign.importers.qkeras_quant import activation_type, parse_quantizer, weight_ints
 from codesign.layers import (BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, MaxPool1D, MaxPool2D, Output, Quant,
                              ReLU)
 from codesign.network import Network
@@ -193,7 +193,7 @@ def _check_entry(e: dict[str, Any], shape: tuple[int, ...], is_last: bool, quant
 
 def activation_layers(act: Any, lname: str, suffix: str, is_last: bool) -> list[Layer]:
     """The IR layers of a Keras activation (name) or QKeras activation quantizer (string or dict)."""
-    if isinstance(act, dict) and act.get("class_name") not in PARAMS:
+    if isinstance(act, dict) and not _is_quantizer(act.get("class_name")) and "qkeras" not in str(act.get("module")):
         act = act.get("class_name") if isinstance(act.get("class_name"), str) else act
     if act in (None, "linear"):
         return []
@@ -203,12 +203,16 @@ def activation_layers(act: Any, lname: str, suffix: str, is_last: bool) -> list[
         if not is_last:
             raise UnsupportedLayerError(f"layer {lname!r}: softmax is supported on the last layer only")
         return [Output(lname + suffix, "softmax")]
-    if isinstance(act, str) and not act.startswith(tuple(PARAMS)):
+    if isinstance(act, str) and not _is_quantizer(act):
         raise UnsupportedLayerError(
             f"layer {lname!r}: activation {act!r} is not supported; supported: relu, linear, softmax (last layer), "
             "quantized_relu, quantized_bits")
     kind, t = activation_type(parse_quantizer(act, lname, "activation quantizer"), lname)
     return [ReLU(lname + suffix, t) if kind == "relu" else Quant(lname + suffix, t)]
+
+
+def _is_quantizer(name: Any) -> bool:
+    return isinstance(name, str) and name.startswith(("quantized_", "binary", "ternary", "stochastic_", "bernoulli"))
 
 
 # ---- building ----------------------------------------------------------------------------------
