@@ -73,3 +73,36 @@ def keras_outputs(json_path: Path, x: np.ndarray, weights: Path | None = None, f
         return np.asarray(model(tf.constant(x, dtype=floatx), training=False).numpy(), dtype=np.float64)
     finally:
         tf.keras.backend.set_floatx("float32")
+
+
+def hgq_proxy_outputs(h5_path: Path, x: np.ndarray) -> np.ndarray:
+    """An HGQ proxy model run in tf-keras in float64, its FixedPointQuantizer layers evaluated by the
+    ``quantizers`` package (the fixed-point quantizer of HGQ's author, which hls4ml ships with) as HGQ's
+    ``gfixed_quantizer`` documents them: ``q = SAT(RND(x * 2**f)) / 2**f``, zero where ``bits == 0``.
+    (The ``hgq`` package itself pins TensorFlow 2.13-2.15 and numpy 1.x, so it cannot run here.)"""
+    tf = import_tf()
+    from quantizers import get_fixed_quantizer_np
+
+    class FixedPointQuantizer(tf.keras.layers.Layer):
+        def __init__(self, RND: str = "TRN", SAT: str = "WRAP", shape: Any = (1,), overrides: Any = None,
+                     fusible: Any = None, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.rnd, self.sat, self.qshape = RND, SAT, tuple(shape)
+
+        def build(self, input_shape: Any) -> None:
+            for n in ("keep_negative", "bits", "integers"):
+                setattr(self, n, self.add_weight(name=n, shape=self.qshape, dtype="int8", trainable=False))
+
+        def call(self, x: Any) -> Any:
+            quantize = get_fixed_quantizer_np(self.rnd, self.sat)
+
+            def run(x: np.ndarray, k: np.ndarray, b: np.ndarray, i: np.ndarray) -> np.ndarray:
+                k, b, i = (a.astype(np.float64) for a in (k, b, i))
+                return np.where(b > 0, quantize(x, k, i - k, b - i), 0.0).astype(x.dtype)
+
+            y = tf.numpy_function(run, [x, self.keep_negative, self.bits, self.integers], x.dtype)
+            y.set_shape(x.shape)
+            return y
+
+    model = keras_model(h5_path, floatx="float64", extra_objects={"FixedPointQuantizer": FixedPointQuantizer})
+    return np.asarray(model(tf.constant(x, dtype="float64"), training=False).numpy(), dtype=np.float64)

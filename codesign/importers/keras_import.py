@@ -222,6 +222,7 @@ def network_from_config(kf: KerasFile, input_type: FixedType | str | None = None
     layers: list[Layer] = []
     in_shape = p.input_shape
     hgq_input: FixedType | None = None
+    notes: list[str] = []
     for e, shape in zip(p.entries, p.shapes):
         cls, lname, cfg = e["class_name"], e["name"], e["config"]
         w = kf.weights.get(lname, {})
@@ -243,7 +244,9 @@ def network_from_config(kf: KerasFile, input_type: FixedType | str | None = None
         elif cls == "Reshape":
             target = tuple(cfg["target_shape"])
             if not layers:
-                in_shape = target  # a reshape of the input is only a new view of the same values
+                notes.append(f"the input is taken as {target}, not {in_shape}: the model's Reshape {lname!r} of its "
+                             "input is only a new view of the same values")
+                in_shape = target
             elif len(target) == 1:
                 layers.append(Flatten(lname))
             else:
@@ -262,6 +265,8 @@ def network_from_config(kf: KerasFile, input_type: FixedType | str | None = None
     if not layers or not isinstance(layers[-1], Output):
         layers.append(Output("output", "linear"))
     meta: dict[str, Any] = {"source": "hgq" if p.hgq else "qkeras" if p.quantized else "keras"}
+    if notes:
+        meta["import_notes"] = notes
     t = None
     if p.quantized or p.hgq:
         t = hgq_input or (FixedType.parse(input_type) if isinstance(input_type, str) else input_type)
