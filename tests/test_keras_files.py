@@ -226,3 +226,47 @@ def test_a_weight_far_outside_the_quantizer_range_is_refused():
     x = np.array([[0.5, 3e8]], dtype="float32")  # QKeras's x + (q - x) in float32 loses q
     with pytest.raises(CodesignError, match=r"layer 'fc': kernel value 300000000.0 lies so far outside"):
         weight_ints(x, parse_quantizer("quantized_bits(6,0,alpha=1)", "fc", "q"), "fc", "kernel")
+
+
+def _hetero_dense_net():
+    from codesign.layers import Dense, Output, Quant
+    from codesign.network import Network
+
+    q = Quant("q", FixedType(8, 4), element_width=np.array([4, 0, 8]), element_integer=np.array([2, 0, 4]),
+              element_signed=np.array([True, False, True]))
+    d = Dense("fc", np.array([[3, -2, 1], [1, 1, -1]]), np.zeros(3, dtype=np.int64), weight_type=FixedType(4, 2),
+              bias_type=FixedType(4, 2))
+    return Network("hetero", (2,), [d, q, Output("out")], FixedType(6, 3))
+
+
+def test_per_element_formats_survive_save_and_load(tmp_path):
+    net = _hetero_dense_net()
+    x = np.random.default_rng(1).uniform(-4, 4, size=(300, 2))
+    again = codesign.Network.load(net.save(tmp_path))
+    assert np.array_equal(again.forward(x), net.forward(x))
+    assert np.all(net.forward(x)[:, 1] == 0)  # width 0: the constant 0
+
+
+def test_backends_refuse_per_element_formats_rather_than_take_them_per_tensor(tmp_path):
+    from codesign.board import load_board
+    from codesign.errors import BackendError
+    from hls.project import write_project
+    from rtl_sim.cosim import write_rtl
+
+    with pytest.raises(BackendError, match=r"layer 'q': per-element quantizer formats \(HGQ\) are not supported by the RTL"):
+        write_rtl(_hetero_dense_net(), tmp_path / "rtl")
+    with pytest.raises(BackendError, match=r"layer 'q': per-element quantizer formats \(HGQ\) are not wired into the HLS"):
+        write_project(_hetero_dense_net(), load_board("arty-a7-35"), "vitis", tmp_path / "hls")
+
+
+def test_conv1d_and_max_pooling1d_match_keras(rng):
+    import_tf()
+    m = tf.keras.Sequential([tf.keras.layers.InputLayer(input_shape=(12, 2)), tf.keras.layers.Conv1D(3, 3),
+                             tf.keras.layers.MaxPooling1D(3, strides=2), tf.keras.layers.Flatten(),
+                             tf.keras.layers.Dense(2)])
+    for w in m.weights:
+        w.assign(rng.normal(size=w.shape).astype("float32"))
+    net = codesign.load(m)
+    assert [l.kind for l in net.layers] == ["Conv1D", "MaxPool1D", "Flatten", "Dense", "Output"]
+    x = rng.normal(size=(32, 12, 2)).astype("float32")
+    assert np.allclose(net.forward(x), m(x).numpy(), atol=1e-5)

@@ -71,12 +71,12 @@ def plan(config: dict[str, Any], source: str) -> Plan:
     for i, e in enumerate(entries):
         shapes.append(shape)
         shape, n = _check_entry(e, shape, i == last, quantized, is_hgq)
-        _check_tensor(e["name"], shape)
         params += n
         if params > MAX_PARAMS:
             raise ModelFileError(f"layer {e['name']!r} ({e['class_name']}): the model has {params:,} weights by this "
                                  f"layer, more than this tool handles ({MAX_PARAMS:,}); the file is corrupt or the "
                                  "model is not for an FPGA")
+        _check_tensor(e["name"], shape)
     return Plan(name, input_shape(entries, source), entries, shapes, quantized, is_hgq)
 
 
