@@ -193,3 +193,25 @@ def test_any_truncation_or_bit_flip_of_a_real_model_file_loads_or_is_refused_in_
             assert str(e) and "\n" not in str(e)
         else:
             assert net.layers
+
+
+# ---- the HDF5 library itself misbehaving -------------------------------------------------------
+def test_a_file_the_hdf5_library_loops_on_is_refused_after_the_time_limit(monkeypatch):
+    from codesign.importers import keras_files
+
+    monkeypatch.setattr(keras_files, "READ_TIME_LIMIT_S", 2.0)
+    with pytest.raises(CodesignError, match=r"hdf5_heap_loop.h5: reading it did not finish in 2 s; the file is corrupt"):
+        codesign.load(MODELS / "fuzz" / "hdf5_heap_loop.h5")
+
+
+@pytest.mark.parametrize("misbehave, pattern", [
+    (lambda: bytearray(64 << 30), r"m.h5: reading it needed more than 4 GiB; the file is corrupt"),
+    (lambda: os.kill(os.getpid(), 11), r"m.h5: reading it crashed the HDF5 library \(exit -11\)"),
+])
+def test_a_reader_that_blows_up_or_crashes_costs_one_line(misbehave, pattern, monkeypatch, tmp_path):
+    from codesign.importers import keras_files
+
+    monkeypatch.setattr(keras_files, "_read_full_h5", lambda path, check: misbehave())
+    (tmp_path / "m.h5").write_bytes(b"")
+    with pytest.raises(CodesignError, match=pattern):
+        codesign.load(tmp_path / "m.h5")

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
+import os
 import re
+import sys
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -62,7 +65,14 @@ def _no_check(config: dict[str, Any], source: str) -> None:
 
 def read_keras_file(path: Path, weights: str | Path | None = None, check: Check = _no_check) -> KerasFile:
     """Read a ``.json`` (+ weights), ``.h5``/``.hdf5`` or ``.keras`` model without running anything from it;
-    ``check(config, source)`` runs on the architecture before any weight is read."""
+    ``check(config, source)`` runs on the architecture before any weight is read.
+
+    The HDF5 library can loop forever or crash on a corrupt file (seen in fuzzing: a bit flip in a
+    global-heap object size), so the reading runs in a forked child with a time and memory limit."""
+    return isolated(_read_keras_file, str(path), Path(path), weights, check)
+
+
+def _read_keras_file(path: Path, weights: str | Path | None, check: Check) -> KerasFile:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".json":
@@ -75,6 +85,70 @@ def read_keras_file(path: Path, weights: str | Path | None = None, check: Check 
     if suffix == ".keras":
         return _read_keras_zip(path, check)
     return _read_full_h5(path, check)
+
+
+READ_TIME_LIMIT_S = 60.0
+READ_MEMORY_LIMIT = 4 << 30  # address space the reading child may add to what the parent already maps
+
+
+def isolated(fn: Callable[..., Any], source: str, *args: Any) -> Any:
+    """``fn(*args)`` in a forked child with a time and memory limit; its result, or its error, comes back
+    (pickled by our own child, never read from the file). Where fork is unavailable, runs in-process."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return fn(*args)
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    sys.stderr.flush()
+    child = ctx.Process(target=_child, args=(send, fn, args), daemon=True)
+    child.start()
+    send.close()
+    try:
+        if not receive.poll(READ_TIME_LIMIT_S):
+            raise ModelFileError(f"{source}: reading it did not finish in {READ_TIME_LIMIT_S:g} s; the file is corrupt")
+        try:
+            status, value = receive.recv()
+        except (EOFError, OSError):
+            child.join(5)
+            raise ModelFileError(f"{source}: reading it crashed the HDF5 library (exit {child.exitcode}); the file is "
+                                 "corrupt") from None
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join(5)
+        receive.close()
+    if status == "ok":
+        return value
+    raise value
+
+
+def _child(send: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    import faulthandler
+
+    faulthandler.disable()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)  # whatever a library says while it fails, the parent's one line is the message
+    try:
+        import resource
+
+        with open("/proc/self/statm") as f:
+            mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.setrlimit(resource.RLIMIT_AS, (mapped + READ_MEMORY_LIMIT, resource.RLIM_INFINITY))
+    except (OSError, ValueError, ImportError):
+        pass  # no /proc or no rlimits: the time limit still holds
+    try:
+        result: tuple[str, Any] = ("ok", fn(*args))
+    except CodesignError as e:
+        result = ("error", e)
+    except MemoryError:
+        result = ("error", ModelFileError(f"{args[0]}: reading it needed more than {READ_MEMORY_LIMIT >> 30} GiB; "
+                                          "the file is corrupt"))
+    except BaseException as e:  # anything else from a corrupt file: one line, never a traceback
+        result = ("error", ModelFileError(f"{args[0]}: not a readable Keras model ({_first_line(e)})"))
+    try:
+        send.send(result)
+    finally:
+        send.close()
+        os._exit(0)  # skip the parent's atexit handlers and buffers inherited by the fork
 
 
 def parse_config(text: bytes | str, source: str) -> dict[str, Any]:
