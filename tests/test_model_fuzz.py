@@ -167,7 +167,7 @@ def test_a_fresh_process_prints_only_the_one_line(examples, tmp_path):
 
 
 # ---- any truncation or bit flip of a real file ------------------------------------------------
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_truncation_or_bit_flip_of_a_real_model_file_loads_or_is_refused_in_one_line(examples, data):
     name = data.draw(st.sampled_from(sorted(examples)), label="file")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import h5py  # imported here, not in the reading child, so each read does not pay for it
 import numpy as np
 
 from codesign.errors import CodesignError, ModelFileError, UnsupportedLayerError
@@ -170,8 +171,6 @@ def _read_capped(path: Path) -> bytes:
 
 
 def _read_full_h5(path: Path, check: Check) -> KerasFile:
-    import h5py
-
     try:
         with h5py.File(path, "r") as f:
             if "model_config" not in f.attrs:
@@ -194,8 +193,6 @@ def _read_full_h5(path: Path, check: Check) -> KerasFile:
 
 
 def _read_weights_h5(path: Path, layers: list[dict[str, Any]]) -> Weights:
-    import h5py
-
     try:
         with h5py.File(path, "r") as f:
             return _h5_weights(f["model_weights"] if "model_weights" in f else f, layers, str(path))
@@ -206,8 +203,6 @@ def _read_weights_h5(path: Path, layers: list[dict[str, Any]]) -> Weights:
 
 
 def _read_keras_zip(path: Path, check: Check) -> KerasFile:
-    import h5py
-
     try:
         with zipfile.ZipFile(path) as z:
             names = set(z.namelist())
