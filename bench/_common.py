@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ROOT.parent / "shared" / "models"
+MODELS = ROOT / "tests" / "models"  # third-party models, with their source in its README
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 # set before anything imports TensorFlow (hls4ml and the Keras importer do)

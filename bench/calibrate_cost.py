@@ -3,11 +3,11 @@
     python bench/calibrate_cost.py [--family xc7] [--seeds 21,22,23] [--holdout 24] [--real] [--dsp]
                                    [--formats calibrated|varied] [--write | --check]
 
-Builds a sweep of random Dense layers (codesign.calibration: fan-in, fan-out, sparsity, weight
+Builds a sweep of random Dense layers (codesign.compress.calibration: fan-in, fan-out, sparsity, weight
 and input widths, signedness, result widths, ReLU or not), emits each with rtl_sim,
 synthesizes it with Yosys (cached), fits the LUT coefficients by least squares on the relative
 error, scores them on held-out seeds, and with --write stores them in
-codesign/cost_coeffs.json (shipped with the package). Writes
+codesign/compress/cost_coeffs.json (shipped with the package). Writes
 bench/results/calibrate_cost_<family>[_dsp][_varied].json with the whole table.
 
 --dsp sweeps DSP-mapped layers instead (every weight with more than one CSD digit is a DSP
@@ -24,13 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from _common import ROOT, write_results
+from codesign.board import SYNTH_FAMILIES
 
-from codesign.calibration import random_layers
-from codesign.cost import DSP_FEATURES, FEATURES, LUT_FEATURES, coefficients, output_features, priced_luts
-from codesign.layers import ReLU
-from codesign.network import Network
+from codesign.compress.calibration import random_layers
+from codesign.compress.cost import DSP_FEATURES, FEATURES, LUT_FEATURES, coefficients, output_features, priced_luts
+from codesign.core.layers import ReLU
+from codesign.core.network import Network
 from rtl_sim.synth import synthesize
-from rtl_sim.tools import find_yosys
+from codesign.tools import find_yosys
 from rtl_sim.verilog import emit_verilog
 
 
@@ -52,7 +53,7 @@ def real_layers(family: str) -> list[tuple[np.ndarray, dict]]:
     """The Dense stages of bench/estimator_error.py's networks (built once and cached) with Yosys counts."""
     from estimator_error import networks
 
-    from codesign.cost import dense_stages
+    from codesign.compress.cost import dense_stages
     from rtl_sim.synth import synthesize_layers
 
     out = []
@@ -81,15 +82,15 @@ def fit(X: np.ndarray, y: np.ndarray, base: np.ndarray | None = None) -> np.ndar
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--family", default="xc7", choices=["xc7", "xcup", "cyclonev"])
+    ap.add_argument("--family", default="xc7", choices=SYNTH_FAMILIES)
     ap.add_argument("--layers", type=int, default=24, help="random layers per seed")
     ap.add_argument("--seeds", default="21,22,23", help="sweep seeds the fit uses")
     ap.add_argument("--holdout", default="24", help="sweep seeds only scored, never fitted")
-    ap.add_argument("--write", action="store_true", help="store the fit in codesign/cost_coeffs.json")
+    ap.add_argument("--write", action="store_true", help="store the fit in codesign/compress/cost_coeffs.json")
     ap.add_argument("--real", action="store_true", help="also fit the layers of bench/estimator_error.py's networks")
     ap.add_argument("--dsp", action="store_true", help="sweep DSP-mapped layers and fit the DSP features only")
     ap.add_argument("--formats", default="calibrated", choices=["calibrated", "varied"],
-                    help="varied: also random binary points, TRN rounding and WRAP overflow (see codesign.calibration)")
+                    help="varied: also random binary points, TRN rounding and WRAP overflow (see codesign.compress.calibration)")
     ap.add_argument("--check", action="store_true", help="score the shipped coefficients instead of refitting")
     args = ap.parse_args()
     if args.write and args.formats != "calibrated":
@@ -149,7 +150,7 @@ def main() -> None:
     fitted = DSP_FEATURES if args.dsp else LUT_FEATURES
     print("coefficients:", {k: round(float(v), 4) for k, v in zip(FEATURES, coef) if k in fitted})
     if args.write:
-        path = ROOT / "codesign" / "cost_coeffs.json"
+        path = ROOT / "codesign" / "compress" / "cost_coeffs.json"
         allc = json.loads(path.read_text())
         new = {k: float(round(v, 4)) for k, v in zip(FEATURES, coef) if k in fitted}
         allc[args.family].update(new)

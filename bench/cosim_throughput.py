@@ -24,10 +24,11 @@ def main() -> None:
     args = ap.parse_args()
     import codesign
     from codesign.board import load_board
-    from codesign.quantize import quantize_network
+    from codesign.compress.quantize import quantize_network
     from hls.csim import csim_check
     from hls.project import write_project
-    from rtl_sim.cosim import build_bulk, cosimulate, load_design, run_bulk, verification_inputs, write_rtl
+    from codesign.core.verify import verification_inputs
+    from rtl_sim.cosim import build_bulk, cosimulate, load_design, run_bulk, write_rtl
 
     fnet = codesign.load(MODELS / "KERAS_3layer.json", weights=MODELS / "KERAS_3layer_70pruned_retrained_weights.h5")
     net = quantize_network(fnet, "ap_fixed<16,6,AP_RND_CONV,AP_SAT>", 8, result_bits=16)

@@ -52,7 +52,7 @@ def main() -> None:
         return
     from estimator_error import networks
 
-    from codesign.cost import dense_stages
+    from codesign.compress.cost import dense_stages
     from rtl_sim.synth import stage_networks, synthesize
     from rtl_sim.verilog import emit_verilog
 

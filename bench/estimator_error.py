@@ -20,17 +20,18 @@ import time
 import numpy as np
 
 from _common import MODELS, ROOT, write_results
+from codesign.board import SYNTH_FAMILIES
 
 
 def networks() -> dict:
     """The networks, each built once and then kept in the cache (compression takes minutes)."""
-    from codesign.builtin import cache_dir
-    from codesign.network import Network
+    from codesign.tools import cache_dir
+    from codesign.core.network import Network
 
     import hashlib
 
     # compression depends on the cost coefficients: rebuild when they change
-    coeffs = (ROOT / "codesign" / "cost_coeffs.json").read_bytes() + (ROOT / "codesign" / "compress.py").read_bytes()
+    coeffs = (ROOT / "codesign" / "compress" / "cost_coeffs.json").read_bytes() + (ROOT / "codesign" / "compress" / "search.py").read_bytes()
     root = cache_dir() / "bench-networks" / hashlib.sha256(coeffs).hexdigest()[:12]
     names = ["digits default flow", "digits 4-bit PTQ", "jet qkeras 6-bit", "jet 70%-pruned 6-bit"]
     dirs = {n: root / n.replace(" ", "_").replace("%", "pct") for n in names}
@@ -44,12 +45,12 @@ def networks() -> dict:
 
 def build_networks() -> dict:
     import codesign
-    from codesign.builtin import builtin_model
-    from codesign.compress import compress
-    from codesign.flow import DEFAULT_BOARD, DEFAULT_BUDGET
-    from codesign.data import load_dataset
-    from codesign.fixed import FixedType
-    from codesign.quantize import quantize_network
+    from codesign.importers.builtin import builtin_model
+    from codesign.app.flow import compress_network as compress
+    from codesign.app.flow import DEFAULT_BOARD, DEFAULT_BUDGET
+    from codesign.importers.data import load_dataset
+    from codesign.core.fixed import FixedType
+    from codesign.compress.quantize import quantize_network
 
     digits = builtin_model("digits-mlp")
     data = load_dataset("digits")
@@ -68,16 +69,16 @@ def build_networks() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--family", default="xc7", choices=["xc7", "xcup", "cyclonev"])
+    ap.add_argument("--family", default="xc7", choices=SYNTH_FAMILIES)
     ap.add_argument("--yosys-abc9", action="store_true", help="Yosys's default ABC9 script instead of ours")
     ap.add_argument("--dsp", action="store_true", help="DSP-mapped multiplies, synthesized with DSP inference")
     args = ap.parse_args()
-    from codesign.cost import network_cost
+    from codesign.compress.cost import network_cost
     from rtl_sim.synth import FAST_ABC9_SCRIPT, synthesize_layers
 
     script = None if args.yosys_abc9 else FAST_ABC9_SCRIPT
 
-    board = {"xc7": "arty-a7-35", "xcup": "zcu104", "cyclonev": "de10-nano"}[args.family]
+    board = load_board({"xc7": "arty-a7-35", "xcup": "zcu104", "cyclonev": "de10-nano"}[args.family])
     t0 = time.perf_counter()
     rows = []
     mult = "dsp" if args.dsp else "lut"

@@ -22,7 +22,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    from codesign.flow import run_flow
+    from codesign.app.flow import run_flow
 
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:

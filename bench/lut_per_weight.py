@@ -21,7 +21,7 @@ from _common import machine, write_results
 def main() -> None:
     from estimator_error import networks
 
-    from codesign.layers import Dense
+    from codesign.core.layers import Dense
     from rtl_sim.synth import synthesize_layers
 
     t0 = time.perf_counter()

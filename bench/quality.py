@@ -30,7 +30,7 @@ def synth_total(net, family: str, mult: str | None = None) -> dict:
 def jet_data(seed: int = 0):
     """Random inputs over the jet features' range, labelled by the float model (agreement, not accuracy)."""
     import codesign
-    from codesign.data import Dataset
+    from codesign.importers.data import Dataset
 
     fnet = codesign.load(MODELS / "KERAS_3layer.json")
     rng = np.random.default_rng(seed)
@@ -46,11 +46,11 @@ def main() -> None:
     ap.add_argument("--jet-budgets", nargs="+", default=["lut=0.05,dsp=0"])
     args = ap.parse_args()
     from codesign.board import load_board
-    from codesign.builtin import builtin_model
-    from codesign.compress import compress
-    from codesign.data import load_digits_dataset
-    from codesign.quantize import quantize_network
-    from codesign.cost import network_cost, total_cost
+    from codesign.importers.builtin import builtin_model
+    from codesign.app.flow import compress_network as compress
+    from codesign.importers.data import load_digits_dataset
+    from codesign.compress.quantize import quantize_network
+    from codesign.compress.cost import network_cost, total_cost
     from rtl_sim.verilog import emit_verilog
 
     rows = []

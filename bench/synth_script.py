@@ -14,12 +14,13 @@ import os
 import tempfile
 import time
 
+from codesign.board import SYNTH_FAMILIES
 from _common import machine, write_results
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--family", default="xc7", choices=["xc7", "xcup", "cyclonev"])
+    ap.add_argument("--family", default="xc7", choices=SYNTH_FAMILIES)
     args = ap.parse_args()
     from estimator_error import networks
 

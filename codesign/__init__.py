@@ -5,26 +5,26 @@ importers, compression, the analytic cost model, boards, data sets and the CLI.
 """
 
 from codesign.board import Board, board_names, load_board
-from codesign.data import Dataset, load_dataset
+from codesign.importers.data import Dataset, load_dataset
 from codesign.errors import CodesignError
-from codesign.fixed import FixedType
-from codesign.load import load
-from codesign.network import Network
+from codesign.core.fixed import FixedType
+from codesign.importers.load import load
+from codesign.core.network import Network
 
 __version__ = "0.1.0"
 
 # The pipeline, mirroring the CLI for notebooks; imported on first use because they pull in torch.
 _LAZY = {
-    "compress_network": ("codesign.compress", "compress"),  # (codesign.compress is the module)
-    "run_flow": ("codesign.flow", "run_flow"),
-    "run_sweep": ("codesign.sweep", "run_sweep"),
-    "step_compress": ("codesign.flow", "step_compress"),
-    "step_hls": ("codesign.flow", "step_hls"),
-    "step_rtl": ("codesign.flow", "step_rtl"),
-    "step_cosim": ("codesign.flow", "step_cosim"),
-    "step_estimate": ("codesign.flow", "step_estimate"),
-    "write_report": ("codesign.report", "write_report"),
-    "Artifact": ("codesign.artifact", "Artifact"),
+    "compress_network": ("codesign.app.flow", "compress_network"),
+    "run_flow": ("codesign.app.flow", "run_flow"),
+    "run_sweep": ("codesign.app.sweep", "run_sweep"),
+    "step_compress": ("codesign.app.flow", "step_compress"),
+    "step_hls": ("codesign.app.flow", "step_hls"),
+    "step_rtl": ("codesign.app.flow", "step_rtl"),
+    "step_cosim": ("codesign.app.flow", "step_cosim"),
+    "step_estimate": ("codesign.app.flow", "step_estimate"),
+    "write_report": ("codesign.app.report", "write_report"),
+    "Artifact": ("codesign.app.artifact", "Artifact"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 from codesign.board import Board
 from codesign.errors import BudgetError
@@ -47,3 +48,29 @@ def parse_budget(spec: str | dict | None, board: Board) -> dict[str, int]:
 
 def format_budget(budget: dict[str, int]) -> str:
     return ",".join(f"{k}={v}" for k, v in budget.items()) or "none"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Absolute resource limits on one board: what the CLI or API parses once and every step receives."""
+
+    board: Board
+    limits: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec: "str | dict | Budget | None", board: Board) -> "Budget":
+        """A budget string or dict (fractions are of ``board``); a Budget is returned as it is."""
+        if isinstance(spec, Budget):
+            return spec
+        return cls(board, parse_budget(spec, board))
+
+    @property
+    def lut_only(self) -> bool:
+        """No DSPs allowed: every multiply must be LUT logic."""
+        return self.limits.get("dsp", None) == 0
+
+    def __bool__(self) -> bool:
+        return bool(self.limits)
+
+    def __str__(self) -> str:
+        return format_budget(self.limits)

@@ -41,6 +41,10 @@ class BudgetError(CodesignError):
     """A malformed or infeasible resource budget."""
 
 
+class ConfigError(CodesignError, ValueError):
+    """An option given to a step is not one it knows (a pruning method, a mapping, ...)."""
+
+
 class BackendError(CodesignError):
     """A backend that does not fit the board, or a failed code generation."""
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from codesign import fixed
+from codesign.core import fixed
 from codesign.errors import ToolFailedError, ToolNotFoundError
-from codesign.network import Network
+from codesign.core.network import Network
+from codesign.core.verify import compare_with_reference
 from hls.project import HlsProject
 
 NO_CSIM = {"oneapi": "oneAPI C simulation needs Intel's icpx compiler (oneAPI DPC++), which is not installed here"}
@@ -38,18 +39,16 @@ def csim_check(project: HlsProject, net: Network, q: np.ndarray) -> dict[str, An
     with contextlib.redirect_stdout(io.StringIO()):
         y = np.asarray(project.model.predict(x), dtype=np.float64).reshape(len(q), -1)
     t2 = time.perf_counter()
-    ref = net.forward_int(q)
-    expected = ref.values.reshape(len(q), -1)
-    # the C simulation returns doubles; each must be exactly a value of the output type
-    exact_values = fixed.representable(y, ref.type)
-    got = fixed.quantize(y, ref.type.with_modes("TRN", "SAT"))
-    bad = np.argwhere(got != expected) if exact_values else np.argwhere(np.ones_like(expected, dtype=bool))
-    first = None
-    if len(bad):
-        s, j = (int(v) for v in bad[0])
-        first = {"sample": s, "output": j, "expected": float(fixed.to_float(expected[s, j], ref.type)),
-                 "received": float(y[s, j])}
-    return {"backend": project.backend, "csim_bit_exact": not len(bad), "samples": int(len(q)),
-            "mismatches": int(len(np.unique(bad[:, 0]))) if len(bad) else 0, "first_mismatch": first,
+    out_t = net.forward_int(q[:1]).type  # the output type (static; one sample computes it)
+    got = fixed.quantize(y, out_t.with_modes("TRN", "SAT"))
+    # the C simulation returns doubles: each must be exactly a value of the output type
+    exact = fixed.to_float(got, out_t) == y
+    cmp = compare_with_reference(net, q, got, exact=exact)
+    first = cmp.first_mismatch
+    if first is not None:
+        first = {**first, "expected": float(fixed.to_float(first["expected"], out_t)),
+                 "received": float(y[first["sample"], first["output"]])}
+    return {"backend": project.backend, "csim_bit_exact": cmp.bit_exact, "samples": cmp.samples,
+            "mismatches": cmp.mismatches, "first_mismatch": first,
             "compile_s": round(t1 - t0, 2), "samples_per_s": round(len(q) / max(t2 - t1, 1e-9), 1),
             "strategies": project.strategies}

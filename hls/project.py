@@ -15,8 +15,6 @@ This module depends only on the IR: it never imports ``rtl_sim``.
 
 from __future__ import annotations
 
-import os
-
 import collections
 import contextlib
 import io
@@ -30,10 +28,10 @@ import numpy as np
 
 from codesign.board import Board
 from codesign.errors import BackendError, LayerError
-from codesign.fixed import FixedType
-from codesign.layers import Dense, Flatten, Layer, Output, Quant, ReLU
-from codesign.native import native_stderr_silenced
-from codesign.network import Network
+from codesign.tools import quiet_import
+from codesign.core.fixed import FixedType
+from codesign.core.layers import Dense, Flatten, Layer, Output, Quant, ReLU
+from codesign.core.network import Network
 from hls import compressed
 
 BACKENDS = {"xilinx": ("vitis", "vivado"), "intel": ("quartus", "oneapi")}
@@ -140,7 +138,7 @@ def torch_module(layers: list[Layer]) -> Any:
 
 def layer_precisions(net: Network, layers: list[Layer]) -> dict[str, dict[str, str]]:
     """hls4ml precision strings for every layer, exactly the IR's types."""
-    from codesign.reference import exact_accum_type
+    from codesign.core.reference import exact_accum_type
 
     t = net.input_type
     out: dict[str, dict[str, str]] = {}
@@ -216,7 +214,7 @@ def _valid_reuse(n_in: int, n_out: int, reuse: int) -> int:
 def write_project(net: Network, board: Board, backend: str, out_dir: str | Path, io_type: str = "io_parallel",
                   form: str = "auto") -> HlsProject:
     """Write the hls4ml project for ``board`` into ``out_dir`` (replaced if it exists)."""
-    hls4ml = _import_hls4ml()
+    hls4ml = quiet_import("hls4ml", also=("keras",))  # hls4ml imports keras lazily during conversion
 
     backend = check_backend(board, backend)
     layers = hls_layers(net)
@@ -269,18 +267,6 @@ def _check_applied(hmodel: Any, layers: list[Layer], backend: str, form: str) ->
             got = str(node.get_attr("strategy", "")).lower()
             if got != want:
                 raise BackendError(f"layer {layer.name!r}: hls4ml chose strategy {got!r}, not {want!r}")
-
-
-def _import_hls4ml():
-    """hls4ml, with the Keras/TensorFlow it pulls in imported quietly: TensorFlow logs its start-up
-    from C++ before TF_CPP_MIN_LOG_LEVEL takes effect, which would land on our stderr."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with native_stderr_silenced():
-        import hls4ml
-
-        with contextlib.suppress(ImportError):
-            import keras  # noqa: F401  (hls4ml imports it lazily during conversion)
-    return hls4ml
 
 
 @contextlib.contextmanager

@@ -20,11 +20,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from codesign import fixed
+from codesign.core import fixed
 from codesign.errors import BackendError, ToolFailedError
-from codesign.fixed import FixedType
-from codesign.network import Network
-from rtl_sim.tools import Tool, find_verilator, first_error_line, run_tool
+from codesign.core.fixed import FixedType
+from codesign.core.network import Network
+from codesign.core.verify import compare_with_reference
+from codesign.tools import Tool, find_verilator, first_error_line, run_tool
 from rtl_sim.verilog import Design, emit_axis_wrapper, emit_verilog
 
 DESIGN_JSON = "design.json"
@@ -58,24 +59,6 @@ def load_design(rtl_dir: str | Path) -> Design:
 
 
 # ---- samples and bit packing ------------------------------------------------------------
-def verification_inputs(net: Network, X: np.ndarray | None = None, n_total: int = 10000, seed: int = 0) -> np.ndarray:
-    """Integer inputs: the data (quantized), corner vectors of the input type, then random values
-    (uniform and corner-heavy) until there are ``n_total``."""
-    t = net.input_type
-    rng = np.random.default_rng(seed)
-    n_in = int(np.prod(net.input_shape))
-    parts = []
-    if X is not None and len(X):
-        parts.append(net.quantize_input(X).reshape(len(X), n_in))
-    corners = fixed.corner_values(t)
-    parts.append(np.repeat(corners[:, None], n_in, axis=1))  # every element at each corner together
-    parts.append(rng.choice(corners, size=(256, n_in)))
-    have = sum(len(p) for p in parts)
-    n_rand = max(n_total - have, 0)
-    parts.append(rng.integers(t.min_int, t.max_int + 1, size=(n_rand, n_in), dtype=np.int64))
-    return np.concatenate(parts).astype(np.int64).reshape(-1, *net.input_shape)
-
-
 def pack_words(q: np.ndarray, t: FixedType, n_words: int) -> np.ndarray:
     """Samples of integers to little-endian 32-bit words of the flat bus (element i at bits i*W)."""
     if t.width > 32:
@@ -136,16 +119,6 @@ class CosimResult:
         return d
 
 
-def _compare(net: Network, q: np.ndarray, got: np.ndarray) -> tuple[int, dict[str, Any] | None]:
-    expected = net.forward_int(q).values.reshape(len(q), -1).astype(np.int64)
-    bad = np.argwhere(expected != got)
-    if not len(bad):
-        return 0, None
-    s, j = (int(v) for v in bad[0])
-    return int(len(np.unique(bad[:, 0]))), {"sample": s, "output": j, "expected": int(expected[s, j]),
-                                             "received": int(got[s, j]), "input": q[s].reshape(-1).tolist()}
-
-
 # ---- cocotb ------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _tool_environ(tool: Tool) -> Iterator[None]:
@@ -184,7 +157,7 @@ def run_cocotb(design: Design, rtl_dir: Path, work: Path, q: np.ndarray, tool: T
             with open(work / "cocotb_stdout.log", "w") as out, contextlib.redirect_stdout(out):
                 runner.build(sources=sources, hdl_toplevel=design.top, build_dir=work / "sim_build",
                              build_args=["-Wno-fatal"], always=False, log_file=work / "cocotb_build.log")
-        except (SystemExit, Exception) as e:
+        except (RuntimeError, OSError) as e:  # cocotb raises RuntimeError for a failed build command
             log = (work / "cocotb_build.log").read_text() if (work / "cocotb_build.log").is_file() else str(e)
             raise ToolFailedError(f"Verilator build for cocotb failed: {first_error_line(log)}") from None
         t1 = time.perf_counter()
@@ -314,7 +287,8 @@ def cosimulate(net: Network, rtl_dir: str | Path, work: str | Path, q: np.ndarra
         sim_s = res["sim_s"]
     if len(got) != len(q):
         raise ToolFailedError(f"the RTL produced {len(got)} outputs for {len(q)} samples")
-    mismatches, first = _compare(net, q, got)
+    cmp = compare_with_reference(net, q, got)
+    mismatches, first = cmp.mismatches, cmp.first_mismatch
     if first is not None:
         s = first["sample"]
         if mode == "cocotb":

@@ -25,22 +25,25 @@ from pathlib import Path
 from typing import Any
 
 from codesign.errors import BackendError
-from codesign.fixed import FixedType
-from codesign.layers import Dense, Output
-from codesign.network import Network
-from rtl_sim.tools import Tool, find_yosys, run_tool
+from codesign.core.fixed import FixedType
+from codesign.core.layers import Dense, Output
+from codesign.core.network import Network
+from codesign import tools
+from codesign.board import SYNTH_FAMILIES
+from codesign.tools import Tool, find_yosys, run_tool
 
-FAMILIES = ("xc7", "xcup", "cyclonev")
+# the synthesis command of each family a board may name (codesign.board.SYNTH_FAMILIES)
+SYNTH_COMMANDS = {"xc7": "synth_xilinx -family xc7", "xcup": "synth_xilinx -family xcup",
+                  "cyclonev": "synth_intel_alm -family cyclonev"}
+assert set(SYNTH_COMMANDS) == set(SYNTH_FAMILIES), "every board family needs a synthesis command"
 COUNTS = ("lut", "ff", "dsp", "carry", "bram")
 FAST_ABC9_SCRIPT = "&sweep; &if {W} {D} {R} -v"
 
 
 def synth_command(family: str, top: str, dsp: bool) -> str:
-    if family in ("xc7", "xcup"):
-        return f"synth_xilinx -family {family} -top {top}" + ("" if dsp else " -nodsp")
-    if family == "cyclonev":
-        return f"synth_intel_alm -family cyclonev -top {top}" + ("" if dsp else " -nodsp")
-    raise BackendError(f"unknown synthesis family {family!r}; families: {', '.join(FAMILIES)}")
+    if family not in SYNTH_COMMANDS:
+        raise BackendError(f"unknown synthesis family {family!r}; families: {', '.join(SYNTH_FAMILIES)}")
+    return f"{SYNTH_COMMANDS[family]} -top {top}" + ("" if dsp else " -nodsp")
 
 
 def count_cells(cells: dict[str, int], family: str) -> dict[str, int]:
@@ -48,7 +51,7 @@ def count_cells(cells: dict[str, int], family: str) -> dict[str, int]:
     lut = ff = dsp = carry = bram = 0
     for name, n in cells.items():
         u = name.upper().lstrip("\\$")
-        if family in ("xc7", "xcup"):
+        if family != "cyclonev":  # AMD's cell library
             if u.startswith("LUT") and u[3:].isdigit():
                 lut += n
             elif u in ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE"):
@@ -74,9 +77,7 @@ def count_cells(cells: dict[str, int], family: str) -> dict[str, int]:
 
 
 def cache_dir() -> Path:
-    from codesign.builtin import cache_dir as base
-
-    return base() / "synth"
+    return tools.cache_dir("synth")
 
 
 def synthesize(verilog: str, top: str, family: str, dsp: bool = True, tool: Tool | None = None,

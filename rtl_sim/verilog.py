@@ -4,7 +4,7 @@ Each nonzero weight is one constant multiplication (a ``*`` for the DSP mapping,
 canonical-signed-digit shift-and-add for the LUT mapping); a pruned weight produces no
 hardware. Every wire's width is the exact width of the integer interval it can hold,
 computed here from the input type and the weights, so nothing overflows and nothing is
-wider than needed. Rounding and saturation follow ``ap_fixed`` (see ``codesign.fixed``).
+wider than needed. Rounding and saturation follow ``ap_fixed`` (see ``codesign.core.fixed``).
 
 This module depends only on the IR: it never imports ``hls``.
 """
@@ -16,33 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from codesign.errors import BackendError
-from codesign.fixed import FixedType, fit_overflow, round_shift
-from codesign.layers import Dense, Flatten, Layer, Output, Quant, ReLU
-from codesign.network import Network
-
-CSD_MAX_DIGITS = 6  # above this many nonzero CSD digits, 'auto' maps a weight to a DSP multiply
-
-
-def signed_width(lo: int, hi: int) -> int:
-    """Bits of the narrowest two's-complement type holding ``[lo, hi]``."""
-    w = 1
-    while not (-(1 << (w - 1)) <= lo and hi <= (1 << (w - 1)) - 1):
-        w += 1
-    return w
-
-
-def csd_digits(v: int) -> list[tuple[int, int]]:
-    """Canonical signed digits of ``v`` as ``(shift, +1|-1)``, fewest nonzero digits."""
-    out, k = [], 0
-    while v:
-        if v & 1:
-            d = 2 - (v & 3)  # +1 when v % 4 == 1, -1 when v % 4 == 3
-            out.append((k, d))
-            v -= d
-        v >>= 1
-        k += 1
-    return out
-
+from codesign.core.fixed import FixedType, fit_overflow, round_shift
+from codesign.core.layers import Dense, Flatten, Layer, Output, Quant, ReLU
+from codesign.core.network import Network
+from codesign.core.arith import CSD_MAX_DIGITS, csd_digits, signed_width
 
 def uses_dsp(w: int, mapping: str) -> bool:
     """Whether a constant weight becomes a DSP multiply (else LUT shift-and-add)."""
@@ -379,7 +356,7 @@ endmodule
 
 
 def _exact(layer: Dense, in_t: FixedType) -> FixedType:
-    from codesign.reference import exact_accum_type
+    from codesign.core.reference import exact_accum_type
 
     return exact_accum_type(layer, in_t)
 

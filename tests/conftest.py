@@ -37,14 +37,14 @@ def _fresh_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits():
-    from codesign.data import load_digits_dataset
+    from codesign.importers.data import load_digits_dataset
 
     return load_digits_dataset()
 
 
 @pytest.fixture(scope="session")
 def digits_float():
-    from codesign.builtin import builtin_model
+    from codesign.importers.builtin import builtin_model
 
     return builtin_model("digits-mlp")
 
@@ -52,7 +52,7 @@ def digits_float():
 @pytest.fixture(scope="session")
 def digits_q(digits, digits_float):
     """The digits MLP at the default precision (8-bit weights, 16-bit results)."""
-    from codesign.quantize import quantize_network
+    from codesign.compress.quantize import quantize_network
 
     return quantize_network(digits_float, digits.input_type, 8, result_bits=16, calib=digits.X_train)
 
@@ -67,7 +67,7 @@ def qkeras_net():
 
 def jet_inputs(net, n: int, seed: int) -> np.ndarray:
     """Jet-tagger-like inputs (about standard normal features, some wide) quantized to the input type."""
-    from codesign import fixed
+    from codesign.core import fixed
 
     r = np.random.default_rng(seed)
     x = r.normal(0, 1.5, size=(n, *net.input_shape)) * r.choice([0.5, 1, 4], size=(n, 1))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from codesign.board import board_names, load_board, parse_board
-from codesign.data import check_fits, load_dataset
+from codesign.importers.data import check_fits, load_dataset
 from codesign.errors import BoardError, DataError
 
 REQUIRED = {"pynq-z2": "xc7z020", "arty-a7-35": "xc7a35t", "zcu104": "xczu7ev", "kv260": "xck26",

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from codesign.cli import main
+from codesign.app.cli import main
 from tests.conftest import MODELS
 
 
@@ -99,7 +99,7 @@ def test_an_output_directory_with_another_run_needs_force(capsys, tmp_path):
 
 
 def test_missing_verilator_is_reported_by_the_cli(capsys, tmp_path, monkeypatch, digits_q):
-    from codesign.artifact import Artifact
+    from codesign.app.artifact import Artifact
 
     art = Artifact(tmp_path / "a")
     art.claim()
@@ -113,7 +113,7 @@ def test_missing_verilator_is_reported_by_the_cli(capsys, tmp_path, monkeypatch,
 
 
 def test_missing_yosys_is_reported_by_the_cli(capsys, tmp_path, monkeypatch, digits_q):
-    from codesign.artifact import Artifact
+    from codesign.app.artifact import Artifact
 
     art = Artifact(tmp_path / "a")
     art.claim()
@@ -128,7 +128,7 @@ def test_missing_yosys_is_reported_by_the_cli(capsys, tmp_path, monkeypatch, dig
 def test_ctrl_c_leaves_the_directory_marked_incomplete(tmp_path):
     out = tmp_path / "o"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "codesign.cli", "flow", "--out", str(out), "--quiet"],
+    proc = subprocess.Popen([sys.executable, "-m", "codesign.app.cli", "flow", "--out", str(out), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (out / ".incomplete").exists():

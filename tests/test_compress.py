@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from codesign.board import load_board
-from codesign.compress import compress, shrink
-from codesign.cost import network_cost, total_cost
+from codesign.app.flow import compress_network as compress  # the API edge: names and budget strings
+from codesign.compress.search import Schedule, shrink
+from codesign.compress.cost import network_cost, total_cost
 from codesign.errors import BudgetError
-from codesign.fixed import FixedType
-from codesign.qat import Precision, assign_types, network_from_qmlp, qmlp_from_network
-from codesign.prune import prune_neurons, prune_weights, scores
+from codesign.core.fixed import FixedType
+from codesign.compress.qat import Precision, assign_types, network_from_qmlp, qmlp_from_network
+from codesign.compress.prune import prune_neurons, prune_weights, scores
 from codesign.budget import parse_budget
 from tests.conftest import MODELS
 
@@ -33,7 +34,7 @@ def test_qat_forward_equals_the_integer_reference_bit_for_bit(digits_float, digi
 
 
 def test_masks_survive_fine_tuning(qat_model, digits):
-    from codesign.compress import train
+    from codesign.compress.search import train
 
     prune_weights(qat_model, scores(qat_model, digits.X_train, "magnitude"), 1000)
     before = [l.mask.clone() for l in qat_model.stages]
@@ -82,7 +83,7 @@ def test_hardware_aware_ranking_prunes_a_costly_weight_before_an_equally_importa
         layer.weight[0, 0], layer.weight[1, 0] = cheap, costly
         layer.mask[0, 0], layer.mask[1, 0] = 1.0, 1.0
     mags = [np.ones(s.weight.shape[0]) for s in qat_model.stages]
-    import codesign.prune as pr
+    import codesign.compress.prune as pr
 
     orig = pr.input_magnitudes
     pr.input_magnitudes = lambda model, X: mags
@@ -124,10 +125,11 @@ def test_digits_compresses_into_a_quarter_of_an_arty_at_94_percent(digits_float)
 
 
 def test_compression_is_deterministic_for_a_seed(digits_float):
-    a = compress(digits_float, "digits", "arty-a7-35", "lut=0.5,dsp=0", seed=3, epochs=5, finetune_epochs=2,
-                 final_epochs=2, precisions=(Precision(4, 6, 10),))
-    b = compress(digits_float, "digits", "arty-a7-35", "lut=0.5,dsp=0", seed=3, epochs=5, finetune_epochs=2,
-                 final_epochs=2, precisions=(Precision(4, 6, 10),))
+    short = Schedule(epochs=5, finetune_epochs=2, final_epochs=2)
+    a = compress(digits_float, "digits", "arty-a7-35", "lut=0.5,dsp=0", seed=3, schedule=short,
+                 precisions=(Precision(4, 6, 10),))
+    b = compress(digits_float, "digits", "arty-a7-35", "lut=0.5,dsp=0", seed=3, schedule=short,
+                 precisions=(Precision(4, 6, 10),))
     for x, y in zip(a.network.weighted_layers(), b.network.weighted_layers()):
         assert np.array_equal(x.weight, y.weight)
 
@@ -137,14 +139,16 @@ def test_the_float_jet_tagger_compresses_over_70_percent_sparse_and_agrees_with_
     """There is no jet data set in the repo: inputs are drawn over the standardized features'
     range and labelled by the float model, so the score is agreement, not accuracy."""
     import codesign
-    from codesign.data import Dataset
+    from codesign.budget import Budget
+    from codesign.compress.search import compress as search
+    from codesign.importers.data import Dataset
 
     fnet = codesign.load(MODELS / "KERAS_3layer.json")
     X = np.random.default_rng(0).normal(0, 1.0, size=(12000, 16))
     y = np.argmax(fnet.forward(X), axis=1)
     data = Dataset("jet-agreement", X[:8000], y[:8000], X[8000:10000], y[8000:10000], X[10000:], y[10000:],
                    "classification", 5, None)
-    r = compress(fnet, data, "zcu102", "lut=0.08,dsp=0", seed=0)
+    r = search(fnet, data, Budget.parse("lut=0.08,dsp=0", load_board("zcu102")), seed=0)
     print(r.score, r.network.sparsity, r.cost, r.precision, r.seconds)
     assert r.cost["lut"] <= load_board("zcu102").lut * 0.08 and r.cost["dsp"] == 0
     assert r.network.sparsity >= 0.70
@@ -154,7 +158,7 @@ def test_the_float_jet_tagger_compresses_over_70_percent_sparse_and_agrees_with_
 def test_a_pruning_step_that_would_overshoot_the_budget_is_cut_to_what_fits(qat_model, digits):
     import copy
 
-    from codesign.compress import _cost, fewest_to_fit, self_prune
+    from codesign.compress.search import _cost, fewest_to_fit, self_prune
 
     board = load_board("arty-a7-35")
     full = _cost(qat_model, board, "lut")

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from codesign import fixed
+from codesign.core import fixed
 from codesign.errors import FixedTypeError
-from codesign.fixed import FixedType
+from codesign.core.fixed import FixedType
 
 # source: ap_fixed<8,4> (4 fractional bits); target: 2 fractional bits, so 2 bits are dropped.
 # q values are in units of 1/16: 0.625 = 10, 0.375 = 6 (a tie at 0.5 LSB of the target), etc.

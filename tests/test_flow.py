@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from codesign.cli import main
+from codesign.app.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,8 @@ def test_one_step_can_be_rerun_alone(default_run):
 def test_a_relative_output_directory_works(tmp_path, monkeypatch, digits_q):
     """The default --out is relative (codesign-out); the tools run in folders of their own."""
     monkeypatch.chdir(tmp_path)
-    from codesign.artifact import Artifact
-    from codesign.flow import step_cosim, step_rtl
+    from codesign.app.artifact import Artifact
+    from codesign.app.flow import step_cosim, step_rtl
 
     digits_q.save(tmp_path / "rel")
     art = Artifact("rel")

@@ -10,7 +10,7 @@ from codesign.errors import BackendError, ToolNotFoundError
 from hls.csim import csim_check
 from hls.compressed import config_constants, stored_triples
 from hls.project import dense_plan, unrolled_products, write_project
-from rtl_sim.cosim import verification_inputs
+from codesign.core.verify import verification_inputs
 
 XILINX, INTEL = "zcu102", "arria10-gx1150"
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import codesign
-from codesign.cli import main
+from codesign.app.cli import main
 from codesign.errors import CodesignError, UnsupportedLayerError
-from codesign.fixed import FixedType
+from codesign.core.fixed import FixedType
 from codesign.importers.qkeras_quant import parse_quantizer, weight_ints
 from tests.conftest import MODELS
 
@@ -229,8 +229,8 @@ def test_a_weight_far_outside_the_quantizer_range_is_refused():
 
 
 def _hetero_dense_net():
-    from codesign.layers import Dense, Output, Quant
-    from codesign.network import Network
+    from codesign.core.layers import Dense, Output, Quant
+    from codesign.core.network import Network
 
     q = Quant("q", FixedType(8, 4), element_width=np.array([4, 0, 8]), element_integer=np.array([2, 0, 4]),
               element_signed=np.array([True, False, True]))

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 import codesign
-from codesign import fixed
+from codesign.core import fixed
 from codesign.errors import ModelFileError, UnsupportedLayerError
-from codesign.fixed import FixedType
-from codesign.layers import Dense, Output, ReLU
+from codesign.core.fixed import FixedType
+from codesign.core.layers import Dense, Output, ReLU
 from tests.conftest import MODELS, jet_inputs
 
 tf = pytest.importorskip("tensorflow", reason="the keras extra is not installed")

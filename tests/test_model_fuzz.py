@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import codesign
-from codesign.cli import main
+from codesign.app.cli import main
 from codesign.errors import CodesignError
 from codesign.importers.keras_files import snake_case
 from tests.conftest import MODELS
@@ -160,7 +160,7 @@ def test_a_fresh_process_prints_only_the_one_line(examples, tmp_path):
     """No native start-up line (absl, oneDNN, cudart) precedes the message."""
     path = _truncated(examples["hgq.h5"], tmp_path)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    proc = subprocess.run([sys.executable, "-m", "codesign.cli", "flow", str(path), "--out", str(tmp_path / "o")],
+    proc = subprocess.run([sys.executable, "-m", "codesign.app.cli", "flow", str(path), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("codesign: error: "), proc.stderr

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from codesign.errors import ArtifactError, LayerError
-from codesign.network import Network
+from codesign.core.network import Network
 
 
 def test_save_load_round_trip_is_bit_exact(digits_q, digits, tmp_path):
@@ -60,14 +60,14 @@ def test_missing_directory_says_how_to_make_one(tmp_path):
 
 
 def test_quantized_weights_outside_their_type_are_refused_when_made():
-    from codesign.layers import Dense
+    from codesign.core.layers import Dense
 
     with pytest.raises(LayerError, match=r"layer 'd': weight integers span \[0, 9\], outside ap_fixed<4,1"):
         Dense("d", np.array([[9], [0]]), np.array([0]), weight_type="ap_fixed<4,1>", bias_type="ap_fixed<4,1>")
 
 
 def test_pruned_weights_are_stored_as_zero_and_mask_is_kept():
-    from codesign.layers import Dense
+    from codesign.core.layers import Dense
 
     d = Dense("d", np.ones((2, 2)), np.zeros(2), mask=np.array([[True, False], [False, True]]))
     assert d.weight.tolist() == [[1, 0], [0, 1]] and d.mask.sum() == 2

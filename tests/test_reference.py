@@ -5,12 +5,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codesign import fixed
+from codesign.core import fixed
 from codesign.errors import LayerError
-from codesign.fixed import FixedType
-from codesign.layers import Conv1D, Conv2D, Dense, Flatten, Output, Quant, ReLU
-from codesign.network import Network
-from codesign.reference import exact_accum_type
+from codesign.core.fixed import FixedType
+from codesign.core.layers import Conv1D, Conv2D, Dense, Flatten, Output, Quant, ReLU
+from codesign.core.network import Network
+from codesign.core.reference import exact_accum_type
 
 
 def float_eval(net: Network, x: np.ndarray) -> np.ndarray:

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 
 from codesign.errors import ToolFailedError, ToolNotFoundError
-from codesign.fixed import FixedType
-from codesign.layers import Dense, Output, ReLU
-from codesign.network import Network
-from rtl_sim.cosim import cosimulate, describe_mismatch, verification_inputs, write_rtl
-from rtl_sim.tools import find_verilator, find_yosys
-from rtl_sim.verilog import csd_digits, emit_verilog
+from codesign.core.fixed import FixedType
+from codesign.core.layers import Dense, Output, ReLU
+from codesign.core.network import Network
+from codesign.core.verify import verification_inputs
+from rtl_sim.cosim import cosimulate, describe_mismatch, write_rtl
+from codesign.tools import find_verilator, find_yosys
+from codesign.core.arith import csd_digits
+from rtl_sim.verilog import emit_verilog
 
 
 @pytest.fixture(scope="module")

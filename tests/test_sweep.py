@@ -5,8 +5,9 @@ import json
 import pytest
 
 from codesign.errors import BudgetError
-from codesign.qat import Precision
-from codesign.sweep import expand_budgets, pareto_front, run_sweep
+from codesign.compress.qat import Precision
+from codesign.compress.search import Schedule
+from codesign.app.sweep import expand_budgets, pareto_front, run_sweep
 
 
 @pytest.mark.parametrize("spec, budgets", [
@@ -18,9 +19,11 @@ def test_a_bare_value_continues_the_resource_before_it(spec, budgets):
     assert expand_budgets(spec) == budgets
 
 
-@pytest.mark.parametrize("spec", ["0.1,lut=0.2", "lut=0.1,,0.2", "luts=0.1"])
-def test_a_malformed_sweep_is_refused(spec):
-    with pytest.raises(BudgetError):
+@pytest.mark.parametrize("spec, msg", [("0.1,lut=0.2", r"malformed sweep '0.1,lut=0.2': write e.g."),
+                                       ("lut=0.1,,0.2", r"malformed sweep 'lut=0.1,,0.2'"),
+                                       ("luts=0.1", r"unknown resource 'luts' in sweep 'luts=0.1'; resources: lut, dsp")])
+def test_a_malformed_sweep_is_refused_naming_it(spec, msg):
+    with pytest.raises(BudgetError, match=msg):
         expand_budgets(spec)
 
 
@@ -30,7 +33,7 @@ def test_the_pareto_front_drops_dominated_points():
 
 
 def test_a_two_budget_digits_sweep_writes_table_plot_and_front(digits_float, tmp_path):
-    search = {"precisions": (Precision(4, 6, 10),), "epochs": 20, "final_epochs": 10}
+    search = {"precisions": (Precision(4, 6, 10),), "schedule": Schedule(epochs=20, final_epochs=10)}
     r = run_sweep(tmp_path / "sweep", digits_float, "digits", "arty-a7-35", "lut=0.04,0.08,dsp=0", **search)
     pts = r["points"]
     assert [p["budget"] for p in pts] == ["lut=0.04,dsp=0", "lut=0.08,dsp=0"]

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from codesign.board import load_board
-from codesign.calibration import random_layers
-from codesign.cost import csd_count, network_cost, total_cost
-from codesign.fixed import FixedType
-from codesign.layers import Dense, Output, ReLU
-from codesign.network import Network
+from codesign.compress.calibration import random_layers
+from codesign.compress.cost import network_cost, total_cost
+from codesign.core.arith import csd_count
+from codesign.core.fixed import FixedType
+from codesign.core.layers import Dense, Output, ReLU
+from codesign.core.network import Network
 from rtl_sim.synth import count_cells, synthesize
 from rtl_sim.verilog import emit_verilog
 
@@ -31,7 +32,7 @@ def layer_net(sparsity: float, seed: int = 11, n_in: int = 16, n_out: int = 8, w
     return Network(f"layer_s{int(sparsity * 100)}", (n_in,), layers, FixedType(xbits, min(xbits - 1, 2), signed))
 
 
-# Layers drawn like the calibration sweep's (codesign.calibration) from a seed the fit never saw
+# Layers drawn like the calibration sweep's (codesign.compress.calibration) from a seed the fit never saw
 # (bench/calibrate_cost.py fits seeds 21-23 and holds out 24). At least 32 nonzero weights: a
 # layer of a few dozen LUTs is 15 % off with a handful of LUTs; at most 200, so each
 # synthesizes in seconds.
@@ -141,7 +142,7 @@ def test_cell_counting():
 
 
 def test_csd_count_is_vectorized_and_exact():
-    from rtl_sim.verilog import csd_digits
+    from codesign.core.arith import csd_digits
 
     v = np.arange(-500, 500)
     assert np.array_equal(csd_count(v), [len(csd_digits(int(x))) for x in v])

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from codesign import fixed
+from codesign.core import fixed
 from codesign.errors import ModelFileError, UnsupportedLayerError
-from codesign.fixed import FixedType
-from codesign.layers import Quant
+from codesign.core.fixed import FixedType
+from codesign.core.layers import Quant
 
 HGQ_QUANTIZERS = ("FixedPointQuantizer", "HGQ>FixedPointQuantizer")
 MAX_GRID_FRAC = 40

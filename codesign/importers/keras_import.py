@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from codesign.errors import ModelFileError, UnsupportedLayerError
-from codesign.fixed import FixedType
+from codesign.core.fixed import FixedType
 from codesign.importers import hgq
 from codesign.importers.keras_files import KerasFile, input_shape, model_layers, read_keras_file
 from codesign.importers.qkeras_quant import activation_type, parse_quantizer, weight_ints
-from codesign.layers import (BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, MaxPool1D, MaxPool2D, Output, Quant,
+from codesign.core.layers import (BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, MaxPool1D, MaxPool2D, Output, Quant,
                              ReLU)
-from codesign.network import Network
+from codesign.core.network import Network
 
 DEFAULT_INPUT_TYPE = FixedType(16, 6, True, "RND_CONV", "SAT")  # hls4ml's default precision, ap_fixed<16,6>
 SUPPORTED = ("InputLayer, Dense, QDense, Conv1D, Conv2D, QConv1D, QConv2D, BatchNormalization (float models), "

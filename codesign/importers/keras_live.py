@@ -14,22 +14,22 @@ from typing import Any
 import numpy as np
 
 from codesign.errors import ModelFileError
-from codesign.fixed import FixedType
+from codesign.core.fixed import FixedType
 from codesign.importers.keras_files import KerasFile, short_weight_name
 from codesign.importers.keras_import import network_from_config, plan
-from codesign.native import native_stderr_silenced, quiet_tf_environment
-from codesign.network import Network
+from codesign.tools import TENSORFLOW_ENV, quiet_import
+from codesign.core.network import Network
 
 
 def import_tf() -> Any:
     """TensorFlow with legacy (Keras 2) Keras for QKeras, its native start-up lines kept off stderr."""
-    quiet_tf_environment()
+    for k, v in TENSORFLOW_ENV.items():
+        os.environ.setdefault(k, v)
     if os.environ["TF_USE_LEGACY_KERAS"] != "1":
         raise ModelFileError("TF_USE_LEGACY_KERAS must be 1 for QKeras (Keras-2 only); unset it or set it to 1")
     try:
-        with native_stderr_silenced():
-            import tensorflow as tf
-            import tf_keras  # noqa: F401
+        tf = quiet_import("tensorflow")
+        quiet_import("tf_keras")
     except ImportError:
         raise ModelFileError(
             "comparing with Keras needs TensorFlow: pip install 'fpga-codesign[keras]' (tensorflow, tf-keras, qkeras)"

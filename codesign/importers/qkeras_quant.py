@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from codesign import fixed
+from codesign.core import fixed
 from codesign.errors import ModelFileError, UnsupportedLayerError
-from codesign.fixed import FixedType
+from codesign.core.fixed import FixedType
 
 MAX_WEIGHT_FRAC = 40
 EPS = np.float32(1e-7)  # Keras's K.epsilon(), as QKeras adds it (a float32 constant)

@@ -16,8 +16,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from codesign.errors import ModelFileError, UnsupportedLayerError
-from codesign.layers import BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, Output, ReLU
-from codesign.network import Network
+from codesign.core.layers import BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, Output, ReLU
+from codesign.core.network import Network
 
 SUPPORTED = "Linear, Conv1d, Conv2d, BatchNorm1d/2d, ReLU, Flatten, Dropout, Identity, Softmax (last)"
 _PASS_THROUGH = {"dropout", "alpha_dropout", "feature_dropout", "clone", "contiguous", "detach", "alias", "lift_fresh_copy"}

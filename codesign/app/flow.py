@@ -6,21 +6,22 @@ Each step reads what earlier steps wrote in ``DIR`` and writes its own output an
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from codesign.artifact import Artifact
+from codesign.app.artifact import Artifact
 from codesign.board import Board, load_board
-from codesign.budget import parse_budget
-from codesign.cost import fits, network_cost, total_cost
-from codesign.data import Dataset, check_fits, load_dataset
+from codesign.budget import Budget
+from codesign.compress.cost import fits, network_cost, total_cost
+from codesign.importers.data import Dataset, check_fits, load_dataset
 from codesign.errors import BackendError, CodesignError, VerificationError
-from codesign.fixed import FixedType
-from codesign.load import load, model_name
-from codesign.network import Network
+from codesign.core.fixed import FixedType
+from codesign.importers.load import load, model_name
+from codesign.core.network import Network
 from codesign.progress import SILENT, Reporter
 
 DEFAULT_MODEL = "digits-mlp"
@@ -52,19 +53,31 @@ def _score(net: Network, data: Dataset) -> float:
     return -float(np.mean((out.reshape(len(out), -1) - data.y_test.reshape(len(out), -1)) ** 2))
 
 
-def step_compress(art: Artifact, model: Any = DEFAULT_MODEL, data: str | None = DEFAULT_DATA,
-                  board: str | Board = DEFAULT_BOARD, budget: str | dict | None = None, method: str = "hardware",
+def compress_network(net: Network, data: str | Dataset = DEFAULT_DATA, board: str | Board = DEFAULT_BOARD,
+                     budget: str | dict | Budget = DEFAULT_BUDGET, method: str = "hardware", seed: int = 0,
+                     input_type: str | FixedType | None = None, **search: Any):
+    """The Python API's compression (``codesign.compress_network``): names and budget strings are
+    resolved here, once; ``search`` goes to :func:`codesign.compress.search.compress`."""
+    from codesign.compress.search import compress
+
+    b = load_board(board)
+    ds = load_dataset(data, seed)
+    t_in = FixedType.parse(input_type) if isinstance(input_type, str) else input_type
+    return compress(net, ds, Budget.parse(budget, b), method=method, seed=seed, input_type=t_in, **search)
+
+
+def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, method: str = "hardware",
                   weights: str | None = None, trust: bool = False, input_type: str | None = None, seed: int = 0,
                   progress: Reporter = SILENT, loaded: Network | None = None) -> dict[str, Any]:
-    """Load the model; compress it under ``budget``, or (no budget) quantize it at the default precision.
-
-    ``loaded`` is the model already loaded by a caller that checked it before claiming the directory."""
-    from codesign.compress import compress, default_input_type
-    from codesign.quantize import quantize_network
+    """Load the model; compress it under ``budget`` (parsed, with its board), or (no limits) quantize
+    it at the default precision. ``loaded`` is the model already loaded by a caller that checked it
+    before claiming the directory."""
+    from codesign.compress.search import compress, default_input_type
+    from codesign.compress.quantize import quantize_network
 
     t0 = time.perf_counter()
-    b = load_board(board)
-    limits = parse_budget(budget, b)
+    b, limits = budget.board, budget.limits
+    t_in_given = FixedType.parse(input_type) if input_type else None
     with art.step("compress"):
         if loaded is not None:
             net = loaded
@@ -81,7 +94,7 @@ def step_compress(art: Artifact, model: Any = DEFAULT_MODEL, data: str | None = 
         if limits:
             if ds is None:
                 raise CodesignError("compression under a budget needs training data: pass --data")
-            r = compress(net, ds, b, limits, method=method, seed=seed, input_type=input_type, progress=progress)
+            r = compress(net, ds, budget, method=method, seed=seed, input_type=t_in_given, progress=progress)
             small = r.network
             accuracy = {"metric": r.metric, "float": r.float_score, "compressed": r.score,
                         "test_samples": int(len(ds.y_test))}
@@ -91,7 +104,7 @@ def step_compress(art: Artifact, model: Any = DEFAULT_MODEL, data: str | None = 
                 small = net
                 precision_note = "as imported (already fixed point)"
             else:
-                t_in = FixedType.parse(input_type) if input_type else (
+                t_in = t_in_given or (
                     ds.input_type if ds is not None and ds.input_type else
                     default_input_type(ds.X_train) if ds is not None else FixedType(16, 6, True, "RND_CONV", "SAT"))
                 calib = ds.X_train if ds is not None else None
@@ -119,7 +132,7 @@ def step_compress(art: Artifact, model: Any = DEFAULT_MODEL, data: str | None = 
 
 def verification_samples(art: Artifact, net: Network, n_total: int | None = None) -> np.ndarray:
     """The test set (when there is one) plus corner and random vectors, at least 10,000 in all."""
-    from rtl_sim.cosim import verification_inputs
+    from codesign.core.verify import verification_inputs
 
     rep = art.report()
     X = None
@@ -186,7 +199,7 @@ def step_cosim(art: Artifact, samples: int | None = None, mode: str = "bulk", pr
         with progress.status(f"co-simulating {len(q)} samples in Verilator ({mode})"):
             r = cosimulate(net, art.dir / "rtl", tmp, q, mode=mode)
         res = r.to_json()
-        (tmp / "result.json").write_text(__import__("json").dumps(res, indent=1))
+        (tmp / "result.json").write_text(json.dumps(res, indent=1))
     art.update(cosim=res)
     art.timing("cosim", time.perf_counter() - t0)
     if not r.bit_exact:
@@ -198,7 +211,7 @@ def step_cosim(art: Artifact, samples: int | None = None, mode: str = "bulk", pr
 def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, progress: Reporter = SILENT) -> dict[str, Any]:
     """Analytic estimate and Yosys synthesis per layer (with and without DSP inference)."""
     from rtl_sim.synth import COUNTS, stage_networks, synthesize_layer_modes, total_counts
-    from rtl_sim.tools import find_yosys
+    from codesign.tools import find_yosys
 
     art.require()
     t0 = time.perf_counter()
@@ -223,7 +236,7 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
                             "note": b.synth_note or None,
                             **tot["dsp_mapped"], "lut_only": tot["lut_only"], "layers": layers,
                             "method": "each layer synthesized as its own top; totals are the sums"}
-            (tmp / "synth.json").write_text(__import__("json").dumps(est["synth"], indent=1))
+            (tmp / "synth.json").write_text(json.dumps(est["synth"], indent=1))
         res_board = {k: getattr(b, k) for k in ("lut", "ff", "dsp", "bram")}
         basis = est.get("synth", est["analytic"])
         est["utilization_pct"] = {k: round(100.0 * basis.get(k, 0) / v, 2) for k, v in res_board.items() if v}
@@ -241,19 +254,22 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
              samples: int | None = None, method: str = "hardware", synth: bool = True,
              progress: Reporter = SILENT) -> dict[str, Any]:
     """load -> compress -> hls -> rtl -> cosim -> estimate -> report, in ``out``."""
-    from codesign.report import write_report
+    from codesign.app.report import write_report
+
+    from codesign.tools import preflight
 
     b = load_board(board)
-    parse_budget(budget, b)  # malformed budgets fail before anything is written
+    bud = Budget.parse(budget, b)  # parsed once, here: a malformed budget fails before anything is written
     if backend:
         from hls.project import check_backend
 
         check_backend(b, backend)
     with progress.status(f"loading {model}"):  # a model file that cannot be read leaves no directory behind
         net = load(model, weights=weights, trust=trust, input_type=input_type)
+    preflight(cosim=True, synth=synth)  # a missing tool is reported before minutes of compression
     art = Artifact(out)
     art.claim(force)
-    step_compress(art, model, data, b, budget, method, weights, trust, input_type, progress=progress, loaded=net)
+    step_compress(art, model, data, bud, method, weights, trust, input_type, progress=progress, loaded=net)
     step_hls(art, backend, samples, progress=progress)
     step_rtl(art, progress=progress)
     step_cosim(art, samples, progress=progress)

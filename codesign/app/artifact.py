@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from codesign.errors import ArtifactError
-from codesign.network import NETWORK_JSON
+from codesign.core.network import NETWORK_JSON
 
 REPORT_JSON = "report.json"
 INCOMPLETE = ".incomplete"

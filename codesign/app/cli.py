@@ -20,7 +20,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from codesign.flow import DEFAULT_BOARD, DEFAULT_MODEL
+    from codesign.app.flow import DEFAULT_BOARD, DEFAULT_MODEL
 
     ap = argparse.ArgumentParser(prog="codesign", description="Neural networks onto FPGAs, verified bit for bit.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -118,14 +118,14 @@ def cmd_boards(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> Any:
-    from codesign.artifact import Artifact
+    from codesign.app.artifact import Artifact
     from codesign.progress import Reporter
 
     rep = Reporter(quiet=args.quiet or args.json)
     if args.cmd == "boards":
         return cmd_boards(args)
     if args.cmd == "flow":
-        from codesign import flow
+        from codesign.app import flow
 
         model = args.model or flow.DEFAULT_MODEL
         data = args.data if args.data is not None else (flow.DEFAULT_DATA if args.model is None else None)
@@ -136,23 +136,26 @@ def run(args: argparse.Namespace) -> Any:
         rep.print(f"report: {Artifact(args.out).dir / 'report.html'}")
         return result
     if args.cmd == "compress":
-        from codesign import flow
-        from codesign.load import load
+        from codesign.app import flow
+        from codesign.board import load_board
+        from codesign.budget import Budget
+        from codesign.importers.load import load
 
+        budget = Budget.parse(args.budget, load_board(args.board))  # before anything is written
         net = load(args.model, weights=args.weights, trust=args.trust_pickle, input_type=args.input_type)
         art = Artifact(args.out)
         art.claim(args.force)
-        return flow.step_compress(art, args.model, args.data, args.board, args.budget, args.method, args.weights,
+        return flow.step_compress(art, args.model, args.data, budget, args.method, args.weights,
                                   args.trust_pickle, args.input_type, progress=rep, loaded=net)
     if args.cmd == "sweep":
-        from codesign.sweep import run_sweep
+        from codesign.app.sweep import run_sweep
 
         result = run_sweep(args.out, args.model, args.data, args.board, args.budgets, args.method, args.weights,
                            args.trust_pickle, args.input_type, args.force, progress=rep)
         rep.print(f"sweep: {Artifact(args.out).dir / 'sweep.html'}")
         return result
     art = Artifact(args.dir)
-    from codesign import flow
+    from codesign.app import flow
 
     if args.cmd == "hls":
         return flow.step_hls(art, args.backend, args.samples, args.form, progress=rep)
@@ -163,7 +166,7 @@ def run(args: argparse.Namespace) -> Any:
     if args.cmd == "estimate":
         return flow.step_estimate(art, args.board, synth=not args.no_synth, progress=rep)
     if args.cmd == "report":
-        from codesign.report import write_report
+        from codesign.app.report import write_report
 
         art.require()
         write_report(art)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from codesign.errors import DataError
-from codesign.fixed import FixedType
+from codesign.core.fixed import FixedType
 
 BUILTIN_DATA = ("digits",)
 NPZ_KEYS = ("X_train", "y_train", "X_test", "y_test")

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import itertools
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-from codesign.artifact import Artifact
+from codesign.app.artifact import Artifact
+from codesign.app.plots import new_figure, png_bytes
 from codesign.board import Board, load_board
-from codesign.budget import RESOURCES, parse_budget
+from codesign.budget import RESOURCES, Budget
+from codesign.core.fixed import FixedType
 from codesign.errors import BudgetError
 from codesign.progress import SILENT, Reporter
 
@@ -76,15 +77,16 @@ def run_sweep(out: str | Path, model: Any, data: str, board: str | Board, budget
               progress: Reporter = SILENT, **search: Any) -> dict[str, Any]:
     """Compress ``model`` at each budget, synthesize each result, and plot the Pareto front.
 
-    ``search`` goes to :func:`codesign.compress.compress` (epochs, precisions, ...)."""
-    from codesign.compress import compress
-    from codesign.cost import network_cost, total_cost
-    from codesign.data import check_fits, load_dataset
-    from codesign.load import load, model_name
+    ``search`` goes to :func:`codesign.compress.search.compress` (precisions, schedule, ...)."""
+    from codesign.compress.search import compress
+    from codesign.compress.cost import network_cost, total_cost
+    from codesign.importers.data import check_fits, load_dataset
+    from codesign.importers.load import load, model_name
 
     b = load_board(board)
     specs = expand_budgets(budgets)
-    limits = [parse_budget(s, b) for s in specs]  # malformed budgets fail before anything is written
+    budgets_ = [Budget.parse(s, b) for s in specs]  # parsed once: malformed budgets fail before anything is written
+    t_in = FixedType.parse(input_type) if input_type else None
     art = Artifact(out)
     art.claim(force)
     t0 = time.perf_counter()
@@ -94,8 +96,9 @@ def run_sweep(out: str | Path, model: Any, data: str, board: str | Board, budget
         ds = load_dataset(data, seed)
         check_fits(ds, net.input_shape, net.output_shape[-1], net.name)
         with progress.bar("sweep", total=len(specs)) as bar:
-            for k, (spec, lim) in enumerate(zip(specs, limits)):
-                r = compress(net, ds, b, lim, method=method, seed=seed, input_type=input_type, **search)
+            for k, (spec, bud) in enumerate(zip(specs, budgets_)):
+                lim = bud.limits
+                r = compress(net, ds, bud, method=method, seed=seed, input_type=t_in, **search)
                 r.network.save(art.dir / "points" / str(k))
                 syn = _synth_network(r.network, b, dsp=lim.get("dsp", 1) != 0)
                 points.append({"budget": spec, "limits": lim, "score": r.score, "metric": r.metric,
@@ -125,13 +128,9 @@ def _rows(result: dict[str, Any]) -> list[list[str]]:
 
 
 def plot_pareto(result: dict[str, Any]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     pts = result["points"]
-    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110, layout="constrained")
+    fig = new_figure(figsize=(6.5, 4), dpi=110, layout="constrained")
+    ax = fig.subplots()
     ax.scatter([p["synth"]["lut"] for p in pts], [p["score"] for p in pts], color="#888", label="compressed")
     front = sorted((p for p in pts if p["pareto"]), key=lambda p: p["synth"]["lut"])
     ax.plot([p["synth"]["lut"] for p in front], [p["score"] for p in front], "o-", color="C0", label="Pareto front")
@@ -145,10 +144,7 @@ def plot_pareto(result: dict[str, Any]) -> bytes:
     ax.set_title(f"{result['model']} on {result['board']}")
     ax.legend(fontsize=8)
     ax.margins(x=0.15, y=0.1)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def _write_pages(d: Path, result: dict[str, Any]) -> None:

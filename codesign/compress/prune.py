@@ -12,9 +12,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from codesign.cost import CSD_MAX_DIGITS, csd_count, term_lut
-from codesign.fixed import FixedType
-from codesign.qat import QMLP
+from codesign.core.arith import CSD_MAX_DIGITS, csd_count
+from codesign.compress.cost import term_lut
+from codesign.core.fixed import FixedType
+from codesign.errors import ConfigError
+from codesign.compress.qat import QMLP
 
 METHODS = ("hardware", "magnitude", "structured")
 
@@ -25,7 +27,7 @@ def input_magnitudes(model: QMLP, X: np.ndarray) -> list[np.ndarray]:
     x = torch.tensor(X, dtype=torch.float64)
     with torch.no_grad():
         if model.input_type is not None:
-            from codesign.qat import fake_quant
+            from codesign.compress.qat import fake_quant
 
             x = fake_quant(x, model.input_type)
         for layer in model.stages:
@@ -65,7 +67,7 @@ def weight_costs(model: QMLP, family: str, dsp_price: float) -> list[np.ndarray]
 def scores(model: QMLP, X: np.ndarray, method: str, family: str = "xc7", dsp_price: float = 50.0) -> list[np.ndarray]:
     """Per-weight score; lower is pruned first (masked weights get +inf)."""
     if method not in METHODS:
-        raise ValueError(f"pruning method must be one of {METHODS}, not {method!r}")
+        raise ConfigError(f"pruning method must be one of {METHODS}, not {method!r}")
     mags = input_magnitudes(model, X)
     out = []
     costs = weight_costs(model, family, dsp_price) if method == "hardware" else None

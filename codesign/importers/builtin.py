@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from codesign.errors import ModelFileError
-from codesign.network import Network
+from codesign.tools import cache_dir
+from codesign.core.network import Network
 
 BUILTIN_MODELS = ("digits-mlp",)
 DIGITS_MLP_SIZES = (64, 32, 16, 10)
 _CACHE_VERSION = 1
-
-
-def cache_dir() -> Path:
-    """``$CODESIGN_CACHE``, or ``~/.cache/fpga-codesign``."""
-    return Path(os.environ.get("CODESIGN_CACHE", Path.home() / ".cache" / "fpga-codesign"))
 
 
 def train_digits_mlp(seed: int = 0, epochs: int = 120) -> Network:
@@ -25,7 +20,7 @@ def train_digits_mlp(seed: int = 0, epochs: int = 120) -> Network:
     import torch
     from torch import nn
 
-    from codesign.data import load_digits_dataset
+    from codesign.importers.data import load_digits_dataset
     from codesign.importers.torch_import import network_from_module
 
     data = load_digits_dataset(seed)

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codesign import fixed
+from codesign.core import fixed
 from codesign.errors import LayerError
-from codesign.fixed import FixedType
-from codesign.layers import BatchNorm, Conv, Dense, Flatten, Layer, MaxPool, Output, Quant, ReLU, Weighted
+from codesign.core.fixed import FixedType
+from codesign.core.layers import BatchNorm, Conv, Dense, Flatten, Layer, MaxPool, Output, Quant, ReLU, Weighted
 
 
 @dataclass

@@ -21,11 +21,10 @@ import numpy as np
 
 from codesign.board import Board
 from codesign.errors import LayerError
-from codesign.fixed import FixedType
-from codesign.layers import BatchNorm, Dense, Layer, Quant, ReLU, Weighted
-from codesign.network import Network
-
-CSD_MAX_DIGITS = 6  # must match rtl_sim.verilog: above this, 'auto' maps a weight to a DSP
+from codesign.core.fixed import FixedType
+from codesign.core.layers import MULT_MAPPINGS, BatchNorm, Dense, Layer, Quant, ReLU, Weighted
+from codesign.core.network import Network
+from codesign.core.arith import CSD_MAX_DIGITS, csd_count, signed_widths
 
 # Yosys maps a multiply to a DSP only when its operands (and, on AMD, its product) are wide
 # enough (mul2dsp's DSP_A/B/Y_MINWIDTH in synth_xilinx and synth_intel_alm); a narrower one
@@ -36,7 +35,7 @@ DSP_MIN_WIDTHS = {"xc7": (2, 2, 9), "xcup": (2, 2, 9), "cyclonev": (4, 4, 0)}  #
 @lru_cache(maxsize=None)
 def coefficients() -> dict[str, dict[str, float]]:
     """Per synthesis family: LUT per adder bit, per rounding/saturation bit, etc."""
-    return json.loads(resources.files("codesign").joinpath("cost_coeffs.json").read_text())
+    return json.loads(resources.files("codesign.compress").joinpath("cost_coeffs.json").read_text())
 
 
 @dataclass
@@ -49,20 +48,6 @@ class LayerCost:
 
     def as_dict(self) -> dict[str, float]:
         return {"lut": round(self.lut), "ff": round(self.ff), "dsp": round(self.dsp), "bram": round(self.bram)}
-
-
-def csd_count(w: np.ndarray) -> np.ndarray:
-    """Number of nonzero canonical-signed-digit digits of each integer (vectorized)."""
-    x = np.abs(w.astype(np.int64))
-    # the number of nonzero CSD digits equals popcount(x ^ (3x)) / 2... use the NAF identity:
-    # popcount(x XOR 3x) counts digit changes; NAF weight = popcount((3x) ^ x) >> 1 bits
-    three = 3 * x
-    v = np.bitwise_xor(three, x) >> 1
-    count = np.zeros_like(x)
-    while np.any(v):
-        count += v & 1
-        v >>= 1
-    return count
 
 
 # LUTs are linear in these. Yosys merges much of each output's shifted inputs (one per CSD digit
@@ -83,12 +68,6 @@ LUT_FEATURES = TERM_FEATURES + ("acc_bits", "round_bits", "sat_bits", "sat_cmp_b
                                 "bias_outputs", "bias_bits", "one_term_outputs", "one_term_bits", "two_term_outputs",
                                 "two_term_bits")
 FEATURES = LUT_FEATURES + DSP_FEATURES
-
-
-def _signed_bits(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Two's-complement width holding [lo, hi] (elementwise), as rtl_sim sizes its wires."""
-    m = np.maximum(np.maximum(-lo - 1, hi), 0).astype(np.float64)
-    return np.ceil(np.log2(m + 1)).astype(np.int64) + 1
 
 
 def _odd_part(w: np.ndarray) -> np.ndarray:
@@ -128,8 +107,10 @@ def output_features(layer: Dense, in_type: FixedType, mapping: str | None = None
         dsp_mask = nz & (digits > 1)
     elif mapping == "lut":
         dsp_mask = np.zeros_like(nz)
-    else:
+    elif mapping == "auto":
         dsp_mask = nz & (digits > CSD_MAX_DIGITS)
+    else:
+        raise LayerError(f"layer {layer.name!r}: unknown multiplier mapping {mapping!r}; mappings: {', '.join(MULT_MAPPINGS)}")
     xlo, xhi = in_type.min_int, in_type.max_int
     pf = in_type.frac + layer.weight_type.frac
     frac = max(pf, layer.bias_type.frac)
@@ -142,8 +123,8 @@ def output_features(layer: Dense, in_type: FixedType, mapping: str | None = None
     # an unsigned input times a positive constant becomes an unsigned multiply: no sign bits
     unsigned = (not in_type.signed) & (odd > 0)
     x_bits = np.where(unsigned, in_type.width, in_type.width + (0 if in_type.signed else 1))
-    c_bits = np.where(unsigned, _signed_bits(odd, odd) - 1, _signed_bits(odd, odd))
-    p_bits = np.where(unsigned, _signed_bits(olo, ohi) - 1, _signed_bits(olo, ohi))
+    c_bits = np.where(unsigned, signed_widths(odd, odd) - 1, signed_widths(odd, odd))
+    p_bits = np.where(unsigned, signed_widths(olo, ohi) - 1, signed_widths(olo, ohi))
     dsp_mask = dsp_mask & (x_bits >= min_x) & (c_bits >= min_c) & (p_bits >= min_p)
     bias = layer.bias.astype(np.int64) << bsh
     alo = np.where(nz, plo, 0).sum(axis=0) + bias
@@ -151,10 +132,10 @@ def output_features(layer: Dense, in_type: FixedType, mapping: str | None = None
     lut_terms = np.where(nz & ~dsp_mask, digits, 0).sum(axis=0)
     products = dsp_mask.sum(axis=0)
     terms = lut_terms + products  # a DSP's product is one more operand of the output's sum
-    acc_bits = _signed_bits(alo, ahi)
+    acc_bits = signed_widths(alo, ahi)
     live = terms > 0
     term_feats = term_values(in_type, layer.weight_type.width, terms, acc_bits) * lut_terms[:, None]
-    product_bits = np.where(dsp_mask, _signed_bits(plo, phi), 0).sum(axis=0)
+    product_bits = np.where(dsp_mask, signed_widths(plo, phi), 0).sum(axis=0)
     out_bits = np.zeros(w.shape[1])
     sat_bits = np.zeros(w.shape[1])
     sat_cmp = np.zeros(w.shape[1])
@@ -169,15 +150,15 @@ def output_features(layer: Dense, in_type: FixedType, mapping: str | None = None
             over_hi = rhi > out_type.max_int  # saturating to the maximum sets the low bits
             over = over_hi or (rlo < out_type.min_int and not relu)
             # the overflow test compares the bits above the type's range
-            cmp_bits = max(int(_signed_bits(np.array([rlo]), np.array([rhi]))[0]) - out_type.width, 0)
+            cmp_bits = max(int(signed_widths(np.array([rlo]), np.array([rhi]))[0]) - out_type.width, 0)
             rlo, rhi = max(rlo, out_type.min_int), min(rhi, out_type.max_int)
         else:
             rlo, rhi, over, over_hi, cmp_bits = lo_j, hi_j, False, False, 0
         # The emitter's registers are signed and Yosys does no range analysis, so a non-negative
         # value's sign bit is a flip-flop, except after a ReLU that keeps the width (the mux
         # makes that bit provably zero).
-        bits = int(_signed_bits(np.array([max(rlo, 0) if relu else rlo]), np.array([rhi]))[0])
-        if relu and lo_j < 0 < rhi and (bits == int(_signed_bits(np.array([rlo]), np.array([rhi]))[0])
+        bits = int(signed_widths(np.array([max(rlo, 0) if relu else rlo]), np.array([rhi]))[0])
+        if relu and lo_j < 0 < rhi and (bits == int(signed_widths(np.array([rlo]), np.array([rhi]))[0])
                                         or (out_type is not None and not out_type.signed)):
             bits -= 1  # (saturating into an unsigned type also leaves the sign bit provably zero)
         if s < 0:
@@ -277,11 +258,9 @@ def dense_stages(net: Network) -> list[tuple[Dense, FixedType, FixedType | None,
     return out
 
 
-def network_cost(net: Network, board: Board | str, mapping: str | None = None, regs_every: int = 0) -> dict[str, LayerCost]:
+def network_cost(net: Network, board: Board, mapping: str | None = None, regs_every: int = 0) -> dict[str, LayerCost]:
     """Per-layer cost (Dense layers, with the ReLU/Quant after each folded in) on a board's family."""
-    from codesign.board import load_board
-
-    family = load_board(board).synth_family
+    family = board.synth_family
     return {layer.name: dense_cost(layer, t_in, family, mapping, out_t, relu, regs_every)
             for layer, t_in, out_t, relu in dense_stages(net)}
 

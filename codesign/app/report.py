@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from typing import Any
 
 import numpy as np
 
-from codesign.artifact import Artifact
-from codesign.layers import Dense
-from codesign.network import Network
+from codesign.app.artifact import Artifact
+from codesign.app.plots import new_figure, png_bytes
+from codesign.core.layers import Dense
+from codesign.core.network import Network
 
 
 def _fmt(v: Any) -> str:
@@ -83,16 +83,12 @@ def summary_items(rep: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def plot_resources(rep: dict[str, Any]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     est = rep.get("estimate", {})
     an = est.get("analytic_layers", {})
     sy = est.get("synth", {}).get("layers", {})
     names = list(an)
-    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
+    fig = new_figure(figsize=(7, 3.2), dpi=110)
+    ax = fig.subplots()
     x = np.arange(len(names))
     ax.bar(x - 0.2, [an[n]["lut"] for n in names], 0.4, label="LUT (model)")
     if sy:
@@ -105,20 +101,13 @@ def plot_resources(rep: dict[str, Any]) -> bytes:
     ax.set_title("Resources per layer")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def plot_sparsity(net: Network) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     dense = [l for l in net.layers if isinstance(l, Dense)]
-    fig, axes = plt.subplots(1, len(dense), figsize=(3.0 * len(dense), 3.2), dpi=110, squeeze=False)
+    fig = new_figure(figsize=(3.0 * len(dense), 3.2), dpi=110)
+    axes = fig.subplots(1, len(dense), squeeze=False)
     for ax, layer in zip(axes[0], dense):
         ax.imshow(layer.weight.T != 0, cmap="Greys", aspect="auto", interpolation="nearest")
         ax.set_title(f"{layer.name}: {layer.sparsity:.0%} pruned", fontsize=9)
@@ -126,10 +115,7 @@ def plot_sparsity(net: Network) -> bytes:
         ax.set_ylabel("output")
     fig.suptitle("Nonzero weights (black)", fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def write_report(art: Artifact) -> None:
