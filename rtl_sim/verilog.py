@@ -238,6 +238,9 @@ def stages_of(net: Network) -> list[Stage]:
             if len(net.input_shape) != 1:
                 raise BackendError(f"layer {layer.name!r}: RTL emission supports 1-D (Dense) networks only")
             continue
+        if isinstance(layer, Quant) and layer.per_element:
+            raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are not supported by the "
+                               "RTL emitter yet")
         if not isinstance(layer, (Dense, ReLU, Quant)):
             raise BackendError(
                 f"layer {layer.name!r} ({layer.kind}): the RTL emitter supports Dense, ReLU and Quant layers; "

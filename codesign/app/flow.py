@@ -68,9 +68,10 @@ def compress_network(net: Network, data: str | Dataset = DEFAULT_DATA, board: st
 
 def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, method: str = "hardware",
                   weights: str | None = None, trust: bool = False, input_type: str | None = None, seed: int = 0,
-                  progress: Reporter = SILENT) -> dict[str, Any]:
+                  progress: Reporter = SILENT, loaded: Network | None = None) -> dict[str, Any]:
     """Load the model; compress it under ``budget`` (parsed, with its board), or (no limits) quantize
-    it at the default precision."""
+    it at the default precision. ``loaded`` is the model already loaded by a caller that checked it
+    before claiming the directory."""
     from codesign.compress.quantize import quantize_network
     from codesign.compress.search import compress, default_input_type
 
@@ -78,8 +79,11 @@ def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, m
     b, limits = budget.board, budget.limits
     t_in_given = FixedType.parse(input_type) if input_type else None
     with art.step("compress"):
-        with progress.status(f"loading {model}"):
-            net = load(model, weights=weights, trust=trust, input_type=input_type)
+        if loaded is not None:
+            net = loaded
+        else:
+            with progress.status(f"loading {model}"):
+                net = load(model, weights=weights, trust=trust, input_type=input_type)
         ds = load_dataset(data, seed) if data else None
         if ds is not None:
             check_fits(ds, net.input_shape, net.output_shape[-1], net.name)
@@ -264,10 +268,12 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
         from hls.project import check_backend
 
         check_backend(b, backend)
+    with progress.status(f"loading {model}"):  # a model file that cannot be read leaves no directory behind
+        net = load(model, weights=weights, trust=trust, input_type=input_type)
     preflight(cosim=True, synth=synth)  # a missing tool is reported before minutes of compression
     art = Artifact(out)
     art.claim(force)
-    step_compress(art, model, data, bud, method, weights, trust, input_type, progress=progress)
+    step_compress(art, model, data, bud, method, weights, trust, input_type, progress=progress, loaded=net)
     step_hls(art, backend, samples, progress=progress)
     step_rtl(art, progress=progress)
     step_cosim(art, samples, progress=progress)

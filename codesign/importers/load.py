@@ -60,7 +60,7 @@ def load(
 
         return network_from_module(model, input_shape=input_shape)
     if mod.startswith(("keras", "tf_keras", "tensorflow", "qkeras")) or hasattr(model, "get_config"):
-        from codesign.importers.keras_import import network_from_keras
+        from codesign.importers.keras_live import network_from_keras
 
         return network_from_keras(model, input_type=input_type)
     raise ModelFileError(f"cannot load a {type(model).__name__}: give a path, a built-in name, an nn.Module or a Keras model")
