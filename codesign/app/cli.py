@@ -144,15 +144,16 @@ def run(args: argparse.Namespace) -> Any:
         return result
     if args.cmd == "compress":
         from codesign.app import flow
-
         from codesign.board import load_board
         from codesign.budget import Budget
+        from codesign.importers.load import load
 
         budget = Budget.parse(args.budget, load_board(args.board))  # before anything is written
+        net = load(args.model, weights=args.weights, trust=args.trust_pickle, input_type=args.input_type)
         art = Artifact(args.out)
         art.claim(args.force)
         return flow.step_compress(art, args.model, args.data, budget, args.method, args.weights,
-                                  args.trust_pickle, args.input_type, progress=rep)
+                                  args.trust_pickle, args.input_type, progress=rep, loaded=net)
     if args.cmd == "sweep":
         from codesign.app.sweep import run_sweep
 

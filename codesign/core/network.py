@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from codesign.core import fixed, reference
-from codesign.errors import ArtifactError, DataError, LayerError
 from codesign.core.fixed import FixedType
 from codesign.core.layers import LAYER_CLASSES, BatchNorm, Layer, Output, Weighted
 from codesign.core.reference import Tensor
+from codesign.errors import ArtifactError, DataError, LayerError
 
 FORMAT = "fpga-codesign-network"
 FORMAT_VERSION = 1
@@ -80,10 +80,6 @@ class Network:
     @property
     def head(self) -> str:
         return self.layers[-1].head if self.layers and isinstance(self.layers[-1], Output) else "linear"
-
-    @property
-    def hardware_layers(self) -> list[Layer]:
-        return [layer for layer in self.layers if not isinstance(layer, Output)]
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from codesign.importers.builtin import BUILTIN_MODELS, builtin_model
-from codesign.errors import ModelFileError
 from codesign.core.fixed import FixedType
 from codesign.core.network import NETWORK_JSON, Network
+from codesign.errors import ModelFileError
+from codesign.importers.builtin import BUILTIN_MODELS, builtin_model
 
 TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
 KERAS_SUFFIXES = (".h5", ".hdf5", ".json", ".keras")
@@ -65,7 +65,7 @@ def load(
 
         return network_from_module(model, input_shape=input_shape)
     if mod.startswith(("keras", "tf_keras", "tensorflow", "qkeras")) or hasattr(model, "get_config"):
-        from codesign.importers.keras_import import network_from_keras
+        from codesign.importers.keras_live import network_from_keras
 
         return network_from_keras(model, input_type=input_type)
     raise ModelFileError(f"cannot load a {type(model).__name__}: give a path, a built-in name, an nn.Module or a Keras model")
