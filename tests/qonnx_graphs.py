@@ -61,6 +61,14 @@ class Graph:
             self.x = self.op("Add", [self.x, bn], f"{name}.add")
         return self
 
+    def conv(self, w: np.ndarray, name: str, w_scale: float, w_bits: int, bias: Any, b_scale: float,
+             b_bits: int = 16, **attrs: Any) -> "Graph":
+        """A Conv with quantized weights (c_out, c_in, k...) and bias."""
+        wn = self.quant(self.const(w, f"{name}.weight"), w_scale, w_bits, f"{name}.wq")
+        bn = self.quant(self.const(bias, f"{name}.bias"), b_scale, b_bits, f"{name}.bq")
+        self.x = self.op("Conv", [self.x, wn, bn], name, kernel_shape=list(w.shape[2:]), **attrs)
+        return self
+
     def act_quant(self, name: str, scale: float, bits: int, **kw: Any) -> "Graph":
         self.x = self.quant(self.x, scale, bits, name, **kw)
         return self
@@ -83,7 +91,8 @@ class Graph:
 
 
 def run_qonnx(model_or_path: Any, x: np.ndarray, before_head: bool = False) -> np.ndarray:
-    """qonnx's executor on a batch (the graph's batch size is set to ``len(x)``)."""
+    """qonnx's executor on a batch (the graph's batch size is set to ``len(x)``); ``before_head``: the
+    tensor before a last Softmax, Sigmoid or ArgMax."""
     import warnings
 
     with warnings.catch_warnings():
@@ -99,7 +108,9 @@ def run_qonnx(model_or_path: Any, x: np.ndarray, before_head: bool = False) -> n
         mw.graph.output[0].type.tensor_type.ClearField("shape")
         mw = mw.transform(InferShapes())
         ctx = execute_onnx(mw, {inp: np.asarray(x, dtype=np.float32)}, return_full_exec_context=before_head)
-        return ctx[mw.graph.node[-1].input[0]] if before_head else ctx[out]
+        last = mw.graph.node[-1]
+        head = before_head and last.op_type in ("Softmax", "LogSoftmax", "Sigmoid", "ArgMax")
+        return ctx[last.input[0]] if head else ctx[out]
 
 
 def run_onnxruntime(path: Path, x: np.ndarray) -> np.ndarray:

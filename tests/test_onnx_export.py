@@ -86,6 +86,21 @@ def test_a_quantized_conv_network_round_trips():
     assert np.array_equal(run_qonnx(net.to_onnx(), x, before_head=True), net.forward(x))
 
 
+def test_a_qonnx_cnn_with_max_pooling_round_trips(rng):
+    from tests.test_onnx_import import _cnn
+
+    net = network_roundtrip_from(_cnn(rng).model())
+    assert_same_network(net, network_roundtrip(net))
+    x = inputs_of(net, 500)
+    assert np.array_equal(run_qonnx(net.to_onnx(), x, before_head=True), net.forward(x))
+
+
+def network_roundtrip_from(model) -> Network:
+    from codesign.importers.onnx_import import network_from_onnx
+
+    return network_from_onnx(model, name="cnn")
+
+
 def reference_accum_widths(net: Network) -> list[int]:
     from codesign.core.reference import exact_accum_type
 

@@ -78,12 +78,31 @@ def _modes(rng):
     return g
 
 
-@pytest.mark.parametrize("build", [_mixed, _trunc, _modes], ids=["mixed", "trunc", "modes"])
+def _cnn(rng):
+    """Channels-first (N, 1, 8, 8): Conv 3x3 'same', ReLU to 4 bits, 2x2 max pooling, Flatten, Gemm."""
+    g = Graph((1, 8, 8)).act_quant("in_q", 2**-4, 6)
+    g.conv(rng.normal(0, 0.5, (4, 1, 3, 3)), "conv1", 2**-3, 5, rng.normal(0, 1, 4), 2**-7, pads=[1, 1, 1, 1])
+    g.data("Relu", "relu1").act_quant("q1", 2**-2, 4, signed=0)
+    g.data("MaxPool", "pool1", kernel_shape=[2, 2], strides=[2, 2]).data("Flatten", "flat", axis=1)
+    g.dense(rng.normal(0, 0.3, (64, 3)), "fc1", w_scale=2**-4, w_bits=6, bias=rng.normal(0, 1, 3), b_scale=2**-6)
+    return g
+
+
+@pytest.mark.parametrize("build", [_mixed, _trunc, _modes, _cnn], ids=["mixed", "trunc", "modes", "cnn"])
 def test_qonnx_quantizers_import_to_what_qonnx_executes(build, rng):
     g = build(rng)
     net = network_from_onnx(g.model())
-    x = (rng.normal(0, 3, (2000, *g.shape)) * rng.choice([0.1, 1, 4], (2000, 1))).astype(np.float32)
-    assert np.array_equal(net.forward(x.astype(np.float64)), run_qonnx(g.model(), x))
+    x = rng.normal(0, 3, (2000, *g.shape)) * rng.choice([0.1, 1, 4], (2000,) + (1,) * len(g.shape))
+    x = x.astype(np.float32)
+    ours = np.moveaxis(x, 1, -1) if net.metadata["input_layout"] == "channels_first" else x  # the IR is channels-last
+    assert np.array_equal(net.forward(ours.astype(np.float64)), run_qonnx(g.model(), x))
+
+
+def test_a_channels_first_cnn_becomes_channels_last_layers(rng):
+    net = network_from_onnx(_cnn(rng).model())
+    assert [l.kind for l in net.layers] == ["Conv2D", "ReLU", "MaxPool2D", "Flatten", "Dense", "Output"]
+    assert net.input_shape == (8, 8, 1) and net.metadata["input_layout"] == "channels_first"
+    assert net.layer("conv1").padding == "same" and net.layer("pool1").strides == (2, 2)
 
 
 def test_qonnx_types_are_the_quantizers_types(rng):
@@ -113,7 +132,7 @@ def _refused(kind, rng):
     if kind == "op":
         return Graph(4).act_quant("in_q", 2**-4, 8).data("Tanh", "act")
     if kind == "pool":
-        return Graph((1, 8, 8)).data("MaxPool", "pool", kernel_shape=[2, 2])
+        return Graph((1, 8, 8)).data("AveragePool", "pool", kernel_shape=[2, 2])
     if kind == "narrow":
         return Graph(4).act_quant("in_q", 2**-4, 8, narrow=1)
     if kind == "bipolar":
@@ -135,7 +154,7 @@ REFUSALS = {
     "scale": r"node 'fc1\.wq' \(Quant\): scale 0\.30000001\d* is not a power of two.*use power-of-two scales",
     "zero_point": r"node 'in_q' \(Quant\): zero-point 1\.0 is not zero.*use a symmetric quantizer",
     "op": r"node 'act' \(Tanh\): unsupported operation; supported: Gemm, MatMul",
-    "pool": r"node 'pool' \(MaxPool\): pooling layers are not in the IR yet; use a strided Conv",
+    "pool": r"node 'pool' \(AveragePool\): average and global pooling are not in the IR yet; use MaxPool",
     "narrow": r"node 'in_q' \(Quant\): narrow=1 clips to \[-127, 127\].*narrow_range=False",
     "bipolar": r"node 'sign' \(BipolarQuant\): BipolarQuant on activations is a sign function.*2-bit Quant",
     "rounding": r"node 'q1' \(Quant\): rounding_mode 'CEIL' has no ap_fixed equivalent.*use ROUND",

@@ -31,7 +31,7 @@ import numpy as np
 from codesign.core import fixed, reference
 from codesign.errors import UnsupportedLayerError
 from codesign.core.fixed import FixedType
-from codesign.core.layers import BatchNorm, Conv, Flatten, Output, Quant, ReLU, Weighted
+from codesign.core.layers import BatchNorm, Conv, Flatten, MaxPool, Output, Quant, ReLU, Weighted
 
 if TYPE_CHECKING:
     from codesign.core.network import Network
@@ -192,6 +192,14 @@ class _Builder:
                     self.dtype, t = "float", layer.result_type
                     lh["result_type"] = t.to_hls()
                 nonneg = True
+            elif isinstance(layer, MaxPool):
+                r = len(shape)
+                x = self.node("Transpose", [x], f"{layer.name}.to_channels_first", perm=[0, r, *range(1, r)])
+                x = self.node("MaxPool", [x], layer.name, kernel_shape=list(layer.pool), strides=list(layer.strides))
+                x = self.node("Transpose", [x], f"{layer.name}.to_channels_last", perm=[0, *range(2, r + 1), 1])
+            elif isinstance(layer, Quant) and layer.per_element:
+                raise UnsupportedLayerError(f"{where}: per-element formats have no QONNX equivalent (one Quant per "
+                                            "tensor); export a network with one type per tensor")
             elif isinstance(layer, Quant):
                 if t is not None:
                     x = self.quant(x, layer.result_type, layer.name, t, nonneg, where)

@@ -33,16 +33,17 @@ from codesign.core.onnx_export import HINTS_KEY, same_cast
 from codesign.errors import ModelFileError, UnsupportedLayerError
 from codesign.core.fixed import FixedType
 from codesign.importers import qonnx_quant as qq
-from codesign.core.layers import BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, Output, Quant, ReLU, Weighted
+from codesign.core.layers import (BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, MaxPool1D, MaxPool2D, Output,
+                                  Quant, ReLU, Weighted)
 from codesign.core.network import Network
 
 DEFAULT_INPUT_TYPE = FixedType(16, 6, True, "RND_CONV", "SAT")  # hls4ml's default precision, as for QKeras
-SUPPORTED = ("Gemm, MatMul (+Add), Conv, Relu, BatchNormalization (float graphs), Flatten, Reshape (to flatten), "
+SUPPORTED = ("Gemm, MatMul (+Add), Conv, MaxPool, Relu, BatchNormalization (float graphs), Flatten, Reshape (to flatten), "
              "Transpose, Identity, Dropout, Cast (to float), Quant/IntQuant, BipolarQuant (weights), Trunc, and a last Softmax, "
              "LogSoftmax, Sigmoid or ArgMax")
 _PASS = ("Identity", "Dropout")
 _HEADS = {"Softmax": "softmax", "LogSoftmax": "softmax", "Sigmoid": "sigmoid", "ArgMax": "argmax"}
-_POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "QuantAvgPool2d")
+_POOLS = ("AveragePool", "GlobalAveragePool", "GlobalMaxPool", "QuantAvgPool2d")
 _MODULE_MARKERS = (".weight", ".bias", ".act_quant", ".input_quant", ".output_quant")
 
 
@@ -215,9 +216,12 @@ class _Importer:
             if not last and out != self.out_name:
                 raise UnsupportedLayerError(f"{_where(node)}: {op} is supported only as the last node (the output head)")
             self._add_layer(Output(self._unique(self._node_name(node, "output")), _HEADS[op]), x)
+        elif op == "MaxPool":
+            self.acts[out] = self._maxpool(node, x)
         elif op in _POOLS:
             raise UnsupportedLayerError(
-                f"{_where(node)}: pooling layers are not in the IR yet; use a strided Conv instead, or remove the pooling"
+                f"{_where(node)}: average and global pooling are not in the IR yet; use MaxPool or a strided Conv "
+                "instead, or remove the pooling"
             )
         else:
             raise UnsupportedLayerError(f"{_where(node)}: unsupported operation; supported: {SUPPORTED}")
@@ -439,6 +443,22 @@ class _Importer:
         w = np.moveaxis(wc.values, (0, 1), (-1, -2))  # (cout, cin, k...) -> (k..., cin, cout)
         b = self._c(node.input[2], node, "bias") if len(node.input) > 2 and node.input[2] else None
         return self._weighted(node, x, probe, w, wc, b, strides=strides, padding=padding)
+
+    def _maxpool(self, node: Any, x: _Act) -> _Act:
+        a = self._attrs(node)
+        k = tuple(a.get("kernel_shape", ()))
+        nd = len(k)
+        if nd not in (1, 2) or not x.channels_first or len(x.shape) != nd + 1:
+            raise UnsupportedLayerError(f"{_where(node)}: only 1-D and 2-D max pooling of channels-first (N, C, ...) "
+                                        f"tensors is supported, got kernel {list(k)} on {x.onnx_shape}")
+        pads, dil = a.get("pads", [0] * 2 * nd), a.get("dilations", [1] * nd)
+        if any(pads) or any(d != 1 for d in dil) or a.get("ceil_mode", 0) or a.get("auto_pad", "NOTSET") not in (
+                "NOTSET", "VALID") or len(node.output) > 1:
+            raise UnsupportedLayerError(f"{_where(node)}: only unpadded max pooling (no dilation, ceil_mode 0, no "
+                                        "indices output) is supported")
+        cls = MaxPool1D if nd == 1 else MaxPool2D
+        layer = cls(self._unique(self._node_name(node, "pool")), pool=k, strides=tuple(a.get("strides", [1] * nd)))
+        return self._add_layer(layer, x, nonneg=x.nonneg, t=x.type)
 
     def _bias(self, node: Any, x: _Act, act_name: str) -> _Act:
         other = [i for i in node.input if i != act_name]
