@@ -24,12 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from codesign.errors import BackendError
+from codesign import tools
+from codesign.board import SYNTH_FAMILIES
 from codesign.core.fixed import FixedType
 from codesign.core.layers import Dense, Output
 from codesign.core.network import Network
-from codesign import tools
-from codesign.board import SYNTH_FAMILIES
+from codesign.errors import BackendError
 from codesign.tools import Tool, find_yosys, run_tool
 
 # the synthesis command of each family a board may name (codesign.board.SYNTH_FAMILIES)

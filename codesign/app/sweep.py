@@ -78,8 +78,8 @@ def run_sweep(out: str | Path, model: Any, data: str, board: str | Board, budget
     """Compress ``model`` at each budget, synthesize each result, and plot the Pareto front.
 
     ``search`` goes to :func:`codesign.compress.search.compress` (precisions, schedule, ...)."""
-    from codesign.compress.search import compress
     from codesign.compress.cost import network_cost, total_cost
+    from codesign.compress.search import compress
     from codesign.importers.data import check_fits, load_dataset
     from codesign.importers.load import load, model_name
 
