@@ -154,6 +154,7 @@ class _Worker:
     def __init__(self, cpus: int) -> None:
         parent, child = mp.Pipe()
         env = dict(os.environ, **{v: str(cpus) for v in THREAD_VARS})  # read by OpenMP/BLAS when they load
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # it imports what the driver can
         # a session of its own: Ctrl-C is the driver's to handle (it cancels the job), and
         # cancelling stops the tools the job started too
         self.proc = subprocess.Popen([sys.executable, "-m", "codesign.jobs", str(child.fileno())],
