@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait as wait_connections
 from typing import Any, Protocol
 
-from codesign.errors import CodesignError, ConfigError, ToolNotFoundError
+from codesign.errors import CodesignError, ConfigError, ToolFailedError, ToolNotFoundError
 
 ENV_CLUSTER = "CODESIGN_CLUSTER"
 CLUSTERS = "local, ray (a Ray instance on this machine for the run), auto (the running Ray cluster) or ray://HOST:PORT"
@@ -295,6 +295,8 @@ class RayCluster:
                 else:
                     ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as e:
+                if address is None:
+                    raise ToolFailedError(f"cannot start a Ray instance on this machine: {describe_error(e)}") from None
                 raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {describe_error(e)}; "
                                   "start one with 'ray start --head', or use --cluster ray") from None
         self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
