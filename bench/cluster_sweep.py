@@ -110,6 +110,7 @@ def main() -> None:
             res["sweep"] = {"budgets": BUDGETS, "identical": same, "runs": [
                 {k: v for k, v in r.items() if k != "figures"} for r in runs],
                 "points": runs[0]["figures"]}
+            write_results("cluster_sweep", t_all, **res)  # kept should the flows part not finish
             if not same:
                 raise SystemExit("the back ends disagree: see bench/results/cluster_sweep.json")
         if not args.skip_flows:

@@ -1,15 +1,16 @@
 """fpga-codesign: put trained neural networks on FPGAs, verified bit for bit.
 
-The front end: the IR (``Network`` and its layers), the exact integer reference,
-importers, compression, the analytic cost model, boards, data sets and the CLI.
+The public API. The parts live in sub-packages (docs/architecture.md): ``core`` (the IR and
+the exact reference), ``importers``, ``compress``, ``app``; the backends are ``hls`` and ``rtl_sim``.
 """
 
 from codesign.board import Board, board_names, load_board
-from codesign.importers.data import Dataset, load_dataset
-from codesign.errors import CodesignError
+from codesign.budget import Budget
 from codesign.core.fixed import FixedType
-from codesign.importers.load import load
 from codesign.core.network import Network
+from codesign.errors import CodesignError
+from codesign.importers.data import Dataset, load_dataset
+from codesign.importers.load import load
 
 __version__ = "0.1.0"
 
@@ -37,5 +38,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'codesign' has no attribute {name!r}")
 
 
-__all__ = ["Board", "CodesignError", "Dataset", "FixedType", "Network", "board_names", "load", "load_board",
+__all__ = ["Board", "Budget", "CodesignError", "Dataset", "FixedType", "Network", "board_names", "load", "load_board",
            "load_dataset", "__version__", *_LAZY]

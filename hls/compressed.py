@@ -61,9 +61,15 @@ def register_fixes() -> None:
 
 def _template_class(xilinx: bool, headers: list[str]) -> type:
     if xilinx:
-        from hls4ml.backends.vivado.passes.core_templates import DenseFunctionTemplate, dense_include_list
+        from hls4ml.backends.vivado.passes.core_templates import (
+            DenseFunctionTemplate,
+            dense_include_list,
+        )
     else:
-        from hls4ml.backends.quartus.passes.core_templates import DenseFunctionTemplate, dense_include_list
+        from hls4ml.backends.quartus.passes.core_templates import (
+            DenseFunctionTemplate,
+            dense_include_list,
+        )
     # Vivado/Vitis reach dense_compressed through nnet::dense and our kernel class; Quartus calls it directly
     call = None if xilinx else ("nnet::dense_compressed<{input_t}, {output_t}, nnet::compressed_weight_config<{config}>>"
                                 "({input}, {output}, {w}, {b});")

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from codesign.core import fixed
-from codesign.errors import ToolFailedError, ToolNotFoundError
 from codesign.core.network import Network
 from codesign.core.verify import compare_with_reference
+from codesign.errors import ToolFailedError, ToolNotFoundError
 from hls.project import HlsProject
 
 NO_CSIM = {"oneapi": "oneAPI C simulation needs Intel's icpx compiler (oneAPI DPC++), which is not installed here"}

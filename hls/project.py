@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from codesign.board import Board
-from codesign.errors import BackendError, LayerError
-from codesign.tools import quiet_import
 from codesign.core.fixed import FixedType
 from codesign.core.layers import Dense, Flatten, Layer, Output, Quant, ReLU
 from codesign.core.network import Network
+from codesign.errors import BackendError, LayerError
+from codesign.tools import quiet_import
 from hls import compressed
 
 BACKENDS = {"xilinx": ("vitis", "vivado"), "intel": ("quartus", "oneapi")}
@@ -80,6 +80,9 @@ def hls_layers(net: Network) -> list[Layer]:
     for layer in net.layers:
         if isinstance(layer, (Output, Flatten)) and (isinstance(layer, Output) or len(net.input_shape) == 1):
             continue
+        if isinstance(layer, Quant) and layer.per_element:
+            raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are not wired into the HLS "
+                               "projects yet")
         if isinstance(layer, Quant):
             prev = out[-1] if out else None
             if isinstance(prev, Dense) and prev.result_type is None:

@@ -23,11 +23,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from codesign import jobs, tools
-from codesign.core import fixed
-from codesign.errors import BackendError, ToolFailedError
 from codesign.core.fixed import FixedType
 from codesign.core.network import Network
 from codesign.core.verify import compare_with_reference
+from codesign.errors import BackendError, ToolFailedError
 from codesign.tools import Tool, find_verilator, first_error_line, run_tool
 from rtl_sim.verilog import Design, emit_axis_wrapper, emit_verilog
 

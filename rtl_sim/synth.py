@@ -23,13 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from codesign import jobs
-from codesign.errors import BackendError, ToolFailedError, ToolNotFoundError
+from codesign import jobs, tools
+from codesign.board import SYNTH_FAMILIES
 from codesign.core.fixed import FixedType
 from codesign.core.layers import Dense, Output
 from codesign.core.network import Network
-from codesign import tools
-from codesign.board import SYNTH_FAMILIES
+from codesign.errors import BackendError, ToolFailedError, ToolNotFoundError
 from codesign.tools import Tool, find_yosys, run_tool
 
 # the synthesis command of each family a board may name (codesign.board.SYNTH_FAMILIES)

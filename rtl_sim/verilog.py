@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from codesign.errors import BackendError
+from codesign.core.arith import CSD_MAX_DIGITS, csd_digits, signed_width
 from codesign.core.fixed import FixedType, fit_overflow, round_shift
 from codesign.core.layers import Dense, Flatten, Layer, Output, Quant, ReLU
 from codesign.core.network import Network
-from codesign.core.arith import CSD_MAX_DIGITS, csd_digits, signed_width
+from codesign.errors import BackendError
+
 
 def uses_dsp(w: int, mapping: str) -> bool:
     """Whether a constant weight becomes a DSP multiply (else LUT shift-and-add)."""
@@ -237,6 +238,9 @@ def stages_of(net: Network) -> list[Stage]:
             if len(net.input_shape) != 1:
                 raise BackendError(f"layer {layer.name!r}: RTL emission supports 1-D (Dense) networks only")
             continue
+        if isinstance(layer, Quant) and layer.per_element:
+            raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are not supported by the "
+                               "RTL emitter yet")
         if not isinstance(layer, (Dense, ReLU, Quant)):
             raise BackendError(
                 f"layer {layer.name!r} ({layer.kind}): the RTL emitter supports Dense, ReLU and Quant layers; "

@@ -9,7 +9,6 @@ from codesign.app.flow import compress_network as compress  # the API edge: name
 from codesign.compress.search import Schedule, shrink
 from codesign.compress.cost import network_cost, total_cost
 from codesign.errors import BudgetError
-from codesign.core.fixed import FixedType
 from codesign.compress.qat import Precision, assign_types, network_from_qmlp, qmlp_from_network
 from codesign.compress.prune import prune_neurons, prune_weights, scores
 from codesign.budget import parse_budget
@@ -158,13 +157,15 @@ def test_the_float_jet_tagger_compresses_over_70_percent_sparse_and_agrees_with_
 def test_a_pruning_step_that_would_overshoot_the_budget_is_cut_to_what_fits(qat_model, digits):
     import copy
 
-    from codesign.compress.search import _cost, fewest_to_fit, self_prune
+    from codesign.budget import Budget
+    from codesign.compress.search import _cost, _Search, fewest_to_fit, self_prune
 
     board = load_board("arty-a7-35")
     full = _cost(qat_model, board, "lut")
     aim = {"lut": int(full["lut"] * 0.8), "dsp": 0}
+    ctx = _Search(digits, Budget(board, aim), aim, "hardware", "lut", None, 0)
     total = int(sum(layer.mask.sum().item() for layer in qat_model.stages))
-    n = fewest_to_fit(qat_model, digits, "hardware", board, "lut", aim, int(total * 0.9))
+    n = fewest_to_fit(qat_model, ctx, int(total * 0.9))
     assert n < total // 2  # a fifth of the cost, not nine tenths of the weights
     trial = copy.deepcopy(qat_model)
     self_prune(trial, digits, "hardware", board, n)

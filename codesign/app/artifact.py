@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from codesign.errors import ArtifactError
 from codesign.core.network import NETWORK_JSON
+from codesign.errors import ArtifactError
 
 REPORT_JSON = "report.json"
 INCOMPLETE = ".incomplete"

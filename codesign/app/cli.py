@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_args(p)
     _common(p)
 
+    p = sub.add_parser("export", help="write the network in DIR as QONNX (FINN, hls4ml, qonnx)")
+    p.add_argument("dir")
+    p.add_argument("--onnx", required=True, help="the .onnx file to write")
+    p.add_argument("--float32", action="store_true",
+                   help="no Cast-to-float64 nodes around wide accumulators (for tools that do not take Cast)")
+    _common(p)
+
     p = sub.add_parser("report", help="write report.md and report.html")
     p.add_argument("dir")
     _common(p)
@@ -158,15 +165,16 @@ def run(args: argparse.Namespace) -> Any:
         return result
     if args.cmd == "compress":
         from codesign.app import flow
-
         from codesign.board import load_board
         from codesign.budget import Budget
+        from codesign.importers.load import load
 
         budget = Budget.parse(args.budget, load_board(args.board))  # before anything is written
+        net = load(args.model, weights=args.weights, trust=args.trust_pickle, input_type=args.input_type)
         art = Artifact(args.out)
         art.claim(args.force)
         return flow.step_compress(art, args.model, args.data, budget, args.method, args.weights,
-                                  args.trust_pickle, args.input_type, progress=rep)
+                                  args.trust_pickle, args.input_type, progress=rep, loaded=net)
     if args.cmd == "sweep":
         from codesign.app.sweep import run_sweep
 
@@ -189,6 +197,10 @@ def run(args: argparse.Namespace) -> Any:
         return flow.step_cosim(art, args.samples, args.mode, progress=rep, cluster=args.cluster)
     if args.cmd == "estimate":
         return flow.step_estimate(art, args.board, synth=not args.no_synth, progress=rep, cluster=args.cluster)
+    if args.cmd == "export":
+        res = flow.step_export(art, args.onnx, float64=not args.float32)
+        rep.print(f"QONNX: {res['onnx']}")
+        return res
     if args.cmd == "report":
         from codesign.app.report import write_report
 

@@ -18,11 +18,11 @@ from codesign.app.artifact import Artifact
 from codesign.board import Board, load_board
 from codesign.budget import Budget
 from codesign.compress.cost import fits, network_cost, total_cost
-from codesign.importers.data import Dataset, check_fits, load_dataset
-from codesign.errors import BackendError, CodesignError, VerificationError
 from codesign.core.fixed import FixedType
-from codesign.importers.load import load, model_name
 from codesign.core.network import Network
+from codesign.errors import BackendError, CodesignError, VerificationError
+from codesign.importers.data import Dataset, check_fits, load_dataset
+from codesign.importers.load import load, model_name
 from codesign.progress import SILENT, Reporter
 
 DEFAULT_MODEL = "digits-mlp"
@@ -69,18 +69,22 @@ def compress_network(net: Network, data: str | Dataset = DEFAULT_DATA, board: st
 
 def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, method: str = "hardware",
                   weights: str | None = None, trust: bool = False, input_type: str | None = None, seed: int = 0,
-                  progress: Reporter = SILENT) -> dict[str, Any]:
+                  progress: Reporter = SILENT, loaded: Network | None = None) -> dict[str, Any]:
     """Load the model; compress it under ``budget`` (parsed, with its board), or (no limits) quantize
-    it at the default precision."""
-    from codesign.compress.search import compress, default_input_type
+    it at the default precision. ``loaded`` is the model already loaded by a caller that checked it
+    before claiming the directory."""
     from codesign.compress.quantize import quantize_network
+    from codesign.compress.search import compress, default_input_type
 
     t0 = time.perf_counter()
     b, limits = budget.board, budget.limits
     t_in_given = FixedType.parse(input_type) if input_type else None
     with art.step("compress"):
-        with progress.status(f"loading {model}"):
-            net = load(model, weights=weights, trust=trust, input_type=input_type)
+        if loaded is not None:
+            net = loaded
+        else:
+            with progress.status(f"loading {model}"):
+                net = load(model, weights=weights, trust=trust, input_type=input_type)
         ds = load_dataset(data, seed) if data else None
         if ds is not None:
             check_fits(ds, net.input_shape, net.output_shape[-1], net.name)
@@ -211,8 +215,13 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
                   cluster: str | jobs.Executor | None = None) -> dict[str, Any]:
     """Analytic estimate and Yosys synthesis per layer (with and without DSP inference), the Yosys
     runs as jobs on ``cluster`` (``codesign.jobs.executor``; the cache answers unchanged layers)."""
-    from rtl_sim.synth import COUNTS, stage_networks, synthesize_layer_modes, total_counts
     from codesign.tools import find_yosys
+    from rtl_sim.synth import (
+        COUNTS,
+        stage_networks,
+        synthesize_layer_modes,
+        total_counts,
+    )
 
     art.require()
     t0 = time.perf_counter()
@@ -249,6 +258,24 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
     return est
 
 
+def step_export(art: Artifact, onnx_path: str | Path, float64: bool = True) -> dict[str, Any]:
+    """Write the network in ``DIR`` as QONNX; recorded in report.json under ``export``."""
+    from codesign.errors import ModelFileError
+
+    art.require()
+    net = Network.load(art.dir)
+    path = Path(onnx_path)
+    if path.suffix.lower() != ".onnx":
+        raise ModelFileError(f"--onnx {str(path)!r}: the file name must end in .onnx")
+    model = net.to_onnx(path, float64=float64)
+    casts = sorted({n.name.split(".")[0] for n in model.graph.node if n.op_type == "Cast"})
+    res = {"onnx": str(path.absolute()), "nodes": len(model.graph.node), "float64_layers": casts,
+           "format": "QONNX" if net.quantized else "ONNX (float)"}
+    if (art.dir / "report.json").is_file():
+        art.update(export=res)
+    return res
+
+
 def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEFAULT_DATA,
              board: str = DEFAULT_BOARD, budget: str | dict | None = None, backend: str | None = None,
              weights: str | None = None, trust: bool = False, input_type: str | None = None, force: bool = False,
@@ -257,7 +284,6 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
     """load -> compress -> hls -> rtl -> cosim -> estimate -> report, in ``out``; the Yosys runs (and
     the shards of a large co-simulation) are jobs on ``cluster`` (``codesign.jobs.executor``)."""
     from codesign.app.report import write_report
-
     from codesign.tools import preflight
 
     b = load_board(board)
@@ -266,11 +292,13 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
         from hls.project import check_backend
 
         check_backend(b, backend)
+    with progress.status(f"loading {model}"):  # a model file that cannot be read leaves no directory behind
+        net = load(model, weights=weights, trust=trust, input_type=input_type)
     preflight(cosim=True, synth=synth)  # a missing tool is reported before minutes of compression
     with jobs.executor(cluster) as ex:  # before anything is written: a bad --cluster or a missing Ray fails first
         art = Artifact(out)
         art.claim(force)
-        step_compress(art, model, data, bud, method, weights, trust, input_type, progress=progress)
+        step_compress(art, model, data, bud, method, weights, trust, input_type, progress=progress, loaded=net)
         step_hls(art, backend, samples, progress=progress)
         step_rtl(art, progress=progress)
         step_cosim(art, samples, progress=progress, cluster=ex)

@@ -20,11 +20,11 @@ from importlib import resources
 import numpy as np
 
 from codesign.board import Board
-from codesign.errors import LayerError
-from codesign.core.fixed import FixedType
-from codesign.core.layers import MULT_MAPPINGS, BatchNorm, Dense, Layer, Quant, ReLU, Weighted
-from codesign.core.network import Network
 from codesign.core.arith import CSD_MAX_DIGITS, csd_count, signed_widths
+from codesign.core.fixed import FixedType
+from codesign.core.layers import MULT_MAPPINGS, BatchNorm, Dense, Quant, ReLU, Weighted
+from codesign.core.network import Network
+from codesign.errors import LayerError
 
 # Yosys maps a multiply to a DSP only when its operands (and, on AMD, its product) are wide
 # enough (mul2dsp's DSP_A/B/Y_MINWIDTH in synth_xilinx and synth_intel_alm); a narrower one
@@ -282,7 +282,3 @@ def binding_resource(total: dict[str, int], budget: dict[str, int]) -> str:
     ratios = {k: total.get(k, 0) / max(v, 1e-9) if v else (float("inf") if total.get(k, 0) else 0.0)
               for k, v in budget.items()}
     return max(ratios, key=ratios.get)
-
-
-def hardware_layer(layer: Layer) -> bool:
-    return isinstance(layer, Dense)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from codesign.core.arith import CSD_MAX_DIGITS, csd_count
 from codesign.compress.cost import term_lut
+from codesign.compress.qat import QMLP
+from codesign.core.arith import CSD_MAX_DIGITS, csd_count
 from codesign.core.fixed import FixedType
 from codesign.errors import ConfigError
-from codesign.compress.qat import QMLP
 
 METHODS = ("hardware", "magnitude", "structured")
 

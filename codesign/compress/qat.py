@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from codesign.compress.quantize import fixed_for_values, fold_batchnorm
 from codesign.core import fixed
-from codesign.errors import LayerError
 from codesign.core.fixed import FixedType
 from codesign.core.layers import Dense, Layer, Output, ReLU
 from codesign.core.network import Network
-from codesign.compress.quantize import fixed_for_values, fold_batchnorm
 from codesign.core.reference import exact_accum_type
+from codesign.errors import LayerError
 
 
 def fake_quant(x: torch.Tensor, t: FixedType) -> torch.Tensor:

@@ -13,11 +13,11 @@ import math
 import numpy as np
 
 from codesign.core import fixed
-from codesign.errors import LayerError
 from codesign.core.fixed import FixedType
 from codesign.core.layers import BatchNorm, Layer, Quant, ReLU, Weighted
 from codesign.core.network import Network
 from codesign.core.reference import exact_accum_type
+from codesign.errors import LayerError
 
 
 def fold_batchnorm(net: Network) -> Network:

@@ -21,14 +21,25 @@ from torch import nn
 from codesign.board import Board
 from codesign.budget import Budget
 from codesign.compress.cost import binding_resource, fits, network_cost, total_cost
-from codesign.importers.data import Dataset, check_fits
-from codesign.errors import BudgetError
+from codesign.compress.prune import (
+    polynomial_schedule,
+    prune_neurons,
+    prune_weights,
+    scores,
+)
+from codesign.compress.qat import (
+    QMLP,
+    Precision,
+    assign_types,
+    network_from_qmlp,
+    qmlp_from_network,
+)
+from codesign.compress.quantize import integer_bits_for
 from codesign.core.fixed import FixedType
 from codesign.core.network import Network
+from codesign.errors import BudgetError
+from codesign.importers.data import Dataset, check_fits
 from codesign.progress import SILENT, Reporter
-from codesign.compress.prune import polynomial_schedule, prune_neurons, prune_weights, scores
-from codesign.compress.qat import Precision, QMLP, assign_types, network_from_qmlp, qmlp_from_network
-from codesign.compress.quantize import integer_bits_for
 
 PRECISIONS = (Precision(3, 6, 10), Precision(4, 6, 10), Precision(4, 8, 12), Precision(6, 8, 12), Precision(8, 10, 14))
 

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from codesign.errors import LayerError
 from codesign.core.fixed import FixedType
+from codesign.errors import LayerError
 
 MAX_PARAM_BITS = 62
 MULT_MAPPINGS = ("auto", "dsp", "lut")
@@ -274,13 +274,99 @@ class ReLU(Layer):
 
 @dataclass
 class Quant(Layer):
-    """A cast of the tensor to ``result_type`` (QKeras ``quantized_bits`` as an activation)."""
+    """A cast of the tensor to ``result_type`` (QKeras ``quantized_bits`` as an activation).
+
+    With per-element formats (HGQ's heterogeneous quantizers) element ``j`` is cast to
+    ``ap_fixed<element_width[j], element_integer[j]>`` (``ap_ufixed`` where ``element_signed[j]``
+    is False; width 0 is the constant 0) with ``result_type``'s quantization and overflow modes,
+    and the tensor is held in ``result_type``, which must contain every element's format.
+    """
 
     result_type: FixedType | None = None
+    element_width: np.ndarray | None = None
+    element_integer: np.ndarray | None = None
+    element_signed: np.ndarray | None = None
     kind: ClassVar[str] = "Quant"
 
     def __post_init__(self) -> None:
         self.result_type = _check_type(self.name, "result_type", self.result_type, required=True)
+        given = [a is not None for a in (self.element_width, self.element_integer, self.element_signed)]
+        if any(given) and not all(given):
+            raise LayerError(f"layer {self.name!r}: per-element formats need element_width, element_integer and "
+                             "element_signed together")
+        if self.per_element:
+            self._check_elements()
+
+    @property
+    def per_element(self) -> bool:
+        return self.element_width is not None
+
+    def element_formats(self) -> list[tuple[FixedType | None, np.ndarray]]:
+        """Each distinct element format (None for width 0, the constant 0) with the mask of its elements."""
+        keys = np.stack([self.element_width, self.element_integer, self.element_signed.astype(np.int64)])
+        out = []
+        for w, i, s in np.unique(keys.reshape(3, -1), axis=1).T:
+            mask = (self.element_width == w) & (self.element_integer == i) & (self.element_signed == bool(s))
+            t = None if w == 0 else FixedType(int(w), int(i), bool(s), self.result_type.quant, self.result_type.overflow)
+            out.append((t, mask))
+        return out
+
+    def _check_elements(self) -> None:
+        self.element_width = np.asarray(self.element_width, dtype=np.int64)
+        self.element_integer = np.asarray(self.element_integer, dtype=np.int64)
+        self.element_signed = np.asarray(self.element_signed, dtype=bool)
+        if not self.element_width.shape == self.element_integer.shape == self.element_signed.shape:
+            raise LayerError(f"layer {self.name!r}: element_width, element_integer and element_signed differ in shape")
+        if self.element_width.size and (self.element_width.min() < 0 or self.element_width.max() > MAX_PARAM_BITS):
+            raise LayerError(f"layer {self.name!r}: element widths must be in [0, {MAX_PARAM_BITS}]")
+        for t, _ in self.element_formats():
+            if t is not None and not self.result_type.contains(t):
+                raise LayerError(f"layer {self.name!r}: result_type {self.result_type} does not hold element format {t}")
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self.per_element and self.element_width.shape != tuple(in_shape):
+            raise LayerError(f"layer {self.name!r}: per-element formats of shape {self.element_width.shape} do not "
+                             f"match the input {tuple(in_shape)}")
+        return in_shape
+
+
+@dataclass
+class MaxPool(Layer):
+    """Maximum over ``pool`` windows taken every ``strides`` (no padding), channels-last; the type passes through."""
+
+    pool: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+    kind: ClassVar[str] = "MaxPool"
+    ndim: ClassVar[int] = 0
+
+    def __post_init__(self) -> None:
+        self.pool = tuple(int(p) for p in self.pool)
+        self.strides = tuple(int(s) for s in (self.strides or self.pool))
+        for attr in ("pool", "strides"):
+            v = getattr(self, attr)
+            if len(v) != self.ndim or min(v, default=0) < 1:
+                raise LayerError(f"layer {self.name!r}: {attr} must be {self.ndim} positive integers, not {v!r}")
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(in_shape) != self.ndim + 1:
+            raise LayerError(f"layer {self.name!r}: {self.kind} expects a {self.ndim + 1}-D channels-last input, "
+                             f"got {in_shape}")
+        spatial = [(n - p) // s + 1 for n, p, s in zip(in_shape[:-1], self.pool, self.strides)]
+        if min(spatial) < 1:
+            raise LayerError(f"layer {self.name!r}: pool {self.pool} is larger than the input {in_shape}")
+        return (*spatial, in_shape[-1])
+
+
+@dataclass
+class MaxPool1D(MaxPool):
+    kind: ClassVar[str] = "MaxPool1D"
+    ndim: ClassVar[int] = 1
+
+
+@dataclass
+class MaxPool2D(MaxPool):
+    kind: ClassVar[str] = "MaxPool2D"
+    ndim: ClassVar[int] = 2
 
 
 @dataclass
@@ -291,7 +377,7 @@ class Flatten(Layer):
         return (int(np.prod(in_shape)),)
 
 
-HEAD_KINDS = ("softmax", "argmax", "linear")
+HEAD_KINDS = ("softmax", "argmax", "sigmoid", "linear")
 
 
 @dataclass
@@ -307,5 +393,5 @@ class Output(Layer):
 
 
 LAYER_CLASSES: dict[str, type[Layer]] = {
-    cls.kind: cls for cls in (Dense, Conv1D, Conv2D, BatchNorm, ReLU, Quant, Flatten, Output)
+    cls.kind: cls for cls in (Dense, Conv1D, Conv2D, BatchNorm, ReLU, Quant, MaxPool1D, MaxPool2D, Flatten, Output)
 }

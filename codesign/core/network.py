@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from codesign.core import fixed, reference
-from codesign.errors import ArtifactError, DataError, LayerError
 from codesign.core.fixed import FixedType
 from codesign.core.layers import LAYER_CLASSES, BatchNorm, Layer, Output, Weighted
 from codesign.core.reference import Tensor
+from codesign.errors import ArtifactError, DataError, LayerError
 
 FORMAT = "fpga-codesign-network"
 FORMAT_VERSION = 1
@@ -80,10 +80,6 @@ class Network:
     @property
     def head(self) -> str:
         return self.layers[-1].head if self.layers and isinstance(self.layers[-1], Output) else "linear"
-
-    @property
-    def hardware_layers(self) -> list[Layer]:
-        return [layer for layer in self.layers if not isinstance(layer, Output)]
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
@@ -178,6 +174,16 @@ class Network:
         return reference.apply_head(self.head, self.forward(x))
 
     # ---- save / load -----------------------------------------------------------------
+    def to_onnx(self, path: str | os.PathLike | None = None, float64: bool = True) -> Any:
+        """The network as QONNX (float ONNX when it is float), written to ``path`` when given.
+
+        Re-importing the file gives this network; qonnx's executor gives this reference's outputs
+        on inputs of the input type (see ``codesign.core.onnx_export``).
+        """
+        from codesign.core.onnx_export import network_to_onnx
+
+        return network_to_onnx(self, path, float64=float64)
+
     def to_json(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The network as a JSON-able dict plus its arrays."""
         arrays: dict[str, np.ndarray] = {}

@@ -8,7 +8,9 @@ accumulator holds the exact sum, which ``exact_accum_type`` guarantees):
 - Dense/Conv: ``acc = bias + sum(x * w)`` exactly, then ``result = cast<result_type>(acc)``.
 - BatchNorm (quantized): ``cast<result_type>(x * scale + shift)``.
 - ReLU: ``max(x, 0)``, then ``cast<result_type>`` if the layer has one.
-- Quant: ``cast<result_type>(x)``.
+- Quant: ``cast<result_type>(x)``; with per-element formats each element is cast to its own format
+  (width 0: zero), then held exactly in ``result_type``.
+- MaxPool: the maximum of each window, in the input's type.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from codesign.core import fixed
-from codesign.errors import LayerError
 from codesign.core.fixed import FixedType
-from codesign.core.layers import BatchNorm, Conv, Dense, Flatten, Layer, Output, Quant, ReLU, Weighted
+from codesign.core.layers import BatchNorm, Conv, Dense, Flatten, Layer, MaxPool, Output, Quant, ReLU, Weighted
+from codesign.errors import LayerError
 
 
 @dataclass
@@ -136,15 +138,38 @@ def run_layer(layer: Layer, x: Tensor) -> Tensor:
         if x.type is None:
             return Tensor(fixed.to_float(fixed.quantize(y, layer.result_type), layer.result_type), None)
         return Tensor(fixed.cast(y, x.type, layer.result_type), layer.result_type)
+    if isinstance(layer, Quant) and layer.per_element:
+        return _quant_elements(layer, x)
     if isinstance(layer, Quant):
         if x.type is None:
             return Tensor(fixed.to_float(fixed.quantize(x.values, layer.result_type), layer.result_type), None)
         return Tensor(fixed.cast(x.values, x.type, layer.result_type), layer.result_type)
     if isinstance(layer, Flatten):
         return Tensor(x.values.reshape(x.values.shape[0], -1), x.type)
+    if isinstance(layer, MaxPool):
+        axes = tuple(range(1, layer.ndim + 1))
+        win = np.lib.stride_tricks.sliding_window_view(x.values, layer.pool, axis=axes)
+        win = win[(slice(None),) + tuple(slice(None, None, s) for s in layer.strides)]
+        return Tensor(win.max(axis=tuple(range(-layer.ndim, 0))), x.type)
     if isinstance(layer, Output):
         return x
     raise LayerError(f"layer {layer.name!r}: the reference has no rule for {type(layer).__name__}")
+
+
+def _quant_elements(layer: Quant, x: Tensor) -> Tensor:
+    """A per-element cast: each distinct format on its own elements, then held in ``result_type``."""
+    rt = layer.result_type
+    big = fixed.needs_object(rt.width)
+    out = np.zeros(x.values.shape, dtype=object if big else np.int64)
+    for t, mask in layer.element_formats():
+        if t is None:
+            continue  # width 0: the constant 0
+        sel = x.values[:, mask]
+        q = fixed.quantize(sel, t) if x.type is None else fixed.cast(sel, x.type, t)
+        out[:, mask] = fixed.cast(q, t, rt)
+    if x.type is None:
+        return Tensor(fixed.to_float(out, rt), None)
+    return Tensor(out, rt)
 
 
 def trace(layers: list[Layer], x: Tensor) -> list[Tensor]:
@@ -157,7 +182,9 @@ def trace(layers: list[Layer], x: Tensor) -> list[Tensor]:
 
 
 def apply_head(head: str, y: np.ndarray) -> np.ndarray:
-    """Softmax probabilities, argmax classes, or the values as they are."""
+    """Softmax probabilities, argmax classes, sigmoid probabilities, or the values as they are."""
+    if head == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-y))
     if head == "argmax":
         return np.argmax(y, axis=-1)
     if head == "softmax":

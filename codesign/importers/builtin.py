@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-
+from codesign.core.network import Network
 from codesign.errors import ModelFileError
 from codesign.tools import cache_dir
-from codesign.core.network import Network
 
 BUILTIN_MODELS = ("digits-mlp",)
 DIGITS_MLP_SIZES = (64, 32, 16, 10)
@@ -67,7 +63,3 @@ def builtin_model(name: str, seed: int = 0) -> Network:
     net = train_digits_mlp(seed)
     net.save(d)
     return net
-
-
-def float_accuracy(net: Network, X: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.argmax(net.forward(X), axis=-1) == y))

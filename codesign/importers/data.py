@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codesign.errors import DataError
 from codesign.core.fixed import FixedType
+from codesign.errors import DataError
 
 BUILTIN_DATA = ("digits",)
 NPZ_KEYS = ("X_train", "y_train", "X_test", "y_test")

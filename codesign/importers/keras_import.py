@@ -1,336 +1,339 @@
-"""Keras and QKeras import (tf-keras 2, Keras-2 API): exact mapping of QKeras quantizers.
+"""Keras, QKeras and HGQ models to the IR, mapped layer by layer from the config as data.
 
-TensorFlow is imported lazily, with ``TF_USE_LEGACY_KERAS=1`` set first (QKeras is Keras-2
-only), so PyTorch-only users never need it.
-
-Mapping (QKeras 0.9 source, ``quantizers.py``): ``quantized_bits(bits, integer,
-keep_negative=1, alpha=1)`` rounds half to even (``tf.round``) and clips to
-``[-2**(bits-1), 2**(bits-1)-1]`` steps of ``2**(integer-bits+1)``: that is
-``ap_fixed<bits, integer+1, AP_RND_CONV, AP_SAT>``. ``quantized_relu(bits, integer)`` is
-``ap_ufixed<bits, integer, AP_RND_CONV, AP_SAT>`` applied to ``max(x, 0)``. Weight
-quantizers are evaluated on the weights themselves, so a power-of-two ``alpha`` (including
-``auto_po2``) maps exactly onto a wider type; a scale that is not a power of two is refused.
+The files are read by ``keras_files`` (JSON + h5py; no Keras, no TensorFlow, nothing from the file
+runs); quantizers are mapped by ``qkeras_quant`` and HGQ's ``FixedPointQuantizer`` by ``hgq``. A first
+pass over the config (``plan``) refuses every unsupported layer, quantizer and absurd size, naming
+the layer, before any weight is read; the second (``network_from_config``) builds the layers and
+checks each weight array against the shape its config implies. A live tf-keras/Keras model goes
+through the same two passes (``keras_live``).
 """
 
 from __future__ import annotations
 
-import math
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from codesign.core import fixed
 from codesign.errors import ModelFileError, UnsupportedLayerError
 from codesign.core.fixed import FixedType
-from codesign.core.layers import BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, Output, Quant, ReLU
+from codesign.importers import hgq
+from codesign.importers.keras_files import KerasFile, input_shape, model_layers, read_keras_file
+from codesign.importers.qkeras_quant import activation_type, parse_quantizer, weight_ints
+from codesign.core.layers import (BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, MaxPool1D, MaxPool2D, Output, Quant,
+                             ReLU)
 from codesign.core.network import Network
 
 DEFAULT_INPUT_TYPE = FixedType(16, 6, True, "RND_CONV", "SAT")  # hls4ml's default precision, ap_fixed<16,6>
 SUPPORTED = ("InputLayer, Dense, QDense, Conv1D, Conv2D, QConv1D, QConv2D, BatchNormalization (float models), "
-             "Activation (relu, linear, softmax), QActivation (quantized_relu, quantized_bits), Flatten, Dropout")
-MAX_WEIGHT_FRAC = 40
+             "Activation (relu, linear, softmax last), QActivation (quantized_relu, quantized_bits), ReLU, "
+             "Softmax (last), Flatten, Reshape (at the input, or to 1-D), Dropout, MaxPooling1D/2D (valid), "
+             "FixedPointQuantizer (HGQ)")
+SKIPPED = {"InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "AlphaDropout", "GaussianDropout",
+           "GaussianNoise", "ActivityRegularization"}
+WEIGHTED = {"Dense": 0, "QDense": 0, "Conv1D": 1, "QConv1D": 1, "Conv2D": 2, "QConv2D": 2}
+BATCHNORMS = {"BatchNormalization", "QBatchNormalization"}
+MAX_POOLS = {"MaxPooling1D": 1, "MaxPool1D": 1, "MaxPooling2D": 2, "MaxPool2D": 2}
+MAX_PARAMS = 1 << 24  # weights of one model; an FPGA network is thousands to a few million
+MAX_TENSOR = 1 << 24  # elements of one activation tensor
 
 
-def import_tf() -> Any:
-    """TensorFlow with legacy (Keras 2) Keras, or a clear error saying how to install it."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if os.environ["TF_USE_LEGACY_KERAS"] != "1":
-        raise ModelFileError("TF_USE_LEGACY_KERAS must be 1 for QKeras (Keras-2 only); unset it or set it to 1")
-    try:
-        import tensorflow as tf
-        import tf_keras  # noqa: F401
-    except ImportError:
-        raise ModelFileError(
-            "Keras/QKeras import needs TensorFlow: pip install 'fpga-codesign[keras]' "
-            "(tensorflow, tf-keras, qkeras)"
-        ) from None
-    return tf
-
-
-def custom_objects() -> dict[str, Any]:
-    import_tf()
-    try:
-        from qkeras.utils import _add_supported_quantized_objects
-    except ImportError:
-        return {}
-    co: dict[str, Any] = {}
-    _add_supported_quantized_objects(co)
-    return co
-
-
-def load_keras_file(path: Path, weights: str | Path | None = None, input_type: FixedType | str | None = None,
-                    floatx: str = "float32") -> Network:
+def load_keras_file(path: Path, weights: str | Path | None = None, input_type: FixedType | str | None = None) -> Network:
     """``.json`` (+ ``<stem>_weights.h5`` beside it unless ``weights``), a full-model ``.h5`` or ``.keras``."""
-    return network_from_keras(load_keras_model(path, weights, floatx), input_type=input_type, name=path.stem)
-
-
-def load_keras_model(path: Path, weights: str | Path | None = None, floatx: str = "float32") -> Any:
-    """The live tf-keras model (QKeras layers included), computing in ``floatx``."""
     path = Path(path)
-    model = _load_keras_model(path, weights)
-    if floatx == "float32":
-        return model
-    return with_floatx(model, floatx, _config_text(path))
+    kf = read_keras_file(path, weights, check=plan)
+    return network_from_config(kf, input_type=input_type, name=path.stem)
 
 
-def _config_text(path: Path) -> str | None:
-    """The architecture JSON as saved (tf-keras 2.21 re-serializes QActivation badly)."""
-    if path.suffix == ".json":
-        return path.read_text()
-    if path.suffix in (".h5", ".hdf5"):
-        import h5py
+@dataclass
+class Plan:
+    """The checked architecture: layer entries in order with the shape each one receives."""
 
-        with h5py.File(path, "r") as f:
-            cfg = f.attrs.get("model_config")
-            return cfg.decode() if isinstance(cfg, bytes) else cfg
-    return None
-
-
-def with_floatx(model: Any, floatx: str, config_text: str | None = None) -> Any:
-    """The same model and weights, rebuilt to compute in ``floatx`` (e.g. float64)."""
-    import json
-
-    tf = import_tf()
-
-    def retype(o: Any) -> Any:
-        if isinstance(o, dict):
-            return {k: (floatx if k == "dtype" and isinstance(v, str) and v.startswith("float") else retype(v))
-                    for k, v in o.items()}
-        if isinstance(o, list):
-            return [retype(v) for v in o]
-        return o
-
-    cfg = retype(json.loads(config_text or model.to_json()))
-    tf.keras.backend.set_floatx(floatx)
-    try:
-        clone = tf.keras.models.model_from_json(json.dumps(cfg), custom_objects=custom_objects())
-        clone.set_weights([np.asarray(w, dtype=floatx) for w in model.get_weights()])
-    finally:
-        tf.keras.backend.set_floatx("float32")
-    return clone
+    name: str
+    input_shape: tuple[int, ...]
+    entries: list[dict[str, Any]]
+    shapes: list[tuple[int, ...]]
+    quantized: bool  # QKeras layers present
+    hgq: bool  # HGQ FixedPointQuantizer layers present
 
 
-def _load_keras_model(path: Path, weights: str | Path | None) -> Any:
-    tf = import_tf()
-    co = custom_objects()
-    if path.suffix == ".json":
-        wpath = Path(weights) if weights else path.with_name(f"{path.stem}_weights.h5")
-        if not wpath.is_file():
-            raise ModelFileError(f"{path}: no weights file {wpath.name} beside it; pass weights=... (CLI: --weights)")
-        try:
-            model = tf.keras.models.model_from_json(path.read_text(), custom_objects=co)
-        except (ValueError, TypeError, KeyError) as e:
-            raise ModelFileError(f"{path}: not a Keras model JSON ({str(e).splitlines()[0][:200]})") from None
-        try:
-            model.load_weights(str(wpath))
-        except (ValueError, OSError) as e:
-            raise ModelFileError(f"{wpath}: cannot load weights ({str(e).splitlines()[0][:200]})") from None
-        return model
-    try:
-        return tf.keras.models.load_model(str(path), custom_objects=co, compile=False)
-    except (ValueError, OSError, TypeError, KeyError) as e:
-        raise ModelFileError(f"{path}: not a readable Keras model ({str(e).splitlines()[0][:200]})") from None
+def plan(config: dict[str, Any], source: str) -> Plan:
+    """Check every layer's config (class, options, quantizers, sizes) and propagate shapes; read no weight."""
+    name, entries = model_layers(config, source)
+    shape = input_shape(entries, source)
+    _check_tensor(entries[0]["name"], shape)
+    classes = [e["class_name"] for e in entries]
+    quantized = any(c.startswith("Q") for c in classes)
+    is_hgq = any(c in hgq.HGQ_QUANTIZERS for c in classes)
+    shapes, params = [], 0
+    last = max(i for i, c in enumerate(classes) if c not in SKIPPED)
+    for i, e in enumerate(entries):
+        shapes.append(shape)
+        shape, n = _check_entry(e, shape, i == last, quantized, is_hgq)
+        params += n
+        if params > MAX_PARAMS:
+            raise ModelFileError(f"layer {e['name']!r} ({e['class_name']}): the model has {params:,} weights by this "
+                                 f"layer, more than this tool handles ({MAX_PARAMS:,}); the file is corrupt or the "
+                                 "model is not for an FPGA")
+        _check_tensor(e["name"], shape)
+    return Plan(name, input_shape(entries, source), entries, shapes, quantized, is_hgq)
 
 
-def _quantizer_name(q: Any) -> str:
-    return type(q).__name__ if q is not None else "None"
+def _check_tensor(lname: str, shape: tuple[int, ...]) -> None:
+    if int(np.prod(shape, dtype=np.float64)) > MAX_TENSOR:
+        raise ModelFileError(f"layer {lname!r}: a tensor of shape {shape} has more than {MAX_TENSOR:,} elements; "
+                             "the file is corrupt or the model is not for an FPGA")
 
 
-def _pow2(v: Any) -> bool:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return False
-    return f > 0 and math.log2(f) == round(math.log2(f))
+def _int(cfg: dict[str, Any], key: str, lname: str, lo: int = 1) -> int:
+    v = cfg.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ModelFileError(f"layer {lname!r}: {key} must be an integer >= {lo}, not {v!r}")
+    return v
 
 
-def activation_type(q: Any, layer: str) -> tuple[str, FixedType]:
-    """``("relu"|"quant", type)`` for a QKeras activation quantizer, or a refusal naming the layer."""
-    name = _quantizer_name(q)
-    cfg = q.get_config() if hasattr(q, "get_config") else {}
-    if getattr(q, "use_stochastic_rounding", False):
-        raise UnsupportedLayerError(f"layer {layer!r}: {name} with stochastic rounding has no fixed-point equivalent")
-    if name == "quantized_relu":
-        if cfg.get("negative_slope", 0.0) != 0.0 or cfg.get("use_sigmoid", 0) or cfg.get("relu_upper_bound") is not None:
+def _tuple(v: Any, n: int, key: str, lname: str) -> tuple[int, ...]:
+    t = tuple(v) if isinstance(v, (list, tuple)) else (v,) * n
+    if len(t) != n or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 16 for d in t):
+        raise ModelFileError(f"layer {lname!r}: {key} must be {n} positive integers, not {v!r}")
+    return t
+
+
+def _check_entry(e: dict[str, Any], shape: tuple[int, ...], is_last: bool, quantized: bool,
+                 is_hgq: bool) -> tuple[tuple[int, ...], int]:
+    """The output shape and weight count of one layer, or a refusal naming it."""
+    cls, lname, cfg = e["class_name"], e["name"], e["config"]
+    if cfg.get("data_format", "channels_last") != "channels_last":
+        raise UnsupportedLayerError(f"layer {lname!r} ({cls}): data_format={cfg['data_format']!r} is not supported")
+    if cls in SKIPPED:
+        return shape, 0
+    if cls in WEIGHTED:
+        nd = WEIGHTED[cls]
+        if quantized and not cls.startswith("Q") and not is_hgq:
             raise UnsupportedLayerError(
-                f"layer {layer!r}: quantized_relu with negative_slope, use_sigmoid or relu_upper_bound is not supported"
-            )
-        return "relu", FixedType(int(cfg["bits"]), int(cfg["integer"]), False, "RND_CONV", "SAT")
-    if name == "quantized_bits":
-        alpha = cfg.get("alpha")
-        if cfg.get("symmetric", 0):
+                f"layer {lname!r}: a float {cls} inside a QKeras model has no fixed-point weights; use Q{cls}")
+        if cls.startswith("Q"):
+            parse_quantizer(cfg.get("kernel_quantizer"), lname, "kernel quantizer")
+            parse_quantizer(cfg.get("bias_quantizer"), lname, "bias quantizer")
+        activation_layers(cfg.get("activation"), lname, "_act", is_last)
+        if nd == 0:
+            if len(shape) != 1:
+                raise UnsupportedLayerError(f"layer {lname!r} ({cls}): a Dense on a {len(shape)}-D tensor (applied per "
+                                            "position) is not supported; put a Flatten before it")
+            units = _int(cfg, "units", lname)
+            return (units,), shape[0] * units + units
+        if len(shape) != nd + 1:
+            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): expects a {nd + 1}-D input, gets {shape}")
+        filters = _int(cfg, "filters", lname)
+        ks = _tuple(cfg.get("kernel_size"), nd, "kernel_size", lname)
+        strides = _tuple(cfg.get("strides", 1), nd, "strides", lname)
+        if _tuple(cfg.get("dilation_rate", 1), nd, "dilation_rate", lname) != (1,) * nd or cfg.get("groups", 1) != 1:
+            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): dilation and groups other than 1 are not supported")
+        pad = cfg.get("padding", "valid")
+        if pad not in ("valid", "same"):
+            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): padding {pad!r} is not supported")
+        out = [(-(-n // s)) if pad == "same" else (n - k) // s + 1 for n, k, s in zip(shape[:-1], ks, strides)]
+        if min(out) < 1:
+            raise ModelFileError(f"layer {lname!r}: kernel {ks} is larger than its input {shape}")
+        return (*out, filters), int(np.prod(ks)) * shape[-1] * filters + filters
+    if cls in BATCHNORMS:
+        if quantized or is_hgq:
             raise UnsupportedLayerError(
-                f"layer {layer!r}: quantized_bits(symmetric=1) as an activation clips to a symmetric range that "
-                "ap_fixed saturation does not have"
-            )
-        if alpha not in (None, 1, 1.0):
-            if isinstance(alpha, str) or not _pow2(alpha):
-                raise UnsupportedLayerError(
-                    f"layer {layer!r}: quantized_bits(alpha={alpha!r}) as an activation has a data-dependent or "
-                    "non-power-of-two scale; use alpha=1"
-                )
-        keep = int(bool(cfg.get("keep_negative", True)))
-        shift = int(round(math.log2(float(alpha)))) if alpha not in (None,) else 0
-        return "quant", FixedType(int(cfg["bits"]), int(cfg["integer"]) + keep + shift, bool(keep), "RND_CONV", "SAT")
-    raise UnsupportedLayerError(
-        f"layer {layer!r}: activation quantizer {name} has no exact fixed-point equivalent; "
-        "supported: quantized_relu, quantized_bits"
-    )
-
-
-def weight_ints(values: np.ndarray, q: Any, layer: str, what: str) -> tuple[np.ndarray, FixedType]:
-    """Apply a QKeras weight quantizer and return the integers and a type that holds them exactly."""
-    tf = import_tf()
-    name = _quantizer_name(q)
-    if q is None:
+                f"layer {lname!r} ({cls}): BatchNorm in a quantized model is computed in float by QKeras and has "
+                "no exact fixed-point equivalent; use QDenseBatchnorm/QConv2DBatchnorm or fold it before training")
+        axis = cfg.get("axis", -1)
+        axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+        if axis not in (-1, len(shape)):
+            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): normalizing axis {axis!r} is not supported; "
+                                        "only the last (channel) axis")
+        return shape, 4 * shape[-1]
+    if cls in ("Activation", "QActivation"):
+        activation_layers(cfg.get("activation"), lname, "", is_last)
+        return shape, 0
+    if cls == "ReLU":
+        if cfg.get("max_value") is not None or cfg.get("negative_slope", 0) or cfg.get("threshold", 0):
+            raise UnsupportedLayerError(f"layer {lname!r} (ReLU): max_value, negative_slope and threshold are not "
+                                        "supported")
+        return shape, 0
+    if cls == "Softmax":
+        if not is_last:
+            raise UnsupportedLayerError(f"layer {lname!r} (Softmax): softmax is supported as the last layer only")
+        return shape, 0
+    if cls == "Flatten":
+        return (int(np.prod(shape)),), 0
+    if cls == "Reshape":
+        target = cfg.get("target_shape")
+        if not isinstance(target, list) or not all(isinstance(d, int) and d > 0 for d in target) or \
+                int(np.prod(target)) != int(np.prod(shape)):
+            raise UnsupportedLayerError(f"layer {lname!r} (Reshape): target shape {target!r} does not fit {shape}")
+        return tuple(target), 0
+    if cls in MAX_POOLS:
+        nd = MAX_POOLS[cls]
+        pool = _tuple(cfg.get("pool_size", 2), nd, "pool_size", lname)
+        strides = _tuple(cfg.get("strides") or pool, nd, "strides", lname)
+        if cfg.get("padding", "valid") != "valid":
+            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): only padding='valid' is supported")
+        if len(shape) != nd + 1:
+            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): expects a {nd + 1}-D input, gets {shape}")
+        return MaxPool1D(lname, pool, strides).output_shape(shape) if nd == 1 else \
+            MaxPool2D(lname, pool, strides).output_shape(shape), 0
+    if cls in hgq.HGQ_QUANTIZERS:
+        hgq.check_modes(lname, cfg)
+        return shape, 0
+    if cls == "Lambda":
         raise UnsupportedLayerError(
-            f"layer {layer!r}: {what} has no quantizer, so its values have no fixed-point type; give the layer a "
-            f"{what}_quantizer (e.g. quantized_bits(8,0,alpha=1))"
-        )
-    if name not in ("quantized_bits", "quantized_po2"):
-        raise UnsupportedLayerError(
-            f"layer {layer!r}: {what} quantizer {name} is not supported; supported: quantized_bits (power-of-two alpha)"
-        )
-    cfg = q.get_config()
-    alpha = cfg.get("alpha")
-    if isinstance(alpha, str) and "po2" not in alpha:
-        raise UnsupportedLayerError(
-            f"layer {layer!r}: {what} quantizer {name}(alpha={alpha!r}) scales by a float that is not a power of two; "
-            "use alpha=1 or 'auto_po2'"
-        )
-    if alpha is not None and not isinstance(alpha, str) and not _pow2(alpha):
-        raise UnsupportedLayerError(
-            f"layer {layer!r}: {what} quantizer {name}(alpha={alpha!r}): alpha is not a power of two"
-        )
-    qv = np.asarray(q(tf.constant(values, dtype=tf.float32)).numpy(), dtype=np.float64)
-    if name == "quantized_bits" and alpha in (None, 1, 1.0):
-        keep = int(bool(cfg.get("keep_negative", True)))
-        t = FixedType(int(cfg["bits"]), int(cfg["integer"]) + keep, bool(keep))
-    else:
-        frac = 0
-        while frac < MAX_WEIGHT_FRAC and not np.all(np.ldexp(qv, frac) == np.round(np.ldexp(qv, frac))):
-            frac += 1
-        ints = np.round(np.ldexp(qv, frac)).astype(np.int64)
-        t = fixed.type_for_range(min(int(ints.min(initial=0)), 0), max(int(ints.max(initial=0)), 0), frac)
-    if not fixed.representable(qv, t):
-        raise UnsupportedLayerError(f"layer {layer!r}: {what} quantizer {name} produced values outside {t}")
-    return np.round(np.ldexp(qv, t.frac)).astype(np.int64), t
+            f"layer {lname!r} (Lambda): a Lambda layer holds Python code, which is never run from a model file; "
+            "replace it with built-in layers")
+    if "Pool" in cls:
+        raise UnsupportedLayerError(f"layer {lname!r}: {cls} is not supported yet (pooling other than MaxPooling "
+                                    "comes with CNN support); supported: " + SUPPORTED)
+    raise UnsupportedLayerError(f"layer {lname!r}: unsupported layer type {cls}; supported: {SUPPORTED}")
 
 
-def network_from_keras(model: Any, input_type: FixedType | str | None = None, name: str | None = None) -> Network:
-    """Import a live tf-keras / QKeras model."""
-    layers: list[Layer] = []
-    quantized = any(type(l).__name__.startswith("Q") for l in model.layers)
-    in_shape = tuple(int(d) for d in model.input_shape[1:])
-    for kl in model.layers:
-        cls = type(kl).__name__
-        lname = kl.name
-        cfg = kl.get_config()
-        if cfg.get("data_format") == "channels_first":
-            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): data_format='channels_first' is not supported")
-        if cls in ("InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D"):
-            continue
-        if cls in ("Dense", "QDense", "Conv1D", "Conv2D", "QConv1D", "QConv2D"):
-            layers.append(_weighted(kl, cls, quantized))
-            act = cfg.get("activation", "linear")
-            _append_activation(layers, act, kl, lname, quantized, suffix="_act")
-        elif cls == "Activation":
-            _append_activation(layers, cfg["activation"], kl, lname, quantized)
-        elif cls == "QActivation":
-            kind, t = activation_type(kl.activation if not isinstance(kl.activation, str) else kl.quantizer, lname)
-            layers.append(ReLU(lname, t) if kind == "relu" else Quant(lname, t))
-        elif cls == "ReLU":
-            layers.append(ReLU(lname))
-        elif cls == "Flatten":
-            layers.append(Flatten(lname))
-        elif cls in ("BatchNormalization", "QBatchNormalization"):
-            if quantized:
-                raise UnsupportedLayerError(
-                    f"layer {lname!r} ({cls}): BatchNorm in a quantized model is computed in float by QKeras and has "
-                    "no exact fixed-point equivalent; use QDenseBatchnorm/QConv2DBatchnorm or fold it before training"
-                )
-            layers.append(_batchnorm(kl, cfg))
-        else:
-            raise UnsupportedLayerError(f"layer {lname!r}: unsupported layer type {cls}; supported: {SUPPORTED}")
-    if not layers or not isinstance(layers[-1], Output):
-        layers.append(Output("output", "linear"))
-    meta: dict[str, Any] = {"source": "qkeras" if quantized else "keras"}
-    t = None
-    if quantized:
-        t = FixedType.parse(input_type) if isinstance(input_type, str) else (input_type or DEFAULT_INPUT_TYPE)
-        meta["input_type_default"] = input_type is None
-        if input_type is None:
-            meta["input_type_note"] = f"input type {t} is the default (hls4ml's ap_fixed<16,6>); set input_type to change it"
-    return Network(name or model.name, in_shape, layers, t, meta)
-
-
-def _append_activation(layers: list[Layer], act: Any, kl: Any, lname: str, quantized: bool, suffix: str = "") -> None:
-    if isinstance(act, dict):
-        act = act.get("class_name", act)
-    if act in ("linear", None):
-        return
+def activation_layers(act: Any, lname: str, suffix: str, is_last: bool) -> list[Layer]:
+    """The IR layers of a Keras activation (name) or QKeras activation quantizer (string or dict)."""
+    if isinstance(act, dict) and not _is_quantizer(act.get("class_name")) and "qkeras" not in str(act.get("module")):
+        act = act.get("class_name") if isinstance(act.get("class_name"), str) else act
+    if act in (None, "linear"):
+        return []
     if act == "relu":
-        layers.append(ReLU(lname + suffix))
-    elif act == "softmax":
-        layers.append(Output(lname + suffix, "softmax"))
-    elif isinstance(act, str) and act.startswith(("quantized_", "binary", "ternary")) or not isinstance(act, str):
-        q = kl.activation
-        kind, t = activation_type(q, lname)
-        layers.append(ReLU(lname + suffix, t) if kind == "relu" else Quant(lname + suffix, t))
-    else:
+        return [ReLU(lname + suffix)]
+    if act == "softmax":
+        if not is_last:
+            raise UnsupportedLayerError(f"layer {lname!r}: softmax is supported on the last layer only")
+        return [Output(lname + suffix, "softmax")]
+    if isinstance(act, str) and not _is_quantizer(act):
         raise UnsupportedLayerError(
             f"layer {lname!r}: activation {act!r} is not supported; supported: relu, linear, softmax (last layer), "
-            "quantized_relu, quantized_bits"
-        )
+            "quantized_relu, quantized_bits")
+    kind, t = activation_type(parse_quantizer(act, lname, "activation quantizer"), lname)
+    return [ReLU(lname + suffix, t) if kind == "relu" else Quant(lname + suffix, t)]
 
 
-def _weighted(kl: Any, cls: str, quantized: bool) -> Layer:
-    cfg = kl.get_config()
-    kernel = np.asarray(kl.kernel.numpy(), dtype=np.float64)
-    bias = np.asarray(kl.bias.numpy(), dtype=np.float64) if getattr(kl, "bias", None) is not None else np.zeros(kernel.shape[-1])
+def _is_quantizer(name: Any) -> bool:
+    return isinstance(name, str) and name.startswith(("quantized_", "binary", "ternary", "stochastic_", "bernoulli"))
+
+
+# ---- building ----------------------------------------------------------------------------------
+def network_from_config(kf: KerasFile, input_type: FixedType | str | None = None, name: str | None = None) -> Network:
+    """The Network of a model read as data (``kf.plan`` from ``plan`` when the reader ran it)."""
+    p: Plan = kf.plan if isinstance(kf.plan, Plan) else plan(kf.config, kf.source)
+    layers: list[Layer] = []
+    in_shape = p.input_shape
+    hgq_input: FixedType | None = None
+    notes: list[str] = []
+    for e, shape in zip(p.entries, p.shapes):
+        cls, lname, cfg = e["class_name"], e["name"], e["config"]
+        w = kf.weights.get(lname, {})
+        if cls in SKIPPED:
+            continue
+        if cls in WEIGHTED:
+            layers.append(_weighted(lname, cls, cfg, w, shape, p))
+            layers.extend(activation_layers(cfg.get("activation"), lname, "_act", True))
+        elif cls in ("Activation", "QActivation"):
+            layers.extend(activation_layers(cfg.get("activation"), lname, "", True))
+        elif cls in BATCHNORMS:
+            layers.append(_batchnorm(lname, cfg, w, shape[-1]))
+        elif cls == "ReLU":
+            layers.append(ReLU(lname))
+        elif cls == "Softmax":
+            layers.append(Output(lname, "softmax"))
+        elif cls == "Flatten":
+            layers.append(Flatten(lname))
+        elif cls == "Reshape":
+            target = tuple(cfg["target_shape"])
+            if not layers:
+                notes.append(f"the input is taken as {target}, not {in_shape}: the model's Reshape {lname!r} of its "
+                             "input is only a new view of the same values")
+                in_shape = target
+            elif len(target) == 1:
+                layers.append(Flatten(lname))
+            else:
+                raise UnsupportedLayerError(f"layer {lname!r} (Reshape): a reshape inside the network to {target} is "
+                                            "not supported (only at the input, or to 1-D)")
+        elif cls in MAX_POOLS:
+            pool = _tuple(cfg.get("pool_size", 2), MAX_POOLS[cls], "pool_size", lname)
+            strides = _tuple(cfg.get("strides") or pool, MAX_POOLS[cls], "strides", lname)
+            layers.append((MaxPool1D if MAX_POOLS[cls] == 1 else MaxPool2D)(lname, pool, strides))
+        elif cls in hgq.HGQ_QUANTIZERS:
+            q = hgq.quantizer_layer(lname, cfg, w, shape)
+            if not layers and hgq_input is None and input_type is None and not q.per_element:
+                hgq_input = q.result_type  # the proxy's input quantizer is the network's input type
+            else:
+                layers.append(q)
+    if not layers or not isinstance(layers[-1], Output):
+        layers.append(Output("output", "linear"))
+    meta: dict[str, Any] = {"source": "hgq" if p.hgq else "qkeras" if p.quantized else "keras"}
+    if notes:
+        meta["import_notes"] = notes
+    t = None
+    if p.quantized or p.hgq:
+        t = hgq_input or (FixedType.parse(input_type) if isinstance(input_type, str) else input_type)
+        meta["input_type_default"] = t is None
+        if t is None:
+            t = DEFAULT_INPUT_TYPE
+            meta["input_type_note"] = f"input type {t} is the default (hls4ml's ap_fixed<16,6>); set input_type to change it"
+        elif hgq_input is not None:
+            meta["input_type_note"] = f"input type {t} is the HGQ proxy's input quantizer"
+    return Network(name or p.name, in_shape, layers, t, meta)
+
+
+def _array(w: dict[str, np.ndarray], key: str, index: int, lname: str, want: tuple[int, ...]) -> np.ndarray:
+    """One weight array by name (or by position, in the Keras 3 format), checked against the config's shape."""
+    a = w.get(key, w.get(str(index)))
+    if a is None:
+        raise ModelFileError(f"layer {lname!r}: no {key} in the weights file")
+    if tuple(a.shape) != want:
+        raise ModelFileError(f"layer {lname!r}: {key} has shape {tuple(a.shape)} but the config implies {want}; "
+                             "the weights do not belong to this architecture")
+    if a.dtype.kind != "f":
+        raise ModelFileError(f"layer {lname!r}: {key} has dtype {a.dtype}, not floating point")
+    return a
+
+
+def _weighted(lname: str, cls: str, cfg: dict[str, Any], w: dict[str, np.ndarray], shape: tuple[int, ...],
+              p: Plan) -> Layer:
+    nd = WEIGHTED[cls]
+    if nd == 0:
+        kshape = (shape[0], cfg["units"])
+    else:
+        kshape = (*_tuple(cfg["kernel_size"], nd, "kernel_size", lname), shape[-1], cfg["filters"])
+    kernel = _array(w, "kernel", 0, lname, kshape)
+    use_bias = cfg.get("use_bias", True)
+    bias = _array(w, "bias", 1, lname, (kshape[-1],)) if use_bias else None
     kw: dict[str, Any] = {}
-    if cls.startswith("Conv") or cls.startswith("QConv"):
-        if any(d != 1 for d in np.atleast_1d(cfg.get("dilation_rate", 1))) or cfg.get("groups", 1) != 1:
-            raise UnsupportedLayerError(f"layer {kl.name!r} ({cls}): dilation and groups other than 1 are not supported")
-        kw = {"strides": tuple(np.atleast_1d(cfg["strides"])), "padding": cfg["padding"]}
-        if kw["padding"] not in ("valid", "same"):
-            raise UnsupportedLayerError(f"layer {kl.name!r}: padding {kw['padding']!r} is not supported")
-    layer_cls = Dense if "Dense" in cls else (Conv1D if "1D" in cls else Conv2D)
+    if nd:
+        kw = {"strides": _tuple(cfg.get("strides", 1), nd, "strides", lname), "padding": cfg.get("padding", "valid")}
+    layer_cls = Dense if nd == 0 else Conv1D if nd == 1 else Conv2D
     mask = kernel != 0  # a pruned model's zeros are its mask
-    if quantized:
-        if not cls.startswith("Q"):
-            raise UnsupportedLayerError(
-                f"layer {kl.name!r}: a float {cls} inside a QKeras model has no fixed-point weights; use Q{cls}"
-            )
-        w, wt = weight_ints(kernel, kl.kernel_quantizer_internal, kl.name, "kernel")
-        if getattr(kl, "bias", None) is None:
-            b, bt = np.zeros(kernel.shape[-1], dtype=np.int64), FixedType(1, 1)
+    if cls.startswith("Q"):
+        wi, wt = weight_ints(kernel, parse_quantizer(cfg.get("kernel_quantizer"), lname, "kernel quantizer"), lname,
+                             "kernel")
+        if bias is None:
+            b, bt = np.zeros(kshape[-1], dtype=np.int64), FixedType(1, 1)
         else:
-            b, bt = weight_ints(bias, kl.bias_quantizer_internal, kl.name, "bias")
-        return layer_cls(kl.name, w, b, mask=mask & (w != 0), weight_type=wt, bias_type=bt, **kw)
-    return layer_cls(kl.name, kernel, bias, mask=mask, **kw)
+            b, bt = weight_ints(bias, parse_quantizer(cfg.get("bias_quantizer"), lname, "bias quantizer"), lname, "bias")
+        return layer_cls(lname, wi, b, mask=mask & (wi != 0), weight_type=wt, bias_type=bt, **kw)
+    if p.hgq:
+        wi, wt = hgq.grid_type(kernel, lname, "kernel")
+        b, bt = hgq.grid_type(bias if bias is not None else np.zeros(kshape[-1]), lname, "bias")
+        return layer_cls(lname, wi, b, mask=wi != 0, weight_type=wt, bias_type=bt, **kw)
+    for what, a in (("kernel", kernel), ("bias", bias)):
+        if a is not None and not np.all(np.isfinite(a)):
+            raise ModelFileError(f"layer {lname!r}: {what} holds NaN or infinite values")
+    return layer_cls(lname, kernel, bias if bias is not None else np.zeros(kshape[-1]), mask=mask, **kw)
 
 
-def _batchnorm(kl: Any, cfg: dict[str, Any]) -> BatchNorm:
-    n = int(kl.moving_mean.shape[0])
-    gamma = kl.gamma.numpy() if cfg.get("scale", True) else np.ones(n)
-    beta = kl.beta.numpy() if cfg.get("center", True) else np.zeros(n)
-    return BatchNorm(kl.name, gamma, beta, kl.moving_mean.numpy(), kl.moving_variance.numpy(), float(cfg["epsilon"]))
-
-
-def keras_outputs(model_path: Path, x: np.ndarray, weights: str | Path | None = None, floatx: str = "float64",
-                  before_softmax: bool = True) -> np.ndarray:
-    """The Keras model's own outputs on ``x`` (pre-softmax by default), evaluated in ``floatx``."""
-    tf = import_tf()
-    model = load_keras_model(Path(model_path), weights, floatx)
-    out = model.layers[-1]
-    if before_softmax and type(out).__name__ == "Activation" and out.get_config()["activation"] == "softmax":
-        model = tf.keras.Model(model.inputs, model.layers[-2].output)
-    tf.keras.backend.set_floatx(floatx)  # QKeras quantizers cast to floatx when called
-    try:
-        return np.asarray(model(tf.constant(x, dtype=floatx), training=False).numpy(), dtype=np.float64)
-    finally:
-        tf.keras.backend.set_floatx("float32")
+def _batchnorm(lname: str, cfg: dict[str, Any], w: dict[str, np.ndarray], n: int) -> BatchNorm:
+    names = [k for k, on in (("gamma", cfg.get("scale", True)), ("beta", cfg.get("center", True)),
+                             ("moving_mean", True), ("moving_variance", True)) if on]
+    arrays = {k: np.asarray(_array(w, k, i, lname, (n,)), dtype=np.float64) for i, k in enumerate(names)}
+    for k, a in arrays.items():
+        if not np.all(np.isfinite(a)):
+            raise ModelFileError(f"layer {lname!r}: {k} holds NaN or infinite values")
+    eps = cfg.get("epsilon", 1e-3)
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps >= 0:
+        raise ModelFileError(f"layer {lname!r}: epsilon {eps!r} is not a non-negative number")
+    return BatchNorm(lname, arrays.get("gamma", np.ones(n)), arrays.get("beta", np.zeros(n)), arrays["moving_mean"],
+                     arrays["moving_variance"], float(eps))

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from codesign.importers.builtin import BUILTIN_MODELS, builtin_model
-from codesign.errors import ModelFileError
 from codesign.core.fixed import FixedType
 from codesign.core.network import NETWORK_JSON, Network
+from codesign.errors import ModelFileError
+from codesign.importers.builtin import BUILTIN_MODELS, builtin_model
 
 TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
 KERAS_SUFFIXES = (".h5", ".hdf5", ".json", ".keras")
+ONNX_SUFFIXES = (".onnx",)
 
 
 def load(
@@ -21,11 +22,11 @@ def load(
     input_shape: tuple[int, ...] | None = None,
     input_type: FixedType | str | None = None,
 ) -> Network:
-    """A Network from a path (.pt/.pt2/.h5/.json/.keras or a saved artifact directory), a built-in
+    """A Network from a path (.pt/.pt2/.h5/.json/.keras/.onnx or a saved artifact directory), a built-in
     name, a live ``nn.Module`` or a live tf-keras model.
 
     ``trust`` allows unpickling a full ``.pt`` module (that runs code from the file).
-    ``input_type`` sets the input fixed-point type of a quantized (QKeras) model.
+    ``input_type`` sets the input fixed-point type of a quantized (QKeras, or QONNX without an input Quant) model.
     """
     if isinstance(model, Network):
         return model
@@ -50,9 +51,13 @@ def load(
             from codesign.importers.keras_import import load_keras_file
 
             return load_keras_file(path, weights=weights, input_type=input_type)
+        if suffix in ONNX_SUFFIXES:
+            from codesign.importers.onnx_import import load_onnx_file
+
+            return load_onnx_file(path, input_type=input_type)
         raise ModelFileError(
             f"{path}: unknown model format {suffix!r}; expected one of "
-            f"{', '.join(TORCH_SUFFIXES + KERAS_SUFFIXES)}, a saved network directory, or a built-in name"
+            f"{', '.join(TORCH_SUFFIXES + KERAS_SUFFIXES + ONNX_SUFFIXES)}, a saved network directory, or a built-in name"
         )
     mod = type(model).__module__
     if mod.startswith("torch") or _is_torch_module(model):
@@ -60,7 +65,7 @@ def load(
 
         return network_from_module(model, input_shape=input_shape)
     if mod.startswith(("keras", "tf_keras", "tensorflow", "qkeras")) or hasattr(model, "get_config"):
-        from codesign.importers.keras_import import network_from_keras
+        from codesign.importers.keras_live import network_from_keras
 
         return network_from_keras(model, input_type=input_type)
     raise ModelFileError(f"cannot load a {type(model).__name__}: give a path, a built-in name, an nn.Module or a Keras model")

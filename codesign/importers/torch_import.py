@@ -8,14 +8,25 @@ of a feature map gets its input rows permuted so the result is the same.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from codesign.errors import ModelFileError, UnsupportedLayerError
-from codesign.core.layers import BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, Output, ReLU
+from codesign.core.layers import (
+    BatchNorm,
+    Conv1D,
+    Conv2D,
+    Dense,
+    Flatten,
+    Layer,
+    Output,
+    ReLU,
+)
 from codesign.core.network import Network
+from codesign.errors import ModelFileError, UnsupportedLayerError
 
 SUPPORTED = "Linear, Conv1d, Conv2d, BatchNorm1d/2d, ReLU, Flatten, Dropout, Identity, Softmax (last)"
 _PASS_THROUGH = {"dropout", "alpha_dropout", "feature_dropout", "clone", "contiguous", "detach", "alias", "lift_fresh_copy"}
@@ -27,9 +38,10 @@ def load_torch_file(path: Path, trust: bool = False, input_shape: tuple[int, ...
 
     if path.suffix == ".pt2":
         try:
-            ep = torch.export.load(str(path))
+            with _quiet_logger("torch.export"):  # it logs a traceback of a bad archive before raising
+                ep = torch.export.load(str(path))
         except Exception as e:  # torch raises many kinds for a bad archive
-            raise ModelFileError(f"{path}: not a readable torch.export archive ({type(e).__name__}: {e})") from None
+            raise ModelFileError(f"{path}: not a readable torch.export archive ({_first_line(e)})") from None
         return network_from_exported(ep, path.stem)
     if not trust:
         raise ModelFileError(
@@ -39,13 +51,30 @@ def load_torch_file(path: Path, trust: bool = False, input_shape: tuple[int, ...
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as e:
-        raise ModelFileError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {e})") from None
+        raise ModelFileError(f"{path}: not a readable PyTorch file ({_first_line(e)})") from None
     if not isinstance(obj, torch.nn.Module):
         raise ModelFileError(
             f"{path}: holds a {type(obj).__name__}, not an nn.Module (a state_dict has no architecture); "
             "save the whole module or a torch.export .pt2"
         )
     return network_from_module(obj, name=path.stem, input_shape=input_shape)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception as one short line (torch's messages run to many lines)."""
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return f"{type(e).__name__}: {lines[0].strip()[:200]}" if lines else type(e).__name__
 
 
 def _infer_input_shape(module: Any) -> tuple[int, ...]:

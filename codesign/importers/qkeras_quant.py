@@ -1,0 +1,361 @@
+"""QKeras quantizers read from a model config and mapped onto exact fixed-point types, without QKeras.
+
+A quantizer appears in a config in three forms: a string (``"quantized_bits(6,0,alpha=1)"``, parsed
+with ``ast``, never evaluated), the old dict ``{"class_name", "config"}`` (hls4ml's example files),
+or the nested ``{"module", "class_name", "config", "registered_name"}`` that tf-keras 2.21 writes.
+
+Weight quantizers are applied here, in numpy, exactly as QKeras 0.9 applies them in float32
+(``quantizers.py``): ``quantized_bits(bits, integer, keep_negative, alpha)`` is
+``m_i * clip(round_half_even(x * m / m_i), keep_negative * (-m + symmetric), m - 1) / m * alpha`` with
+``m = 2**(bits - keep_negative)``, ``m_i = 2**integer`` — every step a power-of-two scaling, so
+float64 gives QKeras's float32 result bit for bit. Then QKeras returns ``x + (xq - x)`` in
+float32 (its straight-through estimator); that is checked to give ``xq`` back, weight by weight.
+``alpha='auto_po2'`` picks per-channel power-of-two scales by least squares in float32; the choice
+is reproduced, and refused where a scale sits so close to a rounding boundary that float32
+summation order could decide it. ``quantized_po2``/``quantized_relu_po2`` round ``log2|x|``; a
+weight that close to a boundary is refused the same way. ``binary``/``ternary`` with a fixed
+(power-of-two) alpha are exact.
+
+Activation quantizers must be casts: ``quantized_relu(bits, integer)`` is
+``ap_ufixed<bits, integer, AP_RND_CONV, AP_SAT>`` of ``max(x, 0)`` and ``quantized_bits(bits,
+integer, keep_negative, alpha=1)`` is ``ap_fixed<bits, integer + keep_negative, AP_RND_CONV,
+AP_SAT>``; the others (power-of-two, sign, tanh, ...) are not casts and are refused, naming the layer.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from codesign.core import fixed
+from codesign.errors import ModelFileError, UnsupportedLayerError
+from codesign.core.fixed import FixedType
+
+MAX_WEIGHT_FRAC = 40
+EPS = np.float32(1e-7)  # Keras's K.epsilon(), as QKeras adds it (a float32 constant)
+
+# Each quantizer's parameters in positional order with their defaults (QKeras 0.9 signatures).
+PARAMS: dict[str, dict[str, Any]] = {
+    "quantized_bits": {"bits": 8, "integer": 0, "symmetric": 0, "keep_negative": True, "alpha": None,
+                       "use_stochastic_rounding": False, "scale_axis": None, "qnoise_factor": 1.0,
+                       "var_name": None, "use_ste": True, "use_variables": False},
+    "quantized_relu": {"bits": 8, "integer": 0, "use_sigmoid": 0, "negative_slope": 0.0,
+                       "use_stochastic_rounding": False, "relu_upper_bound": None, "is_quantized_clip": True,
+                       "qnoise_factor": 1.0, "var_name": None, "use_ste": True, "use_variables": False},
+    "quantized_po2": {"bits": 8, "max_value": None, "use_stochastic_rounding": False,
+                      "quadratic_approximation": False, "log2_rounding": "rnd", "qnoise_factor": 1.0,
+                      "var_name": None, "use_ste": True, "use_variables": False},
+    "quantized_relu_po2": {"bits": 8, "max_value": None, "negative_slope": 0, "use_stochastic_rounding": False,
+                           "quadratic_approximation": False, "log2_rounding": "rnd", "qnoise_factor": 1.0,
+                           "var_name": None, "use_ste": True, "use_variables": False},
+    "binary": {"use_01": False, "alpha": None, "use_stochastic_rounding": False},
+    "ternary": {"alpha": None, "threshold": None, "use_stochastic_rounding": False, "number_of_unrolls": 5},
+}
+ACTIVATION_QUANTIZERS = "quantized_relu, quantized_bits (alpha=1)"
+
+
+@dataclass(frozen=True)
+class QSpec:
+    """A quantizer by name with its full configuration (defaults filled in)."""
+
+    name: str
+    cfg: dict[str, Any]
+
+    def __str__(self) -> str:
+        shown = {k: v for k, v in self.cfg.items() if k in ("bits", "integer", "alpha", "keep_negative", "symmetric")
+                 and v != PARAMS[self.name].get(k)}
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+
+def parse_quantizer(obj: Any, layer: str, what: str) -> QSpec | None:
+    """A quantizer from any of its config forms, or None; anything else is refused naming the layer."""
+    if obj is None:
+        return None
+    if isinstance(obj, str):
+        name, args, kwargs = _parse_call(obj, layer, what)
+    elif isinstance(obj, dict) and isinstance(obj.get("class_name"), str):
+        name, args, kwargs = obj["class_name"], [], obj.get("config") or {}
+        if not isinstance(kwargs, dict):
+            raise ModelFileError(f"layer {layer!r}: {what} {name} has a malformed config")
+    else:
+        raise ModelFileError(f"layer {layer!r}: {what} {obj!r:.80} is not a quantizer")
+    if name not in PARAMS:
+        raise UnsupportedLayerError(
+            f"layer {layer!r}: {what} {name} has no exact fixed-point equivalent; supported: {', '.join(PARAMS)}"
+        )
+    params = PARAMS[name]
+    if len(args) > len(params) or any(k not in params for k in kwargs):
+        raise UnsupportedLayerError(f"layer {layer!r}: {what} {name} has parameters QKeras 0.9 does not know: "
+                                    f"{obj!r:.120}")
+    cfg = dict(params)
+    cfg.update(zip(params, args))
+    cfg.update(kwargs)
+    return QSpec(name, cfg)
+
+
+def _parse_call(text: str, layer: str, what: str) -> tuple[str, list[Any], dict[str, Any]]:
+    """``name`` or ``name(literal, ..., key=literal)``: parsed, never evaluated."""
+    try:
+        if len(text) > 500:
+            raise ValueError("too long")
+        node = ast.parse(text.strip(), mode="eval").body
+        if isinstance(node, ast.Name):
+            return node.id, [], {}
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            args = [ast.literal_eval(a) for a in node.args]
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
+            return node.func.id, args, kwargs
+    except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError):
+        pass
+    raise UnsupportedLayerError(f"layer {layer!r}: {what} {text[:80]!r} is not a quantizer call with literal arguments")
+
+
+# ---- activations -------------------------------------------------------------------------------
+def activation_type(q: QSpec, layer: str) -> tuple[str, FixedType]:
+    """``("relu" | "quant", type)`` for an activation quantizer that is an exact cast, or a refusal."""
+    c = q.cfg
+    _check_common(q, layer, "activation quantizer")
+    if q.name == "quantized_relu":
+        if c["negative_slope"] or c["use_sigmoid"] or c["relu_upper_bound"] is not None:
+            raise UnsupportedLayerError(
+                f"layer {layer!r}: quantized_relu with negative_slope, use_sigmoid or relu_upper_bound is not supported"
+            )
+        return "relu", FixedType(_int(c["bits"], layer), _int(c["integer"], layer), False, "RND_CONV", "SAT")
+    if q.name == "quantized_bits":
+        if c["symmetric"]:
+            raise UnsupportedLayerError(
+                f"layer {layer!r}: quantized_bits(symmetric=1) as an activation clips to a symmetric range that "
+                "ap_fixed saturation does not have"
+            )
+        if c["alpha"] not in (None, 1, 1.0):
+            raise UnsupportedLayerError(
+                f"layer {layer!r}: quantized_bits(alpha={c['alpha']!r}) as an activation multiplies the quantized "
+                "value by alpha, which is not a cast; use alpha=1"
+            )
+        keep = int(bool(c["keep_negative"]))
+        bits, integer = _int(c["bits"], layer), _int(c["integer"], layer)
+        if bits - keep < 1:
+            raise UnsupportedLayerError(f"layer {layer!r}: quantized_bits({bits}) as an activation is a sign function")
+        return "quant", FixedType(bits, integer + keep, bool(keep), "RND_CONV", "SAT")
+    raise UnsupportedLayerError(
+        f"layer {layer!r}: activation quantizer {q.name} is not a fixed-point cast (no exact equivalent); "
+        f"supported: {ACTIVATION_QUANTIZERS}"
+    )
+
+
+def _check_common(q: QSpec, layer: str, what: str) -> None:
+    c = q.cfg
+    if c.get("use_stochastic_rounding"):
+        raise UnsupportedLayerError(f"layer {layer!r}: {what} {q.name} with stochastic rounding has no fixed-point "
+                                    "equivalent")
+    if "qnoise_factor" in c and c["qnoise_factor"] != 1.0:
+        raise UnsupportedLayerError(f"layer {layer!r}: {what} {q.name}(qnoise_factor={c['qnoise_factor']!r}) mixes "
+                                    "float and quantized values; only qnoise_factor=1 is exact")
+
+
+def _int(v: Any, layer: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or abs(v) > 64:
+        raise UnsupportedLayerError(f"layer {layer!r}: quantizer parameter {v!r} is not a small integer")
+    return int(v)
+
+
+def _pow2_exponent(alpha: Any, layer: str, what: str, q: QSpec) -> int:
+    """log2 of a fixed alpha (None: 0); a non-power-of-two or data-dependent alpha is refused."""
+    if alpha is None:
+        return 0
+    if isinstance(alpha, str):
+        raise UnsupportedLayerError(
+            f"layer {layer!r}: {what} quantizer {q.name}(alpha={alpha!r}) scales by a float that is not a power of "
+            "two; use alpha=1 or 'auto_po2'" if alpha != "auto_po2" else
+            f"layer {layer!r}: {what} quantizer {q.name}(alpha='auto_po2') is supported for quantized_bits only"
+        )
+    try:
+        f = float(alpha)
+    except (TypeError, ValueError):
+        raise UnsupportedLayerError(f"layer {layer!r}: {what} quantizer {q.name}(alpha={alpha!r}): alpha is not a number") from None
+    if not (f > 0 and math.isfinite(f) and math.log2(f) == round(math.log2(f))):
+        raise UnsupportedLayerError(f"layer {layer!r}: {what} quantizer {q.name}(alpha={alpha!r}): alpha is not a power of two")
+    return int(round(math.log2(f)))
+
+
+# ---- weights -----------------------------------------------------------------------------------
+def weight_ints(values: np.ndarray, q: QSpec | None, layer: str, what: str) -> tuple[np.ndarray, FixedType]:
+    """Apply a QKeras weight quantizer as QKeras does and return the integers and a type that holds them."""
+    if q is None:
+        raise UnsupportedLayerError(
+            f"layer {layer!r}: {what} has no quantizer, so its values have no fixed-point type; give the layer a "
+            f"{what}_quantizer (e.g. quantized_bits(8,0,alpha=1))"
+        )
+    _check_common(q, layer, f"{what}")
+    x = np.asarray(values).astype(np.float32)  # QKeras casts to floatx (float32) first
+    if not np.all(np.isfinite(x)):
+        raise ModelFileError(f"layer {layer!r}: {what} holds NaN or infinite values")
+    if q.name == "quantized_bits":
+        xq, t = _quantized_bits(x, q, layer, what)
+    elif q.name in ("quantized_po2", "quantized_relu_po2"):
+        xq, t = _po2(x, q, layer, what), None
+    elif q.name == "quantized_relu":
+        c = q.cfg
+        if c["negative_slope"] or c["use_sigmoid"]:
+            raise UnsupportedLayerError(f"layer {layer!r}: {what} quantizer quantized_relu with negative_slope or "
+                                        "use_sigmoid is not supported")
+        bits, integer = _int(c["bits"], layer), _int(c["integer"], layer)
+        ints = np.clip(np.round(np.ldexp(x.astype(np.float64), bits - integer)), 0, 2**bits - 1)
+        xq, t = np.ldexp(ints, integer - bits), FixedType(bits, integer, False)
+    elif q.name == "binary":
+        xq, t = _binary(x, q, layer, what), None
+    else:
+        xq, t = _ternary(x, q, layer, what), None
+    _check_straight_through(x, xq, q, layer, what)
+    if t is None:
+        t = _exact_type(xq, layer, what, q)
+    if not fixed.representable(xq, t):
+        raise UnsupportedLayerError(f"layer {layer!r}: {what} quantizer {q.name} produced values outside {t}")
+    return np.round(np.ldexp(xq, t.frac)).astype(np.int64), t
+
+
+def _quantized_bits(x: np.ndarray, q: QSpec, layer: str, what: str) -> tuple[np.ndarray, FixedType | None]:
+    c = q.cfg
+    bits, integer, keep = _int(c["bits"], layer), _int(c["integer"], layer), int(bool(c["keep_negative"]))
+    ub = bits - keep
+    if c["alpha"] == "auto_po2":
+        return _auto_po2_bits(x, bits, integer, c["scale_axis"], layer, what, q), None
+    shift = _pow2_exponent(c["alpha"], layer, what, q)
+    x64 = x.astype(np.float64)
+    if ub > 0:
+        lo = keep * (-(2**ub) + int(bool(c["symmetric"])))
+        ints = np.clip(np.round(np.ldexp(x64, ub - integer)), lo, 2**ub - 1)
+        return np.ldexp(ints, integer - ub + shift), FixedType(bits, integer + keep + shift, bool(keep))
+    sign = np.where(x64 >= 0, 1.0, -1.0)  # quantized_bits with no magnitude bits is the sign (0 counts as +1)
+    if not keep:
+        sign = (sign + 1) / 2
+    return np.ldexp(sign, shift), None
+
+
+def _po2_round(v: np.ndarray, layer: str, what: str, q: QSpec, n_terms: int = 1) -> np.ndarray:
+    """``2**round(log(v + eps) / log(2))`` as QKeras computes it in float32; a value whose log2 lies
+    so near a half-integer that float32 rounding (and summation order, over ``n_terms`` terms) could
+    tip it is refused rather than guessed."""
+    s = (v.astype(np.float32) + EPS).astype(np.float64)
+    lg = np.log2(s)
+    margin = 1e-5 + n_terms * 2.0**-22
+    near = np.abs(lg - np.floor(lg) - 0.5) < margin
+    if np.any(near):
+        raise UnsupportedLayerError(
+            f"layer {layer!r}: {what} quantizer {q}: a power-of-two scale sits on a rounding boundary that QKeras "
+            "decides in float32 arithmetic, which cannot be reproduced exactly; use a fixed power-of-two alpha"
+        )
+    return np.exp2(np.round(lg))
+
+
+def _auto_po2_bits(x: np.ndarray, bits: int, integer: int, scale_axis: Any, layer: str, what: str,
+                   q: QSpec) -> np.ndarray:
+    """quantized_bits(alpha='auto_po2'): QKeras's per-channel least-squares power-of-two scale."""
+    m_i = 2.0**integer
+    xs = x.astype(np.float64) / m_i
+    levels = (2 ** (bits - 1) - 1) * 2
+    nd = xs.ndim
+    if scale_axis is not None:
+        axis = tuple(a for a in range(nd) if a != scale_axis)
+    else:
+        axis = tuple(range(nd - 1)) if nd > 1 else (0,)
+    scale = _po2_round(np.float32(np.max(np.abs(xs), axis=axis, keepdims=True) * 2) / np.float32(levels),
+                       layer, what, q)
+    n = int(np.prod([xs.shape[a] for a in axis])) if nd > 1 else 1
+    for _ in range(5):
+        v = np.floor(np.abs(xs) / scale + 0.5)
+        z = np.sign(xs) * np.where(v < levels / 2, v, levels / 2)
+        if nd > 1:
+            qx, qq = np.mean(xs * z, axis=axis, keepdims=True), np.mean(z * z, axis=axis, keepdims=True)
+        else:
+            qx, qq = xs * z, z * z
+        scale = _po2_round((qx / (qq + float(EPS))).astype(np.float32), layer, what, q, n)
+    return m_i * z * scale
+
+
+def _po2(x: np.ndarray, q: QSpec, layer: str, what: str) -> np.ndarray:
+    """quantized_po2 / quantized_relu_po2 on weights: ``sign * 2**clip(round(log2|x|), min_exp, max_exp)``."""
+    c = q.cfg
+    bits, max_value = _int(c["bits"], layer), c["max_value"]
+    if c["quadratic_approximation"] or c["log2_rounding"] != "rnd":
+        raise UnsupportedLayerError(f"layer {layer!r}: {what} quantizer {q.name} with quadratic_approximation or "
+                                    "log2_rounding other than 'rnd' is not supported")
+    need_sign = 1 if max_value is None or max_value > 1 else 0
+    eff = (bits - 1 if q.name == "quantized_po2" else bits) - need_sign
+    min_exp, max_exp = -(2**eff), 2**eff - 1
+    x64 = x.astype(np.float64)
+    if q.name == "quantized_relu_po2":
+        if c["negative_slope"]:
+            raise UnsupportedLayerError(f"layer {layer!r}: {what} quantizer quantized_relu_po2 with negative_slope "
+                                        "is not supported")
+        mag, sign = np.maximum(x64, 0), np.ones_like(x64)
+    else:
+        mag, sign = np.abs(x64), np.where(x64 >= 0, 1.0, -1.0)
+    small = mag < float(EPS)
+    filt = np.where(small, float(EPS), mag)
+    if max_value is not None:
+        filt = np.where(filt >= max_value, float(np.float32(max_value)), filt)
+    lg = np.log2(filt)
+    if np.any(~small & (np.abs(lg - np.floor(lg) - 0.5) < 1e-5)):
+        raise UnsupportedLayerError(
+            f"layer {layer!r}: {what} quantizer {q.name}: a weight lies on the rounding boundary between two powers "
+            "of two, which QKeras decides in float32 arithmetic; it cannot be reproduced exactly"
+        )
+    e = np.where(small, min_exp, np.clip(np.round(lg), min_exp, max_exp))
+    return sign * np.exp2(e)
+
+
+def _binary(x: np.ndarray, q: QSpec, layer: str, what: str) -> np.ndarray:
+    c = q.cfg
+    shift = _pow2_exponent(c["alpha"], layer, what, q)
+    k = np.where(x >= 0, 1.0, -1.0)
+    if c["use_01"]:
+        k = (k + 1) / 2
+    return np.ldexp(k, shift)
+
+
+def _ternary(x: np.ndarray, q: QSpec, layer: str, what: str) -> np.ndarray:
+    c = q.cfg
+    shift = _pow2_exponent(c["alpha"], layer, what, q)
+    thr = np.float32(0.33 if c["threshold"] is None else c["threshold"])
+    t = (np.abs(x) >= thr) * np.sign(x.astype(np.float64))
+    return np.ldexp(t, shift)
+
+
+def _check_straight_through(x: np.ndarray, xq: np.ndarray, q: QSpec, layer: str, what: str) -> None:
+    """QKeras returns ``x + (xq - x)`` in float32 (``tanh(x)`` for binary/ternary without alpha): it must give ``xq``."""
+    if q.name in ("binary", "ternary") and q.cfg["alpha"] is None:
+        x = np.tanh(x)
+    xq32 = xq.astype(np.float32)
+    if not np.array_equal(xq32.astype(np.float64), xq):
+        raise UnsupportedLayerError(f"layer {layer!r}: {what} quantizer {q} gives values float32 cannot hold")
+    if q.cfg.get("use_ste", True) is False:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        back = x + (xq32 - x)
+    bad = np.flatnonzero(back.ravel() != xq32.ravel())
+    if bad.size:
+        i = int(bad[0])
+        raise UnsupportedLayerError(
+            f"layer {layer!r}: {what} value {float(x.ravel()[i])!r} lies so far outside {q}'s range that QKeras's "
+            f"straight-through arithmetic does not return the quantized value ({float(back.ravel()[i])!r} instead of "
+            f"{float(xq32.ravel()[i])!r}); clip the weights"
+        )
+
+
+def _exact_type(xq: np.ndarray, layer: str, what: str, q: QSpec) -> FixedType:
+    """The narrowest type holding every value of ``xq`` exactly."""
+    frac = 0
+    while frac < MAX_WEIGHT_FRAC and not np.all(np.ldexp(xq, frac) == np.round(np.ldexp(xq, frac))):
+        frac += 1
+    if not np.all(np.ldexp(xq, frac) == np.round(np.ldexp(xq, frac))):
+        raise UnsupportedLayerError(f"layer {layer!r}: {what} quantizer {q} gives values finer than 2**-{MAX_WEIGHT_FRAC}")
+    ints = np.round(np.ldexp(xq, frac))
+    lo, hi = min(int(ints.min(initial=0)), 0), max(int(ints.max(initial=0)), 0)
+    if max(abs(lo), abs(hi)) >= 2**61:
+        raise UnsupportedLayerError(f"layer {layer!r}: {what} quantizer {q} spans more than 62 bits")
+    return fixed.type_for_range(lo, hi, frac)
