@@ -61,3 +61,10 @@ class VerificationError(CodesignError):
     """A bit-exactness check that failed: an implementation differs from the reference."""
 
     exit_code = 1
+
+
+class JobsFailedError(CodesignError):
+    """Independent jobs (sweep points) that failed after their retry; the others finished and
+    their results were written, with each failure's error beside them."""
+
+    exit_code = 1

@@ -9,9 +9,11 @@ counts. Both stream one sample per clock and measure latency and initiation inte
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -20,6 +22,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from codesign import jobs, tools
 from codesign.core.fixed import FixedType
 from codesign.core.network import Network
 from codesign.core.verify import compare_with_reference
@@ -28,6 +31,7 @@ from codesign.tools import Tool, find_verilator, first_error_line, run_tool
 from rtl_sim.verilog import Design, emit_axis_wrapper, emit_verilog
 
 DESIGN_JSON = "design.json"
+SHARD_SAMPLES = 1_000_000  # the bulk harness streams ~350k samples/s: fewer are not worth a dispatch
 
 
 def write_rtl(net: Network, out_dir: str | Path, adder_regs_every: int = 0, mult: str | None = None) -> Design:
@@ -200,25 +204,28 @@ def first_diverging_layer(net: Network, design: Design, q1: np.ndarray, stage_va
 
 
 # ---- bulk --------------------------------------------------------------------------------
-def build_bulk(design: Design, rtl_dir: Path, work: Path, tool: Tool | None = None) -> Path:
-    """Compile the C++ streaming harness with Verilator (cached by a hash of RTL and harness)."""
+def build_bulk(design: Design, tool: Tool | None = None) -> Path:
+    """The C++ streaming harness compiled with Verilator, in this machine's cache (keyed by a hash
+    of the RTL, the harness and Verilator's version; one build at a time per key, so concurrent
+    jobs on one machine share it)."""
     tool = tool or find_verilator()
-    rtl_dir, work = Path(rtl_dir).absolute(), Path(work).absolute()  # Verilator runs in the build folder
-    vfile = rtl_dir / f"{design.top}.v"
     harness = _harness_source(design)
-    key = hashlib.sha256((vfile.read_text() + harness + tool.version).encode()).hexdigest()[:16]
-    obj = work / "bulk_build"
-    exe = obj / "harness"
-    stamp = obj / "hash.txt"
-    if exe.is_file() and stamp.is_file() and stamp.read_text() == key:
-        return exe
+    key = hashlib.sha256((design.verilog + harness + tool.version).encode()).hexdigest()[:16]
+    obj = tools.cache_dir("bulk") / key  # absolute: Verilator runs in the build folder
+    exe, stamp = obj / "harness", obj / "hash.txt"
     obj.mkdir(parents=True, exist_ok=True)
-    (obj / "harness.cpp").write_text(harness)
-    args = ["--cc", "--exe", "--build", "-j", "2", "-Wno-fatal", "--top-module", design.top, "-Mdir", str(obj),
-            "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "-CFLAGS", "-O1", "-o", "harness",
-            str(vfile.resolve()), str((obj / "harness.cpp").resolve())]
-    run_tool(tool, args, obj, f"Verilator build of {vfile.name}")
-    stamp.write_text(key)
+    with open(obj / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if exe.is_file() and stamp.is_file() and stamp.read_text() == key:
+            return exe
+        vfile = obj / f"{design.top}.v"
+        vfile.write_text(design.verilog)
+        (obj / "harness.cpp").write_text(harness)
+        args = ["--cc", "--exe", "--build", "-j", "2", "-Wno-fatal", "--top-module", design.top, "-Mdir", str(obj),
+                "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "-CFLAGS", "-O1", "-o", "harness",
+                str(vfile), str(obj / "harness.cpp")]
+        run_tool(tool, args, obj, f"Verilator build of {vfile.name}")
+        stamp.write_text(key)
     return exe
 
 
@@ -264,8 +271,39 @@ def run_bulk(design: Design, exe: Path, work: Path, q: np.ndarray) -> dict[str, 
 
 
 # ---- the entry point ---------------------------------------------------------------------
-def cosimulate(net: Network, rtl_dir: str | Path, work: str | Path, q: np.ndarray, mode: str = "bulk") -> CosimResult:
-    """Run the RTL in ``rtl_dir`` on integer inputs ``q`` and compare every output bit with the reference."""
+def bulk_shard(design: Design, q: np.ndarray) -> dict[str, Any]:
+    """One shard of a bulk co-simulation, run as a job: the harness (built, or found in this
+    machine's cache) streams ``q``; the outputs, latency and II come back as data."""
+    with tempfile.TemporaryDirectory(prefix="codesign-cosim-") as tmp:
+        res = run_bulk(design, build_bulk(design), Path(tmp), q)
+    res["samples"] = len(q)
+    return res
+
+
+def _bulk_sharded(design: Design, q: np.ndarray, shard_samples: int, cluster: str | jobs.Executor | None
+                  ) -> dict[str, Any]:
+    """``q`` in shards of ``shard_samples`` as jobs on ``cluster``; the outputs in order, the worst
+    latency and II (each shard streams on its own, so each measures both)."""
+    bounds = list(range(0, len(q), shard_samples)) + [len(q)]
+    shards = [jobs.Job(f"co-simulation samples {a}-{b - 1}", bulk_shard, (design, q[a:b]))
+              for a, b in zip(bounds, bounds[1:])]
+    with jobs.executor(cluster) as ex:
+        outs = ex.map(shards)
+        name = ex.name
+    failed = [o for o in outs if not o.ok]
+    if failed:
+        raise ToolFailedError(f"{failed[0].job.name}: {failed[0].error}")
+    rs = [o.value for o in outs]
+    return {"outputs": np.concatenate([r["outputs"] for r in rs]), "latency": max(r["latency"] for r in rs),
+            "ii": max(r["ii"] for r in rs), "sim_s": sum(r["sim_s"] for r in rs), "shards": len(rs), "cluster": name}
+
+
+def cosimulate(net: Network, rtl_dir: str | Path, work: str | Path, q: np.ndarray, mode: str = "bulk",
+               cluster: str | jobs.Executor | None = None, shard_samples: int = SHARD_SAMPLES) -> CosimResult:
+    """Run the RTL in ``rtl_dir`` on integer inputs ``q`` and compare every output bit with the reference.
+
+    In bulk mode, more than ``shard_samples`` samples are split into shards that run as jobs on
+    ``cluster`` (``codesign.jobs.executor``); the comparison stays with the driver."""
     if mode not in ("bulk", "cocotb"):
         raise BackendError(f"co-simulation mode must be 'bulk' or 'cocotb', not {mode!r}")
     rtl_dir, work = Path(rtl_dir).absolute(), Path(work).absolute()  # the tools run in other directories
@@ -273,9 +311,13 @@ def cosimulate(net: Network, rtl_dir: str | Path, work: str | Path, q: np.ndarra
     design = load_design(rtl_dir)
     tool = find_verilator()
     q = np.asarray(q).reshape(len(q), *net.input_shape)
-    if mode == "bulk":
-        exe = build_bulk(design, rtl_dir, work, tool)
-        res = run_bulk(design, exe, work, q)
+    extra: dict[str, Any] = {}
+    if mode == "bulk" and len(q) > shard_samples:
+        res = _bulk_sharded(design, q, shard_samples, cluster)
+        got, latency, ii, sim_s = res["outputs"], res["latency"], res["ii"], res["sim_s"]
+        extra = {"shards": res["shards"], "cluster": res["cluster"]}
+    elif mode == "bulk":
+        res = run_bulk(design, build_bulk(design, tool), work, q)
         got, latency, ii, sim_s = res["outputs"], res["latency"], res["ii"], res["sim_s"]
     else:
         res = run_cocotb(design, rtl_dir, work, q, tool)
@@ -300,7 +342,7 @@ def cosimulate(net: Network, rtl_dir: str | Path, work: str | Path, q: np.ndarra
         simulator=f"verilator {tool.version}", mode=mode, bit_exact=mismatches == 0 and latency == design.latency
         and ii == 1.0, samples=int(len(q)), mismatches=mismatches, latency_cycles=int(latency),
         designed_latency=design.latency, ii=float(ii), samples_per_s=float(len(q) / max(sim_s, 1e-9)),
-        first_mismatch=first,
+        first_mismatch=first, extra=extra,
     )
 
 

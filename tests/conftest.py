@@ -9,10 +9,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# a Ray instance started by a test stays on loopback and reports nothing home (Ray reads these at import)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import numpy as np
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
 MODELS = Path(__file__).resolve().parent / "models"  # third-party models, copied with their source (models/README.md)
 SEED = int(os.environ.get("CODESIGN_TEST_SEED", "20261123"))
 
@@ -72,3 +76,15 @@ def jet_inputs(net, n: int, seed: int) -> np.ndarray:
     r = np.random.default_rng(seed)
     x = r.normal(0, 1.5, size=(n, *net.input_shape)) * r.choice([0.5, 1, 4], size=(n, 1))
     return fixed.to_float(net.quantize_input(x), net.input_type)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for every test that needs one (it takes seconds to start): 2 CPUs,
+    loopback only, no dashboard. Its workers import this repository's test helpers too."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()

@@ -31,6 +31,15 @@ def test_digits_network_cosimulates_bit_exact_on_10000_samples(digits_q, digits,
     assert r.latency_cycles == d.latency == 3 and r.ii == 1.0 and r.bit_exact
 
 
+def test_a_large_sample_set_cosimulates_in_shards_as_jobs(digits_q, digits, tmp_path, verilator):
+    """Shards of the sample set run as jobs (local processes here); the driver compares every output."""
+    d = write_rtl(digits_q, tmp_path / "rtl")
+    q = verification_inputs(digits_q, digits.X_test, 10000)
+    r = cosimulate(digits_q, tmp_path / "rtl", tmp_path / "cosim", q, mode="bulk", shard_samples=4000)
+    assert r.extra == {"shards": 3, "cluster": "local"}
+    assert r.samples == len(q) and r.mismatches == 0 and r.latency_cycles == d.latency and r.ii == 1.0 and r.bit_exact
+
+
 def test_qkeras_jet_tagger_cosimulates_bit_exact_with_saturation_corners(qkeras_net, tmp_path, verilator):
     write_rtl(qkeras_net, tmp_path / "rtl", adder_regs_every=2)
     q = verification_inputs(qkeras_net, None, 10000)

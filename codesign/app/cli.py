@@ -19,14 +19,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number of vectors, not {text!r}")
-    return n
+def _positive(v: str) -> int:
+    if not v.isdigit() or int(v) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {v!r}")
+    return int(v)
+
+
+def cluster_args(p: argparse.ArgumentParser, per_job: bool = False) -> None:
+    from codesign.jobs import CLUSTERS, ENV_CLUSTER
+
+    p.add_argument("--cluster", default=None, help=f"where the jobs run: {CLUSTERS} (default: ${ENV_CLUSTER} or local)")
+    if per_job:
+        p.add_argument("--cpus-per-job", type=_positive, default=1,
+                       help="CPUs (torch and BLAS threads) each sweep point gets (default: 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None, help="vitis|vivado (Xilinx), quartus|oneapi (Intel)")
     p.add_argument("--out", default="codesign-out")
     p.add_argument("--force", action="store_true", help="replace a previous run in --out")
-    p.add_argument("--samples", type=_positive_int, default=None, help="verification vectors (default 10000)")
+    p.add_argument("--samples", type=_positive, default=None, help="verification vectors (default 10000)")
     p.add_argument("--no-synth", action="store_true", help="skip Yosys synthesis (analytic estimate only)")
+    cluster_args(p)
     model_args(p)
     _common(p)
 
@@ -75,13 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. lut=0.1,0.2,0.4 (three budgets) or lut=0.1,0.2,dsp=0")
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true")
+    p.add_argument("--precisions", help="candidate weight/activation/output bits, e.g. 4/6/10,6/8/12 (default: five)")
+    p.add_argument("--schedule", help="training per candidate, e.g. epochs=20,final_epochs=10 (default: epochs=60,...)")
+    cluster_args(p, per_job=True)
     model_args(p)
     _common(p)
 
     p = sub.add_parser("hls", help="hls4ml project + C simulation check")
     p.add_argument("dir")
     p.add_argument("--backend", default=None)
-    p.add_argument("--samples", type=_positive_int, default=None, help="verification vectors (default 10000)")
+    p.add_argument("--samples", type=_positive, default=None, help="verification vectors (default 10000)")
     p.add_argument("--form", default="auto", choices=["auto", "da", "latency", "unrolled", "compressed"])
     _common(p)
 
@@ -92,14 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cosim", help="co-simulate the Verilog in Verilator against the reference")
     p.add_argument("dir")
-    p.add_argument("--samples", type=_positive_int, default=None, help="verification vectors (default 10000)")
+    p.add_argument("--samples", type=_positive, default=None, help="verification vectors (default 10000)")
     p.add_argument("--mode", default="bulk", choices=["bulk", "cocotb"])
+    cluster_args(p)
     _common(p)
 
     p = sub.add_parser("estimate", help="analytic and Yosys resource estimates")
     p.add_argument("dir")
     p.add_argument("--board", default=None)
     p.add_argument("--no-synth", action="store_true")
+    cluster_args(p)
     _common(p)
 
     p = sub.add_parser("export", help="write the network in DIR as QONNX (FINN, hls4ml, qonnx)")
@@ -149,7 +160,7 @@ def run(args: argparse.Namespace) -> Any:
         budget = args.budget if args.budget is not None else (flow.DEFAULT_BUDGET if args.model is None else None)
         result = flow.run_flow(args.out, model, data, args.board, budget, args.backend, args.weights,
                                args.trust_pickle, args.input_type, args.force, args.samples, args.method,
-                               synth=not args.no_synth, progress=rep)
+                               synth=not args.no_synth, progress=rep, cluster=args.cluster)
         rep.print(f"report: {Artifact(args.out).dir / 'report.html'}")
         return result
     if args.cmd == "compress":
@@ -167,8 +178,12 @@ def run(args: argparse.Namespace) -> Any:
     if args.cmd == "sweep":
         from codesign.app.sweep import run_sweep
 
+        from codesign.app.sweep import search_settings
+
+        search = search_settings(args.precisions, args.schedule)
         result = run_sweep(args.out, args.model, args.data, args.board, args.budgets, args.method, args.weights,
-                           args.trust_pickle, args.input_type, args.force, progress=rep)
+                           args.trust_pickle, args.input_type, args.force, progress=rep, cluster=args.cluster,
+                           cpus_per_job=args.cpus_per_job, **search)
         rep.print(f"sweep: {Artifact(args.out).dir / 'sweep.html'}")
         return result
     art = Artifact(args.dir)
@@ -179,9 +194,9 @@ def run(args: argparse.Namespace) -> Any:
     if args.cmd == "rtl":
         return flow.step_rtl(art, args.adder_regs_every, progress=rep)
     if args.cmd == "cosim":
-        return flow.step_cosim(art, args.samples, args.mode, progress=rep)
+        return flow.step_cosim(art, args.samples, args.mode, progress=rep, cluster=args.cluster)
     if args.cmd == "estimate":
-        return flow.step_estimate(art, args.board, synth=not args.no_synth, progress=rep)
+        return flow.step_estimate(art, args.board, synth=not args.no_synth, progress=rep, cluster=args.cluster)
     if args.cmd == "export":
         res = flow.step_export(art, args.onnx, float64=not args.float32)
         rep.print(f"QONNX: {res['onnx']}")
@@ -197,7 +212,10 @@ def run(args: argparse.Namespace) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from codesign import jobs
+
     args = build_parser().parse_args(argv)
+    jobs.size_threads(jobs.available_cpus())  # a plain run's torch and BLAS threads: the CPUs it may use
     try:
         result = run(args)
     except CodesignError as e:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from codesign import jobs
 from codesign.app.artifact import Artifact
 from codesign.board import Board, load_board
 from codesign.budget import Budget
@@ -218,7 +219,9 @@ def step_rtl(art: Artifact, adder_regs_every: int = 0, progress: Reporter = SILE
     return res
 
 
-def step_cosim(art: Artifact, samples: int | None = None, mode: str = "bulk", progress: Reporter = SILENT) -> dict[str, Any]:
+def step_cosim(art: Artifact, samples: int | None = None, mode: str = "bulk", progress: Reporter = SILENT,
+               cluster: str | jobs.Executor | None = None) -> dict[str, Any]:
+    """Co-simulate the RTL against the reference; a large bulk sample set runs in shards on ``cluster``."""
     from rtl_sim.cosim import cosimulate, describe_mismatch
 
     art.require()
@@ -229,7 +232,7 @@ def step_cosim(art: Artifact, samples: int | None = None, mode: str = "bulk", pr
     q = verification_samples(art, net, samples)
     with art.step("cosim", "cosim") as tmp:
         with progress.status(f"co-simulating {len(q)} samples in Verilator ({mode})"):
-            r = cosimulate(net, art.dir / "rtl", tmp, q, mode=mode)
+            r = cosimulate(net, art.dir / "rtl", tmp, q, mode=mode, cluster=cluster)
         res = r.to_json()
         (tmp / "result.json").write_text(json.dumps(res, indent=1))
     art.update(cosim=res)
@@ -240,8 +243,10 @@ def step_cosim(art: Artifact, samples: int | None = None, mode: str = "bulk", pr
     return res
 
 
-def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, progress: Reporter = SILENT) -> dict[str, Any]:
-    """Analytic estimate and Yosys synthesis per layer (with and without DSP inference)."""
+def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, progress: Reporter = SILENT,
+                  cluster: str | jobs.Executor | None = None) -> dict[str, Any]:
+    """Analytic estimate and Yosys synthesis per layer (with and without DSP inference), the Yosys
+    runs as jobs on ``cluster`` (``codesign.jobs.executor``; the cache answers unchanged layers)."""
     from codesign.tools import find_yosys
     from rtl_sim.synth import (
         COUNTS,
@@ -258,9 +263,9 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
     est: dict[str, Any] = {"analytic": total_cost(analytic), "analytic_layers": {k: v.as_dict() for k, v in analytic.items()}}
     with art.step("estimate", "estimate") as tmp:
         if synth:
-            tool = find_yosys()
+            find_yosys()  # before the step's folder is made
             with progress.bar("Yosys synthesis per layer", total=2 * len(stage_networks(net))) as bar:
-                by_dsp = synthesize_layer_modes(net, b.synth_family, (True, False), tool=tool,
+                by_dsp = synthesize_layer_modes(net, b.synth_family, (True, False), cluster=cluster,
                                                 on_done=lambda name: bar.advance(info=name))
             runs = {"dsp_mapped": by_dsp[True], "lut_only": by_dsp[False]}
             layers: dict[str, Any] = {}
@@ -307,8 +312,9 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
              board: str = DEFAULT_BOARD, budget: str | dict | None = None, backend: str | None = None,
              weights: str | None = None, trust: bool = False, input_type: str | None = None, force: bool = False,
              samples: int | None = None, method: str = "hardware", synth: bool = True,
-             progress: Reporter = SILENT) -> dict[str, Any]:
-    """load -> compress -> hls -> rtl -> cosim -> estimate -> report, in ``out``."""
+             progress: Reporter = SILENT, cluster: str | None = None) -> dict[str, Any]:
+    """load -> compress -> hls -> rtl -> cosim -> estimate -> report, in ``out``; the Yosys runs (and
+    the shards of a large co-simulation) are jobs on ``cluster`` (``codesign.jobs.executor``)."""
     from codesign.app.report import write_report
     from codesign.tools import preflight
 
@@ -321,13 +327,14 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
     with progress.status(f"loading {model}"):  # a model file that cannot be read leaves no directory behind
         net = load(model, weights=weights, trust=trust, input_type=input_type)
     preflight(cosim=True, synth=synth)  # a missing tool is reported before minutes of compression
-    art = Artifact(out)
-    art.claim(force)
-    step_compress(art, model, data, bud, method, weights, trust, input_type, progress=progress, loaded=net)
-    step_hls(art, backend, samples, progress=progress)
-    step_rtl(art, progress=progress)
-    step_cosim(art, samples, progress=progress)
-    step_estimate(art, synth=synth, progress=progress)
+    with jobs.executor(cluster) as ex:  # before anything is written: a bad --cluster or a missing Ray fails first
+        art = Artifact(out)
+        art.claim(force)
+        step_compress(art, model, data, bud, method, weights, trust, input_type, progress=progress, loaded=net)
+        step_hls(art, backend, samples, progress=progress)
+        step_rtl(art, progress=progress)
+        step_cosim(art, samples, progress=progress, cluster=ex)
+        step_estimate(art, synth=synth, progress=progress, cluster=ex)
     write_report(art)
     rep = art.report()
     if rep.get("fits_budget") is False:
