@@ -4,13 +4,15 @@ hls4ml's ``compile()`` rewrites the project and runs its ``build_lib.sh``: one g
 ``firmware/myproject.cpp``. At reuse 1 that file pulls in ``nnet_code_gen.h``, where da4ml's
 distributed arithmetic is one straight-line function per layer, tens of thousands of
 ``ap_fixed`` statements for a 41k-weight network. g++ spends most of its time resolving the
-operator overloads of those statements (``-ftime-report``: 84 % of a build is overload
-resolution) and then optimising one huge function; 10 minutes for hls4ml's 16-100^5-5 MLP.
+operator overloads of those statements (``-ftime-report``: most of a build is parsing the one
+huge function body) and then optimising it; 10 minutes for hls4ml's 16-100^5-5 MLP.
 
 Here the project hls4ml wrote for the vendor tools is left exactly as it is. We compile a copy
 (in the cache folder) in which each generated layer function of ``nnet_code_gen.h`` moves,
 verbatim, into a translation unit of its own with an explicit instantiation for the template
-arguments ``myproject.cpp`` calls it with; the header keeps a declaration. The units compile in
+arguments ``myproject.cpp`` calls it with; the header keeps a declaration. A long straight-line
+body is cut into functions of ``PART_LINES`` generated lines each (``split_body``: the lines stay
+verbatim, values crossing a cut are copied bit for bit). The units compile in
 parallel, at the optimisation level ``OPT_LEVEL`` (chosen for build time: the C simulation
 checks correctness, not speed; see ``bench/hls_scale.py``), and are linked into the same shared
 library ``build_lib.sh`` makes, with the same ``<project>_double`` entry point hls4ml's
@@ -41,17 +43,16 @@ import numpy as np
 from codesign.errors import ToolFailedError
 from codesign.tools import Tool, find_gpp, first_error_line
 
-# -O0: a 100x100 da4ml layer takes ~40 s of g++ CPU at -O0 and 189 s at -O1 (128 s of it lowering exception
-# regions, "tree eh", in the one huge function); -O0's simulation, ~10 ms per vector on the 16-100^5-5 MLP, is
-# the cheaper side for 10,000 vectors. Measured figures: README, "The HLS step at scale".
-OPT_LEVEL = "-O0"
-# the ap_fixed operators the layer functions call (see _unit_head). Off: at -O2 on the QKeras jet tagger they
-# cost 27 s more CPU to compile (73 s against 46 s) and save 0.9 ms per simulated sample (1.45 against 2.35),
-# a loss below about 30,000 samples.
-HELPERS_OPT: str | None = None
-BUILD_VERSION = 1  # part of the cache key: bump when the way we split or compile changes
+# -Og: on the 16-100^5-5 MLP, cut into parts, -Og compiles in about the CPU time of -O0 on the uncut layers
+# (~150 s of g++ on 2 cores) and simulates 8x faster (1.7 against 13.3 ms per vector); -O1 costs ~40 % more
+# to compile. Measured figures: README, "The HLS step at scale".
+OPT_LEVEL = "-Og"
+BUILD_VERSION = 2  # part of the cache key: bump when the way we split or compile changes
 MIN_UNIT_LINES = 1500  # generated functions are packed into units of at least this many lines
-CPU_S_PER_LINE, CPU_S_PER_UNIT = 0.0076, 1.5  # g++ at OPT_LEVEL: seconds per generated line, per unit's headers
+PART_LINES = 500  # a longer straight-line function is cut into functions of this many lines (its unit's)
+# the generated layer code throws nothing: without exception regions g++ spends ~25 % less on it
+LAYER_FLAGS = ("-fno-exceptions",)
+CPU_S_PER_LINE, CPU_S_PER_UNIT = 0.006, 1.5  # g++ at OPT_LEVEL: seconds per generated line, per unit's headers
 CACHE_ENTRIES = 20  # the newest libraries kept in the cache folder
 PROJECT = "myproject"
 CODE_GEN = Path("firmware") / "nnet_utils" / "nnet_code_gen.h"
@@ -70,6 +71,7 @@ class Unit:
 
     source: str
     lines: int
+    flags: tuple[str, ...] = ()
 
 
 @dataclass
@@ -143,23 +145,18 @@ def _compiler_identity(gpp: Tool) -> str:
 # ---- splitting nnet_code_gen.h ---------------------------------------------------------------------
 
 
-def _unit_head(helpers_opt: str | None) -> str:
-    """The includes of a layer unit. With ``helpers_opt`` the type library's small functions (every
-    ``ap_fixed`` operator the layer calls) are optimised at that level while the layer function itself
-    stays at the command line's level: one call per operation instead of a dozen unoptimised ones."""
-    inc = f'#include "{PROJECT}.h"\n#include "parameters.h"\n'
-    if not helpers_opt:
-        return inc + "\n"
-    return f'#pragma GCC optimize("{helpers_opt.lstrip("-")}")\n{inc}#pragma GCC reset_options\n\n'
+UNIT_HEAD = f'#include "{PROJECT}.h"\n#include "parameters.h"\n\n'  # what a layer unit includes
 
 
-def split_code_gen(build: Path, helpers_opt: str | None = None) -> list[Unit] | None:
-    """Move each generated layer function of the copy's ``nnet_code_gen.h`` into a unit of its own.
+def split_code_gen(build: Path) -> list[Unit] | None:
+    """Move each generated layer function of the copy's ``nnet_code_gen.h`` into units of its own.
 
-    Returns the units (layer units, then ``myproject.cpp``), or None when the project does not have
-    the shape this needs, so that the caller compiles it whole: every function must be called from
-    ``myproject.cpp`` with explicit template arguments and named nowhere else, and its braces must
-    balance."""
+    A function whose body is longer than ``PART_LINES`` and is da4ml's straight-line form is cut
+    into parts (``split_body``), each a unit; shorter ones are packed into units of at least
+    ``MIN_UNIT_LINES``. Returns the units (layer units, then ``myproject.cpp``), or None when the
+    project does not have the shape this needs, so that the caller compiles it whole: every function
+    must be called from ``myproject.cpp`` with explicit template arguments and named nowhere else,
+    and its braces must balance."""
     header = build / CODE_GEN
     top = build / "firmware" / f"{PROJECT}.cpp"
     if not header.is_file():
@@ -172,34 +169,28 @@ def split_code_gen(build: Path, helpers_opt: str | None = None) -> list[Unit] | 
                      if p.is_file() and p.suffix in (".h", ".cpp") and p not in (header, top))
     pieces = []
     for m in found:
-        name = m["name"]
-        calls = set(re.findall(rf"\bnnet::{name}<([^;()]*)>\(", caller))
-        if not calls or len(re.findall(rf"\b{name}\b", caller)) != len(re.findall(rf"\bnnet::{name}<", caller)) \
-                or re.search(rf"\b{name}\b", others) or not _balanced(m["body"]):
+        inst = _instantiations(m, caller, others)
+        if inst is None:
             return None
-        params = [p.split()[-1] for p in _split_top(m["params"])]
-        inst = []
-        for call in sorted(calls):
-            args = _split_top(call)
-            if len(args) != len(params):
-                return None
-            sig = m["sig"]
-            for p, a in zip(params, args):
-                sig = re.sub(rf"\b{re.escape(p)}\b", a, sig)
-            sig = sig.replace(f"void {name}(", f"void {name}<{', '.join(args)}>(", 1)
-            inst.append(f"template {sig};")
         pieces.append((m, inst))
+    head = UNIT_HEAD + "namespace nnet {\n\n"
     units: list[Unit] = []
+
+    def emit(code: str, lines: int) -> None:
+        src = Path("firmware") / f"codesign_part{len(units)}.cpp"
+        (build / src).write_text(head + code + "\n} // namespace nnet\n")
+        units.append(Unit(src.as_posix(), lines, LAYER_FLAGS))
+
     group: list[str] = []
     lines = 0
     for i, (m, inst) in enumerate(pieces):
-        group.append(f"// {m['name']}: verbatim from nnet_code_gen.h\n{m.group(0)}\n" + "\n".join(inst) + "\n")
+        code = split_body(m, inst) if m["body"].count("\n") > PART_LINES else None
+        if code is None:
+            code = f"// {m['name']}: verbatim from nnet_code_gen.h\n{m.group(0)}\n" + "\n".join(inst) + "\n"
+        group.append(code)
         lines += m.group(0).count("\n")
         if lines >= MIN_UNIT_LINES or i == len(pieces) - 1:
-            src = Path("firmware") / f"codesign_part{len(units)}.cpp"
-            (build / src).write_text(_unit_head(helpers_opt) + "namespace nnet {\n\n" + "\n".join(group)
-                                     + "\n} // namespace nnet\n")
-            units.append(Unit(src.as_posix(), lines))
+            emit("\n".join(group), lines)
             group, lines = [], 0
     stripped, pos = [], 0
     for m, _ in pieces:
@@ -207,6 +198,82 @@ def split_code_gen(build: Path, helpers_opt: str | None = None) -> list[Unit] | 
         pos = m.end()
     header.write_text("".join(stripped) + text[pos:])
     return units + [Unit(f"firmware/{PROJECT}.cpp", caller.count("\n"))]
+
+
+def _instantiations(m: re.Match, caller: str, others: str) -> list[str] | None:
+    """The explicit instantiations of generated function ``m`` for the template arguments
+    ``myproject.cpp`` calls it with, or None when it is not called only from there."""
+    name = m["name"]
+    calls = set(re.findall(rf"\bnnet::{name}<([^;()]*)>\(", caller))
+    if not calls or len(re.findall(rf"\b{name}\b", caller)) != len(re.findall(rf"\bnnet::{name}<", caller)) \
+            or re.search(rf"\b{name}\b", others) or not _balanced(m["body"]):
+        return None
+    params = [p.split()[-1] for p in _split_top(m["params"])]
+    inst = []
+    for call in sorted(calls):
+        args = _split_top(call)
+        if len(args) != len(params):
+            return None
+        sig = m["sig"]
+        for p, a in zip(params, args):
+            sig = re.sub(rf"\b{re.escape(p)}\b", a, sig)
+        sig = sig.replace(f"void {name}(", f"void {name}<{', '.join(args)}>(", 1)
+        inst.append(f"template {sig};")
+    return inst
+
+
+# da4ml's straight-line form: one typed value per line, outputs assigned from them
+_VALUE = re.compile(r"^\s*(?P<type>ap_u?fixed<[-\d, ]+>) (?P<name>v\d+) = (?P<expr>[^;]*);[^\n]*$")
+_OUTPUT = re.compile(r"^\s*model_out\[\d+\] = (?P<expr>[^;]*);[^\n]*$")
+_NAME = re.compile(r"\bv\d+\b")
+
+
+def split_body(m: re.Match, inst: list[str]) -> str | None:
+    """The generated function ``m`` with its straight-line body cut into parts of ``PART_LINES`` lines.
+
+    g++'s time on one function grows faster than its length: a 6,000-line da4ml layer compiles in
+    ~2/3 of the time as six functions of 1,000 lines in the same unit. Every line of a part is the
+    generated line, verbatim, in a plain function of the one type pair ``myproject.cpp`` calls the
+    layer with (``inp_t``/``out_t`` typedef'd to them). A value a later part reads is copied bit for
+    bit into a struct the parts share and read back as a const reference of its own type: no
+    ``ap_fixed`` operation is added, so nothing can round or wrap differently. Returns the source
+    (struct, parts, the function calling them, its explicit instantiation), or None when the body
+    is not of that form or the function is called with more than one type pair."""
+    if len(inst) != 1:
+        return None
+    kept: list[tuple[str, str | None, str | None]] = []  # (line, defined name, its type)
+    for line in m["body"].split("\n"):
+        v = _VALUE.match(line)
+        if v:
+            kept.append((line, v["name"], v["type"]))
+        elif _OUTPUT.match(line) or not line.strip():
+            kept.append((line, None, None))
+        elif not line.strip().startswith("#pragma"):
+            return None
+    chunks = [kept[i:i + PART_LINES] for i in range(0, len(kept), PART_LINES)]
+    types = {n: t for _, n, t in kept if n}
+    defined_in = {n: k for k, c in enumerate(chunks) for _, n, _ in c if n}
+    uses = [set(_NAME.findall("\n".join(line.split("//")[0] for line, _, _ in c))) for c in chunks]
+    if any(n not in defined_in for u in uses for n in u):
+        return None
+    shared = sorted({n for k, u in enumerate(uses) for n in u if defined_in[n] < k}, key=lambda n: int(n[1:]))
+    name, state = m["name"], f"{m['name']}_state"
+    params = [p.split()[-1] for p in _split_top(m["params"])]
+    args = _split_top(re.search(rf"void {name}<(.*)>\(", inst[0]).group(1))
+    typedefs = "".join(f"    typedef {a} {p};\n" for p, a in zip(params, args))
+    concrete = re.search(rf"void {name}<.*>\((.*)\);$", inst[0]).group(1)
+    arg_names = [re.match(r"\s*\S+\s+(\w+)", a).group(1) for a in _split_top(m["args"])]
+    out = [f"// {name}: its lines, verbatim from nnet_code_gen.h, in {len(chunks)} parts\n"
+           f"struct {state} {{\n" + "".join(f"    {types[n]} {n};\n" for n in shared) + "};\n"]
+    for k, chunk in enumerate(chunks):
+        body = [f"    const {types[n]} &{n} = s.{n};" for n in shared if n in uses[k] and defined_in[n] < k]
+        body += [line for line, _, _ in chunk]
+        body += [f"    __builtin_memcpy(&s.{n}, &{n}, sizeof {n});" for n in shared if defined_in[n] == k]
+        out.append(f"static void {name}_part{k}({concrete}, {state} &s) {{\n{typedefs}" + "\n".join(body) + "\n}\n")
+    calls = "".join(f"    {name}_part{k}({', '.join(arg_names)}, s);\n" for k in range(len(chunks)))
+    pragmas = "".join(line + "\n" for line in m["body"].split("\n") if line.strip().startswith("#pragma"))
+    out.append(f"template <{m['params']}>\n{m['sig']} {{\n{pragmas}    {state} s;\n{calls}}}\n{inst[0]}\n")
+    return "\n".join(out)
 
 
 def _split_top(s: str) -> list[str]:
@@ -240,7 +307,6 @@ def estimate_build_seconds(units: list[Unit], jobs: int | None = None) -> float:
 
 
 def build_library(project_dir: str | Path, backend: str, cache_root: str | Path, *, opt: str = OPT_LEVEL,
-                  helpers_opt: str | None = HELPERS_OPT,
                   jobs: int | None = None, split: bool = True, gpp: Tool | None = None,
                   on_start: Callable[[list[Unit]], None] | None = None,
                   on_unit: Callable[[Unit], None] | None = None) -> CsimLibrary:
@@ -251,7 +317,7 @@ def build_library(project_dir: str | Path, backend: str, cache_root: str | Path,
     project_dir = Path(project_dir).resolve()
     gpp = gpp or find_gpp()
     flags = compiler_flags(gpp, backend, opt)
-    key = cache_key(project_dir, gpp, flags + (("split", f"helpers{helpers_opt}") if split else ()))
+    key = cache_key(project_dir, gpp, flags + (("split",) if split else ()))
     root = Path(cache_root)
     final = root / key[:24]
     lib = final / "firmware" / f"{PROJECT}.so"
@@ -264,7 +330,7 @@ def build_library(project_dir: str | Path, backend: str, cache_root: str | Path,
         for rel in project_sources(project_dir):
             (build / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(project_dir / rel, build / rel)
-        units = split_code_gen(build, helpers_opt) if split else None
+        units = split_code_gen(build) if split else None
         if units is not None:
             (build / "split").write_text("layer functions of nnet_code_gen.h compiled as their own units\n")
         else:
@@ -299,7 +365,7 @@ def _compile_units(gpp: Tool, build: Path, units: list[Unit], flags: tuple[str, 
     """Compile the units in parallel, largest first (so the last to start are the short ones)."""
     order = sorted(units, key=lambda u: -u.lines)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(_run, gpp, [*flags, "-c", u.source, "-o", _object(u)], build,
+        futures = {pool.submit(_run, gpp, [*flags, *u.flags, "-c", u.source, "-o", _object(u)], build,
                                f"C simulation build ({u.source})"): u for u in order}
         try:
             for f in concurrent.futures.as_completed(futures):

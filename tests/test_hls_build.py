@@ -10,6 +10,7 @@ from codesign.board import load_board
 from codesign.core.verify import verification_inputs
 from codesign.errors import ToolFailedError
 from codesign.tools import find_gpp
+from hls import build
 from hls.build import CODE_GEN, build_library, cache_key, compiler_flags, split_code_gen
 from hls.cached import write_project_cached
 from hls.csim import csim_check
@@ -23,22 +24,48 @@ def digits_da(digits_q, tmp_path_factory):
     return project, root
 
 
-def test_each_generated_layer_function_moves_verbatim_into_a_unit(digits_da, tmp_path):
+def _functions(code_gen: str) -> dict[str, str]:
+    return {m[1]: m[0] for m in re.finditer(r"^template <[^>]*>\nvoid (dense_da_\d+)\(.*?^\}\n", code_gen, re.M | re.S)}
+
+
+def _in_order(lines: list[str], text: str) -> bool:
+    pos = 0
+    for line in lines:
+        pos = text.find(line + "\n", pos)
+        if pos < 0:
+            return False
+        pos += len(line)
+    return True
+
+
+@pytest.mark.parametrize("part_lines", [100_000, 40])
+def test_each_generated_layer_function_moves_verbatim_into_a_unit(digits_da, tmp_path, monkeypatch, part_lines):
     project, _ = digits_da
+    monkeypatch.setattr(build, "PART_LINES", part_lines)
     shutil.copytree(project.directory / "firmware", tmp_path / "firmware")
     original = (project.directory / CODE_GEN).read_text()
     units = split_code_gen(tmp_path)
     assert units is not None and units[-1].source == "firmware/myproject.cpp"
     moved = "".join((tmp_path / u.source).read_text() for u in units[:-1])
-    names = re.findall(r"^void (dense_da_\d+)\(", original, re.M)
-    assert len(names) == 3
-    for name in names:
-        body = re.search(rf"^template <[^>]*>\nvoid {name}\(.*?^\}}\n", original, re.M | re.S).group(0)
-        assert body in moved  # verbatim
+    functions = _functions(original)
+    assert len(functions) == 3
+    for name, code in functions.items():
+        if part_lines > code.count("\n"):
+            assert code in moved  # verbatim, whole
+        else:  # cut into parts: every generated line verbatim and in its order
+            body = [line for line in code.split("\n")[2:-2] if line.strip() and "#pragma" not in line]
+            assert re.search(rf"^static void {name}_part1\(", moved, re.M) and _in_order(body, moved)
         assert re.search(rf"^template void {name}<\w+, \w+>\(", moved, re.M)  # instantiated for its caller
     header = (tmp_path / CODE_GEN).read_text()
-    assert all(re.search(rf"^void {n}\([^)]*\); // defined in", header, re.M) for n in names)
+    assert all(re.search(rf"^void {n}\([^)]*\); // defined in", header, re.M) for n in functions)
     assert (tmp_path / "firmware" / "myproject.cpp").read_text() == (project.directory / "firmware" / "myproject.cpp").read_text()
+
+
+def test_layer_functions_cut_into_parts_simulate_bit_exact(digits_da, digits_q, tmp_path, monkeypatch):
+    project, _ = digits_da
+    monkeypatch.setattr(build, "PART_LINES", 40)
+    r = csim_check(project, digits_q, verification_inputs(digits_q, None, 2000), cache=tmp_path / "csim")
+    assert r["split"] and not r["cached"] and r["csim_bit_exact"] and r["samples"] == 2000
 
 
 def test_second_build_of_an_unchanged_project_compiles_nothing(digits_da, digits_q, tmp_path):
@@ -90,8 +117,8 @@ def test_project_from_the_cache_is_the_project_written(digits_da, digits_q, tmp_
     assert f"OutputDir: {again.directory.resolve()}" in (again.directory / "hls4ml_config.yml").read_text()
 
 
-@pytest.mark.parametrize("n", [1, 5, 300, 2000])
-def test_verification_vectors_are_as_many_as_asked_corners_first(digits_q, digits, n):
+@pytest.mark.parametrize("n", [1, 5, 300])
+def test_fewer_verification_vectors_than_data_and_corners_are_corners_first(digits_q, digits, n):
     from codesign.core import fixed
 
     corners = fixed.corner_values(digits_q.input_type)
@@ -100,6 +127,16 @@ def test_verification_vectors_are_as_many_as_asked_corners_first(digits_q, digit
     k = min(n, len(corners))
     assert np.array_equal(q[:k], np.repeat(corners[:k, None], q.shape[1], axis=1))  # every element at one corner
     assert np.array_equal(q[k:k + len(data)], data[:n - k])  # then the data
+
+
+def test_more_verification_vectors_are_the_data_the_corners_then_random(digits_q, digits):
+    from codesign.core import fixed
+
+    corners = fixed.corner_values(digits_q.input_type)
+    data = digits_q.quantize_input(digits.X_test).reshape(len(digits.X_test), -1)
+    q = verification_inputs(digits_q, digits.X_test, 2000).reshape(2000, -1)
+    assert np.array_equal(q[:len(data)], data)
+    assert np.array_equal(q[len(data):len(data) + len(corners)], np.repeat(corners[:, None], q.shape[1], axis=1))
 
 
 @pytest.mark.slow
