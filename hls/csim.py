@@ -18,7 +18,7 @@ from codesign.core import fixed
 from codesign.core.network import Network
 from codesign.core.verify import compare_with_reference
 from codesign.tools import cache_dir, find_gpp
-from hls.build import CsimLibrary, Unit, build_library, run_library
+from hls.build import LAYER_FLAGS, CsimLibrary, Unit, build_library, run_library
 from hls.project import HlsProject
 
 NO_CSIM = {"oneapi": "oneAPI C simulation needs Intel's icpx compiler (oneAPI DPC++), which is not installed here"}
@@ -54,6 +54,7 @@ def csim_check(project: HlsProject, net: Network, q: np.ndarray, cache: str | Pa
     return {"backend": project.backend, "csim_bit_exact": cmp.bit_exact, "samples": cmp.samples,
             "mismatches": cmp.mismatches, "first_mismatch": first,
             "compiler": f"g++ {gpp.version}", "flags": " ".join(f for f in lib.flags if not f.startswith("-I")),
+            "layer_unit_flags": " ".join(LAYER_FLAGS) if lib.split else None,
             "cached": lib.cached, "units": lib.units, "split": lib.split,
             "compile_s": lib.compile_s, "simulate_s": round(t2 - t1, 2),
             "samples_per_s": round(len(q) / max(t2 - t1, 1e-9), 1), "strategies": project.strategies}
