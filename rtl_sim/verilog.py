@@ -283,7 +283,7 @@ def emit_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0
         frac = x_type.frac
         for layer in st.layers:
             if isinstance(layer, Dense):
-                x, frac, extra, counts = _dense(e, layer, x, x_type, adder_regs_every, mult or layer.mult)
+                x, frac, extra, counts = dense_datapath(e, layer, x, x_type, adder_regs_every, mult or layer.mult)
                 multipliers[layer.name] = counts
                 lat += extra
                 t = layer.result_type or layer.accum_type or _exact(layer, x_type)
@@ -362,8 +362,9 @@ def _exact(layer: Dense, in_t: FixedType) -> FixedType:
     return exact_accum_type(layer, in_t)
 
 
-def _dense(e: _Emitter, layer: Dense, x: list[Sig], x_type: FixedType, every: int, mapping: str):
-    """The products and adder trees of one Dense layer; returns outputs, their frac, extra latency, counts."""
+def dense_datapath(e: _Emitter, layer: Dense, x: list[Sig], x_type: FixedType, every: int, mapping: str):
+    """The products and adder trees of one Dense layer (also a convolution's kernel, as a Dense over
+    the flattened window); returns outputs, their frac, extra latency, counts."""
     if not layer.quantized:
         raise BackendError(f"layer {layer.name!r} has float weights; quantize it first")
     e.prefix = _ident(layer.name)
