@@ -1,0 +1,316 @@
+"""Quantization-aware training for CNNs: a torch model whose forward equals the integer reference.
+
+The CNN counterpart of ``qat.QMLP``: convolutions, pooling, Flatten and the Dense tail as
+torch stages over channels-last float64 tensors (the IR's layout, so masks, channel indices
+and Flatten order are the IR's). Every fixed-point value and every exact sum of them is a
+float64, so ``fake_quant`` at the same points as the reference (weights, bias, the cast of
+the exact accumulator to ``result_type``, the ReLU's cast) reproduces ``Network.forward_int``
+bit for bit; max-pooling takes the maximum of those values, average pooling sums a
+power-of-two window exactly and casts like the reference.
+
+A conv stage's units are its output channels, a Dense stage's its neurons; ``consumers``
+names, for each unit, the inputs of the next weighted stage it feeds (an input channel of a
+convolution, or every row Flatten makes of that channel in the Dense after it), which is what
+channel pruning removes together.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from codesign.compress.qat import Precision, QDense, fake_quant
+from codesign.compress.quantize import fixed_for_values, fold_batchnorm
+from codesign.core import fixed
+from codesign.core.fixed import FixedType
+from codesign.core.layers import Conv, Conv1D, Conv2D, Dense, Flatten, Layer, MaxPool, MaxPool1D, MaxPool2D, Output, ReLU
+from codesign.core.network import Network
+from codesign.core.reference import exact_accum_type
+from codesign.errors import LayerError
+
+# the layers the CNN path trains (AvgPool/GlobalAvgPool join through ``_pool_kinds`` once the IR has them)
+SUPPORTED = ("Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool1D",
+             "GlobalAvgPool2D", "Flatten", "Dense", "ReLU", "BatchNorm (folded)")
+
+
+class QConv(QDense):
+    """A convolution with masks and fake quantization; weight ``(k..., c_in, c_out)`` as in the IR."""
+
+    def __init__(self, layer: Conv, in_shape: tuple[int, ...]) -> None:
+        super().__init__(layer.name, layer.weight, layer.bias, layer.mask)
+        self.ndim = layer.ndim
+        self.strides = tuple(layer.strides)
+        self.padding = layer.padding
+        self.in_shape = tuple(in_shape)
+        # F.pad takes (last axis before, after, previous axis ...): the reference's 'same' pads
+        self.pads = tuple(p for ab in reversed(layer.pads(tuple(in_shape[:-1]))) for p in ab)
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """The exact accumulator (float64) for a channels-last batch."""
+        w = self.effective_weight()
+        x = torch.movedim(x, -1, 1)  # N, C, spatial...
+        if any(self.pads):
+            x = F.pad(x, self.pads)
+        wt = torch.movedim(torch.movedim(w, -1, 0), -1, 1)  # c_out, c_in, k...
+        conv = F.conv2d if self.ndim == 2 else F.conv1d
+        y = conv(x, wt, self.effective_bias(), stride=self.strides)
+        return torch.movedim(y, 1, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _activate(self, self.linear(x))
+
+
+def dense_linear(layer: QDense, x: torch.Tensor) -> torch.Tensor:
+    return x @ layer.effective_weight() + layer.effective_bias()
+
+
+def linear(layer: QDense, x: torch.Tensor) -> torch.Tensor:
+    """The exact accumulator of a weighted stage (conv or Dense)."""
+    return layer.linear(x) if isinstance(layer, QConv) else dense_linear(layer, x)
+
+
+def _activate(layer: QDense, y: torch.Tensor) -> torch.Tensor:
+    if layer.result_type is not None:
+        y = fake_quant(y, layer.result_type)
+    if layer.relu:
+        y = torch.relu(y)
+        if layer.relu_type is not None:
+            y = fake_quant(y, layer.relu_type)
+    return y
+
+
+class QPool(nn.Module):
+    """Max pooling over channels-last tensors (the type passes through)."""
+
+    def __init__(self, layer: MaxPool) -> None:
+        super().__init__()
+        self.name, self.kind, self.ndim = layer.name, layer.kind, layer.ndim
+        self.pool, self.strides = tuple(layer.pool), tuple(layer.strides)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.movedim(x, -1, 1)
+        pool = F.max_pool2d if self.ndim == 2 else F.max_pool1d
+        return torch.movedim(pool(x, self.pool, self.strides), 1, -1)
+
+
+class QFlatten(nn.Module):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1)
+
+
+class QCNN(nn.Module):
+    """Conv/pool/Flatten/Dense stages on channels-last inputs; ``input_type`` quantizes the input when set."""
+
+    def __init__(self, stages: list[nn.Module], input_shape: tuple[int, ...], input_type: FixedType | None,
+                 head: str) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.input_shape = tuple(input_shape)
+        self.input_type = input_type
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], *self.input_shape)
+        if self.input_type is not None:
+            x = fake_quant(x, self.input_type)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    @property
+    def quantized(self) -> bool:
+        return self.input_type is not None
+
+    def weighted(self) -> list[QDense]:
+        return [s for s in self.stages if isinstance(s, QDense)]
+
+
+def is_cnn(net: Network) -> bool:
+    """True when the network has convolutions or pooling (the CNN compression path)."""
+    return len(net.input_shape) > 1 or any(isinstance(l, (Conv, MaxPool)) or "Pool" in l.kind for l in net.layers)
+
+
+def _float_layers(net: Network) -> Network:
+    """BatchNorm folded, fixed-point weights as their real values (a float copy to train from)."""
+    if not net.quantized:
+        return fold_batchnorm(net)
+    layers: list[Layer] = []
+    for layer in fold_batchnorm(net).layers:
+        layer = copy.deepcopy(layer)
+        if isinstance(layer, Conv) and layer.quantized:
+            layer = type(layer)(layer.name, layer.float_weight(), layer.float_bias(), mask=layer.mask,
+                                strides=layer.strides, padding=layer.padding)
+        elif isinstance(layer, Dense) and layer.quantized:
+            layer = Dense(layer.name, layer.float_weight(), layer.float_bias(), mask=layer.mask)
+        elif isinstance(layer, ReLU):
+            layer = ReLU(layer.name)
+        layers.append(layer)
+    return Network(net.name, net.input_shape, layers, None, dict(net.metadata))
+
+
+def qcnn_from_network(net: Network) -> QCNN:
+    """A float QCNN from a CNN Network (fixed-point weights become their values; BatchNorm folded)."""
+    fnet = _float_layers(net)
+    stages: list[nn.Module] = []
+    shape = fnet.input_shape
+    for layer, out_shape in zip(fnet.layers, fnet.shapes()):
+        if isinstance(layer, Conv):
+            stages.append(QConv(layer, shape))
+        elif isinstance(layer, Dense):
+            stages.append(QDense(layer.name, layer.weight, layer.bias, layer.mask))
+        elif isinstance(layer, ReLU):
+            w = next((s for s in reversed(stages) if isinstance(s, QDense)), None)
+            # max-pooling commutes with ReLU: conv -> pool -> ReLU is conv -> ReLU -> pool
+            between_ok = all(isinstance(s, QPool) and s.kind.startswith("MaxPool") for s in stages[stages.index(w) + 1:]) \
+                if w is not None else False
+            if w is None or w.relu or not between_ok:
+                raise LayerError(f"layer {layer.name!r}: CNN compression expects each ReLU right after a Conv or "
+                                 "Dense (max-pooling between them is fine)")
+            w.relu, w.relu_name = True, layer.name
+        elif isinstance(layer, MaxPool):
+            stages.append(QPool(layer))
+        elif isinstance(layer, Flatten):
+            stages.append(QFlatten(layer.name))
+        elif isinstance(layer, Output):
+            pass
+        elif "Pool" in layer.kind:
+            from codesign.compress.avgpool import QAvgPool  # average pooling (exact, power-of-two windows)
+
+            stages.append(QAvgPool(layer, shape))
+        else:
+            raise LayerError(f"layer {layer.name!r} ({layer.kind}): CNN compression supports {', '.join(SUPPORTED)}")
+        shape = out_shape
+    if not any(isinstance(s, QDense) for s in stages):
+        raise LayerError(f"network {net.name!r} has no weighted layer to compress")
+    return QCNN(stages, fnet.input_shape, None, fnet.head)
+
+
+def stage_inputs(model: QCNN, X: np.ndarray) -> list[torch.Tensor]:
+    """The input tensor of every stage over ``X`` (quantized input when the model is)."""
+    x = torch.tensor(np.asarray(X, dtype=np.float64)).reshape(len(X), *model.input_shape)
+    if model.input_type is not None:
+        x = fake_quant(x, model.input_type)
+    outs = []
+    with torch.no_grad():
+        for stage in model.stages:
+            outs.append(x)
+            x = stage(x)
+    return outs
+
+
+def assign_types(model: QCNN, prec: Precision, X_calib: np.ndarray) -> None:
+    """Per-layer types sized from the float weights and the calibration activations (as ``qat.assign_types``)."""
+    model.input_type = prec.input_type
+    x = torch.tensor(np.asarray(X_calib, dtype=np.float64)).reshape(len(X_calib), *model.input_shape)
+    if model.input_type is not None:
+        x = fake_quant(x, model.input_type)
+    last = model.weighted()[-1]
+    with torch.no_grad():
+        for stage in model.stages:
+            if not isinstance(stage, QDense):
+                if hasattr(stage, "assign"):
+                    stage.assign(x, prec)
+                x = stage(x)
+                continue
+            w = (stage.weight * stage.mask).numpy()
+            stage.weight_type = fixed_for_values(w, prec.weight_bits, quant="TRN", overflow="WRAP")
+            # a weight that rounds to zero is pruned for good, so fine-tuning cannot regrow it
+            stage.mask.mul_((stage.effective_weight() != 0).to(stage.mask.dtype))
+            stage.bias_type = fixed_for_values(stage.bias.numpy(), max(prec.weight_bits, prec.act_bits),
+                                               quant="TRN", overflow="WRAP")
+            stage.result_type, stage.relu_type = None, None
+            pre = linear(stage, x)
+            if stage.relu:
+                post = torch.relu(pre)
+                stage.relu_type = fixed_for_values(post.numpy(), prec.act_bits, signed=False)
+                x = fake_quant(post, stage.relu_type)
+            else:
+                bits = prec.out_bits if stage is last else prec.act_bits
+                stage.result_type = fixed_for_values(pre.numpy(), bits)
+                x = fake_quant(pre, stage.result_type)
+
+
+def network_from_qcnn(model: QCNN, name: str, metadata: dict) -> Network:
+    """Export as a fixed-point Network (or a float one if the model is not quantized)."""
+    layers: list[Layer] = []
+    t = model.input_type
+    q = model.quantized
+    with torch.no_grad():
+        for stage in model.stages:
+            if isinstance(stage, QDense):
+                mask = stage.mask.numpy() > 0
+                if q:
+                    w = fixed.quantize(stage.effective_weight().numpy(), stage.weight_type)
+                    b = fixed.quantize(stage.effective_bias().numpy(), stage.bias_type)
+                    kw = dict(mask=mask, weight_type=stage.weight_type, bias_type=stage.bias_type)
+                    w = np.where(mask, w, 0)
+                else:
+                    w, b = stage.effective_weight().numpy(), stage.effective_bias().numpy()
+                    kw = dict(mask=mask)
+                if isinstance(stage, QConv):
+                    cls = Conv2D if stage.ndim == 2 else Conv1D
+                    d = cls(stage.name, w, b, strides=stage.strides, padding=stage.padding, **kw)
+                else:
+                    d = Dense(stage.name, w, b, **kw)
+                if q:
+                    d.accum_type = exact_accum_type(d, t)
+                    d.result_type = stage.result_type
+                    t = stage.result_type or d.accum_type
+                layers.append(d)
+                if stage.relu:
+                    layers.append(ReLU(getattr(stage, "relu_name", f"{stage.name}_relu"), stage.relu_type))
+                    t = stage.relu_type or t
+            elif isinstance(stage, QPool):
+                cls = MaxPool2D if stage.ndim == 2 else MaxPool1D
+                layers.append(cls(stage.name, stage.pool, stage.strides))
+            elif isinstance(stage, QFlatten):
+                layers.append(Flatten(stage.name))
+            else:  # average pooling
+                layer = stage.to_layer()
+                layers.append(layer)
+                t = getattr(layer, "result_type", None) or t
+    layers.append(Output("output", model.head))
+    return Network(name, model.input_shape, layers, model.input_type, dict(metadata))
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """Where stage ``k``'s units go: the next weighted stage and how its inputs group by unit."""
+
+    stage: int  # index into model.weighted()
+    next_stage: int
+    conv_input: bool  # True: the next stage is a conv (input channel axis -2)
+    group: int  # rows per unit in the next Dense after Flatten (channels-last: row r is unit r % units)
+
+
+def consumers(model: QCNN) -> list[Consumer]:
+    """For every weighted stage but the last, where its output units are consumed."""
+    weighted = model.weighted()
+    out = []
+    for k, (a, b) in enumerate(zip(weighted, weighted[1:])):
+        units = a.weight.shape[-1]
+        if isinstance(b, QConv):
+            out.append(Consumer(k, k + 1, True, 1))
+        else:
+            n_in = b.weight.shape[0]
+            if n_in % units:
+                raise LayerError(f"layer {b.name!r}: {n_in} inputs are not a whole number of {a.name!r}'s {units} "
+                                 "channels")
+            out.append(Consumer(k, k + 1, False, n_in // units))
+    return out
+
+
+def unit_rows(c: Consumer, units: int, j: int) -> np.ndarray | int:
+    """The input indices of the consumer that unit ``j`` feeds (an int: a conv's input channel)."""
+    if c.conv_input:
+        return j
+    return np.arange(c.group) * units + j
