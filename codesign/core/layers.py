@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from codesign.core.fixed import FixedType
-from codesign.errors import LayerError
+from codesign.errors import LayerError, UnsupportedLayerError
 
 MAX_PARAM_BITS = 62
 MULT_MAPPINGS = ("auto", "dsp", "lut")
@@ -331,12 +331,13 @@ class Quant(Layer):
 
 
 @dataclass
-class MaxPool(Layer):
-    """Maximum over ``pool`` windows taken every ``strides`` (no padding), channels-last; the type passes through."""
+class Pool(Layer):
+    """Common part of the windowed poolings: ``pool`` windows taken every ``strides`` (default: the pool), no
+    padding (a partial window at the end is dropped, as Keras' and torch's 'valid' pooling do), channels-last."""
 
     pool: tuple[int, ...] = ()
     strides: tuple[int, ...] = ()
-    kind: ClassVar[str] = "MaxPool"
+    kind: ClassVar[str] = "Pool"
     ndim: ClassVar[int] = 0
 
     def __post_init__(self) -> None:
@@ -358,6 +359,13 @@ class MaxPool(Layer):
 
 
 @dataclass
+class MaxPool(Pool):
+    """Maximum of each window; the type passes through."""
+
+    kind: ClassVar[str] = "MaxPool"
+
+
+@dataclass
 class MaxPool1D(MaxPool):
     kind: ClassVar[str] = "MaxPool1D"
     ndim: ClassVar[int] = 1
@@ -366,6 +374,90 @@ class MaxPool1D(MaxPool):
 @dataclass
 class MaxPool2D(MaxPool):
     kind: ClassVar[str] = "MaxPool2D"
+    ndim: ClassVar[int] = 2
+
+
+def _pool_shift(name: str, kind: str, count: int, what: str) -> int:
+    """log2 of a pooled count, or a refusal: only a power-of-two average is exact in fixed point."""
+    if count < 1 or count & (count - 1):
+        raise LayerError(
+            f"layer {name!r}: {kind} averages {what}; only a power-of-two count (1, 2, 4, 8, ...) is "
+            "exact in fixed point; choose such a window or input size, or use MaxPool or a strided Conv instead"
+        )
+    return count.bit_length() - 1
+
+
+@dataclass
+class AvgPool(Pool):
+    """Mean of each window, exact in fixed point: the window's exact sum with the binary point moved left by
+    ``shift = log2(prod(pool))`` bits (so ``prod(pool)`` must be a power of two), then a cast to
+    ``result_type`` when one is set (see ``codesign.core.reference``).
+    """
+
+    result_type: FixedType | None = None
+    kind: ClassVar[str] = "AvgPool"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.result_type = _check_type(self.name, "result_type", self.result_type)
+        n = int(np.prod(self.pool))
+        _pool_shift(self.name, self.kind, n, f"a {'x'.join(map(str, self.pool))} window ({n} values)")
+
+    @property
+    def shift(self) -> int:
+        """log2 of the window size: the bits the binary point moves."""
+        return int(np.prod(self.pool)).bit_length() - 1
+
+
+@dataclass
+class AvgPool1D(AvgPool):
+    kind: ClassVar[str] = "AvgPool1D"
+    ndim: ClassVar[int] = 1
+
+
+@dataclass
+class AvgPool2D(AvgPool):
+    kind: ClassVar[str] = "AvgPool2D"
+    ndim: ClassVar[int] = 2
+
+
+@dataclass
+class GlobalAvgPool(Layer):
+    """Mean over every spatial position of each channel: ``(..., C)`` to ``(C,)`` (Keras' default keepdims=False).
+
+    Exact as ``AvgPool`` is: the exact sum over the positions with the binary point moved by
+    ``log2(positions)``; a count that is not a power of two is refused when the input shape is known.
+    """
+
+    result_type: FixedType | None = None
+    kind: ClassVar[str] = "GlobalAvgPool"
+    ndim: ClassVar[int] = 0
+
+    def __post_init__(self) -> None:
+        self.result_type = _check_type(self.name, "result_type", self.result_type)
+
+    def shift(self, in_shape: tuple[int, ...]) -> int:
+        """log2 of the number of positions averaged for an input of ``in_shape``."""
+        spatial, n = tuple(in_shape[:-1]), int(np.prod(in_shape[:-1]))
+        return _pool_shift(self.name, self.kind, n, f"{'x'.join(map(str, spatial))} = {n} positions")
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(in_shape) != self.ndim + 1:
+            raise LayerError(f"layer {self.name!r}: {self.kind} expects a {self.ndim + 1}-D channels-last input, "
+                             f"got {in_shape}")
+        self.shift(in_shape)
+        return (in_shape[-1],)
+
+
+@dataclass
+class GlobalAvgPool1D(GlobalAvgPool):
+    kind: ClassVar[str] = "GlobalAvgPool1D"
+    ndim: ClassVar[int] = 1
+
+
+@dataclass
+class GlobalAvgPool2D(GlobalAvgPool):
+    kind: ClassVar[str] = "GlobalAvgPool2D"
     ndim: ClassVar[int] = 2
 
 
@@ -393,5 +485,23 @@ class Output(Layer):
 
 
 LAYER_CLASSES: dict[str, type[Layer]] = {
-    cls.kind: cls for cls in (Dense, Conv1D, Conv2D, BatchNorm, ReLU, Quant, MaxPool1D, MaxPool2D, Flatten, Output)
+    cls.kind: cls
+    for cls in (Dense, Conv1D, Conv2D, BatchNorm, ReLU, Quant, MaxPool1D, MaxPool2D, AvgPool1D, AvgPool2D,
+                GlobalAvgPool1D, GlobalAvgPool2D, Flatten, Output)
 }
+
+# What a convolutional network may hold, end to end (importers map onto these; a backend checks a network
+# against the subset it builds with ``check_supported``). BatchNorm is float only: folded before hardware.
+POOL_LAYERS: tuple[type[Layer], ...] = (MaxPool1D, MaxPool2D, AvgPool1D, AvgPool2D, GlobalAvgPool1D, GlobalAvgPool2D)
+CNN_LAYERS: tuple[type[Layer], ...] = (Conv1D, Conv2D, *POOL_LAYERS, BatchNorm, ReLU, Quant, Flatten, Dense, Output)
+CNN_LAYER_NAMES = ", ".join(cls.kind for cls in CNN_LAYERS)
+
+
+def check_supported(layers: list[Layer], supported: tuple[type[Layer], ...], who: str) -> None:
+    """Refuse, naming the first layer that is not an instance of one of ``supported``, and the supported list."""
+    for layer in layers:
+        if not isinstance(layer, supported):
+            raise UnsupportedLayerError(
+                f"layer {layer.name!r} ({layer.kind}): not supported by {who}; supported: "
+                f"{', '.join(cls.kind for cls in supported)}"
+            )

@@ -107,12 +107,8 @@ class Network:
     def tensor_types(self) -> list[FixedType | None]:
         """The fixed-point type of every layer's output (None throughout for a float network)."""
         t, out = self.input_type, []
-        for layer in self.layers:
-            if t is not None:
-                if isinstance(layer, (Weighted, BatchNorm)):
-                    t = layer.result_type or layer.accum_type or reference.exact_accum_type(layer, t)
-                elif getattr(layer, "result_type", None) is not None:
-                    t = layer.result_type
+        for layer, shape in zip(self.layers, [self.input_shape, *self.shapes()]):
+            t = reference.output_type(layer, t, shape)
             out.append(t)
         return out
 

@@ -10,7 +10,21 @@ accumulator holds the exact sum, which ``exact_accum_type`` guarantees):
 - ReLU: ``max(x, 0)``, then ``cast<result_type>`` if the layer has one.
 - Quant: ``cast<result_type>(x)``; with per-element formats each element is cast to its own format
   (width 0: zero), then held exactly in ``result_type``.
-- MaxPool: the maximum of each window, in the input's type.
+- MaxPool: the maximum of each window (valid: windows every ``strides``, a partial one at the end
+  dropped), in the input's type.
+- AvgPool / GlobalAvgPool (the window count ``N = 2**k`` a power of two; the layers refuse any other):
+  the window's exact sum ``s`` of the input integers, read with ``k`` more fractional bits, i.e. the
+  exact mean ``s / N`` held in ``avg_exact_type(in_type, k)`` = ``ap_fixed<W + k, I>`` of an input
+  ``ap_fixed<W, I>`` (signedness kept; every mean of values of the input type lies in it), then
+  ``cast<result_type>`` if the layer has one (its quantization and overflow modes, as for every cast).
+  GlobalAvgPool takes one window of every spatial position per channel (output ``(C,)``). On float
+  tensors both are the plain mean (then the cast's quantization when a result type is set). A
+  count that is not a power of two has no exact fixed-point mean with a moved binary point, so
+  AvgPool refuses it when made and GlobalAvgPool when the input shape is known, naming the layer.
+- Flatten: channels-last order (row-major over ``(..., C)``), the type passes through.
+
+``output_type`` gives the type of each layer's output from its input's, the same rule the
+evaluation uses (``Network.tensor_types`` reads it).
 """
 
 from __future__ import annotations
@@ -21,7 +35,8 @@ import numpy as np
 
 from codesign.core import fixed
 from codesign.core.fixed import FixedType
-from codesign.core.layers import BatchNorm, Conv, Dense, Flatten, Layer, MaxPool, Output, Quant, ReLU, Weighted
+from codesign.core.layers import (AvgPool, BatchNorm, Conv, Dense, Flatten, GlobalAvgPool, Layer, MaxPool, Output, Quant,
+                                  ReLU, Weighted)
 from codesign.errors import LayerError
 
 
@@ -54,6 +69,24 @@ def exact_accum_type(layer: Weighted | BatchNorm, in_type: FixedType) -> FixedTy
     lo = np.minimum(a, c).sum(axis=0) * (1 << (frac - pf)) + b * (1 << (frac - bf))
     hi = np.maximum(a, c).sum(axis=0) * (1 << (frac - pf)) + b * (1 << (frac - bf))
     return fixed.type_for_range(min(int(lo.min()), 0), max(int(hi.max()), 0), frac)
+
+
+def avg_exact_type(in_type: FixedType, shift: int) -> FixedType:
+    """The type of an exact mean of ``2**shift`` values of ``in_type``: ``shift`` more fractional bits."""
+    return FixedType(in_type.width + shift, in_type.integer, in_type.signed)
+
+
+def output_type(layer: Layer, in_type: FixedType | None, in_shape: tuple[int, ...]) -> FixedType | None:
+    """The fixed-point type of ``layer``'s output for an input of ``in_type`` (None: float) and shape ``in_shape``."""
+    if in_type is None:
+        return None
+    if isinstance(layer, (Weighted, BatchNorm)):
+        return layer.result_type or getattr(layer, "accum_type", None) or exact_accum_type(layer, in_type)
+    if isinstance(layer, AvgPool):
+        return layer.result_type or avg_exact_type(in_type, layer.shift)
+    if isinstance(layer, GlobalAvgPool):
+        return layer.result_type or avg_exact_type(in_type, layer.shift(in_shape))
+    return getattr(layer, "result_type", None) or in_type
 
 
 def _im2col(x: np.ndarray, layer: Conv) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -151,9 +184,33 @@ def run_layer(layer: Layer, x: Tensor) -> Tensor:
         win = np.lib.stride_tricks.sliding_window_view(x.values, layer.pool, axis=axes)
         win = win[(slice(None),) + tuple(slice(None, None, s) for s in layer.strides)]
         return Tensor(win.max(axis=tuple(range(-layer.ndim, 0))), x.type)
+    if isinstance(layer, (AvgPool, GlobalAvgPool)):
+        return _average(layer, x)
     if isinstance(layer, Output):
         return x
     raise LayerError(f"layer {layer.name!r}: the reference has no rule for {type(layer).__name__}")
+
+
+def _average(layer: AvgPool | GlobalAvgPool, x: Tensor) -> Tensor:
+    """A window mean: the exact window sum with the binary point moved by log2(count), then the cast."""
+    v = x.values
+    if isinstance(layer, GlobalAvgPool):
+        shift = layer.shift(v.shape[1:])
+        axes = tuple(range(1, v.ndim - 1))
+    else:
+        shift = layer.shift
+        win = np.lib.stride_tricks.sliding_window_view(v, layer.pool, axis=tuple(range(1, layer.ndim + 1)))
+        v = win[(slice(None),) + tuple(slice(None, None, s) for s in layer.strides)]
+        axes = tuple(range(-layer.ndim, 0))
+    rt = layer.result_type
+    if x.type is None:
+        y = np.ldexp(v.sum(axis=axes), -shift)
+        return Tensor(y if rt is None else fixed.to_float(fixed.quantize(y, rt), rt), None)
+    exact_t = avg_exact_type(x.type, shift)
+    total = fixed.as_int_array(v, fixed.needs_object(exact_t.width)).sum(axis=axes)
+    if rt is None:
+        return Tensor(total, exact_t)
+    return Tensor(fixed.cast(total, exact_t, rt), rt)
 
 
 def _quant_elements(layer: Quant, x: Tensor) -> Tensor:
