@@ -3,7 +3,11 @@
 All three go through ``torch.export`` so one walk over ATen operators handles them; a
 plain feed-forward ``forward`` works as well as ``nn.Sequential``. Torch is channels-first,
 the IR channels-last: convolution kernels are transposed, and the Linear after a Flatten
-of a feature map gets its input rows permuted so the result is the same.
+of a feature map gets its input rows permuted so the result is the same. Pooling maps only
+where the IR's windows are torch's (no padding, no partial window, power-of-two averages);
+``AdaptiveAvgPool(1)`` and a mean over the spatial axes are global average pooling. A
+BatchNorm stays a layer of the float network (the float reference evaluates it) and is folded
+into the convolution or Linear before it when the network is quantized, as for MLPs.
 """
 
 from __future__ import annotations
@@ -16,19 +20,29 @@ from typing import Any, Iterator
 import numpy as np
 
 from codesign.core.layers import (
+    AvgPool1D,
+    AvgPool2D,
     BatchNorm,
     Conv1D,
     Conv2D,
     Dense,
     Flatten,
+    GlobalAvgPool1D,
+    GlobalAvgPool2D,
     Layer,
+    MaxPool1D,
+    MaxPool2D,
     Output,
     ReLU,
 )
 from codesign.core.network import Network
-from codesign.errors import ModelFileError, UnsupportedLayerError
+from codesign.errors import LayerError, ModelFileError, UnsupportedLayerError
 
-SUPPORTED = "Linear, Conv1d, Conv2d, BatchNorm1d/2d, ReLU, Flatten, Dropout, Identity, Softmax (last)"
+SUPPORTED = ("Linear, Conv1d, Conv2d (padding 0 or TensorFlow's 'same'), MaxPool1d/2d, AvgPool1d/2d (power-of-two "
+             "windows), AdaptiveAvgPool1d/2d(1) or mean over the spatial axes, BatchNorm1d/2d, ReLU, Flatten, Dropout, "
+             "Identity, Softmax (last)")
+_POOL_OPS = ("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+             "mean")
 _PASS_THROUGH = {"dropout", "alpha_dropout", "feature_dropout", "clone", "contiguous", "detach", "alias", "lift_fresh_copy"}
 
 
@@ -186,7 +200,12 @@ def network_from_exported(ep: Any, name: str) -> Network:
                 cur["perm"] = None
             layers.append(Dense(new_name("dense", node), w, b))
         elif op in ("conv1d", "conv2d", "convolution"):
-            layers.append(_conv_layer(node, op, param, new_name("conv", node), where(node)))
+            layers.append(_conv_layer(node, op, param, new_name("conv", node), where(node), cur["shape"], out_shape))
+        elif op in _POOL_OPS:
+            layer = _pool_layer(node, op, new_name("pool", node), where(node), cur["shape"], out_shape)
+            layers.append(layer)
+            if isinstance(layer, (GlobalAvgPool1D, GlobalAvgPool2D)):
+                out_shape = (out_shape[0],)  # (C, 1, 1) in torch is (C,) in the IR: a flatten after it is a no-op
         elif op in ("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm"):
             a = node.args
             if op == "batch_norm":
@@ -223,30 +242,93 @@ def network_from_exported(ep: Any, name: str) -> Network:
     return Network(name, ir_shape, layers, metadata=meta)
 
 
-def _conv_layer(node: Any, op: str, param: Any, name: str, where: str) -> Layer:
+def _tf_same(spatial: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
+             padding: tuple[int, ...], torch_out: tuple[int, ...]) -> bool:
+    """True when torch's symmetric zero padding gives the windows TensorFlow's 'same' gives: the same padding
+    before each axis and the same number of outputs (padding after the last window is never read)."""
+    for n, k, s, p, m in zip(spatial, kernel, stride, padding, torch_out):
+        total = max((-(-n // s) - 1) * s + k - n, 0)
+        if total // 2 != p or -(-n // s) != m:
+            return False
+    return True
+
+
+def _conv_layer(node: Any, op: str, param: Any, name: str, where: str, in_shape: tuple[int, ...],
+                out_shape: tuple[int, ...] | None) -> Layer:
     a = list(node.args) + [None] * 9
     w, b = param(a[1]), param(a[2])
     stride, padding, dilation = a[3] or 1, a[4] if a[4] is not None else 0, a[5] or 1
     groups = a[8] if op == "convolution" else (a[6] or 1)
     if op == "convolution" and a[6]:
-        raise UnsupportedLayerError(f"{where}: transposed convolution is not supported")
+        raise UnsupportedLayerError(f"{where}: transposed convolution is not supported; supported: {SUPPORTED}")
     nd = w.ndim - 2
     as_tuple = lambda v: tuple(v) if isinstance(v, (list, tuple)) else (v,) * nd  # noqa: E731
     stride, dilation = as_tuple(stride), as_tuple(dilation)
     if any(d != 1 for d in dilation) or groups != 1:
-        raise UnsupportedLayerError(f"{where}: dilation {dilation} / groups {groups} are not supported (only 1)")
-    kernel = w.shape[2:]
-    if padding == "same" or (padding != "valid" and as_tuple(padding) == tuple(k // 2 for k in kernel)
-                             and all(k % 2 == 1 for k in kernel) and all(s == 1 for s in stride)
-                             and any(k > 1 for k in kernel)):
-        pad = "same"
-    elif padding == "valid" or all(p == 0 for p in as_tuple(padding)):
+        raise UnsupportedLayerError(f"{where}: dilation {dilation}, groups {groups}: only dilation 1 and groups 1 "
+                                    f"(no depthwise or grouped convolution) are supported; supported: {SUPPORTED}")
+    kernel = tuple(w.shape[2:])
+    if padding == "valid" or (padding != "same" and all(p == 0 for p in as_tuple(padding))):
         pad = "valid"
+    elif padding == "same" or (out_shape is not None and
+                               _tf_same(in_shape[1:], kernel, stride, as_tuple(padding), out_shape[1:])):
+        pad = "same"  # torch's 'same' (stride 1) pads (k-1)//2 before, the rest after: TensorFlow's rule
     else:
         raise UnsupportedLayerError(
-            f"{where}: padding {padding!r} has no channels-last equivalent here; use 0 ('valid') or k//2 with "
-            "stride 1 ('same')"
+            f"{where}: padding {padding!r} with kernel {kernel} and stride {stride} on a {in_shape[1:]} input is not "
+            "TensorFlow's 'same'; use 0 ('valid'), padding='same', or the k//2 that equals 'same' here"
         )
     wk = np.moveaxis(w, (0, 1), (-1, -2))  # (cout, cin, k...) -> (k..., cin, cout)
     cls = Conv1D if nd == 1 else Conv2D
     return cls(name, wk, b, strides=stride, padding=pad)
+
+
+def _pool_layer(node: Any, op: str, name: str, where: str, in_shape: tuple[int, ...],
+                out_shape: tuple[int, ...] | None) -> Layer:
+    """torch pooling (channels-first ``in_shape``) as an IR pooling layer whose output shape torch agrees with."""
+    try:
+        layer = _pool(node, op, name, where, in_shape)
+        ir_out = layer.output_shape((*in_shape[1:], in_shape[0]))
+    except LayerError as e:  # e.g. an average over a count that is not a power of two
+        raise UnsupportedLayerError(f"{where}: {str(e).split(': ', 1)[1]}") from None
+    if out_shape is not None and len(ir_out) > 1 and tuple(ir_out[:-1]) != tuple(out_shape[1:]):
+        raise UnsupportedLayerError(f"{where}: ceil_mode gives a partial window ({tuple(out_shape[1:])} outputs, "
+                                    f"{tuple(ir_out[:-1])} full windows); use ceil_mode=False")
+    return layer
+
+
+def _pool(node: Any, op: str, name: str, where: str, in_shape: tuple[int, ...]) -> Layer:
+    spatial = tuple(in_shape[1:])
+    nd = len(spatial)
+    if nd not in (1, 2):
+        raise UnsupportedLayerError(f"{where}: {op} on a {len(in_shape)}-D tensor; only 1-D and 2-D feature maps")
+    a = list(node.args) + [None] * 8
+    if op == "mean":
+        dims = sorted(int(d) % (nd + 1) for d in (a[1] if isinstance(a[1], (list, tuple)) else [a[1]]))
+        if dims != list(range(1, nd + 1)):
+            raise UnsupportedLayerError(f"{where}: a mean over dimensions {a[1]!r}; only the mean over every spatial "
+                                        f"axis (global average pooling) is supported")
+        return (GlobalAvgPool1D if nd == 1 else GlobalAvgPool2D)(name)
+    if op.startswith("adaptive"):
+        size = tuple(a[1]) if isinstance(a[1], (list, tuple)) else (a[1],) * nd
+        if all(s == 1 for s in size):
+            return (GlobalAvgPool1D if nd == 1 else GlobalAvgPool2D)(name)
+        if any(s is None or n % s for n, s in zip(spatial, size)):
+            raise UnsupportedLayerError(f"{where}: adaptive pooling to {size} on {spatial} has uneven windows; use "
+                                        "output size 1 or one that divides the input")
+        pool = tuple(n // s for n, s in zip(spatial, size))
+        return (AvgPool1D if nd == 1 else AvgPool2D)(name, pool, pool)
+    as_tuple = lambda v: tuple(v) if isinstance(v, (list, tuple)) else (v,) * nd  # noqa: E731
+    pool = as_tuple(a[1])
+    stride = as_tuple(a[2]) if a[2] else pool
+    padding = as_tuple(a[3] if a[3] is not None else 0)
+    if any(p != 0 for p in padding):
+        raise UnsupportedLayerError(f"{where}: pooling with padding {padding} is not supported (only 0, 'valid')")
+    if op.startswith("max"):
+        if any(d != 1 for d in as_tuple(a[4] or 1)):
+            raise UnsupportedLayerError(f"{where}: dilated max pooling is not supported; supported: {SUPPORTED}")
+        return (MaxPool1D if nd == 1 else MaxPool2D)(name, pool, stride)
+    if a[6] is not None:
+        raise UnsupportedLayerError(f"{where}: divisor_override={a[6]!r} is not supported (the divisor is the "
+                                    "window size)")
+    return (AvgPool1D if nd == 1 else AvgPool2D)(name, pool, stride)
