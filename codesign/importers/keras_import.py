@@ -16,25 +16,30 @@ from typing import Any
 
 import numpy as np
 
-from codesign.errors import ModelFileError, UnsupportedLayerError
+from codesign.errors import LayerError, ModelFileError, UnsupportedLayerError
+from codesign.core import fixed
 from codesign.core.fixed import FixedType
 from codesign.importers import hgq
 from codesign.importers.keras_files import KerasFile, input_shape, model_layers, read_keras_file
 from codesign.importers.qkeras_quant import activation_type, parse_quantizer, weight_ints
-from codesign.core.layers import (BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, MaxPool1D, MaxPool2D, Output, Quant,
-                             ReLU)
+from codesign.core.layers import (AvgPool1D, AvgPool2D, BatchNorm, Conv1D, Conv2D, Dense, Flatten, GlobalAvgPool1D,
+                                  GlobalAvgPool2D, Layer, MaxPool1D, MaxPool2D, Output, Quant, ReLU)
 from codesign.core.network import Network
 
 DEFAULT_INPUT_TYPE = FixedType(16, 6, True, "RND_CONV", "SAT")  # hls4ml's default precision, ap_fixed<16,6>
 SUPPORTED = ("InputLayer, Dense, QDense, Conv1D, Conv2D, QConv1D, QConv2D, BatchNormalization (float models), "
              "Activation (relu, linear, softmax last), QActivation (quantized_relu, quantized_bits), ReLU, "
              "Softmax (last), Flatten, Reshape (at the input, or to 1-D), Dropout, MaxPooling1D/2D (valid), "
-             "FixedPointQuantizer (HGQ)")
+             "AveragePooling1D/2D and QAveragePooling2D (valid, power-of-two windows), GlobalAveragePooling1D/2D and "
+             "QGlobalAveragePooling2D (power-of-two positions), FixedPointQuantizer (HGQ)")
 SKIPPED = {"InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "AlphaDropout", "GaussianDropout",
            "GaussianNoise", "ActivityRegularization"}
 WEIGHTED = {"Dense": 0, "QDense": 0, "Conv1D": 1, "QConv1D": 1, "Conv2D": 2, "QConv2D": 2}
 BATCHNORMS = {"BatchNormalization", "QBatchNormalization"}
 MAX_POOLS = {"MaxPooling1D": 1, "MaxPool1D": 1, "MaxPooling2D": 2, "MaxPool2D": 2}
+AVG_POOLS = {"AveragePooling1D": 1, "AvgPool1D": 1, "AveragePooling2D": 2, "AvgPool2D": 2, "QAveragePooling2D": 2}
+GLOBAL_AVG_POOLS = {"GlobalAveragePooling1D": 1, "GlobalAvgPool1D": 1, "GlobalAveragePooling2D": 2,
+                    "GlobalAvgPool2D": 2, "QGlobalAveragePooling2D": 2}
 MAX_PARAMS = 1 << 24  # weights of one model; an FPGA network is thousands to a few million
 MAX_TENSOR = 1 << 24  # elements of one activation tensor
 
@@ -168,16 +173,20 @@ def _check_entry(e: dict[str, Any], shape: tuple[int, ...], is_last: bool, quant
                 int(np.prod(target)) != int(np.prod(shape)):
             raise UnsupportedLayerError(f"layer {lname!r} (Reshape): target shape {target!r} does not fit {shape}")
         return tuple(target), 0
-    if cls in MAX_POOLS:
-        nd = MAX_POOLS[cls]
-        pool = _tuple(cfg.get("pool_size", 2), nd, "pool_size", lname)
-        strides = _tuple(cfg.get("strides") or pool, nd, "strides", lname)
+    if cls in MAX_POOLS or cls in AVG_POOLS or cls in GLOBAL_AVG_POOLS:
         if cfg.get("padding", "valid") != "valid":
-            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): only padding='valid' is supported")
+            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): only padding='valid' is supported (a 'same' "
+                                        "border window has fewer values)")
+        nd = {**MAX_POOLS, **AVG_POOLS, **GLOBAL_AVG_POOLS}[cls]
         if len(shape) != nd + 1:
             raise UnsupportedLayerError(f"layer {lname!r} ({cls}): expects a {nd + 1}-D input, gets {shape}")
-        return MaxPool1D(lname, pool, strides).output_shape(shape) if nd == 1 else \
-            MaxPool2D(lname, pool, strides).output_shape(shape), 0
+        if cls.startswith("Q"):
+            activation_layers(cfg.get("activation"), lname, "_act", is_last)
+        layers = _pool_layers(lname, cls, cfg)
+        try:
+            return layers[0].output_shape(shape), 0
+        except LayerError as e:  # an average over a count that is not a power of two
+            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): {str(e).split(': ', 1)[1]}") from None
     if cls in hgq.HGQ_QUANTIZERS:
         hgq.check_modes(lname, cfg)
         return shape, 0
@@ -185,10 +194,39 @@ def _check_entry(e: dict[str, Any], shape: tuple[int, ...], is_last: bool, quant
         raise UnsupportedLayerError(
             f"layer {lname!r} (Lambda): a Lambda layer holds Python code, which is never run from a model file; "
             "replace it with built-in layers")
-    if "Pool" in cls:
-        raise UnsupportedLayerError(f"layer {lname!r}: {cls} is not supported yet (pooling other than MaxPooling "
-                                    "comes with CNN support); supported: " + SUPPORTED)
     raise UnsupportedLayerError(f"layer {lname!r}: unsupported layer type {cls}; supported: {SUPPORTED}")
+
+
+def _pool_layers(lname: str, cls: str, cfg: dict[str, Any]) -> list[Layer]:
+    """A pooling layer of the IR (valid padding checked by the caller), and a QKeras pooling's activation."""
+    if cls in GLOBAL_AVG_POOLS:
+        if cfg.get("keepdims", False):
+            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): keepdims=True is not supported; the IR's global "
+                                        "pooling gives (channels,), as keepdims=False does")
+        pool: list[Layer] = [(GlobalAvgPool1D if GLOBAL_AVG_POOLS[cls] == 1 else GlobalAvgPool2D)(lname)]
+    else:
+        nd = {**MAX_POOLS, **AVG_POOLS}[cls]
+        size = _tuple(cfg.get("pool_size", 2), nd, "pool_size", lname)
+        strides = _tuple(cfg.get("strides") or size, nd, "strides", lname)
+        kind = {(1, True): MaxPool1D, (2, True): MaxPool2D, (1, False): AvgPool1D, (2, False): AvgPool2D}
+        try:
+            pool = [kind[nd, cls in MAX_POOLS](lname, size, strides)]
+        except LayerError as e:  # a window whose size is not a power of two
+            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): {str(e).split(': ', 1)[1]}") from None
+    if not cls.startswith("Q"):
+        return pool
+    if cfg.get("average_quantizer") is not None:
+        # QKeras multiplies the mean by N and then by the quantized 1/N: the same mean only when 1/N is exact
+        q = parse_quantizer(cfg.get("average_quantizer"), lname, "average quantizer")
+        n = 1 << (pool[0].shift if isinstance(pool[0], (AvgPool1D, AvgPool2D)) else 0)
+        if isinstance(pool[0], (GlobalAvgPool1D, GlobalAvgPool2D)):
+            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): an average_quantizer on global pooling is not "
+                                        "supported; leave it unset (the mean is exact) and quantize with activation")
+        ints, t = weight_ints(np.array([1.0 / n]), q, lname, "average quantizer")
+        if fixed.to_float(ints, t)[0] != 1.0 / n:
+            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): the average quantizer rounds 1/{n}, so QKeras' "
+                                        "result is not the mean; use a quantizer that holds 1/N or none")
+    return pool + activation_layers(cfg.get("activation"), lname, "_act", True)
 
 
 def activation_layers(act: Any, lname: str, suffix: str, is_last: bool) -> list[Layer]:
@@ -252,10 +290,8 @@ def network_from_config(kf: KerasFile, input_type: FixedType | str | None = None
             else:
                 raise UnsupportedLayerError(f"layer {lname!r} (Reshape): a reshape inside the network to {target} is "
                                             "not supported (only at the input, or to 1-D)")
-        elif cls in MAX_POOLS:
-            pool = _tuple(cfg.get("pool_size", 2), MAX_POOLS[cls], "pool_size", lname)
-            strides = _tuple(cfg.get("strides") or pool, MAX_POOLS[cls], "strides", lname)
-            layers.append((MaxPool1D if MAX_POOLS[cls] == 1 else MaxPool2D)(lname, pool, strides))
+        elif cls in MAX_POOLS or cls in AVG_POOLS or cls in GLOBAL_AVG_POOLS:
+            layers.extend(_pool_layers(lname, cls, cfg))
         elif cls in hgq.HGQ_QUANTIZERS:
             q = hgq.quantizer_layer(lname, cfg, w, shape)
             if not layers and hgq_input is None and input_type is None and not q.per_element:
