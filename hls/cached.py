@@ -16,22 +16,26 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import fields
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
 from codesign.board import Board
-from codesign.core.layers import Dense
+from codesign.core.layers import Layer
 from codesign.core.network import Network
-from hls.project import HlsProject, check_backend, dense_plan, hls_layers, layer_precisions, write_project
+from hls.project import HlsProject, check_backend, hls_layers, is_cnn, layer_plans, layer_precisions, write_project
 
 PACKAGES = ("hls4ml", "da4ml", "torch")
 CACHE_ENTRIES = 20
 
 
-def project_key(net: Network, board: Board, backend: str, io_type: str, form: str) -> str:
+def project_key(net: Network, board: Board, backend: str, io_type: str | None, form: str) -> str:
     """sha256 over every input of ``write_project``."""
     backend = check_backend(board, backend)
     layers = hls_layers(net)
+    conv = is_cnn(net, layers)
     h = hashlib.sha256()
     for src in sorted(Path(__file__).parent.rglob("*")):  # our HLS code and templates
         if src.is_file() and src.suffix in (".py", ".h", ".cpp") and "__pycache__" not in src.parts:
@@ -39,16 +43,23 @@ def project_key(net: Network, board: Board, backend: str, io_type: str, form: st
     recipe = {
         "net": net.name, "input_shape": list(net.input_shape), "input_type": str(net.input_type),
         "precisions": layer_precisions(net, layers),
-        "layers": [[l.name, l.kind, dense_plan(l, backend, form) if isinstance(l, Dense) else None] for l in layers],
+        "layers": [[l.name, l.kind, _attributes(l)] for l in layers],
+        "plans": layer_plans(layers, backend, form, conv),
         "board": [board.name, board.title, board.part, board.clock_mhz, board.clock_period_ns],
         "backend": backend, "io_type": io_type, "form": form,
         "versions": {p: _version(p) for p in PACKAGES},
     }
     h.update(json.dumps(recipe, sort_keys=True, default=str).encode())
     for l in layers:
-        if isinstance(l, Dense):
-            h.update(l.weight.astype("<i8").tobytes() + l.bias.astype("<i8").tobytes())
+        for name, values in sorted(l.arrays().items()):
+            h.update(name.encode() + b"\0" + np.ascontiguousarray(values).astype("<i8").tobytes())
     return h.hexdigest()
+
+
+def _attributes(layer: Layer) -> dict[str, str]:
+    """A layer's settings other than its arrays (strides, padding, pools, types, reuse), as text."""
+    return {f.name: str(getattr(layer, f.name)) for f in fields(layer)
+            if not isinstance(getattr(layer, f.name), np.ndarray)}
 
 
 def _version(package: str) -> str:
@@ -59,7 +70,7 @@ def _version(package: str) -> str:
 
 
 def write_project_cached(net: Network, board: Board, backend: str, out_dir: str | Path, cache: str | Path,
-                         io_type: str = "io_parallel", form: str = "auto") -> tuple[HlsProject, bool]:
+                         io_type: str | None = None, form: str = "auto") -> tuple[HlsProject, bool]:
     """``write_project``, or a copy of the same project written before; returns (project, from the cache).
     A project from the cache has no hls4ml model object (``model`` is None)."""
     out = Path(out_dir)
@@ -72,14 +83,16 @@ def write_project_cached(net: Network, board: Board, backend: str, out_dir: str 
         shutil.copytree(entry / "project", out, symlinks=True)
         _point_config_at(out)
         os.utime(entry)
-        return HlsProject(meta["backend"], out, None, meta["strategies"], meta["input_name"]), True
+        return HlsProject(meta["backend"], out, None, meta["strategies"], meta["input_name"],
+                          meta.get("io_type", "io_parallel")), True
     project = write_project(net, board, backend, out, io_type=io_type, form=form)
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{key[:24]}."))
     try:
         shutil.copytree(out, tmp / "project", symlinks=True)
         (tmp / "project.json").write_text(json.dumps({"backend": project.backend, "strategies": project.strategies,
-                                                      "input_name": project.input_name}, indent=1))
+                                                      "input_name": project.input_name,
+                                                      "io_type": project.io_type}, indent=1))
         os.rename(tmp, entry)
     except OSError:  # written by another process meanwhile, or the cache is not writable: no harm
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,8 @@
 """C simulation of an hls4ml project against the reference, bit for bit.
 
 The library is built by ``hls.build`` (split, parallel, cached; the project itself untouched) and
-called through the entry point hls4ml's ``predict`` uses, several samples at a time on every core.
+called through the entry point hls4ml's ``predict`` uses, several samples at a time on every core
+(an ``io_stream`` project, a CNN's, one sample after another: its line buffers are static variables).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def csim_check(project: HlsProject, net: Network, q: np.ndarray, cache: str | Pa
     t1 = time.perf_counter()
     x = np.ascontiguousarray(fixed.to_float(q, net.input_type).reshape(len(q), -1))
     out_t = net.forward_int(q[:1]).type  # the output type (static; one sample computes it)
-    y = simulate(lib, x, int(np.prod(net.output_shape)), jobs, on_samples)
+    # io_stream layers keep their line buffers in static variables: one thread, one image after another
+    y = simulate(lib, x, int(np.prod(net.output_shape)), 1 if project.stateful else jobs, on_samples)
     t2 = time.perf_counter()
     got = fixed.quantize(y, out_t.with_modes("TRN", "SAT"))
     # the C simulation returns doubles: each must be exactly a value of the output type

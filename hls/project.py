@@ -28,11 +28,11 @@ import numpy as np
 
 from codesign.board import Board
 from codesign.core.fixed import FixedType
-from codesign.core.layers import Dense, Flatten, Layer, Output, Quant, ReLU
+from codesign.core.layers import Dense, Flatten, GlobalAvgPool, Layer, Output, Quant, ReLU, Weighted
 from codesign.core.network import Network
 from codesign.errors import BackendError, LayerError
 from codesign.tools import quiet_import
-from hls import compressed
+from hls import cnn, compressed
 
 BACKENDS = {"xilinx": ("vitis", "vivado"), "intel": ("quartus", "oneapi")}
 _HLS4ML_NAMES = {"vitis": "Vitis", "vivado": "Vivado", "quartus": "Quartus", "oneapi": "oneAPI"}
@@ -49,6 +49,12 @@ class HlsProject:
     model: Any
     strategies: dict[str, str]
     input_name: str
+    io_type: str = "io_parallel"
+
+    @property
+    def stateful(self) -> bool:
+        """io_stream layers keep their line buffers and counters in static variables: one image at a time."""
+        return self.io_type == "io_stream"
 
 
 def check_backend(board: Board, backend: str) -> str:
@@ -73,36 +79,55 @@ def _float_exact(values: np.ndarray, t: FixedType, what: str) -> np.ndarray:
 
 
 def hls_layers(net: Network) -> list[Layer]:
-    """The hardware layers, with each Quant folded into the exact Dense result before it."""
+    """The hardware layers, each Quant folded into the exact result of the Dense/Conv (or the ReLU) before it.
+
+    A Flatten is kept where it flattens a spatial tensor (a CNN's), dropped where the tensor is flat already
+    (the C simulation and the RTL take the input as one flat vector in channels-last order)."""
     if not net.quantized:
         raise BackendError(f"network {net.name!r} is float; quantize or compress it before generating HLS")
     out: list[Layer] = []
+    flat = len(net.input_shape) == 1
     for layer in net.layers:
-        if isinstance(layer, (Output, Flatten)) and (isinstance(layer, Output) or len(net.input_shape) == 1):
+        if isinstance(layer, Output) or (isinstance(layer, Flatten) and (flat or not out)):
+            flat = flat or isinstance(layer, Flatten)
             continue
         if isinstance(layer, Quant) and layer.per_element:
             raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are not wired into the HLS "
                                "projects yet")
         if isinstance(layer, Quant):
             prev = out[-1] if out else None
-            if isinstance(prev, Dense) and prev.result_type is None:
-                prev = _copy_with(prev, result_type=layer.result_type)
-                out[-1] = prev
+            if isinstance(prev, (Weighted, ReLU)) and prev.result_type is None:
+                out[-1] = _copy_with(prev, result_type=layer.result_type)
                 continue
             raise BackendError(
-                f"layer {layer.name!r}: a quantizer that does not directly follow a Dense with an exact result has "
-                "no hls4ml layer; fold it into the previous layer's result type"
+                f"layer {layer.name!r}: a quantizer that does not directly follow a Dense, Conv or ReLU without a "
+                "result type of its own has no hls4ml layer; fold it into the previous layer's result type"
             )
-        if not isinstance(layer, (Dense, ReLU)):
+        if not isinstance(layer, cnn.CNN_LAYERS):
             raise BackendError(
-                f"layer {layer.name!r} ({layer.kind}): HLS generation supports Dense and ReLU layers (Quant folded); "
-                f"{layer.kind} is not wired up yet"
+                f"layer {layer.name!r} ({layer.kind}): HLS generation supports {', '.join(SUPPORTED)} "
+                f"(Quant folded into the layer before it); {layer.kind} is not wired up"
             )
         out.append(layer)
+        flat = flat or isinstance(layer, (Flatten, GlobalAvgPool))
     return out
 
 
-def _copy_with(layer: Dense, **changes: Any) -> Dense:
+SUPPORTED = ("Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool1D",
+             "GlobalAvgPool2D", "ReLU", "Flatten", "Dense")
+
+
+def is_cnn(net: Network, layers: list[Layer]) -> bool:
+    """A network whose hardware input is spatial: generated with io_stream and line buffers."""
+    return len(net.input_shape) > 1 and bool(layers) and not isinstance(layers[0], Dense)
+
+
+def hw_input_shape(net: Network, layers: list[Layer]) -> tuple[int, ...]:
+    """The input shape the project takes: the IR's for a CNN, flat for an MLP."""
+    return tuple(net.input_shape) if is_cnn(net, layers) else (int(np.prod(net.input_shape)),)
+
+
+def _copy_with(layer: Layer, **changes: Any) -> Layer:
     import copy
 
     c = copy.copy(layer)
@@ -136,22 +161,28 @@ def torch_module(layers: list[Layer]) -> Any:
     return nn.Sequential(collections.OrderedDict(mods)).eval()
 
 
-def layer_precisions(net: Network, layers: list[Layer]) -> dict[str, dict[str, str]]:
-    """hls4ml precision strings for every layer, exactly the IR's types."""
+def weighted_precisions(layer: Weighted, t: FixedType) -> tuple[dict[str, str], FixedType]:
+    """A Dense/Conv layer's hls4ml precisions for inputs of ``t`` (accumulator checked exact), and its result type."""
     from codesign.core.reference import exact_accum_type
 
+    exact = exact_accum_type(layer, t)
+    acc = layer.accum_type or exact
+    if not acc.contains(exact):
+        raise LayerError(f"layer {layer.name!r}: accumulator {acc} cannot hold the exact sums ({exact})")
+    res = layer.result_type or acc
+    return {"weight": layer.weight_type.to_hls(), "bias": layer.bias_type.to_hls(), "accum": acc.to_hls(),
+            "result": res.to_hls()}, res
+
+
+def layer_precisions(net: Network, layers: list[Layer]) -> dict[str, dict[str, str]]:
+    """hls4ml precision strings for every layer (and every module hls4ml converts), exactly the IR's types."""
+    if is_cnn(net, layers):
+        return cnn.cnn_precisions(layers, tuple(net.input_shape), net.input_type, weighted_precisions)
     t = net.input_type
     out: dict[str, dict[str, str]] = {}
     for layer in layers:
         if isinstance(layer, Dense):
-            acc = layer.accum_type or exact_accum_type(layer, t)
-            exact = exact_accum_type(layer, t)
-            if not acc.contains(exact):
-                raise LayerError(f"layer {layer.name!r}: accumulator {acc} cannot hold the exact sums ({exact})")
-            res = layer.result_type or acc
-            out[layer.name] = {"weight": layer.weight_type.to_hls(), "bias": layer.bias_type.to_hls(),
-                               "accum": acc.to_hls(), "result": res.to_hls()}
-            t = res
+            out[layer.name], t = weighted_precisions(layer, t)
         else:
             res = layer.result_type or t
             out[layer.name] = {"result": res.to_hls()}
@@ -211,35 +242,48 @@ def _valid_reuse(n_in: int, n_out: int, reuse: int) -> int:
     return min(cands, key=lambda r: (abs(r - reuse), r))
 
 
-def write_project(net: Network, board: Board, backend: str, out_dir: str | Path, io_type: str = "io_parallel",
+def write_project(net: Network, board: Board, backend: str, out_dir: str | Path, io_type: str | None = None,
                   form: str = "auto") -> HlsProject:
-    """Write the hls4ml project for ``board`` into ``out_dir`` (replaced if it exists)."""
+    """Write the hls4ml project for ``board`` into ``out_dir`` (replaced if it exists). ``io_type`` defaults to
+    ``io_parallel`` for an MLP and ``io_stream`` (line buffers; the only form for a CNN here) for a CNN."""
     hls4ml = quiet_import("hls4ml", also=("keras",))  # hls4ml imports keras lazily during conversion
 
     backend = check_backend(board, backend)
     layers = hls_layers(net)
-    plans = {l.name: dense_plan(l, backend, form) for l in layers if isinstance(l, Dense)}
+    conv = is_cnn(net, layers)
+    io_type = io_type or ("io_stream" if conv else "io_parallel")
+    if conv and io_type != "io_stream":
+        raise BackendError(f"network {net.name!r} is convolutional: its HLS project is io_stream (line buffers), "
+                           f"not {io_type}")
+    plans = layer_plans(layers, backend, form, conv)
     if any(p.get("Compression") for p in plans.values()):
         compressed.register_fixes()
-    model = torch_module(layers)
+    if conv:
+        cnn.check_backend_layers(layers, backend)
+        cnn.register_flatten_pass()
+        model = cnn.torch_cnn_module(layers, tuple(net.input_shape), _float_exact)
+        shape = tuple(net.input_shape[-1:]) + tuple(net.input_shape[:-1])  # torch's (C, spatial...)
+    else:
+        model = torch_module(layers)
+        shape = hw_input_shape(net, layers)
     precisions = layer_precisions(net, layers)
     name = _HLS4ML_NAMES[backend]
     with _quiet():
-        cfg = hls4ml.utils.config_from_pytorch_model(model, input_shape=tuple(net.input_shape), granularity="name",
-                                                     backend=name, default_precision="ap_fixed<16,6>")
-    cfg["Model"]["ChannelsLastConversion"] = "off"  # the weights are in hls4ml's layout already (torch_module)
-    input_name = next(k for k, v in cfg["LayerName"].items() if k not in precisions)
+        cfg = hls4ml.utils.config_from_pytorch_model(model, input_shape=shape, granularity="name", backend=name,
+                                                     default_precision="ap_fixed<16,6>")
+    if conv:  # the stream is channels-last already; the converter moves torch's kernels to hls4ml's layout
+        cfg["Model"]["ChannelsLastConversion"] = "internal"
+        cfg["Model"][cnn.MODEL_FLAG] = cnn.flatten_names(layers)
+    else:
+        cfg["Model"]["ChannelsLastConversion"] = "off"  # the weights are in hls4ml's layout already (torch_module)
+    input_name = next(k for k in cfg["LayerName"] if k not in precisions)
     cfg["LayerName"][input_name]["Precision"] = {"result": net.input_type.to_hls()}
+    for module, prec in precisions.items():
+        cfg["LayerName"][module]["Precision"] = dict(prec)
     strategies = {}
-    for layer in layers:
-        entry = cfg["LayerName"][layer.name]
-        entry["Precision"] = dict(precisions[layer.name])
-        if isinstance(layer, Dense):
-            plan = plans[layer.name]
-            entry.update(plan)
-            strategies[layer.name] = plan["Strategy"] + (" + Compression" if plan.get("Compression") else "")
-        else:
-            entry["Precision"].pop("table", None)
+    for layer_name, plan in plans.items():
+        cfg["LayerName"][layer_name].update(plan)
+        strategies[layer_name] = plan["Strategy"] + (" + Compression" if plan.get("Compression") else "")
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)
@@ -250,19 +294,40 @@ def write_project(net: Network, board: Board, backend: str, out_dir: str | Path,
     with _quiet():
         hmodel = hls4ml.converters.convert_from_pytorch_model(model, **kwargs)
         hmodel.write()
-    _check_applied(hmodel, layers, backend, form)
-    (out / "README.md").write_text(_readme(net, board, backend, strategies))
-    return HlsProject(backend, out, hmodel, strategies, input_name)
+    _check_applied(hmodel, layers, plans)
+    (out / "README.md").write_text(_readme(net, board, backend, strategies, io_type))
+    return HlsProject(backend, out, hmodel, strategies, input_name, io_type)
 
 
-def _check_applied(hmodel: Any, layers: list[Layer], backend: str, form: str) -> None:
+def layer_plans(layers: list[Layer], backend: str, form: str = "auto", conv: bool = False) -> dict[str, dict[str, Any]]:
+    """Strategy and reuse of every Dense and Conv layer (``dense_plan``, ``cnn.conv_plan``).
+
+    In a CNN, hls4ml's channels-last conversion transposes every Dense weight, which it cannot do to a
+    compressed layer's stored triples, so a Dense there never takes the compressed form: at reuse > 1 it is
+    Resource at that reuse (Vitis/Vivado Latency folds it the same way)."""
+    plans: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        if isinstance(layer, Dense):
+            if conv and form == "compressed":
+                raise BackendError(f"layer {layer.name!r}: the compressed form is not wired for a Dense in a CNN "
+                                   "(hls4ml's channels-last pass would transpose its stored triples); use 'auto'")
+            plan = dense_plan(layer, backend, form)
+            if conv and plan.get("Compression"):
+                plan = {"Strategy": "Resource", "ReuseFactor": plan["ReuseFactor"]}
+            plans[layer.name] = plan
+        elif isinstance(layer, Weighted):
+            plans[layer.name] = cnn.conv_plan(layer, backend, form)
+    return plans
+
+
+def _check_applied(hmodel: Any, layers: list[Layer], plans: dict[str, dict[str, Any]]) -> None:
     """hls4ml silently falls back in places (e.g. strategy names): verify what it actually built."""
     for layer in layers:
         node = hmodel.graph.get(layer.name)
         if node is None:
             raise BackendError(f"hls4ml dropped layer {layer.name!r} from the project")
-        if isinstance(layer, Dense):
-            plan = dense_plan(layer, backend, form)
+        if layer.name in plans:
+            plan = plans[layer.name]
             want = "compressed" if plan.get("Compression") else plan["Strategy"].lower()
             got = str(node.get_attr("strategy", "")).lower()
             if got != want:
@@ -276,7 +341,7 @@ def _quiet():
         yield
 
 
-def _readme(net: Network, board: Board, backend: str, strategies: dict[str, str]) -> str:
+def _readme(net: Network, board: Board, backend: str, strategies: dict[str, str], io_type: str) -> str:
     lines = "\n".join(f"| {k} | {v} |" for k, v in strategies.items())
     if backend in ("vitis", "vivado"):
         tool = "vitis_hls" if backend == "vitis" else "vivado_hls"
@@ -302,7 +367,7 @@ make fpga          # full compile through Quartus
 ```"""
     return f"""# hls4ml project for {net.name} on {board.title}
 
-Generated by fpga-codesign through hls4ml ({backend}), part `{board.part}`, clock {board.clock_mhz} MHz.
+Generated by fpga-codesign through hls4ml ({backend}, `{io_type}`), part `{board.part}`, clock {board.clock_mhz} MHz.
 Every precision (weights, biases, accumulators, results) is the one in the fpga-codesign network,
 so the C simulation computes exactly what its integer reference computes.
 

@@ -1,0 +1,203 @@
+"""Convolutional networks through hls4ml's PyTorch converter, streamed (``io_stream``, line buffers).
+
+A CNN becomes the ``nn.Sequential`` hls4ml's PyTorch converter reads, converted with
+``ChannelsLastConversion: internal`` (hls4ml's form for ``io_stream``: the input stream is already
+channels-last, pixels in raster order with all channels of a pixel together, as our IR's tensors; the
+converter moves torch's kernels ``(out, in, k...)`` to hls4ml's ``(k..., in, out)``, which is our IR's
+layout). Every precision is the IR's, as for Dense (``hls.project.layer_precisions``):
+
+- Conv1D/Conv2D: weight, bias, exact accumulator, result. 'same' padding is an explicit zero padding
+  before a 'valid' convolution (``nn.ConstantPad1d/2d``, hls4ml's ZeroPadding layer, in the input's type),
+  with exactly the IR's (before, after) pads; that is what hls4ml itself inserts before a padded
+  convolution in ``io_stream`` (``conv_same_pad.py``), but torch's own padding is symmetric only.
+- MaxPool: accumulator and result are the input's type (the maximum passes the type through).
+- AvgPool/GlobalAvgPool (a power-of-two count N = 2**k): hls4ml's Vivado/Vitis ``reduce_pool`` sums the
+  window in ``accum_t`` and divides by N, the quotient keeping ``accum_t``'s fractional bits
+  (``nnet_pooling_stream.h``). ``accum_t = ap_fixed<W + 2k, I + k>`` holds every sum exactly and the
+  exact mean (k more fractional bits than the input), so the division is exact; the result is then cast
+  to the IR's result type, which is the reference's definition. GlobalAvgPool is the window that covers
+  the whole input (hls4ml's PyTorch converter has no adaptive pooling), then a Flatten.
+  Quartus averages in the input's own type (its ``avg`` casts the mean back to it, dropping the k bits),
+  so average pooling is refused there.
+- Flatten: the IR flattens channels-last. hls4ml's channels-last conversion puts a Transpose before a
+  flatten so that the order is torch's channels-first; ``drop_flatten_transposes`` removes it again (a
+  registered optimizer pass, as hls4ml's ``RemoveTransposeBeforeFlatten`` does for ``io_parallel``), so
+  the stream is flattened in place, in the IR's order, and the Dense rows stay as they are.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import numpy as np
+
+from codesign.core.fixed import FixedType
+from codesign.core.layers import (AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Layer, MaxPool, ReLU, Weighted)
+from codesign.core.reference import avg_exact_type
+from codesign.errors import BackendError
+
+FLATTEN_PASS = "codesign_drop_flatten_transpose"
+MODEL_FLAG = "CodesignChannelsLastFlatten"  # our key in hls4ml's Model config: which flattens keep our order
+PAD_SUFFIX = "_pad"
+GLOBAL_FLATTEN_SUFFIX = "_flat"
+CNN_LAYERS = (Conv, Dense, MaxPool, AvgPool, GlobalAvgPool, ReLU, Flatten)
+
+
+def avg_accum_type(in_type: FixedType, shift: int) -> FixedType:
+    """The pooling accumulator that holds every window sum of ``2**shift`` inputs and their exact mean."""
+    return FixedType(in_type.width + 2 * shift, in_type.integer + shift, in_type.signed)
+
+
+def _shift(layer: AvgPool | GlobalAvgPool, in_shape: tuple[int, ...]) -> int:
+    return layer.shift(in_shape) if isinstance(layer, GlobalAvgPool) else layer.shift
+
+
+def torch_cnn_module(layers: list[Layer], in_shape: tuple[int, ...], float_exact: Any) -> Any:
+    """The ``nn.Sequential`` hls4ml converts, its modules named as the IR layers (a padding before a conv is
+    ``<conv>_pad``, the flatten after a global pool ``<pool>_flat``). ``float_exact(values, type, what)`` gives
+    the float32 tensor that holds the integers' fixed-point values exactly."""
+    import torch
+    from torch import nn
+
+    mods: list[tuple[str, nn.Module]] = []
+    shape = tuple(in_shape)
+    for layer in layers:
+        spatial = shape[:-1]
+        if isinstance(layer, Conv):
+            pads = layer.pads(spatial)
+            if any(p != (0, 0) for p in pads):
+                flat = [v for a, b in reversed(pads) for v in (a, b)]  # torch: last axis first, (before, after)
+                pad = nn.ConstantPad2d(tuple(flat), 0.0) if layer.ndim == 2 else nn.ConstantPad1d(tuple(flat), 0.0)
+                mods.append((layer.name + PAD_SUFFIX, pad))
+            c_in, c_out = layer.weight.shape[-2:]
+            cls = nn.Conv2d if layer.ndim == 2 else nn.Conv1d
+            conv = cls(c_in, c_out, layer.kernel, stride=layer.strides, padding=0)
+            w = float_exact(layer.weight, layer.weight_type, layer.name)
+            order = (3, 2, 0, 1) if layer.ndim == 2 else (2, 1, 0)  # (k..., in, out) -> (out, in, k...)
+            with torch.no_grad():
+                conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.transpose(order))))
+                conv.bias.copy_(torch.from_numpy(float_exact(layer.bias, layer.bias_type, layer.name)))
+            mods.append((layer.name, conv))
+        elif isinstance(layer, Dense):
+            n_in, n_out = layer.weight.shape
+            lin = nn.Linear(n_in, n_out)
+            with torch.no_grad():  # torch's (out, in); the channels-last conversion transposes it back
+                lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(
+                    float_exact(layer.weight, layer.weight_type, layer.name).T)))
+                lin.bias.copy_(torch.from_numpy(float_exact(layer.bias, layer.bias_type, layer.name)))
+            mods.append((layer.name, lin))
+        elif isinstance(layer, (MaxPool, AvgPool)):
+            two = layer.ndim == 2
+            cls = (nn.MaxPool2d if two else nn.MaxPool1d) if isinstance(layer, MaxPool) else (
+                nn.AvgPool2d if two else nn.AvgPool1d)
+            mods.append((layer.name, cls(kernel_size=layer.pool, stride=layer.strides)))
+        elif isinstance(layer, GlobalAvgPool):
+            cls = nn.AvgPool2d if layer.ndim == 2 else nn.AvgPool1d
+            mods.append((layer.name, cls(kernel_size=tuple(spatial), stride=tuple(spatial))))
+            mods.append((layer.name + GLOBAL_FLATTEN_SUFFIX, nn.Flatten()))
+        elif isinstance(layer, ReLU):
+            mods.append((layer.name, nn.ReLU()))
+        elif isinstance(layer, Flatten):
+            mods.append((layer.name, nn.Flatten()))
+        else:
+            raise BackendError(f"layer {layer.name!r} ({layer.kind}) has no hls4ml CNN layer here")
+        shape = layer.output_shape(shape)
+    return nn.Sequential(collections.OrderedDict(mods)).eval()
+
+
+def cnn_precisions(layers: list[Layer], in_shape: tuple[int, ...], in_type: FixedType,
+                   weighted: Any) -> dict[str, dict[str, str]]:
+    """hls4ml precision strings for every module of ``torch_cnn_module``: exactly the IR's types.
+    ``weighted(layer, in_type)`` gives a Dense/Conv layer's precisions (``hls.project``'s rule)."""
+    out: dict[str, dict[str, str]] = {}
+    t, shape = in_type, tuple(in_shape)
+    for layer in layers:
+        if isinstance(layer, Weighted):
+            if isinstance(layer, Conv) and any(p != (0, 0) for p in layer.pads(shape[:-1])):
+                out[layer.name + PAD_SUFFIX] = {"result": t.to_hls()}
+            out[layer.name], res = weighted(layer, t)
+        elif isinstance(layer, MaxPool):
+            res = t
+            out[layer.name] = {"accum": t.to_hls(), "result": t.to_hls()}
+        elif isinstance(layer, (AvgPool, GlobalAvgPool)):
+            k = _shift(layer, shape)
+            res = layer.result_type or avg_exact_type(t, k)
+            out[layer.name] = {"accum": avg_accum_type(t, k).to_hls(), "result": res.to_hls()}
+            if isinstance(layer, GlobalAvgPool):
+                out[layer.name + GLOBAL_FLATTEN_SUFFIX] = {"result": res.to_hls()}
+        else:  # ReLU (its cast), Flatten (the type passes through)
+            res = getattr(layer, "result_type", None) or t
+            out[layer.name] = {"result": res.to_hls()}
+        t, shape = res, layer.output_shape(shape)
+    return out
+
+
+def conv_plan(layer: Conv, backend: str, form: str = "auto") -> dict[str, Any]:
+    """Strategy of one convolution in ``io_stream``: its kernel is one dense product over the window
+    (``n_in = prod(kernel) * c_in``, ``n_out = c_out``) computed per output pixel from the line buffer.
+    Vitis/Vivado: Latency (the window product fully parallel at reuse 1; ``reuse`` folds it); Quartus and
+    oneAPI have only Resource for convolutions."""
+    from hls.project import _valid_reuse
+
+    if form not in ("auto", "latency"):
+        raise BackendError(f"layer {layer.name!r}: convolutions take sparse form 'auto' or 'latency', not {form!r}")
+    n_in = int(np.prod(layer.kernel)) * layer.weight.shape[-2]
+    reuse = _valid_reuse(n_in, layer.weight.shape[-1], int(layer.reuse))
+    strategy = "Latency" if backend in ("vitis", "vivado") else "Resource"
+    plan: dict[str, Any] = {"Strategy": strategy, "ReuseFactor": reuse, "ConvImplementation": "LineBuffer"}
+    if backend in ("quartus", "oneapi"):
+        plan = {"Strategy": strategy, "ReuseFactor": reuse, "Implementation": "im2col"}  # never Winograd (inexact)
+    return plan
+
+
+def check_backend_layers(layers: list[Layer], backend: str) -> None:
+    """Refuse what a backend's hls4ml 1.3 templates do not compute exactly, naming the layer."""
+    if backend in ("quartus", "oneapi"):
+        for layer in layers:
+            if isinstance(layer, (AvgPool, GlobalAvgPool)):
+                raise BackendError(
+                    f"layer {layer.name!r} ({layer.kind}): hls4ml 1.3's {backend} average pooling casts the mean "
+                    "back to the input type (nnet_pooling.h avg), dropping the bits an exact mean needs; "
+                    "use the vitis or vivado backend, or MaxPool"
+                )
+
+
+def register_flatten_pass() -> None:
+    """Register (once per process) the pass that drops the channels-first Transpose hls4ml puts before the
+    flattens named in our Model config flag, and add it to hls4ml's ``convert`` flow."""
+    from hls4ml.model.flow.flow import update_flow
+    from hls4ml.model.layers import Reshape, Transpose
+    from hls4ml.model.optimizer import OptimizerPass, get_available_passes, register_pass
+
+    if FLATTEN_PASS in get_available_passes():
+        return
+
+    class DropFlattenTranspose(OptimizerPass):
+        """A Transpose inserted by the channels-last conversion before one of our flattens is removed: the
+        IR flattens channels-last, which is the stream's order already."""
+
+        def match(self, node: Any) -> bool:
+            names = node.model.config.config["HLSConfig"]["Model"].get(MODEL_FLAG) or ()
+            if not isinstance(node, Transpose) or len(node.get_output_nodes()) != 1:
+                return False
+            nxt = node.get_output_nodes()[0]
+            return isinstance(nxt, Reshape) and nxt.name in names and node.name == f"transpose_input_for_{nxt.name}"
+
+        def transform(self, model: Any, node: Any) -> bool:
+            model.remove_node(node)
+            return True
+
+    register_pass(FLATTEN_PASS, DropFlattenTranspose)
+    update_flow("convert", add_optimizers=[FLATTEN_PASS])
+
+
+def flatten_names(layers: list[Layer]) -> list[str]:
+    """The names of the torch modules that flatten (our Flatten layers and the flatten after a global pool)."""
+    out = []
+    for layer in layers:
+        if isinstance(layer, Flatten):
+            out.append(layer.name)
+        elif isinstance(layer, GlobalAvgPool):
+            out.append(layer.name + GLOBAL_FLATTEN_SUFFIX)
+    return out
