@@ -98,6 +98,42 @@ class QPool(nn.Module):
         return torch.movedim(pool(x, self.pool, self.strides), 1, -1)
 
 
+class QAvgPool(nn.Module):
+    """Average pooling (windowed or global) over channels-last tensors: the exact mean of a power-of-two
+    count (a sum, then a division by a power of two: exact in float64), then the cast to ``result_type``."""
+
+    def __init__(self, layer: Layer, in_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.name, self.kind, self.ndim = layer.name, layer.kind, layer.ndim
+        self.glob = layer.kind.startswith("Global")
+        self.pool = tuple(getattr(layer, "pool", ()))
+        self.strides = tuple(getattr(layer, "strides", ()))
+        self.result_type: FixedType | None = None  # float until ``assign_types``
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.glob:
+            y = x.mean(dim=tuple(range(1, x.dim() - 1)))
+        else:
+            xc = torch.movedim(x, -1, 1)
+            pool = F.avg_pool2d if self.ndim == 2 else F.avg_pool1d
+            y = torch.movedim(pool(xc, self.pool, self.strides), 1, -1)
+        return y if self.result_type is None else fake_quant(y, self.result_type)
+
+    def assign(self, x: torch.Tensor, prec: Precision) -> None:
+        """The result type: ``act_bits`` wide, sized on the data (the exact mean would be wider)."""
+        self.result_type = None
+        y = self.forward(x).numpy()
+        self.result_type = fixed_for_values(y, prec.act_bits, signed=bool(np.min(y, initial=0.0) < 0))
+
+    def to_layer(self) -> Layer:
+        from codesign.core import layers as L
+
+        cls = getattr(L, self.kind)
+        if self.glob:
+            return cls(self.name, result_type=self.result_type)
+        return cls(self.name, self.pool, self.strides, result_type=self.result_type)
+
+
 class QFlatten(nn.Module):
     def __init__(self, name: str) -> None:
         super().__init__()
@@ -182,9 +218,7 @@ def qcnn_from_network(net: Network) -> QCNN:
             stages.append(QFlatten(layer.name))
         elif isinstance(layer, Output):
             pass
-        elif "Pool" in layer.kind:
-            from codesign.compress.avgpool import QAvgPool  # average pooling (exact, power-of-two windows)
-
+        elif "AvgPool" in layer.kind:  # average pooling (exact: power-of-two windows)
             stages.append(QAvgPool(layer, shape))
         else:
             raise LayerError(f"layer {layer.name!r} ({layer.kind}): CNN compression supports {', '.join(SUPPORTED)}")

@@ -58,6 +58,14 @@ def quantize_params(layer: Weighted, weight_type: FixedType, bias_type: FixedTyp
     return q
 
 
+def _output_type(layer: Layer, t: FixedType, in_shape: tuple[int, ...]) -> FixedType:
+    """The type of a parameter-free layer's output (the reference's rule)."""
+    from codesign.core import reference
+
+    rule = getattr(reference, "output_type", None)
+    return rule(layer, t, in_shape) if rule is not None else (getattr(layer, "result_type", None) or t)
+
+
 def calibration_inputs(input_type: FixedType, shape: tuple[int, ...], n: int = 512, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.uniform(input_type.min_value, input_type.max_value, size=(n, *shape))
@@ -87,7 +95,7 @@ def quantize_network(
     x = Tensor(calib, None)
     t = input_type
     layers: list[Layer] = []
-    for layer in net.layers:
+    for layer, in_shape in zip(net.layers, [net.input_shape, *net.shapes()]):
         y = run_layer(layer, x)  # float ranges for sizing
         if isinstance(layer, Weighted):
             wt = fixed_for_values(layer.float_weight(), weight_bits, quant="TRN", overflow="WRAP")
@@ -112,7 +120,9 @@ def quantize_network(
             layers.append(copy.deepcopy(layer))
             t = layer.result_type or t
         else:
+            # pooling, Flatten: an average pool's exact mean has log2(window) more fractional bits
             layers.append(copy.deepcopy(layer))
+            t = _output_type(layers[-1], t, in_shape)
         # propagate the quantized values so later ranges see the quantization
         x = run_layer(layers[-1], x) if not isinstance(layers[-1], (Weighted, BatchNorm)) else Tensor(
             fixed.to_float(fixed.quantize(y.values, t), t), None

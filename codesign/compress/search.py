@@ -192,6 +192,12 @@ def compress(net: Network, data: Dataset, budget: Budget, method: str = "hardwar
     fits, a final fine-tune, and trims if that moved it over. The search aims
     ``schedule.headroom`` below the LUT and FF limits, a margin for the analytic model's error;
     the flow then judges the fit on the synthesized design."""
+    from codesign.compress.qcnn import is_cnn
+
+    if is_cnn(net):  # convolutions and pooling: the streaming-CNN search (same loop, channels as units)
+        from codesign.compress.cnn_search import compress_cnn
+
+        return compress_cnn(net, data, budget, method, seed, input_type, precisions, schedule, progress)
     t_start = time.perf_counter()
     torch.manual_seed(seed)
     board, limits = budget.board, budget.limits

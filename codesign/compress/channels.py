@@ -1,0 +1,287 @@
+"""Pruning a CNN: whole channels (filters), or single kernel and Dense weights; and the shrink.
+
+Structured (channel) pruning removes output channel ``j`` of a convolution: its filter, its
+bias, and everything the next weighted layer reads of it (input channel ``j`` of the next
+convolution, or the rows Flatten makes of channel ``j`` in the Dense after it). ``shrink``
+then removes the channel from the exported network for real, so the kernel datapath, the line
+buffers and the window registers of the next layer all lose it.
+
+Hardware-aware scores are importance per LUT from the cost model, as ``prune.scores`` is for
+Dense: a channel's price is what the cost model saves when it goes (priced on the exported network, with and without it); its
+importance is how much the loss rises without it, measured on training samples, which compares
+across layers (a first-layer channel feeds everything after it). A weight's importance is ``|w| * mean|x|`` over the windows that multiply it, summed over output
+positions (one kernel weight serves every output pixel), its price the LUTs of its CSD digits
+in its output's sum (the same pricing as ``prune.weight_costs``).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from codesign.board import Board
+from codesign.compress.cost import term_lut, total_cost
+from codesign.compress.qat import QDense
+from codesign.compress.qcnn import QCNN, QConv, consumers, network_from_qcnn, stage_inputs, unit_rows
+from codesign.compress.prune import EXTRA_DIGIT_PRICE, METHODS
+from codesign.core.arith import CSD_MAX_DIGITS, csd_count
+from codesign.core.fixed import FixedType
+from codesign.core.layers import Conv, Dense, Weighted
+from codesign.core.network import Network
+from codesign.core.reference import exact_accum_type
+from codesign.errors import ConfigError
+
+
+def _positions(stage: QDense, x: torch.Tensor) -> int:
+    """Output positions a weight of ``stage`` serves (1 for a Dense)."""
+    if not isinstance(stage, QConv):
+        return 1
+    with torch.no_grad():
+        return int(np.prod(stage.linear(x[:1]).shape[1:-1]))
+
+
+def window_magnitudes(stage: QDense, x: torch.Tensor) -> np.ndarray:
+    """Mean |input| of every weight of ``stage`` over the data (shape of the weight without c_out)."""
+    a = x.abs()
+    if not isinstance(stage, QConv):
+        return a.mean(dim=0).numpy()
+    ax = torch.movedim(a, -1, 1)
+    if any(stage.pads):
+        ax = F.pad(ax, stage.pads)
+    ax = torch.movedim(ax, 1, -1)  # N, spatial..., C (padded)
+    k = stage.weight.shape[:-2]
+    out = np.zeros((*k, a.shape[-1]))
+    with torch.no_grad():
+        n_out = stage.linear(x[:1]).shape[1:-1]
+    for off in np.ndindex(*k):
+        sl = tuple(slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(off, stage.strides, n_out))
+        out[off] = ax[(slice(None), *sl)].mean(dim=tuple(range(ax.dim() - 1))).numpy()
+    return out
+
+
+def _dense_view(stage: QDense) -> tuple[np.ndarray, int | None]:
+    """Integers of the effective weight as a ``(rows, c_out)`` matrix and its type's width (None: float)."""
+    with torch.no_grad():
+        w = stage.effective_weight().numpy()
+    w = w.reshape(-1, w.shape[-1])
+    if stage.weight_type is None:
+        return w, None
+    return np.round(np.ldexp(w, stage.weight_type.frac)).astype(np.int64), stage.weight_type.width
+
+
+def weight_costs(model: QCNN, family: str, dsp_price: float) -> list[np.ndarray]:
+    """LUT-equivalent cost of keeping each weight (its output's term price per CSD digit), weight-shaped."""
+    out = []
+    t_in = model.input_type or FixedType(9, 4)
+    for stage in model.stages:
+        if not isinstance(stage, QDense):
+            t_in = getattr(stage, "result_type", None) or t_in
+            continue
+        w, wbits = _dense_view(stage)
+        if wbits is None:
+            digits, wbits = np.where(w != 0, 3.0, 0.0), 8
+        else:
+            digits = csd_count(w).astype(np.float64)
+        terms = digits.sum(axis=0)
+        acc = t_in.width + wbits + np.ceil(np.log2(np.count_nonzero(w, axis=0) + 1))
+        lut = (1.0 + EXTRA_DIGIT_PRICE * np.maximum(digits - 1, 0)) * term_lut(family, t_in, wbits, terms, acc)[None, :]
+        cost = np.where(digits > CSD_MAX_DIGITS, dsp_price, lut)
+        out.append(np.where(w != 0, np.maximum(cost, 1e-3), 0.0).reshape(stage.weight.shape))
+        t_in = stage.relu_type or stage.result_type or t_in
+    return out
+
+
+def weight_scores(model: QCNN, X: np.ndarray, method: str, family: str = "xc7",
+                  dsp_price: float = 50.0) -> list[np.ndarray]:
+    """Per weight of every weighted stage (weight-shaped); lower is pruned first, masked weights +inf."""
+    if method not in METHODS:
+        raise ConfigError(f"pruning method must be one of {METHODS}, not {method!r}")
+    inputs = stage_inputs(model, X)
+    costs = weight_costs(model, family, dsp_price) if method == "hardware" else None
+    out = []
+    for k, stage in enumerate(model.weighted()):
+        x = inputs[list(model.stages).index(stage)]
+        with torch.no_grad():
+            w = (stage.weight * stage.mask).numpy()
+        if method == "magnitude":
+            s = np.abs(w)
+        else:
+            imp = np.abs(w) * window_magnitudes(stage, x)[..., None] * _positions(stage, x)
+            s = imp / np.maximum(costs[k], 1e-3)
+        out.append(np.where(stage.mask.numpy() > 0, s, np.inf))
+    return out
+
+
+def prune_weights(model: QCNN, score: list[np.ndarray], n: int, keep_per_output: int = 1) -> int:
+    """Mask the ``n`` lowest-scoring weights over the network; every output channel keeps at least
+    ``keep_per_output`` weights. Returns how many were pruned."""
+    stages = model.weighted()
+    flat = np.concatenate([s.reshape(-1) for s in score])
+    n = int(min(n, np.isfinite(flat).sum()))
+    if n <= 0:
+        return 0
+    offsets = np.cumsum([0] + [s.size for s in score])
+    kept = [s.mask.numpy().reshape(-1, s.mask.shape[-1]).sum(axis=0) for s in stages]
+    pruned = 0
+    masks = [s.mask.view(-1, s.mask.shape[-1]) for s in stages]
+    for idx in np.argsort(flat, kind="stable"):
+        if pruned >= n or not np.isfinite(flat[idx]):
+            break
+        k = int(np.searchsorted(offsets, idx, side="right") - 1)
+        r = int(idx - offsets[k])
+        i, j = divmod(r, masks[k].shape[1])
+        if kept[k][j] <= keep_per_output:
+            continue
+        with torch.no_grad():
+            masks[k][i, j] = 0.0
+        kept[k][j] -= 1
+        pruned += 1
+    return pruned
+
+
+def alive_units(model: QCNN) -> list[np.ndarray]:
+    """Per weighted stage: which output units (channels / neurons) still have a weight."""
+    return [s.mask.numpy().reshape(-1, s.mask.shape[-1]).any(axis=0) for s in model.weighted()]
+
+
+def remove_unit(model: QCNN, k: int, j: int) -> None:
+    """Structured pruning of unit ``j`` of weighted stage ``k``: its filter, its bias, and what the next
+    weighted stage reads of it."""
+    stages = model.weighted()
+    c = consumers(model)[k]
+    a, b = stages[k], stages[c.next_stage]
+    with torch.no_grad():
+        a.mask[..., j] = 0.0
+        a.bias_mask[j] = 0.0
+        rows = unit_rows(c, a.weight.shape[-1], j)
+        if c.conv_input:
+            b.mask[..., rows, :] = 0.0
+        else:
+            b.mask[rows, :] = 0.0
+
+
+CALIB_SAMPLES = 512  # training samples the measured importance of a channel is taken on
+
+
+def _loss(model: QCNN, x: torch.Tensor, y: torch.Tensor, task: str) -> float:
+    with torch.no_grad():
+        out = model(x)
+        if task == "classification":
+            return float(F.cross_entropy(out, y))
+        return float(F.mse_loss(out, y.to(out.dtype).reshape(out.shape)))
+
+
+def channel_scores(model: QCNN, X: np.ndarray, y: np.ndarray, task: str, board: Board, mapping: str,
+                   hardware: bool = True, dsp_price: float = 50.0, min_width: int = 1) -> list[tuple[float, int, int]]:
+    """``(score, stage, unit)`` of every prunable unit, lowest first. A unit's importance is measured: how
+    much the loss on ``CALIB_SAMPLES`` training samples rises when it is removed (in loss units, so a
+    first-layer channel, which feeds everything after it, compares with a last-layer one; a first-order
+    estimate underrated first-layer channels). With ``hardware`` (and a quantized model) it is divided
+    by the LUTs (and DSPs at ``dsp_price``) the cost model saves without it, on the exported network."""
+    x = torch.tensor(np.asarray(X[:CALIB_SAMPLES], dtype=np.float64))
+    yt = torch.as_tensor(np.asarray(y[:CALIB_SAMPLES]))
+    base_loss = _loss(model, x, yt, task)
+    alive = alive_units(model)
+    hardware = hardware and model.quantized
+    if hardware:
+        base = total_cost(_costs(shrink_cnn(network_from_qcnn(model, "c", {})), board, mapping))
+    out = []
+    for c in consumers(model):
+        if alive[c.stage].sum() <= min_width:
+            continue
+        for j in np.flatnonzero(alive[c.stage]):
+            trial = copy.deepcopy(model)
+            remove_unit(trial, c.stage, int(j))
+            imp = max(_loss(trial, x, yt, task) - base_loss, 0.0)
+            saved = 1.0
+            if hardware:
+                cost = total_cost(_costs(shrink_cnn(network_from_qcnn(trial, "c", {})), board, mapping))
+                saved = max((base["lut"] - cost["lut"]) + dsp_price * (base["dsp"] - cost["dsp"]), 1.0)
+            out.append((imp / saved, -saved, c.stage, int(j)))  # of equal scores, the costlier goes first
+    out.sort()
+    return [(sc, k, j) for sc, _, k, j in out]
+
+
+def _costs(net: Network, board: Board, mapping: str):
+    from codesign.compress.cost import network_cost
+
+    return network_cost(net, board, mapping)
+
+
+def prune_channels(model: QCNN, ranked: list[tuple[float, int, int]], n: int, min_width: int = 1) -> int:
+    """Remove the first ``n`` units of ``ranked`` (``channel_scores``' order) that leave every layer at
+    least ``min_width`` units. Returns how many were removed."""
+    if n <= 0:
+        return 0
+    width = {k: int(a.sum()) for k, a in enumerate(alive_units(model))}
+    done = 0
+    for _, k, j in ranked:
+        if done >= n:
+            break
+        if width[k] <= min_width:
+            continue
+        remove_unit(model, k, j)
+        width[k] -= 1
+        done += 1
+    return done
+
+
+def shrink_cnn(net: Network) -> Network:
+    """Drop the units (channels, neurons) that can no longer affect the output: no weights and no bias
+    (their value is exactly 0), or nothing reads them. The next layer loses the matching inputs, and
+    accumulator types are recomputed exactly (the outputs are unchanged, bit for bit)."""
+    layers = copy.deepcopy(net.layers)
+    idx = [i for i, l in enumerate(layers) if isinstance(l, Weighted)]
+    for a_i, b_i in zip(idx, idx[1:]):
+        a, b = layers[a_i], layers[b_i]
+        units = a.weight.shape[-1]
+        wa = a.weight.reshape(-1, units)
+        dead_in = ~wa.any(axis=0) & (a.bias == 0)
+        if isinstance(b, Conv):
+            unused = ~np.moveaxis(b.weight, -2, 0).reshape(units, -1).any(axis=1)
+        else:
+            group = b.weight.shape[0] // units
+            unused = ~b.weight.reshape(group, units, -1).any(axis=(0, 2))
+        keep = ~(dead_in | unused)
+        if keep.all() or not keep.any():
+            continue
+        a.weight, a.mask, a.bias = a.weight[..., keep], a.mask[..., keep], a.bias[keep]
+        if isinstance(b, Conv):
+            b.weight, b.mask = b.weight[..., keep, :], b.mask[..., keep, :]
+        else:
+            out = b.weight.shape[1]
+            b.weight = b.weight.reshape(group, units, out)[:, keep, :].reshape(-1, out)
+            b.mask = b.mask.reshape(group, units, out)[:, keep, :].reshape(-1, out)
+    out = Network(net.name, net.input_shape, layers, net.input_type, net.metadata)
+    if out.input_type is None:
+        return out
+    t = out.input_type
+    for i, layer in enumerate(out.layers):
+        if isinstance(layer, Weighted):
+            layer.accum_type = exact_accum_type(layer, t)
+        t = out.tensor_types()[i] or t
+    return out
+
+
+def channel_report(net: Network, original: Network | None = None) -> list[dict]:
+    """Per weighted layer (plain data for the report): units kept (and pruned against ``original``),
+    kernel sparsity, and per output channel the nonzero weights of its filter."""
+    before = {l.name: l.weight.shape[-1] for l in original.weighted_layers()} if original is not None else {}
+    rows = []
+    for layer in net.weighted_layers():
+        units = layer.weight.shape[-1]
+        w = layer.weight.reshape(-1, units)
+        entry = {"name": layer.name, "kind": layer.kind, "units": "channels" if isinstance(layer, Conv) else "neurons",
+                 "kept": int(units), "pruned": int(before.get(layer.name, units) - units),
+                 "weights": int(w.size), "nonzero": int(np.count_nonzero(w)),
+                 "sparsity": round(1.0 - np.count_nonzero(w) / max(w.size, 1), 4),
+                 "nonzero_per_output": [int(v) for v in np.count_nonzero(w, axis=0)]}
+        if isinstance(layer, Conv):
+            entry["kernel"] = list(layer.kernel)
+            # the kernel-sparsity picture: nonzero count per (kernel position, input channel) over outputs
+            entry["nonzero_per_tap"] = np.count_nonzero(layer.weight, axis=-1).tolist()
+        rows.append(entry)
+    return rows

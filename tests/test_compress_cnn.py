@@ -1,0 +1,213 @@
+"""CNN compression: QAT equals the reference, channel pruning shrinks the next layer, the conv cost
+model, default-precision PTQ and the budget search on a small CNN (the full digits-cnn run is slow)."""
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from codesign.board import load_board
+from codesign.budget import Budget
+from codesign.compress.channels import (
+    channel_report,
+    channel_scores,
+    prune_channels,
+    prune_weights,
+    remove_unit,
+    shrink_cnn,
+    weight_scores,
+)
+from codesign.compress.conv_cost import cnn_parts, kernel_dense
+from codesign.compress.cost import dense_cost, network_cost, total_cost
+from codesign.compress.qat import Precision
+from codesign.compress.qcnn import assign_types, network_from_qcnn, qcnn_from_network
+from codesign.compress.quantize import quantize_network
+from codesign.compress.search import Schedule, compress, train
+from codesign.core.layers import Conv2D, Dense, Flatten, MaxPool2D, Output, ReLU
+from codesign.core.network import Network
+from codesign.errors import LayerError
+
+BOARD = load_board("pynq-z2")
+
+
+def _he(rng, *shape):
+    return rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
+
+
+def small_cnn(rng, c1=4, c2=6, padding="valid") -> Network:
+    """conv3x3 -> ReLU -> max-pool 2 -> conv3x3 -> ReLU -> Flatten -> Dense on 8x8x1 (digits-cnn's shape)."""
+    layers = [Conv2D("conv1", _he(rng, 3, 3, 1, c1), np.zeros(c1), padding=padding), ReLU("relu1"),
+              MaxPool2D("pool1", (2, 2)), Conv2D("conv2", _he(rng, 3, 3, c1, c2), np.zeros(c2)), ReLU("relu2"),
+              Flatten("flatten")]
+    n_flat = int(np.prod(Network("t", (8, 8, 1), layers).output_shape))
+    layers += [Dense("fc", _he(rng, n_flat, 10), np.zeros(10)), Output("output", "softmax")]
+    return Network("small-cnn", (8, 8, 1), layers)
+
+
+@pytest.fixture(scope="module")
+def images(digits):
+    shape = (8, 8, 1)
+    return dataclasses.replace(digits, X_train=digits.X_train.reshape(-1, *shape),
+                               X_val=digits.X_val.reshape(-1, *shape), X_test=digits.X_test.reshape(-1, *shape))
+
+
+@pytest.fixture(scope="module")
+def cnn_float(images):
+    """The small CNN trained in float for a few epochs (the teacher)."""
+    torch.manual_seed(0)
+    model = qcnn_from_network(small_cnn(np.random.default_rng(0)))
+    train(model, images, 6, 3e-3, seed=0)
+    return network_from_qcnn(model, "small-cnn", {})
+
+
+@pytest.fixture
+def qcnn(cnn_float, images):
+    model = qcnn_from_network(cnn_float)
+    assign_types(model, Precision(4, 6, 10, images.input_type), images.X_train)
+    return model
+
+
+def _qat_out(model, X):
+    with torch.no_grad():
+        return model(torch.tensor(X, dtype=torch.float64)).numpy()
+
+
+@pytest.mark.parametrize("prec", [Precision(3, 6, 10), Precision(6, 8, 12)])
+def test_qat_cnn_forward_equals_the_integer_reference_bit_for_bit(cnn_float, images, prec):
+    model = qcnn_from_network(cnn_float)
+    assign_types(model, Precision(prec.weight_bits, prec.act_bits, prec.out_bits, images.input_type), images.X_train)
+    net = network_from_qcnn(model, "q", {})
+    qat = _qat_out(model, images.X_test)
+    ref = net.forward(images.X_test)
+    assert np.array_equal(qat, ref)
+    assert np.array_equal(np.argmax(qat, axis=1), np.argmax(ref, axis=1))
+
+
+def test_qat_cnn_with_same_padding_and_strides_equals_the_reference(images, rng):
+    layers = [Conv2D("c1", _he(rng, 3, 3, 1, 3), rng.normal(size=3) * 0.1, strides=(2, 1), padding="same"),
+              ReLU("r1"), Conv2D("c2", _he(rng, 2, 2, 3, 4), np.zeros(4), padding="same"), Flatten("f"),
+              Dense("fc", _he(rng, 4 * 8 * 4, 10), np.zeros(10)), Output("o")]
+    model = qcnn_from_network(Network("pad", (8, 8, 1), layers))
+    assign_types(model, Precision(5, 7, 12, images.input_type), images.X_train)
+    assert np.array_equal(_qat_out(model, images.X_test), network_from_qcnn(model, "q", {}).forward(images.X_test))
+
+
+def test_average_pooling_trains_and_exports_exactly(images, rng):
+    from codesign.core import layers as L
+
+    if not hasattr(L, "AvgPool2D"):
+        pytest.fail("the IR has no AvgPool2D")
+    layers = [Conv2D("c1", _he(rng, 3, 3, 1, 4), np.zeros(4), padding="same"), ReLU("r1"), L.AvgPool2D("ap", (2, 2)),
+              Conv2D("c2", _he(rng, 3, 3, 4, 6), np.zeros(6)), ReLU("r2"), L.GlobalAvgPool2D("gap"),
+              Dense("fc", _he(rng, 6, 10), np.zeros(10)), Output("o")]
+    model = qcnn_from_network(Network("avg", (8, 8, 1), layers))
+    assign_types(model, Precision(6, 8, 12, images.input_type), images.X_train)
+    net = network_from_qcnn(model, "q", {})
+    assert [l.kind for l in net.layers if "Pool" in l.kind] == ["AvgPool2D", "GlobalAvgPool2D"]
+    assert np.array_equal(_qat_out(model, images.X_test), net.forward(images.X_test))
+
+
+def test_relu_after_average_pooling_is_refused_naming_the_layer(rng):
+    from codesign.core import layers as L
+
+    layers = [Conv2D("c1", _he(rng, 3, 3, 1, 2), np.zeros(2)), L.AvgPool2D("ap", (2, 2)), ReLU("late_relu"),
+              Flatten("f"), Dense("fc", _he(rng, 18, 10), np.zeros(10))]
+    with pytest.raises(LayerError, match=r"^layer 'late_relu': CNN compression expects each ReLU right after a Conv or "
+                                         r"Dense \(max-pooling between them is fine\)$"):
+        qcnn_from_network(Network("bad", (8, 8, 1), layers))
+
+
+def test_removing_a_channel_removes_the_next_convs_input_channel(qcnn, images):
+    remove_unit(qcnn, 0, 1)
+    conv2 = qcnn.weighted()[1]
+    assert not conv2.mask.numpy()[:, :, 1, :].any()
+    net = network_from_qcnn(qcnn, "q", {})
+    small = shrink_cnn(net)
+    assert small.layer("conv1").weight.shape[-1] == 3 and small.layer("conv2").weight.shape[-2] == 3
+    assert np.array_equal(small.forward(images.X_test), net.forward(images.X_test))
+
+
+def test_removing_a_channel_before_flatten_removes_its_dense_rows(qcnn, images):
+    remove_unit(qcnn, 1, 2)  # conv2's channel 2: 1x1x6 flattened, row 2 of fc
+    net = network_from_qcnn(qcnn, "q", {})
+    small = shrink_cnn(net)
+    assert small.layer("conv2").weight.shape[-1] == 5 and small.layer("fc").weight.shape[0] == 5
+    assert np.array_equal(small.forward(images.X_test), net.forward(images.X_test))
+    report = {r["name"]: r for r in channel_report(small, net)}
+    assert (report["conv2"]["kept"], report["conv2"]["pruned"]) == (5, 1)
+
+
+def test_a_pruned_channel_costs_less_in_both_layers(qcnn):
+    before = {p["name"]: p for p in cnn_parts(network_from_qcnn(qcnn, "q", {}), BOARD, "lut")}
+    remove_unit(qcnn, 0, 0)
+    after = {p["name"]: p for p in cnn_parts(shrink_cnn(network_from_qcnn(qcnn, "q", {})), BOARD, "lut")}
+    assert after["conv1"]["kernel"]["lut"] < before["conv1"]["kernel"]["lut"]
+    assert after["conv2"]["kernel"]["lut"] < before["conv2"]["kernel"]["lut"]
+    assert after["conv2"]["stream"]["window_ff"] == before["conv2"]["stream"]["window_ff"] * 3 // 4
+
+
+def test_conv_kernel_is_priced_as_a_dense_over_the_window(qcnn):
+    net = network_from_qcnn(qcnn, "q", {})
+    conv2 = net.layer("conv2")
+    t_in = net.tensor_types()[net.layers.index(net.layer("pool1"))]
+    parts = {p["name"]: p for p in cnn_parts(net, BOARD, "lut")}
+    relu_t = net.layer("relu2").result_type
+    assert parts["conv2"]["kernel"] == dense_cost(kernel_dense(conv2), t_in, "xc7", "lut", relu_t, True).as_dict()
+    assert parts["conv2"]["stream"]["window_ff"] == 3 * 3 * 4 * t_in.width
+    assert parts["conv2"]["stream"]["line_buffer_bits"] == 2 * 3 * 4 * t_in.width
+    assert set(network_cost(net, BOARD, "lut")) == {"conv1", "pool1", "conv2", "fc"}
+
+
+def test_hardware_channel_scores_rank_every_prunable_channel(qcnn, images):
+    ranked = channel_scores(qcnn, images.X_train[:200], images.y_train[:200], "classification", BOARD, "lut")
+    assert sorted((k, j) for _, k, j in ranked) == [(0, j) for j in range(4)] + [(1, j) for j in range(6)]
+    assert prune_channels(qcnn, ranked, 3) == 3
+
+
+def test_unstructured_pruning_masks_kernel_weights_and_they_stay_zero(qcnn, images):
+    assert prune_weights(qcnn, weight_scores(qcnn, images.X_train[:200], "hardware"), 60) == 60
+    masks = [s.mask.clone() for s in qcnn.weighted()]
+    train(qcnn, images, 1, 1e-2, seed=0)
+    for stage, m in zip(qcnn.weighted(), masks):
+        assert torch.equal(stage.mask, m) and torch.all(stage.effective_weight().detach()[m == 0] == 0)
+
+
+def test_default_precision_quantizes_a_float_cnn_exactly(cnn_float, images):
+    q = quantize_network(cnn_float, images.input_type, 8, result_bits=16, calib=images.X_train)
+    assert all(l.quantized for l in q.weighted_layers())
+    agree = np.mean(np.argmax(q.forward(images.X_test), 1) == np.argmax(cnn_float.forward(images.X_test), 1))
+    assert agree > 0.97
+    assert total_cost(network_cost(q, BOARD))["lut"] > 0
+
+
+TINY = Schedule(epochs=3, finetune_epochs=1, final_epochs=2, prune_steps=2, extra_steps=2)
+
+
+@pytest.mark.parametrize("method", ["structured", "hardware"])
+def test_search_dispatches_a_cnn_and_fits_the_budget(cnn_float, digits, method):
+    full = total_cost(network_cost(quantize_network(cnn_float, digits.input_type, 4, result_bits=10,
+                                                    calib=digits.X_train.reshape(-1, 8, 8, 1)), BOARD, "lut"))
+    budget = Budget.parse(f"lut={full['lut'] // 2},dsp=0", BOARD)
+    r = compress(cnn_float, digits, budget, method=method, schedule=TINY, precisions=(Precision(4, 6, 10),))
+    assert r.cost["lut"] <= budget.limits["lut"] and r.cost["dsp"] == 0
+    assert r.network.input_shape == (8, 8, 1) and r.score > 0.5
+    kept = r.network.metadata["channels"]
+    assert kept["fc"]["pruned"] == 0 and set(kept) == {"conv1", "conv2", "fc"}
+    if method == "structured":
+        assert kept["conv1"]["pruned"] + kept["conv2"]["pruned"] > 0
+
+
+@pytest.mark.slow
+def test_digits_cnn_compresses_to_95_percent_within_a_third_of_pynq_z2(digits):
+    from codesign.importers.builtin import builtin_model
+
+    net = builtin_model("digits-cnn")
+    budget = Budget.parse("lut=0.3,dsp=0", BOARD)
+    r = compress(net, digits, budget, method="hardware")
+    assert r.score >= 0.95 and r.cost["lut"] <= budget.limits["lut"]
+    q = r.network
+    X = digits.X_test.reshape(-1, *q.input_shape)
+    small = copy.deepcopy(q)
+    assert np.array_equal(shrink_cnn(small).forward(X), q.forward(X))
