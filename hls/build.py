@@ -47,7 +47,7 @@ from codesign.tools import Tool, find_gpp, first_error_line
 # (~150 s of g++ on 2 cores) and simulates 8x faster (1.7 against 13.3 ms per vector); -O1 costs ~40 % more
 # to compile. Measured figures: README, "The HLS step at scale".
 OPT_LEVEL = "-Og"
-BUILD_VERSION = 2  # part of the cache key: bump when the way we split or compile changes
+BUILD_VERSION = 3  # part of the cache key: bump when the way we split or compile changes
 MIN_UNIT_LINES = 1500  # generated functions are packed into units of at least this many lines
 PART_LINES = 500  # a longer straight-line function is cut into functions of this many lines (its unit's)
 # the generated layer code throws nothing and needs no more than C++11 (hls4ml's build_lib.sh falls back to it):
@@ -146,7 +146,9 @@ def _compiler_identity(gpp: Tool) -> str:
 # ---- splitting nnet_code_gen.h ---------------------------------------------------------------------
 
 
-UNIT_HEAD = f'#include "{PROJECT}.h"\n#include "parameters.h"\n\n'  # what a layer unit includes
+# what a layer unit includes: the layer types and the helpers the generated code calls, not parameters.h, which
+# defines the weight arrays and (io_stream) the conv configs' tables: included twice they would be defined twice
+UNIT_HEAD = '#include "defines.h"\n#include "nnet_utils/nnet_code_gen.h"\n\n'
 
 
 def split_code_gen(build: Path) -> list[Unit] | None:
@@ -203,11 +205,15 @@ def split_code_gen(build: Path) -> list[Unit] | None:
 
 def _instantiations(m: re.Match, caller: str, others: str) -> list[str] | None:
     """The explicit instantiations of generated function ``m`` for the template arguments
-    ``myproject.cpp`` calls it with, or None when it is not called only from there."""
+    ``myproject.cpp`` calls it with (io_parallel) or a layer config of ``parameters.h`` names it with
+    (io_stream), or None when it is used anywhere else."""
     name = m["name"]
     calls = set(re.findall(rf"\bnnet::{name}<([^;()]*)>\(", caller))
+    # io_stream: the layer's config in parameters.h names the function (``auto dense_da = nnet::f<a, b>;``)
+    named = re.findall(rf"=\s*nnet::{name}<([^;()]*)>;", others)
+    calls |= {re.sub(r"\btypename\s+", "", c) for c in named}
     if not calls or len(re.findall(rf"\b{name}\b", caller)) != len(re.findall(rf"\bnnet::{name}<", caller)) \
-            or re.search(rf"\b{name}\b", others) or not _balanced(m["body"]):
+            or len(re.findall(rf"\b{name}\b", others)) != len(named) or not _balanced(m["body"]):
         return None
     params = [p.split()[-1] for p in _split_top(m["params"])]
     inst = []
