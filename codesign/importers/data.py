@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,7 @@ from codesign.core.fixed import FixedType
 from codesign.errors import DataError
 
 BUILTIN_DATA = ("digits",)
+DIGITS_IMAGE = (8, 8, 1)  # the 64 pixels row by row, one channel
 NPZ_KEYS = ("X_train", "y_train", "X_test", "y_test")
 
 
@@ -29,6 +30,7 @@ class Dataset:
     task: str  # "classification" or "regression"
     n_classes: int = 0
     input_type: FixedType | None = None  # a type that holds every input exactly, when one is known
+    image_shape: tuple[int, ...] | None = None  # channels-last image shape of flat samples (digits: (8, 8, 1))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -54,7 +56,7 @@ def load_digits_dataset(seed: int = 0) -> Dataset:
     test, train = idx[:n_test], idx[n_test:]
     Xtr, ytr, Xv, yv = _split_val(X[train], y[train], 0.15, seed)
     return Dataset("digits", Xtr, ytr, Xv, yv, X[test], y[test], "classification", 10,
-                   FixedType(5, 1, signed=False))
+                   FixedType(5, 1, signed=False), DIGITS_IMAGE)
 
 
 def load_dataset(spec: str | Dataset, seed: int = 0, val_fraction: float = 0.15) -> Dataset:
@@ -99,11 +101,32 @@ def load_dataset(spec: str | Dataset, seed: int = 0, val_fraction: float = 0.15)
     return Dataset(path.stem, Xtr, ytr, Xv, yv, Xte.astype(np.float64), yte, task, n_classes)
 
 
+def shaped_for(data: Dataset, input_shape: tuple[int, ...]) -> Dataset:
+    """``data`` with its samples in the model's input shape: flat images (``digits``) reshaped to an image
+    model's ``(H, W, C)`` (or ``(H, W)`` for a Conv1D over rows), image samples flattened for an MLP.
+
+    Only a data set that knows its image shape is reshaped; any other mismatch is left for
+    ``check_fits`` to refuse, since guessing the layout of someone else's samples would be wrong silently.
+    """
+    shape = tuple(int(d) for d in input_shape)
+    if data.input_shape == shape or data.image_shape is None:
+        return data
+    image, flat = tuple(data.image_shape), (int(np.prod(data.image_shape)),)
+    squeezed = image[:-1] if image[-1] == 1 else image
+    if shape not in (image, flat, squeezed) or data.input_shape not in (image, flat, squeezed):
+        return data
+    return replace(data, X_train=data.X_train.reshape(-1, *shape), X_val=data.X_val.reshape(-1, *shape),
+                   X_test=data.X_test.reshape(-1, *shape))
+
+
 def check_fits(data: Dataset, input_shape: tuple[int, ...], n_outputs: int, model: str) -> None:
     """Data must have the model's input shape, and labels must index its outputs."""
     if data.input_shape != tuple(input_shape):
+        fits = shaped_for(data, input_shape).input_shape == tuple(input_shape)
+        hint = "; reshape it first with codesign.importers.data.shaped_for(data, input_shape)" if fits else ""
         raise DataError(
-            f"data {data.name!r} has samples of shape {data.input_shape} but model {model!r} takes {tuple(input_shape)}"
+            f"data {data.name!r} has samples of shape {data.input_shape} but model {model!r} takes "
+            f"{tuple(input_shape)}{hint}"
         )
     if data.task == "classification":
         top = int(max(data.y_train.max(initial=0), data.y_test.max(initial=0)))
