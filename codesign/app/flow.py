@@ -22,7 +22,7 @@ from codesign.compress.cost import fits, network_cost, total_cost
 from codesign.core.fixed import FixedType
 from codesign.core.network import Network
 from codesign.errors import BackendError, CodesignError, VerificationError
-from codesign.importers.data import Dataset, check_fits, load_dataset
+from codesign.importers.data import Dataset, check_fits, load_dataset, shaped_for
 from codesign.importers.load import load, model_name
 from codesign.progress import SILENT, Reporter
 
@@ -63,7 +63,7 @@ def compress_network(net: Network, data: str | Dataset = DEFAULT_DATA, board: st
     from codesign.compress.search import compress
 
     b = load_board(board)
-    ds = load_dataset(data, seed)
+    ds = shaped_for(load_dataset(data, seed), net.input_shape)
     t_in = FixedType.parse(input_type) if isinstance(input_type, str) else input_type
     return compress(net, ds, Budget.parse(budget, b), method=method, seed=seed, input_type=t_in, **search)
 
@@ -86,7 +86,7 @@ def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, m
         else:
             with progress.status(f"loading {model}"):
                 net = load(model, weights=weights, trust=trust, input_type=input_type)
-        ds = load_dataset(data, seed) if data else None
+        ds = shaped_for(load_dataset(data, seed), net.input_shape) if data else None  # digits as 8x8x1 for a CNN
         if ds is not None:
             check_fits(ds, net.input_shape, net.output_shape[-1], net.name)
         accuracy: dict[str, Any] = {"metric": "accuracy", "float": None, "compressed": None, "test_samples": 0}
@@ -139,7 +139,7 @@ def verification_samples(art: Artifact, net: Network, n_total: int | None = None
     rep = art.report()
     X = None
     if rep.get("data"):
-        ds = load_dataset(rep["data"], 0)
+        ds = shaped_for(load_dataset(rep["data"], 0), net.input_shape)
         X = ds.X_test
     return verification_inputs(net, X, max(n_total or MIN_VERIFY_SAMPLES, 1))
 

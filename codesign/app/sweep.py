@@ -205,7 +205,7 @@ def run_sweep(out: str | Path, model: Any, data: str, board: str | Board, budget
     retry) is recorded in ``sweep.json`` with its error, the others finish, and then
     ``JobsFailedError`` is raised. ``search`` goes to :func:`codesign.compress.search.compress`
     (precisions, schedule, ...)."""
-    from codesign.importers.data import check_fits, load_dataset
+    from codesign.importers.data import check_fits, load_dataset, shaped_for
     from codesign.importers.load import load, model_name
 
     b = load_board(board)
@@ -218,7 +218,7 @@ def run_sweep(out: str | Path, model: Any, data: str, board: str | Board, budget
         t0 = time.perf_counter()
         with art.step("sweep"):
             net = load(model, weights=weights, trust=trust, input_type=input_type)
-            ds = load_dataset(data, seed)
+            ds = shaped_for(load_dataset(data, seed), net.input_shape)
             check_fits(ds, net.input_shape, net.output_shape[-1], net.name)
             with progress.bar("sweep", total=len(specs)) as bar:
                 points = _run_points(ex, art, net, ds, b, specs, budgets_, method, seed, t_in, search, bar)
