@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import codesign
+from codesign.core.fixed import FixedType
 from codesign.errors import UnsupportedLayerError
 
 
@@ -114,3 +115,39 @@ def test_unsupported_cnn_parts_are_refused_naming_the_module(case):
     mod, shape, pattern = _BAD[case]
     with pytest.raises(UnsupportedLayerError, match="^" + pattern):
         codesign.load(nn.Sequential(mod), input_shape=shape)
+
+
+# ---- ONNX / QONNX: average and global pooling ------------------------------------------------------
+def _qonnx_cnn(rng, global_pool: bool):
+    """Channels-first (N, 1, 8, 8): Conv 'same', ReLU to 4 bits, 2x2 average pooling (then a Quant that
+    rounds the mean), Conv, and global average pooling or a Flatten, then Gemm."""
+    from tests.qonnx_graphs import Graph
+
+    g = Graph((1, 8, 8)).act_quant("in_q", 2**-4, 6)
+    g.conv(rng.normal(0, 0.5, (4, 1, 3, 3)), "conv1", 2**-3, 5, rng.normal(0, 1, 4), 2**-7, pads=[1, 1, 1, 1])
+    g.data("Relu", "relu1").act_quant("q1", 2**-2, 4, signed=0)
+    g.data("AveragePool", "avg", kernel_shape=[2, 2], strides=[2, 2]).act_quant("q2", 2**-3, 6, signed=0)
+    g.conv(rng.normal(0, 0.5, (4, 4, 3, 3)), "conv2", 2**-3, 5, rng.normal(0, 1, 4), 2**-7)
+    if global_pool:
+        g.data("GlobalAveragePool", "gap").data("Flatten", "flat", axis=1)
+        n = 4
+    else:
+        g.data("AveragePool", "avg2", kernel_shape=[2, 1], strides=[1, 1]).data("Flatten", "flat", axis=1)
+        n = 4 * 1 * 2
+    g.dense(rng.normal(0, 0.3, (n, 3)), "fc1", w_scale=2**-4, w_bits=6, bias=rng.normal(0, 1, 3), b_scale=2**-6)
+    return g
+
+
+@pytest.mark.parametrize("global_pool", [True, False], ids=["global", "windows"])
+def test_qonnx_average_pooling_imports_to_what_qonnx_executes(global_pool, rng):
+    pytest.importorskip("qonnx")
+    from codesign.importers.onnx_import import network_from_onnx
+    from tests.qonnx_graphs import run_qonnx
+
+    g = _qonnx_cnn(rng, global_pool)
+    net = network_from_onnx(g.model())
+    pools = ["GlobalAvgPool2D"] if global_pool else ["AvgPool2D", "Flatten"]
+    assert [l.kind for l in net.layers] == ["Conv2D", "ReLU", "AvgPool2D", "Conv2D", *pools, "Dense", "Output"]
+    assert net.layer("avg").result_type == FixedType(6, 3, False, "RND_CONV", "SAT")  # the Quant after the mean
+    x = (rng.normal(0, 3, (2000, 1, 8, 8)) * rng.choice([0.1, 1, 4], (2000, 1, 1, 1))).astype(np.float32)
+    assert np.array_equal(net.forward(np.moveaxis(x, 1, -1).astype(np.float64)), run_qonnx(g.model(), x))

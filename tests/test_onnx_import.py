@@ -132,7 +132,7 @@ def _refused(kind, rng):
     if kind == "op":
         return Graph(4).act_quant("in_q", 2**-4, 8).data("Tanh", "act")
     if kind == "pool":
-        return Graph((1, 8, 8)).data("AveragePool", "pool", kernel_shape=[2, 2])
+        return Graph((1, 8, 8)).data("GlobalMaxPool", "pool")
     if kind == "narrow":
         return Graph(4).act_quant("in_q", 2**-4, 8, narrow=1)
     if kind == "bipolar":
@@ -154,7 +154,7 @@ REFUSALS = {
     "scale": r"node 'fc1\.wq' \(Quant\): scale 0\.30000001\d* is not a power of two.*use power-of-two scales",
     "zero_point": r"node 'in_q' \(Quant\): zero-point 1\.0 is not zero.*use a symmetric quantizer",
     "op": r"node 'act' \(Tanh\): unsupported operation; supported: Gemm, MatMul",
-    "pool": r"node 'pool' \(AveragePool\): average and global pooling are not in the IR yet; use MaxPool",
+    "pool": r"node 'pool' \(GlobalMaxPool\): GlobalMaxPool has no equivalent in the IR; use MaxPool, AveragePool",
     "narrow": r"node 'in_q' \(Quant\): narrow=1 clips to \[-127, 127\].*narrow_range=False",
     "bipolar": r"node 'sign' \(BipolarQuant\): BipolarQuant on activations is a sign function.*2-bit Quant",
     "rounding": r"node 'q1' \(Quant\): rounding_mode 'CEIL' has no ap_fixed equivalent.*use ROUND",

@@ -1,6 +1,7 @@
 """ONNX and QONNX import: the graph is read as data with the ``onnx`` package (no runtime).
 
-Float graphs map node by node (``Gemm``, ``MatMul`` + ``Add``, ``Conv``, ``Relu``,
+Float graphs map node by node (``Gemm``, ``MatMul`` + ``Add``, ``Conv``, ``Relu``, ``MaxPool``,
+``AveragePool`` and ``GlobalAveragePool`` (exact means over power-of-two counts),
 ``BatchNormalization``, ``Flatten``/``Reshape``, ``Transpose``; a trailing ``Softmax``,
 ``Sigmoid`` or ``ArgMax`` becomes the output head). QONNX graphs (Brevitas, qonnx, hls4ml,
 FINN) add ``Quant``/``IntQuant``, ``BipolarQuant`` and ``Trunc`` nodes, which become exact
@@ -30,20 +31,22 @@ import numpy as np
 
 from codesign.core import reference
 from codesign.core.onnx_export import HINTS_KEY, same_cast
-from codesign.errors import ModelFileError, UnsupportedLayerError
+from codesign.errors import LayerError, ModelFileError, UnsupportedLayerError
 from codesign.core.fixed import FixedType
 from codesign.importers import qonnx_quant as qq
-from codesign.core.layers import (BatchNorm, Conv1D, Conv2D, Dense, Flatten, Layer, MaxPool1D, MaxPool2D, Output,
+from codesign.core.layers import (AvgPool, AvgPool1D, AvgPool2D, BatchNorm, Conv1D, Conv2D, Dense, Flatten,
+                                  GlobalAvgPool, GlobalAvgPool1D, GlobalAvgPool2D, Layer, MaxPool1D, MaxPool2D, Output,
                                   Quant, ReLU, Weighted)
 from codesign.core.network import Network
 
 DEFAULT_INPUT_TYPE = FixedType(16, 6, True, "RND_CONV", "SAT")  # hls4ml's default precision, as for QKeras
-SUPPORTED = ("Gemm, MatMul (+Add), Conv, MaxPool, Relu, BatchNormalization (float graphs), Flatten, Reshape (to flatten), "
+SUPPORTED = ("Gemm, MatMul (+Add), Conv, MaxPool, AveragePool (unpadded, power-of-two windows), GlobalAveragePool "
+             "(power-of-two positions), Relu, BatchNormalization (float graphs), Flatten, Reshape (to flatten), "
              "Transpose, Identity, Dropout, Cast (to float), Quant/IntQuant, BipolarQuant (weights), Trunc, and a last Softmax, "
              "LogSoftmax, Sigmoid or ArgMax")
 _PASS = ("Identity", "Dropout")
 _HEADS = {"Softmax": "softmax", "LogSoftmax": "softmax", "Sigmoid": "sigmoid", "ArgMax": "argmax"}
-_POOLS = ("AveragePool", "GlobalAveragePool", "GlobalMaxPool", "QuantAvgPool2d")
+_POOLS = ("GlobalMaxPool", "QuantAvgPool2d", "LpPool", "GlobalLpPool", "MaxRoiPool", "MaxUnpool")
 _MODULE_MARKERS = (".weight", ".bias", ".act_quant", ".input_quant", ".output_quant")
 
 
@@ -218,10 +221,12 @@ class _Importer:
             self._add_layer(Output(self._unique(self._node_name(node, "output")), _HEADS[op]), x)
         elif op == "MaxPool":
             self.acts[out] = self._maxpool(node, x)
+        elif op in ("AveragePool", "GlobalAveragePool"):
+            self.acts[out] = self._avgpool(node, x)
         elif op in _POOLS:
             raise UnsupportedLayerError(
-                f"{_where(node)}: average and global pooling are not in the IR yet; use MaxPool or a strided Conv "
-                "instead, or remove the pooling"
+                f"{_where(node)}: {op} has no equivalent in the IR; use MaxPool, AveragePool or GlobalAveragePool "
+                "(power-of-two counts), or a strided Conv"
             )
         else:
             raise UnsupportedLayerError(f"{_where(node)}: unsupported operation; supported: {SUPPORTED}")
@@ -460,6 +465,31 @@ class _Importer:
         layer = cls(self._unique(self._node_name(node, "pool")), pool=k, strides=tuple(a.get("strides", [1] * nd)))
         return self._add_layer(layer, x, nonneg=x.nonneg, t=x.type)
 
+    def _avgpool(self, node: Any, x: _Act) -> _Act:
+        """AveragePool (unpadded) or GlobalAveragePool: the exact mean, in ``avg_exact_type`` of the input's type."""
+        a = self._attrs(node)
+        nd = len(x.shape) - 1
+        if nd not in (1, 2) or not x.channels_first:
+            raise UnsupportedLayerError(f"{_where(node)}: only 1-D and 2-D average pooling of channels-first (N, C, ...) "
+                                        f"tensors is supported, got {x.onnx_shape}")
+        name = self._unique(self._node_name(node, "pool"))
+        try:
+            if node.op_type == "GlobalAveragePool":
+                layer: AvgPool | GlobalAvgPool = (GlobalAvgPool1D if nd == 1 else GlobalAvgPool2D)(name)
+                shift = layer.shift(x.shape)
+            else:
+                k = tuple(a.get("kernel_shape", ()))
+                if len(k) != nd or any(a.get("pads", [0])) or a.get("ceil_mode", 0) or any(
+                        d != 1 for d in a.get("dilations", [1])) or a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+                    raise UnsupportedLayerError(f"{_where(node)}: only unpadded average pooling (no dilation, "
+                                                "ceil_mode 0) is supported")
+                layer = (AvgPool1D if nd == 1 else AvgPool2D)(name, pool=k, strides=tuple(a.get("strides", [1] * nd)))
+                shift = layer.shift
+        except LayerError as e:  # an average over a count that is not a power of two
+            raise UnsupportedLayerError(f"{_where(node)}: {str(e).split(': ', 1)[1]}") from None
+        t = self._in_type(x)
+        return self._add_layer(layer, x, nonneg=x.nonneg, t=None if t is None else reference.avg_exact_type(t, shift))
+
     def _bias(self, node: Any, x: _Act, act_name: str) -> _Act:
         other = [i for i in node.input if i != act_name]
         i = x.layer
@@ -549,7 +579,8 @@ class _Importer:
     def _cast(self, node: Any, x: _Act, t: FixedType, signed: bool, kind: str) -> _Act:
         i = x.layer
         single = i is not None and self.consumers.get(node.input[0], 0) == 1
-        if single and isinstance(self.layers[i], (Weighted, ReLU, BatchNorm)) and self.layers[i].result_type is None:
+        if single and isinstance(self.layers[i], (Weighted, ReLU, BatchNorm, AvgPool, GlobalAvgPool)) and \
+                self.layers[i].result_type is None:
             self.layers[i] = replace(self.layers[i], result_type=t)
             self.open_bias.discard(i)
             return replace(x, type=t, nonneg=x.nonneg or not signed)
