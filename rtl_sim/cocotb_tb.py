@@ -55,3 +55,56 @@ async def stream_samples(dut) -> None:
         cycle += 1
     with open(os.environ["CODESIGN_COSIM_RESULT"], "w") as f:
         json.dump({"outputs": outputs, "out_cycles": out_cycles, "cycles": cycle, "stage_values": stage_values}, f)
+
+
+@cocotb.test()
+async def stream_images(dut) -> None:
+    """A streaming CNN: drive pixel beats (after ``gaps[i]`` idle cycles each, when given); record every
+    result and, per watched stage, every value it presents while its valid is high."""
+    job = json.load(open(os.environ["CODESIGN_COSIM_JOB"]))
+    words = [int(v) for v in job["inputs"]]
+    gaps = job.get("gaps") or [0] * len(words)
+    n_out = len(words) // int(job["per_out"])
+    watch = [(getattr(dut, st["valid"].split("[")[0]), _bit(st["valid"]),
+              [getattr(dut, s) if s else None for s in st["signals"]]) for st in job["watch"]]
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    dut.in_valid.value = 0
+    dut.in_data.value = 0
+    for _ in range(2):
+        await RisingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+    outputs, out_cycles, in_cycles = [], [], []
+    records: list[list] = [[] for _ in watch]
+    cycle, sent, idle = 0, 0, gaps[0] if gaps else 0
+    limit = len(words) + sum(gaps) + int(job["latency"]) + 64
+    while len(outputs) < n_out and cycle < limit:
+        beat = sent < len(words) and idle == 0
+        dut.in_valid.value = int(beat)
+        if beat:
+            dut.in_data.value = words[sent]
+        await RisingEdge(dut.clk)
+        await FallingEdge(dut.clk)
+        if beat:
+            in_cycles.append(cycle)
+            sent += 1
+            idle = gaps[sent] if sent < len(words) else 0
+        elif sent < len(words):
+            idle -= 1
+        if int(dut.out_valid.value):
+            outputs.append(str(dut.out_data.value.to_unsigned()))
+            out_cycles.append(cycle)
+        for k, (handle, bit, sigs) in enumerate(watch):
+            v = handle.value
+            if (int(v) >> bit) & 1 if bit is not None else int(v):
+                records[k].append([None if h is None else int(h.value.to_signed()) for h in sigs])
+        cycle += 1
+    with open(os.environ["CODESIGN_COSIM_RESULT"], "w") as f:
+        json.dump({"outputs": outputs, "out_cycles": out_cycles, "in_cycles": in_cycles, "cycles": cycle,
+                   "records": records}, f)
+
+
+def _bit(signal: str) -> int | None:
+    """The bit index of ``name[k]``, or None for a 1-bit signal."""
+    return int(signal.split("[")[1].rstrip("]")) if "[" in signal else None

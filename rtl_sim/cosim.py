@@ -28,6 +28,7 @@ from codesign.core.network import Network
 from codesign.core.verify import compare_with_reference
 from codesign.errors import BackendError, ToolFailedError
 from codesign.tools import Tool, find_verilator, first_error_line, run_tool
+from rtl_sim.stream import StreamDesign, emit_stream_verilog, is_streaming
 from rtl_sim.verilog import Design, emit_axis_wrapper, emit_verilog
 
 DESIGN_JSON = "design.json"
@@ -35,8 +36,12 @@ SHARD_SAMPLES = 1_000_000  # the bulk harness streams ~350k samples/s: fewer are
 
 
 def write_rtl(net: Network, out_dir: str | Path, adder_regs_every: int = 0, mult: str | None = None) -> Design:
-    """Write ``<top>.v``, ``<top>_axis.v`` and ``design.json`` into ``out_dir``."""
-    d = emit_verilog(net, adder_regs_every=adder_regs_every, mult=mult)
+    """Write ``<top>.v``, ``<top>_axis.v`` and ``design.json`` into ``out_dir`` (a CNN, i.e. a network with a
+    spatial input, gets the streaming design of ``rtl_sim.stream``)."""
+    if is_streaming(net):
+        d = emit_stream_verilog(net, adder_regs_every=adder_regs_every, mult=mult)
+    else:
+        d = emit_verilog(net, adder_regs_every=adder_regs_every, mult=mult)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{d.top}.v").write_text(d.verilog)
@@ -58,7 +63,7 @@ def load_design(rtl_dir: str | Path) -> Design:
     meta.pop("adder_regs_every", None)
     meta["in_type"], meta["out_type"] = FixedType.parse(meta["in_type"]), FixedType.parse(meta["out_type"])
     verilog = (Path(rtl_dir) / f"{meta['top']}.v").read_text()
-    return Design(verilog=verilog, **meta)
+    return (StreamDesign if meta.get("kind") == "stream" else Design)(verilog=verilog, **meta)
 
 
 # ---- samples and bit packing ------------------------------------------------------------
@@ -140,15 +145,22 @@ def _tool_environ(tool: Tool) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def run_cocotb(design: Design, rtl_dir: Path, work: Path, q: np.ndarray, tool: Tool | None = None) -> dict[str, Any]:
-    """Stream ``q`` through the RTL in cocotb; returns outputs, latency, II, stage values."""
+def run_cocotb(design: Design, rtl_dir: Path, work: Path, q: np.ndarray, tool: Tool | None = None,
+               gaps: list[int] | None = None) -> dict[str, Any]:
+    """Stream ``q`` through the RTL in cocotb; returns outputs, latency, II, stage values. A streaming
+    design takes ``gaps`` (idle cycles before each input beat) when given."""
     from cocotb_tools.runner import get_results, get_runner
 
     tool = tool or find_verilator()
     work.mkdir(parents=True, exist_ok=True)
-    ints = _bus_ints(q, design.in_type)
-    job = {"inputs": [str(v) for v in ints], "latency": design.latency,
-           "stages": [{"latency": st["latency"], "signals": st["signals"]} for st in design.stages]}
+    ints = _bus_ints(q.reshape(-1, design.n_in), design.in_type)  # one bus word a beat
+    stream = isinstance(design, StreamDesign)
+    if stream:
+        job = {"inputs": [str(v) for v in ints], "latency": design.latency, "per_out": design.pixels, "gaps": gaps,
+               "watch": [{"valid": st["valid"], "signals": st["signals"]} for st in design.stages]}
+    else:
+        job = {"inputs": [str(v) for v in ints], "latency": design.latency,
+               "stages": [{"latency": st["latency"], "signals": st["signals"]} for st in design.stages]}
     job_path, res_path = work / "cocotb_job.json", work / "cocotb_result.json"
     job_path.write_text(json.dumps(job))
     res_path.unlink(missing_ok=True)
@@ -165,6 +177,7 @@ def run_cocotb(design: Design, rtl_dir: Path, work: Path, q: np.ndarray, tool: T
             raise ToolFailedError(f"Verilator build for cocotb failed: {first_error_line(log)}") from None
         t1 = time.perf_counter()
         xml = runner.test(test_module="rtl_sim.cocotb_tb", hdl_toplevel=design.top, build_dir=work / "sim_build",
+                          testcase="stream_images" if stream else "stream_samples",
                           test_dir=work, results_xml=str(work / "results.xml"), log_file=work / "cocotb_test.log",
                           extra_env={"CODESIGN_COSIM_JOB": str(job_path), "CODESIGN_COSIM_RESULT": str(res_path),
                                      "COCOTB_RESOLVE_X": "ZEROS"})
@@ -175,7 +188,23 @@ def run_cocotb(design: Design, rtl_dir: Path, work: Path, q: np.ndarray, tool: T
     res = json.loads(res_path.read_text())
     sim_s = time.perf_counter() - t1
     res["build_s"], res["sim_s"] = t1 - t0, sim_s
+    if stream:
+        res["stage_values"] = _stream_stage_values(design, res.pop("records"), len(q))
     return res
+
+
+def _stream_stage_values(design: StreamDesign, records: list[list], n: int) -> list[list]:
+    """Each stage's values per image, flattened channels last (constants filled in); None when missing."""
+    out = []
+    for st, recs in zip(design.stages, records):
+        per = st["n"]
+        vals = []
+        for s in range(n):
+            got = recs[s * per:(s + 1) * per]
+            vals.append([c if c is not None else v for r in got for c, v in zip(st["consts"], r)]
+                        if len(got) == per else None)
+        out.append(vals)
+    return out
 
 
 def _bus_ints(q: np.ndarray, t: FixedType) -> list[int]:
@@ -193,6 +222,8 @@ def first_diverging_layer(net: Network, design: Design, q1: np.ndarray, stage_va
     """Compare each stage register with the reference for one sample; the first stage that differs."""
     trace = net.trace_int(q1)
     by_name = {layer.name: out for layer, out in zip(net.layers, trace)}
+    if isinstance(design, StreamDesign):
+        return _first_diverging_stream(design, by_name, stage_values)
     for st, vals in zip(design.stages, stage_values):
         ref = by_name[st["layers"][-1]].values.reshape(-1)
         got = [c if c is not None else v for c, v in zip(st["consts"], vals or [None] * len(ref))]
@@ -200,6 +231,22 @@ def first_diverging_layer(net: Network, design: Design, q1: np.ndarray, stage_va
             if g is None or int(r) != int(g):
                 return {"stage": st["name"], "layers": st["layers"], "index": j, "expected": int(r),
                         "received": None if g is None else int(g)}
+    return None
+
+
+def _first_diverging_stream(design: StreamDesign, by_name: dict, stage_values: list[list]) -> dict[str, Any] | None:
+    for st, vals in zip(design.stages, stage_values):
+        ref = by_name[st["layers"][-1]].values if st["layers"][-1] in by_name else None
+        if ref is None:  # the collected output of a network that ends on the stream
+            continue
+        shape, ref = ref.shape[1:], ref.reshape(-1)
+        for j, r in enumerate(ref):
+            g = None if vals is None or j >= len(vals) else vals[j]
+            if g is None or int(r) != int(g):
+                pos = np.unravel_index(j, shape)
+                return {"stage": st["name"], "layers": st["layers"], "index": j,
+                        "position": [int(p) for p in pos[:-1]], "channel": int(pos[-1]),
+                        "expected": int(r), "received": None if g is None else int(g)}
     return None
 
 
@@ -233,7 +280,7 @@ def _harness_source(design: Design) -> str:
     tmpl = resources.files("rtl_sim").joinpath("templates/harness.cpp").read_text()
     iw, ow = _n_words(design.in_width), _n_words(design.out_width)
     return (tmpl.replace("@TOP@", design.top).replace("@IN_WORDS@", str(iw)).replace("@OUT_WORDS@", str(ow))
-            .replace("@LATENCY@", str(design.latency))
+            .replace("@LATENCY@", str(design.latency)).replace("@PER_OUT@", str(getattr(design, "pixels", 1)))
             .replace("@SET_INPUT@", _port_code("top->in_data", design.in_width, "s", write=True))
             .replace("@GET_OUTPUT@", _port_code("top->out_data", design.out_width, "o", write=False)))
 
@@ -257,7 +304,7 @@ def run_bulk(design: Design, exe: Path, work: Path, q: np.ndarray) -> dict[str, 
     import subprocess
 
     inp, outp = work / "bulk_in.bin", work / "bulk_out.bin"
-    pack_words(q, design.in_type, _n_words(design.in_width)).tofile(inp)
+    pack_words(q.reshape(-1, design.n_in), design.in_type, _n_words(design.in_width)).tofile(inp)  # one row a beat
     t0 = time.perf_counter()
     proc = subprocess.run([str(exe), str(inp), str(outp)], capture_output=True, text=True, timeout=3600)
     sim_s = time.perf_counter() - t0
@@ -265,9 +312,19 @@ def run_bulk(design: Design, exe: Path, work: Path, q: np.ndarray) -> dict[str, 
         raise ToolFailedError(f"bulk co-simulation failed: {first_error_line(proc.stdout + proc.stderr)}")
     stats = dict(kv.split("=") for kv in proc.stdout.split())
     words = np.fromfile(outp, dtype=np.uint32).reshape(len(q), _n_words(design.out_width))
-    n = int(stats["samples"])
+    n = int(stats["outputs"])
     return {"outputs": unpack_words(words, design.out_type, design.n_out), "latency": int(stats["latency"]),
-            "ii": (int(stats["span"]) / (n - 1)) if n > 1 else 1.0, "sim_s": sim_s}
+            "ii": _ii(design, int(stats["span"]), int(stats["max_gap"]), n), "sim_s": sim_s}
+
+
+def _ii(design: Design, span: int, max_gap: int, n: int) -> float:
+    """Cycles per result with inputs back to back: the mean interval, or for a streaming design the longest
+    (its last image may finish early, see ``rtl_sim.stream.schedule``)."""
+    if isinstance(design, StreamDesign) and n < 3:  # a steady-state interval needs two results before the last
+        return float(design.cycles_per_image)
+    if n < 2:
+        return 1.0
+    return float(max_gap) if isinstance(design, StreamDesign) else span / (n - 1)
 
 
 # ---- the entry point ---------------------------------------------------------------------
@@ -324,10 +381,15 @@ def cosimulate(net: Network, rtl_dir: str | Path, work: str | Path, q: np.ndarra
         got = _from_bus_ints([int(v) for v in res["outputs"]], design.out_type, design.n_out)
         oc = res["out_cycles"]
         latency = oc[0] + 1 if oc else -1
-        ii = (oc[-1] - oc[0]) / (len(oc) - 1) if len(oc) > 1 else 1.0
+        ii = _ii(design, oc[-1] - oc[0], max(np.diff(oc), default=0), len(oc)) if oc else 1.0
         sim_s = res["sim_s"]
     if len(got) != len(q):
         raise ToolFailedError(f"the RTL produced {len(got)} outputs for {len(q)} samples")
+    want_ii = 1.0
+    if isinstance(design, StreamDesign):  # the ideal: one input pixel per cycle, images back to back
+        want_ii = float(design.cycles_per_image)
+        extra.update(cycles_per_image=float(ii), input_pixels=design.pixels,
+                     cycles_per_pixel=float(ii) / design.pixels, latency_after_last_pixel=int(latency) - design.pixels)
     cmp = compare_with_reference(net, q, got)
     mismatches, first = cmp.mismatches, cmp.first_mismatch
     if first is not None:
@@ -340,7 +402,7 @@ def cosimulate(net: Network, rtl_dir: str | Path, work: str | Path, q: np.ndarra
         first["first_diverging"] = first_diverging_layer(net, design, q[s : s + 1], stage_values)
     return CosimResult(
         simulator=f"verilator {tool.version}", mode=mode, bit_exact=mismatches == 0 and latency == design.latency
-        and ii == 1.0, samples=int(len(q)), mismatches=mismatches, latency_cycles=int(latency),
+        and ii == want_ii, samples=int(len(q)), mismatches=mismatches, latency_cycles=int(latency),
         designed_latency=design.latency, ii=float(ii), samples_per_s=float(len(q) / max(sim_s, 1e-9)),
         first_mismatch=first, extra=extra,
     )
@@ -354,7 +416,8 @@ def describe_mismatch(r: CosimResult) -> str:
     where = ""
     if f.get("first_diverging"):
         d = f["first_diverging"]
-        where = f"; first diverging layer {d['stage']!r} (layers {', '.join(d['layers'])}), element {d['index']}: " \
+        at = f" (position {tuple(d['position'])}, channel {d['channel']})" if "position" in d else ""
+        where = f"; first diverging layer {d['stage']!r} (layers {', '.join(d['layers'])}), element {d['index']}{at}: " \
                 f"expected {d['expected']}, received {d['received']}"
     return (f"{r.mismatches} of {r.samples} samples differ; first: sample {f['sample']}, output {f['output']}: "
             f"expected {f['expected']}, received {f['received']}{where}")

@@ -1,0 +1,609 @@
+"""Streaming Verilog for convolutional networks: one pixel (all channels) per clock, back to back.
+
+Pixels enter in raster order (``in_valid``/``in_data``, channel ``c`` at bits ``c*W``). Each
+convolution or pooling layer is a *window stage*: a delay line of the last ``(kh-1)*W + kw-1``
+pixels (the line buffers and window registers), taps at the window's positions, and one kernel
+datapath shared by every output pixel. A convolution's kernel is a Dense over the flattened
+window (``k*k*c_in -> c_out``, the reference's im2col order), built by
+``rtl_sim.verilog.dense_datapath``, so only nonzero kernel weights cost hardware and the kernel
+gets whatever datapath the Dense layers get. Pooling is a comparator tree (max) or an exact sum
+with the binary point moved (average). After the last window stage, Flatten collects the output
+pixels of an image in a shift register and GlobalAvgPool sums them; the Dense layers then run
+fully parallel, as in the MLP emitter.
+
+Timing. Output ``(oy, ox)`` of a window stage is computed on the tick at which the pixel at its
+window's bottom-right corner enters, ``e = (oy*sh - pt + kh-1)*W + ox*sw - pl + kw-1`` pixels
+after the image's first. With 'same' padding that corner can lie past the image (``e >= H*W``):
+those outputs are computed on the ``F = e_last - H*W + 1`` ticks after the image's last pixel,
+which are the next image's first pixels when images come back to back, or idle cycles
+(``tail`` ticks) otherwise. Taps that fall outside the image (padding) read as zero; which ones
+do follows from the output position. Every stage computes at most one output per tick and never
+stalls, so the design takes one image every ``H*W`` cycles, the ideal for one pixel per cycle,
+and input gaps of any length anywhere are allowed (``s_axis_tready`` is always high).
+
+This module depends only on the IR: it never imports ``hls``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from codesign.core.fixed import FixedType
+from codesign.core.layers import (AvgPool, BatchNorm, Conv, Dense, Flatten, GlobalAvgPool, Layer, MaxPool, Output,
+                                  Pool, Quant, ReLU)
+from codesign.core.network import Network
+from codesign.core.reference import exact_accum_type
+from codesign.errors import BackendError
+from rtl_sim.verilog import Design, Sig, _Emitter, _ident, const_sig, dense_datapath
+
+WINDOW_LAYERS = (Conv, MaxPool, AvgPool)
+ELEMENTWISE = (ReLU, Quant)
+STREAM_LAYER_NAMES = ("Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool1D",
+                      "GlobalAvgPool2D", "ReLU", "Quant", "Flatten", "Dense", "Output")
+
+
+@dataclass
+class StreamDesign(Design):
+    """A streaming design: ``n_in`` is the channels of one pixel; one result per ``pixels`` input beats."""
+
+    kind: str = "stream"
+    in_shape: list[int] = field(default_factory=list)
+    pixels: int = 1  # input beats per image
+    cycles_per_image: int = 1  # the designed throughput with images back to back
+    layers: list[dict] = field(default_factory=list)  # each window stage: geometry, line buffer, timing
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A window layer in 2-D form (a 1-D layer has ``H = kh = sh = 1``)."""
+
+    H: int
+    W: int
+    C: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    pt: int
+    pb: int
+    pl: int
+    pr: int
+
+    @property
+    def Ho(self) -> int:
+        return (self.H + self.pt + self.pb - self.kh) // self.sh + 1
+
+    @property
+    def Wo(self) -> int:
+        return (self.W + self.pl + self.pr - self.kw) // self.sw + 1
+
+    @property
+    def HW(self) -> int:
+        return self.H * self.W
+
+    def emit_index(self, oy: int, ox: int) -> int:
+        """Ticks after the image's first pixel at which output ``(oy, ox)`` is computed."""
+        return (oy * self.sh - self.pt + self.kh - 1) * self.W + ox * self.sw - self.pl + self.kw - 1
+
+    @property
+    def tail(self) -> int:
+        """Ticks after the image's last pixel that its last outputs need ('same' padding)."""
+        return max(0, self.emit_index(self.Ho - 1, self.Wo - 1) - self.HW + 1)
+
+    @property
+    def delay(self) -> int:
+        """Pixels the delay line holds: the window's reach back from its newest pixel."""
+        return (self.kh - 1) * self.W + self.kw - 1
+
+    def tap_delay(self, dy: int, dx: int) -> int:
+        return (self.kh - 1 - dy) * self.W + (self.kw - 1 - dx)
+
+
+def geometry(layer: Layer, in_shape: tuple[int, ...]) -> Geometry:
+    """The 2-D geometry of a window layer on an input of ``in_shape`` (channels last)."""
+    if isinstance(layer, Conv):
+        kernel, strides, pads = layer.kernel, layer.strides, layer.pads(tuple(in_shape[:-1]))
+    else:
+        kernel, strides, pads = layer.pool, layer.strides, [(0, 0)] * layer.ndim
+    if len(in_shape) == 2:
+        (W, C), (kw,), (sw,), ((pl, pr),) = in_shape, kernel, strides, pads
+        return Geometry(1, W, C, 1, kw, 1, sw, 0, 0, pl, pr)
+    (H, W, C), (kh, kw), (sh, sw), ((pt, pb), (pl, pr)) = in_shape, kernel, strides, pads
+    g = Geometry(H, W, C, kh, kw, sh, sw, pt, pb, pl, pr)
+    if g.tail >= g.HW:
+        raise BackendError(f"layer {layer.name!r}: 'same' padding of a {kh}x{kw} kernel on a {H}x{W} input needs "
+                           f"{g.tail} ticks after the image, more than its {g.HW} pixels; the streaming RTL needs a "
+                           "kernel no taller than the input")
+    return g
+
+
+# ---- the plan: which layers form which stage ---------------------------------------------------
+@dataclass
+class _Stage:
+    layer: Layer | None  # a window layer, Flatten/GlobalAvgPool (collect), a Dense, or None (the input)
+    kind: str  # input | window | collect | dense
+    in_shape: tuple[int, ...]
+    in_type: FixedType
+    post: list[Layer] = field(default_factory=list)  # element-wise layers fused after it
+    out_type: FixedType | None = None
+
+
+def plan(net: Network) -> list[_Stage]:
+    """Group the network into the input, window stages, one collect stage and Dense stages."""
+    if not net.quantized:
+        raise BackendError(f"network {net.name!r} is float; quantize or compress it before emitting RTL")
+    if len(net.input_shape) < 2:
+        raise BackendError(f"network {net.name!r}: the streaming RTL takes a (length, channels) or (height, width, "
+                           f"channels) input, not {net.input_shape}; emit_verilog builds flat inputs")
+    stages = [_Stage(None, "input", net.input_shape, net.input_type, out_type=net.input_type)]
+    shape, t = net.input_shape, net.input_type
+    for layer, out_shape, out_t in zip(net.layers, net.shapes(), net.tensor_types()):
+        if isinstance(layer, Output) or (isinstance(layer, Flatten) and len(shape) == 1):
+            continue  # the head is not hardware; a Flatten of a flat tensor is nothing
+        if isinstance(layer, BatchNorm):
+            raise BackendError(f"layer {layer.name!r} (BatchNorm): fold it into the layer before it (compression "
+                               "does) before emitting RTL")
+        if isinstance(layer, Quant) and layer.per_element:
+            raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are not supported by the "
+                               "RTL emitter yet")
+        # the layers' own shape checks already keep window layers before the end of the stream and Dense after it
+        if isinstance(layer, ELEMENTWISE):
+            stages[-1].post.append(layer)
+        elif isinstance(layer, WINDOW_LAYERS):
+            stages.append(_Stage(layer, "window", shape, t))
+        elif isinstance(layer, (Flatten, GlobalAvgPool)):
+            stages.append(_Stage(layer, "collect", shape, t))
+        elif isinstance(layer, Dense):
+            stages.append(_Stage(layer, "dense", shape, t))
+        else:
+            raise BackendError(f"layer {layer.name!r} ({layer.kind}): not supported by the streaming RTL emitter; "
+                               f"supported: {', '.join(STREAM_LAYER_NAMES)}")
+        stages[-1].out_type = out_t
+        shape, t = out_shape, out_t
+    if stages[-1].kind in ("input", "window"):  # a network that ends on the stream: collect its last tensor
+        stages.append(_Stage(Flatten("collect_output"), "collect", shape, t, out_type=t))
+    return stages
+
+
+# ---- Verilog helpers --------------------------------------------------------------------------
+def _bits(v: int) -> int:
+    return max(1, int(v).bit_length())
+
+
+def _u(v: int, w: int) -> str:
+    return f"{w}'d{v}"
+
+
+def _reg_chain(e: _Emitter, name: str, src: str, n: int, blocks: list[str]) -> str:
+    """``src`` delayed by ``n`` >= 1 cycles in a reset shift register (a valid signal); its last bit."""
+    if n == 1:
+        e.lines.append(f"  reg {name};")
+        blocks.append(f"  always @(posedge clk) begin\n    if (rst) {name} <= 1'b0;\n    else {name} <= {src};\n  end")
+        return name
+    e.lines.append(f"  reg [{n - 1}:0] {name};")
+    blocks.append(f"  always @(posedge clk) begin\n    if (rst) {name} <= {n}'b0;\n"
+                  f"    else {name} <= {{{name}[{n - 2}:0], {src}}};\n  end")
+    return f"{name}[{n - 1}]"
+
+
+def _shift_register(e: _Emitter, blocks: list[str], name: str, w: int, n: int, enable: str, src: str) -> None:
+    """``name1`` .. ``name<n>``: ``src`` as it was 1 .. ``n`` enabled cycles ago (plain registers, no reset, so
+    synthesis may map the chain to shift-register LUTs)."""
+    regs = [f"{name}{j}" for j in range(1, n + 1)]
+    e.lines.append(f"  reg [{w - 1}:0] {', '.join(regs)};")
+    moves = "\n".join(f"      {r} <= {prev};" for r, prev in zip(regs, [src] + regs[:-1]))
+    blocks.append(f"  always @(posedge clk) begin\n    if ({enable}) begin\n{moves}\n    end\n  end")
+
+
+def _pack(e: _Emitter, name: str, px: list[Sig]) -> tuple[str, int, list[tuple[int, int]]]:
+    """The non-constant channels of a pixel as one bus; its width and each channel's (offset, width)."""
+    parts, offs, off = [], [], 0
+    for s in px:
+        if s.const is not None:
+            offs.append((-1, 0))
+            continue
+        offs.append((off, s.width))
+        parts.append(s.expr)
+        off += s.width
+    if off:
+        e.lines.append(f"  wire [{off - 1}:0] {name} = {{{', '.join(reversed(parts))}}};")
+    return name, off, offs
+
+
+def _unpack(e: _Emitter, base: str, bus: str, px: list[Sig], offs: list[tuple[int, int]]) -> list[Sig]:
+    out = []
+    for c, (s, (off, w)) in enumerate(zip(px, offs)):
+        if s.const is not None:
+            out.append(s)
+            continue
+        name = e.fresh(f"{base}_c{c}")
+        e.lines.append(f"  wire signed [{w - 1}:0] {name} = $signed({bus}[{off + w - 1}:{off}]);")
+        out.append(Sig(name, s.lo, s.hi))
+    return out
+
+
+def _masked(e: _Emitter, s: Sig, ok: str | None) -> Sig:
+    """``s`` where ``ok`` holds, else 0 (a padding tap)."""
+    if ok is None or s.const == 0:
+        return s
+    lo, hi = min(s.lo, 0), max(s.hi, 0)
+    return e.wire("pad", lo, hi, lambda w: f"{ok} ? {e.ext(s, w)} : {e.lit(0, w)}")
+
+
+def _max(e: _Emitter, a: Sig, b: Sig) -> Sig:
+    if a.hi <= b.lo:
+        return b
+    if b.hi <= a.lo:
+        return a
+    lo, hi = max(a.lo, b.lo), max(a.hi, b.hi)
+    w = max(a.width, b.width)
+    return e.wire("mx", lo, hi, lambda _: f"({e.ext(a, w)} > {e.ext(b, w)}) ? {e.ext(a, w)} : {e.ext(b, w)}",
+                  width=w)
+
+
+def signed_w(s: Sig) -> int:
+    from codesign.core.arith import signed_width
+
+    return signed_width(s.lo, s.hi)
+
+
+def _tree(items: list[Sig], op) -> Sig:
+    while len(items) > 1:
+        nxt = [op(items[k], items[k + 1]) for k in range(0, len(items) - 1, 2)]
+        if len(items) % 2:
+            nxt.append(items[-1])
+        items = nxt
+    return items[0]
+
+
+def _elementwise(e: _Emitter, x: list[Sig], frac: int, x_type: FixedType, layers: list[Layer]
+                 ) -> tuple[list[Sig], FixedType]:
+    """ReLU and Quant layers on a vector whose values have ``frac`` fractional bits; the final type."""
+    for layer in layers:
+        if isinstance(layer, ReLU):
+            x = [e.relu(v) for v in x]
+        if getattr(layer, "result_type", None) is not None:
+            x = [e.cast(v, frac, layer.result_type) for v in x]
+            frac, x_type = layer.result_type.frac, layer.result_type
+    return x, x_type
+
+
+# ---- window stages ----------------------------------------------------------------------------
+class _Window:
+    """The control, delay line and taps of one window stage (see the module docstring for the timing)."""
+
+    def __init__(self, e: _Emitter, blocks: list[str], p: str, g: Geometry, v_in: str, px: list[Sig]):
+        self.e, self.g, self.p = e, g, p
+        HW, F = g.HW, g.tail
+        EW = _bits(HW + F - 1)
+        e.prefix = p
+        self.tick = f"{p}_tick"
+        e.lines.append(f"  reg [{EW - 1}:0] {p}_a, {p}_e, {p}_er;")
+        e.lines.append(f"  reg [{_bits(g.Ho - 1) - 1}:0] {p}_oy;\n  reg [{_bits(g.Wo - 1) - 1}:0] {p}_ox;")
+        oyw, oxw = _bits(g.Ho - 1), _bits(g.Wo - 1)
+        self.oy, self.ox, self.oyw, self.oxw = f"{p}_oy", f"{p}_ox", oyw, oxw
+        e0 = g.emit_index(0, 0)
+        head = f"{v_in} && ({p}_a == {p}_e)"
+        ctrl = [f"    if ({v_in}) {p}_a <= ({p}_a == {_u(HW - 1, EW)}) ? {_u(0, EW)} : {p}_a + {_u(1, EW)};"]
+        if F:
+            # tail ticks: idle cycles until the next image's first pixel arrives, then only its pixels, so the
+            # next image's pixels stay contiguous in the delay line (_nx: that image has begun)
+            e.lines.append(f"  reg {p}_tail, {p}_nx;\n  reg [{EW - 1}:0] {p}_tb;")
+            e.lines.append(f"  wire {self.tick} = {v_in} | ({p}_tail & ~{p}_nx);")
+            e.lines.append(f"  wire {p}_hit = ({p}_e < {_u(HW, EW)}) ? ({head}) : "
+                           f"({p}_tail && {self.tick} && ({p}_tb == {p}_e));")
+            ctrl += [f"    if ({v_in} && {p}_a == {_u(HW - 1, EW)}) begin",
+                     f"      {p}_tail <= 1'b1; {p}_nx <= 1'b0; {p}_tb <= {_u(HW, EW)};",
+                     f"    end else if ({p}_tail && {self.tick}) begin",
+                     f"      {p}_tb <= {p}_tb + {_u(1, EW)};",
+                     f"      if ({v_in}) {p}_nx <= 1'b1;",
+                     f"      if ({p}_tb == {_u(HW + F - 1, EW)}) {p}_tail <= 1'b0;",
+                     "    end"]
+            reset_tail = f" {p}_tail <= 1'b0; {p}_nx <= 1'b0; {p}_tb <= {_u(0, EW)};"
+        else:
+            e.lines.append(f"  wire {self.tick} = {v_in};")
+            e.lines.append(f"  wire {p}_hit = {head};")
+            reset_tail = ""
+        self.hit = f"{p}_hit"
+        row_step = g.sh * g.W
+        ctrl += [f"    if ({p}_hit) begin",
+                 f"      if ({p}_ox == {_u(g.Wo - 1, oxw)}) begin",
+                 f"        {p}_ox <= {_u(0, oxw)};",
+                 f"        if ({p}_oy == {_u(g.Ho - 1, oyw)}) begin",
+                 f"          {p}_oy <= {_u(0, oyw)}; {p}_e <= {_u(e0, EW)}; {p}_er <= {_u(e0, EW)};",
+                 "        end else begin",
+                 f"          {p}_oy <= {p}_oy + {_u(1, oyw)}; {p}_e <= {p}_er + {_u(row_step, EW)}; "
+                 f"{p}_er <= {p}_er + {_u(row_step, EW)};",
+                 "        end",
+                 f"      end else begin {p}_ox <= {p}_ox + {_u(1, oxw)}; {p}_e <= {p}_e + {_u(g.sw, EW)}; end",
+                 "    end"]
+        blocks.append(f"  always @(posedge clk) begin\n    if (rst) begin\n      {p}_a <= {_u(0, EW)}; "
+                      f"{p}_oy <= {_u(0, oyw)}; {p}_ox <= {_u(0, oxw)}; {p}_e <= {_u(e0, EW)}; "
+                      f"{p}_er <= {_u(e0, EW)};{reset_tail}\n    end else begin\n" + "\n".join(ctrl) + "\n    end\n  end")
+        # the delay line: pixel j ticks ago in {p}_lb[j]
+        bus, bw, offs = _pack(e, f"{p}_px", px)
+        self.line_buffer_bits = bw * g.delay
+        needed = sorted({g.tap_delay(dy, dx) for dy in range(g.kh) for dx in range(g.kw)} - {0})
+        L = g.delay
+        if bw and L:
+            _shift_register(e, blocks, f"{p}_lb", bw, L, self.tick, bus)
+        taps: dict[int, list[Sig]] = {0: px}
+        for d in needed:
+            taps[d] = _unpack(e, f"t{d}", f"{p}_lb{d}", px, offs) if bw else list(px)
+        self.taps = taps
+
+    def _ok(self, lo_ok: int, hi_ok: int, var: str, w: int, n: int) -> str | None | bool:
+        """The condition ``lo_ok <= var <= hi_ok`` for ``var`` in ``[0, n-1]``: None (always), False (never)."""
+        if hi_ok < 0 or lo_ok > n - 1 or lo_ok > hi_ok:
+            return False
+        conds = []
+        if lo_ok > 0:
+            conds.append(f"({var} >= {_u(lo_ok, w)})")
+        if hi_ok < n - 1:
+            conds.append(f"({var} <= {_u(hi_ok, w)})")
+        return " && ".join(conds) or None
+
+    def window(self) -> list[list[Sig]]:
+        """The taps in the reference's window order ``(dy, dx)``, each a list of channels; padding reads 0."""
+        g, e, p = self.g, self.e, self.p
+        rows = [self._ok(-(-(g.pt - dy) // g.sh) if g.pt > dy else 0, (g.H - 1 + g.pt - dy) // g.sh, self.oy,
+                         self.oyw, g.Ho) for dy in range(g.kh)]
+        cols = [self._ok(-(-(g.pl - dx) // g.sw) if g.pl > dx else 0, (g.W - 1 + g.pl - dx) // g.sw, self.ox,
+                         self.oxw, g.Wo) for dx in range(g.kw)]
+        out = []
+        for dy in range(g.kh):
+            for dx in range(g.kw):
+                r, c = rows[dy], cols[dx]
+                px = self.taps[g.tap_delay(dy, dx)]
+                if r is False or c is False:
+                    out.append([const_sig(0) for _ in px])
+                    continue
+                cond = " && ".join(x for x in (r, c) if x)
+                ok = None
+                if cond:
+                    ok = f"{p}_ok{dy}_{dx}"
+                    e.lines.append(f"  wire {ok} = {cond};")
+                out.append([_masked(e, s, ok) for s in px])
+        return out
+
+
+def _window_stage(e: _Emitter, blocks: list[str], si: int, st: _Stage, v_in: str, px: list[Sig],
+                  every: int, mult: str | None, dp: dict) -> tuple[str, list[Sig], dict]:
+    """One window stage: control, delay line, kernel, fused element-wise layers, output registers."""
+    layer = st.layer
+    g = geometry(layer, st.in_shape)
+    p = f"L{si}_{_ident(layer.name)}"
+    win = _Window(e, blocks, p, g, v_in, px)
+    taps = win.window()
+    extra, counts = 0, {}
+    if isinstance(layer, Conv):
+        kern = Dense(layer.name, weight=layer.weight.reshape(-1, layer.weight.shape[-1]), bias=layer.bias,
+                     weight_type=layer.weight_type, bias_type=layer.bias_type, accum_type=layer.accum_type,
+                     result_type=layer.result_type, mult=layer.mult)
+        x = [s for tap in taps for s in tap]
+        y, frac, extra, counts = dense_datapath(e, kern, x, st.in_type, every, mult or layer.mult, **dp)
+        t = layer.result_type or layer.accum_type or exact_accum_type(layer, st.in_type)
+        y = [e.cast(v, frac, t) for v in y]
+    elif isinstance(layer, MaxPool):
+        y = [_tree([tap[c] for tap in taps], lambda a, b: _max(e, a, b)) for c in range(g.C)]
+        t = st.in_type
+    else:  # AvgPool: the exact window sum, read with log2(window) more fractional bits
+        sums = [_tree([tap[c] for tap in taps], e.add) for c in range(g.C)]
+        t = layer.result_type or FixedType(st.in_type.width + layer.shift, st.in_type.integer, st.in_type.signed)
+        y = [e.cast(v, st.in_type.frac + layer.shift, t) for v in sums]
+    e.prefix = p
+    y, t = _elementwise(e, y, t.frac, t, st.post)
+    e.prefix = ""
+    y = [e.register(v, f"{p}_o") for v in y]
+    valid = _reg_chain(e, f"{p}_v", win.hit, 1 + extra, blocks)
+    info = {"name": layer.name, "kind": layer.kind, "layers": [layer.name] + [l.name for l in st.post],
+            "in_shape": list(st.in_shape), "out_shape": [g.Ho, g.Wo, len(y)] if len(st.in_shape) == 3 else [g.Wo, len(y)], "kernel": [g.kh, g.kw], "strides": [g.sh, g.sw], "pads": [g.pt, g.pb, g.pl, g.pr],
+            "line_buffer_pixels": g.delay, "line_buffer_bits": win.line_buffer_bits, "tail_ticks": g.tail,
+            "kernel_latency": 1 + extra, "valid": valid, "signals": [None if v.const is not None else v.expr for v in y],
+            "consts": [v.const for v in y], "n": g.Ho * g.Wo, "type": t.to_hls(), "datapath": counts}
+    return valid, y, info
+
+
+# ---- the end of the stream ---------------------------------------------------------------------
+def _collect(e: _Emitter, blocks: list[str], st: _Stage, v_in: str, px: list[Sig], n_pos: int
+             ) -> tuple[str, list[Sig], FixedType, int]:
+    """Flatten (the image's output pixels, channels last) or GlobalAvgPool (per-channel exact sums) at the
+    stream's last pixel of an image: the values (combinational at that cycle), their frac, and the valid."""
+    p = f"F_{_ident(st.layer.name)}"
+    cw = _bits(n_pos - 1)
+    e.lines.append(f"  reg [{cw - 1}:0] {p}_n;")
+    blocks.append(f"  always @(posedge clk) begin\n    if (rst) {p}_n <= {_u(0, cw)};\n    else if ({v_in}) "
+                  f"{p}_n <= ({p}_n == {_u(n_pos - 1, cw)}) ? {_u(0, cw)} : {p}_n + {_u(1, cw)};\n  end")
+    last = f"{p}_last"
+    e.lines.append(f"  wire {last} = {v_in} && ({p}_n == {_u(n_pos - 1, cw)});")
+    t = st.in_type
+    if isinstance(st.layer, GlobalAvgPool):
+        shift = (n_pos).bit_length() - 1
+        x = []
+        for c, s in enumerate(px):
+            if s.const is not None:
+                x.append(const_sig(s.const * n_pos))
+                continue
+            lo, hi = min(0, n_pos * s.lo), max(0, n_pos * s.hi)
+            acc = f"{p}_acc{c}"
+            w = signed_w(Sig("", lo, hi))
+            e.lines.append(f"  reg signed [{w - 1}:0] {acc};")
+            first = f"({p}_n == {_u(0, cw)})"
+            e.lines.append(f"  wire signed [{w - 1}:0] {acc}_sum = ({first} ? {e.lit(0, w)} : {acc}) + {e.ext(s, w)};")
+            blocks.append(f"  always @(posedge clk) if ({v_in}) {acc} <= {acc}_sum;")
+            x.append(Sig(f"{acc}_sum", lo, hi))
+        out_t = st.layer.result_type or FixedType(t.width + shift, t.integer, t.signed)
+        e.prefix = p
+        x = [e.cast(v, t.frac + shift, out_t) for v in x]
+        x, out_t = _elementwise(e, x, out_t.frac, out_t, st.post)
+        return last, x, out_t, 0
+    # Flatten: position q of the image waits in {p}_sr[n_pos - 2 - q] when the last one arrives
+    bus, bw, offs = _pack(e, f"{p}_px", px)
+    held: list[list[Sig]] = []
+    if bw and n_pos > 1:
+        _shift_register(e, blocks, f"{p}_sr", bw, n_pos - 1, v_in, bus)
+    for q in range(n_pos - 1):
+        if bw:
+            held.append(_unpack(e, f"q{q}", f"{p}_sr{n_pos - 1 - q}", px, offs))
+        else:
+            held.append(list(px))
+    held.append(px)
+    x = [s for pos in held for s in pos]
+    e.prefix = p
+    x, t = _elementwise(e, x, t.frac, t, st.post)
+    return last, x, t, 0
+
+
+def _dense_stage(e: _Emitter, blocks: list[str], si: int, st: _Stage, v_in: str, x: list[Sig], x_type: FixedType,
+                 every: int, mult: str | None, dp: dict) -> tuple[str, list[Sig], FixedType, dict, int]:
+    layer = st.layer
+    x, frac, extra, counts = dense_datapath(e, layer, x, x_type, every, mult or layer.mult, **dp)
+    t = layer.result_type or layer.accum_type or exact_accum_type(layer, x_type)
+    x = [e.cast(v, frac, t) for v in x]
+    e.prefix = f"D{si}"
+    x, t = _elementwise(e, x, t.frac, t, st.post)
+    e.prefix = ""
+    x = [e.register(v, f"D{si}_{_ident(layer.name)}") for v in x]
+    valid = _reg_chain(e, f"D{si}_v", v_in, 1 + extra, blocks)
+    return valid, x, t, counts, 1 + extra
+
+
+# ---- the design --------------------------------------------------------------------------------
+def emit_stream_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0, mult: str | None = None,
+                        datapath: str | None = None) -> StreamDesign:
+    """Streaming Verilog for a CNN (see the module docstring): ``in_valid``/``in_data`` one pixel per beat,
+    ``out_valid``/``out_data`` one result per image. ``adder_regs_every`` and ``mult`` as in ``emit_verilog``;
+    ``datapath`` is handed to ``dense_datapath`` when given."""
+    stages = plan(net)
+    top = top or _ident(net.name)
+    dp = {} if datapath is None else {"datapath": datapath}
+    e, blocks = _Emitter(), []
+    in_t = net.input_type
+    c_in = net.input_shape[-1]
+    px = []
+    for c in range(c_in):
+        sl = f"in_data[{c * in_t.width + in_t.width - 1}:{c * in_t.width}]"
+        src = f"$signed({sl})" if in_t.signed else f"$signed({{1'b0, {sl}}})"
+        w = signed_w(Sig("", in_t.min_int, in_t.max_int))
+        e.lines.append(f"  wire signed [{w - 1}:0] x0_{c} = {src};")
+        px.append(Sig(f"x0_{c}", in_t.min_int, in_t.max_int))
+    e.prefix = "in"
+    px, x_type = _elementwise(e, px, in_t.frac, in_t, stages[0].post)
+    valid = "in_valid"
+    layers_info, design_stages, multipliers, dense_lats = [], [], {}, []
+    shape = net.input_shape
+    for si, st in enumerate(stages[1:], 1):
+        if st.kind == "window":
+            valid, px, info = _window_stage(e, blocks, si, st, valid, px, adder_regs_every, mult, dp)
+            x_type = FixedType.parse(info["type"])
+            if info["datapath"]:
+                multipliers[st.layer.name] = info["datapath"]
+            layers_info.append(info)
+            design_stages.append({k: info[k] for k in ("name", "layers", "valid", "signals", "consts", "n", "type")})
+            shape = tuple(info["out_shape"])
+        elif st.kind == "collect":
+            n_pos = int(np.prod(shape[:-1]))
+            valid, x, x_type, _ = _collect(e, blocks, st, valid, px, n_pos)
+        else:
+            valid, x, x_type, counts, lat = _dense_stage(e, blocks, si, st, valid, x, st.in_type,
+                                                         adder_regs_every, mult, dp)
+            dense_lats.append(lat)
+            multipliers[st.layer.name] = counts
+            design_stages.append({"name": st.layer.name, "layers": [st.layer.name] + [l.name for l in st.post],
+                                  "valid": valid, "signals": [None if v.const is not None else v.expr for v in x],
+                                  "consts": [v.const for v in x], "n": 1, "type": x_type.to_hls()})
+    if stages[-1].kind == "collect":  # no Dense after the stream: register the collected vector
+        e.prefix = ""
+        x = [e.register(v, "OUT") for v in x]
+        valid = _reg_chain(e, "OUT_v", valid, 1, blocks)
+        design_stages.append({"name": stages[-1].layer.name, "layers": [stages[-1].layer.name], "valid": valid,
+                              "signals": [None if v.const is not None else v.expr for v in x],
+                              "consts": [v.const for v in x], "n": 1, "type": x_type.to_hls()})
+    pixels = int(np.prod(net.input_shape[:-1]))
+    latency = schedule(net, stages, layers_info, dense_lats)
+    verilog = _module(net, top, e, blocks, in_t, c_in, x, x_type, valid, pixels, latency)
+    return StreamDesign(top, verilog, in_t, x_type, c_in, len(x), latency, design_stages, multipliers,
+                        in_shape=list(net.input_shape), pixels=pixels, cycles_per_image=pixels, layers=layers_info)
+
+
+def schedule(net: Network, stages: list[_Stage], layers_info: list[dict], dense_lats: list[int]) -> int:
+    """The designed latency: cycles from an image's first pixel in to its result out with images back to back,
+    from the stages' timing rules (the co-simulation measures it). The last image of a stream can finish
+    sooner: its tails take idle cycles instead of waiting for the next image's pixels."""
+    period = int(np.prod(net.input_shape[:-1]))
+    cycles = list(range(period))  # the cycle each input pixel is valid
+    wi = 0
+    lat = 0
+    for st in stages[1:]:
+        if st.kind == "window":
+            info = layers_info[wi]
+            wi += 1
+            g = geometry(st.layer, tuple(info["in_shape"]))
+            # ticks after the image's last pixel: idle cycles until the next image's first pixel, then its pixels
+            # (images back to back: the next image's pixels come one image period, H*W cycles of the input, later)
+            nxt = [c + period for c in cycles]
+            after = list(range(cycles[-1] + 1, nxt[0])) + nxt
+            out = []
+            for oy in range(g.Ho):
+                for ox in range(g.Wo):
+                    k = g.emit_index(oy, ox)
+                    hit = cycles[k] if k < g.HW else after[k - g.HW]
+                    out.append(hit + info["kernel_latency"])
+            cycles = out
+        elif st.kind == "collect":
+            lat = cycles[-1]
+    lat += sum(dense_lats) if dense_lats else 1  # the Dense stages, or the register of the collected vector
+    return lat
+
+
+def _module(net: Network, top: str, e: _Emitter, blocks: list[str], in_t: FixedType, c_in: int, x: list[Sig],
+            out_t: FixedType, valid: str, pixels: int, latency: int) -> str:
+    outs = []
+    ow = out_t.width
+    for j, v in enumerate(x):
+        sl = f"out_data[{j * ow + ow - 1}:{j * ow}]"
+        if v.const is not None:
+            outs.append(f"  assign {sl} = {ow}'h{v.const & ((1 << ow) - 1):x};")
+        elif v.width >= ow:
+            outs.append(f"  assign {sl} = {v.expr}[{ow - 1}:0];")
+        else:
+            outs.append(f"  assign {sl} = {{{{{ow - v.width}{{{v.expr}[{v.width - 1}]}}}}, {v.expr}}};")
+    shape = "x".join(map(str, net.input_shape))
+    return f"""// {top}: streaming CNN generated by fpga-codesign from network {net.name!r}. Do not edit.
+// in_data : one pixel of {shape} per in_valid beat, raster order, {c_in} x {in_t.to_hls()}, channel c at bits [c*{in_t.width} +: {in_t.width}]
+// out_data: {len(x)} x {out_t.to_hls()} per image, element j at bits [j*{ow} +: {ow}]
+// latency : {latency} cycles from an image's first pixel to out_valid; one image every {pixels} cycles back to back;
+//           never stalls (in_valid may drop at any beat)
+`default_nettype none
+// Exact-width rounding drops low bits on purpose, pruned inputs are never read and a line buffer's
+// padding taps are not all used, so partly used wires are expected here:
+/* verilator lint_off UNUSEDSIGNAL */
+module {top} (
+  input  wire clk,
+  input  wire rst,
+  input  wire in_valid,
+  input  wire [{c_in * in_t.width - 1}:0] in_data,
+  output wire out_valid,
+  output wire [{len(x) * ow - 1}:0] out_data
+);
+{chr(10).join(e.lines)}
+  /* verilator lint_on UNUSEDSIGNAL */
+
+  always @(posedge clk) begin
+{chr(10).join(e.regs)}
+  end
+
+{chr(10).join(blocks)}
+
+  assign out_valid = {valid};
+{chr(10).join(outs)}
+endmodule
+`default_nettype wire
+"""
+
+
+def is_streaming(net: Network) -> bool:
+    """Whether ``net`` gets the streaming design: a spatial input (``(L, C)`` or ``(H, W, C)``)."""
+    return len(net.input_shape) > 1
