@@ -10,7 +10,8 @@ layout). Every precision is the IR's, as for Dense (``hls.project.layer_precisio
   before a 'valid' convolution (``nn.ConstantPad1d/2d``, hls4ml's ZeroPadding layer, in the input's type),
   with exactly the IR's (before, after) pads; that is what hls4ml itself inserts before a padded
   convolution in ``io_stream`` (``conv_same_pad.py``), but torch's own padding is symmetric only.
-- MaxPool: accumulator and result are the input's type (the maximum passes the type through).
+- MaxPool: accumulator and result are the input's type (the maximum passes the type through). hls4ml's
+  io_stream pooling takes non-overlapping windows only (strides equal to the pool); others are refused.
 - AvgPool/GlobalAvgPool (a power-of-two count N = 2**k): hls4ml's Vivado/Vitis ``reduce_pool`` sums the
   window in ``accum_t`` and divides by N, the quotient keeping ``accum_t``'s fractional bits
   (``nnet_pooling_stream.h``). ``accum_t = ap_fixed<W + 2k, I + k>`` holds every sum exactly and the
@@ -41,6 +42,7 @@ FLATTEN_PASS = "codesign_drop_flatten_transpose"
 MODEL_FLAG = "CodesignChannelsLastFlatten"  # our key in hls4ml's Model config: which flattens keep our order
 PAD_SUFFIX = "_pad"
 GLOBAL_FLATTEN_SUFFIX = "_flat"
+CONV_FORMS = ("auto", "da", "latency")
 CNN_LAYERS = (Conv, Dense, MaxPool, AvgPool, GlobalAvgPool, ReLU, Flatten)
 
 
@@ -136,23 +138,38 @@ def cnn_precisions(layers: list[Layer], in_shape: tuple[int, ...], in_type: Fixe
 def conv_plan(layer: Conv, backend: str, form: str = "auto") -> dict[str, Any]:
     """Strategy of one convolution in ``io_stream``: its kernel is one dense product over the window
     (``n_in = prod(kernel) * c_in``, ``n_out = c_out``) computed per output pixel from the line buffer.
-    Vitis/Vivado: Latency (the window product fully parallel at reuse 1; ``reuse`` folds it); Quartus and
-    oneAPI have only Resource for convolutions."""
-    from hls.project import _valid_reuse
+    Vitis/Vivado ``auto``: distributed arithmetic when da4ml is installed (one adder graph of the nonzero kernel
+    weights, shared by every pixel, as the Dense layers get), else Latency; ``latency``: hls4ml's Latency
+    (reuse folds it). Quartus and oneAPI: Resource, hls4ml's only convolution strategy there, im2col (never
+    Winograd, whose transformed kernels are not exact in fixed point)."""
+    from hls.project import _has_da4ml, _valid_reuse
 
-    if form not in ("auto", "latency"):
-        raise BackendError(f"layer {layer.name!r}: convolutions take sparse form 'auto' or 'latency', not {form!r}")
+    if form not in CONV_FORMS:
+        raise BackendError(f"layer {layer.name!r}: a convolution takes sparse form 'auto', 'da' or 'latency', "
+                           f"not {form!r}")
     n_in = int(np.prod(layer.kernel)) * layer.weight.shape[-2]
     reuse = _valid_reuse(n_in, layer.weight.shape[-1], int(layer.reuse))
-    strategy = "Latency" if backend in ("vitis", "vivado") else "Resource"
-    plan: dict[str, Any] = {"Strategy": strategy, "ReuseFactor": reuse, "ConvImplementation": "LineBuffer"}
     if backend in ("quartus", "oneapi"):
-        plan = {"Strategy": strategy, "ReuseFactor": reuse, "Implementation": "im2col"}  # never Winograd (inexact)
-    return plan
+        if form != "auto":
+            raise BackendError(f"layer {layer.name!r}: sparse form {form!r} is a Vitis/Vivado strategy; {backend} "
+                               "takes 'auto'")
+        return {"Strategy": "Resource", "ReuseFactor": reuse, "Implementation": "im2col"}
+    if form == "auto":
+        form = "da" if _has_da4ml() and reuse == 1 else "latency"
+    strategy = "distributed_arithmetic" if form == "da" else "Latency"
+    return {"Strategy": strategy, "ReuseFactor": 1 if form == "da" else reuse, "ConvImplementation": "LineBuffer"}
 
 
 def check_backend_layers(layers: list[Layer], backend: str) -> None:
-    """Refuse what a backend's hls4ml 1.3 templates do not compute exactly, naming the layer."""
+    """Refuse what a backend's hls4ml 1.3 templates do not build or do not compute exactly, naming the layer
+    (a failed ``assert`` in the C simulation would end the process instead)."""
+    for layer in layers:
+        if isinstance(layer, (MaxPool, AvgPool)) and tuple(layer.strides) != tuple(layer.pool):
+            raise BackendError(
+                f"layer {layer.name!r} ({layer.kind}): hls4ml 1.3's io_stream pooling takes windows that do not "
+                f"overlap (strides equal to the pool; nnet_pooling_stream.h), not pool {layer.pool} with strides "
+                f"{layer.strides}; use strides equal to the pool, or a strided Conv"
+            )
     if backend in ("quartus", "oneapi"):
         for layer in layers:
             if isinstance(layer, (AvgPool, GlobalAvgPool)):

@@ -315,8 +315,8 @@ def layer_plans(layers: list[Layer], backend: str, form: str = "auto", conv: boo
             if conv and plan.get("Compression"):
                 plan = {"Strategy": "Resource", "ReuseFactor": plan["ReuseFactor"]}
             plans[layer.name] = plan
-        elif isinstance(layer, Weighted):
-            plans[layer.name] = cnn.conv_plan(layer, backend, form)
+        elif isinstance(layer, Weighted):  # the Dense-only forms (unrolled, compressed) leave a conv at auto
+            plans[layer.name] = cnn.conv_plan(layer, backend, form if form in cnn.CONV_FORMS else "auto")
     return plans
 
 

@@ -57,7 +57,7 @@ def cnn(kind: str, precision: str = "w6-sat", seed: int = 0) -> Network:
         shape = (7, 6, 2)
         layers = [conv(Conv2D, "conv1", (3, 3), 2, 3, padding="same", strides=(2, 2), result_type=ct),
                   ReLU("relu1", result_type=relu_t), conv(Conv2D, "conv2", (2, 2), 3, 4, padding="same", result_type=ct),
-                  MaxPool2D("pool1", pool=(2, 2), strides=(1, 1)), Flatten("flatten")]
+                  MaxPool2D("pool1", pool=(2, 1)), Flatten("flatten")]
     elif kind == "avg2d":  # average pooling with a rounding cast, global average pooling
         shape = (8, 8, 2)
         layers = [conv(Conv2D, "conv1", (3, 3), 2, 3, padding="same", result_type=ct),
@@ -144,6 +144,17 @@ def test_average_pooling_is_refused_on_intel_backends_with_the_reason(tmp_path, 
         write_project(cnn("avg2d"), load_board(BOARDS[backend]), backend, tmp_path / "prj")
 
 
+@pytest.mark.parametrize("backend", ["vitis", "quartus"])
+def test_overlapping_pooling_windows_are_refused_naming_the_layer(tmp_path, backend):
+    net = cnn("tiny")
+    net.layers[2] = MaxPool2D("pool1", pool=(2, 2), strides=(1, 1))
+    net = Network(net.name, net.input_shape, net.layers[:3] + [Flatten("flatten"), Dense(
+        "fc", weight=np.zeros((18, 3), dtype=np.int64), bias=np.zeros(3, dtype=np.int64), weight_type=T(6, 1),
+        bias_type=T(8, 2))], input_type=net.input_type)
+    with pytest.raises(BackendError, match=r"layer 'pool1' \(MaxPool2D\): .*strides equal to the pool"):
+        write_project(net, load_board(BOARDS[backend]), backend, tmp_path / "prj")
+
+
 def test_cnn_in_io_parallel_is_refused(tmp_path):
     with pytest.raises(BackendError, match=r"is convolutional: its HLS project is io_stream"):
         write_project(cnn("tiny"), load_board("zcu102"), "vitis", tmp_path / "prj", io_type="io_parallel")
@@ -157,16 +168,24 @@ def test_oneapi_cnn_project_is_written_and_csim_reported_as_skipped(tmp_path):
     assert r["csim_bit_exact"] is None and "icpx" in r["csim_skipped"]
 
 
-SLOW_CASES = [(kind, backend, precision) for kind in ("tiny", "same-strided", "conv1d", "avg2d", "gap1d")
-              for backend in ("vitis", "vivado", "quartus") for precision in PRECISIONS
+# backend and sparse form: Vitis with distributed arithmetic (the default), Vivado with hls4ml's Latency, Quartus
+FORMS = [("vitis", "auto"), ("vivado", "latency"), ("quartus", "auto")]
+SLOW_CASES = [(kind, backend, form, precision) for kind in ("tiny", "same-strided", "conv1d", "avg2d", "gap1d")
+              for backend, form in FORMS for precision in PRECISIONS
               if not (kind == "tiny" and precision == "w6-sat" and backend != "vivado")  # the default suite's
               and not (kind in ("avg2d", "conv1d", "gap1d") and backend == "quartus")]  # refused there
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, backend, precision", SLOW_CASES)
-def test_cnn_csim_is_bit_exact(tmp_path, kind, backend, precision):
-    r = _project_and_csim(cnn(kind, precision, seed=len(kind)), backend, tmp_path)
+@pytest.mark.parametrize("kind, backend, form, precision", SLOW_CASES)
+def test_cnn_csim_is_bit_exact(tmp_path, kind, backend, form, precision):
+    net = cnn(kind, precision, seed=len(kind))
+    p = write_project(net, load_board(BOARDS[backend]), backend, tmp_path / "prj", form=form)
+    want = {"auto": "distributed_arithmetic", "latency": "Latency"}[form] if backend != "quartus" else "Resource"
+    assert all(p.strategies[l.name] == want for l in net.layers if isinstance(l, (Conv1D, Conv2D)))
+    r = csim_check(p, net, verification_inputs(net, None, 2000), cache=tmp_path / "csim")
+    print(f"{net.name} {backend} {form}: bit-exact {r['csim_bit_exact']}, compile {r['compile_s']} s, "
+          f"simulate {r['simulate_s']} s")
     assert r["csim_bit_exact"] and r["samples"] == 2000, r["first_mismatch"]
 
 
