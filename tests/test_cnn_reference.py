@@ -174,9 +174,27 @@ def test_cnn_layers_survive_save_and_load(rng, tmp_path):
     assert back.tensor_types() == net.tensor_types()
 
 
-def test_onnx_export_refuses_average_pooling_by_name(rng):
-    net = random_cnn(rng, "RND_CONV", "SAT", "valid", 1)
-    with pytest.raises(UnsupportedLayerError, match=r"^layer 'a1': AvgPool2D layers cannot be exported to ONNX yet"):
+@pytest.mark.parametrize("padding,stride", [("valid", 1), ("same", 2)])
+def test_pooling_cnn_round_trips_through_qonnx_and_runs_in_qonnx_bit_exact(padding, stride, rng):
+    pytest.importorskip("qonnx")
+    from codesign.importers.onnx_import import network_from_onnx
+    from tests.qonnx_graphs import run_qonnx
+
+    net = random_cnn(rng, "RND_CONV", "SAT", padding, stride)
+    model = net.to_onnx()
+    back = network_from_onnx(model)
+    assert [l.kind for l in back.layers] == [l.kind for l in net.layers]
+    assert back.tensor_types() == net.tensor_types()
+    x = fixed.to_float(net.quantize_input(rng.normal(0, 3, size=(64, *net.input_shape))), net.input_type)
+    want = net.forward(x)
+    assert np.array_equal(back.forward(x), want)
+    assert np.array_equal(run_qonnx(model, x), want)  # the export takes channels-last inputs, as the IR
+
+
+def test_onnx_export_refuses_an_average_float32_cannot_hold(rng):
+    net = Network("g", (4, 4, 1), [GlobalAvgPool2D("g"), Output("out")], FixedType(22, 4, True, "RND_CONV", "SAT"))
+    with pytest.raises(UnsupportedLayerError, match=r"^layer 'g': an average of 26-bit values is not exact in "
+                                                    r"onnxruntime's float32 pooling; narrow the input to 20 bits"):
         net.to_onnx()
 
 

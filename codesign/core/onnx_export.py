@@ -31,7 +31,7 @@ import numpy as np
 from codesign.core import fixed, reference
 from codesign.errors import UnsupportedLayerError
 from codesign.core.fixed import FixedType
-from codesign.core.layers import BatchNorm, Conv, Flatten, MaxPool, Output, Quant, ReLU, Weighted
+from codesign.core.layers import AvgPool, BatchNorm, Conv, Flatten, GlobalAvgPool, MaxPool, Output, Quant, ReLU, Weighted
 
 if TYPE_CHECKING:
     from codesign.core.network import Network
@@ -197,6 +197,8 @@ class _Builder:
                 x = self.node("Transpose", [x], f"{layer.name}.to_channels_first", perm=[0, r, *range(1, r)])
                 x = self.node("MaxPool", [x], layer.name, kernel_shape=list(layer.pool), strides=list(layer.strides))
                 x = self.node("Transpose", [x], f"{layer.name}.to_channels_last", perm=[0, *range(2, r + 1), 1])
+            elif isinstance(layer, (AvgPool, GlobalAvgPool)):
+                x, t = self.average(layer, x, t, shape, nonneg, lh)
             elif isinstance(layer, Quant) and layer.per_element:
                 raise UnsupportedLayerError(f"{where}: per-element formats have no QONNX equivalent (one Quant per "
                                             "tensor); export a network with one type per tensor")
@@ -226,6 +228,32 @@ class _Builder:
         for n in self.nodes:
             if n.output[0] == x:
                 n.output[0] = OUTPUT_NAME
+
+    def average(self, layer: AvgPool | GlobalAvgPool, x: str, t: FixedType | None, shape: tuple[int, ...],
+                nonneg: bool, lh: dict[str, Any]) -> tuple[str, FixedType | None]:
+        """AveragePool / GlobalAveragePool (channels-first), then the result type's Quant; exact in float32
+        while the mean's type fits 24 bits (onnxruntime sums in the tensor's float type)."""
+        where = f"layer {layer.name!r}"
+        shift = layer.shift(shape) if isinstance(layer, GlobalAvgPool) else layer.shift
+        exact = reference.avg_exact_type(t, shift) if t is not None else None
+        if self.dtype == "double" or (exact is not None and exact.width > FLOAT32_EXACT_BITS):
+            raise UnsupportedLayerError(f"{where}: an average of {exact.width if exact else 'float64'}-bit values is not "
+                                        f"exact in onnxruntime's float32 pooling; narrow the input to "
+                                        f"{FLOAT32_EXACT_BITS - shift} bits")
+        r = len(shape)
+        x = self.node("Transpose", [x], f"{layer.name}.to_channels_first", perm=[0, r, *range(1, r)])
+        if isinstance(layer, GlobalAvgPool):
+            x = self.node("GlobalAveragePool", [x], layer.name)
+            x = self.node("Flatten", [x], f"{layer.name}.flatten", axis=1)
+        else:
+            x = self.node("AveragePool", [x], layer.name, kernel_shape=list(layer.pool), strides=list(layer.strides))
+            x = self.node("Transpose", [x], f"{layer.name}.to_channels_last", perm=[0, *range(2, r + 1), 1])
+        if t is None or layer.result_type is None:
+            return x, exact
+        x = self.quant(x, layer.result_type, f"{layer.name}.result_quant", exact, nonneg, where)
+        self.dtype = "float"
+        lh["result_type"] = layer.result_type.to_hls()
+        return x, layer.result_type
 
     def weighted(self, layer: Weighted, x: str, t: FixedType | None, shape: tuple[int, ...],
                  lh: dict[str, Any]) -> tuple[str, FixedType | None]:
