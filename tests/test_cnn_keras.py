@@ -203,3 +203,11 @@ def test_qconv1d_with_global_average_pooling_is_bit_exact(digits):
     assert net.tensor_types()[2] == FixedType(9, 3, False)
     x = fixed.to_float(net.quantize_input(digits.X_train.reshape(-1, 8, 8) * 3.9), net.input_type)
     assert np.array_equal(net.forward(x), _in_floatx("float64", lambda: m64(x).numpy()))
+
+
+@pytest.mark.slow
+def test_qkeras_cnn_file_is_bit_exact_on_20000_inputs(qkeras_cnn, digits):
+    path, m64 = qkeras_cnn
+    net = codesign.load(path)
+    x = _qinputs(net, digits, 18200, seed=12)
+    assert np.array_equal(net.forward(x), _in_floatx("float64", lambda: m64(x).numpy()))

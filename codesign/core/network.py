@@ -118,7 +118,7 @@ class Network:
             extra = ""
             if isinstance(layer, Weighted):
                 extra = f" w={layer.weight_type or 'float'} sparsity={layer.sparsity:.1%}"
-            lines.append(f"  {layer.name:<16} {layer.kind:<9} -> {str(shape):<14} {t or 'float'}{extra}")
+            lines.append(f"  {layer.name:<16} {layer.kind:<15} -> {str(shape):<14} {t or 'float'}{extra}")
         return "\n".join(lines)
 
     # ---- the reference ---------------------------------------------------------------
