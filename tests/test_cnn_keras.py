@@ -146,7 +146,8 @@ _BAD = {
                                                             r"supported: InputLayer, Dense"),
     "separable": (lambda L: L.SeparableConv2D(2, 3, name="sep"), r"layer 'sep': unsupported layer type SeparableConv2D"),
     "dilation": (lambda L: L.Conv2D(2, 3, dilation_rate=2, name="dil"),
-                 r"layer 'dil' \(Conv2D\): dilation and groups other than 1 are not supported"),
+                 r"layer 'dil' \(Conv2D\): dilation and groups other than 1 \(dilated, grouped or depthwise "
+                 r"convolution\) are not supported; supported: InputLayer, Dense"),
     "upsampling": (lambda L: L.UpSampling2D(name="up"), r"layer 'up': unsupported layer type UpSampling2D; supported:"),
     "avg_3x3": (lambda L: L.AveragePooling2D(3, name="a3"),
                 r"layer 'a3' \(AveragePooling2D\): AvgPool2D averages a 3x3 window \(9 values\); only a power-of-two"),

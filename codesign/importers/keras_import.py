@@ -134,10 +134,12 @@ def _check_entry(e: dict[str, Any], shape: tuple[int, ...], is_last: bool, quant
         ks = _tuple(cfg.get("kernel_size"), nd, "kernel_size", lname)
         strides = _tuple(cfg.get("strides", 1), nd, "strides", lname)
         if _tuple(cfg.get("dilation_rate", 1), nd, "dilation_rate", lname) != (1,) * nd or cfg.get("groups", 1) != 1:
-            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): dilation and groups other than 1 are not supported")
+            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): dilation and groups other than 1 (dilated, grouped "
+                                        f"or depthwise convolution) are not supported; supported: {SUPPORTED}")
         pad = cfg.get("padding", "valid")
         if pad not in ("valid", "same"):
-            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): padding {pad!r} is not supported")
+            raise UnsupportedLayerError(f"layer {lname!r} ({cls}): padding {pad!r} is not supported (only 'valid' "
+                                        "and 'same')")
         out = [(-(-n // s)) if pad == "same" else (n - k) // s + 1 for n, k, s in zip(shape[:-1], ks, strides)]
         if min(out) < 1:
             raise ModelFileError(f"layer {lname!r}: kernel {ks} is larger than its input {shape}")
