@@ -202,3 +202,49 @@ def network_from_qmlp(model: QMLP, name: str, metadata: dict) -> Network:
                 t = layer.relu_type or t
     layers.append(Output("output", model.head))
     return Network(name, (model.stages[0].weight.shape[0],), layers, model.input_type, dict(metadata))
+
+
+def equalize(model: QMLP, iters: int = 4) -> None:
+    """Cross-layer equalization (Nagel et al., "Data-Free Quantization", 2019): scale each hidden
+    neuron's incoming weights and bias by 1/s and its outgoing weights by s, s > 0, so that its
+    weight ranges in the two layers are balanced. A ReLU commutes with a positive scale, so the
+    float function is unchanged; what changes is how many of the layer's few weight levels each
+    neuron gets. A folded BatchNorm scales whole columns by factors far apart, and with one weight
+    type per layer the narrow columns round to zero at 3-4 bits."""
+    with torch.no_grad():
+        for _ in range(iters):
+            for a, b in zip(model.stages, model.stages[1:]):
+                if not a.relu:
+                    continue
+                r1 = (a.weight * a.mask).abs().amax(dim=0)
+                r2 = (b.weight * b.mask).abs().amax(dim=1)
+                ok = (r1 > 0) & (r2 > 0)
+                s = torch.where(ok, torch.sqrt(r1 / torch.where(ok, r2, 1.0)), torch.ones_like(r1))
+                a.weight.div_(s[None, :])
+                a.bias.div_(s)
+                b.weight.mul_(s[:, None])
+
+
+def quantization_error(model: QMLP, prec: Precision, X: np.ndarray) -> float:
+    """Mean squared error of the output quantized at ``prec`` (before any training), relative to the
+    float output's mean square, on ``X``."""
+    q = copy.deepcopy(model)
+    assign_types(q, prec, X)
+    x = torch.tensor(X, dtype=torch.float64)
+    with torch.no_grad():
+        f = model(x)
+        return float(((q(x) - f) ** 2).mean() / max(float((f**2).mean()), 1e-30))
+
+
+def equalize_if_better(model: QMLP, prec: Precision, X: np.ndarray) -> bool:
+    """Equalize ``model`` (in place) when that lowers its quantization error at ``prec`` on ``X``.
+
+    It does on folded BatchNorm and on hls4ml's jet tagger (at 3-bit weights the error falls from
+    0.48 to 0.14 on a 64-64-32-10 BatchNorm MLP, 1.86 to 0.39 on the jet tagger), and it does not on
+    the built-in digits MLP (0.11 against 0.22), whose neurons' ranges are already balanced."""
+    trial = copy.deepcopy(model)
+    equalize(trial)
+    if quantization_error(trial, prec, X) >= quantization_error(model, prec, X):
+        return False
+    model.load_state_dict(trial.state_dict())
+    return True

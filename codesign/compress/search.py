@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from codesign.compress.qat import (
     QMLP,
     Precision,
     assign_types,
+    equalize_if_better,
     network_from_qmlp,
     qmlp_from_network,
 )
@@ -55,6 +56,7 @@ class CompressResult:
     precision: Precision
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    epochs: int = 0  # training passes over the training split, all candidates together (the training budget)
 
 
 def default_input_type(X: np.ndarray, bits: int = 16) -> FixedType:
@@ -148,6 +150,17 @@ class Schedule:
     extra_steps: int = 8  # smaller steps when the schedule ends above the budget; also the final trims
     headroom: float = 0.04  # aim this far below the LUT and FF limits (the cost model's error)
     distill: bool = True  # the float network teaches every candidate
+    # With several precisions, each is first searched on ``screen`` times the epochs above, and the
+    # best is searched again on ``refine`` times them: the training goes where the accuracy is
+    # decided (bench/methods.py: the same epochs spent on one precision beat them spread over three).
+    screen: float = 0.3
+    refine: float = 2.0
+    equalize: bool = True  # cross-layer equalization before QAT where it lowers the quantization error
+
+    def scaled(self, f: float) -> "Schedule":
+        """This schedule with every training run ``f`` times as long (at least one epoch each)."""
+        return replace(self, epochs=max(1, round(self.epochs * f)), finetune_epochs=max(1, round(self.finetune_epochs * f)),
+                       final_epochs=max(1, round(self.final_epochs * f)))
 
 
 # learning rates of the four kinds of training run (Adam)
@@ -167,14 +180,19 @@ class _Search:
     mapping: str
     teacher: QMLP | None
     seed: int
+    spent: list[int] = field(default_factory=lambda: [0])  # epochs trained so far (mutable in a frozen context)
 
     def cost(self, model: QMLP) -> dict[str, int]:
         return _cost(model, self.budget.board, self.mapping)
 
+    def train(self, model: QMLP, epochs: int, lr: float, seed: int) -> None:
+        train(model, self.data, epochs, lr, seed, self.teacher)
+        self.spent[0] += epochs
+
     def prune_step(self, model: QMLP, prec: Precision, n: int, epochs: int, lr: float, seed: int) -> dict[str, int]:
         """Prune about ``n`` weights (fewer when fewer fit), fine-tune, re-type; the new cost."""
         self_prune(model, self.data, self.method, self.budget.board, fewest_to_fit(model, self, n))
-        train(model, self.data, epochs, lr, seed, self.teacher)
+        self.train(model, epochs, lr, seed)
         assign_types(model, prec, self.data.X_train)
         return self.cost(model)
 
@@ -222,12 +240,16 @@ def compress(net: Network, data: Dataset, budget: Budget, method: str = "hardwar
     best: tuple[float, QMLP, Precision, dict[str, int]] | None = None
     history: list[dict[str, Any]] = []
     worse = 0
-    with progress.bar("compress", total=len(precisions)) as bar:
+    multi = len(precisions) > 1 and schedule.screen < 1.0
+    first = schedule.scaled(schedule.screen) if multi else schedule
+    with progress.bar("compress", total=len(precisions) + int(multi)) as bar:
         for k, prec in enumerate(precisions):
             prec = _with_input(prec, t_in)
-            model, cost = _candidate(ctx, copy.deepcopy(teacher), prec, k, schedule)
+            before = ctx.spent[0]
+            model, cost = _candidate(ctx, copy.deepcopy(teacher), prec, k, first)
             val = score(model, data.X_val, data.y_val, data.task) if fits(cost, aim) else None
             history.append({"precision": _prec_dict(prec), "fits": val is not None, "cost": cost,
+                            "epochs": ctx.spent[0] - before, "equalized": model.equalized,
                             **({"val": val} if val is not None else {})})
             if val is None:
                 bar.advance(info=f"{prec.weight_bits}b weights: no fit")
@@ -242,6 +264,9 @@ def compress(net: Network, data: Dataset, budget: Budget, method: str = "hardwar
             if worse >= 2:
                 bar.advance(info="past the best precision")
                 break
+        if multi and best is not None:
+            best = _refine(ctx, teacher, best, len(precisions), schedule, history)
+            bar.advance(info=f"{best[2].weight_bits}b weights refined: val {best[0]:.3f}")
     if best is None:
         cheapest = min((h["cost"] for h in history), key=lambda c: c.get(binding_resource(c, limits), 0))
         res = binding_resource(cheapest, limits)
@@ -256,14 +281,28 @@ def compress(net: Network, data: Dataset, budget: Budget, method: str = "hardwar
     test = score(out, data.X_test, data.y_test, data.task)
     return CompressResult(out, float_score, test, "accuracy" if data.task == "classification" else "neg_mse",
                           total_cost(network_cost(out, board, mapping)), limits, prec, history,
-                          time.perf_counter() - t_start)
+                          time.perf_counter() - t_start, ctx.spent[0])
+
+
+def _refine(ctx: _Search, teacher: QMLP, best: tuple, k: int, sch: Schedule, history: list[dict[str, Any]]) -> tuple:
+    """The screened best precision searched again from the float network on the longer schedule;
+    the better of the two by validation score (the refined one on a tie)."""
+    prec = best[2]
+    before = ctx.spent[0]
+    model, cost = _candidate(ctx, copy.deepcopy(teacher), prec, k, sch.scaled(sch.refine))
+    val = score(model, ctx.data.X_val, ctx.data.y_val, ctx.data.task) if fits(cost, ctx.aim) else None
+    history.append({"precision": _prec_dict(prec), "refined": True, "fits": val is not None, "cost": cost,
+                    "epochs": ctx.spent[0] - before, "equalized": model.equalized,
+                    **({"val": val} if val is not None else {})})
+    return (val, model, prec, cost) if val is not None and val >= best[0] else best
 
 
 def _candidate(ctx: _Search, model: QMLP, prec: Precision, k: int, sch: Schedule) -> tuple[QMLP, dict[str, int]]:
     """One precision's candidate: QAT, pruning until it fits the aim, final fine-tune, trims; and its cost."""
     seed = ctx.seed
+    model.equalized = sch.equalize and equalize_if_better(model, prec, ctx.data.X_train[:1024])
     assign_types(model, prec, ctx.data.X_train)
-    train(model, ctx.data, sch.epochs, LR_QAT, seed + SEED_QAT * k, ctx.teacher)
+    ctx.train(model, sch.epochs, LR_QAT, seed + SEED_QAT * k)
     cost = ctx.cost(model)
     total = _kept(model)
     res = binding_resource(cost, ctx.aim)
@@ -282,7 +321,7 @@ def _candidate(ctx: _Search, model: QMLP, prec: Precision, k: int, sch: Schedule
         steps += 1
     if not fits(cost, ctx.aim):
         return model, cost
-    train(model, ctx.data, sch.final_epochs, LR_FINAL, seed + SEED_FINAL * k, ctx.teacher)
+    ctx.train(model, sch.final_epochs, LR_FINAL, seed + SEED_FINAL * k)
     assign_types(model, prec, ctx.data.X_train)
     cost = ctx.cost(model)
     # fine-tuning moves weights, which can change their price: trim until it fits again

@@ -1,0 +1,375 @@
+"""Hardware-aware compression against the other ways to get a network of the same size.
+
+    python bench/methods.py [--cases digits-mlp bn-64-64-32 ...] [--workers 2] [--no-plot]
+
+For each network and LUT budget (0 DSP, a PYNQ-Z2's xc7 fabric), four methods get the same
+budget and the same training budget (epochs over the training split):
+
+1. ``hardware``: our search as shipped (``codesign.compress``, its precisions and schedule);
+2. ``magnitude``: magnitude pruning + QAT at the precision (1) chose, the same search loop
+   (polynomial schedule, fine-tuning, distillation) ranking weights by |w| instead of by
+   importance per LUT: what the Keras/hls4ml pruning API does;
+3. ``structured``: whole neurons removed (same loop and precision);
+4. ``scratch``: a narrower network of the same shape (every hidden width scaled alike, dense),
+   trained from random weights, float then QAT at (1)'s precision, distilled from the float
+   model like the others, its width chosen so the cost model puts it at the budget.
+
+(2)-(4) get the epochs (1) spent, spread over their own schedule. Each result is synthesized
+with Yosys per layer (LUT-only, as the flow's ``lut_only`` count) and compared at those LUTs:
+the table gives accuracy and Yosys LUTs per budget and method, the plot accuracy against Yosys
+LUTs. Networks: the built-in ``digits-mlp``, two PyTorch MLPs with BatchNorm trained here
+(64-64-32-10 and the issue's 64-48-24-10) on digits (accuracy on its 360-image test split),
+and hls4ml's float jet tagger (argmax agreement with the float model on held-out random
+inputs, as bench/quality.py). Writes bench/results/methods.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import multiprocessing as mp
+import time
+
+import numpy as np
+
+from _common import MODELS, ROOT, machine, write_results
+
+BOARD = "pynq-z2"
+METHODS = ("hardware", "magnitude", "structured", "scratch")
+# LUT budgets (absolute, 0 DSP): from where the networks start to break to where they are near float
+CASES = {
+    "digits-mlp": (1500, 2500, 4000, 6500),
+    "bn-64-64-32": (2500, 4000, 6500, 10640),
+    "bn-64-48-24": (10640,),  # the issue's network at its budget (20 % of a PYNQ-Z2)
+    "jet-float": (5000, 8000, 12000, 16000),
+}
+SEED = 0
+
+
+# ---- networks ------------------------------------------------------------------------------
+def train_bn_mlp(sizes: tuple[int, ...], seed: int = SEED, epochs: int = 120):
+    """A Linear-BatchNorm-ReLU MLP trained on digits with Adam, as a PyTorch user would; imported."""
+    import torch
+    from torch import nn
+
+    from codesign.importers.data import load_digits_dataset
+    from codesign.importers.torch_import import network_from_module
+
+    data = load_digits_dataset(seed)
+    torch.manual_seed(seed)
+    mods: list = []
+    for i in range(len(sizes) - 1):
+        mods.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            mods += [nn.BatchNorm1d(sizes[i + 1]), nn.ReLU()]
+    model = nn.Sequential(*mods)
+    X, y = torch.tensor(data.X_train, dtype=torch.float32), torch.tensor(data.y_train)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(X), generator=gen)
+        for i in range(0, len(X), 32):
+            b = perm[i : i + 32]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(X[b]), y[b]).backward()
+            opt.step()
+    return network_from_module(model.eval(), name="bn-" + "-".join(map(str, sizes[1:-1])))
+
+
+def jet_case(seed: int = 0):
+    """hls4ml's float jet tagger and random inputs labelled by it (agreement, not accuracy)."""
+    import codesign
+    from codesign.importers.data import Dataset
+
+    fnet = codesign.load(MODELS / "KERAS_3layer.json")
+    X = np.random.default_rng(seed).normal(0, 1.0, size=(7000, 16))
+    y = np.argmax(fnet.forward(X), axis=1)
+    # 4,000 to train on (bench/quality.py: 8,000): the jet points are the bench's slowest
+    return fnet, Dataset("jet-agreement", X[:4000], y[:4000], X[4000:5000], y[4000:5000], X[5000:], y[5000:],
+                         "classification", 5, None)
+
+
+def load_case(case: str):
+    """(float network, data set), trained networks cached on disk."""
+    from codesign.core.network import Network
+    from codesign.importers.builtin import builtin_model
+    from codesign.importers.data import load_digits_dataset
+    from codesign.tools import cache_dir
+
+    if case == "digits-mlp":
+        return builtin_model("digits-mlp"), load_digits_dataset(SEED)
+    if case == "jet-float":
+        return jet_case()
+    sizes = (64, *map(int, case.split("-")[1:]), 10)
+    d = cache_dir() / "bench-methods" / f"{case}-seed{SEED}-v1"
+    if not (d / "network.json").is_file():
+        train_bn_mlp(sizes).save(d)
+    return Network.load(d), load_digits_dataset(SEED)
+
+
+# ---- the four methods ----------------------------------------------------------------------
+def scaled_schedule(epochs: int):
+    """The search's schedule for one precision, stretched to spend about ``epochs`` epochs."""
+    from codesign.compress.search import Schedule
+
+    base = Schedule()
+    one = base.epochs + base.finetune_epochs * base.prune_steps + base.final_epochs
+    f = max(epochs / one, 1.0)
+    return Schedule(epochs=round(base.epochs * f), finetune_epochs=round(base.finetune_epochs * f),
+                    final_epochs=round(base.final_epochs * f))
+
+
+def scratch(net, data, budget, prec, epochs: int, seed: int = SEED):
+    """A narrower dense network of the same depth trained from scratch to ``budget``: (network, epochs)."""
+    import torch
+
+    from codesign.compress.qat import QDense, QMLP, assign_types, network_from_qmlp, qmlp_from_network
+    from codesign.compress.search import _cost, _Search, fewest_to_fit, self_prune, shrink, train
+
+    board = budget.board
+    aim = {k: int(v * 0.96) if k == "lut" else v for k, v in budget.limits.items()}
+    teacher = qmlp_from_network(net)
+    widths = [s.weight.shape[1] for s in teacher.stages]
+
+    def build(scale: float, init: str) -> QMLP:
+        ws = [max(2, round(w * scale)) for w in widths[:-1]] + [widths[-1]]
+        torch.manual_seed(seed)
+        stages, n_in = [], teacher.stages[0].weight.shape[0]
+        for k, (w, t) in enumerate(zip(ws, teacher.stages)):
+            if init == "teacher":  # the teacher's first neurons: weights of a trained net's statistics
+                rows = min(n_in, t.weight.shape[0])
+                W = t.weight.detach().numpy()[:rows, :w]
+                b = t.bias.detach().numpy()[:w]
+            else:
+                lin = torch.nn.Linear(n_in, w, dtype=torch.float64)
+                W, b = lin.weight.detach().numpy().T.copy(), lin.bias.detach().numpy().copy()
+            stages.append(QDense(t.name, W, b, np.ones_like(W)))
+            stages[-1].relu = t.relu
+            if t.relu:
+                stages[-1].relu_name = getattr(t, "relu_name", f"{t.name}_relu")
+            n_in = w
+        return QMLP(stages, None, teacher.head)
+
+    def est(scale: float) -> int:
+        m = build(scale, "teacher")
+        assign_types(m, prec, data.X_train[:512])
+        return _cost(m, board, "lut")["lut"]
+
+    def widest(ratio: float) -> float:  # the widest scale whose estimate, times ratio, fits the aim
+        lo, hi = 0.0, 1.0
+        if est(hi) * ratio <= aim["lut"]:
+            return hi
+        for _ in range(12):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if est(mid) * ratio <= aim["lut"] else (lo, mid)
+        return lo
+
+    def fit(scale: float, ep: int) -> QMLP:
+        model = build(scale, "random")
+        f_ep = max(1, ep * 3 // 10)  # float first, so QAT starts from sensible ranges
+        train(model, data, f_ep, 3e-3, seed, teacher)
+        spent, chunk = f_ep, 0
+        while spent < ep:  # QAT in chunks, the types re-sized to the moving weights between them
+            n = min(max(10, (ep - f_ep) // 8), ep - spent)
+            unmask(model)
+            assign_types(model, prec, data.X_train)
+            lr = 3e-3 if spent < ep * 0.6 else 1e-3 if spent < ep * 0.85 else 5e-4
+            train(model, data, n, lr, seed + 11 + chunk, teacher)
+            spent, chunk = spent + n, chunk + 1
+        unmask(model)
+        assign_types(model, prec, data.X_train)
+        return model
+
+    def unmask(model: QMLP) -> None:  # a weight that rounded to zero may grow back (no pruning here)
+        for st in model.stages:
+            st.mask.fill_(1.0)
+
+    # Trained from scratch at low precision, many weights round to zero (assign_types prunes them),
+    # so a trained net costs less than one of the teacher's weights at the same width: a short
+    # probe run measures that ratio, and the width is set from it (the probe is not counted).
+    s0 = widest(1.0)
+    probe = max(10, epochs // 5)
+    ratio = _cost(fit(s0, probe), board, "lut")["lut"] / max(est(s0), 1)
+    scale = widest(ratio)
+    model, spent = fit(scale, epochs), epochs
+    ctx = _Search(data, budget, aim, "magnitude", "lut", teacher, seed)
+    trims = 0
+    while not _fits(_cost(model, board, "lut"), aim) and trims < 8:  # over the aim after all: trim
+        kept = int(sum(s.mask.sum().item() for s in model.stages))
+        self_prune(model, data, "magnitude", board, fewest_to_fit(model, ctx, max(1, kept // 20)))
+        train(model, data, 5, 5e-4, seed + 500 + trims, teacher)
+        assign_types(model, prec, data.X_train)
+        spent, trims = spent + 5, trims + 1
+    out = shrink(network_from_qmlp(model, net.name, {"method": "scratch", "width_scale": round(scale, 3)}))
+    return out, spent, scale, trims, probe
+
+
+def _fits(cost: dict, aim: dict) -> bool:
+    return all(cost.get(k, 0) <= v for k, v in aim.items())
+
+
+def run_point(case: str, lut: int, methods: tuple[str, ...]) -> list[dict]:
+    """Every method at one budget of one network (a worker process's job): rows with networks."""
+    import torch
+
+    torch.set_num_threads(1)
+    from codesign.board import load_board
+    from codesign.budget import Budget
+    from codesign.compress.search import compress, score
+    from codesign.errors import BudgetError
+
+    net, data = load_case(case)
+    budget = Budget.parse({"lut": lut, "dsp": 0}, load_board(BOARD))
+    rows = []
+    t0 = time.perf_counter()
+    hw = compress(net, data, budget, method="hardware", seed=SEED)
+    rows.append(_row(case, lut, "hardware", hw.network, hw.score, hw.float_score, hw.epochs, t0,
+                     precision=hw.precision.weight_bits))
+    sch = scaled_schedule(hw.epochs)
+    for m in ("magnitude", "structured"):
+        if m not in methods:
+            continue
+        t0 = time.perf_counter()
+        try:
+            r = compress(net, data, budget, method=m, seed=SEED, precisions=(hw.precision,), schedule=sch)
+            rows.append(_row(case, lut, m, r.network, r.score, hw.float_score, r.epochs, t0))
+        except BudgetError as e:
+            rows.append({**_row(case, lut, m, None, None, hw.float_score, 0, t0), "error": str(e)})
+    if "scratch" in methods:
+        t0 = time.perf_counter()
+        out, spent, scale, trims, probe = scratch(net, data, budget, hw.precision, hw.epochs)
+        rows.append(_row(case, lut, "scratch", out, score(out, data.X_test, data.y_test, data.task),
+                         hw.float_score, spent, t0, width_scale=round(scale, 3), trims=trims, probe_epochs=probe))
+    print(f"  {case} lut={lut}: " + ", ".join(f"{r['method']} {r['accuracy'] or float('nan'):.3f}" for r in rows)
+          + f" ({sum(r['seconds'] for r in rows):.0f} s)", flush=True)
+    return rows
+
+
+def _row(case, lut, method, net, acc, float_acc, epochs, t0, **extra) -> dict:
+    from codesign.board import load_board
+    from codesign.compress.cost import network_cost, total_cost
+
+    r = {"case": case, "budget_lut": lut, "method": method, "accuracy": acc, "float": float_acc, "epochs": epochs,
+         "seconds": round(time.perf_counter() - t0, 1), **extra}
+    if net is not None:
+        r["model_lut"] = total_cost(network_cost(net, load_board(BOARD), "lut"))["lut"]
+        r["nonzero"] = int(sum(int(np.count_nonzero(l.weight)) for l in net.weighted_layers()))
+        r["widths"] = [int(l.weight.shape[1]) for l in net.weighted_layers()]
+        r["network"] = net
+    return r
+
+
+# ---- synthesis, table, plot ------------------------------------------------------------------
+def synthesize(rows: list[dict]) -> None:
+    from rtl_sim.synth import synthesize_layers, total_counts
+
+    todo = [r for r in rows if r.get("network") is not None]
+    for i, r in enumerate(todo):
+        t = total_counts(synthesize_layers(r.pop("network"), "xc7", dsp=False))
+        r["yosys_lut"], r["yosys_dsp"], r["yosys_ff"] = t["lut"], t["dsp"], t["ff"]
+        r["fits_yosys"] = t["lut"] <= r["budget_lut"] and t["dsp"] == 0
+        if (i + 1) % 8 == 0 or i + 1 == len(todo):
+            print(f"  synthesized {i + 1}/{len(todo)}", flush=True)
+
+
+def table(rows: list[dict], n_test: dict[str, int]) -> str:
+    """One line per network and budget: each method's accuracy (Yosys LUTs); the best in bold."""
+    out = ["| network | budget LUT | " + " | ".join(METHODS) + " | ours − best other (pt) |",
+           "| --- | ---: | " + " | ".join("---:" for _ in METHODS) + " | ---: |"]
+    for case in dict.fromkeys(r["case"] for r in rows):
+        for lut in sorted({r["budget_lut"] for r in rows if r["case"] == case}):
+            by = {r["method"]: r for r in rows if r["case"] == case and r["budget_lut"] == lut}
+            accs = {m: by[m]["accuracy"] for m in METHODS if m in by and by[m]["accuracy"] is not None}
+            best = max(accs.values())
+            cells = []
+            for m in METHODS:
+                if m not in accs:
+                    cells.append("–")
+                    continue
+                a = f"{100 * accs[m]:.1f}"
+                a = f"**{a}**" if accs[m] >= best - 0.5 / n_test[case] else a
+                cells.append(f"{a} ({by[m]['yosys_lut']:,})")
+            others = [v for m, v in accs.items() if m != "hardware"]
+            diff = 100 * (accs.get("hardware", float("nan")) - max(others)) if others else float("nan")
+            out.append(f"| {case} (float {100 * by['hardware']['float']:.1f}) | {lut:,} | " + " | ".join(cells)
+                       + f" | {diff:+.1f} |")
+    return "\n".join(out)
+
+
+def plot(rows: list[dict], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    fig, axes = plt.subplots(1, len(cases), figsize=(4.2 * len(cases), 3.6), squeeze=False)
+    styles = {"hardware": ("C0", "o"), "magnitude": ("C1", "s"), "structured": ("C2", "^"), "scratch": ("C3", "x")}
+    for ax, case in zip(axes[0], cases):
+        for m in METHODS:
+            pts = sorted((r["yosys_lut"], 100 * r["accuracy"]) for r in rows
+                         if r["case"] == case and r["method"] == m and r.get("accuracy") is not None)
+            if pts:
+                c, mk = styles[m]
+                ax.plot(*zip(*pts), marker=mk, color=c, label=m)
+        fl = next(r["float"] for r in rows if r["case"] == case)
+        ax.axhline(100 * fl, color="gray", ls=":", lw=1, label="float")
+        ax.set_title(case)
+        ax.set_xlabel("Yosys LUTs (xc7, 0 DSP)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy / agreement (%)")
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--workers", type=int, default=2, help="budget points compressed at once (one CPU each)")
+    ap.add_argument("--no-plot", action="store_true")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    print(f"machine: {machine()}", flush=True)
+    for case in args.cases:  # train the BatchNorm MLPs once, before the workers need them
+        load_case(case)
+    points = [(c, lut) for c in args.cases for lut in CASES[c]]
+    points.sort(key=lambda p: p[0] != "jet-float")  # the slowest first
+    rows: list[dict] = []
+    with cf.ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as ex:
+        futs = [ex.submit(run_point, c, lut, tuple(args.methods)) for c, lut in points]
+        for i, f in enumerate(cf.as_completed(futs)):
+            rows += f.result()
+            print(f"[{i + 1}/{len(points)} points, {time.perf_counter() - t0:.0f} s]", flush=True)
+    compress_s = time.perf_counter() - t0
+    print("synthesizing with Yosys (cached per layer)", flush=True)
+    synthesize(rows)
+    order = {(c, lut): i for i, (c, lut) in enumerate((c, l) for c in args.cases for l in CASES[c])}
+    rows.sort(key=lambda r: (order[(r["case"], r["budget_lut"])], METHODS.index(r["method"])))
+    n_test = {c: len(load_case(c)[1].y_test) for c in args.cases}
+    md = table(rows, n_test)
+    print(md)
+    res = ROOT / "bench" / "results"
+    (res / "methods.md").write_text(md + "\n")
+    if not args.no_plot:
+        plot(rows, res / "methods.png")
+    write_results("methods", t0, board=BOARD, compress_seconds=round(compress_s, 1), rows=rows,
+                  datapath=_datapath())
+
+
+def _datapath() -> str:
+    """Which Dense datapath the Verilog emitter built (the synthesized LUTs depend on it)."""
+    import subprocess
+
+    head = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s", "--", "rtl_sim/verilog.py"],
+                          capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "--", "rtl_sim/"]).returncode != 0
+    return head + (" (with uncommitted changes)" if dirty else "")
+
+
+if __name__ == "__main__":
+    import methods  # the workers import the functions from the module, not from __main__
+
+    methods.main()

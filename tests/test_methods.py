@@ -1,0 +1,68 @@
+"""The search's training plan (screen every precision, refine the best) and cross-layer equalization."""
+
+import numpy as np
+import pytest
+import torch
+
+from codesign.app.flow import compress_network as compress
+from codesign.compress.qat import Precision, equalize, qmlp_from_network
+from codesign.compress.search import Schedule
+from codesign.core.layers import BatchNorm, Dense, Output, ReLU
+from codesign.core.network import Network
+
+# two precisions, a few epochs: the screen-then-refine path in seconds
+TINY = Schedule(epochs=4, finetune_epochs=2, final_epochs=2, prune_steps=4, screen=0.5, refine=2.0)
+PRECS = (Precision(3, 6, 10), Precision(4, 6, 10))
+
+
+def _bn_mlp(rng) -> Network:
+    """16-12-8-4 with BatchNorm after each hidden Dense, scales spread over two decades."""
+    layers, n_in = [], 16
+    for i, n in enumerate((12, 8)):
+        layers += [Dense(f"fc{i}", rng.normal(0, 0.5, (n_in, n)), rng.normal(0, 0.1, n)),
+                   BatchNorm(f"bn{i}", 10 ** rng.uniform(-1, 1, n), rng.normal(0, 0.2, n), rng.normal(0, 0.2, n),
+                             rng.uniform(0.5, 2, n)),
+                   ReLU(f"relu{i}")]
+        n_in = n
+    layers += [Dense("out", rng.normal(0, 0.5, (n_in, 4)), rng.normal(0, 0.1, 4)), Output("output", "linear")]
+    return Network("bn-mlp", (16,), layers)
+
+
+def test_equalization_leaves_the_float_function_unchanged(rng):
+    model = qmlp_from_network(_bn_mlp(rng))
+    x = torch.tensor(rng.normal(0, 1, (256, 16)))
+    with torch.no_grad():
+        before = model(x)
+        equalize(model)
+        assert torch.allclose(model(x), before, rtol=1e-12, atol=1e-12)
+
+
+def test_equalization_balances_each_neurons_weight_ranges_across_the_two_layers(rng):
+    model = qmlp_from_network(_bn_mlp(rng))
+    equalize(model)
+    with torch.no_grad():
+        for a, b in zip(model.stages, model.stages[1:]):
+            r_in, r_out = a.weight.abs().amax(dim=0), b.weight.abs().amax(dim=1)
+            assert torch.allclose(r_in, r_out, rtol=0.05)
+
+
+@pytest.fixture(scope="module")
+def refined(digits_float):
+    return compress(digits_float, "digits", "arty-a7-35", "lut=0.5,dsp=0", seed=1, schedule=TINY, precisions=PRECS)
+
+
+def test_the_best_screened_precision_is_searched_again_on_the_longer_schedule(refined):
+    screened = [h for h in refined.history if not h.get("refined")]
+    again = [h for h in refined.history if h.get("refined")]
+    assert len(screened) == 2 and len(again) == 1
+    best = max((h for h in screened if h["fits"]), key=lambda h: h["val"])
+    assert again[0]["precision"] == best["precision"]
+    assert again[0]["epochs"] > 3 * best["epochs"]  # refine 2.0 against screen 0.5
+    assert refined.epochs == sum(h["epochs"] for h in refined.history)
+
+
+def test_screen_and_refine_are_deterministic_for_a_seed(refined, digits_float):
+    again = compress(digits_float, "digits", "arty-a7-35", "lut=0.5,dsp=0", seed=1, schedule=TINY, precisions=PRECS)
+    assert again.history == refined.history
+    for x, y in zip(refined.network.weighted_layers(), again.network.weighted_layers()):
+        assert np.array_equal(x.weight, y.weight) and np.array_equal(x.bias, y.bias)
