@@ -52,6 +52,7 @@ class StreamDesign(Design):
     in_shape: list[int] = field(default_factory=list)
     pixels: int = 1  # input beats per image
     cycles_per_image: int = 1  # the designed throughput with images back to back
+    outputs_per_image: int = 1  # more for a design whose output is the stream itself (stream_out)
     layers: list[dict] = field(default_factory=list)  # each window stage: geometry, line buffer, timing
 
 
@@ -130,8 +131,9 @@ class _Stage:
     out_type: FixedType | None = None
 
 
-def plan(net: Network) -> list[_Stage]:
-    """Group the network into the input, window stages, one collect stage and Dense stages."""
+def plan(net: Network, collect: bool = True) -> list[_Stage]:
+    """Group the network into the input, window stages, one collect stage and Dense stages (a network that
+    ends on the stream gets a collect stage for its last tensor when ``collect``)."""
     if not net.quantized:
         raise BackendError(f"network {net.name!r} is float; quantize or compress it before emitting RTL")
     if len(net.input_shape) < 2:
@@ -162,7 +164,7 @@ def plan(net: Network) -> list[_Stage]:
                                f"supported: {', '.join(STREAM_LAYER_NAMES)}")
         stages[-1].out_type = out_t
         shape, t = out_shape, out_t
-    if stages[-1].kind in ("input", "window"):  # a network that ends on the stream: collect its last tensor
+    if collect and stages[-1].kind in ("input", "window"):  # a network that ends on the stream: collect it
         stages.append(_Stage(Flatten("collect_output"), "collect", shape, t, out_type=t))
     return stages
 
@@ -321,7 +323,8 @@ class _Window:
                  "    end"]
         blocks.append(f"  always @(posedge clk) begin\n    if (rst) begin\n      {p}_a <= {_u(0, EW)}; "
                       f"{p}_oy <= {_u(0, oyw)}; {p}_ox <= {_u(0, oxw)}; {p}_e <= {_u(e0, EW)}; "
-                      f"{p}_er <= {_u(e0, EW)};{reset_tail}\n    end else begin\n" + "\n".join(ctrl) + "\n    end\n  end")
+                      f"{p}_er <= {_u(e0, EW)};{reset_tail}\n    end else begin\n" + "\n".join(ctrl)
+                      + "\n    end\n  end")
         # the delay line: pixel j ticks ago in {p}_lb[j]
         bus, bw, offs = _pack(e, f"{p}_px", px)
         self.line_buffer_bits = bw * g.delay
@@ -398,11 +401,13 @@ def _window_stage(e: _Emitter, blocks: list[str], si: int, st: _Stage, v_in: str
     e.prefix = ""
     y = [e.register(v, f"{p}_o") for v in y]
     valid = _reg_chain(e, f"{p}_v", win.hit, 1 + extra, blocks)
+    out_shape = [g.Ho, g.Wo, len(y)] if len(st.in_shape) == 3 else [g.Wo, len(y)]
     info = {"name": layer.name, "kind": layer.kind, "layers": [layer.name] + [l.name for l in st.post],
-            "in_shape": list(st.in_shape), "out_shape": [g.Ho, g.Wo, len(y)] if len(st.in_shape) == 3 else [g.Wo, len(y)], "kernel": [g.kh, g.kw], "strides": [g.sh, g.sw], "pads": [g.pt, g.pb, g.pl, g.pr],
-            "line_buffer_pixels": g.delay, "line_buffer_bits": win.line_buffer_bits, "tail_ticks": g.tail,
-            "kernel_latency": 1 + extra, "valid": valid, "signals": [None if v.const is not None else v.expr for v in y],
-            "consts": [v.const for v in y], "n": g.Ho * g.Wo, "type": t.to_hls(), "datapath": counts}
+            "in_shape": list(st.in_shape), "out_shape": out_shape, "kernel": [g.kh, g.kw], "strides": [g.sh, g.sw],
+            "pads": [g.pt, g.pb, g.pl, g.pr], "line_buffer_pixels": g.delay, "line_buffer_bits": win.line_buffer_bits,
+            "tail_ticks": g.tail, "kernel_latency": 1 + extra, "valid": valid,
+            "signals": [None if v.const is not None else v.expr for v in y], "consts": [v.const for v in y],
+            "n": g.Ho * g.Wo, "type": t.to_hls(), "datapath": counts}
     return valid, y, info
 
 
@@ -472,11 +477,13 @@ def _dense_stage(e: _Emitter, blocks: list[str], si: int, st: _Stage, v_in: str,
 
 # ---- the design --------------------------------------------------------------------------------
 def emit_stream_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0, mult: str | None = None,
-                        datapath: str | None = None) -> StreamDesign:
+                        datapath: str | None = None, stream_out: bool = False) -> StreamDesign:
     """Streaming Verilog for a CNN (see the module docstring): ``in_valid``/``in_data`` one pixel per beat,
     ``out_valid``/``out_data`` one result per image. ``adder_regs_every`` and ``mult`` as in ``emit_verilog``;
-    ``datapath`` is handed to ``dense_datapath`` when given."""
-    stages = plan(net)
+    ``datapath`` is handed to ``dense_datapath`` when given. ``stream_out``: a network that ends on the stream
+    presents each output pixel as it is made (one window stage alone, for per-layer synthesis) instead of
+    collecting the image's output."""
+    stages = plan(net, collect=not stream_out)
     top = top or _ident(net.name)
     dp = {} if datapath is None else {"datapath": datapath}
     e, blocks = _Emitter(), []
@@ -521,11 +528,15 @@ def emit_stream_verilog(net: Network, top: str | None = None, adder_regs_every: 
         design_stages.append({"name": stages[-1].layer.name, "layers": [stages[-1].layer.name], "valid": valid,
                               "signals": [None if v.const is not None else v.expr for v in x],
                               "consts": [v.const for v in x], "n": 1, "type": x_type.to_hls()})
+    if stages[-1].kind in ("input", "window"):  # stream_out: the last stage's pixels are the output
+        x = px
     pixels = int(np.prod(net.input_shape[:-1]))
     latency = schedule(net, stages, layers_info, dense_lats)
+    per_image = int(np.prod(shape[:-1])) if stages[-1].kind in ("input", "window") else 1
     verilog = _module(net, top, e, blocks, in_t, c_in, x, x_type, valid, pixels, latency)
     return StreamDesign(top, verilog, in_t, x_type, c_in, len(x), latency, design_stages, multipliers,
-                        in_shape=list(net.input_shape), pixels=pixels, cycles_per_image=pixels, layers=layers_info)
+                        in_shape=list(net.input_shape), pixels=pixels, cycles_per_image=pixels,
+                        outputs_per_image=per_image, layers=layers_info)
 
 
 def schedule(net: Network, stages: list[_Stage], layers_info: list[dict], dense_lats: list[int]) -> int:
@@ -554,6 +565,8 @@ def schedule(net: Network, stages: list[_Stage], layers_info: list[dict], dense_
             cycles = out
         elif st.kind == "collect":
             lat = cycles[-1]
+    if stages[-1].kind in ("input", "window"):  # stream_out: the first output pixel
+        return cycles[0]
     lat += sum(dense_lats) if dense_lats else 1  # the Dense stages, or the register of the collected vector
     return lat
 
@@ -607,3 +620,23 @@ endmodule
 def is_streaming(net: Network) -> bool:
     """Whether ``net`` gets the streaming design: a spatial input (``(L, C)`` or ``(H, W, C)``)."""
     return len(net.input_shape) > 1
+
+
+def stream_stages(net: Network) -> list[tuple[str, Network]]:
+    """One network per stage of the streaming design, for per-layer synthesis: each window layer with its
+    element-wise layers (emit it with ``stream_out=True``), Flatten or GlobalAvgPool with the first Dense
+    stage (a streaming design too), then each later Dense stage as a flat network (``emit_verilog``)."""
+    stages = plan(net, collect=False)
+    out: list[tuple[str, Network]] = []
+    for k, st in enumerate(stages[1:], 1):
+        layers = [st.layer, *st.post]
+        if st.kind == "dense" and stages[k - 1].kind == "collect":
+            continue  # built with its collect stage
+        if st.kind == "collect" and k + 1 < len(stages):
+            layers += [stages[k + 1].layer, *stages[k + 1].post]
+        if k == 1:
+            layers = stages[0].post + layers  # element-wise layers on the input belong to the first stage
+        in_shape = (int(np.prod(st.in_shape)),) if st.kind == "dense" else st.in_shape
+        in_t = net.input_type if k == 1 else st.in_type
+        out.append((layers[0].name, Network(f"{net.name}_{layers[0].name}", in_shape, layers, in_t)))
+    return out

@@ -51,8 +51,8 @@ def count_cells(cells: dict[str, int], family: str) -> dict[str, int]:
     for name, n in cells.items():
         u = name.upper().lstrip("\\$")
         if family != "cyclonev":  # AMD's cell library
-            if u.startswith("LUT") and u[3:].isdigit():
-                lut += n
+            if (u.startswith("LUT") and u[3:].isdigit()) or u in ("SRL16E", "SRLC32E"):
+                lut += n  # a shift-register LUT (a streaming design's line buffers) takes a LUT of a SLICEM
             elif u in ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE"):
                 ff += n
             elif u.startswith("DSP48"):
@@ -149,7 +149,12 @@ def run_synthesis(verilog: str, top: str, family: str, dsp: bool = True, tool: T
 
 
 def stage_networks(net: Network) -> list[tuple[str, Network]]:
-    """One network per Dense stage (with its ReLU/Quant), its input type the previous stage's output."""
+    """One network per Dense stage (with its ReLU/Quant), its input type the previous stage's output; for a
+    CNN, one per stage of the streaming design (``rtl_sim.stream.stream_stages``)."""
+    from rtl_sim.stream import is_streaming, stream_stages
+
+    if is_streaming(net):
+        return stream_stages(net)
     types = net.tensor_types()
     t_in, cur, prev_t = net.input_type, [], None
     stages: list[tuple[list, FixedType]] = []
@@ -187,6 +192,7 @@ def layer_jobs(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Too
     """What synthesizing each Dense stage of ``net`` in each DSP mode takes: the results the cache
     holds already (by mode, then layer), and one Yosys job for each of the others, whose tag is
     ``(layer, dsp, cache key)``: the driver stores the result (``store``) when it comes back."""
+    from rtl_sim.stream import emit_stream_verilog, is_streaming
     from rtl_sim.verilog import emit_verilog
 
     given, tool = tool, tool or find_yosys()
@@ -195,7 +201,10 @@ def layer_jobs(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Too
     stages = stage_networks(net)
     for dsp in dsp_modes:
         for name, sub in stages:
-            d = emit_verilog(sub, mult=mult)
+            if is_streaming(sub):  # a stage of a streaming CNN, its output the pixel stream it makes
+                d = emit_stream_verilog(sub, mult=mult, stream_out=True)
+            else:
+                d = emit_verilog(sub, mult=mult)
             key = cache_key(tool.version, synth_command(family, d.top, dsp), abc9_script, d.verilog)
             hit = cached(key)
             if hit is not None:

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from codesign.core.fixed import FixedType
-from codesign.core.layers import (AvgPool2D, BatchNorm, Conv1D, Conv2D, Dense, Flatten, GlobalAvgPool2D, Layer,
-                                  MaxPool1D, MaxPool2D, Output, ReLU)
+from codesign.core.layers import (AvgPool1D, AvgPool2D, BatchNorm, Conv1D, Conv2D, Dense, Flatten, GlobalAvgPool1D,
+                                  GlobalAvgPool2D, Layer, MaxPool1D, MaxPool2D, Output, ReLU)
 from codesign.core.network import Network
 from codesign.core.verify import verification_inputs
-from codesign.errors import BackendError
+from codesign.errors import BackendError, LayerError
 from codesign.tools import find_verilator
 from rtl_sim.cosim import cosimulate, describe_mismatch, run_cocotb, write_rtl, load_design
 from rtl_sim.stream import emit_stream_verilog
@@ -227,3 +227,109 @@ def test_digits_sized_cnn_is_bit_exact_on_2000_digits_images_within_1_5x_of_the_
     print(r.to_json())
     assert r.bit_exact and r.samples >= 2000, describe_mismatch(r)
     assert r.ii == 64 <= 1.5 * 64 and r.latency_cycles == d.latency
+
+
+def test_per_stage_networks_cover_the_streaming_design_for_synthesis():
+    """Per-layer synthesis: each window stage alone (its output the pixel stream), Flatten with the first Dense."""
+    from rtl_sim.stream import stream_stages
+
+    stages = stream_stages(tiny_cnn())
+    assert [(name, [l.name for l in sub.layers], sub.input_shape) for name, sub in stages] == [
+        ("conv1", ["conv1", "relu1"], (6, 6, 1)), ("pool", ["pool"], (6, 6, 2)),
+        ("conv2", ["conv2", "relu2"], (3, 3, 2)), ("flat", ["flat", "fc"], (2, 2, 3))]
+    d = emit_stream_verilog(stages[0][1], stream_out=True)
+    assert (d.n_out, d.outputs_per_image) == (2, 36)
+
+
+@pytest.mark.slow
+def test_per_stage_yosys_counts_add_up_to_the_whole_design():
+    from rtl_sim.synth import synthesize, synthesize_layers, total_counts
+
+    net = tiny_cnn()
+    parts = total_counts(synthesize_layers(net, "xc7", dsp=False))
+    d = emit_stream_verilog(net)
+    whole = synthesize(d.verilog, d.top, "xc7", dsp=False)
+    print(parts, {k: whole[k] for k in ("lut", "ff")})
+    assert abs(parts["lut"] - whole["lut"]) <= 0.1 * whole["lut"] and abs(parts["ff"] - whole["ff"]) <= 0.1 * whole["ff"]
+
+
+@pytest.mark.slow
+def test_input_gaps_between_sparse_stages_leave_every_result_unchanged(tmp_path, verilator):
+    """Strided and 'same' stages whose tails overlap the next image's pixels, with idle input cycles anywhere."""
+    from rtl_sim.cosim import _from_bus_ints
+
+    net = features_cnn()
+    d = write_rtl(net, tmp_path / "rtl")
+    q = _images(net, 10, seed=4)
+    rng = np.random.default_rng(6)
+    gaps = (rng.random(len(q) * d.pixels) < 0.25) * rng.integers(1, 30, size=len(q) * d.pixels)
+    res = run_cocotb(load_design(tmp_path / "rtl"), tmp_path / "rtl", tmp_path / "cosim", q, gaps=gaps.tolist())
+    got = _from_bus_ints([int(v) for v in res["outputs"]], d.out_type, d.n_out)
+    assert got.tolist() == net.forward_int(q).values.tolist()
+
+
+def random_cnn(seed: int) -> Network:
+    """A random small CNN: 1-D or 2-D, 1-3 window layers (conv of random kernel, stride and padding; max or
+    average pooling), random ReLUs and result types (every rounding and overflow mode), then Flatten,
+    GlobalAvgPool or nothing, and maybe a Dense."""
+    r = np.random.default_rng(seed)
+    nd = int(r.integers(1, 3))
+    shape = ((int(r.integers(4, 20)),) if nd == 1 else (int(r.integers(3, 9)), int(r.integers(3, 9)))) + \
+        (int(r.integers(1, 4)),)
+
+    def rtype(signed=True):
+        w = int(r.integers(4, 11))
+        return FixedType(w, int(r.integers(1, w)), signed, str(r.choice(["TRN", "RND", "RND_CONV"])),
+                         str(r.choice(["WRAP", "SAT"])))
+
+    layers, cur = [], shape
+    for i in range(int(r.integers(1, 4))):
+        kind, sp = r.choice(["conv", "conv", "max", "avg"]), cur[:-1]
+        if kind == "conv":
+            k = tuple(int(r.integers(1, min(4, s) + 1)) for s in sp)
+            wt, c_out = FixedType(int(r.integers(3, 7)), 1), int(r.integers(1, 4))
+            w = r.integers(wt.min_int, wt.max_int + 1, size=(*k, cur[-1], c_out))
+            w[r.random(w.shape) < 0.4] = 0
+            layer = (Conv1D if nd == 1 else Conv2D)(
+                f"c{i}", w, r.integers(wt.min_int, wt.max_int + 1, size=c_out), weight_type=wt, bias_type=wt,
+                strides=tuple(int(r.integers(1, 3)) for _ in sp), padding=str(r.choice(["valid", "same"])),
+                result_type=rtype() if r.random() < 0.8 else None)
+        elif kind == "max":
+            p = tuple(int(r.integers(1, min(3, s) + 1)) for s in sp)
+            layer = (MaxPool1D if nd == 1 else MaxPool2D)(f"m{i}", pool=p,
+                                                           strides=tuple(int(r.integers(1, q + 1)) for q in p))
+        else:
+            opts = [p for p in ([(2,), (4,)] if nd == 1 else [(2, 2), (1, 2), (2, 1), (1, 4)])
+                    if all(a <= s for a, s in zip(p, sp))]
+            if not opts:
+                continue
+            layer = (AvgPool1D if nd == 1 else AvgPool2D)(f"a{i}", pool=opts[int(r.integers(len(opts)))],
+                                                           result_type=rtype() if r.random() < 0.5 else None)
+        try:
+            cur = layer.output_shape(cur)
+        except LayerError:
+            continue
+        layers.append(layer)
+        if r.random() < 0.6:
+            layers.append(ReLU(f"r{i}", rtype(False) if r.random() < 0.5 else None))
+    end, n_pos = r.choice(["flat", "gap", "none"]), int(np.prod(cur[:-1]))
+    n = cur[-1] if end == "gap" else int(np.prod(cur))
+    if end == "gap" and n_pos & (n_pos - 1) == 0:
+        layers.append((GlobalAvgPool1D if nd == 1 else GlobalAvgPool2D)("gap"))
+    elif end != "none":
+        layers.append(Flatten("flat"))
+        n = int(np.prod(cur))
+    if end != "none" and r.random() < 0.8:
+        layers.append(_dense(r, "fc", n, 3))
+    in_t = FixedType(int(r.integers(4, 9)), int(r.integers(1, 4)), bool(r.random() < 0.6))
+    return Network(f"random_cnn_{seed}", shape, layers or [MaxPool2D("m", pool=(1, 1))], in_t)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(8))
+def test_random_cnns_stream_bit_exact_at_the_designed_latency_and_throughput(seed, tmp_path, verilator):
+    net = random_cnn(seed)
+    print(net.summary())
+    d = write_rtl(net, tmp_path / "rtl")
+    r = cosimulate(net, tmp_path / "rtl", tmp_path / "cosim", _images(net, 400, seed), mode="bulk")
+    assert r.bit_exact and r.ii == d.cycles_per_image and r.latency_cycles == d.latency, describe_mismatch(r)
