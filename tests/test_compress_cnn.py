@@ -145,7 +145,8 @@ def test_a_pruned_channel_costs_less_in_both_layers(qcnn):
     after = {p["name"]: p for p in cnn_parts(shrink_cnn(network_from_qcnn(qcnn, "q", {})), BOARD, "lut")}
     assert after["conv1"]["kernel"]["lut"] < before["conv1"]["kernel"]["lut"]
     assert after["conv2"]["kernel"]["lut"] < before["conv2"]["kernel"]["lut"]
-    assert after["conv2"]["stream"]["window_ff"] == before["conv2"]["stream"]["window_ff"] * 3 // 4
+    line = lambda parts: parts["conv2"]["stream"]["delay_line"]["bits"]  # noqa: E731
+    assert line(after) == line(before) * 3 // 4
 
 
 def test_conv_kernel_is_priced_as_a_dense_over_the_window(qcnn):
@@ -155,9 +156,9 @@ def test_conv_kernel_is_priced_as_a_dense_over_the_window(qcnn):
     parts = {p["name"]: p for p in cnn_parts(net, BOARD, "lut")}
     relu_t = net.layer("relu2").result_type
     assert parts["conv2"]["kernel"] == dense_cost(kernel_dense(conv2), t_in, "xc7", "lut", relu_t, True).as_dict()
-    assert parts["conv2"]["stream"]["window_ff"] == 3 * 3 * 4 * t_in.width
-    assert parts["conv2"]["stream"]["line_buffer_bits"] == 2 * 3 * 4 * t_in.width
-    assert set(network_cost(net, BOARD, "lut")) == {"conv1", "pool1", "conv2", "fc"}
+    # the delay line: two rows of the 3-wide input and two pixels, 4 channels
+    assert parts["conv2"]["stream"]["delay_line"]["bits"] == (2 * 3 + 2) * 4 * t_in.width
+    assert set(network_cost(net, BOARD, "lut")) == {"conv1", "pool1", "conv2", "flatten", "fc"}
 
 
 def test_hardware_channel_scores_rank_every_prunable_channel(qcnn, images):

@@ -1,18 +1,24 @@
-"""The analytic cost of a streaming CNN, priced as ``rtl_sim``'s streaming emitter builds it.
+"""The analytic cost of a streaming CNN, priced as ``rtl_sim.stream`` builds it.
 
-Pixels arrive in raster order, one pixel (all channels) per cycle. A convolution is:
-- one kernel datapath shared by every output pixel: a Dense over the flattened
-  ``k*k*c_in`` window (priced by ``cost.dense_cost`` on the kernel reshaped to
-  ``(k*k*c_in, c_out)``, so only nonzero kernel weights cost logic);
-- ``k-1`` line buffers of a row each (``(k-1) * width * c_in * bits``): flip-flops when short,
-  else distributed RAM (LUTRAM) or block RAM, as the synthesis tool maps a memory of that size;
-- the window registers (``k*k*c_in*bits`` flip-flops) and, for 'same' padding, the muxes that
-  put zeros into the window at the borders; row/column counters.
-Max pooling keeps a running maximum per channel: a comparator and a mux per channel and
-window axis, and a line buffer of partial maxima; Flatten is wiring; the Dense tail is
-``cost.dense_cost``. A pruned channel removes its filter, its input channel of the next layer
-and its share of the next layer's line buffers and window, which is what makes channel pruning
-pay in hardware.
+Pixels arrive in raster order, one pixel (all channels) per cycle. Each convolution or pooling
+layer is a window stage:
+- a delay line of the last ``(kh-1)*W + kw-1`` pixels (the line buffers and the window
+  registers in one chain) with taps at the window's positions. Yosys maps a run of three or more
+  registers between two taps to a shift-register LUT (SRL16E/SRLC32E, up to 32 deep, one per
+  bit) and keeps shorter runs in flip-flops;
+- for 'same' padding, a mask per bit of every tap that can fall outside the image;
+- a convolution's kernel datapath, shared by every output pixel: a Dense over the flattened
+  ``k*k*c_in`` window, priced by ``cost.dense_cost`` on the kernel reshaped to
+  ``(k*k*c_in, c_out)``, so only nonzero kernel weights cost logic; a max pool's comparator tree
+  (``k*k-1`` comparators and muxes per channel) or an average pool's adder tree;
+- the output registers and the position counters.
+After the stream, Flatten holds an image's output pixels in a shift register (flip-flops: every
+register is a tap) and GlobalAvgPool keeps an accumulator per channel; the Dense tail is
+``cost.dense_cost``. A pruned channel removes its filter, its input channel of the next layer and
+its bits of the next stage's delay line and taps, which is what makes channel pruning pay.
+
+Block RAM is not used by the emitter (its delay lines are registers); ``STREAM_COEFFS`` holds
+the per-family prices, fitted by ``bench/calibrate_conv_cost.py``.
 """
 
 from __future__ import annotations
@@ -25,21 +31,20 @@ import numpy as np
 from codesign.board import Board
 from codesign.compress.cost import LayerCost, dense_cost
 from codesign.core.fixed import FixedType
-from codesign.core.layers import Conv, Dense, Flatten, Layer, MaxPool, Output, Quant, ReLU
+from codesign.core.layers import Conv, Dense, Flatten, Layer, Output, Quant, ReLU
 from codesign.core.network import Network
 from codesign.errors import LayerError
 
-# Storage and control prices per synthesis family (LUT/FF per bit or per counter bit).
-# ``lutram_bits_per_lut``: xc7's RAM64M is 4 LUTs for a 64-deep 3-bit memory (one write port);
-# a memory shallower than ``ff_max_depth`` stays in flip-flops. Uncalibrated until the streaming
-# emitter exists: see STREAM_CALIBRATED.
+SRL_MIN_RUN = 3  # Yosys's shregmap -minlen on Xilinx: shorter runs stay flip-flops
+SRL_DEPTH = 32  # SRLC32E
+# LUT prices per bit (or per counter bit) of the streaming parts, per synthesis family
 STREAM_COEFFS: dict[str, dict[str, float]] = {
-    fam: {"ff_max_depth": 16, "lutram_bits_per_lut": 48.0, "bram_min_bits": 16384, "bram_bits": 36864,
-          "pad_mux_per_bit": 1.0, "counter_lut_per_bit": 2.0, "pool_lut_per_bit": 1.5, "linebuf_mux_per_bit": 0.0,
-          "control_lut": 8.0}
+    fam: {"srl_lut_per_bit": 1.0, "pad_lut_per_bit": 0.5, "pool_lut_per_bit": 1.5, "counter_lut_per_bit": 2.0,
+          "stage_lut": 4.0}
     for fam in ("xc7", "xcup", "cyclonev")
 }
-STREAM_CALIBRATED = False  # True once fitted against Yosys on rtl_sim's streaming emitter
+# Intel's ALMs have no shift-register mode: a delay line there is flip-flops (and MLABs Yosys does not infer)
+NO_SRL_FAMILIES = ("cyclonev",)
 
 
 def kernel_dense(layer: Conv) -> Dense:
@@ -51,54 +56,74 @@ def kernel_dense(layer: Conv) -> Dense:
     return d
 
 
-def storage(bits_per_word: int, depth: int, words: int, family: str) -> dict[str, float]:
-    """LUT/FF/BRAM of ``words`` buffers of ``depth`` entries of ``bits_per_word`` bits (one per row kept)."""
+def _bits(v: int) -> int:
+    return max(1, int(v).bit_length())
+
+
+def _geometry(layer: Layer, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """(H, W, kh, kw, sh, sw, pt, pb, pl, pr) in 2-D form (a 1-D layer has H = kh = sh = 1)."""
+    if isinstance(layer, Conv):
+        kernel, strides, pads = layer.kernel, layer.strides, layer.pads(tuple(in_shape[:-1]))
+    else:
+        kernel, strides, pads = layer.pool, layer.strides, [(0, 0)] * layer.ndim
+    if len(in_shape) == 2:
+        return (1, in_shape[0], 1, kernel[0], 1, strides[0], 0, 0, *pads[0])
+    return (in_shape[0], in_shape[1], *kernel, *strides, *pads[0], *pads[1])
+
+
+def delay_line(taps: set[int], bits: int, family: str) -> dict[str, float]:
+    """Registers between consecutive taps of a ``bits``-wide delay line: runs of ``SRL_MIN_RUN`` or more
+    become shift-register LUTs (one per bit per ``SRL_DEPTH``), shorter runs flip-flops."""
+    srl = ff = 0
+    d = sorted(taps)
+    for a, b in zip(d, d[1:]):
+        run = b - a
+        if run >= SRL_MIN_RUN and family not in NO_SRL_FAMILIES:
+            srl += bits * math.ceil(run / SRL_DEPTH)
+        else:
+            ff += bits * run
+    return {"srl": float(srl), "ff": float(ff), "bits": float(bits * (d[-1] if d else 0))}
+
+
+def window_parts(layer: Layer, in_shape: tuple[int, ...], in_type: FixedType, family: str) -> dict[str, Any]:
+    """A window stage's delay line, padding masks, pooling tree and control (plain data), without the kernel."""
     c = STREAM_COEFFS[family]
-    total = bits_per_word * depth * words
-    if total == 0:
-        return {"lut": 0.0, "ff": 0.0, "bram": 0.0, "kind": "none"}
-    if depth <= c["ff_max_depth"]:
-        return {"lut": c["linebuf_mux_per_bit"] * total, "ff": float(total), "bram": 0.0, "kind": "ff"}
-    if total >= c["bram_min_bits"]:
-        return {"lut": 0.0, "ff": 0.0, "bram": float(math.ceil(total / c["bram_bits"])), "kind": "bram"}
-    return {"lut": total / c["lutram_bits_per_lut"], "ff": float(bits_per_word * words), "bram": 0.0, "kind": "lutram"}
-
-
-def _counter_bits(shape: tuple[int, ...]) -> int:
-    return sum(max(int(math.ceil(math.log2(max(n, 2)))), 1) for n in shape[:-1])
-
-
-def conv_stream_parts(layer: Conv, in_shape: tuple[int, ...], in_type: FixedType, family: str) -> dict[str, Any]:
-    """The streaming parts of one convolution other than its kernel datapath (plain data)."""
-    c = STREAM_COEFFS[family]
-    k = layer.kernel
-    c_in = in_shape[-1]
-    bits = in_type.width
-    window_bits = int(np.prod(k)) * c_in * bits
-    rows = (k[0] - 1) if layer.ndim == 2 else 0
-    width = in_shape[1] + sum(layer.pads(in_shape[:-1])[1]) if layer.ndim == 2 else 0
-    buf = storage(c_in * bits, width, rows, family)
-    pad_bits = window_bits if layer.padding == "same" and any(p != (0, 0) for p in layer.pads(in_shape[:-1])) else 0
-    cnt = _counter_bits(in_shape)
-    return {"window_ff": window_bits, "line_buffer_bits": c_in * bits * width * rows, "line_buffer": buf,
-            "pad_mux_lut": c["pad_mux_per_bit"] * pad_bits, "counter_bits": cnt,
-            "lut": buf["lut"] + c["pad_mux_per_bit"] * pad_bits + c["counter_lut_per_bit"] * cnt + c["control_lut"],
-            "ff": window_bits + buf["ff"] + cnt, "bram": buf["bram"]}
-
-
-def pool_parts(layer: Layer, in_shape: tuple[int, ...], in_type: FixedType, family: str) -> dict[str, Any]:
-    """A streaming max pool: a running maximum per channel along each window axis, partial maxima of a row."""
-    c = STREAM_COEFFS[family]
-    if not isinstance(layer, MaxPool):
-        raise LayerError(f"layer {layer.name!r} ({layer.kind}): the CNN cost model prices max pooling only so far")
+    H, W, kh, kw, sh, sw, pt, pb, pl, pr = _geometry(layer, in_shape)
     ch, bits = in_shape[-1], in_type.width
-    axes = sum(1 for p in layer.pool if p > 1)
-    out_w = (in_shape[1] - layer.pool[1]) // layer.strides[1] + 1 if layer.ndim == 2 else 0
-    buf = storage(ch * bits, out_w, 1 if layer.ndim == 2 and layer.pool[0] > 1 else 0, family)
-    cnt = _counter_bits(in_shape)
-    lut = c["pool_lut_per_bit"] * axes * ch * bits + buf["lut"] + c["counter_lut_per_bit"] * cnt
-    return {"comparators": axes * ch, "line_buffer": buf, "lut": lut,
-            "ff": ch * bits * (1 + axes) + buf["ff"] + cnt, "bram": buf["bram"]}
+    bw = ch * bits
+    taps = {(kh - 1 - dy) * W + (kw - 1 - dx) for dy in range(kh) for dx in range(kw)}
+    line = delay_line(taps, bw, family)
+    padded = sum(1 for dy in range(kh) for dx in range(kw) if dy < pt or dy > kh - 1 - pb or dx < pl or dx > kw - 1 - pr)
+    Ho, Wo = (H + pt + pb - kh) // sh + 1, (W + pl + pr - kw) // sw + 1
+    tail = max(0, ((Ho - 1) * sh - pt + kh - 1) * W + (Wo - 1) * sw - pl + kw - 1 - H * W + 1)
+    ew = _bits(H * W + tail - 1)
+    counter = 3 * ew + _bits(Ho - 1) + _bits(Wo - 1) + (ew + 1 if tail else 0)
+    lut = c["srl_lut_per_bit"] * line["srl"] + c["pad_lut_per_bit"] * padded * bw
+    lut += c["counter_lut_per_bit"] * counter + c["stage_lut"]
+    ff = line["ff"] + counter + 1
+    out = {"delay_line": line, "padded_taps": padded, "counter_bits": counter, "out_shape": [Ho, Wo, ch]}
+    if not isinstance(layer, Conv):  # pooling: a comparator (max) or adder (average) tree per channel
+        n = kh * kw - 1
+        shift = int(np.prod(getattr(layer, "pool", (1,)))).bit_length() - 1 if "Avg" in layer.kind else 0
+        out["tree"] = {"ops": n * ch, "bits": bits + shift}
+        lut += c["pool_lut_per_bit"] * n * ch * (bits + shift)
+        ff += ch * bits  # the output registers (a conv's are in its kernel's price)
+    out.update(lut=lut, ff=ff)
+    return out
+
+
+def collect_parts(layer: Layer, in_shape: tuple[int, ...], in_type: FixedType, family: str) -> dict[str, Any]:
+    """Flatten's shift register of an image's output pixels, or GlobalAvgPool's accumulators."""
+    c = STREAM_COEFFS[family]
+    n_pos = int(np.prod(in_shape[:-1]))
+    ch, bits = in_shape[-1], in_type.width
+    cw = _bits(n_pos - 1)
+    if "GlobalAvgPool" in layer.kind:
+        acc = bits + _bits(n_pos) - 1
+        return {"accumulators": ch, "bits": acc, "lut": c["pool_lut_per_bit"] * ch * acc + c["counter_lut_per_bit"] * cw,
+                "ff": float(ch * acc + cw)}
+    return {"shift_register_bits": (n_pos - 1) * ch * bits, "lut": c["counter_lut_per_bit"] * cw,
+            "ff": float((n_pos - 1) * ch * bits + cw)}
 
 
 def _out_type(layers: list[Layer], types: list[FixedType | None], i: int) -> tuple[FixedType, bool, int]:
@@ -127,15 +152,19 @@ def cnn_parts(net: Network, board: Board, mapping: str | None = None, regs_every
             dense = kernel_dense(layer) if isinstance(layer, Conv) else layer
             kc = dense_cost(dense, t_in, family, mapping, t_out, relu, regs_every)
             entry = {"name": layer.name, "kind": layer.kind, "kernel": kc.as_dict(),
-                     "lut": kc.lut, "ff": kc.ff, "dsp": kc.dsp, "bram": kc.bram}
+                     "lut": kc.lut, "ff": kc.ff, "dsp": kc.dsp, "bram": 0.0}
             if isinstance(layer, Conv):
-                s = conv_stream_parts(layer, shape, t_in, family)
-                entry.update(stream=s, lut=kc.lut + s["lut"], ff=kc.ff + s["ff"], bram=s["bram"])
+                s = window_parts(layer, shape, t_in, family)
+                entry.update(stream=s, lut=kc.lut + s["lut"], ff=kc.ff + s["ff"])
             out.append(entry)
-        elif isinstance(layer, MaxPool) or "Pool" in layer.kind:
-            p = pool_parts(layer, shape, t_in, family)
-            out.append({"name": layer.name, "kind": layer.kind, "pool": p, "lut": p["lut"], "ff": p["ff"], "dsp": 0.0,
-                        "bram": p["bram"]})
+        elif "Pool" in layer.kind and "Global" not in layer.kind:
+            p = window_parts(layer, shape, t_in, family)
+            out.append({"name": layer.name, "kind": layer.kind, "stream": p, "lut": p["lut"], "ff": p["ff"],
+                        "dsp": 0.0, "bram": 0.0})
+        elif (isinstance(layer, Flatten) and len(shape) > 1) or "GlobalAvgPool" in layer.kind:
+            p = collect_parts(layer, shape, t_in, family)
+            out.append({"name": layer.name, "kind": layer.kind, "collect": p, "lut": p["lut"], "ff": p["ff"],
+                        "dsp": 0.0, "bram": 0.0})
         elif not isinstance(layer, (ReLU, Quant, Flatten, Output)):
             raise LayerError(f"layer {layer.name!r} ({layer.kind}): the CNN cost model prices Conv, pooling, "
                              "Flatten, Dense, ReLU and Quant layers")

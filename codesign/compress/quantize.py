@@ -89,6 +89,9 @@ def quantize_network(
     net = fold_batchnorm(net)
     if calib is None:
         calib = calibration_inputs(input_type, net.input_shape)
+    calib = np.asarray(calib)
+    if calib.shape[1:] != net.input_shape and calib[0].size == int(np.prod(net.input_shape)):
+        calib = calib.reshape(len(calib), *net.input_shape)  # flat samples of an image network (digits for a CNN)
     calib = fixed.to_float(fixed.quantize(calib, input_type), input_type)
     from codesign.core.reference import Tensor, run_layer
 
