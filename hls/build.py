@@ -47,7 +47,7 @@ from codesign.tools import Tool, find_gpp, first_error_line
 # (~150 s of g++ on 2 cores) and simulates 8x faster (1.7 against 13.3 ms per vector); -O1 costs ~40 % more
 # to compile. Measured figures: README, "The HLS step at scale".
 OPT_LEVEL = "-Og"
-BUILD_VERSION = 3  # part of the cache key: bump when the way we split or compile changes
+BUILD_VERSION = 4  # part of the cache key: bump when the way we split or compile changes
 MIN_UNIT_LINES = 1500  # generated functions are packed into units of at least this many lines
 PART_LINES = 500  # a longer straight-line function is cut into functions of this many lines (its unit's)
 # the generated layer code throws nothing and needs no more than C++11 (hls4ml's build_lib.sh falls back to it):
@@ -156,26 +156,30 @@ def split_code_gen(build: Path) -> list[Unit] | None:
 
     A function whose body is longer than ``PART_LINES`` and is da4ml's straight-line form is cut
     into parts (``split_body``), each a unit; shorter ones are packed into units of at least
-    ``MIN_UNIT_LINES``. Returns the units (layer units, then ``myproject.cpp``), or None when the
-    project does not have the shape this needs, so that the caller compiles it whole: every function
-    must be called from ``myproject.cpp`` with explicit template arguments and named nowhere else,
-    and its braces must balance."""
+    ``MIN_UNIT_LINES``. Returns the units (layer units, then ``myproject.cpp``), or None when no
+    function can move, so that the caller compiles the project whole. A function moves when it is
+    called from ``myproject.cpp`` (io_parallel) or named by a layer config of ``parameters.h``
+    (io_stream) with explicit template arguments, is named nowhere else, and its braces balance;
+    any other (e.g. a conv kernel that its wrapper in the header calls) stays where it is."""
     header = build / CODE_GEN
     top = build / "firmware" / f"{PROJECT}.cpp"
     if not header.is_file():
         return None
     text, caller = header.read_text(), top.read_text()
+    # io_stream: hls4ml writes the next layer's function on the line that closes the previous one's wrapper
+    text = re.sub(r"^\};(?=template <)", "};\n", text, flags=re.M)
     found = list(_FUNCTION.finditer(text))
     if not found:
         return None
     others = "".join(p.read_text(errors="replace") for p in (build / "firmware").rglob("*")
                      if p.is_file() and p.suffix in (".h", ".cpp") and p not in (header, top))
     pieces = []
-    for m in found:
+    for m in found:  # a function used otherwise (a conv kernel reached through its wrapper) stays in the header
         inst = _instantiations(m, caller, others)
-        if inst is None:
-            return None
-        pieces.append((m, inst))
+        if inst is not None:
+            pieces.append((m, inst))
+    if not pieces:
+        return None
     head = UNIT_HEAD + "namespace nnet {\n\n"
     units: list[Unit] = []
 

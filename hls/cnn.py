@@ -18,8 +18,8 @@ layout). Every precision is the IR's, as for Dense (``hls.project.layer_precisio
   exact mean (k more fractional bits than the input), so the division is exact; the result is then cast
   to the IR's result type, which is the reference's definition. GlobalAvgPool is the window that covers
   the whole input (hls4ml's PyTorch converter has no adaptive pooling), then a Flatten.
-  Quartus averages in the input's own type (its ``avg`` casts the mean back to it, dropping the k bits),
-  so average pooling is refused there.
+  Quartus/oneAPI average in the input's own type (its ``avg`` casts the mean back to it, dropping the k
+  bits), so there an average pool is built as the convolution it equals (``lower_for_backend``).
 - Flatten: the IR flattens channels-last. hls4ml's channels-last conversion puts a Transpose before a
   flatten so that the order is torch's channels-first; ``drop_flatten_transposes`` removes it again (a
   registered optimizer pass, as hls4ml's ``RemoveTransposeBeforeFlatten`` does for ``io_parallel``), so
@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from codesign.core.fixed import FixedType
-from codesign.core.layers import (AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Layer, MaxPool, ReLU, Weighted)
-from codesign.core.reference import avg_exact_type
+from codesign.core.layers import (AvgPool, Conv, Conv1D, Conv2D, Dense, Flatten, GlobalAvgPool, Layer, MaxPool, ReLU,
+                                  Weighted)
+from codesign.core.reference import avg_exact_type, output_type
 from codesign.errors import BackendError
 
 FLATTEN_PASS = "codesign_drop_flatten_transpose"
@@ -170,14 +171,44 @@ def check_backend_layers(layers: list[Layer], backend: str) -> None:
                 f"overlap (strides equal to the pool; nnet_pooling_stream.h), not pool {layer.pool} with strides "
                 f"{layer.strides}; use strides equal to the pool, or a strided Conv"
             )
-    if backend in ("quartus", "oneapi"):
-        for layer in layers:
-            if isinstance(layer, (AvgPool, GlobalAvgPool)):
-                raise BackendError(
-                    f"layer {layer.name!r} ({layer.kind}): hls4ml 1.3's {backend} average pooling casts the mean "
-                    "back to the input type (nnet_pooling.h avg), dropping the bits an exact mean needs; "
-                    "use the vitis or vivado backend, or MaxPool"
-                )
+
+
+def lower_for_backend(layers: list[Layer], in_shape: tuple[int, ...], in_type: FixedType,
+                      backend: str) -> list[Layer]:
+    """The layers as the backend builds them exactly. Quartus and oneAPI (hls4ml 1.3) average in the input's
+    own type (``nnet_pooling.h``'s ``avg`` casts the mean back to it, dropping the k bits an exact mean
+    needs), so there an average pool becomes the convolution it equals: kernel = the window, strides = the
+    window, weight ``2**-k`` on the channel diagonal (zero elsewhere), zero bias, the exact accumulator and
+    the pool's result type; a global pool is that over the whole input, then a Flatten. Same values, same
+    cast, so the same integers as the reference; it costs C x C x window constant products (all but C x
+    window of them zero) instead of a window sum."""
+    if backend not in ("quartus", "oneapi"):
+        return list(layers)
+    out: list[Layer] = []
+    shape, t = tuple(in_shape), in_type
+    for layer in layers:
+        if isinstance(layer, (AvgPool, GlobalAvgPool)):
+            out += _average_as_conv(layer, shape, t)
+        else:
+            out.append(layer)
+        t, shape = output_type(layer, t, shape), layer.output_shape(shape)
+    return out
+
+
+def _average_as_conv(layer: AvgPool | GlobalAvgPool, shape: tuple[int, ...], t: FixedType) -> list[Layer]:
+    spatial, c = tuple(shape[:-1]), shape[-1]
+    window = spatial if isinstance(layer, GlobalAvgPool) else tuple(layer.pool)
+    k = _shift(layer, shape)
+    weight = np.zeros((*window, c, c), dtype=np.int64)
+    weight[..., np.arange(c), np.arange(c)] = 1  # 1 LSB of ap_fixed<2, 2 - k> is 2**-k
+    cls = Conv2D if len(window) == 2 else Conv1D
+    conv = cls(layer.name, weight=weight, bias=np.zeros(c, dtype=np.int64), weight_type=FixedType(2, 2 - k),
+               bias_type=FixedType(2, 2), strides=window, padding="valid",
+               result_type=layer.result_type or avg_exact_type(t, k))
+    out: list[Layer] = [conv]
+    if isinstance(layer, GlobalAvgPool):
+        out.append(Flatten(layer.name + GLOBAL_FLATTEN_SUFFIX))
+    return out
 
 
 def register_flatten_pass() -> None:

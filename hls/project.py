@@ -255,11 +255,13 @@ def write_project(net: Network, board: Board, backend: str, out_dir: str | Path,
     if conv and io_type != "io_stream":
         raise BackendError(f"network {net.name!r} is convolutional: its HLS project is io_stream (line buffers), "
                            f"not {io_type}")
+    if conv:
+        cnn.check_backend_layers(layers, backend)
+        layers = cnn.lower_for_backend(layers, tuple(net.input_shape), net.input_type, backend)
     plans = layer_plans(layers, backend, form, conv)
     if any(p.get("Compression") for p in plans.values()):
         compressed.register_fixes()
     if conv:
-        cnn.check_backend_layers(layers, backend)
         cnn.register_flatten_pass()
         model = cnn.torch_cnn_module(layers, tuple(net.input_shape), _float_exact)
         shape = tuple(net.input_shape[-1:]) + tuple(net.input_shape[:-1])  # torch's (C, spatial...)

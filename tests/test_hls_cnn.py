@@ -138,10 +138,16 @@ def test_same_padding_is_an_explicit_zero_padding_in_the_input_type(tmp_path):
     assert re.search(r"pad_top = 1;.*pad_bottom = 1;.*pad_left = 0;.*pad_right = 1;", block[:block.index("};")], re.S)
 
 
-@pytest.mark.parametrize("backend", ["quartus", "oneapi"])
-def test_average_pooling_is_refused_on_intel_backends_with_the_reason(tmp_path, backend):
-    with pytest.raises(BackendError, match=r"layer 'avg' \(AvgPool2D\): .*casts the mean back to the input type"):
-        write_project(cnn("avg2d"), load_board(BOARDS[backend]), backend, tmp_path / "prj")
+def test_average_pooling_on_intel_backends_is_the_convolution_it_equals(tmp_path):
+    """Quartus/oneAPI average in the input type (inexact): the pools become diagonal 2**-k convolutions."""
+    net = cnn("avg2d")
+    p = write_project(net, load_board(BOARDS["oneapi"]), "oneapi", tmp_path / "prj")
+    assert p.strategies["avg"] == p.strategies["gap"] == "Resource"  # convolutions, planned as the others
+    src = next(p.directory.rglob("myproject.cpp")).read_text()
+    assert "pooling" not in src and src.count("conv_2d_cl") == 4
+    text = next(p.directory.rglob(f"w{p.model.graph['avg'].index}.h")).read_text()
+    values = [float(v) for v in re.findall(r"[-+]?\d+\.\d+", text.split("= {", 1)[1])]
+    assert sorted(set(values)) == [0.0, 0.25] and values.count(0.25) == 2 * 2 * 3  # 2x2 window, 3 channels
 
 
 @pytest.mark.parametrize("backend", ["vitis", "quartus"])
@@ -172,8 +178,7 @@ def test_oneapi_cnn_project_is_written_and_csim_reported_as_skipped(tmp_path):
 FORMS = [("vitis", "auto"), ("vivado", "latency"), ("quartus", "auto")]
 SLOW_CASES = [(kind, backend, form, precision) for kind in ("tiny", "same-strided", "conv1d", "avg2d", "gap1d")
               for backend, form in FORMS for precision in PRECISIONS
-              if not (kind == "tiny" and precision == "w6-sat" and backend != "vivado")  # the default suite's
-              and not (kind in ("avg2d", "conv1d", "gap1d") and backend == "quartus")]  # refused there
+              if not (kind == "tiny" and precision == "w6-sat" and backend != "vivado")]  # the default suite's
 
 
 @pytest.mark.slow
