@@ -1,13 +1,13 @@
 """Calibrate the streaming part of the CNN cost model (``codesign.compress.conv_cost``) against Yosys.
 
-For each saved quantized CNN (``Network.save`` directories given on the command line): the whole
-streaming design (``rtl_sim.stream.emit_stream_verilog``) is synthesized, and so is each kernel
-datapath on its own (the conv kernel as the Dense over the window, with the ReLU/Quant after it,
+For each saved quantized CNN (``Network.save`` directories given on the command line): each stage
+of the streaming design is synthesized (``rtl_sim.synth.synthesize_layers``: a window stage with
+its element-wise layers, Flatten with the first Dense), and so is each kernel datapath on its own (the conv kernel as the Dense over the window, with the ReLU/Quant after it,
 through ``rtl_sim.verilog.emit_verilog``; the Dense tail likewise). What the whole design costs
 beyond its kernels is the streaming overhead (line buffers, window taps and padding masks,
 pooling, Flatten's shift register, control), which is what ``conv_cost`` prices around
-``cost.dense_cost``. Prints, per design: Yosys totals, Yosys kernels, the overhead measured and
-as priced, and the analytic total against Yosys; writes them to bench/results/conv_cost.json.
+``cost.dense_cost``. Prints, per design and stage: Yosys and analytic counts, of the kernels and
+of the overhead, and the analytic total against Yosys; writes them to bench/results/conv_cost.json.
 
     .venv/bin/python bench/calibrate_conv_cost.py DIR [DIR ...] [--board pynq-z2]
 """
@@ -50,31 +50,57 @@ def measure(path: str, board_name: str) -> dict:
     from codesign.compress.conv_cost import cnn_parts
     from codesign.compress.cost import network_cost, total_cost
     from codesign.core.network import Network
-    from rtl_sim.stream import emit_stream_verilog
-    from rtl_sim.synth import synthesize
+    from rtl_sim.synth import synthesize, synthesize_layers, total_counts
     from rtl_sim.verilog import emit_verilog
 
     board = load_board(board_name)
     fam = board.synth_family
     net = Network.load(path)
     t0 = time.perf_counter()
-    d = emit_stream_verilog(net, mult="lut")
-    full = synthesize(d.verilog, d.top, fam, dsp=False)
+    stages = synthesize_layers(net, fam, dsp=False, mult="lut")  # one streaming design per stage
     kernels = {}
     for name, sub in kernel_networks(net):
         k = emit_verilog(sub, mult="lut")
         r = synthesize(k.verilog, k.top, fam, dsp=False)
-        kernels[name] = {c: r[c] for c in ("lut", "ff", "carry")}
+        kernels[name] = {c: r[c] for c in ("lut", "ff")}
     parts = cnn_parts(net, board, "lut")
-    priced_kernels = {p["name"]: p["kernel"] for p in parts if "kernel" in p}
-    over_priced = {c: sum(p[c] for p in parts) - sum(v[c] for v in priced_kernels.values()) for c in ("lut", "ff")}
-    over_meas = {c: full[c] - sum(v[c] for v in kernels.values()) for c in ("lut", "ff")}
+    # the analytic parts grouped as the stages are synthesized (Flatten with the Dense after it)
+    priced: dict[str, dict[str, float]] = {}
+    group = None
+    for p in parts:
+        if p["name"] in stages:
+            group = p["name"]
+        g = priced.setdefault(group, {"lut": 0.0, "ff": 0.0, "kernel_lut": 0.0, "kernel_ff": 0.0})
+        g["lut"] += p["lut"]
+        g["ff"] += p["ff"]
+        if "kernel" in p:
+            g["kernel_lut"] += p["kernel"]["lut"]
+            g["kernel_ff"] += p["kernel"]["ff"]
+    rows = {}
+    for name, r in stages.items():
+        kl = sum(kernels[n]["lut"] for n in kernels if _group_of(n, parts, stages) == name)
+        kf = sum(kernels[n]["ff"] for n in kernels if _group_of(n, parts, stages) == name)
+        a = priced[name]
+        rows[name] = {"yosys": {"lut": r["lut"], "ff": r["ff"]}, "yosys_kernel": {"lut": kl, "ff": kf},
+                      "analytic": {"lut": round(a["lut"]), "ff": round(a["ff"])},
+                      "analytic_kernel": {"lut": round(a["kernel_lut"]), "ff": round(a["kernel_ff"])},
+                      "overhead_yosys": {"lut": r["lut"] - kl, "ff": r["ff"] - kf},
+                      "overhead_analytic": {"lut": round(a["lut"] - a["kernel_lut"]), "ff": round(a["ff"] - a["kernel_ff"])}}
+    tot = total_counts(stages)
     analytic = total_cost(network_cost(net, board, "lut"))
-    return {"design": path, "yosys": {c: full[c] for c in ("lut", "ff", "carry", "bram")}, "cells": full["cells"],
-            "yosys_kernels": kernels, "analytic_kernels": priced_kernels, "overhead_yosys": over_meas,
-            "overhead_analytic": {c: round(v) for c, v in over_priced.items()}, "analytic": analytic,
-            "lut_error": round(analytic["lut"] / max(full["lut"], 1) - 1, 4),
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return {"design": path, "stages": rows, "yosys": {c: tot[c] for c in ("lut", "ff", "dsp")}, "analytic": analytic,
+            "lut_error": round(analytic["lut"] / max(tot["lut"], 1) - 1, 4),
+            "ff_error": round(analytic["ff"] / max(tot["ff"], 1) - 1, 4), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _group_of(name: str, parts: list[dict], stages: dict) -> str | None:
+    group = None
+    for p in parts:
+        if p["name"] in stages:
+            group = p["name"]
+        if p["name"] == name:
+            return group
+    return None
 
 
 def main() -> None:

@@ -46,6 +46,15 @@ def small_cnn(rng, c1=4, c2=6, padding="valid") -> Network:
     return Network("small-cnn", (8, 8, 1), layers)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Small tensors: one torch thread is faster than two on a busy machine (see cnn_search.TRAIN_THREADS)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def images(digits):
     shape = (8, 8, 1)

@@ -23,13 +23,14 @@ import torch
 from torch.nn import functional as F
 
 from codesign.board import Board
+from codesign.compress.conv_cost import kernel_dense, live_outputs
 from codesign.compress.cost import term_lut, total_cost
 from codesign.compress.qat import QDense
 from codesign.compress.qcnn import QCNN, QConv, consumers, network_from_qcnn, stage_inputs, unit_rows
 from codesign.compress.prune import EXTRA_DIGIT_PRICE, METHODS
 from codesign.core.arith import CSD_MAX_DIGITS, csd_count
 from codesign.core.fixed import FixedType
-from codesign.core.layers import Conv, Dense, Weighted
+from codesign.core.layers import Conv, ReLU, Weighted
 from codesign.core.network import Network
 from codesign.core.reference import exact_accum_type
 from codesign.errors import ConfigError
@@ -230,16 +231,21 @@ def prune_channels(model: QCNN, ranked: list[tuple[float, int, int]], n: int, mi
 
 
 def shrink_cnn(net: Network) -> Network:
-    """Drop the units (channels, neurons) that can no longer affect the output: no weights and no bias
-    (their value is exactly 0), or nothing reads them. The next layer loses the matching inputs, and
+    """Drop the units (channels, neurons) that can no longer affect the output: no weights and no bias,
+    or before a ReLU never above zero for any input (their value is exactly 0), or nothing reads them. The next layer loses the matching inputs, and
     accumulator types are recomputed exactly (the outputs are unchanged, bit for bit)."""
     layers = copy.deepcopy(net.layers)
     idx = [i for i, l in enumerate(layers) if isinstance(l, Weighted)]
+    types = net.tensor_types()
     for a_i, b_i in zip(idx, idx[1:]):
         a, b = layers[a_i], layers[b_i]
         units = a.weight.shape[-1]
         wa = a.weight.reshape(-1, units)
         dead_in = ~wa.any(axis=0) & (a.bias == 0)
+        t_a = net.input_type if a_i == 0 else types[a_i - 1]
+        if t_a is not None and a_i + 1 < len(layers) and isinstance(layers[a_i + 1], ReLU):
+            # never above zero for any input of its type: exactly 0 after the ReLU
+            dead_in |= ~live_outputs(kernel_dense(a) if isinstance(a, Conv) else a, t_a, True)
         if isinstance(b, Conv):
             unused = ~np.moveaxis(b.weight, -2, 0).reshape(units, -1).any(axis=1)
         else:

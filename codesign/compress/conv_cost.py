@@ -39,7 +39,7 @@ SRL_MIN_RUN = 3  # Yosys's shregmap -minlen on Xilinx: shorter runs stay flip-fl
 SRL_DEPTH = 32  # SRLC32E
 # LUT prices per bit (or per counter bit) of the streaming parts, per synthesis family
 STREAM_COEFFS: dict[str, dict[str, float]] = {
-    fam: {"srl_lut_per_bit": 1.0, "pad_lut_per_bit": 0.5, "pool_lut_per_bit": 1.5, "counter_lut_per_bit": 2.0,
+    fam: {"srl_lut_per_bit": 1.0, "pad_lut_per_bit": 0.5, "pool_lut_per_bit": 2.3, "counter_lut_per_bit": 2.0,
           "stage_lut": 4.0}
     for fam in ("xc7", "xcup", "cyclonev")
 }
@@ -54,6 +54,19 @@ def kernel_dense(layer: Conv) -> Dense:
               weight_type=layer.weight_type, bias_type=layer.bias_type, reuse=layer.reuse, mult=layer.mult)
     d.accum_type, d.result_type = layer.accum_type, layer.result_type
     return d
+
+
+def live_outputs(layer: Dense, in_type: FixedType, relu: bool) -> np.ndarray:
+    """Which outputs of a (kernel) Dense can take more than one value for inputs of ``in_type``: the others
+    (bias only, or never above zero before a ReLU) are constants the emitter neither stores nor compares."""
+    w = layer.weight.astype(object)
+    pf = in_type.frac + layer.weight_type.frac
+    frac = max(pf, layer.bias_type.frac)
+    b = layer.bias.astype(object) * (1 << (frac - layer.bias_type.frac))
+    a, c = w * in_type.min_int, w * in_type.max_int
+    lo = np.minimum(a, c).sum(axis=0) * (1 << (frac - pf)) + b
+    hi = np.maximum(a, c).sum(axis=0) * (1 << (frac - pf)) + b
+    return np.array([(h > 0 if relu else h > l) and h > l for l, h in zip(lo, hi)], dtype=bool)
 
 
 def _bits(v: int) -> int:
@@ -85,11 +98,14 @@ def delay_line(taps: set[int], bits: int, family: str) -> dict[str, float]:
     return {"srl": float(srl), "ff": float(ff), "bits": float(bits * (d[-1] if d else 0))}
 
 
-def window_parts(layer: Layer, in_shape: tuple[int, ...], in_type: FixedType, family: str) -> dict[str, Any]:
-    """A window stage's delay line, padding masks, pooling tree and control (plain data), without the kernel."""
+def window_parts(layer: Layer, in_shape: tuple[int, ...], in_type: FixedType, family: str,
+                 live: int | None = None) -> dict[str, Any]:
+    """A window stage's delay line, padding masks, pooling tree and control (plain data), without the kernel.
+    ``live``: the input channels that are not constant (the emitter stores and compares only those)."""
     c = STREAM_COEFFS[family]
     H, W, kh, kw, sh, sw, pt, pb, pl, pr = _geometry(layer, in_shape)
-    ch, bits = in_shape[-1], in_type.width
+    ch = in_shape[-1] if live is None else live
+    bits = in_type.width
     bw = ch * bits
     taps = {(kh - 1 - dy) * W + (kw - 1 - dx) for dy in range(kh) for dx in range(kw)}
     line = delay_line(taps, bw, family)
@@ -112,11 +128,12 @@ def window_parts(layer: Layer, in_shape: tuple[int, ...], in_type: FixedType, fa
     return out
 
 
-def collect_parts(layer: Layer, in_shape: tuple[int, ...], in_type: FixedType, family: str) -> dict[str, Any]:
+def collect_parts(layer: Layer, in_shape: tuple[int, ...], in_type: FixedType, family: str,
+                  live: int | None = None) -> dict[str, Any]:
     """Flatten's shift register of an image's output pixels, or GlobalAvgPool's accumulators."""
     c = STREAM_COEFFS[family]
     n_pos = int(np.prod(in_shape[:-1]))
-    ch, bits = in_shape[-1], in_type.width
+    ch, bits = (in_shape[-1] if live is None else live), in_type.width
     cw = _bits(n_pos - 1)
     if "GlobalAvgPool" in layer.kind:
         acc = bits + _bits(n_pos) - 1
@@ -145,6 +162,7 @@ def cnn_parts(net: Network, board: Board, mapping: str | None = None, regs_every
     types, shapes = net.tensor_types(), net.shapes()
     layers = net.layers
     t_in, shape = net.input_type, net.input_shape
+    live = np.ones(shape[-1], dtype=bool)  # channels of the current tensor that are not constant
     out: list[dict[str, Any]] = []
     for i, layer in enumerate(layers):
         if isinstance(layer, (Conv, Dense)):
@@ -154,15 +172,16 @@ def cnn_parts(net: Network, board: Board, mapping: str | None = None, regs_every
             entry = {"name": layer.name, "kind": layer.kind, "kernel": kc.as_dict(),
                      "lut": kc.lut, "ff": kc.ff, "dsp": kc.dsp, "bram": 0.0}
             if isinstance(layer, Conv):
-                s = window_parts(layer, shape, t_in, family)
+                s = window_parts(layer, shape, t_in, family, int(live.sum()))
                 entry.update(stream=s, lut=kc.lut + s["lut"], ff=kc.ff + s["ff"])
             out.append(entry)
+            live = live_outputs(dense, t_in, relu)
         elif "Pool" in layer.kind and "Global" not in layer.kind:
-            p = window_parts(layer, shape, t_in, family)
+            p = window_parts(layer, shape, t_in, family, int(live.sum()))
             out.append({"name": layer.name, "kind": layer.kind, "stream": p, "lut": p["lut"], "ff": p["ff"],
                         "dsp": 0.0, "bram": 0.0})
         elif (isinstance(layer, Flatten) and len(shape) > 1) or "GlobalAvgPool" in layer.kind:
-            p = collect_parts(layer, shape, t_in, family)
+            p = collect_parts(layer, shape, t_in, family, int(live.sum()))
             out.append({"name": layer.name, "kind": layer.kind, "collect": p, "lut": p["lut"], "ff": p["ff"],
                         "dsp": 0.0, "bram": 0.0})
         elif not isinstance(layer, (ReLU, Quant, Flatten, Output)):
