@@ -7,7 +7,7 @@ Dense weights by importance per LUT. Printed and written to bench/results/cnn_pr
 test accuracy (float and compressed), channels kept, kernel sparsity, the analytic LUTs and, when
 the streaming RTL emitter and Yosys are there, the Yosys LUTs of the whole streaming design.
 
-    .venv/bin/python bench/cnn_pruning.py [--board pynq-z2] [--budget lut=0.3,dsp=0] [--no-synth]
+    .venv/bin/python bench/cnn_pruning.py [--board pynq-z2] [--budget lut=0.1,dsp=0] [--no-synth]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def yosys_luts(net, family: str) -> dict | None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--board", default="pynq-z2")
-    ap.add_argument("--budget", default="lut=0.3,dsp=0")
+    ap.add_argument("--budget", default="lut=0.1,dsp=0")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-synth", action="store_true")
     args = ap.parse_args()
@@ -57,7 +57,9 @@ def main() -> None:
         r = compress(net, data, budget, method=method, seed=args.seed)
         row = {"method": method, "float_accuracy": round(r.float_score, 4), "accuracy": round(r.score, 4),
                "analytic": r.cost, "precision": r.precision.weight_bits, "seconds": round(r.seconds, 1),
-               "sparsity": round(r.network.sparsity, 4),
+               "sparsity": round(r.network.sparsity, 4), "epochs": getattr(r, "epochs", None),
+               "candidates": [{"weight_bits": h["precision"]["weight_bits"], "fits": h["fits"], "cost": h["cost"],
+                               "val": round(h["val"], 4) if "val" in h else None} for h in r.history],
                "layers": [{k: v for k, v in L.items() if k in ("name", "kept", "pruned", "sparsity")}
                           for L in channel_report(r.network, net)]}
         if not args.no_synth:
@@ -71,7 +73,8 @@ def main() -> None:
     winner = max(rows, key=lambda r: r["accuracy"])
     print(f"at {args.budget} on {board.name} ({budget.limits['lut']} LUT): {winner['method']} wins by "
           f"{abs(a['accuracy'] - b['accuracy']) * 100:.1f} accuracy points")
-    write_results("cnn_pruning", t0, board=board.name, budget=budget.limits, rows=rows, winner=winner["method"])
+    name = "cnn_pruning" + ("" if args.budget == "lut=0.1,dsp=0" else "_" + args.budget.replace("=", "").replace(",", "_"))
+    write_results(name, t0, board=board.name, budget=budget.limits, rows=rows, winner=winner["method"])
 
 
 if __name__ == "__main__":

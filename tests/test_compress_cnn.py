@@ -19,7 +19,7 @@ from codesign.compress.channels import (
     shrink_cnn,
     weight_scores,
 )
-from codesign.compress.conv_cost import cnn_parts, kernel_dense
+from codesign.compress.conv_cost import cnn_parts, kernel_dense, live_outputs
 from codesign.compress.cost import dense_cost, network_cost, total_cost
 from codesign.compress.qat import Precision
 from codesign.compress.qcnn import assign_types, network_from_qcnn, qcnn_from_network
@@ -128,34 +128,57 @@ def test_relu_after_average_pooling_is_refused_naming_the_layer(rng):
         qcnn_from_network(Network("bad", (8, 8, 1), layers))
 
 
+def _live_channel(qcnn, stage: int) -> int:
+    """A channel of the stage that shrink keeps as it is (weights that can lift it above zero)."""
+    w = qcnn.weighted()[stage].effective_weight().detach().numpy()
+    return int(np.argmax((w > 0).reshape(-1, w.shape[-1]).sum(axis=0)))
+
+
 def test_removing_a_channel_removes_the_next_convs_input_channel(qcnn, images):
-    remove_unit(qcnn, 0, 1)
-    conv2 = qcnn.weighted()[1]
-    assert not conv2.mask.numpy()[:, :, 1, :].any()
+    before = shrink_cnn(network_from_qcnn(qcnn, "q", {}))
+    j = _live_channel(qcnn, 0)
+    remove_unit(qcnn, 0, j)
+    assert not qcnn.weighted()[1].mask.numpy()[:, :, j, :].any()
     net = network_from_qcnn(qcnn, "q", {})
     small = shrink_cnn(net)
-    assert small.layer("conv1").weight.shape[-1] == 3 and small.layer("conv2").weight.shape[-2] == 3
+    n = before.layer("conv1").weight.shape[-1] - 1
+    assert small.layer("conv1").weight.shape[-1] == n and small.layer("conv2").weight.shape[-2] == n
     assert np.array_equal(small.forward(images.X_test), net.forward(images.X_test))
 
 
 def test_removing_a_channel_before_flatten_removes_its_dense_rows(qcnn, images):
-    remove_unit(qcnn, 1, 2)  # conv2's channel 2: 1x1x6 flattened, row 2 of fc
+    before = shrink_cnn(network_from_qcnn(qcnn, "q", {}))
+    remove_unit(qcnn, 1, _live_channel(qcnn, 1))  # conv2's output is 1x1: one row of fc per channel
     net = network_from_qcnn(qcnn, "q", {})
     small = shrink_cnn(net)
-    assert small.layer("conv2").weight.shape[-1] == 5 and small.layer("fc").weight.shape[0] == 5
+    n = before.layer("conv2").weight.shape[-1] - 1
+    assert small.layer("conv2").weight.shape[-1] == n and small.layer("fc").weight.shape[0] == n
     assert np.array_equal(small.forward(images.X_test), net.forward(images.X_test))
-    report = {r["name"]: r for r in channel_report(small, net)}
-    assert (report["conv2"]["kept"], report["conv2"]["pruned"]) == (5, 1)
+    report = {r["name"]: r for r in channel_report(small, before)}
+    assert (report["conv2"]["kept"], report["conv2"]["pruned"]) == (n, 1)
+
+
+def test_shrink_drops_a_channel_that_never_rises_above_zero(qcnn, images):
+    with torch.no_grad():
+        conv1 = qcnn.weighted()[0]
+        conv1.weight[..., 0] = -conv1.weight[..., 0].abs()  # inputs are non-negative: the sum stays <= 0
+        conv1.bias[0] = -1.0
+    net = network_from_qcnn(qcnn, "q", {})
+    small = shrink_cnn(net)
+    assert small.layer("conv1").weight.shape[-1] < net.layer("conv1").weight.shape[-1]
+    assert np.array_equal(small.forward(images.X_test), net.forward(images.X_test))
 
 
 def test_a_pruned_channel_costs_less_in_both_layers(qcnn):
-    before = {p["name"]: p for p in cnn_parts(network_from_qcnn(qcnn, "q", {}), BOARD, "lut")}
-    remove_unit(qcnn, 0, 0)
+    net = shrink_cnn(network_from_qcnn(qcnn, "q", {}))
+    before = {p["name"]: p for p in cnn_parts(net, BOARD, "lut")}
+    remove_unit(qcnn, 0, _live_channel(qcnn, 0))
     after = {p["name"]: p for p in cnn_parts(shrink_cnn(network_from_qcnn(qcnn, "q", {})), BOARD, "lut")}
     assert after["conv1"]["kernel"]["lut"] < before["conv1"]["kernel"]["lut"]
     assert after["conv2"]["kernel"]["lut"] < before["conv2"]["kernel"]["lut"]
     line = lambda parts: parts["conv2"]["stream"]["delay_line"]["bits"]  # noqa: E731
-    assert line(after) == line(before) * 3 // 4
+    c = net.layer("conv2").weight.shape[-2]
+    assert line(after) == line(before) * (c - 1) // c
 
 
 def test_conv_kernel_is_priced_as_a_dense_over_the_window(qcnn):
@@ -165,8 +188,9 @@ def test_conv_kernel_is_priced_as_a_dense_over_the_window(qcnn):
     parts = {p["name"]: p for p in cnn_parts(net, BOARD, "lut")}
     relu_t = net.layer("relu2").result_type
     assert parts["conv2"]["kernel"] == dense_cost(kernel_dense(conv2), t_in, "xc7", "lut", relu_t, True).as_dict()
-    # the delay line: two rows of the 3-wide input and two pixels, 4 channels
-    assert parts["conv2"]["stream"]["delay_line"]["bits"] == (2 * 3 + 2) * 4 * t_in.width
+    # the delay line: two rows of the 3-wide input and two pixels of conv1's non-constant channels
+    live = int(live_outputs(kernel_dense(net.layer("conv1")), net.input_type, True).sum())
+    assert parts["conv2"]["stream"]["delay_line"]["bits"] == (2 * 3 + 2) * live * t_in.width
     assert set(network_cost(net, BOARD, "lut")) == {"conv1", "pool1", "conv2", "flatten", "fc"}
 
 
@@ -197,9 +221,10 @@ TINY = Schedule(epochs=3, finetune_epochs=1, final_epochs=2, prune_steps=2, extr
 
 @pytest.mark.parametrize("method", ["structured", "hardware"])
 def test_search_dispatches_a_cnn_and_fits_the_budget(cnn_float, digits, method):
-    full = total_cost(network_cost(quantize_network(cnn_float, digits.input_type, 4, result_bits=10,
-                                                    calib=digits.X_train.reshape(-1, 8, 8, 1)), BOARD, "lut"))
-    budget = Budget.parse(f"lut={full['lut'] // 2},dsp=0", BOARD)
+    model = qcnn_from_network(cnn_float)  # where the search starts: the float network typed at the precision
+    assign_types(model, Precision(4, 6, 10, digits.input_type), digits.X_train.reshape(-1, 8, 8, 1))
+    start = total_cost(network_cost(network_from_qcnn(model, "q", {}), BOARD, "lut"))
+    budget = Budget.parse(f"lut={start['lut'] * 3 // 4},dsp=0", BOARD)
     r = compress(cnn_float, digits, budget, method=method, schedule=TINY, precisions=(Precision(4, 6, 10),))
     assert r.cost["lut"] <= budget.limits["lut"] and r.cost["dsp"] == 0
     assert r.network.input_shape == (8, 8, 1) and r.score > 0.5

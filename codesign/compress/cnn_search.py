@@ -103,8 +103,9 @@ class _CnnSearch:
 
         prune = self.pruner(model)
         prune(model, self.fewest_to_fit(model, prune, aim))
-        train(model, self.data, epochs, lr, seed, self.teacher)
-        self.spent += epochs
+        if epochs:
+            train(model, self.data, epochs, lr, seed, self.teacher)
+            self.spent += epochs
         assign_types(model, prec, self.data.X_train)
         return self.cost(model)
 
@@ -227,7 +228,8 @@ def _compress_cnn(net: Network, data: Dataset, budget: Budget, method: str, seed
         res = binding_resource(cheapest, limits)
         raise BudgetError(
             f"budget {_fmt(limits)} not reached on {board.name}: the smallest network after pruning costs "
-            f"{_fmt(cheapest)}; {res} binds ({cheapest[res]} > {limits[res]})")
+            f"{_fmt(cheapest)}; {res} binds ({cheapest[res]} > {aim[res]}, the limit less the cost model's "
+            f"{sch.headroom:.0%} headroom)")
     _, model, prec, cost = best
     meta = dict(net.metadata, compressed=True, method=method, distill=sch.distill, seed=seed, board=board.name,
                 budget=limits, precision=_prec_dict(prec))
@@ -281,4 +283,8 @@ def _candidate(ctx: _CnnSearch, model: QCNN, prec: Precision, k: int, sch: Any, 
         if fits(cost, ctx.aim):
             break
         cost = ctx.prune_step(model, prec, ctx.aim, max(sch.finetune_epochs // 2, 1), lr_trim, seed + s_trim * k + trim)
+    for _ in range(3):  # a last cut without fine-tuning, which cannot move the cost over again
+        if fits(cost, ctx.aim):
+            break
+        cost = ctx.prune_step(model, prec, ctx.aim, 0, lr_trim, 0)
     return model, cost
