@@ -23,6 +23,7 @@ from codesign.tools import find_verilator
 from rtl_sim.cosim import cosimulate, describe_mismatch, run_cocotb, write_rtl, load_design
 from rtl_sim.stream import emit_stream_verilog
 from rtl_sim.verilog import dense_datapath
+from tests.conftest import MODELS
 
 WT = FixedType(6, 1)  # kernel and Dense weights: integers in [-32, 31]
 
@@ -95,10 +96,10 @@ def _images(net: Network, n: int, seed: int = 0) -> np.ndarray:
 
 def test_tiny_cnn_streams_bit_exact_at_one_image_per_input_pixel_count(tiny, verilator):
     net, d, root = tiny
-    q = _images(net, 600)
+    q = _images(net, 2000)  # every element at each corner of the input type, corner mixes, then random
     r = cosimulate(net, root / "rtl", root / "bulk", q, mode="bulk")
     print(r.to_json())
-    assert r.mismatches == 0 and r.samples == 600, describe_mismatch(r)
+    assert r.mismatches == 0 and r.samples == 2000, describe_mismatch(r)
     assert r.ii == d.cycles_per_image == 36 and r.extra["cycles_per_pixel"] == 1.0
     assert r.latency_cycles == d.latency and r.bit_exact
 
@@ -333,3 +334,19 @@ def test_random_cnns_stream_bit_exact_at_the_designed_latency_and_throughput(see
     d = write_rtl(net, tmp_path / "rtl")
     r = cosimulate(net, tmp_path / "rtl", tmp_path / "cosim", _images(net, 400, seed), mode="bulk")
     assert r.bit_exact and r.ii == d.cycles_per_image and r.latency_cycles == d.latency, describe_mismatch(r)
+
+
+@pytest.mark.slow
+def test_hls4ml_conv2d_example_at_the_default_precision_streams_bit_exact(digits, tmp_path, verilator):
+    """hls4ml's float Conv2D example (8x8x1, conv 3x3 'same' x2, ReLU, flatten, dense 10) quantized as the flow
+    quantizes a float network (8-bit weights, 16-bit results), on the digits images, the corners and random."""
+    import codesign
+    from codesign.compress.quantize import quantize_network
+
+    net = quantize_network(codesign.load(MODELS / "KERAS_conv2d_model.json"), digits.input_type, 8, result_bits=16,
+                           calib=digits.X_train.reshape(-1, 8, 8, 1))
+    d = write_rtl(net, tmp_path / "rtl")
+    q = verification_inputs(net, digits.X_test.reshape(-1, 8, 8, 1), 2500)
+    r = cosimulate(net, tmp_path / "rtl", tmp_path / "cosim", q, mode="bulk")
+    print(r.to_json())
+    assert r.bit_exact and r.samples == 2500 and r.ii == 64 and r.latency_cycles == d.latency, describe_mismatch(r)
