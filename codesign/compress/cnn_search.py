@@ -37,8 +37,8 @@ from codesign.compress.qat import Precision
 from codesign.compress.qcnn import QCNN, assign_types, network_from_qcnn, qcnn_from_network
 from codesign.core.fixed import FixedType
 from codesign.core.network import Network
-from codesign.errors import BudgetError, ConfigError, DataError
-from codesign.importers.data import Dataset, check_fits
+from codesign.errors import BudgetError, ConfigError
+from codesign.importers.data import Dataset, check_fits, shaped_for
 from codesign.progress import SILENT, Reporter
 
 # CNN training runs cost ~10x an MLP's per epoch (float64 convolutions): the default schedule is shorter
@@ -51,18 +51,6 @@ def cnn_schedule(schedule: Any) -> Any:
     from codesign.compress.search import Schedule
 
     return dataclasses.replace(schedule, **CNN_SCHEDULE_EPOCHS) if schedule == Schedule() else schedule
-
-
-def shaped_data(data: Dataset, input_shape: tuple[int, ...]) -> Dataset:
-    """The data set with samples reshaped to the network's input (flat 8x8 digits for an 8x8x1 CNN)."""
-    if data.input_shape == tuple(input_shape):
-        return data
-    if int(np.prod(data.input_shape)) != int(np.prod(input_shape)):
-        raise DataError(f"data {data.name!r} has samples of shape {data.input_shape} but the CNN takes "
-                        f"{tuple(input_shape)}")
-    shape = tuple(input_shape)
-    return dataclasses.replace(data, X_train=data.X_train.reshape(-1, *shape), X_val=data.X_val.reshape(-1, *shape),
-                               X_test=data.X_test.reshape(-1, *shape))
 
 
 @dataclasses.dataclass
@@ -184,7 +172,7 @@ def _compress_cnn(net: Network, data: Dataset, budget: Budget, method: str, seed
     board, limits = budget.board, budget.limits
     if not limits:
         raise BudgetError("compress needs a budget, e.g. --budget lut=0.25,dsp=0")
-    data = shaped_data(data, net.input_shape)
+    data = shaped_for(data, net.input_shape)  # flat digits for an 8x8x1 CNN; others are left to check_fits
     check_fits(data, net.input_shape, net.output_shape[-1], net.name)
     mapping = "lut" if budget.lut_only else "auto"
     t_in = input_type or net.input_type or data.input_type or default_input_type(data.X_train)
