@@ -125,6 +125,8 @@ def test_cnn_project_is_streamed_with_the_ir_precisions_and_no_transpose(tiny):
     src = next(p.directory.rglob("myproject.cpp")).read_text()
     assert "conv_2d_cl" in src and "pooling2d_cl" in src
     assert "transpose" not in src.lower()  # flattened in the stream's (channels-last) order, as the IR
+    if p.backend == "vitis":  # the Dense's distributed arithmetic compiled as a unit of its own (hls.build)
+        assert r["split"] and r["units"] == 3
 
 
 def test_same_padding_is_an_explicit_zero_padding_in_the_input_type(tmp_path):
@@ -209,3 +211,19 @@ def test_hls4ml_conv2d_example_at_the_default_precision_is_bit_exact(digits, tmp
     assert r["csim_bit_exact"] and r["samples"] == 2000, r["first_mismatch"]
     if backend == "vitis":
         assert r["split"]  # the distributed-arithmetic Dense compiles as a unit of its own
+
+
+@pytest.mark.slow
+def test_flow_hls_step_takes_a_cnn_at_the_default_precision(tmp_path):
+    """``codesign hls`` on a CNN artifact: hls4ml's Conv2D example quantized by the flow (no budget), its project
+    written and C-simulated bit-exact on the flow's 10,000 vectors (the digits test set first)."""
+    from codesign.app.artifact import Artifact
+    from codesign.app.flow import step_compress, step_hls
+    from codesign.budget import Budget
+
+    art = Artifact(tmp_path / "cnn")
+    art.claim()
+    step_compress(art, str(MODELS / "KERAS_conv2d_model.json"), "digits", Budget.parse(None, load_board("pynq-z2")))
+    r = step_hls(art, "vitis")
+    print({k: r[k] for k in ("samples", "csim_bit_exact", "write_s", "compile_s", "simulate_s", "split", "units")})
+    assert r["csim_bit_exact"] and r["samples"] == 10000 and r["split"]
