@@ -35,13 +35,14 @@ DESIGN_JSON = "design.json"
 SHARD_SAMPLES = 1_000_000  # the bulk harness streams ~350k samples/s: fewer are not worth a dispatch
 
 
-def write_rtl(net: Network, out_dir: str | Path, adder_regs_every: int = 0, mult: str | None = None) -> Design:
+def write_rtl(net: Network, out_dir: str | Path, adder_regs_every: int = 0, mult: str | None = None,
+              datapath: str = "cmvm") -> Design:
     """Write ``<top>.v``, ``<top>_axis.v`` and ``design.json`` into ``out_dir`` (a CNN, i.e. a network with a
     spatial input, gets the streaming design of ``rtl_sim.stream``)."""
     if is_streaming(net):
-        d = emit_stream_verilog(net, adder_regs_every=adder_regs_every, mult=mult)
+        d = emit_stream_verilog(net, adder_regs_every=adder_regs_every, mult=mult, datapath=datapath)
     else:
-        d = emit_verilog(net, adder_regs_every=adder_regs_every, mult=mult)
+        d = emit_verilog(net, adder_regs_every=adder_regs_every, mult=mult, datapath=datapath)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{d.top}.v").write_text(d.verilog)

@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from codesign.core.arith import CSD_MAX_DIGITS, csd_digits, signed_width
+from codesign.core.cmvm import optimize
 from codesign.core.fixed import FixedType, fit_overflow, round_shift
 from codesign.core.layers import Dense, Flatten, Layer, Output, Quant, ReLU
 from codesign.core.network import Network
 from codesign.errors import BackendError
+
+DATAPATHS = ("cmvm", "csd")
+DEFAULT_DEPTH_SLACK = 2  # adder levels CSE may add above a layer's minimum depth (da4ml's hls4ml default)
 
 
 def uses_dsp(w: int, mapping: str) -> bool:
@@ -73,7 +77,8 @@ class Design:
     n_out: int
     latency: int
     stages: list[dict] = field(default_factory=list)  # name, layers, type, n, latency (cumulative)
-    multipliers: dict[str, dict[str, int]] = field(default_factory=dict)  # per Dense: dsp/lut/shift counts
+    multipliers: dict[str, dict[str, int]] = field(default_factory=dict)  # per Dense: its datapath's counts
+    datapath: str = "cmvm"
 
     @property
     def in_width(self) -> int:
@@ -85,11 +90,12 @@ class Design:
 
 
 class _Emitter:
-    def __init__(self) -> None:
+    def __init__(self, clocked: bool = True) -> None:
         self.lines: list[str] = []
         self.regs: list[str] = []
         self.n = 0
         self.prefix = ""  # the current layer's name, so every wire says which layer it belongs to
+        self.clocked = clocked
 
     def fresh(self, base: str) -> str:
         self.n += 1
@@ -126,6 +132,9 @@ class _Emitter:
             return s
         name = self.fresh(base)
         w = s.width
+        if not self.clocked:  # the combinational form, for equivalence proofs
+            self.lines.append(f"  wire signed [{w - 1}:0] {name} = {s.expr};")
+            return Sig(name, s.lo, s.hi)
         self.lines.append(f"  reg signed [{w - 1}:0] {name};")
         self.regs.append(f"    {name} <= {s.expr};")
         return Sig(name, s.lo, s.hi)
@@ -136,6 +145,22 @@ class _Emitter:
             return const_sig(a.const + b.const)
         lo, hi = a.lo + b.lo, a.hi + b.hi
         return self.wire("s", lo, hi, lambda w: f"{self.ext(a, w)} + {self.ext(b, w)}")
+
+    def shift_add(self, a: Sig, sa: int, b: Sig, sb: int, sub: bool) -> Sig:
+        """``(a << sa) + (b << sb)``, or ``-`` when ``sub``: one adder (or a wire shift when ``b`` is 0)."""
+        if a.const is not None and b.const is not None:
+            return const_sig((a.const << sa) - (b.const << sb) if sub else (a.const << sa) + (b.const << sb))
+        alo, ahi, blo, bhi = a.lo << sa, a.hi << sa, b.lo << sb, b.hi << sb
+        lo, hi = (alo - bhi, ahi - blo) if sub else (alo + blo, ahi + bhi)
+
+        def term(s: Sig, k: int, w: int) -> str:
+            if s.const is not None:
+                return self.lit(s.const << k, w)
+            return self.ext(s, w) if k == 0 else f"({self.ext(s, w)} <<< {k})"
+
+        if b.const == 0:
+            return self.wire("s", lo, hi, lambda w: term(a, sa, w))
+        return self.wire("s", lo, hi, lambda w: f"{term(a, sa, w)} {'-' if sub else '+'} {term(b, sb, w)}")
 
     def const_mult(self, x: Sig, c: int, shift: int, dsp: bool) -> Sig:
         """``x * c * 2**shift`` for a constant ``c != 0``."""
@@ -258,14 +283,17 @@ def stages_of(net: Network) -> list[Stage]:
     return stages
 
 
-def emit_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0, mult: str | None = None) -> Design:
+def emit_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0, mult: str | None = None,
+                 datapath: str = "cmvm", depth_slack: int | None = DEFAULT_DEPTH_SLACK, clocked: bool = True) -> Design:
     """Verilog for ``net``: valid-in/valid-out, synchronous reset, one register per stage plus one
-    every ``adder_regs_every`` adder-tree levels (0 = none). ``mult`` overrides each layer's mapping."""
+    every ``adder_regs_every`` adder-tree levels (0 = none). ``mult`` overrides each layer's mapping;
+    ``datapath`` chooses the shared adder graph ("cmvm") or one multiplier per weight ("csd");
+    ``clocked=False`` makes every data register a wire (the same function with no latency, for proofs)."""
     if len(net.input_shape) != 1:
         raise BackendError(f"network {net.name!r}: RTL emission supports flat (1-D) inputs, not {net.input_shape}")
     top = top or _ident(net.name)
     stages = stages_of(net)
-    e = _Emitter()
+    e = _Emitter(clocked)
     in_t = net.input_type
     n_in = net.input_shape[0]
     x = [Sig(f"x0_{i}", in_t.min_int, in_t.max_int) for i in range(n_in)]
@@ -283,7 +311,8 @@ def emit_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0
         frac = x_type.frac
         for layer in st.layers:
             if isinstance(layer, Dense):
-                x, frac, extra, counts = dense_datapath(e, layer, x, x_type, adder_regs_every, mult or layer.mult)
+                x, frac, extra, counts = dense_datapath(e, layer, x, x_type, adder_regs_every, mult or layer.mult,
+                                                        datapath, depth_slack)
                 multipliers[layer.name] = counts
                 lat += extra
                 t = layer.result_type or layer.accum_type or _exact(layer, x_type)
@@ -353,7 +382,7 @@ module {top} (
 endmodule
 `default_nettype wire
 """
-    return Design(top, verilog, in_t, out_t, n_in, n_out, cum, design_stages, multipliers)
+    return Design(top, verilog, in_t, out_t, n_in, n_out, cum, design_stages, multipliers, datapath)
 
 
 def _exact(layer: Dense, in_t: FixedType) -> FixedType:
@@ -362,15 +391,25 @@ def _exact(layer: Dense, in_t: FixedType) -> FixedType:
     return exact_accum_type(layer, in_t)
 
 
-def dense_datapath(e: _Emitter, layer: Dense, x: list[Sig], x_type: FixedType, every: int, mapping: str):
+def dense_datapath(e: _Emitter, layer: Dense, x: list[Sig], x_type: FixedType, every: int, mapping: str,
+                   datapath: str = "cmvm", depth_slack: int | None = DEFAULT_DEPTH_SLACK):
     """The products and adder trees of one Dense layer (also a convolution's kernel, as a Dense over
-    the flattened window); returns outputs, their frac, extra latency, counts."""
+    the flattened window); returns outputs, their frac, extra latency, counts.
+
+    ``datapath`` "cmvm": one shared adder graph for the layer (``codesign.core.cmvm``), at most
+    ``depth_slack`` adder levels deeper than the layer's minimum; "csd": one shift-and-add per
+    nonzero weight and a balanced adder tree per output (the cross-check)."""
     if not layer.quantized:
         raise BackendError(f"layer {layer.name!r} has float weights; quantize it first")
+    if datapath not in DATAPATHS:
+        raise BackendError(f"unknown datapath {datapath!r}; datapaths: {', '.join(DATAPATHS)}")
     e.prefix = _ident(layer.name)
     wf, bf = layer.weight_type.frac, layer.bias_type.frac
     pf = x_type.frac + wf
     frac = max(pf, bf)
+    if datapath == "cmvm":
+        outs, extra, counts = _cmvm_datapath(e, layer, x, frac - pf, frac - bf, every, mapping, depth_slack)
+        return outs, frac, extra, counts
     n_in, n_out = layer.weight.shape
     counts = {"dsp": 0, "lut": 0, "shift": 0, "nonzero": int(np.count_nonzero(layer.weight))}
     trees: list[list[Sig]] = []
@@ -412,6 +451,56 @@ def dense_datapath(e: _Emitter, layer: Dense, x: list[Sig], x_type: FixedType, e
             trees[j] = nxt
         extra += int(reg_here)
     return [t[0] for t in trees], frac, extra, counts
+
+
+def _cmvm_datapath(e: _Emitter, layer: Dense, x: list[Sig], shift: int, bias_shift: int, every: int, mapping: str,
+                   depth_slack: int | None):
+    """``dense_datapath`` through one shared adder graph; registers every ``every`` adder levels."""
+    w = layer.weight.astype(np.int64)
+    dsp = np.vectorize(lambda c: c != 0 and uses_dsp(int(c), mapping), otypes=[bool])(w) if w.size else None
+    graph = optimize(w, [v.lo for v in x], [v.hi for v in x], layer.bias.astype(np.int64) << bias_shift, shift,
+                     dsp, depth_slack)
+    cycle = [0] * len(graph.nodes)
+    delays: dict[tuple[int, int], Sig] = {}  # a shared node's registered copies, by (node, cycle)
+    sigs: list[Sig] = []
+    for k, n in enumerate(graph.nodes):
+        if n.op == "input":
+            sigs.append(x[n.a])
+            continue
+        if n.op == "const":
+            sigs.append(const_sig(n.value))
+            continue
+        cycle[k] = (n.depth - 1) // every if every else 0
+        if n.op == "mul":
+            sigs.append(e.const_mult(x[n.a], n.value, 0, True))
+            continue
+        a, b = (_delayed(e, sigs, cycle, delays, i, cycle[k], layer.name) for i in (n.a, n.b))
+        sigs.append(e.shift_add(a, n.sa, b, n.sb, n.sub))
+    last = (graph.depth - 1) // every if every and graph.depth else 0
+    outs = []
+    for r in graph.outputs:
+        if r.node < 0:
+            outs.append(const_sig(0))
+            continue
+        v = _delayed(e, sigs, cycle, delays, r.node, last, layer.name)
+        outs.append(e.shift_add(v, r.shift, const_sig(0), 0, False) if r.shift else v)
+    counts = {"dsp": sum(n.op == "mul" for n in graph.nodes), "adders": len(graph.adders), "shared": graph.shared,
+              "adder_depth": graph.depth, "terms": graph.stats["terms"], "nonzero": int(np.count_nonzero(w))}
+    return outs, last, counts
+
+
+def _delayed(e: _Emitter, sigs: list[Sig], cycle: list[int], delays: dict[tuple[int, int], Sig], k: int, to: int,
+             name: str) -> Sig:
+    """Node ``k``'s value registered until cycle ``to`` (pipeline balancing across shared nodes)."""
+    s = sigs[k]
+    if s.const is not None:
+        return s
+    for c in range(cycle[k], to):
+        key = (k, c + 1)
+        if key not in delays:
+            delays[key] = e.register(s, f"{_ident(name)}_d{c + 1}")
+        s = delays[key]
+    return s
 
 
 def _ident(name: str) -> str:
