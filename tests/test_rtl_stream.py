@@ -7,7 +7,6 @@ tail) built once for the bulk harness and once for cocotb; the larger and rarer 
 from __future__ import annotations
 
 import copy
-import inspect
 import subprocess
 
 import numpy as np
@@ -22,7 +21,6 @@ from codesign.errors import BackendError, LayerError
 from codesign.tools import find_verilator
 from rtl_sim.cosim import cosimulate, describe_mismatch, run_cocotb, write_rtl, load_design
 from rtl_sim.stream import emit_stream_verilog
-from rtl_sim.verilog import dense_datapath
 from tests.conftest import MODELS
 
 WT = FixedType(6, 1)  # kernel and Dense weights: integers in [-32, 31]
@@ -139,9 +137,7 @@ def test_a_changed_kernel_weight_is_caught_and_names_the_conv_layer(tiny, verila
 
 def test_only_nonzero_kernel_weights_cost_hardware():
     net = tiny_cnn()
-    # the per-weight datapath counts its constant multipliers (the shared-subexpression one counts adders)
-    per_weight = {"datapath": "csd"} if "datapath" in inspect.signature(dense_datapath).parameters else {}
-    d = emit_stream_verilog(net, **per_weight)
+    d = emit_stream_verilog(net, datapath="csd")  # one constant multiplier per nonzero weight, counted
     for name in ("conv1", "conv2"):
         assert d.multipliers[name]["nonzero"] == np.count_nonzero(net.layer(name).weight)
     pruned = copy.deepcopy(net)
