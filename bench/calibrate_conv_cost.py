@@ -9,7 +9,7 @@ pooling, Flatten's shift register, control), which is what ``conv_cost`` prices 
 ``cost.dense_cost``. Prints, per design and stage: Yosys and analytic counts, of the kernels and
 of the overhead, and the analytic total against Yosys; writes them to bench/results/conv_cost.json.
 
-    .venv/bin/python bench/calibrate_conv_cost.py DIR [DIR ...] [--board pynq-z2]
+    .venv/bin/python bench/calibrate_conv_cost.py DIR [DIR ...] [--board pynq-z2] [--datapath csd]
 """
 
 from __future__ import annotations
@@ -45,22 +45,39 @@ def kernel_networks(net):
     return out
 
 
-def measure(path: str, board_name: str) -> dict:
+def synth_stages(net, fam: str, datapath: str | None) -> dict:
+    """Each streaming stage synthesized (``synthesize_layers``; with ``datapath``, emitted with that kernel
+    datapath: "csd" is the one multiplier per weight that ``cost.dense_cost`` was fitted on)."""
+    from rtl_sim.stream import emit_stream_verilog, is_streaming
+    from rtl_sim.synth import stage_networks, synthesize, synthesize_layers
+    from rtl_sim.verilog import emit_verilog
+
+    if datapath is None:
+        return synthesize_layers(net, fam, dsp=False, mult="lut")
+    out = {}
+    for name, sub in stage_networks(net):
+        d = (emit_stream_verilog(sub, mult="lut", stream_out=True, datapath=datapath) if is_streaming(sub)
+             else emit_verilog(sub, mult="lut", datapath=datapath))
+        out[name] = synthesize(d.verilog, d.top, fam, dsp=False)
+    return out
+
+
+def measure(path: str, board_name: str, datapath: str | None = None) -> dict:
     from codesign.board import load_board
     from codesign.compress.conv_cost import cnn_parts
     from codesign.compress.cost import network_cost, total_cost
     from codesign.core.network import Network
-    from rtl_sim.synth import synthesize, synthesize_layers, total_counts
+    from rtl_sim.synth import synthesize, total_counts
     from rtl_sim.verilog import emit_verilog
 
     board = load_board(board_name)
     fam = board.synth_family
     net = Network.load(path)
     t0 = time.perf_counter()
-    stages = synthesize_layers(net, fam, dsp=False, mult="lut")  # one streaming design per stage
+    stages = synth_stages(net, fam, datapath)  # one streaming design per stage
     kernels = {}
     for name, sub in kernel_networks(net):
-        k = emit_verilog(sub, mult="lut")
+        k = emit_verilog(sub, mult="lut", **({"datapath": datapath} if datapath else {}))
         r = synthesize(k.verilog, k.top, fam, dsp=False)
         kernels[name] = {c: r[c] for c in ("lut", "ff")}
     parts = cnn_parts(net, board, "lut")
@@ -88,7 +105,7 @@ def measure(path: str, board_name: str) -> dict:
                       "overhead_analytic": {"lut": round(a["lut"] - a["kernel_lut"]), "ff": round(a["ff"] - a["kernel_ff"])}}
     tot = total_counts(stages)
     analytic = total_cost(network_cost(net, board, "lut"))
-    return {"design": path, "stages": rows, "yosys": {c: tot[c] for c in ("lut", "ff", "dsp")}, "analytic": analytic,
+    return {"design": path, "datapath": datapath or "default", "stages": rows, "yosys": {c: tot[c] for c in ("lut", "ff", "dsp")}, "analytic": analytic,
             "lut_error": round(analytic["lut"] / max(tot["lut"], 1) - 1, 4),
             "ff_error": round(analytic["ff"] / max(tot["ff"], 1) - 1, 4), "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -107,11 +124,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("dirs", nargs="+")
     ap.add_argument("--board", default="pynq-z2")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "conv_cost.json"))
+    ap.add_argument("--datapath", default=None, help="kernel datapath of the emitters (default: theirs)")
+    ap.add_argument("--out", default=None, help="default bench/results/conv_cost[_DATAPATH].json")
     args = ap.parse_args()
+    args.out = args.out or str(ROOT / "bench" / "results" / f"conv_cost{'_' + args.datapath if args.datapath else ''}.json")
     rows = []
     for p in args.dirs:
-        r = measure(p, args.board)
+        r = measure(p, args.board, args.datapath)
         rows.append(r)
         print(json.dumps({k: v for k, v in r.items() if k != "cells"}), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
