@@ -9,7 +9,7 @@ pooling, Flatten's shift register, control), which is what ``conv_cost`` prices 
 ``cost.dense_cost``. Prints, per design and stage: Yosys and analytic counts, of the kernels and
 of the overhead, and the analytic total against Yosys; writes them to bench/results/conv_cost.json.
 
-    .venv/bin/python bench/calibrate_conv_cost.py DIR [DIR ...] [--board pynq-z2] [--datapath csd]
+    .venv/bin/python bench/calibrate_conv_cost.py [DIR ...] [--board pynq-z2] [--datapath csd]
 """
 
 from __future__ import annotations
@@ -120,14 +120,50 @@ def _group_of(name: str, parts: list[dict], stages: dict) -> str | None:
     return None
 
 
+def digits_cnn_designs(out: Path) -> list[str]:
+    """The built-in digits-cnn typed at 4 and 6 bits (QAT's types, no training), 6 bits with 4 channels
+    pruned, 5 bits with 700 weights pruned: saved under ``out``; their directories."""
+    import torch
+
+    from codesign.board import load_board
+    from codesign.compress.channels import channel_scores, prune_channels, prune_weights, shrink_cnn, weight_scores
+    from codesign.compress.qat import Precision
+    from codesign.compress.qcnn import assign_types, network_from_qcnn, qcnn_from_network
+    from codesign.importers.builtin import builtin_model
+    from codesign.importers.data import load_digits_dataset, shaped_for
+
+    torch.set_num_threads(1)
+    net = builtin_model("digits-cnn")
+    d = shaped_for(load_digits_dataset(0), net.input_shape)
+    board = load_board("pynq-z2")
+    dirs = []
+    for name, bits, prune in (("q4", 4, None), ("q6", 6, None), ("q6c", 6, "channels"), ("q5u", 5, "weights")):
+        prec = Precision(bits, bits + 2, bits + 6, d.input_type)
+        m = qcnn_from_network(net)
+        assign_types(m, prec, d.X_train)
+        if prune == "channels":
+            prune_channels(m, channel_scores(m, d.X_train, d.y_train, d.task, board, "lut"), 4)
+        elif prune == "weights":
+            prune_weights(m, weight_scores(m, d.X_train, "hardware"), 700)
+        assign_types(m, prec, d.X_train)
+        path = out / f"digits-cnn-{name}"
+        shrink_cnn(network_from_qcnn(m, f"dcnn_{name}", {})).save(path)
+        dirs.append(str(path))
+    return dirs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("dirs", nargs="+")
+    ap.add_argument("dirs", nargs="*", help="saved quantized CNNs (default: digits-cnn at four settings)")
     ap.add_argument("--board", default="pynq-z2")
     ap.add_argument("--datapath", default=None, help="kernel datapath of the emitters (default: theirs)")
     ap.add_argument("--out", default=None, help="default bench/results/conv_cost[_DATAPATH].json")
     args = ap.parse_args()
     args.out = args.out or str(ROOT / "bench" / "results" / f"conv_cost{'_' + args.datapath if args.datapath else ''}.json")
+    if not args.dirs:
+        import tempfile
+
+        args.dirs = digits_cnn_designs(Path(tempfile.mkdtemp(prefix="conv-cost-")))
     rows = []
     for p in args.dirs:
         r = measure(p, args.board, args.datapath)

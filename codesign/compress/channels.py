@@ -273,9 +273,15 @@ def shrink_cnn(net: Network) -> Network:
 
 
 def channel_report(net: Network, original: Network | None = None) -> list[dict]:
-    """Per weighted layer (plain data for the report): units kept (and pruned against ``original``),
-    kernel sparsity, and per output channel the nonzero weights of its filter."""
-    before = {l.name: l.weight.shape[-1] for l in original.weighted_layers()} if original is not None else {}
+    """Per weighted layer (plain data for the report): units kept and pruned (against ``original``, or
+    as the search recorded them in ``net.metadata["channels"]``), kernel sparsity, the nonzero weights
+    of each output's filter and, for a convolution, per kernel tap and input channel."""
+    if original is not None:
+        before = {l.name: l.weight.shape[-1] for l in original.weighted_layers()}
+    else:
+        recorded = net.metadata.get("channels", {})
+        before = {l.name: l.weight.shape[-1] + int(recorded.get(l.name, {}).get("pruned", 0))
+                  for l in net.weighted_layers()}
     rows = []
     for layer in net.weighted_layers():
         units = layer.weight.shape[-1]
@@ -283,7 +289,7 @@ def channel_report(net: Network, original: Network | None = None) -> list[dict]:
         entry = {"name": layer.name, "kind": layer.kind, "units": "channels" if isinstance(layer, Conv) else "neurons",
                  "kept": int(units), "pruned": int(before.get(layer.name, units) - units),
                  "weights": int(w.size), "nonzero": int(np.count_nonzero(w)),
-                 "sparsity": round(1.0 - np.count_nonzero(w) / max(w.size, 1), 4),
+                 "sparsity": round(float(1.0 - np.count_nonzero(w) / max(w.size, 1)), 4),
                  "nonzero_per_output": [int(v) for v in np.count_nonzero(w, axis=0)]}
         if isinstance(layer, Conv):
             entry["kernel"] = list(layer.kernel)
