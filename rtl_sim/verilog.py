@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from codesign.core.arith import CSD_MAX_DIGITS, csd_digits, signed_width
-from codesign.core.cmvm import optimize
+from codesign.core.cmvm import DEFAULT_DEPTH_SLACK, optimize
 from codesign.core.fixed import FixedType, fit_overflow, round_shift
 from codesign.core.layers import Dense, Flatten, Layer, Output, Quant, ReLU
 from codesign.core.network import Network
 from codesign.errors import BackendError
 
 DATAPATHS = ("cmvm", "csd")
-DEFAULT_DEPTH_SLACK = 2  # adder levels CSE may add above a layer's minimum depth (da4ml's hls4ml default)
 
 
 def uses_dsp(w: int, mapping: str) -> bool:
@@ -90,7 +89,8 @@ class Design:
 
 
 class _Emitter:
-    def __init__(self, clocked: bool = True) -> None:
+    def __init__(self, clocked: bool = True, trace: list | None = None) -> None:
+        self.trace = trace  # when a list: each arithmetic wire as a dict (op, out, operands), for rtl_sim.formal
         self.lines: list[str] = []
         self.regs: list[str] = []
         self.n = 0
@@ -100,6 +100,11 @@ class _Emitter:
     def fresh(self, base: str) -> str:
         self.n += 1
         return f"{self.prefix}_{base}_{self.n}" if self.prefix else f"{base}_{self.n}"
+
+    def _note(self, op: str, out: Sig, **operands) -> Sig:
+        if self.trace is not None:
+            self.trace.append({"op": op, "out": out, **operands})
+        return out
 
     def lit(self, v: int, w: int) -> str:
         return f"{w}'sh{v & ((1 << w) - 1):x}"
@@ -134,17 +139,18 @@ class _Emitter:
         w = s.width
         if not self.clocked:  # the combinational form, for equivalence proofs
             self.lines.append(f"  wire signed [{w - 1}:0] {name} = {s.expr};")
-            return Sig(name, s.lo, s.hi)
+            return self._note("copy", Sig(name, s.lo, s.hi), a=s)
         self.lines.append(f"  reg signed [{w - 1}:0] {name};")
         self.regs.append(f"    {name} <= {s.expr};")
-        return Sig(name, s.lo, s.hi)
+        return self._note("copy", Sig(name, s.lo, s.hi), a=s)
 
     # ---- arithmetic ------------------------------------------------------------------
     def add(self, a: Sig, b: Sig) -> Sig:
         if a.const is not None and b.const is not None:
             return const_sig(a.const + b.const)
         lo, hi = a.lo + b.lo, a.hi + b.hi
-        return self.wire("s", lo, hi, lambda w: f"{self.ext(a, w)} + {self.ext(b, w)}")
+        return self._note("add", self.wire("s", lo, hi, lambda w: f"{self.ext(a, w)} + {self.ext(b, w)}"),
+                          a=a, sa=0, b=b, sb=0, sub=False)
 
     def shift_add(self, a: Sig, sa: int, b: Sig, sb: int, sub: bool) -> Sig:
         """``(a << sa) + (b << sb)``, or ``-`` when ``sub``: one adder (or a wire shift when ``b`` is 0)."""
@@ -159,15 +165,18 @@ class _Emitter:
             return self.ext(s, w) if k == 0 else f"({self.ext(s, w)} <<< {k})"
 
         if b.const == 0:
-            return self.wire("s", lo, hi, lambda w: term(a, sa, w))
-        return self.wire("s", lo, hi, lambda w: f"{term(a, sa, w)} {'-' if sub else '+'} {term(b, sb, w)}")
+            out = self.wire("s", lo, hi, lambda w: term(a, sa, w))
+        else:
+            out = self.wire("s", lo, hi, lambda w: f"{term(a, sa, w)} {'-' if sub else '+'} {term(b, sb, w)}")
+        return self._note("add", out, a=a, sa=sa, b=b, sb=sb, sub=sub)
 
     def const_mult(self, x: Sig, c: int, shift: int, dsp: bool) -> Sig:
         """``x * c * 2**shift`` for a constant ``c != 0``."""
         cands = [x.lo * c, x.hi * c]
         lo, hi = min(cands) << shift, max(cands) << shift
         if dsp:
-            return self.wire("m", lo, hi, lambda w: f"{self.ext(x, w)} * {self.lit(c << shift, w)}")
+            return self._note("mul", self.wire("m", lo, hi, lambda w: f"{self.ext(x, w)} * {self.lit(c << shift, w)}"),
+                              a=x, c=c << shift)
 
         def csd(w: int) -> str:
             terms = []
@@ -177,7 +186,7 @@ class _Emitter:
             expr = " ".join(terms)
             return expr[2:] if expr.startswith("+ ") else f"{self.lit(0, w)} {expr}"
 
-        return self.wire("m", lo, hi, csd)
+        return self._note("mul", self.wire("m", lo, hi, csd), a=x, c=c << shift)
 
     def relu(self, x: Sig) -> Sig:
         if x.lo >= 0:
@@ -240,7 +249,8 @@ class _Emitter:
                 core = f"({e} < {self.lit(tmin, qw)}) ? {self.lit(tmin, qw)} : {core}"
             if q.hi > tmax:
                 core = f"({e} > {self.lit(tmax, qw)}) ? {self.lit(tmax, qw)} : {core}"
-            lo, hi = max(q.lo, tmin), min(q.hi, tmax)
+            # clamp both ends: an interval wholly outside the type saturates to one constant
+            lo, hi = min(max(q.lo, tmin), tmax), max(min(q.hi, tmax), tmin)
             c = self.wire("c", lo, hi, lambda w: core, width=qw)
             return self.wire("n", lo, hi, lambda w: f"$signed({c.expr}[{w - 1}:0])") if c.const is None else c
         tw = t.width  # WRAP: keep the low bits, reinterpret in the type's signedness
@@ -284,16 +294,18 @@ def stages_of(net: Network) -> list[Stage]:
 
 
 def emit_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0, mult: str | None = None,
-                 datapath: str = "cmvm", depth_slack: int | None = DEFAULT_DEPTH_SLACK, clocked: bool = True) -> Design:
+                 datapath: str = "cmvm", depth_slack: int | None = DEFAULT_DEPTH_SLACK, clocked: bool = True,
+                 trace: list | None = None) -> Design:
     """Verilog for ``net``: valid-in/valid-out, synchronous reset, one register per stage plus one
     every ``adder_regs_every`` adder-tree levels (0 = none). ``mult`` overrides each layer's mapping;
     ``datapath`` chooses the shared adder graph ("cmvm") or one multiplier per weight ("csd");
-    ``clocked=False`` makes every data register a wire (the same function with no latency, for proofs)."""
+    ``clocked=False`` makes every data register a wire (the same function with no latency, for proofs);
+    ``trace``, a list, receives every arithmetic wire and each Dense's results (``rtl_sim.formal`` checks them)."""
     if len(net.input_shape) != 1:
         raise BackendError(f"network {net.name!r}: RTL emission supports flat (1-D) inputs, not {net.input_shape}")
     top = top or _ident(net.name)
     stages = stages_of(net)
-    e = _Emitter(clocked)
+    e = _Emitter(clocked, trace)
     in_t = net.input_type
     n_in = net.input_shape[0]
     x = [Sig(f"x0_{i}", in_t.min_int, in_t.max_int) for i in range(n_in)]
@@ -314,6 +326,8 @@ def emit_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0
                 x, frac, extra, counts = dense_datapath(e, layer, x, x_type, adder_regs_every, mult or layer.mult,
                                                         datapath, depth_slack)
                 multipliers[layer.name] = counts
+                if trace is not None:
+                    trace.append({"op": "acc", "layer": layer.name, "outs": list(x), "frac": frac})
                 lat += extra
                 t = layer.result_type or layer.accum_type or _exact(layer, x_type)
                 x = [e.cast(v, frac, t) for v in x]

@@ -21,6 +21,7 @@ import numpy as np
 
 from codesign.board import Board
 from codesign.core.arith import CSD_MAX_DIGITS, csd_count, signed_widths
+from codesign.core.cmvm import DEFAULT_DEPTH_SLACK, optimize
 from codesign.core.fixed import FixedType
 from codesign.core.layers import MULT_MAPPINGS, BatchNorm, Dense, Quant, ReLU, Weighted
 from codesign.core.network import Network
@@ -215,11 +216,35 @@ def priced_luts(per_output: np.ndarray, coef: np.ndarray) -> float:
     return float(np.maximum(per_output @ coef, 0.0).sum())
 
 
+def sharing_ratio(layer: Dense, in_type: FixedType, mapping: str | None = None) -> float:
+    """Adder bits of the layer's shared adder graph (``codesign.core.cmvm``, what the emitter builds)
+    over those of one shift-and-add per CSD digit: how much of the per-term price common
+    subexpressions save. 1.0 when nothing is shared."""
+    w = layer.weight.astype(np.int64)
+    if not np.any(w):
+        return 1.0
+    mapping = mapping or layer.mult
+    digits = csd_count(w)
+    limit = {"lut": 10**9, "dsp": 1, "auto": CSD_MAX_DIGITS}.get(mapping, CSD_MAX_DIGITS)
+    dsp = (w != 0) & (digits > limit)
+    pf = in_type.frac + layer.weight_type.frac
+    frac = max(pf, layer.bias_type.frac)
+    lo, hi = np.full(w.shape[0], in_type.min_int), np.full(w.shape[0], in_type.max_int)
+    bias = layer.bias.astype(np.int64) << (frac - layer.bias_type.frac)
+    shared = optimize(w, lo, hi, bias, frac - pf, dsp, DEFAULT_DEPTH_SLACK).adder_bits()
+    plain = optimize(w, lo, hi, bias, frac - pf, dsp, cse=False).adder_bits()
+    return shared / plain if plain else 1.0
+
+
 def dense_cost(layer: Dense, in_type: FixedType, family: str, mapping: str | None = None,
-               out_type: FixedType | None = None, relu: bool = False, regs_every: int = 0) -> LayerCost:
-    """Cost of one Dense layer (fully parallel) for inputs of ``in_type``."""
+               out_type: FixedType | None = None, relu: bool = False, regs_every: int = 0,
+               datapath: str = "cmvm") -> LayerCost:
+    """Cost of one Dense layer (fully parallel) for inputs of ``in_type``; ``datapath`` as the
+    emitter's: "cmvm" scales the per-term price by the shared graph's saving (``sharing_ratio``)."""
     c = coefficients()[family]
     per_output, n_dsp, ff = output_features(layer, in_type, mapping, out_type, relu, family)
+    if datapath == "cmvm":
+        per_output[:, :len(TERM_FEATURES)] *= sharing_ratio(layer, in_type, mapping) * c.get("cmvm_term_scale", 1.0)
     lut = priced_luts(per_output, np.array([c[k] for k in FEATURES]))
     ff += 1  # the stage's valid bit
     if regs_every:

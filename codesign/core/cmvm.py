@@ -106,12 +106,14 @@ class AdderGraph:
         return out
 
 
+DEFAULT_DEPTH_SLACK = 2  # adder levels CSE may add above a layer's minimum depth (da4ml's default in hls4ml)
+
 # a term of an output's sum: (node, shift, sign)
 _Term = tuple[int, int, int]
 
 
 def optimize(weight: np.ndarray, in_lo: np.ndarray, in_hi: np.ndarray, bias: np.ndarray | None = None,
-             shift: int = 0, dsp: np.ndarray | None = None, depth_slack: int | None = 2,
+             shift: int = 0, dsp: np.ndarray | None = None, depth_slack: int | None = DEFAULT_DEPTH_SLACK,
              cse: bool = True) -> AdderGraph:
     """The adder graph of ``y_j = sum_i x_i * weight[i, j] << shift + bias[j]``.
 
@@ -209,9 +211,9 @@ class _Builder:
     def sum_tree(self, terms: list[_Term], const: int) -> Ref:
         """Sum ``terms`` and ``const``, always adding the two shallowest operands first."""
         ops = list(terms)
-        if const:
+        if const:  # a signed constant, so that -x - c is one subtraction c' - x
             tz = (const & -const).bit_length() - 1
-            ops.append((self.const(abs(const) >> tz), tz, 1 if const > 0 else -1))
+            ops.append((self.const(const >> tz), tz, 1))
         if not ops:
             return Ref(-1)
         heap = [(self.nodes[t[0]].depth, k, t) for k, t in enumerate(ops)]
@@ -287,14 +289,15 @@ def _eliminate(g: _Builder, terms: list[list[_Term]], consts: list[int], bound: 
             continue
         a, sa, b, sb, s = key
         depth = max(g.nodes[a].depth, g.nodes[b].depth) + 1
-        chosen, used = [], set()
+        chosen, used, k_after = [], set(), {}
         for j, t1, t2 in sorted(sites):
             if (j, t1) in used or (j, t2) in used or t1 not in live[j] or t2 not in live[j]:
                 continue
             da, db = g.nodes[live[j][t1][0]].depth, g.nodes[live[j][t2][0]].depth
-            k_new = kraft[j] - (1 << da) - (1 << db) + (1 << depth)
+            k_new = k_after.get(j, kraft[j]) - (1 << da) - (1 << db) + (1 << depth)
             if bound is not None and (k_new - 1).bit_length() > bound:
                 continue
+            k_after[j] = k_new  # a second occurrence in the same output sees the first one's depth
             chosen.append((j, t1, t2))
             used |= {(j, t1), (j, t2)}
         if len(chosen) < 2:
