@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("flow", help="load -> compress -> hls -> rtl -> cosim -> estimate -> report")
     p.add_argument("model", nargs="?", default=None, help=f"model file or built-in name (default: {DEFAULT_MODEL})")
-    p.add_argument("--data", default=None, help="built-in name or .npz (default with no MODEL: digits)")
+    p.add_argument("--data", default=None, help="built-in name or .npz (default with no MODEL or a built-in one: digits)")
     p.add_argument("--board", default=DEFAULT_BOARD)
     p.add_argument("--budget", default=None, help="e.g. lut=0.5,dsp=0.25 or lut=20000")
     p.add_argument("--backend", default=None, help="vitis|vivado (Xilinx), quartus|oneapi (Intel)")
@@ -97,12 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rtl", help="emit Verilog")
     p.add_argument("dir")
     p.add_argument("--adder-regs-every", type=int, default=0, help="a register every k adder-tree levels (0: none)")
+    p.add_argument("--datapath", default="cmvm", choices=["cmvm", "csd"],
+                   help="cmvm: one shared adder graph per layer (default); csd: one multiplier per weight")
     _common(p)
 
     p = sub.add_parser("cosim", help="co-simulate the Verilog in Verilator against the reference")
     p.add_argument("dir")
     p.add_argument("--samples", type=_positive, default=None, help="verification vectors (default 10000)")
     p.add_argument("--mode", default="bulk", choices=["bulk", "cocotb"])
+    p.add_argument("--formal", action="store_true",
+                   help="also prove, per Dense layer, the cmvm datapath equal to the csd one for every input (Yosys)")
+    p.add_argument("--formal-timeout", type=_positive, default=300, help="seconds for the proof of each layer")
     cluster_args(p)
     _common(p)
 
@@ -155,8 +160,12 @@ def run(args: argparse.Namespace) -> Any:
     if args.cmd == "flow":
         from codesign.app import flow
 
+        from codesign.importers.builtin import BUILTIN_DATA
+
         model = args.model or flow.DEFAULT_MODEL
-        data = args.data if args.data is not None else (flow.DEFAULT_DATA if args.model is None else None)
+        # a built-in model brings its own data set; a model file has none unless given
+        data = args.data if args.data is not None else (flow.DEFAULT_DATA if args.model is None
+                                                         else BUILTIN_DATA.get(str(args.model)))
         budget = args.budget if args.budget is not None else (flow.DEFAULT_BUDGET if args.model is None else None)
         result = flow.run_flow(args.out, model, data, args.board, budget, args.backend, args.weights,
                                args.trust_pickle, args.input_type, args.force, args.samples, args.method,
@@ -192,9 +201,12 @@ def run(args: argparse.Namespace) -> Any:
     if args.cmd == "hls":
         return flow.step_hls(art, args.backend, args.samples, args.form, progress=rep)
     if args.cmd == "rtl":
-        return flow.step_rtl(art, args.adder_regs_every, progress=rep)
+        return flow.step_rtl(art, args.adder_regs_every, progress=rep, datapath=args.datapath)
     if args.cmd == "cosim":
-        return flow.step_cosim(art, args.samples, args.mode, progress=rep, cluster=args.cluster)
+        res = flow.step_cosim(art, args.samples, args.mode, progress=rep, cluster=args.cluster)
+        if args.formal:
+            res = dict(res, formal=flow.step_formal(art, args.formal_timeout, progress=rep))
+        return res
     if args.cmd == "estimate":
         return flow.step_estimate(art, args.board, synth=not args.no_synth, progress=rep, cluster=args.cluster)
     if args.cmd == "export":

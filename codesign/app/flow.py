@@ -203,7 +203,8 @@ def _csim_with_progress(project: Any, net: Network, q: np.ndarray, progress: Rep
         return csim_check(project, net, q, on_build_start=build_start, on_unit=unit_done, on_samples=samples_done)
 
 
-def step_rtl(art: Artifact, adder_regs_every: int = 0, progress: Reporter = SILENT) -> dict[str, Any]:
+def step_rtl(art: Artifact, adder_regs_every: int = 0, progress: Reporter = SILENT,
+             datapath: str = "cmvm") -> dict[str, Any]:
     from rtl_sim.cosim import write_rtl
 
     art.require()
@@ -211,9 +212,11 @@ def step_rtl(art: Artifact, adder_regs_every: int = 0, progress: Reporter = SILE
     net = Network.load(art.dir)
     with art.step("rtl", "rtl") as tmp:
         with progress.status("emitting Verilog"):
-            d = write_rtl(net, tmp, adder_regs_every=adder_regs_every)
+            d = write_rtl(net, tmp, adder_regs_every=adder_regs_every, datapath=datapath)
     res = {"top": d.top, "files": [f"rtl/{d.top}.v", f"rtl/{d.top}_axis.v"], "latency_cycles": d.latency,
-           "adder_regs_every": adder_regs_every, "multipliers": d.multipliers}
+           "adder_regs_every": adder_regs_every, "datapath": datapath, "multipliers": d.multipliers}
+    if getattr(d, "cycles_per_image", None):
+        res["cycles_per_image"] = d.cycles_per_image
     art.update(rtl=res)
     art.timing("rtl", time.perf_counter() - t0)
     return res
@@ -241,6 +244,24 @@ def step_cosim(art: Artifact, samples: int | None = None, mode: str = "bulk", pr
         raise VerificationError(f"RTL co-simulation is not bit-exact: {describe_mismatch(r)}; latency "
                                 f"{r.latency_cycles} (designed {r.designed_latency}), II {r.ii}")
     return res
+
+
+def step_formal(art: Artifact, timeout_s: int = 300, progress: Reporter = SILENT) -> list[dict[str, Any]]:
+    """Prove, per Dense layer, the shared adder graph equal to the per-weight datapath for every input;
+    recorded as ``cosim.formal`` in report.json. A layer the solver does not finish is "timeout"."""
+    from rtl_sim.formal import prove_network
+
+    art.require()
+    net = Network.load(art.dir)
+    with progress.status(f"proving the datapaths equal (Yosys, {timeout_s} s per layer at most)"):
+        results = [r.to_json() for r in prove_network(net, timeout_s)]
+    cosim = dict(art.report().get("cosim") or {}, formal=results)
+    art.update(cosim=cosim)
+    bad = [r for r in results if r["status"] == "disproven"]
+    if bad:
+        raise VerificationError(f"layer {bad[0]['layer']!r}: the cmvm datapath differs from the csd one, e.g. for "
+                                f"input {bad[0].get('counterexample')}")
+    return results
 
 
 def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, progress: Reporter = SILENT,

@@ -15,6 +15,7 @@ from codesign.errors import ModelFileError
 from codesign.tools import cache_dir
 
 BUILTIN_MODELS = ("digits-mlp", "digits-cnn")
+BUILTIN_DATA = {"digits-mlp": "digits", "digits-cnn": "digits"}  # the data set each built-in model was trained on
 DIGITS_MLP_SIZES = (64, 32, 16, 10)
 DIGITS_CNN_CHANNELS = (6, 12)  # conv1 3x3 'same' -> 2x2 max-pool -> conv2 3x3 'valid' -> 2x2x12 -> dense 10
 _CACHE_VERSION = 1
