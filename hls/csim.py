@@ -2,13 +2,16 @@
 
 The library is built by ``hls.build`` (split, parallel, cached; the project itself untouched) and
 called through the entry point hls4ml's ``predict`` uses, several samples at a time on every core
-(an ``io_stream`` project, a CNN's, one sample after another: its line buffers are static variables).
+(an ``io_stream`` project, a CNN's, keeps its line buffers in static variables: each thread runs its own
+copy of the library).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -42,8 +45,7 @@ def csim_check(project: HlsProject, net: Network, q: np.ndarray, cache: str | Pa
     t1 = time.perf_counter()
     x = np.ascontiguousarray(fixed.to_float(q, net.input_type).reshape(len(q), -1))
     out_t = net.forward_int(q[:1]).type  # the output type (static; one sample computes it)
-    # io_stream layers keep their line buffers in static variables: one thread, one image after another
-    y = simulate(lib, x, int(np.prod(net.output_shape)), 1 if project.stateful else jobs, on_samples)
+    y = simulate(lib, x, int(np.prod(net.output_shape)), jobs, on_samples, private=project.stateful)
     t2 = time.perf_counter()
     got = fixed.quantize(y, out_t.with_modes("TRN", "SAT"))
     # the C simulation returns doubles: each must be exactly a value of the output type
@@ -63,17 +65,29 @@ def csim_check(project: HlsProject, net: Network, q: np.ndarray, cache: str | Pa
 
 
 def simulate(lib: CsimLibrary, x: np.ndarray, n_out: int, jobs: int = 1,
-             on_samples: Callable[[int], None] | None = None) -> np.ndarray:
+             on_samples: Callable[[int], None] | None = None, private: bool = False) -> np.ndarray:
     """The library's outputs for the rows of ``x``, computed by ``jobs`` threads (ctypes lets go of the
-    GIL during the call; the generated functions keep their state on the stack)."""
+    GIL during the call). io_parallel functions keep their state on the stack, so the threads share the
+    library. io_stream layers keep their line buffers and counters in static variables (``private``): each
+    thread then runs its own copy of the library file (loaded apart, so with statics of its own) on a
+    contiguous run of images, one image after another, as the hardware takes them."""
+    if private and "-fno-gnu-unique" not in lib.flags:
+        jobs = 1  # GNU-unique symbols would make the copies share the template functions' statics
     chunks = np.array_split(np.arange(len(x)), max(1, min(jobs, len(x))))
     y = np.zeros((len(x), n_out), dtype=np.float64)
+    with tempfile.TemporaryDirectory(prefix="codesign-csim-") as tmp:
+        paths = [lib.path] + [Path(tmp) / f"worker{i}" / lib.path.name for i in range(1, len(chunks))]
+        if private:
+            for p in paths[1:]:
+                p.parent.mkdir()
+                shutil.copyfile(lib.path, p)
 
-    def part(idx: np.ndarray) -> None:
-        if len(idx):
-            y[idx[0]:idx[-1] + 1] = run_library(lib, x[idx[0]:idx[-1] + 1], n_out, on_chunk=on_samples)
+        def part(k: int, idx: np.ndarray) -> None:
+            if len(idx):
+                path = paths[k] if private else lib.path
+                y[idx[0]:idx[-1] + 1] = run_library(path, x[idx[0]:idx[-1] + 1], n_out, on_chunk=on_samples)
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(chunks)) as pool:
-        for f in [pool.submit(part, c) for c in chunks]:
-            f.result()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(chunks)) as pool:
+            for f in [pool.submit(part, k, c) for k, c in enumerate(chunks)]:
+                f.result()
     return y
