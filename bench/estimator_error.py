@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from _common import MODELS, ROOT, write_results
-from codesign.board import SYNTH_FAMILIES
+from codesign.board import SYNTH_FAMILIES, load_board
 
 
 def networks() -> dict:

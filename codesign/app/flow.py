@@ -44,8 +44,13 @@ def network_summary(net: Network) -> dict[str, Any]:
                       "bias_type": str(layer.bias_type), "accum_type": str(layer.accum_type),
                       "result_type": str(layer.result_type) if layer.result_type else None})
         layers.append(d)
-    return {"name": net.name, "layers": layers, "params": net.n_params, "nonzero": net.n_nonzero,
-            "sparsity": round(net.sparsity, 4), "input_type": str(net.input_type)}
+    out = {"name": net.name, "layers": layers, "params": net.n_params, "nonzero": net.n_nonzero,
+           "sparsity": round(net.sparsity, 4), "input_type": str(net.input_type)}
+    if len(net.input_shape) > 1:  # a CNN: channels kept and pruned per layer, kernel sparsity per tap
+        from codesign.compress.channels import channel_report
+
+        out["channels"] = channel_report(net)
+    return out
 
 
 def _score(net: Network, data: Dataset) -> float:

@@ -10,7 +10,7 @@ import numpy as np
 
 from codesign.app.artifact import Artifact
 from codesign.app.plots import new_figure, png_bytes
-from codesign.core.layers import Dense
+from codesign.core.layers import Conv, Dense, Weighted
 from codesign.core.network import Network
 
 
@@ -105,14 +105,18 @@ def plot_resources(rep: dict[str, Any]) -> bytes:
 
 
 def plot_sparsity(net: Network) -> bytes:
-    dense = [l for l in net.layers if isinstance(l, Dense)]
-    fig = new_figure(figsize=(3.0 * len(dense), 3.2), dpi=110)
-    axes = fig.subplots(1, len(dense), squeeze=False)
-    for ax, layer in zip(axes[0], dense):
-        ax.imshow(layer.weight.T != 0, cmap="Greys", aspect="auto", interpolation="nearest")
+    """Nonzero weights of every weighted layer: a Dense as outputs x inputs, a convolution as output
+    channels x (kernel tap, input channel) — the kernel-sparsity picture of the layer's datapath."""
+    weighted = [l for l in net.layers if isinstance(l, Weighted)]
+    fig = new_figure(figsize=(3.0 * len(weighted), 3.2), dpi=110)
+    axes = fig.subplots(1, len(weighted), squeeze=False)
+    for ax, layer in zip(axes[0], weighted):
+        w = layer.weight.reshape(-1, layer.weight.shape[-1])
+        ax.imshow(w.T != 0, cmap="Greys", aspect="auto", interpolation="nearest")
         ax.set_title(f"{layer.name}: {layer.sparsity:.0%} pruned", fontsize=9)
-        ax.set_xlabel("input")
-        ax.set_ylabel("output")
+        conv = isinstance(layer, Conv)
+        ax.set_xlabel("kernel tap x input channel" if conv else "input")
+        ax.set_ylabel("output channel" if conv else "output")
     fig.suptitle("Nonzero weights (black)", fontsize=10)
     fig.tight_layout()
     return png_bytes(fig)
@@ -131,6 +135,12 @@ def write_report(art: Artifact) -> None:
     md += [f"- **{k}**: {v}" for k, v in items]
     md += ["", "## Layers", "", "| " + " | ".join(LAYER_HEAD) + " |", "|" + "---|" * len(LAYER_HEAD)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
+    channels = rep.get("network", {}).get("channels") or []
+    if any(c["kind"].startswith("Conv") for c in channels):
+        md += ["", "## Channels and neurons kept", "", "| layer | units | kept | pruned | nonzero | sparsity |",
+               "|---|---|---:|---:|---:|---:|"]
+        md += [f"| {c['name']} | {c['units']} | {c['kept']} | {c['pruned']} | {c['nonzero']:,}/{c['weights']:,} | "
+               f"{c['sparsity']:.1%} |" for c in channels]
     md += ["", "![resources](resources.png)", "", "![sparsity](sparsity.png)", ""]
     for n in rep.get("notes") or []:
         md.append(f"> {n}")
