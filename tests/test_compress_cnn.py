@@ -246,3 +246,40 @@ def test_digits_cnn_compresses_to_95_percent_within_a_third_of_pynq_z2(digits):
     X = digits.X_test.reshape(-1, *q.input_shape)
     small = copy.deepcopy(q)
     assert np.array_equal(shrink_cnn(small).forward(X), q.forward(X))
+
+
+def _stream_yosys(net, datapath):
+    """Yosys LUT/FF of every stage of the streaming design (per-stage synthesis, as the flow estimates)."""
+    from rtl_sim.stream import emit_stream_verilog, is_streaming
+    from rtl_sim.synth import stage_networks, synthesize
+    from rtl_sim.verilog import emit_verilog
+
+    tot = {"lut": 0, "ff": 0}
+    for _, sub in stage_networks(net):
+        kw = {"datapath": datapath} if datapath else {}
+        d = (emit_stream_verilog(sub, mult="lut", stream_out=True, **kw) if is_streaming(sub)
+             else emit_verilog(sub, mult="lut", **kw))
+        r = synthesize(d.verilog, d.top, "xc7", dsp=False)
+        tot = {k: tot[k] + r[k] for k in tot}
+    return tot
+
+
+@pytest.fixture(scope="module")
+def digits_cnn_q4(digits):
+    """The built-in digits-cnn typed at 4-bit weights (QAT's types, no training): what the budget search
+    starts from at its cheapest precisions."""
+    from codesign.importers.builtin import builtin_model
+    from codesign.importers.data import shaped_for
+
+    net = builtin_model("digits-cnn")
+    d = shaped_for(digits, net.input_shape)
+    model = qcnn_from_network(net)
+    assign_types(model, Precision(4, 6, 10, d.input_type), d.X_train)
+    return shrink_cnn(network_from_qcnn(model, "digits_cnn_q4", {}))
+
+
+@pytest.mark.slow
+def test_streaming_cnn_cost_is_within_15_percent_of_yosys(digits_cnn_q4):
+    model = total_cost(network_cost(digits_cnn_q4, BOARD, "lut"))
+    yosys = _stream_yosys(digits_cnn_q4, None)  # the emitters' default kernel datapath
+    assert abs(model["lut"] / yosys["lut"] - 1) <= 0.15 and abs(model["ff"] / yosys["ff"] - 1) <= 0.15
