@@ -105,16 +105,27 @@ def delay_line(taps: set[int], bits: int, family: str) -> dict[str, float]:
 
 
 def window_parts(layer: Layer, in_shape: tuple[int, ...], in_type: FixedType, family: str,
-                 live: int | None = None) -> dict[str, Any]:
+                 live: np.ndarray | None = None) -> dict[str, Any]:
     """A window stage's delay line, padding masks, pooling tree and control (plain data), without the kernel.
-    ``live``: the input channels that are not constant (the emitter stores and compares only those)."""
+    ``live``: which input channels are not constant (the emitter stores and compares only those). A
+    convolution's delay line carries a channel only as far back as its furthest tap with a nonzero
+    weight (synthesis removes registers nothing reads)."""
     c = STREAM_COEFFS[family]
     H, W, kh, kw, sh, sw, pt, pb, pl, pr = _geometry(layer, in_shape)
-    ch = in_shape[-1] if live is None else live
+    live = np.ones(in_shape[-1], dtype=bool) if live is None else np.asarray(live, dtype=bool)
+    ch = int(live.sum())
     bits = in_type.width
     bw = ch * bits
-    taps = {(kh - 1 - dy) * W + (kw - 1 - dx) for dy in range(kh) for dx in range(kw)}
-    line = delay_line(taps, bw, family)
+    delay = {(dy, dx): (kh - 1 - dy) * W + (kw - 1 - dx) for dy in range(kh) for dx in range(kw)}
+    if isinstance(layer, Conv):
+        w = layer.weight.reshape(kh, kw, in_shape[-1], -1)
+        line = {"srl": 0.0, "ff": 0.0, "bits": 0.0}
+        for ci in np.flatnonzero(live):
+            used = {d for (dy, dx), d in delay.items() if w[dy, dx, ci].any()} | {0}
+            for k, v in delay_line(used, bits, family).items():
+                line[k] += v
+    else:
+        line = delay_line(set(delay.values()), bw, family)
     padded = sum(1 for dy in range(kh) for dx in range(kw) if dy < pt or dy > kh - 1 - pb or dx < pl or dx > kw - 1 - pr)
     Ho, Wo = (H + pt + pb - kh) // sh + 1, (W + pl + pr - kw) // sw + 1
     tail = max(0, ((Ho - 1) * sh - pt + kh - 1) * W + (Wo - 1) * sw - pl + kw - 1 - H * W + 1)
@@ -135,18 +146,26 @@ def window_parts(layer: Layer, in_shape: tuple[int, ...], in_type: FixedType, fa
 
 
 def collect_parts(layer: Layer, in_shape: tuple[int, ...], in_type: FixedType, family: str,
-                  live: int | None = None) -> dict[str, Any]:
-    """Flatten's shift register of an image's output pixels, or GlobalAvgPool's accumulators."""
+                  live: np.ndarray | None = None, reader: Dense | None = None) -> dict[str, Any]:
+    """Flatten's shift register of an image's output pixels, or GlobalAvgPool's accumulators. Flatten's
+    register of a channel reaches back to its oldest position the Dense after it (``reader``) reads."""
     c = STREAM_COEFFS[family]
     n_pos = int(np.prod(in_shape[:-1]))
-    ch, bits = (in_shape[-1] if live is None else live), in_type.width
+    live = np.ones(in_shape[-1], dtype=bool) if live is None else np.asarray(live, dtype=bool)
+    ch, bits = int(live.sum()), in_type.width
     cw = _bits(n_pos - 1)
     if "GlobalAvgPool" in layer.kind:
         acc = bits + _bits(n_pos) - 1
         return {"accumulators": ch, "bits": acc, "lut": c["pool_lut_per_bit"] * ch * acc + c["counter_lut_per_bit"] * cw,
                 "ff": float(ch * acc + cw)}
-    return {"shift_register_bits": (n_pos - 1) * ch * bits, "lut": c["counter_lut_per_bit"] * cw,
-            "ff": float((n_pos - 1) * ch * bits + cw)}
+    if reader is not None and reader.weight.shape[0] == n_pos * len(live):
+        read = reader.weight.reshape(n_pos, len(live), -1).any(axis=2)  # (position, channel)
+        depth = [n_pos - 1 - int(np.flatnonzero(read[:, ci])[0]) if read[:, ci].any() else 0
+                 for ci in np.flatnonzero(live)]
+        sr_bits = int(sum(depth)) * bits
+    else:
+        sr_bits = (n_pos - 1) * ch * bits
+    return {"shift_register_bits": sr_bits, "lut": c["counter_lut_per_bit"] * cw, "ff": float(sr_bits + cw)}
 
 
 def _out_type(layers: list[Layer], types: list[FixedType | None], i: int) -> tuple[FixedType, bool, int]:
@@ -178,16 +197,17 @@ def cnn_parts(net: Network, board: Board, mapping: str | None = None, regs_every
             entry = {"name": layer.name, "kind": layer.kind, "kernel": kc.as_dict(),
                      "lut": kc.lut, "ff": kc.ff, "dsp": kc.dsp, "bram": 0.0}
             if isinstance(layer, Conv):
-                s = window_parts(layer, shape, t_in, family, int(live.sum()))
+                s = window_parts(layer, shape, t_in, family, live)
                 entry.update(stream=s, lut=kc.lut + s["lut"], ff=kc.ff + s["ff"])
             out.append(entry)
             live = live_outputs(dense, t_in, relu)
         elif "Pool" in layer.kind and "Global" not in layer.kind:
-            p = window_parts(layer, shape, t_in, family, int(live.sum()))
+            p = window_parts(layer, shape, t_in, family, live)
             out.append({"name": layer.name, "kind": layer.kind, "stream": p, "lut": p["lut"], "ff": p["ff"],
                         "dsp": 0.0, "bram": 0.0})
         elif (isinstance(layer, Flatten) and len(shape) > 1) or "GlobalAvgPool" in layer.kind:
-            p = collect_parts(layer, shape, t_in, family, int(live.sum()))
+            p = collect_parts(layer, shape, t_in, family, live,
+                              next((l for l in layers[i + 1:] if isinstance(l, Dense)), None))
             out.append({"name": layer.name, "kind": layer.kind, "collect": p, "lut": p["lut"], "ff": p["ff"],
                         "dsp": 0.0, "bram": 0.0})
         elif not isinstance(layer, (ReLU, Quant, Flatten, Output)):
