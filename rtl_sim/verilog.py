@@ -186,7 +186,8 @@ class _Emitter:
             expr = " ".join(terms)
             return expr[2:] if expr.startswith("+ ") else f"{self.lit(0, w)} {expr}"
 
-        return self._note("mul", self.wire("m", lo, hi, csd), a=x, c=c << shift)
+        return self._note("mul", self.wire("m", lo, hi, csd), a=x, c=c << shift,
+                          digits=[(k + shift, d) for k, d in csd_digits(c)])
 
     def relu(self, x: Sig) -> Sig:
         if x.lo >= 0:
