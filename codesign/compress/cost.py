@@ -224,6 +224,21 @@ def sharing_ratio(layer: Dense, in_type: FixedType, mapping: str | None = None) 
     if not np.any(w):
         return 1.0
     mapping = mapping or layer.mult
+    # the search prices the same layer many times over: keyed by everything the graph depends on
+    key = (w.tobytes(), w.shape, layer.bias.astype(np.int64).tobytes(), layer.weight_type, layer.bias_type, in_type,
+           mapping)
+    if key not in _RATIOS:
+        if len(_RATIOS) > 4096:
+            _RATIOS.clear()
+        _RATIOS[key] = _uncached_ratio(layer, in_type, mapping)
+    return _RATIOS[key]
+
+
+_RATIOS: dict[tuple, float] = {}  # a cache of pure results, not configuration
+
+
+def _uncached_ratio(layer: Dense, in_type: FixedType, mapping: str) -> float:
+    w = layer.weight.astype(np.int64)
     digits = csd_count(w)
     limit = {"lut": 10**9, "dsp": 1, "auto": CSD_MAX_DIGITS}.get(mapping, CSD_MAX_DIGITS)
     dsp = (w != 0) & (digits > limit)
