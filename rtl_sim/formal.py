@@ -10,9 +10,13 @@ into pieces that are each trivial, over the combinational form of the emitted Ve
     emitter wrote (each adder and shift, each constant product, each register copy: the emitter's
     ``trace``), its declaration line, copied verbatim, goes into a checker whose operand wires are
     free inputs *assumed* within their intervals; proven: the wire's value, as a signed integer,
-    equals the exact (wide) integer ``(a << sa) ± (b << sb)`` / ``a * c`` / ``a`` of its operands
-    and lies within its own interval. The input wires ``x0_i`` are proven to hold the input
-    integers. By induction over the DAG, every datapath wire holds its exact integer for every input.
+    equals the exact (wide) integer ``(a << sa) ± (b << sb)`` / ``a * c`` (a DSP product) / the
+    signed sum of ``a``'s digit-shifted copies (a CSD product; that its digits sum to ``c`` is
+    checked in Python) / ``a`` (a register copy) of its operands, and lies within its own interval.
+    The line may read only the operands its trace names, and each operand is assumed in no narrower
+    an interval than the one proven for it (both checked). The input wires ``x0_i`` are proven to
+    hold the input integers. By induction over the DAG, every datapath wire holds its exact
+    integer for every input. Checkers identical up to wire names are proven once.
 (A) Exact algebra in Python over the same trace: each wire's integer coefficient vector over the
     inputs and its constant. Proven: each result of the Dense (the accumulator) has, in both
     designs, the coefficients ``weight[:, j] << shift`` and constant ``bias[j] << shift'`` the layer
@@ -24,6 +28,7 @@ into pieces that are each trivial, over the combinational form of the emitted Ve
 Coverage is checked, not assumed: every wire declared in each design is an input wire, a proven
 datapath wire, or part of the output logic, and the output logic reads nothing else.
 
+Not trusted: the emitter's trace (each of its claims is checked against the text), the adder graph.
 Trusted: Yosys's reading of Verilog (its ``read_verilog``/``proc``/SAT encoding of the emitted
 expressions); that the clocked design equals the combinational one proven here up to its
 registers (the emitter writes the same expression into a register as into the wire; pipeline
@@ -213,7 +218,16 @@ def _obligations(t: Traced, tag: str) -> list[tuple[str, str, str]]:
     out = [(f"{tag}_inputs", "the input wires", f"module {tag}_inputs (input wire [{t.design.in_width - 1}:0] in_data, "
             "output wire ok);\n" + "\n".join(body) + "\nendmodule\n")]
     seen: dict[str, str] = {}
-    for k, (name, e) in enumerate(_datapath_wires(t).items()):
+    wires = _datapath_wires(t)
+    # the induction needs each operand assumed in no narrower an interval than the one proven for it
+    proven = {f"x0_{i}": (it.min_int, it.max_int) for i in range(t.design.n_in)}
+    proven |= {n: (e["out"].lo, e["out"].hi) for n, e in wires.items()}
+    for n, e in wires.items():
+        for s in (e[x] for x in ("a", "b") if x in e and e[x].const is None):
+            lo, hi = proven.get(s.expr, (None, None))
+            if lo is None or s.lo > lo or s.hi < hi:
+                raise BackendError(f"wire {n} assumes {s.expr} in [{s.lo}, {s.hi}], which is not proven of it")
+    for k, (name, e) in enumerate(wires.items()):
         mod = f"{tag}_w{k}"
         w, expr, line = decls[name]
         operands = list({e[x].expr: e[x] for x in ("a", "b") if x in e and e[x].const is None}.values())
