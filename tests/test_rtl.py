@@ -50,9 +50,13 @@ def test_qkeras_jet_tagger_cosimulates_bit_exact_with_saturation_corners(qkeras_
     assert r.mismatches == 0 and r.bit_exact, describe_mismatch(r)
 
 
-@pytest.mark.parametrize("every, latency", [(0, 3), (1, 3 + 5 + 4 + 3), (3, 3 + 1 + 1 + 1)])  # tree depths 6, 5, 4
-def test_pipeline_depth_is_a_parameter_and_cocotb_measures_it(digits_q, digits, tmp_path, verilator, every, latency):
-    d = write_rtl(digits_q, tmp_path / "rtl", adder_regs_every=every)
+@pytest.mark.parametrize("datapath, every, latency", [("csd", 0, 3), ("csd", 1, 3 + 5 + 4 + 3),  # tree depths 6, 5, 4
+                                                      ("csd", 3, 3 + 1 + 1 + 1), ("cmvm", 2, None)])
+def test_pipeline_depth_is_a_parameter_and_cocotb_measures_it(digits_q, digits, tmp_path, verilator, datapath, every,
+                                                               latency):
+    d = write_rtl(digits_q, tmp_path / "rtl", adder_regs_every=every, datapath=datapath)
+    if latency is None:  # the shared graph: one register every `every` levels of each layer's adder depth
+        latency = sum(1 + (m["adder_depth"] - 1) // every for m in d.multipliers.values())
     assert d.latency == latency
     q = verification_inputs(digits_q, digits.X_test[:40], 300)
     r = cosimulate(digits_q, tmp_path / "rtl", tmp_path / "cosim", q, mode="cocotb")
@@ -87,7 +91,7 @@ def _pruned_layer(rng, sparsity: float) -> Network:
 
 def test_a_90_percent_pruned_layer_emits_one_multiplier_per_nonzero_weight(rng):
     net = _pruned_layer(rng, 0.9)
-    d = emit_verilog(net)
+    d = emit_verilog(net, datapath="csd")
     nonzero = int(np.count_nonzero(net.layers[0].weight))
     products = re.findall(r"wire signed \[\d+:0\] fc_m_\d+ =", d.verilog)
     assert len(products) == nonzero == d.multipliers["fc"]["nonzero"]
@@ -95,9 +99,10 @@ def test_a_90_percent_pruned_layer_emits_one_multiplier_per_nonzero_weight(rng):
     assert counts["dsp"] + counts["lut"] + counts["shift"] == nonzero
 
 
+@pytest.mark.parametrize("datapath", ["cmvm", "csd"])
 @pytest.mark.parametrize("mult", ["lut", "dsp"])
-def test_constant_multipliers_follow_the_mapping(rng, mult):
-    d = emit_verilog(_pruned_layer(rng, 0.5), mult=mult)
+def test_constant_multipliers_follow_the_mapping(rng, mult, datapath):
+    d = emit_verilog(_pruned_layer(rng, 0.5), mult=mult, datapath=datapath)
     has_star = " * " in d.verilog
     assert has_star == (mult == "dsp")
 
