@@ -298,14 +298,16 @@ def dense_stages(net: Network) -> list[tuple[Dense, FixedType, FixedType | None,
     return out
 
 
-def network_cost(net: Network, board: Board, mapping: str | None = None, regs_every: int = 0) -> dict[str, LayerCost]:
-    """Per-layer cost (Dense layers, with the ReLU/Quant after each folded in) on a board's family."""
+def network_cost(net: Network, board: Board, mapping: str | None = None, regs_every: int = 0,
+                 datapath: str = "cmvm") -> dict[str, LayerCost]:
+    """Per-layer cost (Dense layers, with the ReLU/Quant after each folded in) on a board's family;
+    ``datapath`` as the emitter's (an MLP's only; a CNN's kernels are priced as the shared graph)."""
     if len(net.input_shape) > 1:  # a CNN: streaming convolutions, pooling, then the Dense tail
         from codesign.compress.conv_cost import cnn_cost
 
         return cnn_cost(net, board, mapping, regs_every)
     family = board.synth_family
-    return {layer.name: dense_cost(layer, t_in, family, mapping, out_t, relu, regs_every)
+    return {layer.name: dense_cost(layer, t_in, family, mapping, out_t, relu, regs_every, datapath)
             for layer, t_in, out_t, relu in dense_stages(net)}
 
 
