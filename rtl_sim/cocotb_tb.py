@@ -15,13 +15,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge
 
 
-@cocotb.test()
-async def stream_samples(dut) -> None:
-    """Drive one sample per clock; record out_data per valid output and each stage's registers."""
-    job = json.load(open(os.environ["CODESIGN_COSIM_JOB"]))
-    words = [int(v) for v in job["inputs"]]
-    stages = job["stages"]  # [{"latency": k, "signals": [...]}] to record per sample
-    watch = [(st["latency"], [getattr(dut, s) if s else None for s in st["signals"]]) for st in stages]
+async def _reset(dut) -> None:
+    """Start the clock, hold reset for two cycles with no input, release it between edges."""
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
     dut.in_valid.value = 0
@@ -30,6 +25,16 @@ async def stream_samples(dut) -> None:
         await RisingEdge(dut.clk)
     await FallingEdge(dut.clk)
     dut.rst.value = 0
+
+
+@cocotb.test()
+async def stream_samples(dut) -> None:
+    """Drive one sample per clock; record out_data per valid output and each stage's registers."""
+    job = json.load(open(os.environ["CODESIGN_COSIM_JOB"]))
+    words = [int(v) for v in job["inputs"]]
+    stages = job["stages"]  # [{"latency": k, "signals": [...]}] to record per sample
+    watch = [(st["latency"], [getattr(dut, s) if s else None for s in st["signals"]]) for st in stages]
+    await _reset(dut)
     n = len(words)
     outputs, out_cycles = [], []
     stage_values: list[list] = [[None] * n for _ in stages]
@@ -67,14 +72,7 @@ async def stream_images(dut) -> None:
     n_out = len(words) // int(job["per_out"])
     watch = [(getattr(dut, st["valid"].split("[")[0]), _bit(st["valid"]),
               [getattr(dut, s) if s else None for s in st["signals"]]) for st in job["watch"]]
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.in_valid.value = 0
-    dut.in_data.value = 0
-    for _ in range(2):
-        await RisingEdge(dut.clk)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await _reset(dut)
     outputs, out_cycles, in_cycles = [], [], []
     records: list[list] = [[] for _ in watch]
     cycle, sent, idle = 0, 0, gaps[0] if gaps else 0

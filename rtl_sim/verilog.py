@@ -350,15 +350,7 @@ def emit_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0
                               "consts": [v.const for v in x]})
     out_t = x_type
     n_out = len(x)
-    outs = []
-    for j, v in enumerate(x):
-        ow = out_t.width
-        if v.const is not None:
-            outs.append(f"  assign out_data[{j * ow + ow - 1}:{j * ow}] = {ow}'h{v.const & ((1 << ow) - 1):x};")
-        elif v.width >= ow:
-            outs.append(f"  assign out_data[{j * ow + ow - 1}:{j * ow}] = {v.expr}[{ow - 1}:0];")
-        else:
-            outs.append(f"  assign out_data[{j * ow + ow - 1}:{j * ow}] = {{{{{ow - v.width}{{{v.expr}[{v.width - 1}]}}}}, {v.expr}}};")
+    outs = output_assigns(x, out_t)
     body = "\n".join(e.lines)
     regs = "\n".join(e.regs)
     vlines = "\n".join(f"      valid_sr[{k}] <= valid_sr[{k - 1}];" for k in range(1, cum))
@@ -398,6 +390,22 @@ endmodule
 `default_nettype wire
 """
     return Design(top, verilog, in_t, out_t, n_in, n_out, cum, design_stages, multipliers, datapath)
+
+
+def output_assigns(x: list[Sig], out_t: FixedType) -> list[str]:
+    """``out_data``'s assignments: element j is ``x[j]`` in ``out_t``'s width (sign-extended, or the
+    low bits of a wider wire whose value fits)."""
+    ow = out_t.width
+    outs = []
+    for j, v in enumerate(x):
+        sl = f"out_data[{j * ow + ow - 1}:{j * ow}]"
+        if v.const is not None:
+            outs.append(f"  assign {sl} = {ow}'h{v.const & ((1 << ow) - 1):x};")
+        elif v.width >= ow:
+            outs.append(f"  assign {sl} = {v.expr}[{ow - 1}:0];")
+        else:
+            outs.append(f"  assign {sl} = {{{{{ow - v.width}{{{v.expr}[{v.width - 1}]}}}}, {v.expr}}};")
+    return outs
 
 
 def _exact(layer: Dense, in_t: FixedType) -> FixedType:
