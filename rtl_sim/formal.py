@@ -499,6 +499,3 @@ def _counterexample(log: str, d: Design) -> list[int]:
         raise ToolFailedError("Yosys found a difference but printed no input values; see its log")
     return _decode(int(rows[0].replace("x", "0"), 2), d.in_type, d.n_in)
 
-
-def counterexample_array(r: EquivalenceResult) -> np.ndarray:
-    return np.array([r.counterexample], dtype=np.int64)

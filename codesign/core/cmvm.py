@@ -249,12 +249,16 @@ def _eliminate(g: _Builder, terms: list[list[_Term]], consts: list[int], bound: 
     occ: dict[tuple, set[tuple[int, int, int]]] = {}
     kraft = [sum(1 << g.nodes[t[0]].depth for t in tj) + (1 if consts[j] else 0) for j, tj in enumerate(terms)]
 
-    def pairs_of(j: int, tid: int) -> None:
+    def pairs_of(j: int, tid: int) -> list[tuple]:
+        """Record the patterns term ``tid`` of output ``j`` forms with the output's other terms."""
         t = live[j][tid]
+        keys = []
         for other, u in live[j].items():
             if other != tid:
                 key = _pattern(t, u)[0]
                 occ.setdefault(key, set()).add((j, min(tid, other), max(tid, other)))
+                keys.append(key)
+        return keys
 
     for j in range(len(terms)):
         ids = list(live[j])
@@ -321,11 +325,8 @@ def _eliminate(g: _Builder, terms: list[list[_Term]], consts: list[int], bound: 
             next_id[j] += 1
             live[j][new] = (node, base, sign)
             kraft[j] += (1 << depth) - (1 << da) - (1 << db)
-            pairs_of(j, new)
-            for other, u in live[j].items():
-                if other != new:
-                    k2 = _pattern(live[j][new], u)[0]
-                    if len(occ[k2]) > 1:
-                        heapq.heappush(heap, (priority(k2, len(occ[k2])), k2))
+            for k2 in pairs_of(j, new):
+                if len(occ[k2]) > 1:
+                    heapq.heappush(heap, (priority(k2, len(occ[k2])), k2))
     for j in range(len(terms)):
         terms[j] = list(live[j].values())
