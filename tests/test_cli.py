@@ -124,6 +124,23 @@ def test_missing_yosys_is_reported_by_the_cli(capsys, tmp_path, monkeypatch, dig
     assert not (art.dir / "estimate").exists()
 
 
+def test_an_interrupt_seen_by_an_extension_still_exits_130_under_python_m(tmp_path):
+    # CPython kills a ``python -m`` process with SIGINT after a clean exit if an interrupt ever
+    # crossed PyRun_String (as TensorFlow's and Ray's extensions use); seen in CI as returncode -2
+    (tmp_path / "interrupted_probe.py").write_text(
+        "import ctypes\n"
+        "from codesign.app import cli\n"
+        "def run(args):\n"
+        "    ctypes.pythonapi.PyRun_SimpleString(b'raise KeyboardInterrupt')\n"
+        "    raise KeyboardInterrupt\n"
+        "cli.run = run\n"
+        "cli.entry()\n")
+    proc = subprocess.run([sys.executable, "-m", "interrupted_probe", "flow", "--quiet"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert "codesign: interrupted" in proc.stderr
+
+
 def test_ctrl_c_leaves_the_directory_marked_incomplete(tmp_path):
     out = tmp_path / "o"
     env = dict(os.environ, PYTHONUNBUFFERED="1")

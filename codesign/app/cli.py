@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -241,5 +242,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The ``codesign`` command: ``main``'s result as the process's exit status."""
+    code = main()
+    if code == 130:
+        # An interrupt that crossed an extension's PyRun_String (TensorFlow's and Ray's do) sets
+        # a flag that makes CPython kill itself with SIGINT after a normal ``sys.exit(130)``
+        # under ``python -m``; the output directory is already marked, so leave directly.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
