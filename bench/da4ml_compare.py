@@ -5,9 +5,10 @@
 For each Dense layer of the embedded default network and of hls4ml's 6-bit QKeras jet
 tagger, da4ml (if installed) builds its constant-matrix-vector-multiply RTL for the same
 quantized weights and input type; both are synthesized with the same Yosys (synth_xilinx
-xc7, no DSPs) and the table prints our LUTs / da4ml's LUTs. Not quite like for like: da4ml's
-module is the combinational matrix product only, ours adds the output rounding, saturation,
-ReLU and the stage register. Writes bench/results/da4ml_compare.json.
+xc7, no DSPs) and the table prints our LUTs / da4ml's LUTs. Like for like: da4ml traces the same
+function as our stage (the matrix product, then the ReLU and the rounding and overflow to each
+type after it), checked equal to our reference on 2,000 inputs before synthesis; ours adds the
+stage register (flip-flops). Writes bench/results/da4ml_compare.json.
 """
 
 from __future__ import annotations
@@ -23,26 +24,69 @@ import numpy as np
 from _common import machine, write_results
 
 
-def da4ml_verilog(layer, t_in, name: str) -> str:
-    """da4ml's Verilog for ``layer``'s weights and bias on inputs of type ``t_in`` (one source)."""
+def da4ml_verilog(stage, name: str) -> tuple[str, int]:
+    """da4ml's Verilog for one of our stages (a Dense layer and the ReLU/Quant after it), the same
+    function as ours, checked on random inputs; and its adder depth."""
     from da4ml.codegen.rtl.rtl_model import VerilogModel
     from da4ml.trace import FixedVariableArray, HWConfig, comb_trace
 
+    from codesign.core.layers import ReLU
+
+    layer, t_in = stage.layers[0], stage.input_type
     w = layer.weight * 2.0 ** -layer.weight_type.frac
     b = layer.bias * 2.0 ** -layer.bias_type.frac
     n = w.shape[0]
-    k = np.full(n, int(t_in.signed))
-    i = np.full(n, t_in.integer - int(t_in.signed))
-    f = np.full(n, t_in.frac)
     # the options hls4ml's distributed-arithmetic pass uses
-    inp = FixedVariableArray.from_kif(k, i, f, HWConfig(1, -1, -1),
+    inp = FixedVariableArray.from_kif(np.full(n, int(t_in.signed)), np.full(n, t_in.integer - int(t_in.signed)),
+                                      np.full(n, t_in.frac), HWConfig(1, -1, -1),
                                       solver_options={"hard_dc": 2, "search_all_decompose_dc": True})
-    sol = comb_trace(inp, inp @ w + b)
+    product = inp @ w + b
+    depth = _da4ml_adder_depth(comb_trace(inp, product))  # the matrix product's, as ours is counted
+    v = product
+    for lyr, t in zip(stage.layers, stage.tensor_types()):
+        if isinstance(lyr, ReLU):
+            v = v.relu()
+        v = _quantize(v, t)
+    sol = comb_trace(inp, v)
+    _check_same_function(sol, stage)
     with tempfile.TemporaryDirectory() as tmp:
         VerilogModel(sol, name, tmp, print_latency=False).write()
         files = [p for p in sorted(glob.glob(f"{tmp}/src/static/*.v")) if "lookup_table" not in p]
         src = "\n".join(Path(p).read_text() for p in files + [f"{tmp}/src/{name}.v"])
-    return src, _da4ml_adder_depth(sol)
+    return src, depth
+
+
+def _quantize(v, t):
+    """``v`` (a da4ml array) to our type ``t``; da4ml has no RND_CONV, so ties-to-even is built
+    from its operations as our emitter builds it: floor(x/s + 1/2 - e + e * parity) for an input
+    step e, where the parity is the bit of weight s."""
+    from da4ml.trace import FixedVariableArray
+
+    k, i, f = int(t.signed), t.integer - int(t.signed), t.frac
+    if t.quant != "RND_CONV":
+        return v.quantize(k, i, f, t.overflow, t.quant)
+    out = []
+    for x in v._vars.ravel():
+        f_in = x.kif[2]
+        if f_in > f:
+            parity = x.quantize(0, 1 - f, f, "WRAP", "TRN")
+            x = x + (2.0 ** (-f - 1) - 2.0 ** -f_in) + parity * 2.0 ** (f - f_in)
+        out.append(x.quantize(k, i, f, t.overflow, "TRN"))
+    return FixedVariableArray(np.array(out).reshape(v._vars.shape), v.solver_options, hwconf=v.hwconf)
+
+
+def _check_same_function(sol, stage, n: int = 2000) -> None:
+    """da4ml's solution equals our reference on ``n`` random inputs, corners included."""
+    t = stage.input_type
+    lo, hi = t.min_int, t.max_int
+    rng = np.random.default_rng(0)
+    q = rng.integers(lo, hi + 1, size=(n, stage.input_shape[0]))
+    q[0], q[1] = lo, hi
+    ours = stage.forward_int(q).as_float()
+    theirs = np.array([sol(row * 2.0 ** -t.frac) for row in q], dtype=np.float64)
+    if not np.array_equal(ours, theirs):
+        bad = int(np.argwhere((ours != theirs).any(axis=1))[0, 0])
+        raise SystemExit(f"{stage.name}: da4ml's trace differs from ours at input {q[bad].tolist()}")
 
 
 def _da4ml_adder_depth(sol) -> int:
@@ -66,7 +110,17 @@ def _csd_depth(layer) -> int:
     return int(np.ceil(np.log2(max(int(terms.max()), 1))))
 
 
+NETWORKS = ("digits default flow", "jet qkeras 6-bit")
+
+
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
+    ap.add_argument("--depth-slack", type=lambda v: None if v == "none" else int(v), default=argparse.SUPPRESS,
+                    help="our adder-depth bound over the minimum, or 'none' (default: the emitter's)")
+    args = ap.parse_args()
     try:
         import da4ml  # noqa: F401
     except ImportError:
@@ -74,26 +128,26 @@ def main() -> None:
         return
     from estimator_error import networks
 
-    from codesign.compress.cost import dense_stages
     from rtl_sim.synth import stage_networks, synthesize
     from rtl_sim.verilog import emit_verilog
 
     t0 = time.perf_counter()
     jobs = []
     for net_name, net in networks().items():
-        if net_name not in ("digits default flow", "jet qkeras 6-bit"):
+        if net_name not in args.networks:
             continue
-        stages = dict(stage_networks(net))
-        for layer, t_in, _, _ in dense_stages(net):
-            src, depth = da4ml_verilog(layer, t_in, f"da_{layer.name}")
-            jobs.append((net_name, layer.name, stages[layer.name], src, depth))
+        for lname, stage in stage_networks(net):
+            src, depth = da4ml_verilog(stage, f"da_{lname}")
+            jobs.append((net_name, lname, stage, src, depth))
+
+    slack = {"depth_slack": args.depth_slack} if "depth_slack" in vars(args) else {}
 
     def run(job):
         _, lname, sub, da_src, da_depth = job
         out = {}
         for dp in ("csd", "cmvm"):
             t = time.perf_counter()
-            d = emit_verilog(sub, mult="lut", datapath=dp)
+            d = emit_verilog(sub, mult="lut", datapath=dp, **slack)
             out[f"{dp}_emit_s"] = time.perf_counter() - t
             out[dp] = synthesize(d.verilog, d.top, "xc7", dsp=False)
             out[f"{dp}_depth"] = d.multipliers[lname].get("adder_depth", _csd_depth(sub.layers[0]))

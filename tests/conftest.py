@@ -62,6 +62,15 @@ def digits_q(digits, digits_float):
 
 
 @pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """``codesign flow`` on the embedded default, run once: its exit code and its directory."""
+    from codesign.app.cli import main
+
+    out = tmp_path_factory.mktemp("flow") / "run"
+    return main(["flow", "--out", str(out), "--quiet"]), out
+
+
+@pytest.fixture(scope="session")
 def qkeras_net():
     """hls4ml's 6-bit QKeras jet tagger, imported."""
     import codesign

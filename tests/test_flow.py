@@ -2,16 +2,7 @@
 
 import json
 
-import pytest
-
 from codesign.app.cli import main
-
-
-@pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("flow") / "run"
-    code = main(["flow", "--out", str(out), "--quiet"])
-    return code, out
 
 
 def test_default_flow_passes_every_check(default_run):

@@ -14,22 +14,22 @@ from rtl_sim.synth import stage_networks
 
 
 @pytest.fixture(scope="module")
-def last_stage(digits_q):
-    """The default digits network's last Dense stage (fc3: 16 x 10, 8-bit weights, 16-bit inputs)."""
-    return stage_networks(digits_q)[-1]
+def last_stage(default_run):
+    """The last Dense stage of the network the default flow compressed (fc3, pruned and quantized)."""
+    return stage_networks(Network.load(default_run[1]))[-1]
 
 
 @pytest.fixture(scope="module")
-def small_stage(last_stage):
-    """A slice of fc3 (8 inputs, 3 outputs): the same types, a few seconds per proof."""
-    name, st = last_stage
+def small_stage(digits_q):
+    """A slice of the 8-bit digits network's fc3 (8 inputs, 3 outputs): a few seconds per proof."""
+    name, st = stage_networks(digits_q)[-1]
     d = st.layers[0]
     small = dataclasses.replace(d, weight=d.weight[:8, :3].copy(), bias=d.bias[:3].copy(),
                                 mask=None if d.mask is None else d.mask[:8, :3].copy())
     return name, Network(f"{st.name}_small", (8,), [small], st.input_type)
 
 
-def test_digits_last_layer_proven_equal(last_stage):
+def test_default_networks_last_layer_proven_equal(last_stage):
     name, st = last_stage
     r = formal.prove_datapaths_equal(st, name, timeout_s=240)
     assert r.status == "proven", r.describe()
