@@ -32,6 +32,20 @@ def test_qat_forward_equals_the_integer_reference_bit_for_bit(digits_float, digi
     assert np.array_equal(qat, net.forward(digits.X_test))
 
 
+def test_re_typing_after_training_keeps_the_grid_the_weights_were_trained_on(qat_model, digits):
+    # a latent weight that drifted past its type's range (training saturates it) must not widen the
+    # type: that halves every weight's resolution and rounds the small ones to zero
+    first = qat_model.stages[0]
+    types = [(l.weight_type, l.bias_type) for l in qat_model.stages]
+    kept = [int(l.mask.sum()) for l in qat_model.stages]
+    i, j = np.unravel_index(int(torch.argmax(first.weight.abs() * first.mask)), first.weight.shape)
+    with torch.no_grad():
+        first.weight[i, j] *= 4.0
+    assign_types(qat_model, Precision(4, 6, 10, digits.input_type), digits.X_train)
+    assert [(l.weight_type, l.bias_type) for l in qat_model.stages] == types
+    assert [int(l.mask.sum()) for l in qat_model.stages] == kept
+
+
 def test_masks_survive_fine_tuning(qat_model, digits):
     from codesign.compress.search import train
 

@@ -151,8 +151,21 @@ def qmlp_from_network(net: Network) -> QMLP:
     return QMLP(stages, None, fnet.head)
 
 
+def trained_type(current: FixedType | None, values: np.ndarray, bits: int) -> FixedType:
+    """The weight (or bias) type of a layer: sized from ``values`` the first time, then kept.
+
+    Training saturates weights at their type, so the latent weights can drift past its range;
+    sizing the type again from them would move the whole grid by a bit (every weight at half
+    the resolution, small ones rounded to zero and pruned): on digits-mlp at 4,000 LUTs that
+    step took the final network from 97.2 % to 80.6 % validation accuracy."""
+    if current is not None and current.width == bits:
+        return current
+    return fixed_for_values(values, bits, quant="TRN", overflow="WRAP")
+
+
 def assign_types(model: QMLP, prec: Precision, X_calib: np.ndarray) -> None:
-    """Per-layer types sized from the float weights and the calibration activations."""
+    """Per-layer types: weights and biases as trained (``trained_type``), activations sized from
+    the calibration data."""
     model.input_type = prec.input_type
     x = torch.tensor(X_calib, dtype=torch.float64)
     if model.input_type is not None:
@@ -161,11 +174,11 @@ def assign_types(model: QMLP, prec: Precision, X_calib: np.ndarray) -> None:
         for i, layer in enumerate(model.stages):
             last = i == len(model.stages) - 1
             w = (layer.weight * layer.mask).detach().numpy()
-            layer.weight_type = fixed_for_values(w, prec.weight_bits, quant="TRN", overflow="WRAP")
+            layer.weight_type = trained_type(layer.weight_type, w, prec.weight_bits)
             # a weight that rounds to zero is pruned for good, so fine-tuning cannot regrow it
             layer.mask.mul_((layer.effective_weight() != 0).to(layer.mask.dtype))
-            layer.bias_type = fixed_for_values(layer.bias.detach().numpy(), max(prec.weight_bits, prec.act_bits),
-                                                quant="TRN", overflow="WRAP")
+            layer.bias_type = trained_type(layer.bias_type, layer.bias.detach().numpy(),
+                                           max(prec.weight_bits, prec.act_bits))
             layer.result_type, layer.relu_type = None, None
             pre = x @ layer.effective_weight() + layer.effective_bias()
             if layer.relu:

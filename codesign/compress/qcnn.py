@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from codesign.compress.qat import Precision, QDense, fake_quant
+from codesign.compress.qat import Precision, QDense, fake_quant, trained_type
 from codesign.compress.quantize import fixed_for_values, fold_batchnorm
 from codesign.core import fixed
 from codesign.core.fixed import FixedType
@@ -256,11 +256,10 @@ def assign_types(model: QCNN, prec: Precision, X_calib: np.ndarray) -> None:
                 x = stage(x)
                 continue
             w = (stage.weight * stage.mask).numpy()
-            stage.weight_type = fixed_for_values(w, prec.weight_bits, quant="TRN", overflow="WRAP")
+            stage.weight_type = trained_type(stage.weight_type, w, prec.weight_bits)
             # a weight that rounds to zero is pruned for good, so fine-tuning cannot regrow it
             stage.mask.mul_((stage.effective_weight() != 0).to(stage.mask.dtype))
-            stage.bias_type = fixed_for_values(stage.bias.numpy(), max(prec.weight_bits, prec.act_bits),
-                                               quant="TRN", overflow="WRAP")
+            stage.bias_type = trained_type(stage.bias_type, stage.bias.numpy(), max(prec.weight_bits, prec.act_bits))
             stage.result_type, stage.relu_type = None, None
             pre = linear(stage, x)
             if stage.relu:
