@@ -26,13 +26,16 @@ compiled as hls4ml's script does, as one unit, still at ``OPT_LEVEL`` and still 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -373,26 +376,45 @@ def _object(u: Unit) -> str:
 
 def _compile_units(gpp: Tool, build: Path, units: list[Unit], flags: tuple[str, ...], jobs: int,
                    on_unit: Callable[[Unit], None] | None) -> None:
-    """Compile the units in parallel, largest first (so the last to start are the short ones)."""
+    """Compile the units in parallel, largest first (so the last to start are the short ones). The first
+    unit that fails stops the others: a broken project fails in the time its broken unit takes."""
     order = sorted(units, key=lambda u: -u.lines)
+    running: set[subprocess.Popen] = set()
+    failed = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = {pool.submit(_run, gpp, [*flags, *u.flags, "-c", u.source, "-o", _object(u)], build,
-                               f"C simulation build ({u.source})"): u for u in order}
+                               f"C simulation build ({u.source})", running, failed): u for u in order}
         try:
             for f in concurrent.futures.as_completed(futures):
                 f.result()
                 if on_unit:
                     on_unit(futures[f])
         except BaseException:
+            failed.set()
             for f in futures:
                 f.cancel()
+            for proc in list(running):  # the whole group: g++'s cc1plus holds the pipes open
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
             raise
 
 
-def _run(gpp: Tool, args: list[str], cwd: Path, what: str) -> None:
-    proc = subprocess.run([*gpp.command, *args], cwd=cwd, capture_output=True, text=True, env=gpp.environ())
-    if proc.returncode != 0:
-        raise ToolFailedError(f"{what} failed: {first_error_line(proc.stderr + proc.stdout)}")
+def _run(gpp: Tool, args: list[str], cwd: Path, what: str, running: set | None = None,
+         failed: threading.Event | None = None) -> None:
+    if failed is not None and failed.is_set():
+        return
+    proc = subprocess.Popen([*gpp.command, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=gpp.environ(),
+                            start_new_session=running is not None)  # a group of its own, to be stopped whole
+    if running is not None:
+        running.add(proc)
+    try:
+        out, err = proc.communicate()
+    finally:
+        if running is not None:
+            running.discard(proc)
+    if proc.returncode != 0 and not (failed is not None and failed.is_set()):
+        raise ToolFailedError(f"{what} failed: {first_error_line(err + out)}")
 
 
 def _evict(root: Path) -> None:

@@ -45,13 +45,13 @@ def test_one_step_can_be_rerun_alone(default_run):
     assert rep["cosim"]["samples"] == 12000 and rep["cosim"]["bit_exact"]
 
 
-def test_a_relative_output_directory_works(tmp_path, monkeypatch, digits_q):
+def test_a_relative_output_directory_works(tmp_path, monkeypatch, small_mlp):
     """The default --out is relative (codesign-out); the tools run in folders of their own."""
     monkeypatch.chdir(tmp_path)
     from codesign.app.artifact import Artifact
     from codesign.app.flow import step_cosim, step_rtl
 
-    digits_q.save(tmp_path / "rel")
+    small_mlp.save(tmp_path / "rel")
     art = Artifact("rel")
     art.update(board={"name": "arty-a7-35"})
     step_rtl(art)

@@ -61,6 +61,7 @@ def test_each_generated_layer_function_moves_verbatim_into_a_unit(digits_da, tmp
     assert (tmp_path / "firmware" / "myproject.cpp").read_text() == (project.directory / "firmware" / "myproject.cpp").read_text()
 
 
+@pytest.mark.slow
 def test_layer_functions_cut_into_parts_simulate_bit_exact(digits_da, digits_q, tmp_path, monkeypatch):
     project, _ = digits_da
     monkeypatch.setattr(build, "PART_LINES", 40)
@@ -101,7 +102,8 @@ def test_a_failing_unit_is_named_in_one_line(digits_da, tmp_path):
     top = tmp_path / "p" / "firmware" / "myproject.cpp"
     top.write_text(top.read_text().replace("// NETWORK INSTANTIATION", "not C++;", 1))
     with pytest.raises(ToolFailedError, match=r"^C simulation build \(firmware/myproject\.cpp\) failed: .*error"):
-        build_library(tmp_path / "p", "vitis", tmp_path / "csim")
+        # every unit at once: the broken one fails first and stops the others
+        build_library(tmp_path / "p", "vitis", tmp_path / "csim", jobs=8)
     assert not [p for p in (tmp_path / "csim").iterdir()]  # nothing half-built is left in the cache
 
 

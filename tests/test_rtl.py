@@ -50,22 +50,33 @@ def test_qkeras_jet_tagger_cosimulates_bit_exact_with_saturation_corners(qkeras_
     assert r.mismatches == 0 and r.bit_exact, describe_mismatch(r)
 
 
-@pytest.mark.parametrize("datapath, every, latency", [("csd", 0, 3), ("csd", 1, 3 + 5 + 4 + 3),  # tree depths 6, 5, 4
-                                                      ("csd", 3, 3 + 1 + 1 + 1), ("cmvm", 2, None)])
-def test_pipeline_depth_is_a_parameter_and_cocotb_measures_it(digits_q, digits, tmp_path, verilator, datapath, every,
-                                                               latency):
-    d = write_rtl(digits_q, tmp_path / "rtl", adder_regs_every=every, datapath=datapath)
-    if latency is None:  # the shared graph: one register every `every` levels of each layer's adder depth
-        latency = sum(1 + (m["adder_depth"] - 1) // every for m in d.multipliers.values())
+def per_weight_tree_depths(net: Network) -> list[int]:
+    """Adder levels of each layer's per-weight datapath: a tree over its widest output's products and bias."""
+    return [int(np.ceil(np.log2(max(((l.weight != 0).sum(0) + (l.bias != 0)).max(), 1))))
+            for l in net.layers if isinstance(l, Dense)]
+
+
+@pytest.mark.parametrize("datapath, every", [("csd", 0), ("csd", 1), ("csd", 3), ("cmvm", 2)])
+def test_pipeline_depth_is_a_parameter_and_cocotb_measures_it(small_mlp, tmp_path, verilator, datapath, every):
+    d = write_rtl(small_mlp, tmp_path / "rtl", adder_regs_every=every, datapath=datapath)
+    # a register after each layer's products, and one every `every` adder levels of its tree
+    depths = (per_weight_tree_depths(small_mlp) if datapath == "csd"
+              else [m["adder_depth"] for m in d.multipliers.values()])  # the shared graph's own depth
+    latency = sum(1 + (depth - 1) // every for depth in depths) if every else len(depths)
     assert d.latency == latency
-    q = verification_inputs(digits_q, digits.X_test[:40], 300)
-    r = cosimulate(digits_q, tmp_path / "rtl", tmp_path / "cosim", q, mode="cocotb")
+    q = verification_inputs(small_mlp, None, 300)
+    r = cosimulate(small_mlp, tmp_path / "rtl", tmp_path / "cosim", q, mode="cocotb")
     assert r.bit_exact and r.latency_cycles == latency and r.ii == 1.0, describe_mismatch(r)
 
 
-def test_a_changed_weight_constant_fails_and_names_the_layer(digits_q, digits, tmp_path, verilator):
-    write_rtl(digits_q, tmp_path / "rtl", mult="dsp")
-    v = tmp_path / "rtl" / "digits_mlp.v"
+def test_digits_per_weight_tree_depths_are_6_5_4(digits_q):
+    assert per_weight_tree_depths(digits_q) == [6, 5, 4]
+    assert emit_verilog(digits_q, adder_regs_every=1, datapath="csd").latency == 3 + 5 + 4 + 3
+
+
+def test_a_changed_weight_constant_fails_and_names_the_layer(small_mlp, tmp_path, verilator):
+    write_rtl(small_mlp, tmp_path / "rtl", mult="dsp")
+    v = tmp_path / "rtl" / "small_mlp.v"
     text = v.read_text()
     # the first DSP multiply of fc2: "<width>'sh<const>" after a '*'
     m = re.search(r"(wire signed \[\d+:0\] fc2_m_\d+ = .*? \* (\d+)'sh)([0-9a-f]+);", text)
@@ -73,8 +84,8 @@ def test_a_changed_weight_constant_fails_and_names_the_layer(digits_q, digits, t
     bits = int(m.group(2))
     new = (int(m.group(3), 16) + 1) % (1 << bits)
     v.write_text(text.replace(m.group(0), f"{m.group(1)}{new:x};", 1))
-    q = verification_inputs(digits_q, digits.X_test, 2000)
-    r = cosimulate(digits_q, tmp_path / "rtl", tmp_path / "cosim", q, mode="bulk")
+    q = verification_inputs(small_mlp, None, 2000)
+    r = cosimulate(small_mlp, tmp_path / "rtl", tmp_path / "cosim", q, mode="bulk")
     assert not r.bit_exact and r.mismatches > 0
     msg = describe_mismatch(r)
     assert "first diverging layer 'fc2'" in msg and f"sample {r.first_mismatch['sample']}" in msg, msg

@@ -44,12 +44,14 @@ RANDOM_SAMPLE = random_layers(25, 20, min_nonzero=32, max_nonzero=200)
 # with 4-bit signed inputs, where ABC packs an output's few input bits into fewer LUTs than
 # the per-term pricing expects (+41 % at 270 LUTs, +36 % at 445).
 NARROW_INPUT_MISSES = {"s25_sweep5", "s25_sweep7"}
+IN_CI = 8  # the first eight layers (the two known misses among them) in CI; all twenty with -m slow
 
 
 def random_sample_params() -> list:
     miss = pytest.mark.xfail(strict=True, reason="4-bit inputs, fan-in 8: the model over-predicts by 36-41 %")
-    return [pytest.param(net, id=info["id"], marks=[miss] if info["id"] in NARROW_INPUT_MISSES else [])
-            for net, info in RANDOM_SAMPLE]
+    return [pytest.param(net, id=info["id"], marks=([miss] if info["id"] in NARROW_INPUT_MISSES else [])
+                         + ([] if i < IN_CI else [pytest.mark.slow]))
+            for i, (net, info) in enumerate(RANDOM_SAMPLE)]
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +82,17 @@ def test_analytic_lut_estimate_is_within_15_percent_of_yosys(synth_by_sparsity):
 
 
 @pytest.fixture(scope="module")
-def random_sample_synth() -> dict[str, dict]:
-    """Yosys counts of the whole sample, two layers at a time (Yosys is single-threaded)."""
+def random_sample_synth(request) -> dict[str, dict]:
+    """Yosys counts of the layers this run tests, two at a time (Yosys is single-threaded)."""
     def synth(net: Network) -> dict:
         d = emit_verilog(net, datapath="csd")
         return synthesize(d.verilog, d.top, "xc7", dsp=False)
 
+    wanted = {item.callspec.id for item in request.session.items
+              if item.originalname == "test_analytic_lut_estimate_is_within_15_percent_on_a_random_layer"}
+    sample = [(net, info["id"]) for net, info in RANDOM_SAMPLE if info["id"] in wanted]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip((info["id"] for _, info in RANDOM_SAMPLE), pool.map(synth, (n for n, _ in RANDOM_SAMPLE))))
+        return dict(zip((i for _, i in sample), pool.map(synth, (n for n, _ in sample))))
 
 
 @pytest.mark.parametrize("net", random_sample_params())
