@@ -15,6 +15,13 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests draw the same cases on every run, so CI passes or fails on the code, never on the draw
+# or on a loaded machine's generation speed. HYPOTHESIS_PROFILE=explore searches new cases.
+settings.register_profile("codesign", derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "codesign"))
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = Path(__file__).resolve().parent / "models"  # third-party models, copied with their source (models/README.md)

@@ -15,7 +15,10 @@ from codesign.core.verify import verification_inputs
 XILINX, INTEL = "zcu102", "arria10-gx1150"
 
 # backend x sparse form, as hls4ml's own tests sweep backends and strategies
-CASES = [("vitis", "da"), ("vivado", "latency"), ("vivado", "unrolled"), ("quartus", "auto"),
+# (distributed arithmetic at reuse 1 and the unrolled form take a minute on this network: slow; the digits
+# network goes through both in CI)
+CASES = [pytest.param("vitis", "da", marks=pytest.mark.slow), ("vivado", "latency"),
+         pytest.param("vivado", "unrolled", marks=pytest.mark.slow), ("quartus", "auto"),
          ("vitis", "compressed"), ("vivado", "compressed"), ("quartus", "compressed")]
 
 
@@ -36,6 +39,12 @@ def test_digits_csim_is_bit_exact_including_corners(digits_q, digits, tmp_path, 
     q = verification_inputs(digits_q, digits.X_test, 10000)
     r = csim_check(p, digits_q, q)
     assert r["csim_bit_exact"], r["first_mismatch"]
+
+
+def test_unrolled_form_csim_is_bit_exact_on_a_small_network(small_mlp, tmp_path):
+    p = write_project(small_mlp, load_board(XILINX), "vivado", tmp_path / "prj", form="unrolled")
+    r = csim_check(p, small_mlp, verification_inputs(small_mlp, None, 2000))
+    assert r["csim_bit_exact"] and r["samples"] == 2000, r["first_mismatch"]
 
 
 def test_unrolled_project_holds_one_product_per_nonzero_weight(qkeras_net, tmp_path):

@@ -69,16 +69,17 @@ def test_layer_functions_cut_into_parts_simulate_bit_exact(digits_da, digits_q, 
     assert r["split"] and not r["cached"] and r["csim_bit_exact"] and r["samples"] == 2000
 
 
-def test_second_build_of_an_unchanged_project_compiles_nothing(digits_da, digits_q, tmp_path):
-    project, root = digits_da
+def test_second_build_of_an_unchanged_project_compiles_nothing(small_mlp, tmp_path):
+    board = load_board("arty-a7-35")
+    project, _ = write_project_cached(small_mlp, board, "vitis", tmp_path / "prj", tmp_path / "projects")
     first = build_library(project.directory, "vitis", tmp_path / "csim")
     assert not first.cached and first.split and first.units >= 3  # layer unit(s), myproject.cpp, the bridge
     # the same project written again elsewhere: same sources, so the same library
-    again, reused = write_project_cached(digits_q, load_board("arty-a7-35"), "vitis", tmp_path / "prj2", root / "projects")
+    again, reused = write_project_cached(small_mlp, board, "vitis", tmp_path / "prj2", tmp_path / "projects")
     assert reused
     second = build_library(again.directory, "vitis", tmp_path / "csim")
     assert second.cached and second.path == first.path and second.compile_s == 0.0
-    r = csim_check(again, digits_q, verification_inputs(digits_q, None, 2000), cache=tmp_path / "csim")
+    r = csim_check(again, small_mlp, verification_inputs(small_mlp, None, 2000), cache=tmp_path / "csim")
     assert r["cached"] and r["csim_bit_exact"] and r["samples"] == 2000
 
 

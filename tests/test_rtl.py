@@ -40,6 +40,7 @@ def test_a_large_sample_set_cosimulates_in_shards_as_jobs(digits_q, digits, tmp_
     assert r.samples == len(q) and r.mismatches == 0 and r.latency_cycles == d.latency and r.ii == 1.0 and r.bit_exact
 
 
+@pytest.mark.slow  # a 47k-LUT design: its Verilator build takes most of a minute; CI simulates it in C (test_hls)
 def test_qkeras_jet_tagger_cosimulates_bit_exact_with_saturation_corners(qkeras_net, tmp_path, verilator):
     write_rtl(qkeras_net, tmp_path / "rtl", adder_regs_every=2)
     q = verification_inputs(qkeras_net, None, 10000)
