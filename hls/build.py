@@ -35,7 +35,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,17 +379,15 @@ def _compile_units(gpp: Tool, build: Path, units: list[Unit], flags: tuple[str, 
     unit that fails stops the others: a broken project fails in the time its broken unit takes."""
     order = sorted(units, key=lambda u: -u.lines)
     running: set[subprocess.Popen] = set()
-    failed = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = {pool.submit(_run, gpp, [*flags, *u.flags, "-c", u.source, "-o", _object(u)], build,
-                               f"C simulation build ({u.source})", running, failed): u for u in order}
+                               f"C simulation build ({u.source})", running): u for u in order}
         try:
             for f in concurrent.futures.as_completed(futures):
                 f.result()
                 if on_unit:
                     on_unit(futures[f])
         except BaseException:
-            failed.set()
             for f in futures:
                 f.cancel()
             for proc in list(running):  # the whole group: g++'s cc1plus holds the pipes open
@@ -399,13 +396,10 @@ def _compile_units(gpp: Tool, build: Path, units: list[Unit], flags: tuple[str, 
             raise
 
 
-def _run(gpp: Tool, args: list[str], cwd: Path, what: str, running: set | None = None,
-         failed: threading.Event | None = None) -> None:
-    if failed is not None and failed.is_set():
-        return
+def _run(gpp: Tool, args: list[str], cwd: Path, what: str, running: set | None = None) -> None:
+    """Run g++; with ``running``, in a process group of its own, listed there while it runs (to be stopped)."""
     proc = subprocess.Popen([*gpp.command, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=gpp.environ(),
-                            start_new_session=running is not None)  # a group of its own, to be stopped whole
+                            text=True, env=gpp.environ(), start_new_session=running is not None)
     if running is not None:
         running.add(proc)
     try:
@@ -413,7 +407,7 @@ def _run(gpp: Tool, args: list[str], cwd: Path, what: str, running: set | None =
     finally:
         if running is not None:
             running.discard(proc)
-    if proc.returncode != 0 and not (failed is not None and failed.is_set()):
+    if proc.returncode != 0:
         raise ToolFailedError(f"{what} failed: {first_error_line(err + out)}")
 
 

@@ -1,5 +1,7 @@
 """Compression: QAT equals the reference, masks hold, hardware-aware ranking, budgets."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -131,8 +133,6 @@ def test_malformed_budgets_are_refused(spec, msg):
 
 def test_digits_compresses_into_a_quarter_of_an_arty_at_94_percent(default_run):
     """The embedded default is this compression (the session's one ``codesign flow`` run)."""
-    import json
-
     rep = json.loads((default_run[1] / "report.json").read_text())
     assert rep["model"] == "digits-mlp" and rep["board"]["name"] == "arty-a7-35" and rep["budget"]["lut"] == 5200
     assert rep["accuracy"]["float"] >= 0.96

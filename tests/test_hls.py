@@ -15,8 +15,8 @@ from codesign.core.verify import verification_inputs
 XILINX, INTEL = "zcu102", "arria10-gx1150"
 
 # backend x sparse form, as hls4ml's own tests sweep backends and strategies
-# (distributed arithmetic at reuse 1 and the unrolled form take a minute on this network: slow; the digits
-# network goes through both in CI)
+# (distributed arithmetic at reuse 1 and the unrolled form take a minute on this network: slow; CI simulates
+# DA on the digits network (test_hls_build) and the unrolled form on a small one, below)
 CASES = [pytest.param("vitis", "da", marks=pytest.mark.slow), ("vivado", "latency"),
          pytest.param("vivado", "unrolled", marks=pytest.mark.slow), ("quartus", "auto"),
          ("vitis", "compressed"), ("vivado", "compressed"), ("quartus", "compressed")]
