@@ -197,7 +197,7 @@ def scratch(net, data, budget, prec, epochs: int, seed: int = SEED):
     trims = 0
     while not _fits(_cost(model, board, "lut"), aim) and trims < 8:  # over the aim after all: trim
         kept = int(sum(s.mask.sum().item() for s in model.stages))
-        self_prune(model, data, "magnitude", board, fewest_to_fit(model, ctx, max(1, kept // 20)))
+        self_prune(model, data, "magnitude", *fewest_to_fit(model, ctx, max(1, kept // 20)))
         train(model, data, 5, 5e-4, seed + 500 + trims, teacher)
         assign_types(model, prec, data.X_train)
         spent, trims = spent + 5, trims + 1
@@ -214,6 +214,7 @@ def run_point(case: str, lut: int, methods: tuple[str, ...]) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
+    from codesign.app.flow import fit_on_synthesis
     from codesign.board import load_board
     from codesign.budget import Budget
     from codesign.compress.search import compress, score
@@ -223,7 +224,7 @@ def run_point(case: str, lut: int, methods: tuple[str, ...]) -> list[dict]:
     budget = Budget.parse({"lut": lut, "dsp": 0}, load_board(BOARD))
     rows = []
     t0 = time.perf_counter()
-    hw = compress(net, data, budget, method="hardware", seed=SEED)
+    hw = fit_on_synthesis(compress(net, data, budget, method="hardware", seed=SEED), net, data, budget)
     rows.append(_row(case, lut, "hardware", hw.network, hw.score, hw.float_score, hw.epochs, t0,
                      precision=hw.precision.weight_bits))
     sch = scaled_schedule(hw.epochs)
@@ -233,6 +234,7 @@ def run_point(case: str, lut: int, methods: tuple[str, ...]) -> list[dict]:
         t0 = time.perf_counter()
         try:
             r = compress(net, data, budget, method=m, seed=SEED, precisions=(hw.precision,), schedule=sch)
+            r = fit_on_synthesis(r, net, data, budget)
             rows.append(_row(case, lut, m, r.network, r.score, hw.float_score, r.epochs, t0))
         except BudgetError as e:
             rows.append({**_row(case, lut, m, None, None, hw.float_score, 0, t0), "error": str(e)})
@@ -257,6 +259,8 @@ def _row(case, lut, method, net, acc, float_acc, epochs, t0, **extra) -> dict:
         r["nonzero"] = int(sum(int(np.count_nonzero(l.weight)) for l in net.weighted_layers()))
         r["widths"] = [int(l.weight.shape[1]) for l in net.weighted_layers()]
         r["network"] = net
+        if net.metadata.get("tightened"):
+            r["tightened"] = net.metadata["tightened"]  # the cost model's error synthesis found, pruned away
     return r
 
 

@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from codesign.errors import BackendError, CodesignError, VerificationError
 from codesign.importers.data import Dataset, check_fits, load_dataset, shaped_for
 from codesign.importers.load import load, model_name
 from codesign.progress import SILENT, Reporter
+
+if TYPE_CHECKING:
+    from codesign.compress.search import CompressResult
 
 DEFAULT_MODEL = "digits-mlp"
 DEFAULT_DATA = "digits"
@@ -75,10 +78,11 @@ def compress_network(net: Network, data: str | Dataset = DEFAULT_DATA, board: st
 
 def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, method: str = "hardware",
                   weights: str | None = None, trust: bool = False, input_type: str | None = None, seed: int = 0,
-                  progress: Reporter = SILENT, loaded: Network | None = None) -> dict[str, Any]:
+                  progress: Reporter = SILENT, loaded: Network | None = None, synth: bool = False) -> dict[str, Any]:
     """Load the model; compress it under ``budget`` (parsed, with its board), or (no limits) quantize
     it at the default precision. ``loaded`` is the model already loaded by a caller that checked it
-    before claiming the directory."""
+    before claiming the directory. With ``synth``, the compressed network is synthesized and, if
+    Yosys puts it over the budget, pruned further (``fit_on_synthesis``)."""
     from codesign.compress.quantize import quantize_network
     from codesign.compress.search import compress, default_input_type
 
@@ -102,6 +106,11 @@ def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, m
             if ds is None:
                 raise CodesignError("compression under a budget needs training data: pass --data")
             r = compress(net, ds, budget, method=method, seed=seed, input_type=t_in_given, progress=progress)
+            if synth:
+                r = fit_on_synthesis(r, net, ds, budget, progress)
+                if r.history and "tightened" in r.history[-1]:
+                    notes.append(f"synthesis put the search's result over the budget (cost model off by "
+                                 f"{r.network.metadata['tightened']}): pruned further to fit on Yosys")
             small = r.network
             accuracy = {"metric": r.metric, "float": r.float_score, "compressed": r.score,
                         "test_samples": int(len(ds.y_test))}
@@ -135,6 +144,28 @@ def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, m
         )
     art.timing("compress", time.perf_counter() - t0)
     return art.report()
+
+
+REFITS = 2  # rounds of synthesis and tightening before the flow reports that the design does not fit
+
+
+def fit_on_synthesis(r: CompressResult, net: Network, ds: Dataset, budget: Budget,
+                     progress: Reporter = SILENT) -> CompressResult:
+    """``r``, pruned further (``search.tighten``) until Yosys puts it within the budget, at most
+    ``REFITS`` times; the synthesized layers stay in the cache for the estimate step."""
+    from codesign.compress.search import tighten
+    from rtl_sim.synth import synthesize_layers, total_counts
+
+    for _ in range(REFITS):
+        if r.model is None:  # the streaming-CNN search has no continuation; its fit is reported as it is
+            return r
+        with progress.status("synthesizing the compressed network to check its fit"):
+            counts = total_counts(synthesize_layers(r.network, budget.board.synth_family, dsp=not budget.lut_only))
+        if fits(counts, budget.limits):
+            return r
+        with progress.status(f"over the budget on Yosys ({counts['lut']:,} LUTs): pruning further"):
+            r = tighten(r, net, ds, budget, counts)
+    return r
 
 
 def verification_samples(art: Artifact, net: Network, n_total: int | None = None) -> np.ndarray:
@@ -356,7 +387,8 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
     with jobs.executor(cluster) as ex:  # before anything is written: a bad --cluster or a missing Ray fails first
         art = Artifact(out)
         art.claim(force)
-        step_compress(art, model, data, bud, method, weights, trust, input_type, progress=progress, loaded=net)
+        step_compress(art, model, data, bud, method, weights, trust, input_type, progress=progress, loaded=net,
+                      synth=synth)
         step_hls(art, backend, samples, progress=progress)
         step_rtl(art, progress=progress)
         step_cosim(art, samples, progress=progress, cluster=ex)

@@ -1,16 +1,18 @@
 """Pruning: what to remove next, by magnitude, by whole neurons, or by accuracy per resource.
 
-The hardware-aware score of a weight is its importance (``|w| * mean|x|`` over the data,
-a first-order estimate of the output change its removal causes) divided by the resources
-the cost model says it takes (a LUT price per CSD digit of the weight, from what its output's
-terms cost, or a DSP priced by how scarce DSPs are in the budget). Weights with the lowest
-score go first, so of two equally important weights the costlier one is pruned first.
+The hardware-aware score of a weight is its importance (the rise in training loss its removal
+causes, to second order: ``loss_importance``) divided by the resources the cost model says it
+takes (a LUT price per CSD digit of the weight, from what its output's terms cost, or a DSP
+priced by how scarce DSPs are in the budget): loss per LUT, the greedy order of a knapsack.
+Weights with the lowest score go first, so of two equally important weights the costlier one
+is pruned first. Structured pruning still ranks neurons by ``|w| * mean|x|`` per weight.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 from codesign.compress.cost import term_lut
 from codesign.compress.qat import QMLP
@@ -22,7 +24,7 @@ METHODS = ("hardware", "magnitude", "structured")
 
 
 def input_magnitudes(model: QMLP, X: np.ndarray) -> list[np.ndarray]:
-    """Mean |input| of every Dense layer over ``X`` (the importance factor of its weights)."""
+    """Mean |input| of every Dense layer over ``X`` (what structured pruning weighs a neuron's weights by)."""
     out = []
     x = torch.tensor(X, dtype=torch.float64)
     with torch.no_grad():
@@ -33,6 +35,43 @@ def input_magnitudes(model: QMLP, X: np.ndarray) -> list[np.ndarray]:
         for layer in model.stages:
             out.append(x.abs().mean(dim=0).numpy())
             x = layer(x)
+    return out
+
+
+def loss_importance(model: QMLP, X: np.ndarray, y: np.ndarray, task: str, chunk: int = 4096) -> list[np.ndarray]:
+    """Per weight, the rise in training loss its removal causes to second order with the Fisher
+    approximation of the Hessian: ``w² · mean_n (x_ni · δ_nj)²``, ``δ_nj`` the loss gradient at
+    output ``j``'s sum for sample ``n``. In loss units, so weights of different layers compare, and
+    an input that is mostly zero but decides the samples where it is not keeps its weights."""
+    acc = [np.zeros(tuple(layer.weight.shape)) for layer in model.stages]
+    yt = torch.as_tensor(np.asarray(y))
+    for i in range(0, len(X), chunk):
+        x = torch.tensor(X[i : i + chunk], dtype=torch.float64)
+        if model.input_type is not None:
+            from codesign.compress.qat import fake_quant
+
+            x = fake_quant(x, model.input_type)
+        ins, sums = [], []
+        for layer in model.stages:
+            ins.append(x.detach())
+            z = layer.linear(x)
+            z.retain_grad()
+            sums.append(z)
+            x = layer.activate(z)
+        if task == "classification":
+            loss = nn.functional.cross_entropy(x, yt[i : i + chunk], reduction="sum")
+        else:
+            loss = 0.5 * ((x - yt[i : i + chunk].reshape(x.shape).to(x.dtype)) ** 2).sum()
+        model.zero_grad()
+        loss.backward()
+        for k, (a, z) in enumerate(zip(ins, sums)):
+            acc[k] += ((a**2).T @ (z.grad**2)).numpy()
+    model.zero_grad()
+    out = []
+    for k, layer in enumerate(model.stages):
+        with torch.no_grad():
+            w = layer.effective_weight().numpy()
+        out.append(w**2 * acc[k] / len(X))
     return out
 
 
@@ -64,18 +103,19 @@ def weight_costs(model: QMLP, family: str, dsp_price: float) -> list[np.ndarray]
     return costs
 
 
-def scores(model: QMLP, X: np.ndarray, method: str, family: str = "xc7", dsp_price: float = 50.0) -> list[np.ndarray]:
-    """Per-weight score; lower is pruned first (masked weights get +inf)."""
+def scores(model: QMLP, X: np.ndarray, y: np.ndarray, task: str, method: str, family: str = "xc7",
+           dsp_price: float = 50.0) -> list[np.ndarray]:
+    """Per-weight score; lower is pruned first (masked weights get +inf). ``hardware``: the loss its
+    removal costs per LUT it frees (``loss_importance`` / ``weight_costs``); ``magnitude``: |w|."""
     if method not in METHODS:
         raise ConfigError(f"pruning method must be one of {METHODS}, not {method!r}")
-    mags = input_magnitudes(model, X)
+    if method == "hardware":
+        imp, costs = loss_importance(model, X, y, task), weight_costs(model, family, dsp_price)
     out = []
-    costs = weight_costs(model, family, dsp_price) if method == "hardware" else None
     for k, layer in enumerate(model.stages):
         with torch.no_grad():
             w = (layer.weight * layer.mask).numpy()
-        imp = np.abs(w) * mags[k][:, None]
-        s = imp / np.maximum(costs[k], 1e-3) if costs is not None else np.abs(w)
+        s = imp[k] / np.maximum(costs[k], 1e-3) if method == "hardware" else np.abs(w)
         out.append(np.where(layer.mask.numpy() > 0, s, np.inf))
     return out
 

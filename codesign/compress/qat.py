@@ -83,7 +83,14 @@ class QDense(nn.Module):
         return fake_quant(b, self.bias_type.with_modes("RND_CONV", "SAT"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x @ self.effective_weight() + self.effective_bias()
+        return self.activate(self.linear(x))
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """The sum of products and bias, before rounding and ReLU."""
+        return x @ self.effective_weight() + self.effective_bias()
+
+    def activate(self, y: torch.Tensor) -> torch.Tensor:
+        """The result type's rounding, then ReLU and its type."""
         if self.result_type is not None:
             y = fake_quant(y, self.result_type)
         if self.relu:
