@@ -174,20 +174,45 @@ def test_compression_is_deterministic_for_a_seed(digits_float):
         assert np.array_equal(x.weight, y.weight)
 
 
-def test_a_design_synthesis_puts_over_the_budget_is_pruned_by_the_model_error_found(digits_float, digits):
-    from codesign.budget import Budget
-    from codesign.compress.search import compress as search, tighten
+SHORT = Schedule(epochs=3, finetune_epochs=1, final_epochs=4, prune_steps=4)
 
-    short = Schedule(epochs=3, finetune_epochs=1, final_epochs=4, prune_steps=4)
-    budget = Budget.parse("lut=0.25,dsp=0", load_board("arty-a7-35"))
-    r = search(digits_float, digits, budget, seed=3, schedule=short, precisions=(Precision(4, 6, 10),))
+
+@pytest.fixture(scope="module")
+def small_budget_result(digits_float, digits):
+    """The digits MLP searched on a short schedule into a tenth of an Arty (about 2,000 LUTs)."""
+    from codesign.budget import Budget
+    from codesign.compress.search import compress as search
+
+    budget = Budget.parse("lut=0.1,dsp=0", load_board("arty-a7-35"))
+    return budget, search(digits_float, digits, budget, seed=3, schedule=SHORT, precisions=(Precision(3, 6, 10),))
+
+
+def test_a_design_synthesis_puts_over_the_budget_is_pruned_by_the_model_error_found(small_budget_result,
+                                                                                   digits_float, digits):
+    from codesign.compress.search import tighten
+
+    budget, r = small_budget_result
     measured = {"lut": int(r.cost["lut"] * 1.15), "dsp": 0}  # as if Yosys counted 15 % more than the model
-    t = tighten(r, digits_float, digits, budget, measured, short)
-    aim = int(budget.limits["lut"] * (1 - short.headroom) / 1.15)
+    t = tighten(r, digits_float, digits, budget, measured, SHORT)
+    aim = int(budget.limits["lut"] * (1 - SHORT.headroom) / 1.15)
     assert t.cost["lut"] <= aim < r.cost["lut"]
-    assert t.network.sparsity > r.network.sparsity and t.precision == r.precision
+    nonzero = [sum(int(np.count_nonzero(l.weight)) for l in x.network.weighted_layers()) for x in (r, t)]
+    assert nonzero[1] < nonzero[0] and t.precision == r.precision
     assert t.epochs > r.epochs and t.history[-1]["tightened"]["lut"] == pytest.approx(1.15, abs=1e-3)
     assert t.score >= r.score - 0.05
+
+
+def test_the_flow_prunes_until_yosys_says_the_design_fits(small_budget_result, digits_float, digits):
+    from codesign.app.flow import fit_on_synthesis
+    from codesign.budget import Budget
+    from rtl_sim.synth import synthesize_layers, total_counts
+
+    budget, r = small_budget_result
+    first = total_counts(synthesize_layers(r.network, "xc7", dsp=False))["lut"]
+    tight = Budget(budget.board, {"lut": int(first * 0.9), "dsp": 0})  # a budget it misses on Yosys by 10 %
+    t = fit_on_synthesis(r, digits_float, digits, tight)
+    assert "tightened" in t.history[-1]
+    assert total_counts(synthesize_layers(t.network, "xc7", dsp=False))["lut"] <= tight.limits["lut"]
 
 
 @pytest.mark.slow  # about 3 minutes; CI runs the digits case above, bench/quality.py reports this one
