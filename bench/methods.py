@@ -292,7 +292,7 @@ def table(rows: list[dict], n_test: dict[str, int]) -> str:
                     cells.append("–")
                     continue
                 a = f"{100 * accs[m]:.1f}"
-                a = f"**{a}**" if accs[m] >= best - 0.5 / n_test[case] else a
+                a = f"**{a}**" if accs[m] >= best - 1.0 / n_test[case] - 1e-9 else a  # a tie: within one test sample
                 cells.append(f"{a} ({by[m]['yosys_lut']:,})")
             others = [v for m, v in accs.items() if m != "hardware"]
             diff = 100 * (accs.get("hardware", float("nan")) - max(others)) if others else float("nan")
