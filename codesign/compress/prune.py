@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from codesign.compress.cost import term_lut
-from codesign.compress.qat import QMLP
+from codesign.compress.qat import QMLP, fake_quant
 from codesign.core.arith import CSD_MAX_DIGITS, csd_count
 from codesign.core.fixed import FixedType
 from codesign.errors import ConfigError
@@ -29,8 +29,6 @@ def input_magnitudes(model: QMLP, X: np.ndarray) -> list[np.ndarray]:
     x = torch.tensor(X, dtype=torch.float64)
     with torch.no_grad():
         if model.input_type is not None:
-            from codesign.compress.qat import fake_quant
-
             x = fake_quant(x, model.input_type)
         for layer in model.stages:
             out.append(x.abs().mean(dim=0).numpy())
@@ -48,8 +46,6 @@ def loss_importance(model: QMLP, X: np.ndarray, y: np.ndarray, task: str, chunk:
     for i in range(0, len(X), chunk):
         x = torch.tensor(X[i : i + chunk], dtype=torch.float64)
         if model.input_type is not None:
-            from codesign.compress.qat import fake_quant
-
             x = fake_quant(x, model.input_type)
         ins, sums = [], []
         for layer in model.stages:
