@@ -78,11 +78,13 @@ def compress_network(net: Network, data: str | Dataset = DEFAULT_DATA, board: st
 
 def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, method: str = "hardware",
                   weights: str | None = None, trust: bool = False, input_type: str | None = None, seed: int = 0,
-                  progress: Reporter = SILENT, loaded: Network | None = None, synth: bool = False) -> dict[str, Any]:
+                  progress: Reporter = SILENT, loaded: Network | None = None, synth: bool = False,
+                  search: dict[str, Any] | None = None) -> dict[str, Any]:
     """Load the model; compress it under ``budget`` (parsed, with its board), or (no limits) quantize
     it at the default precision. ``loaded`` is the model already loaded by a caller that checked it
     before claiming the directory. With ``synth``, the compressed network is synthesized and, if
-    Yosys puts it over the budget, pruned further (``fit_on_synthesis``)."""
+    Yosys puts it over the budget, pruned further (``fit_on_synthesis``). ``search`` goes to
+    :func:`codesign.compress.search.compress` (``precisions``, ``schedule``: a shorter search)."""
     from codesign.compress.quantize import quantize_network
     from codesign.compress.search import compress, default_input_type
 
@@ -105,7 +107,8 @@ def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, m
         if limits:
             if ds is None:
                 raise CodesignError("compression under a budget needs training data: pass --data")
-            r = compress(net, ds, budget, method=method, seed=seed, input_type=t_in_given, progress=progress)
+            r = compress(net, ds, budget, method=method, seed=seed, input_type=t_in_given, progress=progress,
+                         **(search or {}))
             if synth:
                 r = fit_on_synthesis(r, net, ds, budget, progress)
                 if r.history and "tightened" in r.history[-1]:
