@@ -1,0 +1,239 @@
+"""The delay model: how long each piece of the fixed-point datapath takes, per FPGA family.
+
+The Verilog emitter walks its datapath in topological order with these delays, accumulating each
+wire's arrival time from the last register, and places a register where the next node would
+exceed the clock period (``rtl_sim.verilog``); the cost model prices the flip-flops that placement
+adds (``codesign.compress.cost``). Both use this one model, so it lives in the core: compression may
+not import ``rtl_sim``.
+
+What is priced (all in ns):
+
+- a register: clock to output (``clk_to_q``) at the start of a path, ``setup`` at its end;
+- an adder of ``w`` bits: the operands' routed net, the LUT that feeds the carry chain, ``w`` bits of
+  carry, and the last sum bit out of the chain (``adder(w)``);
+- a LUT level (a ReLU's mux, a rounding tie-break, a saturation's select): its net and its LUT;
+- a DSP product (``dsp``): its net and the block's combinational delay.
+
+``ecp5`` is calibrated against nextpnr-ecp5 0.11's timing reports (``bench/timing.py`` fits it and
+measures its error). The others are estimates from the vendors' published delays, labelled so:
+nothing here has been checked against Vivado or Quartus.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from codesign.core.arith import signed_width
+from codesign.core.cmvm import AdderGraph
+from codesign.core.fixed import FixedType, round_shift
+from codesign.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DelayModel:
+    """Per-element delays of one FPGA family, and where they come from."""
+
+    family: str
+    label: str  # "calibrated" (against a place-and-route tool's timing) or "estimate"
+    source: str
+    clk_to_q: float
+    setup: float
+    lut: float  # one LUT's input-to-output delay
+    net: float  # one routed net, on average
+    carry_in: float  # an operand through the LUT into the carry chain
+    carry_per_bit: float
+    carry_out: float  # the chain's last sum bit out
+    dsp: float  # a DSP block's product, combinational
+
+    def adder(self, width: int) -> float:
+        """An adder (or subtractor, or comparator) ``width`` bits wide, from its operands' drivers."""
+        return self.net + self.carry_in + self.carry_per_bit * max(int(width), 1) + self.carry_out
+
+    def luts(self, levels: int = 1) -> float:
+        """``levels`` LUTs in series, each behind a routed net."""
+        return levels * (self.net + self.lut)
+
+    def product(self) -> float:
+        return self.net + self.dsp
+
+    def budget(self, clock_mhz: float) -> float:
+        """The time a path has after its register's clock-to-output: the period less setup."""
+        if not clock_mhz or clock_mhz <= 0 or not math.isfinite(clock_mhz):
+            raise ConfigError(f"clock {clock_mhz!r} MHz: give a positive frequency, e.g. --clock 100")
+        return 1000.0 / clock_mhz - self.setup
+
+    def describe(self) -> str:
+        return f"{self.family} delay model ({self.label}: {self.source})"
+
+
+# ECP5 (LFE5U-85F, speed grade 6, nextpnr's default): fitted by bench/timing.py to nextpnr-ecp5 0.11's
+# critical paths of the emitted datapaths (clock-to-output, setup, LUT4, CCU2C carry per bit, routing).
+_ECP5 = DelayModel("ecp5", "calibrated", "fitted to nextpnr-ecp5 0.11 critical paths on an LFE5U-85F, bench/timing.py",
+                   clk_to_q=0.52, setup=0.10, lut=0.24, net=0.85, carry_in=0.35, carry_per_bit=0.045,
+                   carry_out=0.30, dsp=3.3)
+
+# Artix-7, speed grade -1: the CLB switching characteristics of AMD DS181 (Artix-7 Data Sheet: DC and AC
+# Switching Characteristics, table "CLB Switching Characteristics": TILO for a LUT, TCKO clock to output,
+# TOPCYA an operand through the LUT into CARRY4, TBYP/TCINCO CIN to COUT per CARRY4 of 4 bits, TCINA/TOPCY
+# the chain's sum out, TAS/TDICK setup) and the DSP48E1 combinational delay of DS181's DSP48E1 table
+# (TDSPDO_A_P); a routed net is not a data-sheet figure: 0.55 ns, typical of Vivado's estimates.
+_XC7 = DelayModel("xc7", "estimate", "AMD DS181 CLB switching characteristics (TILO, TCKO, TOPCYA, TBYP, TDICK) "
+                  "and DSP48E1 TDSPDO, speed grade -1; net delay assumed", clk_to_q=0.46, setup=0.05, lut=0.13,
+                  net=0.55, carry_in=0.58, carry_per_bit=0.114 / 4, carry_out=0.31, dsp=3.9)
+
+# UltraScale+, speed grade -1: AMD DS923 (Zynq UltraScale+ MPSoC Data Sheet: DC and AC Switching
+# Characteristics), CLB (TILO, TCKO, CARRY8 per 8 bits) and DSP48E2 figures; net delay assumed.
+_XCUP = DelayModel("xcup", "estimate", "AMD DS923 CLB and DSP48E2 switching characteristics, speed grade -1; "
+                   "net delay assumed", clk_to_q=0.09, setup=0.03, lut=0.09, net=0.40, carry_in=0.30,
+                   carry_per_bit=0.05 / 8, carry_out=0.16, dsp=2.3)
+
+# Cyclone V, speed grade -7: Intel's Cyclone V device data sheet gives no per-ALM delays (they live in
+# Quartus' timing model); these are estimates of an ALM LUT, its carry chain and a register at -7,
+# scaled from the data sheet's adder/multiplier performance figures; net delay assumed.
+_CYCLONEV = DelayModel("cyclonev", "estimate", "Intel Cyclone V Device Datasheet (-7) performance figures, "
+                       "ALM delays inferred, net delay assumed", clk_to_q=0.25, setup=0.10, lut=0.38, net=0.70,
+                       carry_in=0.45, carry_per_bit=0.05, carry_out=0.35, dsp=3.5)
+
+MODELS: dict[str, DelayModel] = {m.family: m for m in (_ECP5, _XC7, _XCUP, _CYCLONEV)}
+
+
+def delay_model(family: str) -> DelayModel:
+    """The delay model of a synthesis family (a board's ``synth_family``)."""
+    try:
+        return MODELS[family]
+    except KeyError:
+        raise ConfigError(f"no delay model for family {family!r}; families: {', '.join(MODELS)}") from None
+
+
+def stage_report(model: DelayModel, critical_ns: float, cycles: int, clock_mhz: float | None, ii: float = 1.0
+                 ) -> dict:
+    """The timing a design reports: the model's critical path (register to register, with setup),
+    the clock it allows, the target clock, and latency and throughput at the clock it runs at
+    (the target when the model says it is met, else the model's Fmax)."""
+    fmax = 1000.0 / critical_ns if critical_ns > 0 else float("inf")
+    clock = min(clock_mhz, fmax) if clock_mhz else fmax
+    return {"family": model.family, "model": model.label, "model_source": model.source,
+            "critical_path_ns": round(critical_ns, 3), "fmax_mhz": round(fmax, 1),
+            "target_mhz": clock_mhz, "meets_target": bool(clock_mhz is None or fmax >= clock_mhz),
+            "latency_cycles": int(cycles), "ii": ii, "clock_mhz": round(clock, 1),
+            "latency_ns": round(cycles * 1000.0 / clock, 1), "inferences_per_s": round(clock * 1e6 / ii)}
+
+
+# ---- the delays of the element-wise logic after an adder graph -------------------------------------
+def round_delay(model: DelayModel, width: int, shift: int, quant: str) -> float:
+    """Dropping ``shift`` fractional bits of a value into a ``width``-bit result: free when truncating
+    (a wire slice); rounding adds the half bit (an adder), round-half-even decides it in a LUT first."""
+    if shift <= 0 or quant == "TRN":
+        return 0.0
+    return model.adder(width) + (model.luts() if quant == "RND_CONV" else 0.0)
+
+
+def saturate_delay(model: DelayModel, width: int, both_ends: bool) -> float:
+    """A saturation: the comparison (a carry chain as wide as the value) and the select (one mux per end)."""
+    return model.adder(width) + model.luts(2 if both_ends else 1)
+
+
+def cast_delay(model: DelayModel, lo: int, hi: int, src_frac: int, t: FixedType) -> tuple[float, int, int]:
+    """The delay of an ``ap_fixed`` assignment of ``[lo, hi]`` (``src_frac`` fractional bits) to ``t``, as
+    ``rtl_sim.verilog`` builds it, and the result's interval."""
+    s = src_frac - t.frac
+    r = [int(v) for v in round_shift(np.array([lo, hi], dtype=object), s, t.quant)]
+    d = round_delay(model, max(signed_width(lo >> max(s, 0), hi >> max(s, 0)), signed_width(*r)), s, t.quant)
+    if t.min_int <= r[0] and r[1] <= t.max_int:
+        return d, r[0], r[1]
+    if t.overflow == "SAT":
+        d += saturate_delay(model, signed_width(*r), r[0] < t.min_int and r[1] > t.max_int)
+    return d, max(min(r[0], t.max_int), t.min_int), min(max(r[1], t.min_int), t.max_int)
+
+
+def tail_delay(model: DelayModel, lo: int, hi: int, frac: int, steps: list[tuple[str, FixedType | None]]) -> float:
+    """The element-wise logic after a datapath output: ``steps`` of ("cast", type) and ("relu", None)."""
+    total = 0.0
+    for op, t in steps:
+        if op == "relu":
+            if lo < 0 < hi:
+                total += model.luts()
+            lo, hi = max(lo, 0), max(hi, 0)
+        else:
+            d, lo, hi = cast_delay(model, lo, hi, frac, t)
+            total += d
+            frac = t.frac
+    return total
+
+
+# ---- register placement over an adder graph --------------------------------------------------------
+@dataclass
+class GraphSchedule:
+    """Where the registers of one layer's adder graph go: each node's cycle (0 = the stage's first),
+    its arrival time in that cycle (ns from the clock edge), the outputs' cycle (``last``) and the
+    flip-flops the placement adds (delay registers of shared nodes and of the outputs)."""
+
+    cycle: list[int]
+    arrival: list[float]
+    last: int
+    reg_bits: int
+    critical_ns: float  # the longest path (with setup) ending at a register in the graph or after the outputs' logic
+
+
+def schedule_graph(graph: AdderGraph, model: DelayModel | None, clock_mhz: float | None = None, every: int = 0,
+                   in_arrival: float | None = None, tail_ns: float = 0.0) -> GraphSchedule:
+    """Place the registers of ``graph``: by the clock (``clock_mhz``: walk the nodes in topological order,
+    accumulating arrival times; a node that would end past the period starts a new cycle, its operands
+    registered), or every ``every`` adder levels (the manual override), or none. The outputs share one
+    cycle; the element-wise logic after them (``tail_ns``) must fit in it too, else they are registered
+    once more. A shared node is delayed, register by register, to each cycle that reads it.
+    ``model`` None: no timing (arrivals 0), the placement by ``every`` only."""
+    tcq = model.clk_to_q if model else 0.0
+    start = tcq if in_arrival is None else in_arrival
+    limit = model.budget(clock_mhz) if (model and clock_mhz) else None
+    n = len(graph.nodes)
+    cycle, arr = [0] * n, [0.0] * n
+    crit = 0.0
+    for k, node in enumerate(graph.nodes):
+        if node.op == "input":
+            arr[k] = start
+            continue
+        if node.op == "const":
+            continue
+        if node.op == "mul":
+            cycle[k] = (node.depth - 1) // every if (every and limit is None) else 0
+            arr[k] = start + (model.product() if model else 0.0)
+            continue
+        d = model.adder(node.width) if model else 0.0
+        ops = [i for i in (node.a, node.b) if graph.nodes[i].op != "const"]
+        if limit is None:
+            c = (node.depth - 1) // every if every else 0
+        else:
+            c = max((cycle[i] for i in ops), default=0)
+        t = max((arr[i] if cycle[i] == c else tcq for i in ops), default=tcq) + d
+        if limit is not None and t > limit and t - d > tcq:
+            c, t = c + 1, tcq + d
+        for i in ops:
+            if cycle[i] < c:  # the operand ends its path at a register
+                crit = max(crit, arr[i])
+        cycle[k], arr[k] = c, t
+    outs = [r.node for r in graph.outputs if r.node >= 0 and graph.nodes[r.node].op != "const"]
+    if limit is None:
+        last = (graph.depth - 1) // every if every and graph.depth else 0
+    else:
+        last = max((cycle[k] for k in outs), default=0)
+    at = max((arr[k] if cycle[k] == last else tcq for k in outs), default=tcq)
+    if limit is not None and at + tail_ns > limit and at > tcq:
+        last += 1
+        at = tcq
+    for k in outs:
+        if cycle[k] < last:
+            crit = max(crit, arr[k])
+    crit = max(crit, at + tail_ns)
+    need = list(cycle)
+    for k, node in enumerate(graph.nodes):
+        if node.op == "add":
+            for i in (node.a, node.b):
+                need[i] = max(need[i], cycle[k])
+    for k in outs:
+        need[k] = max(need[k], last)
+    bits = sum((need[k] - cycle[k]) * graph.nodes[k].width for k in range(n) if graph.nodes[k].op != "const")
+    return GraphSchedule(cycle, arr, last, int(bits), crit + (model.setup if model else 0.0))
