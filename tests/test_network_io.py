@@ -31,7 +31,7 @@ def test_a_file_from_a_newer_version_is_refused(digits_q, tmp_path):
     doc = json.loads((tmp_path / "network.json").read_text())
     doc["version"] = 99
     (tmp_path / "network.json").write_text(json.dumps(doc))
-    with pytest.raises(ArtifactError, match=r"written by a newer fpga-codesign \(format version 99 > 1\); upgrade"):
+    with pytest.raises(ArtifactError, match=r"written by a newer fpga-codesign \(format version 99 > 2\); upgrade"):
         Network.load(tmp_path)
 
 

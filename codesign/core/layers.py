@@ -1,7 +1,9 @@
 """The layers of the IR: small dataclasses over numpy arrays, checked when made.
 
 Tensors are channels-last (``(length, channels)`` for 1-D, ``(height, width, channels)``
-for 2-D), as in Keras and hls4ml. A weighted layer is quantized when its ``weight_type``
+for 2-D), as in Keras and hls4ml. A layer reads the output of the layer before it unless its
+``inputs`` name others (``"input"`` is the network's input): the network is a DAG, and a merge
+layer (``Add``, ``Concatenate``) names two or more inputs. A weighted layer is quantized when its ``weight_type``
 is set: its ``weight`` and ``bias`` then hold integers of those types. ``mask`` is the
 explicit pruning mask (True = kept); a pruned weight is always stored as zero.
 """
@@ -34,11 +36,13 @@ def _check_type(layer: str, attr: str, value: Any, required: bool = False) -> Fi
 
 @dataclass
 class Layer:
-    """Base class: every layer has a unique name."""
+    """Base class: every layer has a unique name and reads ``inputs`` (empty: the layer before it)."""
 
     name: str
+    inputs: tuple[str, ...] = field(default=(), kw_only=True)
     kind: ClassVar[str] = "Layer"
     has_weights: ClassVar[bool] = False
+    merge: ClassVar[bool] = False  # True: reads two or more tensors
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return in_shape
@@ -469,6 +473,50 @@ class Flatten(Layer):
         return (int(np.prod(in_shape)),)
 
 
+@dataclass
+class Merge(Layer):
+    """Common part of the layers that read two or more tensors; ``result_type`` casts the exact result."""
+
+    result_type: FixedType | None = None
+    merge: ClassVar[bool] = True
+    kind: ClassVar[str] = "Merge"
+
+    def __post_init__(self) -> None:
+        self.result_type = _check_type(self.name, "result_type", self.result_type)
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        raise LayerError(f"layer {self.name!r}: {self.kind} reads two or more inputs; name them in 'inputs'")
+
+    def merged_shape(self, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+        raise NotImplementedError
+
+
+@dataclass
+class Add(Merge):
+    """Element-wise sum, exact: the operands' binary points aligned, the result as wide as the exact sum, then
+    a cast to ``result_type`` when one is set (see ``codesign.core.reference``)."""
+
+    kind: ClassVar[str] = "Add"
+
+    def merged_shape(self, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+        if any(tuple(s) != tuple(shapes[0]) for s in shapes):
+            raise LayerError(f"layer {self.name!r}: Add needs inputs of one shape, got {', '.join(map(str, shapes))}")
+        return tuple(shapes[0])
+
+
+@dataclass
+class Concatenate(Merge):
+    """Inputs joined along the channel (last) axis; the result holds every input's values exactly."""
+
+    kind: ClassVar[str] = "Concatenate"
+
+    def merged_shape(self, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+        if any(len(s) != len(shapes[0]) or tuple(s[:-1]) != tuple(shapes[0][:-1]) for s in shapes):
+            raise LayerError(f"layer {self.name!r}: Concatenate joins channels; the inputs' other axes differ: "
+                             f"{', '.join(map(str, shapes))}")
+        return (*shapes[0][:-1], sum(int(s[-1]) for s in shapes))
+
+
 HEAD_KINDS = ("softmax", "argmax", "sigmoid", "linear")
 
 
@@ -487,7 +535,7 @@ class Output(Layer):
 LAYER_CLASSES: dict[str, type[Layer]] = {
     cls.kind: cls
     for cls in (Dense, Conv1D, Conv2D, BatchNorm, ReLU, Quant, MaxPool1D, MaxPool2D, AvgPool1D, AvgPool2D,
-                GlobalAvgPool1D, GlobalAvgPool2D, Flatten, Output)
+                GlobalAvgPool1D, GlobalAvgPool2D, Flatten, Add, Concatenate, Output)
 }
 
 # What a convolutional network may hold, end to end (importers map onto these; a backend checks a network

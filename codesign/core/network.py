@@ -19,14 +19,17 @@ from codesign.core.reference import Tensor
 from codesign.errors import ArtifactError, DataError, LayerError
 
 FORMAT = "fpga-codesign-network"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: each layer may name its inputs (a graph); version 1 files (chains) still load
+INPUT = "input"  # the name by which a layer's ``inputs`` refers to the network's input
 NETWORK_JSON = "network.json"
 WEIGHTS_NPZ = "weights.npz"
 
 
 @dataclass
 class Network:
-    """A feed-forward network: an input shape and type, and a list of layers."""
+    """A feed-forward network: an input shape and type, and its layers in an order where each layer comes after
+    the layers it reads (a DAG with one input and one output, the last layer). A layer with empty ``inputs``
+    reads the layer before it; a chain of such layers is a sequential network."""
 
     name: str
     input_shape: tuple[int, ...]
@@ -38,18 +41,44 @@ class Network:
         self.input_shape = tuple(int(d) for d in self.input_shape)
         if isinstance(self.input_type, str):
             self.input_type = FixedType.parse(self.input_type)
+        self._canonical_inputs()
         self.validate()
+
+    def _canonical_inputs(self) -> None:
+        """Write a layer that reads just the layer before it with empty ``inputs``, so chains look alike."""
+        prev = INPUT
+        for layer in self.layers:
+            if isinstance(layer.inputs, str):
+                layer.inputs = (layer.inputs,)
+            layer.inputs = tuple(str(i) for i in layer.inputs)
+            if layer.inputs == (prev,) and not layer.merge:
+                layer.inputs = ()
+            prev = layer.name
 
     # ---- structure -------------------------------------------------------------------
     def validate(self) -> None:
         """Check names, shapes and that the network is either all float or all fixed point."""
-        seen = set()
+        seen = {INPUT}
         for i, layer in enumerate(self.layers):
             if layer.name in seen:
-                raise LayerError(f"layer name {layer.name!r} appears twice")
+                raise LayerError(f"layer name {layer.name!r} appears twice" if layer.name != INPUT else
+                                 f"layer name {INPUT!r} is reserved for the network's input; rename the layer")
+            for src in layer.inputs:
+                if src not in seen:
+                    raise LayerError(f"layer {layer.name!r} reads {src!r}, which is not a layer before it (or "
+                                     f"{INPUT!r}); list layers so that each comes after its inputs")
+            if layer.merge and len(layer.inputs) < 2:
+                raise LayerError(f"layer {layer.name!r}: {layer.kind} needs two or more inputs, got {list(layer.inputs)}")
+            if not layer.merge and len(layer.inputs) > 1:
+                raise LayerError(f"layer {layer.name!r}: {layer.kind} reads one input, got {list(layer.inputs)}")
             seen.add(layer.name)
             if isinstance(layer, Output) and i != len(self.layers) - 1:
                 raise LayerError(f"layer {layer.name!r}: the Output head must be the last layer")
+        used = {src for srcs in self.sources().values() for src in srcs}
+        for layer in self.layers[:-1]:
+            if layer.name not in used:
+                raise LayerError(f"layer {layer.name!r}: its output is never read; the network must have one output "
+                                 "(the last layer)")
         self.shapes()
         if self.quantized:
             for layer in self.layers:
@@ -61,13 +90,50 @@ class Network:
                         "weighted layer (or fold BatchNorm) first"
                     )
 
+    def sources(self) -> dict[str, tuple[str, ...]]:
+        """Each layer's inputs by name, resolved (``INPUT`` for the network's input)."""
+        out, prev = {}, INPUT
+        for layer in self.layers:
+            out[layer.name] = layer.inputs or (prev,)
+            prev = layer.name
+        return out
+
+    def consumers(self) -> dict[str, list[str]]:
+        """The layers that read each tensor (``INPUT`` and every layer), in order."""
+        out: dict[str, list[str]] = {INPUT: [], **{layer.name: [] for layer in self.layers}}
+        for name, srcs in self.sources().items():
+            for src in srcs:
+                out[src].append(name)
+        return out
+
+    @property
+    def is_chain(self) -> bool:
+        """True for a sequential network: every layer reads the one before it."""
+        return all(not layer.inputs for layer in self.layers)
+
+    def check_chain(self, who: str) -> None:
+        """Refuse a network with branches, naming the first layer off the chain, for a stage that builds chains."""
+        for layer in self.layers:
+            if layer.inputs:
+                raise LayerError(
+                    f"layer {layer.name!r} ({layer.kind}) reads {', '.join(map(repr, layer.inputs))}: {who} builds "
+                    "sequential networks only (no branches or merges) so far"
+                )
+
     def shapes(self) -> list[tuple[int, ...]]:
         """Output shape of every layer."""
-        out, shape = [], self.input_shape
+        by_name: dict[str, tuple[int, ...]] = {INPUT: self.input_shape}
+        sources = self.sources()
         for layer in self.layers:
-            shape = layer.output_shape(shape)
-            out.append(shape)
-        return out
+            ins = [by_name[s] for s in sources[layer.name]]
+            by_name[layer.name] = layer.merged_shape(ins) if layer.merge else layer.output_shape(ins[0])
+        return [by_name[layer.name] for layer in self.layers]
+
+    def input_shapes(self) -> list[list[tuple[int, ...]]]:
+        """The shapes each layer reads, in the order of its inputs."""
+        by_name = {INPUT: self.input_shape, **{l.name: s for l, s in zip(self.layers, self.shapes())}}
+        sources = self.sources()
+        return [[by_name[s] for s in sources[layer.name]] for layer in self.layers]
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -106,11 +172,12 @@ class Network:
 
     def tensor_types(self) -> list[FixedType | None]:
         """The fixed-point type of every layer's output (None throughout for a float network)."""
-        t, out = self.input_type, []
-        for layer, shape in zip(self.layers, [self.input_shape, *self.shapes()]):
-            t = reference.output_type(layer, t, shape)
-            out.append(t)
-        return out
+        by_name: dict[str, FixedType | None] = {INPUT: self.input_type}
+        sources = self.sources()
+        for layer, shapes in zip(self.layers, self.input_shapes()):
+            ts = [by_name[s] for s in sources[layer.name]]
+            by_name[layer.name] = reference.output_type(layer, ts if layer.merge else ts[0], shapes[0])
+        return [by_name[layer.name] for layer in self.layers]
 
     def summary(self) -> str:
         lines = [f"Network {self.name!r}: input {self.input_shape} {self.input_type or 'float'}"]
@@ -118,6 +185,8 @@ class Network:
             extra = ""
             if isinstance(layer, Weighted):
                 extra = f" w={layer.weight_type or 'float'} sparsity={layer.sparsity:.1%}"
+            if layer.inputs:
+                extra += f" <- {', '.join(layer.inputs)}"
             lines.append(f"  {layer.name:<16} {layer.kind:<15} -> {str(shape):<14} {t or 'float'}{extra}")
         return "\n".join(lines)
 
@@ -154,7 +223,7 @@ class Network:
         q = self._check_input(q)
         if q.dtype.kind == "f" and not np.all(q == np.round(q)):
             raise DataError("forward_int takes integers of the input type; use forward() for float inputs")
-        return reference.trace(self.layers, Tensor(fixed.as_int_array(q, False), self.input_type))
+        return reference.trace(self.layers, Tensor(fixed.as_int_array(q, False), self.input_type), self.sources())
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The hardware output (before the head) as floats: exact for a fixed-point network."""
@@ -162,7 +231,7 @@ class Network:
         if self.input_type is None:
             if not np.all(np.isfinite(np.asarray(x, dtype=np.float64))):
                 raise DataError("inputs contain NaN or infinite values; clean the data first")
-            return reference.trace(self.layers, Tensor(np.asarray(x, dtype=np.float64), None))[-1].values
+            return reference.trace(self.layers, Tensor(np.asarray(x, dtype=np.float64), None), self.sources())[-1].values
         return self.forward_int(self.quantize_input(x)).as_float()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -195,6 +264,8 @@ class Network:
                 elif isinstance(v, FixedType):
                     d[f.name] = v.to_hls()
                 elif isinstance(v, tuple):
+                    if f.name == "inputs" and not v:
+                        continue  # a chain reads as before
                     d[f.name] = list(v)
                 else:
                     d[f.name] = v

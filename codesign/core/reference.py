@@ -22,6 +22,11 @@ accumulator holds the exact sum, which ``exact_accum_type`` guarantees):
   count that is not a power of two has no exact fixed-point mean with a moved binary point, so
   AvgPool refuses it when made and GlobalAvgPool when the input shape is known, naming the layer.
 - Flatten: channels-last order (row-major over ``(..., C)``), the type passes through.
+- Add: the exact sum of its inputs: each operand's integers shifted to the finest binary point among
+  them (``merge_exact_type``: that many fractional bits, the integer range of the sum of the operand
+  ranges), then ``cast<result_type>`` if the layer has one.
+- Concatenate: the inputs joined on the channel axis, each held exactly in ``merge_exact_type`` (the
+  finest binary point, the union of the ranges), then ``cast<result_type>`` if the layer has one.
 
 ``output_type`` gives the type of each layer's output from its input's, the same rule the
 evaluation uses (``Network.tensor_types`` reads it).
@@ -35,8 +40,8 @@ import numpy as np
 
 from codesign.core import fixed
 from codesign.core.fixed import FixedType
-from codesign.core.layers import (AvgPool, BatchNorm, Conv, Dense, Flatten, GlobalAvgPool, Layer, MaxPool, Output, Quant,
-                                  ReLU, Weighted)
+from codesign.core.layers import (Add, AvgPool, BatchNorm, Concatenate, Conv, Dense, Flatten, GlobalAvgPool, Layer, MaxPool,
+                                  Merge, Output, Quant, ReLU, Weighted)
 from codesign.errors import LayerError
 
 
@@ -76,8 +81,25 @@ def avg_exact_type(in_type: FixedType, shift: int) -> FixedType:
     return FixedType(in_type.width + shift, in_type.integer, in_type.signed)
 
 
-def output_type(layer: Layer, in_type: FixedType | None, in_shape: tuple[int, ...]) -> FixedType | None:
-    """The fixed-point type of ``layer``'s output for an input of ``in_type`` (None: float) and shape ``in_shape``."""
+def merge_exact_type(layer: Merge, in_types: list[FixedType]) -> FixedType:
+    """The type that holds a merge's exact result: its inputs' sum (Add) or any of their values (Concatenate)."""
+    frac = max(t.frac for t in in_types)
+    lo = [t.min_int << (frac - t.frac) for t in in_types]
+    hi = [t.max_int << (frac - t.frac) for t in in_types]
+    if isinstance(layer, Add):
+        return fixed.type_for_range(min(sum(lo), 0), max(sum(hi), 0), frac)
+    if all(t == in_types[0] for t in in_types):
+        return in_types[0]
+    return fixed.type_for_range(min(min(lo), 0), max(max(hi), 0), frac)
+
+
+def output_type(layer: Layer, in_type: FixedType | None | list, in_shape: tuple[int, ...]) -> FixedType | None:
+    """The fixed-point type of ``layer``'s output for an input of ``in_type`` (None: float; a merge takes the list
+    of its inputs' types) and shape ``in_shape``."""
+    if isinstance(layer, Merge):
+        if any(t is None for t in in_type):
+            return None
+        return layer.result_type or merge_exact_type(layer, in_type)
     if in_type is None:
         return None
     if isinstance(layer, (Weighted, BatchNorm)):
@@ -143,8 +165,29 @@ def _weighted_float(layer: Weighted, x: np.ndarray) -> np.ndarray:
     return (rows @ w.reshape(-1, w.shape[-1]) + b).reshape(x.shape[0], *out_spatial, w.shape[-1])
 
 
-def run_layer(layer: Layer, x: Tensor) -> Tensor:
-    """One layer of the reference."""
+def _merge(layer: Merge, xs: list[Tensor]) -> Tensor:
+    """Add or Concatenate, exact in ``merge_exact_type`` and then cast to the layer's type."""
+    if any(x.type is None for x in xs):
+        if not all(x.type is None for x in xs):
+            raise LayerError(f"layer {layer.name!r}: mixes float and fixed-point inputs")
+        vals = [x.values for x in xs]
+        y = sum(vals[1:], vals[0]) if isinstance(layer, Add) else np.concatenate(vals, axis=-1)
+        if layer.result_type is not None:
+            y = fixed.to_float(fixed.quantize(y, layer.result_type), layer.result_type)
+        return Tensor(y, None)
+    exact_t = merge_exact_type(layer, [x.type for x in xs])
+    big = fixed.needs_object(exact_t.width)
+    aligned = [fixed.as_int_array(x.values, big) * (1 << (exact_t.frac - x.type.frac)) for x in xs]
+    y = sum(aligned[1:], aligned[0]) if isinstance(layer, Add) else np.concatenate(aligned, axis=-1)
+    if layer.result_type is None:
+        return Tensor(y, exact_t)
+    return Tensor(fixed.cast(y, exact_t, layer.result_type), layer.result_type)
+
+
+def run_layer(layer: Layer, x: Tensor | list[Tensor]) -> Tensor:
+    """One layer of the reference (a merge layer takes the list of its inputs)."""
+    if isinstance(layer, Merge):
+        return _merge(layer, x)
     if isinstance(layer, Weighted):
         if x.type is None:
             return Tensor(_weighted_float(layer, x.values), None)
@@ -229,12 +272,24 @@ def _quant_elements(layer: Quant, x: Tensor) -> Tensor:
     return Tensor(out, rt)
 
 
-def trace(layers: list[Layer], x: Tensor) -> list[Tensor]:
-    """Every layer's output, in order."""
+def trace(layers: list[Layer], x: Tensor, sources: dict[str, tuple[str, ...]] | None = None) -> list[Tensor]:
+    """Every layer's output, in order; ``sources`` (``Network.sources()``) names each layer's inputs, and without it
+    each layer reads the one before it. A tensor is dropped once its last reader has run."""
+    if sources is None:
+        prev, sources = "input", {}
+        for layer in layers:
+            sources[layer.name], prev = (prev,), layer.name
+    last_use = {src: i for i, layer in enumerate(layers) for src in sources[layer.name]}
+    live: dict[str, Tensor] = {"input": x}
     outs = []
-    for layer in layers:
-        x = run_layer(layer, x)
-        outs.append(x)
+    for i, layer in enumerate(layers):
+        ins = [live[s] for s in sources[layer.name]]
+        y = run_layer(layer, ins if layer.merge else ins[0])
+        for s in sources[layer.name]:
+            if last_use[s] == i:
+                live.pop(s, None)
+        live[layer.name] = y
+        outs.append(y)
     return outs
 
 
