@@ -20,9 +20,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from codesign.core.layers import (
+    Add,
     AvgPool1D,
     AvgPool2D,
     BatchNorm,
+    Concatenate,
     Conv1D,
     Conv2D,
     Dense,
@@ -35,12 +37,12 @@ from codesign.core.layers import (
     Output,
     ReLU,
 )
-from codesign.core.network import Network
+from codesign.core.network import INPUT, Network
 from codesign.errors import LayerError, ModelFileError, UnsupportedLayerError
 
 SUPPORTED = ("Linear, Conv1d, Conv2d (padding 0 or TensorFlow's 'same'), MaxPool1d/2d, AvgPool1d/2d (power-of-two "
              "windows), AdaptiveAvgPool1d/2d(1) or mean over the spatial axes, BatchNorm1d/2d, ReLU, Flatten, Dropout, "
-             "Identity, Softmax (last)")
+             "Identity, Softmax (last), a + b of two computed tensors (residual connections), torch.cat on channels")
 _POOL_OPS = ("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
              "mean")
 _PASS_THROUGH = {"dropout", "alpha_dropout", "feature_dropout", "clone", "contiguous", "detach", "alias", "lift_fresh_copy"}
@@ -134,10 +136,10 @@ def network_from_exported(ep: Any, name: str) -> Network:
     if len(user_inputs) != 1:
         raise UnsupportedLayerError(f"the model has {len(user_inputs)} inputs; only single-input networks are supported")
 
-    values: dict[str, Any] = {}  # node name -> np array (parameter) or ("x", info) for the data tensor
+    values: dict[str, Any] = {}  # node name -> np array of a parameter (None: an unused input)
+    tensors: dict[str, dict[str, Any]] = {}  # node name -> the IR tensor it is: {"layer", "shape" (torch), "perm"}
     layers: list[Layer] = []
     torch_shape: tuple[int, ...] = ()
-    cur: dict[str, Any] = {}
     counts: dict[str, int] = {}
 
     def new_name(kind: str, node: Any) -> str:
@@ -146,7 +148,7 @@ def network_from_exported(ep: Any, name: str) -> Network:
             path = list(stack.values())[-1][0]
             ident = path.replace(".", "_")
             ident = ident if ident[:1].isalpha() else f"{kind}_{ident}"
-            if path and all(layer.name != ident for layer in layers):
+            if path and all(layer.name != ident for layer in layers) and ident != INPUT:
                 return ident
         counts[kind] = counts.get(kind, 0) + 1
         return f"{kind}{counts[kind]}"
@@ -171,75 +173,123 @@ def network_from_exported(ep: Any, name: str) -> Network:
                 values[node.name] = _np(state[params[node.name]])
             elif node.name in user_inputs:
                 torch_shape = tuple(int(d) for d in node.meta["val"].shape[1:])
-                cur = {"node": node.name, "shape": torch_shape, "perm": None}
+                tensors[node.name] = {"layer": INPUT, "shape": torch_shape, "perm": None}
             else:
                 values[node.name] = None
             continue
         if node.op == "output":
+            outs = [a for a in _flat(node.args) if getattr(a, "name", None) in tensors]
+            if len(outs) != 1:
+                raise UnsupportedLayerError(f"the model returns {len(outs)} tensors; only single-output networks are "
+                                            "supported")
+            out = tensors[outs[0].name]
             break
         if node.op != "call_function":
             raise UnsupportedLayerError(f"{where(node)}: unsupported graph node {node.op}; supported: {SUPPORTED}")
         op = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+        data = [tensors[a.name] for a in _flat(node.args) if getattr(a, "name", None) in tensors]
         if op == "getitem":
-            if node.args[0].name == cur["node"]:
-                cur["node"] = node.name
+            if data:
+                tensors[node.name] = data[0]
             continue
-        out_shape = tuple(int(d) for d in node.meta["val"].shape[1:]) if hasattr(node.meta.get("val"), "shape") else None
-        data_args = [a for a in node.args if getattr(a, "name", None) == cur["node"]]
-        if not data_args:
+        if not data:
             # a computation on parameters only (e.g. a transposed weight): evaluate it in torch
             raise UnsupportedLayerError(f"{where(node)}: operation {op} on parameters is not supported")
         if op in _PASS_THROUGH:
-            cur["node"] = node.name
+            tensors[node.name] = data[0]
             continue
-        if op == "linear":
-            w, b = param(node.args[1]), param(node.args[2] if len(node.args) > 2 else None)
-            w = w.T
-            if cur["perm"] is not None:
-                w = w[cur["perm"]]
-                cur["perm"] = None
-            layers.append(Dense(new_name("dense", node), w, b))
-        elif op in ("conv1d", "conv2d", "convolution"):
-            layers.append(_conv_layer(node, op, param, new_name("conv", node), where(node), cur["shape"], out_shape))
-        elif op in _POOL_OPS:
-            layer = _pool_layer(node, op, new_name("pool", node), where(node), cur["shape"], out_shape)
-            layers.append(layer)
-            if isinstance(layer, (GlobalAvgPool1D, GlobalAvgPool2D)):
-                out_shape = (out_shape[0],)  # (C, 1, 1) in torch is (C,) in the IR: a flatten after it is a no-op
-        elif op in ("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm"):
-            a = node.args
-            if op == "batch_norm":
-                w, b, mean, var, eps = param(a[1]), param(a[2]), param(a[3]), param(a[4]), a[7]
-            else:
-                w, b, mean, var, eps = param(a[1]), param(a[2]), param(a[3]), param(a[4]), a[-1]
-            n = mean.shape[0]
-            w = np.ones(n) if w is None else w
-            b = np.zeros(n) if b is None else b
-            if cur["perm"] is not None:
-                raise UnsupportedLayerError(f"{where(node)}: BatchNorm1d directly after flattening a feature map")
-            layers.append(BatchNorm(new_name("bn", node), w, b, mean, var, float(eps)))
-        elif op in ("relu", "relu_"):
-            layers.append(ReLU(new_name("relu", node)))
-        elif op in ("flatten", "view", "reshape", "_unsafe_view"):
-            if out_shape is None or len(out_shape) != 1:
-                raise UnsupportedLayerError(f"{where(node)}: only a flatten to (N, features) is supported, got {out_shape}")
-            if len(cur["shape"]) > 1:
-                chw = cur["shape"]
-                cur["perm"] = np.arange(int(np.prod(chw))).reshape(chw).transpose(*range(1, len(chw)), 0).ravel()
-                layers.append(Flatten(new_name("flatten", node)))
-        elif op in ("softmax", "_softmax", "log_softmax", "_log_softmax"):
-            layers.append(Output(new_name("softmax", node), "softmax"))
-        else:
-            raise UnsupportedLayerError(f"{where(node)}: unsupported operation {op!r}; supported: {SUPPORTED}")
-        cur["node"] = node.name
-        if out_shape is not None:
-            cur["shape"] = out_shape
+        out_shape = tuple(int(d) for d in node.meta["val"].shape[1:]) if hasattr(node.meta.get("val"), "shape") else None
+        layer, perm = _layer_for(op, node, data, param, new_name, where, out_shape)
+        if layer is None:  # a no-op view (a flatten of a vector, a flatten after global pooling)
+            tensors[node.name] = dict(data[0], shape=out_shape or data[0]["shape"])
+            continue
+        layer.inputs = tuple(d["layer"] for d in data)
+        layers.append(layer)
+        if isinstance(layer, (GlobalAvgPool1D, GlobalAvgPool2D)):
+            out_shape = (out_shape[0],)  # (C, 1, 1) in torch is (C,) in the IR: a flatten after it is a no-op
+        tensors[node.name] = {"layer": layer.name, "shape": out_shape if out_shape is not None else data[0]["shape"],
+                              "perm": perm}
+    else:
+        raise UnsupportedLayerError("the exported graph has no output node")
 
-    if not layers or not isinstance(layers[-1], Output):
+    if out["layer"] == INPUT:
+        raise UnsupportedLayerError("the model returns its input unchanged; there is nothing to build")
+    if out["layer"] != layers[-1].name:  # the output is not the last layer made: move nothing, but refuse clearly
+        raise UnsupportedLayerError(f"the model's output is layer {out['layer']!r}, not the last operation; "
+                                    "return the last computed tensor")
+    if not isinstance(layers[-1], Output):
         layers.append(Output("output", "linear"))
     ir_shape = torch_shape if len(torch_shape) == 1 else (*torch_shape[1:], torch_shape[0])
     meta = {"source": "pytorch", "input_layout": "channels_first" if len(torch_shape) > 1 else "flat"}
     return Network(name, ir_shape, layers, metadata=meta)
+
+
+def _flat(args: Any) -> list[Any]:
+    """The node arguments, with lists and tuples (``cat``'s operands) opened."""
+    out = []
+    for a in args:
+        out.extend(_flat(a) if isinstance(a, (list, tuple)) else [a])
+    return out
+
+
+def _layer_for(op: str, node: Any, data: list[dict[str, Any]], param: Any, new_name: Any, where: Any,
+               out_shape: tuple[int, ...] | None) -> tuple[Layer | None, np.ndarray | None]:
+    """The IR layer for one ATen operation on the tensors ``data``, and the row permutation its output carries."""
+    x = data[0]
+    if op in ("add", "add_", "cat", "concat"):
+        return _merge_layer(op, node, data, new_name, where), None
+    if len(data) > 1:
+        raise UnsupportedLayerError(f"{where(node)}: operation {op!r} on {len(data)} computed tensors; supported: "
+                                    f"{SUPPORTED}")
+    if op == "linear":
+        w, b = param(node.args[1]), param(node.args[2] if len(node.args) > 2 else None)
+        w = w.T
+        if x["perm"] is not None:
+            w = w[x["perm"]]
+        return Dense(new_name("dense", node), w, b), None
+    if op in ("conv1d", "conv2d", "convolution"):
+        return _conv_layer(node, op, param, new_name("conv", node), where(node), x["shape"], out_shape), None
+    if op in _POOL_OPS:
+        return _pool_layer(node, op, new_name("pool", node), where(node), x["shape"], out_shape), None
+    if op in ("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm"):
+        a = node.args
+        eps = a[7] if op == "batch_norm" else a[-1]
+        w, b, mean, var = param(a[1]), param(a[2]), param(a[3]), param(a[4])
+        n = mean.shape[0]
+        if x["perm"] is not None:
+            raise UnsupportedLayerError(f"{where(node)}: BatchNorm1d directly after flattening a feature map")
+        return BatchNorm(new_name("bn", node), np.ones(n) if w is None else w, np.zeros(n) if b is None else b,
+                         mean, var, float(eps)), None
+    if op in ("relu", "relu_"):
+        return ReLU(new_name("relu", node)), x["perm"]
+    if op in ("flatten", "view", "reshape", "_unsafe_view"):
+        if out_shape is None or len(out_shape) != 1:
+            raise UnsupportedLayerError(f"{where(node)}: only a flatten to (N, features) is supported, got {out_shape}")
+        if len(x["shape"]) <= 1:
+            return None, None
+        chw = x["shape"]
+        perm = np.arange(int(np.prod(chw))).reshape(chw).transpose(*range(1, len(chw)), 0).ravel()
+        return Flatten(new_name("flatten", node)), perm
+    if op in ("softmax", "_softmax", "log_softmax", "_log_softmax"):
+        return Output(new_name("softmax", node), "softmax"), None
+    raise UnsupportedLayerError(f"{where(node)}: unsupported operation {op!r}; supported: {SUPPORTED}")
+
+
+def _merge_layer(op: str, node: Any, data: list[dict[str, Any]], new_name: Any, where: Any) -> Layer:
+    """``a + b`` (of two computed tensors) as Add, ``torch.cat`` on the channel axis as Concatenate."""
+    if any(d["perm"] is not None for d in data):
+        raise UnsupportedLayerError(f"{where(node)}: {op} of flattened feature maps; merge before flattening")
+    if op in ("add", "add_"):
+        if len(data) != 2 or len([a for a in node.args if not hasattr(a, "name")]) or node.kwargs.get("alpha", 1) != 1:
+            raise UnsupportedLayerError(f"{where(node)}: only the sum of two computed tensors (a + b) is supported, "
+                                        "not a constant or scaled operand")
+        return Add(new_name("add", node))
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    rank = len(data[0]["shape"]) + 1
+    if int(dim) % rank != 1:
+        raise UnsupportedLayerError(f"{where(node)}: torch.cat on dim {dim}; only the channel axis (dim 1) is "
+                                    "supported")
+    return Concatenate(new_name("cat", node))
 
 
 def _tf_same(spatial: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
