@@ -42,9 +42,13 @@ from codesign.core.network import Network
 DEFAULT_INPUT_TYPE = FixedType(16, 6, True, "RND_CONV", "SAT")  # hls4ml's default precision, as for QKeras
 SUPPORTED = ("Gemm, MatMul (+Add), Conv, MaxPool, AveragePool (unpadded, power-of-two windows), GlobalAveragePool "
              "(power-of-two positions), Relu, BatchNormalization (float graphs), Flatten, Reshape (to flatten), "
-             "Transpose, Identity, Dropout, Cast (to float), Quant/IntQuant, BipolarQuant (weights), Trunc, and a last Softmax, "
+             "Transpose, Identity, Dropout, Cast (to float), Unsqueeze/Squeeze (size-1 axes), Quant/IntQuant, BipolarQuant "
+             "(weights), Trunc, and a last Softmax, "
              "LogSoftmax, Sigmoid or ArgMax")
 _PASS = ("Identity", "Dropout")
+# nodes that may act on a tensor re-viewed with extra or fewer size-1 axes (torch's Unsqueeze/BatchNorm/Squeeze)
+_ON_VIEWS = ("Identity", "Dropout", "Cast", "Relu", "BatchNormalization", "Unsqueeze", "Squeeze", "Reshape", "Flatten",
+             "Quant", "IntQuant", "Trunc")
 _HEADS = {"Softmax": "softmax", "LogSoftmax": "softmax", "Sigmoid": "sigmoid", "ArgMax": "argmax"}
 _POOLS = ("GlobalMaxPool", "QuantAvgPool2d", "LpPool", "GlobalLpPool", "MaxRoiPool", "MaxUnpool")
 _MODULE_MARKERS = (".weight", ".bias", ".act_quant", ".input_quant", ".output_quant")
@@ -64,6 +68,10 @@ def load_onnx_file(path: Path, input_type: FixedType | str | None = None) -> Net
 def network_from_onnx(model: Any, name: str = "onnx_model", input_type: FixedType | str | None = None) -> Network:
     """Import an ``onnx.ModelProto``."""
     return _Importer(model, name, FixedType.parse(input_type) if input_type is not None else None).run()
+
+
+def _nonunit(shape: Any) -> list[int]:
+    return [int(d) for d in shape if d != 1]
 
 
 def _where(node: Any) -> str:
@@ -94,6 +102,7 @@ class _Act:
     nonneg: bool = False
     layer: int | None = None  # the layer whose output this is, while nothing else touched it
     rows: np.ndarray | None = None  # a Flatten's row order, owed to the next Dense
+    real: tuple[int, ...] | None = None  # the IR shape the layers see, while size-1 axes re-view it as ``shape``
 
     @property
     def onnx_shape(self) -> tuple[int, ...]:
@@ -189,6 +198,10 @@ class _Importer:
         if ins[0] != acts[0] and op not in ("Add", "Mul"):
             raise UnsupportedLayerError(f"{_where(node)}: the data tensor must be the first input")
         out = node.output[0]
+        if x.real is not None and op not in _ON_VIEWS:
+            raise UnsupportedLayerError(
+                f"{_where(node)}: {op} on the ONNX shape {list(x.onnx_shape)}, which size-1 axes added by an Unsqueeze "
+                "or Reshape re-view; only element-wise and per-channel nodes may sit between it and its Squeeze")
         if op == "Cast" and self._attrs(node).get("to") not in (1, 11):  # to float or double: exact here
             raise UnsupportedLayerError(f"{_where(node)}: a Cast to a non-float type is not supported")
         if op in _PASS or op == "Cast":
@@ -211,6 +224,8 @@ class _Importer:
             self.acts[out] = self._add_layer(ReLU(self._unique(self._node_name(node, "relu"))), x, nonneg=True, t=t)
         elif op == "BatchNormalization":
             self.acts[out] = self._batchnorm(node, x)
+        elif op in ("Unsqueeze", "Squeeze"):
+            self.acts[out] = self._squeeze(node, x)
         elif op in ("Flatten", "Reshape"):
             self.acts[out] = self._flatten(node, x)
         elif op == "Transpose":
@@ -334,8 +349,11 @@ class _Importer:
         if x is None:
             return _Act((), (), None, layer=i)
         new_shape = shape if shape is not None else layer.output_shape(x.shape)
-        return _Act(new_shape, x.perm if len(new_shape) == len(x.shape) else tuple(range(len(new_shape))), t,
-                    nonneg, i)
+        act = _Act(new_shape, x.perm if len(new_shape) == len(x.shape) else tuple(range(len(new_shape))), t,
+                   nonneg, i)
+        if x.real is not None:  # only element-wise and per-channel layers get here (_ON_VIEWS)
+            act.real = layer.output_shape(x.real)
+        return act
 
     def _in_type(self, x: _Act) -> FixedType | None:
         if self.quantized and x.type is None:
@@ -524,12 +542,26 @@ class _Importer:
                                         "fold it into the layer before it before exporting")
         if not x.channels_first:
             raise UnsupportedLayerError(f"{_where(node)}: BatchNormalization needs a channels-first tensor")
-        g, b, m, v = (self._c(i, node, "parameter").values for i in node.input[1:5])
-        eps = float(self._attrs(node).get("epsilon", 1e-5))
-        return self._add_layer(BatchNorm(self._unique(self._node_name(node, "bn")), g, b, m, v, eps), x, t=x.type)
+        a = self._attrs(node)
+        if a.get("is_test", 1) == 0 or a.get("training_mode", 0) or len([o for o in node.output if o]) > 1:
+            raise UnsupportedLayerError(f"{_where(node)}: BatchNormalization in training mode normalizes by the batch's "
+                                        "statistics; export the model in eval mode")
+        if a.get("spatial", 1) == 0 and any(d != 1 for d in x.onnx_shape[1:]):  # opset < 9: statistics per element
+            raise UnsupportedLayerError(f"{_where(node)}: BatchNormalization with spatial=0 on {list(x.onnx_shape)} "
+                                        "normalizes each position apart; only per-channel statistics are supported")
+        g, b, m, v = (self._c(i, node, "parameter").values.reshape(-1) for i in node.input[1:5])
+        eps = float(a.get("epsilon", 1e-5))
+        return self._add_layer(BatchNorm(self._unique(self._node_name(node, "batchnorm")), g, b, m, v, eps), x, t=x.type)
 
     def _flatten(self, node: Any, x: _Act) -> _Act:
         a = self._attrs(node)
+        view = self._reshape_target(node, x)
+        if view is not None and _nonunit(view) == _nonunit(x.onnx_shape) and (x.real is not None or len(view) > len(
+                x.shape)):  # it undoes or adds size-1 axes (a Flatten of a real map stays a layer, below)
+            return self._review(node, x, view)
+        if x.real is not None:
+            raise UnsupportedLayerError(f"{_where(node)}: a {node.op_type} of the re-viewed ONNX shape "
+                                        f"{list(x.onnx_shape)} to {view} is not supported; Squeeze it first")
         if node.op_type == "Flatten":
             if a.get("axis", 1) not in (0, 1):
                 raise UnsupportedLayerError(f"{_where(node)}: only Flatten(axis=1) is supported")
@@ -547,6 +579,68 @@ class _Importer:
         if not np.array_equal(rows, np.arange(n)):
             act.rows = rows  # the next Dense reads ONNX's flattening order
         return act
+
+    def _reshape_target(self, node: Any, x: _Act) -> list[int] | None:
+        """The ONNX shape (without the batch axis) a Flatten(axis=1) or Reshape gives ``x``, or None if unknown."""
+        old = list(x.onnx_shape)
+        if node.op_type == "Flatten":
+            return [int(np.prod(old))] if self._attrs(node).get("axis", 1) == 1 else None
+        target = [int(d) for d in self._c(node.input[1], node, "shape").values]
+        if not target or target.count(-1) > 1 or self._attrs(node).get("allowzero", 0):
+            return None
+        full = [0, *old]  # the batch size is unknown: a target that keeps it says 0 or -1 there
+        dims = [full[i] if d == 0 and i < len(full) else d for i, d in enumerate(target)][1:]
+        if target[0] not in (0, -1) or -1 in dims:
+            return None
+        return dims if int(np.prod(dims)) == int(np.prod(old)) else None
+
+    def _squeeze(self, node: Any, x: _Act) -> _Act:
+        """Unsqueeze/Squeeze (axes an attribute before opset 13, an input after): a re-view, not a layer."""
+        a, old = self._attrs(node), list(x.onnx_shape)
+        if "axes" in a:
+            axes = [int(v) for v in a["axes"]]
+        elif len(node.input) > 1 and node.input[1]:
+            axes = [int(v) for v in self._c(node.input[1], node, "axes").values.reshape(-1)]
+        else:
+            axes = None
+        rank = len(old) + 1 + (len(axes or ()) if node.op_type == "Unsqueeze" else 0)  # with the batch axis
+        if axes is None:
+            if node.op_type == "Unsqueeze":
+                raise UnsupportedLayerError(f"{_where(node)}: Unsqueeze without axes")
+            axes = [i + 1 for i, d in enumerate(old) if d == 1]  # the batch axis, its size unknown, stays
+        axes = sorted(v + rank if v < 0 else v for v in axes)
+        if 0 in axes or any(v >= rank for v in axes) or len(set(axes)) != len(axes):
+            raise UnsupportedLayerError(f"{_where(node)}: axes {axes} of a rank-{rank} tensor must not include the "
+                                        "batch axis 0 or repeat")
+        if node.op_type == "Unsqueeze":
+            rest = iter(old)
+            new = [1 if i in axes else next(rest) for i in range(1, rank)]
+        else:
+            if any(old[v - 1] != 1 for v in axes):
+                raise UnsupportedLayerError(f"{_where(node)}: Squeeze of axes {axes} of shape {[0, *old]}: only "
+                                            "size-1 axes can be squeezed")
+            new = [d for i, d in enumerate(old) if i + 1 not in axes]
+        return self._review(node, x, new)
+
+    def _review(self, node: Any, x: _Act, new: list[int]) -> _Act:
+        """``x`` under the ONNX shape ``new``, which only adds or removes size-1 axes: the same data in the same
+        order, unless the channels-first convention would move a non-unit axis in the IR (then refused)."""
+        r = len(new)
+        cf, ident = ((*range(1, r), 0) if r > 1 else (0,)), tuple(range(r))
+        rank = {ax: k for k, ax in enumerate(i for i, d in enumerate(x.onnx_shape) if d != 1)}
+        order = [rank[x.perm[i]] for i, d in enumerate(x.shape) if d != 1]  # the data's order of non-unit axes
+        new_rank = {ax: k for k, ax in enumerate(i for i, d in enumerate(new) if d != 1)}
+        for perm in ((cf, ident) if x.channels_first else (ident, cf)):
+            shape = tuple(new[p] for p in perm)
+            if [new_rank[perm[i]] for i, d in enumerate(shape) if d != 1] == order:
+                real = x.real if x.real is not None else x.shape
+                if r == 1 and len(real) > 1:  # a map of size-1 positions squeezed to features: the IR flattens it
+                    return self._add_layer(Flatten(self._unique(self._node_name(node, "flatten"))),
+                                           replace(x, shape=real, real=None), nonneg=x.nonneg, t=x.type)
+                keep = x.layer if self.consumers.get(node.input[0], 0) == 1 else None
+                return replace(x, shape=shape, perm=perm, real=None if shape == real else real, layer=keep)
+        raise UnsupportedLayerError(f"{_where(node)}: the shape {list(x.onnx_shape)} -> {new} moves the data between "
+                                    "channels-first and channels-last order; only re-views that keep it are supported")
 
     def _transpose(self, node: Any, x: _Act) -> _Act:
         p = list(self._attrs(node).get("perm", []))
