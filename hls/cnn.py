@@ -60,53 +60,62 @@ def torch_cnn_module(layers: list[Layer], in_shape: tuple[int, ...], float_exact
     """The ``nn.Sequential`` hls4ml converts, its modules named as the IR layers (a padding before a conv is
     ``<conv>_pad``, the flatten after a global pool ``<pool>_flat``). ``float_exact(values, type, what)`` gives
     the float32 tensor that holds the integers' fixed-point values exactly."""
-    import torch
     from torch import nn
 
     mods: list[tuple[str, nn.Module]] = []
     shape = tuple(in_shape)
     for layer in layers:
-        spatial = shape[:-1]
-        if isinstance(layer, Conv):
-            pads = layer.pads(spatial)
-            if any(p != (0, 0) for p in pads):
-                flat = [v for a, b in reversed(pads) for v in (a, b)]  # torch: last axis first, (before, after)
-                pad = nn.ConstantPad2d(tuple(flat), 0.0) if layer.ndim == 2 else nn.ConstantPad1d(tuple(flat), 0.0)
-                mods.append((layer.name + PAD_SUFFIX, pad))
-            c_in, c_out = layer.weight.shape[-2:]
-            cls = nn.Conv2d if layer.ndim == 2 else nn.Conv1d
-            conv = cls(c_in, c_out, layer.kernel, stride=layer.strides, padding=0)
-            w = float_exact(layer.weight, layer.weight_type, layer.name)
-            order = (3, 2, 0, 1) if layer.ndim == 2 else (2, 1, 0)  # (k..., in, out) -> (out, in, k...)
-            with torch.no_grad():
-                conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.transpose(order))))
-                conv.bias.copy_(torch.from_numpy(float_exact(layer.bias, layer.bias_type, layer.name)))
-            mods.append((layer.name, conv))
-        elif isinstance(layer, Dense):
-            n_in, n_out = layer.weight.shape
-            lin = nn.Linear(n_in, n_out)
-            with torch.no_grad():  # torch's (out, in); the channels-last conversion transposes it back
-                lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(
-                    float_exact(layer.weight, layer.weight_type, layer.name).T)))
-                lin.bias.copy_(torch.from_numpy(float_exact(layer.bias, layer.bias_type, layer.name)))
-            mods.append((layer.name, lin))
-        elif isinstance(layer, (MaxPool, AvgPool)):
-            two = layer.ndim == 2
-            cls = (nn.MaxPool2d if two else nn.MaxPool1d) if isinstance(layer, MaxPool) else (
-                nn.AvgPool2d if two else nn.AvgPool1d)
-            mods.append((layer.name, cls(kernel_size=layer.pool, stride=layer.strides)))
-        elif isinstance(layer, GlobalAvgPool):
-            cls = nn.AvgPool2d if layer.ndim == 2 else nn.AvgPool1d
-            mods.append((layer.name, cls(kernel_size=tuple(spatial), stride=tuple(spatial))))
-            mods.append((layer.name + GLOBAL_FLATTEN_SUFFIX, nn.Flatten()))
-        elif isinstance(layer, ReLU):
-            mods.append((layer.name, nn.ReLU()))
-        elif isinstance(layer, Flatten):
-            mods.append((layer.name, nn.Flatten()))
-        else:
-            raise BackendError(f"layer {layer.name!r} ({layer.kind}) has no hls4ml CNN layer here")
+        mods += layer_modules(layer, shape, float_exact)
         shape = layer.output_shape(shape)
     return nn.Sequential(collections.OrderedDict(mods)).eval()
+
+
+def layer_modules(layer: Layer, shape: tuple[int, ...], float_exact: Any) -> list[tuple[str, Any]]:
+    """The torch modules, in order and named, that one IR layer becomes for an input of ``shape``."""
+    import torch
+    from torch import nn
+
+    mods: list[tuple[str, nn.Module]] = []
+    spatial = shape[:-1]
+    if isinstance(layer, Conv):
+        pads = layer.pads(spatial)
+        if any(p != (0, 0) for p in pads):
+            flat = [v for a, b in reversed(pads) for v in (a, b)]  # torch: last axis first, (before, after)
+            pad = nn.ConstantPad2d(tuple(flat), 0.0) if layer.ndim == 2 else nn.ConstantPad1d(tuple(flat), 0.0)
+            mods.append((layer.name + PAD_SUFFIX, pad))
+        c_in, c_out = layer.weight.shape[-2:]
+        cls = nn.Conv2d if layer.ndim == 2 else nn.Conv1d
+        conv = cls(c_in, c_out, layer.kernel, stride=layer.strides, padding=0)
+        w = float_exact(layer.weight, layer.weight_type, layer.name)
+        order = (3, 2, 0, 1) if layer.ndim == 2 else (2, 1, 0)  # (k..., in, out) -> (out, in, k...)
+        with torch.no_grad():
+            conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.transpose(order))))
+            conv.bias.copy_(torch.from_numpy(float_exact(layer.bias, layer.bias_type, layer.name)))
+        mods.append((layer.name, conv))
+    elif isinstance(layer, Dense):
+        n_in, n_out = layer.weight.shape
+        lin = nn.Linear(n_in, n_out)
+        with torch.no_grad():  # torch's (out, in); the channels-last conversion transposes it back
+            lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(
+                float_exact(layer.weight, layer.weight_type, layer.name).T)))
+            lin.bias.copy_(torch.from_numpy(float_exact(layer.bias, layer.bias_type, layer.name)))
+        mods.append((layer.name, lin))
+    elif isinstance(layer, (MaxPool, AvgPool)):
+        two = layer.ndim == 2
+        cls = (nn.MaxPool2d if two else nn.MaxPool1d) if isinstance(layer, MaxPool) else (
+            nn.AvgPool2d if two else nn.AvgPool1d)
+        mods.append((layer.name, cls(kernel_size=layer.pool, stride=layer.strides)))
+    elif isinstance(layer, GlobalAvgPool):
+        cls = nn.AvgPool2d if layer.ndim == 2 else nn.AvgPool1d
+        mods.append((layer.name, cls(kernel_size=tuple(spatial), stride=tuple(spatial))))
+        mods.append((layer.name + GLOBAL_FLATTEN_SUFFIX, nn.Flatten()))
+    elif isinstance(layer, ReLU):
+        mods.append((layer.name, nn.ReLU()))
+    elif isinstance(layer, Flatten):
+        mods.append((layer.name, nn.Flatten()))
+    else:
+        raise BackendError(f"layer {layer.name!r} ({layer.kind}) has no hls4ml CNN layer here")
+    return mods
 
 
 def cnn_precisions(layers: list[Layer], in_shape: tuple[int, ...], in_type: FixedType,
@@ -116,24 +125,32 @@ def cnn_precisions(layers: list[Layer], in_shape: tuple[int, ...], in_type: Fixe
     out: dict[str, dict[str, str]] = {}
     t, shape = in_type, tuple(in_shape)
     for layer in layers:
-        if isinstance(layer, Weighted):
-            if isinstance(layer, Conv) and any(p != (0, 0) for p in layer.pads(shape[:-1])):
-                out[layer.name + PAD_SUFFIX] = {"result": t.to_hls()}
-            out[layer.name], res = weighted(layer, t)
-        elif isinstance(layer, MaxPool):
-            res = t
-            out[layer.name] = {"accum": t.to_hls(), "result": t.to_hls()}
-        elif isinstance(layer, (AvgPool, GlobalAvgPool)):
-            k = _shift(layer, shape)
-            res = layer.result_type or avg_exact_type(t, k)
-            out[layer.name] = {"accum": avg_accum_type(t, k).to_hls(), "result": res.to_hls()}
-            if isinstance(layer, GlobalAvgPool):
-                out[layer.name + GLOBAL_FLATTEN_SUFFIX] = {"result": res.to_hls()}
-        else:  # ReLU (its cast), Flatten (the type passes through)
-            res = getattr(layer, "result_type", None) or t
-            out[layer.name] = {"result": res.to_hls()}
-        t, shape = res, layer.output_shape(shape)
+        t = module_precisions(layer, t, shape, weighted, out)
+        shape = layer.output_shape(shape)
     return out
+
+
+def module_precisions(layer: Layer, t: FixedType, shape: tuple[int, ...], weighted: Any,
+                      out: dict[str, dict[str, str]]) -> FixedType:
+    """Put the precisions of one layer's modules (``layer_modules``) for an input of type ``t`` and ``shape`` into
+    ``out``; return the layer's result type."""
+    if isinstance(layer, Weighted):
+        if isinstance(layer, Conv) and any(p != (0, 0) for p in layer.pads(shape[:-1])):
+            out[layer.name + PAD_SUFFIX] = {"result": t.to_hls()}
+        out[layer.name], res = weighted(layer, t)
+    elif isinstance(layer, MaxPool):
+        res = t
+        out[layer.name] = {"accum": t.to_hls(), "result": t.to_hls()}
+    elif isinstance(layer, (AvgPool, GlobalAvgPool)):
+        k = _shift(layer, shape)
+        res = layer.result_type or avg_exact_type(t, k)
+        out[layer.name] = {"accum": avg_accum_type(t, k).to_hls(), "result": res.to_hls()}
+        if isinstance(layer, GlobalAvgPool):
+            out[layer.name + GLOBAL_FLATTEN_SUFFIX] = {"result": res.to_hls()}
+    else:  # ReLU (its cast), Flatten (the type passes through)
+        res = getattr(layer, "result_type", None) or t
+        out[layer.name] = {"result": res.to_hls()}
+    return res
 
 
 def conv_plan(layer: Conv, backend: str, form: str = "auto") -> dict[str, Any]:

@@ -29,10 +29,10 @@ import numpy as np
 from codesign.board import Board
 from codesign.core.fixed import FixedType
 from codesign.core.layers import Dense, Flatten, GlobalAvgPool, Layer, Output, Quant, ReLU, Weighted
-from codesign.core.network import Network
+from codesign.core.network import INPUT, Network
 from codesign.errors import BackendError, LayerError
 from codesign.tools import quiet_import
-from hls import cnn, compressed
+from hls import cnn, compressed, graph
 
 BACKENDS = {"xilinx": ("vitis", "vivado"), "intel": ("quartus", "oneapi")}
 _HLS4ML_NAMES = {"vitis": "Vitis", "vivado": "Vivado", "quartus": "Quartus", "oneapi": "oneAPI"}
@@ -82,39 +82,62 @@ def hls_layers(net: Network) -> list[Layer]:
     """The hardware layers, each Quant folded into the exact result of the Dense/Conv (or the ReLU) before it.
 
     A Flatten is kept where it flattens a spatial tensor (a CNN's), dropped where the tensor is flat already
-    (the C simulation and the RTL take the input as one flat vector in channels-last order)."""
+    (the C simulation and the RTL take the input as one flat vector in channels-last order). In a graph, a
+    layer names its inputs after these are dropped or folded (a Quant is folded only into a layer it alone
+    reads); a chain stays a chain (empty ``inputs``)."""
     if not net.quantized:
         raise BackendError(f"network {net.name!r} is float; quantize or compress it before generating HLS")
-    out: list[Layer] = []
-    flat = len(net.input_shape) == 1
+    sources, consumers = net.sources(), net.consumers()
+    shapes = {INPUT: net.input_shape, **{l.name: s for l, s in zip(net.layers, net.shapes())}}
+    by_name = {l.name: l for l in net.layers}
+
+    def dropped(layer: Layer) -> bool:  # its readers read its input
+        src = sources[layer.name][0]
+        return isinstance(layer, Output) or (isinstance(layer, Flatten) and (
+            len(shapes[src]) == 1 or (src == INPUT and len(consumers[INPUT]) == 1)))
+
+    def readers(name: str) -> int:
+        return sum(readers(c) if dropped(by_name[c]) else 1 for c in consumers[name])
+
+    alias = {INPUT: INPUT}
+    out: dict[str, Layer] = {}
     for layer in net.layers:
-        if isinstance(layer, Output) or (isinstance(layer, Flatten) and (flat or not out)):
-            flat = flat or isinstance(layer, Flatten)
+        srcs = tuple(alias[s] for s in sources[layer.name])
+        if dropped(layer):
+            alias[layer.name] = srcs[0]
             continue
         if isinstance(layer, Quant) and layer.per_element:
             raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are not wired into the HLS "
                                "projects yet")
         if isinstance(layer, Quant):
-            prev = out[-1] if out else None
-            if isinstance(prev, (Weighted, ReLU)) and prev.result_type is None:
-                out[-1] = _copy_with(prev, result_type=layer.result_type)
+            prev = out.get(srcs[0])
+            if isinstance(prev, (Weighted, ReLU)) and prev.result_type is None and readers(srcs[0]) == 1:
+                out[srcs[0]] = _copy_with(prev, result_type=layer.result_type)
+                alias[layer.name] = srcs[0]
                 continue
             raise BackendError(
                 f"layer {layer.name!r}: a quantizer that does not directly follow a Dense, Conv or ReLU without a "
-                "result type of its own has no hls4ml layer; fold it into the previous layer's result type"
+                "result type of its own (and read by nothing else) has no hls4ml layer; fold it into the previous "
+                "layer's result type"
             )
-        if not isinstance(layer, cnn.CNN_LAYERS):
+        if not isinstance(layer, (*cnn.CNN_LAYERS, *graph.MERGES)):
             raise BackendError(
                 f"layer {layer.name!r} ({layer.kind}): HLS generation supports {', '.join(SUPPORTED)} "
                 f"(Quant folded into the layer before it); {layer.kind} is not wired up"
             )
-        out.append(layer)
-        flat = flat or isinstance(layer, (Flatten, GlobalAvgPool))
-    return out
+        out[layer.name] = _copy_with(layer, inputs=srcs)
+        alias[layer.name] = layer.name
+    layers = list(out.values())
+    return Network(net.name, hw_input_shape(net, layers), layers, net.input_type).layers  # chains read as chains
+
+
+def hw_network(net: Network, layers: list[Layer]) -> Network:
+    """The hardware layers (``hls_layers``) as a network over the input the project takes."""
+    return Network(net.name, hw_input_shape(net, layers), layers, net.input_type)
 
 
 SUPPORTED = ("Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool1D",
-             "GlobalAvgPool2D", "ReLU", "Flatten", "Dense")
+             "GlobalAvgPool2D", "ReLU", "Flatten", "Dense", "Add", "Concatenate")
 
 
 def is_cnn(net: Network, layers: list[Layer]) -> bool:
@@ -144,20 +167,9 @@ def torch_module(layers: list[Layer]) -> Any:
     compressed layer (its weights are a list of triples by then), so we convert with that pass
     off (``ChannelsLastConversion: off``) and hand over the layout it would have produced. The
     module exists for the converter, which reads it symbolically and never runs it."""
-    import torch
     from torch import nn
 
-    mods: list[tuple[str, nn.Module]] = []
-    for layer in layers:
-        if isinstance(layer, Dense):
-            n_in, n_out = layer.weight.shape
-            lin = nn.Linear(n_in, n_out)
-            with torch.no_grad():
-                lin.weight = nn.Parameter(torch.from_numpy(_float_exact(layer.weight, layer.weight_type, layer.name)))
-                lin.bias.copy_(torch.from_numpy(_float_exact(layer.bias, layer.bias_type, layer.name)))
-            mods.append((layer.name, lin))
-        else:
-            mods.append((layer.name, nn.ReLU()))
+    mods = [m for layer in layers for m in graph.mlp_modules(layer, _float_exact)]
     return nn.Sequential(collections.OrderedDict(mods)).eval()
 
 
@@ -176,6 +188,8 @@ def weighted_precisions(layer: Weighted, t: FixedType) -> tuple[dict[str, str], 
 
 def layer_precisions(net: Network, layers: list[Layer]) -> dict[str, dict[str, str]]:
     """hls4ml precision strings for every layer (and every module hls4ml converts), exactly the IR's types."""
+    if graph.is_graph(layers):
+        return graph.graph_precisions(hw_network(net, layers), weighted_precisions)
     if is_cnn(net, layers):
         return cnn.cnn_precisions(layers, tuple(net.input_shape), net.input_type, weighted_precisions)
     t = net.input_type
@@ -255,20 +269,24 @@ def write_project(net: Network, board: Board, backend: str, out_dir: str | Path,
     if conv and io_type != "io_stream":
         raise BackendError(f"network {net.name!r} is convolutional: its HLS project is io_stream (line buffers), "
                            f"not {io_type}")
+    branched = graph.is_graph(layers)
     if conv:
         cnn.check_backend_layers(layers, backend)
         layers = cnn.lower_for_backend(layers, tuple(net.input_shape), net.input_type, backend)
     plans = layer_plans(layers, backend, form, conv)
     if any(p.get("Compression") for p in plans.values()):
         compressed.register_fixes()
+    names: dict[str, str] = {}  # hls4ml's names of the merge layers (torch.fx's), by IR name
+    if branched:
+        model, names = graph.torch_graph_module(hw_network(net, layers), conv, _float_exact)
     if conv:
         cnn.register_flatten_pass()
-        model = cnn.torch_cnn_module(layers, tuple(net.input_shape), _float_exact)
+        model = model if branched else cnn.torch_cnn_module(layers, tuple(net.input_shape), _float_exact)
         shape = tuple(net.input_shape[-1:]) + tuple(net.input_shape[:-1])  # torch's (C, spatial...)
     else:
-        model = torch_module(layers)
+        model = model if branched else torch_module(layers)
         shape = hw_input_shape(net, layers)
-    precisions = layer_precisions(net, layers)
+    precisions = {names.get(k, k): v for k, v in layer_precisions(net, layers).items()}
     name = _HLS4ML_NAMES[backend]
     with _quiet():
         cfg = hls4ml.utils.config_from_pytorch_model(model, input_shape=shape, granularity="name", backend=name,
@@ -296,7 +314,7 @@ def write_project(net: Network, board: Board, backend: str, out_dir: str | Path,
     with _quiet():
         hmodel = hls4ml.converters.convert_from_pytorch_model(model, **kwargs)
         hmodel.write()
-    _check_applied(hmodel, layers, plans)
+    _check_applied(hmodel, layers, plans, names)
     (out / "README.md").write_text(_readme(net, board, backend, strategies, io_type))
     return HlsProject(backend, out, hmodel, strategies, input_name, io_type)
 
@@ -322,10 +340,11 @@ def layer_plans(layers: list[Layer], backend: str, form: str = "auto", conv: boo
     return plans
 
 
-def _check_applied(hmodel: Any, layers: list[Layer], plans: dict[str, dict[str, Any]]) -> None:
+def _check_applied(hmodel: Any, layers: list[Layer], plans: dict[str, dict[str, Any]],
+                   names: dict[str, str] | None = None) -> None:
     """hls4ml silently falls back in places (e.g. strategy names): verify what it actually built."""
     for layer in layers:
-        node = hmodel.graph.get(layer.name)
+        node = hmodel.graph.get((names or {}).get(layer.name, layer.name))
         if node is None:
             raise BackendError(f"hls4ml dropped layer {layer.name!r} from the project")
         if layer.name in plans:

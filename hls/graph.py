@@ -1,0 +1,139 @@
+"""Networks with branches (``Add``, ``Concatenate``, a tensor read by several layers) through hls4ml's PyTorch
+converter.
+
+The project is built from a torch module whose ``forward`` follows the graph: each IR layer is the modules a
+chain would give it (``hls.cnn.layer_modules``), an ``Add`` is ``a + b`` and a ``Concatenate`` is
+``torch.cat([a, b], dim=1)`` (torch's channel axis; hls4ml's converter reads ``dim`` from the keyword, and its
+channels-last pass moves axis 1 of a channels-first tensor to the last axis, the IR's channel axis). hls4ml's
+converter makes its ``Merge`` (op ``add``) and ``Concatenate`` layers of them, named as torch.fx names the calls
+(``add``, ``add_1``, ``cat``, ...; ``torch_graph_module`` returns the map from the IR names). In ``io_stream``,
+hls4ml's ``clone_output`` pass copies a stream that several layers read.
+
+Exactness (``nnet_merge.h``, ``nnet_merge_stream.h``, Vivado/Vitis and Quartus alike): ``res = data1 + data2``
+adds two ``ap_fixed``/``ac_fixed`` values in the operators' exact result type and assigns the sum to ``res_T``,
+which rounds and saturates with ``res_T``'s modes; concatenation assigns each input value to ``res_T``. So a
+merge's result precision is the IR's output type of the layer (``result_type``, else
+``reference.merge_exact_type``), and the C simulation computes the reference's exact sum and then its cast, in
+one step. hls4ml's merge layers take two inputs: a merge of three or more is refused, naming the layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from codesign.core.fixed import FixedType
+from codesign.core.layers import Add, Concatenate, Dense, Layer, ReLU
+from codesign.core.network import INPUT, Network
+from codesign.errors import BackendError
+from hls import cnn
+
+MERGES = (Add, Concatenate)
+
+
+def is_graph(layers: list[Layer]) -> bool:
+    """True when some hardware layer reads other than the layer before it (a branch or a merge)."""
+    return any(layer.inputs for layer in layers)
+
+
+def check_merges(hw: Network) -> None:
+    """Refuse what hls4ml 1.3's merge layers cannot take, naming the layer."""
+    for layer, srcs in hw.sources().items():
+        if len(srcs) > 2:
+            raise BackendError(f"layer {layer!r}: hls4ml 1.3's merge layers take two inputs, not {len(srcs)} "
+                               f"({', '.join(srcs)}); write it as a chain of two-input merges")
+
+
+def mlp_modules(layer: Layer, float_exact: Any) -> list[tuple[str, Any]]:
+    """The torch module of one layer of an MLP converted with ``ChannelsLastConversion: off``: a Linear whose
+    ``weight`` is already in the (in, out) layout hls4ml's Dense keeps (the converter reads it and never runs it),
+    or a ReLU."""
+    import torch
+    from torch import nn
+
+    if isinstance(layer, Dense):
+        n_in, n_out = layer.weight.shape
+        lin = nn.Linear(n_in, n_out)
+        with torch.no_grad():
+            lin.weight = nn.Parameter(torch.from_numpy(float_exact(layer.weight, layer.weight_type, layer.name)))
+            lin.bias.copy_(torch.from_numpy(float_exact(layer.bias, layer.bias_type, layer.name)))
+        return [(layer.name, lin)]
+    if isinstance(layer, ReLU):
+        return [(layer.name, nn.ReLU())]
+    raise BackendError(f"layer {layer.name!r} ({layer.kind}) has no hls4ml layer in an MLP here")
+
+
+def torch_graph_module(hw: Network, conv: bool, float_exact: Any) -> tuple[Any, dict[str, str]]:
+    """The module hls4ml converts for the hardware network ``hw`` (a CNN's modules in torch's layout for the
+    channels-last conversion, an MLP's as ``mlp_modules``), and the hls4ml names of the merge layers by IR name."""
+    import torch
+    from hls4ml.utils.torch import CustomFXTracer
+    from torch import nn
+
+    check_merges(hw)
+    sources = hw.sources()
+    steps: list[tuple[str, tuple[str, ...], str, tuple[str, ...]]] = []
+    mods: list[tuple[str, Any]] = []
+    for layer, shapes in zip(hw.layers, hw.input_shapes()):
+        if isinstance(layer, MERGES):
+            steps.append((layer.name, sources[layer.name], "add" if isinstance(layer, Add) else "cat", ()))
+            continue
+        made = cnn.layer_modules(layer, shapes[0], float_exact) if conv else mlp_modules(layer, float_exact)
+        mods += made
+        steps.append((layer.name, sources[layer.name], "modules", tuple(n for n, _ in made)))
+
+    class Graph(nn.Module):
+        """The IR graph, step by step (hls4ml's tracer follows ``forward``; it is never run)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            for name, mod in mods:
+                try:
+                    self.add_module(name, mod)
+                except (KeyError, TypeError) as e:
+                    raise BackendError(f"layer {name!r}: not usable as a torch module name for hls4ml ({e}); "
+                                       "rename the layer") from None
+
+        def forward(self, input: Any) -> Any:  # noqa: A002 - the IR's name for the network's input
+            vals = {INPUT: input}
+            y = input
+            for name, srcs, op, names in steps:
+                if op == "add":
+                    y = vals[srcs[0]] + vals[srcs[1]]
+                elif op == "cat":
+                    y = torch.cat([vals[s] for s in srcs], dim=1)
+                else:
+                    y = vals[srcs[0]]
+                    for n in names:
+                        y = getattr(self, n)(y)
+                vals[name] = y
+            return y
+
+    module = Graph().eval()
+    traced = CustomFXTracer().trace(module)
+    for node in traced.nodes:
+        if node.op == "call_module" and node.name != node.target:
+            raise BackendError(f"layer {node.target!r}: torch.fx names it {node.name!r}, so hls4ml would too; rename "
+                               "the layer (a Python identifier that no torch function shares)")
+    calls = [node.name for node in traced.nodes if node.op == "call_function"]
+    merges = [layer.name for layer in hw.layers if isinstance(layer, MERGES)]
+    if len(calls) != len(merges):
+        raise BackendError(f"network {hw.name!r}: torch.fx traced {len(calls)} function calls for {len(merges)} merge "
+                           "layers")
+    return module, dict(zip(merges, calls))
+
+
+def graph_precisions(hw: Network, weighted: Any) -> dict[str, dict[str, str]]:
+    """hls4ml precision strings for every module of ``torch_graph_module`` and every merge (by IR name): the IR's
+    types, each layer's rule as in a chain (``cnn.module_precisions``), a merge's result its output type."""
+    sources = hw.sources()
+    types: dict[str, FixedType] = {INPUT: hw.input_type,
+                                   **{l.name: t for l, t in zip(hw.layers, hw.tensor_types())}}
+    out: dict[str, dict[str, str]] = {}
+    for layer, shapes in zip(hw.layers, hw.input_shapes()):
+        if isinstance(layer, MERGES):
+            out[layer.name] = {"result": types[layer.name].to_hls()}
+            continue
+        res = cnn.module_precisions(layer, types[sources[layer.name][0]], shapes[0], weighted, out)
+        if res != types[layer.name]:
+            raise BackendError(f"layer {layer.name!r}: its hls4ml result type {res} is not the IR's {types[layer.name]}")
+    return out
