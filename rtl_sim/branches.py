@@ -1,0 +1,318 @@
+"""Skip branches in the streaming RTL: a pixel stream that fans out and rejoins at an ``Add`` or ``Concatenate``.
+
+``rtl_sim.stream`` builds a chain of window stages, one pixel per clock. A residual network's stream forks (the
+shortcut) and rejoins at a merge. The branches reach the merge at different times, and with input gaps the
+difference is not a constant (a 'same' convolution emits pixel ``(r, c)`` when input ``(r+1, c+1)`` arrives,
+and its last row on the ticks after the image), so each operand but the latest gets a FIFO: it pushes a pixel
+when its producer emits it and pops when the latest operand presents the same position, which is when the
+merge computes (exactly: operands aligned to the finest binary point, ``reference.merge_exact_type``, then the
+cast to ``result_type`` as ``codesign.core.fixed.cast`` does) and registers its result. Which operand is the
+latest, and each FIFO's depth (the most positions its operand can be ahead), follow from the schedule: the
+per-position emission cycles that ``rtl_sim.stream.schedule``'s rules give, with images back to back and with
+every input pixel isolated by a long gap; a graph where no operand is the strictly latest one in both is
+refused. In simulation, a push into a full FIFO or a pop from an empty one stops with ``$fatal`` naming the
+merge; synthesis (``SYNTHESIS`` defined) skips that check. Dense tails after Flatten/GlobalAvgPool stay fully
+parallel, as in the chain design.
+
+This module depends only on the IR: it never imports ``hls``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from codesign.core.fixed import FixedType
+from codesign.core.layers import Add, BatchNorm, Concatenate, Dense, Flatten, GlobalAvgPool, Layer, Merge, Output, Quant
+from codesign.core.network import INPUT, Network
+from codesign.core.reference import merge_exact_type
+from codesign.errors import BackendError
+from rtl_sim.stream import (ELEMENTWISE, STREAM_LAYER_NAMES, WINDOW_LAYERS, StreamDesign, _bits, _collect, _dense_stage,
+                            _elementwise, _module, _pack, _reg_chain, _Stage, _u, _unpack, _window_stage, geometry,
+                            signed_w)
+from rtl_sim.verilog import Sig, _Emitter, _ident, const_sig
+
+GAP_MODEL = 64  # cycles between input pixels in the isolated-pixel schedule (longer than any stage's latency)
+
+
+@dataclass
+class _Stream:
+    """A pixel stream in the netlist: its valid, one pixel's channels, their type, the tensor's shape, and the
+    cycle each position of image 0 is presented, images back to back (``fast``) and pixels isolated (``slow``)."""
+
+    valid: str
+    px: list[Sig]
+    type: FixedType
+    shape: tuple[int, ...]
+    fast: list[int]
+    slow: list[int]
+
+
+def _fused_post(net: Network, k: int, consumers: dict[str, list[str]], sources: dict[str, tuple[str, ...]]
+                ) -> list[Layer]:
+    """The element-wise layers after layer ``k`` that read only the layer before them, which nothing else reads."""
+    post, prev = [], net.layers[k].name
+    for layer in net.layers[k + 1:]:
+        if not isinstance(layer, ELEMENTWISE) or sources[layer.name] != (prev,) or consumers[prev] != [layer.name]:
+            break
+        post.append(layer)
+        prev = layer.name
+    return post
+
+
+def _check_layer(layer: Layer) -> None:
+    if isinstance(layer, BatchNorm):
+        raise BackendError(f"layer {layer.name!r} (BatchNorm): fold it into the layer before it (compression does) "
+                           "before emitting RTL")
+    if isinstance(layer, Quant) and layer.per_element:
+        raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are not supported by the RTL "
+                           "emitter yet")
+    if not isinstance(layer, (*WINDOW_LAYERS, *ELEMENTWISE, Add, Concatenate, Flatten, GlobalAvgPool, Dense, Output)):
+        raise BackendError(f"layer {layer.name!r} ({layer.kind}): not supported by the streaming RTL emitter; "
+                           f"supported: {', '.join(STREAM_LAYER_NAMES)}, Add, Concatenate")
+
+
+# ---- the schedule --------------------------------------------------------------------------------
+def window_cycles(g, cycles: list[int], period: int, kernel_latency: int) -> list[int]:
+    """The cycles a window stage presents its outputs of image 0, given the cycles its input positions arrive
+    (images ``period`` cycles apart); the rule of ``rtl_sim.stream.schedule``."""
+    nxt = [c + period for c in cycles]
+    after = list(range(cycles[-1] + 1, nxt[0])) + nxt
+    out = []
+    for oy in range(g.Ho):
+        for ox in range(g.Wo):
+            k = g.emit_index(oy, ox)
+            out.append((cycles[k] if k < g.HW else after[k - g.HW]) + kernel_latency)
+    return out
+
+
+def fifo_depth(ahead: list[int], latest: list[int], period: int, images: int = 4) -> int:
+    """The most positions an operand presented at ``ahead`` holds before the latest operand (``latest``) takes
+    them: pushes minus pops up to each cycle, over ``images`` images ``period`` cycles apart (counted while
+    every image that can have pushed or popped by then is included)."""
+    push = np.sort(np.concatenate([np.asarray(ahead) + i * period for i in range(images)]))
+    pop = np.sort(np.concatenate([np.asarray(latest) + i * period for i in range(images)]))
+    t = np.unique(np.concatenate([push, pop]))
+    t = t[t < images * period]
+    n = np.searchsorted(push, t, side="right") - np.searchsorted(pop, t, side="right")
+    return max(int(n.max(initial=0)), 1)
+
+
+# ---- the merge --------------------------------------------------------------------------------------
+def _fifo(e: _Emitter, blocks: list[str], f: str, src: _Stream, pop: str, depth: int, where: str) -> list[Sig]:
+    """A FIFO of ``depth`` pixels on ``src``: pushed on its valid, popped on ``pop``; the head pixel."""
+    bus, bw, offs = _pack(e, f"{f}_px", src.px)
+    if not bw:  # every channel constant: nothing to hold
+        return list(src.px)
+    aw, cw = _bits(depth - 1), _bits(depth)
+    e.lines.append(f"  reg [{bw - 1}:0] {f}_mem [0:{depth - 1}];")
+    e.lines.append(f"  reg [{aw - 1}:0] {f}_wr, {f}_rd;\n  reg [{cw - 1}:0] {f}_n;")
+    e.lines.append(f"  wire [{bw - 1}:0] {f}_q = {f}_mem[{f}_rd];")
+    push = src.valid
+
+    def step(p: str) -> str:
+        return f"({p} == {_u(depth - 1, aw)}) ? {_u(0, aw)} : {p} + {_u(1, aw)}"
+
+    blocks.append(f"  always @(posedge clk) if ({push}) {f}_mem[{f}_wr] <= {bus};")
+    blocks.append(f"  always @(posedge clk) begin\n    if (rst) begin\n      {f}_wr <= {_u(0, aw)}; {f}_rd <= "
+                  f"{_u(0, aw)}; {f}_n <= {_u(0, cw)};\n    end else begin\n      if ({push}) {f}_wr <= {step(f'{f}_wr')};\n"
+                  f"      if ({pop}) {f}_rd <= {step(f'{f}_rd')};\n"
+                  f"      if ({push} && !({pop})) {f}_n <= {f}_n + {_u(1, cw)};\n"
+                  f"      else if (!({push}) && {pop}) {f}_n <= {f}_n - {_u(1, cw)};\n    end\n  end")
+    blocks.append("`ifndef SYNTHESIS\n"
+                  f"  always @(posedge clk) if (!rst) begin\n"
+                  f"    if ({push} && !({pop}) && {f}_n == {_u(depth, cw)}) $fatal(1, \"{where}: FIFO {f} of {depth} "
+                  "pixels overflows\");\n"
+                  f"    if ({pop} && {f}_n == {_u(0, cw)}) $fatal(1, \"{where}: FIFO {f} is empty when the merge "
+                  "reads it\");\n  end\n`endif")
+    return _unpack(e, f"{f}_h", f"{f}_q", src.px, offs)
+
+
+def _merge_stage(e: _Emitter, blocks: list[str], si: int, layer: Merge, post: list[Layer], ins: list[_Stream],
+                 names: list[str], period: tuple[int, int], depths: dict[str, int] | None
+                 ) -> tuple[_Stream, dict, dict]:
+    """An Add or Concatenate of pixel streams: FIFOs on the earlier operands, the exact merge, the cast, the
+    fused element-wise layers, output registers one cycle after the latest operand."""
+    p = f"M{si}_{_ident(layer.name)}"
+    last = max(range(len(ins)), key=lambda i: (ins[i].fast[-1], ins[i].slow[-1]))
+    fifos, px_of = [], {}
+    for i, s in enumerate(ins):
+        if s.valid == ins[last].valid:
+            continue  # the same stream (or one presented with it): no wait
+        for sched, per in ((s.fast, ins[last].fast), (s.slow, ins[last].slow)):
+            if any(a >= b for a, b in zip(sched, per)):
+                raise BackendError(f"layer {layer.name!r} ({layer.kind}): operand {names[i]!r} is not always ahead of "
+                                   f"{names[last]!r}, which the streaming RTL's merge FIFOs need; delay the shortcut "
+                                   "with a layer or swap the branches")
+        depth = max(fifo_depth(s.fast, ins[last].fast, period[0]), fifo_depth(s.slow, ins[last].slow, period[1]))
+        f = f"{p}_f{i}"
+        if depths and names[i] in depths:
+            depth = depths[names[i]]
+        px_of[i] = _fifo(e, blocks, f, s, ins[last].valid, depth, f"layer {layer.name} operand {names[i]}")
+        fifos.append({"layer": layer.name, "operand": names[i], "depth": depth,
+                      "bits": depth * sum(v.width for v in s.px if v.const is None), "signal": f})
+    e.prefix = p
+    exact = merge_exact_type(layer, [s.type for s in ins])
+    aligned = []
+    for i, s in enumerate(ins):
+        sh = exact.frac - s.type.frac
+        aligned.append([v if sh == 0 or v.const is not None and v.const == 0 else
+                        (const_sig(v.const << sh) if v.const is not None else e.shift_add(v, sh, const_sig(0), 0, False))
+                        for v in px_of.get(i, s.px)])
+    if isinstance(layer, Add):
+        y = aligned[0]
+        for other in aligned[1:]:
+            y = [e.add(a, b) for a, b in zip(y, other)]
+    else:
+        y = [v for chans in aligned for v in chans]
+    t = exact
+    if layer.result_type is not None:
+        y = [e.cast(v, exact.frac, layer.result_type) for v in y]
+        t = layer.result_type
+    y, t = _elementwise(e, y, t.frac, t, post)
+    e.prefix = ""
+    y = [e.register(v, f"{p}_o") for v in y]
+    valid = _reg_chain(e, f"{p}_v", ins[last].valid, 1, blocks)
+    shape = (*ins[0].shape[:-1], len(y))
+    out = _Stream(valid, y, t, shape, [c + 1 for c in ins[last].fast], [c + 1 for c in ins[last].slow])
+    n = int(np.prod(shape[:-1]))
+    info = {"name": layer.name, "kind": layer.kind, "layers": [layer.name] + [l.name for l in post],
+            "operands": names, "latest": names[last], "out_shape": list(shape), "fifos": fifos, "type": t.to_hls()}
+    stage = {"name": layer.name, "layers": info["layers"], "valid": valid, "n": n, "type": t.to_hls(),
+             "signals": [None if v.const is not None else v.expr for v in y], "consts": [v.const for v in y]}
+    return out, info, stage
+
+
+# ---- the design --------------------------------------------------------------------------------------
+def emit_graph_stream(net: Network, top: str | None = None, adder_regs_every: int = 0, mult: str | None = None,
+                      datapath: str | None = None, fifo_depths: dict[str, dict[str, int]] | None = None
+                      ) -> StreamDesign:
+    """The streaming design of a network whose pixel stream branches and rejoins at merges (see the module
+    docstring); ``rtl_sim.stream.emit_stream_verilog`` hands graph networks here. ``fifo_depths`` overrides the
+    schedule's depth of a merge's operand FIFO (``{merge: {operand: depth}}``), to check the overflow guard."""
+    if not net.quantized:
+        raise BackendError(f"network {net.name!r} is float; quantize or compress it before emitting RTL")
+    if len(net.input_shape) < 2:
+        raise BackendError(f"network {net.name!r}: the streaming RTL takes a (length, channels) or (height, width, "
+                           f"channels) input, not {net.input_shape}; emit_verilog builds flat inputs")
+    for layer in net.layers:
+        _check_layer(layer)
+    top = top or _ident(net.name)
+    dp = {} if datapath is None else {"datapath": datapath}
+    sources, consumers = net.sources(), net.consumers()
+    types = {INPUT: net.input_type, **dict(zip((l.name for l in net.layers), net.tensor_types()))}
+    e, blocks = _Emitter(), []
+    in_t, c_in = net.input_type, net.input_shape[-1]
+    pixels = int(np.prod(net.input_shape[:-1]))
+    px = []
+    for c in range(c_in):
+        sl = f"in_data[{c * in_t.width + in_t.width - 1}:{c * in_t.width}]"
+        src = f"$signed({sl})" if in_t.signed else f"$signed({{1'b0, {sl}}})"
+        e.lines.append(f"  wire signed [{signed_w(Sig('', in_t.min_int, in_t.max_int)) - 1}:0] x0_{c} = {src};")
+        px.append(Sig(f"x0_{c}", in_t.min_int, in_t.max_int))
+    streams = {INPUT: _Stream("in_valid", px, in_t, net.input_shape, list(range(pixels)),
+                              [k * GAP_MODEL for k in range(pixels)])}
+    period = (pixels, pixels * GAP_MODEL)
+    layers_info, design_stages, multipliers, fifos = [], [], {}, []
+    fused: set[str] = set()
+    k = 0
+    while k < len(net.layers):
+        layer = net.layers[k]
+        if layer.name in fused or isinstance(layer, Output):
+            k += 1
+            continue
+        ins = [streams[s] for s in sources[layer.name]]
+        if isinstance(layer, (Flatten, GlobalAvgPool, Dense)) and len(ins[0].shape) > 1 or isinstance(layer, Dense):
+            break  # the end of the stream: the rest is a chain of Dense stages
+        post = _fused_post(net, k, consumers, sources)
+        fused |= {l.name for l in post}
+        out_name = (post[-1] if post else layer).name
+        si = k + 1
+        if isinstance(layer, ELEMENTWISE):  # a standalone element-wise layer on a stream: combinational
+            e.prefix = f"E{si}"
+            y, t = _elementwise(e, ins[0].px, ins[0].type.frac, ins[0].type, [layer, *post])
+            e.prefix = ""
+            streams[out_name] = _Stream(ins[0].valid, y, t, ins[0].shape, ins[0].fast, ins[0].slow)
+        elif isinstance(layer, WINDOW_LAYERS):
+            st = _Stage(layer, "window", ins[0].shape, ins[0].type, post, types[out_name])
+            valid, y, info = _window_stage(e, blocks, si, st, ins[0].valid, ins[0].px, adder_regs_every, mult, dp)
+            g = geometry(layer, ins[0].shape)
+            lat = info["kernel_latency"]
+            streams[out_name] = _Stream(valid, y, FixedType.parse(info["type"]), tuple(info["out_shape"]),
+                                        window_cycles(g, ins[0].fast, period[0], lat),
+                                        window_cycles(g, ins[0].slow, period[1], lat))
+            if info["datapath"]:
+                multipliers[layer.name] = info["datapath"]
+            layers_info.append(info)
+            design_stages.append({k2: info[k2] for k2 in ("name", "layers", "valid", "signals", "consts", "n", "type")})
+        else:  # a merge of streams
+            depths = (fifo_depths or {}).get(layer.name)
+            out, info, stage = _merge_stage(e, blocks, si, layer, post, ins, list(sources[layer.name]), period, depths)
+            streams[out_name] = out
+            fifos += info["fifos"]
+            layers_info.append(info)
+            design_stages.append(stage)
+        k += 1
+    tail = [l for l in net.layers[k:] if l.name not in fused and not isinstance(l, Output)]
+    stream_name = sources[tail[0].name][0] if tail else net.layers[-1 if not isinstance(net.layers[-1], Output) else -2].name
+    s = streams[stream_name]
+    valid, x, x_type, latency = _dense_tail(e, blocks, net, tail, s, sources, adder_regs_every, mult, dp, multipliers,
+                                            design_stages)
+    verilog = _module(net, top, e, blocks, in_t, c_in, x, x_type, valid, pixels, latency)
+    d = StreamDesign(top, verilog, in_t, x_type, c_in, len(x), latency, design_stages, multipliers,
+                     in_shape=list(net.input_shape), pixels=pixels, cycles_per_image=pixels, outputs_per_image=1,
+                     layers=layers_info, fifos=fifos)
+    return d
+
+
+def _dense_tail(e: _Emitter, blocks: list[str], net: Network, tail: list[Layer], s: _Stream,
+                sources: dict[str, tuple[str, ...]], every: int, mult: str | None, dp: dict, multipliers: dict,
+                design_stages: list[dict]) -> tuple[str, list[Sig], FixedType, int]:
+    """Flatten or GlobalAvgPool of the stream (or a collect of a network that ends on it), then the Dense chain,
+    fully parallel: the output valid, values, type and the designed latency."""
+    prev = sources[tail[0].name][0] if tail else None
+    for layer in tail:
+        if layer.merge or sources[layer.name] != (prev,):
+            raise BackendError(f"layer {layer.name!r} ({layer.kind}): after Flatten/GlobalAvgPool the streaming RTL "
+                               "builds a chain of Dense stages; branches there are not built yet")
+        prev = layer.name
+    stages: list[_Stage] = []
+    cur_shape, cur_t = s.shape, s.type
+    types = dict(zip((l.name for l in net.layers), net.tensor_types()))
+    shapes = dict(zip((l.name for l in net.layers), net.shapes()))
+    for layer in tail:
+        if isinstance(layer, Flatten) and len(cur_shape) == 1:
+            pass
+        elif isinstance(layer, ELEMENTWISE) and stages:
+            stages[-1].post.append(layer)
+        elif isinstance(layer, (Flatten, GlobalAvgPool)) and not stages:
+            stages.append(_Stage(layer, "collect", cur_shape, cur_t))
+        elif isinstance(layer, Dense):
+            stages.append(_Stage(layer, "dense", cur_shape, cur_t))
+        else:
+            raise BackendError(f"layer {layer.name!r} ({layer.kind}): not supported after the end of the stream")
+        if stages:
+            stages[-1].out_type = types[layer.name]
+        cur_shape, cur_t = shapes[layer.name], types[layer.name]
+    if not stages or stages[0].kind != "collect":
+        stages.insert(0, _Stage(Flatten("collect_output"), "collect", s.shape, s.type, out_type=s.type))
+    n_pos = int(np.prod(s.shape[:-1]))
+    valid, x, x_type, _ = _collect(e, blocks, stages[0], s.valid, s.px, n_pos)
+    latency = s.fast[-1]
+    lats = []
+    for si, st in enumerate(stages[1:], 1):
+        valid, x, x_type, counts, lat = _dense_stage(e, blocks, 1000 + si, st, valid, x, st.in_type, every, mult, dp)
+        lats.append(lat)
+        multipliers[st.layer.name] = counts
+        design_stages.append({"name": st.layer.name, "layers": [st.layer.name] + [l.name for l in st.post],
+                              "valid": valid, "signals": [None if v.const is not None else v.expr for v in x],
+                              "consts": [v.const for v in x], "n": 1, "type": x_type.to_hls()})
+    if not lats:  # no Dense after the stream: register the collected vector
+        e.prefix = ""
+        x = [e.register(v, "OUT") for v in x]
+        valid = _reg_chain(e, "OUT_v", valid, 1, blocks)
+        design_stages.append({"name": stages[0].layer.name, "layers": [stages[0].layer.name], "valid": valid,
+                              "signals": [None if v.const is not None else v.expr for v in x],
+                              "consts": [v.const for v in x], "n": 1, "type": x_type.to_hls()})
+    return valid, x, x_type, latency + (sum(lats) if lats else 1)

@@ -1,0 +1,123 @@
+"""Streaming RTL of a residual CNN: the shortcut waits in a FIFO sized from the schedule, the Add is exact.
+
+One small residual network (an identity block and a 1x1-projection block, global average pooling, a Dense) is
+built once for the bulk harness and once for cocotb, the latter with input gaps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from codesign.core.fixed import FixedType
+from codesign.core.layers import Add, Concatenate, Conv2D, Dense, Flatten, GlobalAvgPool2D, Output, ReLU
+from codesign.core.network import INPUT, Network
+from codesign.core.verify import verification_inputs
+from codesign.errors import BackendError, ToolFailedError
+from codesign.tools import find_verilator
+from rtl_sim.branches import emit_graph_stream
+from rtl_sim.cosim import _from_bus_ints, cosimulate, describe_mismatch, load_design, run_cocotb, write_rtl
+from rtl_sim.stream import emit_stream_verilog
+
+WT = FixedType(5, 1)  # weights: integers in [-16, 15]
+ACT = FixedType(8, 3, True, "RND", "SAT")
+
+
+def _conv(rng, name, k, c_in, c_out, **kw):
+    w = rng.integers(-16, 16, size=(*k, c_in, c_out))
+    w[rng.random(w.shape) < 0.3] = 0
+    return Conv2D(name, w, rng.integers(-8, 8, size=c_out), weight_type=WT, bias_type=WT, result_type=ACT, **kw)
+
+
+def residual_cnn(seed: int = 1) -> Network:
+    """8x8x2 -> [conv 3x3 same, ReLU, conv 3x3 same] + identity -> ReLU -> [conv 3x3 same /2, ReLU, conv 3x3 same]
+    + conv 1x1 /2 -> ReLU -> global average pooling (4x4) -> Dense 4; each Add's result cast to its own type."""
+    rng = np.random.default_rng(seed)
+    layers = [
+        _conv(rng, "b1_conv1", (3, 3), 2, 2, padding="same"), ReLU("b1_relu1"),
+        _conv(rng, "b1_conv2", (3, 3), 2, 2, padding="same"),
+        Add("b1_add", inputs=(INPUT, "b1_conv2"), result_type=FixedType(9, 4, True, "RND_CONV", "SAT")),
+        ReLU("b1_relu2", FixedType(7, 3, False, "TRN", "SAT")),
+        _conv(rng, "b2_conv1", (3, 3), 2, 3, padding="same", strides=(2, 2)), ReLU("b2_relu1"),
+        _conv(rng, "b2_conv2", (3, 3), 3, 3, padding="same"),
+        _conv(rng, "b2_proj", (1, 1), 2, 3, strides=(2, 2), inputs=("b1_relu2",)),
+        Add("b2_add", inputs=("b2_conv2", "b2_proj")), ReLU("b2_relu2"),
+        GlobalAvgPool2D("gap", result_type=FixedType(10, 5, True, "RND", "SAT")),
+        Dense("fc", rng.integers(-16, 16, size=(3, 4)), rng.integers(-8, 8, size=4), weight_type=WT, bias_type=WT,
+              result_type=FixedType(12, 6, True, "RND_CONV", "SAT")),
+        Output("out", "argmax"),
+    ]
+    return Network("residual_cnn", (8, 8, 2), layers, FixedType(6, 2, True))
+
+
+@pytest.fixture(scope="module")
+def verilator():
+    return find_verilator()
+
+
+@pytest.fixture(scope="module")
+def residual(tmp_path_factory):
+    net = residual_cnn()
+    root = tmp_path_factory.mktemp("graph")
+    return net, write_rtl(net, root / "rtl"), root
+
+
+def test_residual_cnn_streams_bit_exact_at_one_cycle_per_input_pixel(residual, verilator):
+    net, d, root = residual
+    q = verification_inputs(net, None, 300, 0)  # corners of the input type, corner mixes, then random
+    r = cosimulate(net, root / "rtl", root / "bulk", q, mode="bulk")
+    print(r.to_json(), d.latency, d.fifos)
+    assert r.mismatches == 0 and r.samples == 300, describe_mismatch(r)
+    assert r.ii == d.cycles_per_image == 64 and r.latency_cycles == d.latency and r.bit_exact
+
+
+def test_input_gaps_anywhere_leave_every_residual_result_unchanged(residual, verilator):
+    """in_valid may drop at any beat; the FIFOs' guards ($fatal on overflow or an empty read) stay silent."""
+    net, d, root = residual
+    q = verification_inputs(net, None, 6, 2)
+    rng = np.random.default_rng(5)
+    gaps = (rng.random(len(q) * d.pixels) < 0.3) * rng.integers(1, 40, size=len(q) * d.pixels)
+    res = run_cocotb(load_design(root / "rtl"), root / "rtl", root / "cosim", q, gaps=gaps.tolist())
+    got = _from_bus_ints([int(v) for v in res["outputs"]], d.out_type, d.n_out)
+    assert got.tolist() == net.forward_int(q).values.tolist()
+
+
+def test_each_shortcut_fifo_is_sized_from_the_schedule():
+    """The identity shortcut waits while the two 3x3 'same' convolutions fill (about two rows of 8 pixels); the
+    projection's 1x1 output, on a 4x4 grid, waits about two of its rows; the latest operand needs none."""
+    d = emit_stream_verilog(residual_cnn())
+    assert [(f["layer"], f["operand"]) for f in d.fifos] == [("b1_add", INPUT), ("b2_add", "b2_proj")]
+    depth = {f["layer"]: f["depth"] for f in d.fifos}
+    assert 2 * 8 + 2 <= depth["b1_add"] <= 3 * 8 + 4 and 2 * 4 <= depth["b2_add"] <= 3 * 4 + 4, d.fifos
+    assert all(f["bits"] > 0 for f in d.fifos)
+
+
+@pytest.mark.slow
+def test_an_undersized_shortcut_fifo_stops_the_simulation_naming_the_merge(tmp_path, verilator):
+    net = residual_cnn()
+    d = emit_graph_stream(net, fifo_depths={"b1_add": {INPUT: 4}})
+    rtl = tmp_path / "rtl"
+    write_rtl(net, rtl)
+    (rtl / f"{d.top}.v").write_text(d.verilog)
+    with pytest.raises(ToolFailedError, match="layer b1_add operand input: FIFO .* of 4 pixels overflows"):
+        cosimulate(net, rtl, tmp_path / "bulk", verification_inputs(net, None, 4, 0), mode="bulk")
+
+
+def test_a_branch_after_global_pooling_is_refused_naming_the_layer():
+    rng = np.random.default_rng(0)
+    layers = [_conv(rng, "c", (3, 3), 1, 2, padding="same"), GlobalAvgPool2D("gap"),
+              Dense("d1", np.ones((2, 2), int), weight_type=WT, bias_type=WT),
+              Add("a", inputs=("gap", "d1")), Flatten("f")]
+    net = Network("late_branch", (4, 4, 1), layers, FixedType(6, 2))
+    with pytest.raises(BackendError, match=r"^layer 'a' \(Add\): after Flatten/GlobalAvgPool the streaming RTL "
+                       "builds a chain of Dense stages; branches there are not built yet$"):
+        emit_stream_verilog(net)
+
+
+def test_concatenated_branches_hold_every_channel_exactly():
+    """A Concatenate of the input and a convolution: one FIFO on the input, the union type, no arithmetic."""
+    rng = np.random.default_rng(3)
+    layers = [_conv(rng, "c", (3, 3), 1, 2, padding="same"), Concatenate("cat", inputs=(INPUT, "c")), Flatten("f")]
+    net = Network("cat", (4, 4, 1), layers, FixedType(6, 2))
+    d = emit_stream_verilog(net)
+    assert d.n_out == 4 * 4 * 3 and [f["operand"] for f in d.fifos] == [INPUT]
