@@ -36,8 +36,7 @@ from codesign.core.layers import (AvgPool, BatchNorm, Conv, Dense, Flatten, Glob
 from codesign.core.network import Network
 from codesign.core.reference import exact_accum_type
 from codesign.errors import BackendError
-from rtl_sim.verilog import (Design, Sig, _Emitter, _ident, _timing_args, const_sig, dense_datapath, output_assigns,
-                             tail_steps)
+from rtl_sim.verilog import Design, Sig, _Emitter, _ident, const_sig, dense_datapath, output_assigns
 
 WINDOW_LAYERS = (Conv, MaxPool, AvgPool)
 ELEMENTWISE = (ReLU, Quant)
@@ -244,9 +243,8 @@ def _max(e: _Emitter, a: Sig, b: Sig) -> Sig:
         return a
     lo, hi = max(a.lo, b.lo), max(a.hi, b.hi)
     w = max(a.width, b.width)
-    out = e.wire("mx", lo, hi, lambda _: f"({e.ext(a, w)} > {e.ext(b, w)}) ? {e.ext(a, w)} : {e.ext(b, w)}",
-                 width=w)
-    return e._time(out, (a, b), e._d("adder", w) + e._d("luts"))  # a comparison, then the select
+    return e.wire("mx", lo, hi, lambda _: f"({e.ext(a, w)} > {e.ext(b, w)}) ? {e.ext(a, w)} : {e.ext(b, w)}",
+                  width=w)
 
 
 def signed_w(s: Sig) -> int:
@@ -390,9 +388,8 @@ def _window_stage(e: _Emitter, blocks: list[str], si: int, st: _Stage, v_in: str
                      weight_type=layer.weight_type, bias_type=layer.bias_type, accum_type=layer.accum_type,
                      result_type=layer.result_type, mult=layer.mult)
         x = [s for tap in taps for s in tap]
+        y, frac, extra, counts = dense_datapath(e, kern, x, st.in_type, every, mult or layer.mult, **dp)
         t = layer.result_type or layer.accum_type or exact_accum_type(layer, st.in_type)
-        y, frac, extra, counts = dense_datapath(e, kern, x, st.in_type, every, mult or layer.mult,
-                                                tail=tail_steps(t, st.post), **dp)
         y = [e.cast(v, frac, t) for v in y]
     elif isinstance(layer, MaxPool):
         y = [_tree([tap[c] for tap in taps], lambda a, b: _max(e, a, b)) for c in range(g.C)]
@@ -469,9 +466,8 @@ def _collect(e: _Emitter, blocks: list[str], st: _Stage, v_in: str, px: list[Sig
 def _dense_stage(e: _Emitter, blocks: list[str], si: int, st: _Stage, v_in: str, x: list[Sig], x_type: FixedType,
                  every: int, mult: str | None, dp: dict) -> tuple[str, list[Sig], FixedType, dict, int]:
     layer = st.layer
+    x, frac, extra, counts = dense_datapath(e, layer, x, x_type, every, mult or layer.mult, **dp)
     t = layer.result_type or layer.accum_type or exact_accum_type(layer, x_type)
-    x, frac, extra, counts = dense_datapath(e, layer, x, x_type, every, mult or layer.mult,
-                                            tail=tail_steps(t, st.post), **dp)
     x = [e.cast(v, frac, t) for v in x]
     e.prefix = f"D{si}"
     x, t = _elementwise(e, x, t.frac, t, st.post)
@@ -483,14 +479,12 @@ def _dense_stage(e: _Emitter, blocks: list[str], si: int, st: _Stage, v_in: str,
 
 # ---- the design --------------------------------------------------------------------------------
 def emit_stream_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0, mult: str | None = None,
-                        datapath: str | None = None, stream_out: bool = False, clock_mhz: float | None = None,
-                        family: str | None = None) -> StreamDesign:
+                        datapath: str | None = None, stream_out: bool = False) -> StreamDesign:
     """Streaming Verilog for a CNN (see the module docstring): ``in_valid``/``in_data`` one pixel per beat,
     ``out_valid``/``out_data`` one result per image. ``adder_regs_every`` and ``mult`` as in ``emit_verilog``;
     ``datapath`` is handed to ``dense_datapath`` when given. ``stream_out``: a network that ends on the stream
     presents each output pixel as it is made (one window stage alone, for per-layer synthesis) instead of
-    collecting the image's output. ``clock_mhz``/``family``: each kernel's and Dense's adder-graph registers
-    placed by the delay model, as in ``emit_verilog``. A network whose stream branches and rejoins is built by ``rtl_sim.branches``."""
+    collecting the image's output. A network whose stream branches and rejoins is built by ``rtl_sim.branches``."""
     if not net.is_chain and not stream_out:
         from rtl_sim.branches import emit_graph_stream
 
@@ -498,7 +492,7 @@ def emit_stream_verilog(net: Network, top: str | None = None, adder_regs_every: 
     stages = plan(net, collect=not stream_out)
     top = top or _ident(net.name)
     dp = {} if datapath is None else {"datapath": datapath}
-    e, blocks = _Emitter(True, None, *_timing_args(clock_mhz, family, adder_regs_every)), []
+    e, blocks = _Emitter(), []
     in_t = net.input_type
     c_in = net.input_shape[-1]
     px = []
@@ -547,8 +541,8 @@ def emit_stream_verilog(net: Network, top: str | None = None, adder_regs_every: 
     per_image = int(np.prod(shape[:-1])) if stages[-1].kind in ("input", "window") else 1
     verilog = _module(net, top, e, blocks, in_t, c_in, x, x_type, valid, pixels, latency)
     return StreamDesign(top, verilog, in_t, x_type, c_in, len(x), latency, design_stages, multipliers,
-                        timing=e.timing(latency, float(pixels)), in_shape=list(net.input_shape), pixels=pixels,
-                        cycles_per_image=pixels, outputs_per_image=per_image, layers=layers_info)
+                        in_shape=list(net.input_shape), pixels=pixels, cycles_per_image=pixels,
+                        outputs_per_image=per_image, layers=layers_info)
 
 
 def schedule(net: Network, stages: list[_Stage], layers_info: list[dict], dense_lats: list[int]) -> int:
