@@ -303,8 +303,9 @@ MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
 
 def model_layers(config: dict[str, Any], source: str) -> tuple[str, list[dict[str, Any]]]:
-    """The model's name and its layer entries in order (each with ``class_name``, ``name`` and ``config``);
-    a Functional model must be one chain of layers."""
+    """The model's name and its layer entries in an order where each comes after the layers it reads (each entry
+    with ``class_name``, ``name``, ``config`` and ``inbound``: the names of the layers it reads, empty for the
+    input). A Sequential model is a chain; a Functional model's ``inbound_nodes`` give its graph."""
     cls, inner = config.get("class_name"), config.get("config")
     if cls not in MODEL_CLASSES:
         raise ModelFileError(f"{source}: the top-level object is a {cls!r}, not a Keras Sequential or Functional model")
@@ -323,8 +324,11 @@ def model_layers(config: dict[str, Any], source: str) -> tuple[str, list[dict[st
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise ModelFileError(f"{source}: layer name {dup!r} appears twice")
-    if cls != "Sequential":
-        _check_chain(entries)
+    if cls == "Sequential":
+        for prev, e in zip([None, *entries[:-1]], entries):
+            e["inbound"] = [] if prev is None else [prev["name"]]
+    else:
+        entries = _graph(entries, source)
     model_name = inner.get("name") if isinstance(inner, dict) else None
     return str(model_name or Path(source).stem), entries
 
@@ -334,7 +338,8 @@ def _inbound(entry: dict[str, Any]) -> list[str]:
     ``[{"args": [keras tensors], "kwargs": {...}}]`` (a tensor's ``keras_history`` names its layer)."""
     nodes = entry.get("inbound_nodes") or []
     if len(nodes) > 1:
-        return ["<several calls>"] * 2
+        raise UnsupportedLayerError(f"layer {entry['name']!r} ({entry['class_name']}) is called {len(nodes)} times "
+                                    "(a shared layer); only layers used once are supported: give each use its own layer")
     found: list[str] = []
 
     def walk(o: Any) -> None:
@@ -356,19 +361,34 @@ def _inbound(entry: dict[str, Any]) -> list[str]:
     return found
 
 
-def _check_chain(entries: list[dict[str, Any]]) -> None:
-    for prev, e in zip([None, *entries[:-1]], entries):
-        inbound = _inbound(e)
-        want = [] if prev is None else [prev["name"]]
-        if e["class_name"] == "InputLayer" and not inbound:
-            if prev is None:
-                continue
-        if inbound != want:
-            raise UnsupportedLayerError(
-                f"layer {e['name']!r} ({e['class_name']}) takes its input from "
-                f"{', '.join(map(repr, inbound)) or 'nowhere'}, not from the layer before it; only a chain of layers "
-                "(no branches, merges or skip connections) is supported"
-            )
+def _graph(entries: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:
+    """A Functional model's entries with ``inbound`` set, in an order where each comes after its inputs (Kahn's
+    order, stable in the file's order); one InputLayer, and every layer read from a layer of the model."""
+    names = {e["name"] for e in entries}
+    inputs = [e["name"] for e in entries if e["class_name"] == "InputLayer"]
+    if len(inputs) > 1:
+        raise UnsupportedLayerError(f"{source}: the model has {len(inputs)} inputs ({', '.join(map(repr, inputs))}); "
+                                    "only a model with one input is supported")
+    for e in entries:
+        e["inbound"] = _inbound(e)
+        for src in e["inbound"]:
+            if src not in names:
+                raise ModelFileError(f"layer {e['name']!r} ({e['class_name']}) reads {src!r}, which is not a layer "
+                                     "of the model; the file is corrupt")
+        if not e["inbound"] and e["class_name"] != "InputLayer" and (inputs or e is not entries[0]):
+            raise ModelFileError(f"layer {e['name']!r} ({e['class_name']}) has no inbound layer; the file is corrupt")
+    ordered: list[dict[str, Any]] = []
+    done: set[str] = set()
+    pending = list(entries)
+    while pending:
+        ready = next((e for e in pending if all(src in done for src in e["inbound"])), None)
+        if ready is None:
+            raise ModelFileError(f"layer {pending[0]['name']!r}: the model's layers read each other in a cycle; the "
+                                 "file is corrupt")
+        pending.remove(ready)
+        ordered.append(ready)
+        done.add(ready["name"])
+    return ordered
 
 
 def input_shape(entries: list[dict[str, Any]], source: str) -> tuple[int, ...]:

@@ -22,16 +22,16 @@ from codesign.core.fixed import FixedType
 from codesign.importers import hgq
 from codesign.importers.keras_files import KerasFile, input_shape, model_layers, read_keras_file
 from codesign.importers.qkeras_quant import activation_type, parse_quantizer, weight_ints
-from codesign.core.layers import (AvgPool1D, AvgPool2D, BatchNorm, Conv1D, Conv2D, Dense, Flatten, GlobalAvgPool1D,
-                                  GlobalAvgPool2D, Layer, MaxPool1D, MaxPool2D, Output, Quant, ReLU)
-from codesign.core.network import Network
+from codesign.core.layers import (Add, AvgPool1D, AvgPool2D, BatchNorm, Concatenate, Conv1D, Conv2D, Dense, Flatten,
+                                  GlobalAvgPool1D, GlobalAvgPool2D, Layer, MaxPool1D, MaxPool2D, Output, Quant, ReLU)
+from codesign.core.network import INPUT, Network
 
 DEFAULT_INPUT_TYPE = FixedType(16, 6, True, "RND_CONV", "SAT")  # hls4ml's default precision, ap_fixed<16,6>
 SUPPORTED = ("InputLayer, Dense, QDense, Conv1D, Conv2D, QConv1D, QConv2D, BatchNormalization (float models), "
              "Activation (relu, linear, softmax last), QActivation (quantized_relu, quantized_bits), ReLU, "
              "Softmax (last), Flatten, Reshape (at the input, or to 1-D), Dropout, MaxPooling1D/2D (valid), "
              "AveragePooling1D/2D and QAveragePooling2D (valid, power-of-two windows), GlobalAveragePooling1D/2D and "
-             "QGlobalAveragePooling2D (power-of-two positions), FixedPointQuantizer (HGQ)")
+             "QGlobalAveragePooling2D (power-of-two positions), FixedPointQuantizer (HGQ), Add, Concatenate (last axis)")
 SKIPPED = {"InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "AlphaDropout", "GaussianDropout",
            "GaussianNoise", "ActivityRegularization"}
 WEIGHTED = {"Dense": 0, "QDense": 0, "Conv1D": 1, "QConv1D": 1, "Conv2D": 2, "QConv2D": 2}
@@ -40,6 +40,7 @@ MAX_POOLS = {"MaxPooling1D": 1, "MaxPool1D": 1, "MaxPooling2D": 2, "MaxPool2D": 
 AVG_POOLS = {"AveragePooling1D": 1, "AvgPool1D": 1, "AveragePooling2D": 2, "AvgPool2D": 2, "QAveragePooling2D": 2}
 GLOBAL_AVG_POOLS = {"GlobalAveragePooling1D": 1, "GlobalAvgPool1D": 1, "GlobalAveragePooling2D": 2,
                     "GlobalAvgPool2D": 2, "QGlobalAveragePooling2D": 2}
+MERGES = {"Add": Add, "Concatenate": Concatenate}  # exact in the IR (QKeras has no quantized merge: its sum is exact)
 MAX_PARAMS = 1 << 24  # weights of one model; an FPGA network is thousands to a few million
 MAX_TENSOR = 1 << 24  # elements of one activation tensor
 
@@ -53,7 +54,8 @@ def load_keras_file(path: Path, weights: str | Path | None = None, input_type: F
 
 @dataclass
 class Plan:
-    """The checked architecture: layer entries in order with the shape each one receives."""
+    """The checked architecture: layer entries in order (each after the layers it reads, named in its
+    ``inbound``) with the shape each one receives (a merge's first input's)."""
 
     name: str
     input_shape: tuple[int, ...]
@@ -71,11 +73,19 @@ def plan(config: dict[str, Any], source: str) -> Plan:
     classes = [e["class_name"] for e in entries]
     quantized = any(c.startswith("Q") for c in classes)
     is_hgq = any(c in hgq.HGQ_QUANTIZERS for c in classes)
-    shapes, params = [], 0
+    shapes, params, out_shapes = [], 0, {}
     last = max(i for i, c in enumerate(classes) if c not in SKIPPED)
     for i, e in enumerate(entries):
-        shapes.append(shape)
-        shape, n = _check_entry(e, shape, i == last, quantized, is_hgq)
+        ins = [out_shapes[src] for src in e["inbound"]] or [shape]
+        shapes.append(ins[0])
+        if e["class_name"] in MERGES:
+            shape, n = _check_merge(e, ins), 0
+        elif len(ins) > 1:
+            raise UnsupportedLayerError(f"layer {e['name']!r} ({e['class_name']}) reads {len(ins)} tensors; only Add "
+                                        "and Concatenate merge tensors")
+        else:
+            shape, n = _check_entry(e, ins[0], i == last, quantized, is_hgq)
+        out_shapes[e["name"]] = shape
         params += n
         if params > MAX_PARAMS:
             raise ModelFileError(f"layer {e['name']!r} ({e['class_name']}): the model has {params:,} weights by this "
@@ -83,6 +93,20 @@ def plan(config: dict[str, Any], source: str) -> Plan:
                                  "model is not for an FPGA")
         _check_tensor(e["name"], shape)
     return Plan(name, input_shape(entries, source), entries, shapes, quantized, is_hgq)
+
+
+def _check_merge(e: dict[str, Any], shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+    """The output shape of an Add or Concatenate (last axis only), or a refusal naming it."""
+    cls, lname, cfg = e["class_name"], e["name"], e["config"]
+    if len(shapes) < 2:
+        raise UnsupportedLayerError(f"layer {lname!r} ({cls}): reads {len(shapes)} tensor; a merge needs two or more")
+    if cls == "Concatenate" and cfg.get("axis", -1) not in (-1, len(shapes[0])):
+        raise UnsupportedLayerError(f"layer {lname!r} (Concatenate): axis {cfg.get('axis')!r} is not supported; only "
+                                    "the last (channel) axis, -1")
+    try:
+        return MERGES[cls](lname, inputs=tuple(e["inbound"])).merged_shape(shapes)
+    except LayerError as err:
+        raise UnsupportedLayerError(str(err)) from None
 
 
 def _check_tensor(lname: str, shape: tuple[int, ...]) -> None:
@@ -263,12 +287,17 @@ def network_from_config(kf: KerasFile, input_type: FixedType | str | None = None
     in_shape = p.input_shape
     hgq_input: FixedType | None = None
     notes: list[str] = []
+    tensor: dict[str, str] = {}  # a Keras layer's name -> the IR layer (or INPUT) that holds its output
     for e, shape in zip(p.entries, p.shapes):
         cls, lname, cfg = e["class_name"], e["name"], e["config"]
         w = kf.weights.get(lname, {})
+        srcs = tuple(tensor[src] for src in e["inbound"]) or (INPUT,)
+        before = len(layers)
         if cls in SKIPPED:
-            continue
-        if cls in WEIGHTED:
+            pass
+        elif cls in MERGES:
+            layers.append(MERGES[cls](lname))
+        elif cls in WEIGHTED:
             layers.append(_weighted(lname, cls, cfg, w, shape, p))
             layers.extend(activation_layers(cfg.get("activation"), lname, "_act", True))
         elif cls in ("Activation", "QActivation"):
@@ -283,7 +312,7 @@ def network_from_config(kf: KerasFile, input_type: FixedType | str | None = None
             layers.append(Flatten(lname))
         elif cls == "Reshape":
             target = tuple(cfg["target_shape"])
-            if not layers:
+            if srcs == (INPUT,) and not layers:
                 notes.append(f"the input is taken as {target}, not {in_shape}: the model's Reshape {lname!r} of its "
                              "input is only a new view of the same values")
                 in_shape = target
@@ -296,12 +325,15 @@ def network_from_config(kf: KerasFile, input_type: FixedType | str | None = None
             layers.extend(_pool_layers(lname, cls, cfg))
         elif cls in hgq.HGQ_QUANTIZERS:
             q = hgq.quantizer_layer(lname, cfg, w, shape)
-            if not layers and hgq_input is None and input_type is None and not q.per_element:
+            if not layers and srcs == (INPUT,) and hgq_input is None and input_type is None and not q.per_element:
                 hgq_input = q.result_type  # the proxy's input quantizer is the network's input type
             else:
                 layers.append(q)
+        for i, layer in enumerate(layers[before:]):  # the first reads the Keras layer's inputs, the rest a chain
+            layer.inputs = srcs if i == 0 else (layers[before + i - 1].name,)
+        tensor[lname] = layers[-1].name if len(layers) > before else srcs[0]
     if not layers or not isinstance(layers[-1], Output):
-        layers.append(Output("output", "linear"))
+        layers.append(Output("output", "linear", inputs=(tensor[p.entries[-1]["name"]],)))
     meta: dict[str, Any] = {"source": "hgq" if p.hgq else "qkeras" if p.quantized else "keras"}
     if notes:
         meta["import_notes"] = notes

@@ -1,0 +1,108 @@
+"""Graphs in and out: Keras/QKeras functional models and ONNX/QONNX with Add and Concat(enate) import and match
+their frameworks; the QONNX export of a graph re-imports bit for bit."""
+
+import numpy as np
+import pytest
+
+import codesign
+from codesign.core import fixed
+from codesign.errors import UnsupportedLayerError
+
+tf = pytest.importorskip("tensorflow", reason="the keras extra is not installed")
+from codesign.importers.keras_live import import_tf, network_from_keras  # noqa: E402
+
+
+def _residual(L, kind: str):
+    """input -> a (relu) -> b, a shortcut s on the input, add(b, s), concatenate(add, a), a Dense head."""
+    if kind == "dense":
+        x = L.Input((6,), name="x")
+        a = L.Dense(8, activation="relu", name="a")(x)
+        b, s = L.Dense(8, name="b")(a), L.Dense(8, name="s")(x)
+    else:
+        x = L.Input((4, 4, 2), name="x")
+        a = L.Conv2D(4, 3, padding="same", activation="relu", name="a")(x)
+        b, s = L.Conv2D(4, 3, padding="same", name="b")(a), L.Conv2D(4, 1, name="s")(x)
+    cat = L.Concatenate(name="cat")([L.Add(name="add")([b, s]), a])
+    if kind != "dense":
+        cat = L.Flatten(name="flat")(cat)
+    return x, L.Dense(3, name="head")(cat)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("fmt", ["tf-keras.h5", "tf-keras.keras", "keras3.keras"])
+def test_functional_keras_add_and_concatenate_match_keras(kind, fmt, tmp_path, rng):
+    import_tf()
+    if fmt.startswith("keras3"):  # Keras 3 writes its inbound nodes as keras tensors
+        import keras
+        model = keras.Model(*_residual(keras.layers, kind))
+    else:
+        tf.keras.utils.set_random_seed(0)
+        model = tf.keras.Model(*_residual(tf.keras.layers, kind))
+    path = tmp_path / f"m.{fmt.split('.')[1]}"
+    model.save(path)
+    net = codesign.load(path)
+    assert [(l.kind, l.inputs) for l in net.layers if l.inputs] == [
+        ("Dense" if kind == "dense" else "Conv2D", ("input",)), ("Add", ("b", "s")), ("Concatenate", ("add", "a_act"))]
+    x = rng.normal(size=(64, *net.input_shape)).astype("float32")
+    assert np.allclose(net.forward(x), np.asarray(model.predict(x, verbose=0)), atol=1e-6)
+
+
+def _in_float64(fn):
+    tf.keras.backend.set_floatx("float64")  # QKeras quantizers cast to floatx when called
+    try:
+        return fn()
+    finally:
+        tf.keras.backend.set_floatx("float32")
+
+
+def test_qkeras_functional_add_is_exact_and_bit_exact_against_qkeras(tmp_path, rng):
+    """QKeras has no quantized Add: Keras sums the two quantized branches, which the IR's exact Add reproduces."""
+    import_tf()
+    from qkeras import QActivation, QDense
+    from qkeras.quantizers import quantized_bits, quantized_relu
+
+    def build():
+        tf.keras.utils.set_random_seed(3)
+        L, q = tf.keras.layers, quantized_bits
+        x = L.Input((6,), name="x")
+        a = QDense(8, kernel_quantizer=q(6, 0, alpha=1), bias_quantizer=q(6, 0, alpha=1), name="a")(x)
+        a = QActivation(quantized_relu(6, 2), name="ra")(a)
+        b = QDense(8, kernel_quantizer=q(5, 0, alpha=1), bias_quantizer=q(5, 0, alpha=1), name="b")(a)
+        s = QDense(8, kernel_quantizer=q(4, 0, alpha=1), bias_quantizer=q(4, 0, alpha=1), name="s")(x)
+        y = QActivation(quantized_bits(8, 3), name="qy")(L.Add(name="add")([b, s]))
+        return tf.keras.Model(x, QDense(3, kernel_quantizer=q(6, 0, alpha=1), bias_quantizer=q(6, 0, alpha=1),
+                                        name="head")(y))
+
+    m64 = _in_float64(build)
+    m64.save(tmp_path / "q.h5")
+    net = codesign.load(tmp_path / "q.h5", input_type="ap_fixed<10,3,AP_RND_CONV,AP_SAT>")
+    add = net.layer("add")
+    assert add.inputs == ("b", "s") and add.result_type is None
+    t = net.input_type
+    x = fixed.to_float(net.quantize_input(np.concatenate([rng.normal(0, 2, size=(3000, 6)),
+                                                          rng.choice(fixed.to_float(fixed.corner_values(t), t),
+                                                                     size=(64, 6))])), t)
+    want = _in_float64(lambda: m64(x).numpy())
+    assert len(np.unique(want)) > 100
+    assert np.array_equal(net.forward(x), want)
+
+
+def _shared_model(L):
+    x = L.Input((4,), name="x")
+    d = L.Dense(4, name="shared")
+    return x, L.Add(name="add")([d(x), d(L.Dense(4, name="pre")(x))])
+
+
+def _axis_model(L):
+    x = L.Input((4, 3), name="x")
+    return x, L.Flatten(name="f")(L.Concatenate(axis=1, name="cat1")([L.Conv1D(3, 1, name="c")(x), x]))
+
+
+@pytest.mark.parametrize("build, message", [
+    (_shared_model, r"layer 'shared' \(Dense\) is called 2 times \(a shared layer\)"),
+    (_axis_model, r"layer 'cat1' \(Concatenate\): axis 1 is not supported; only the last \(channel\) axis"),
+])
+def test_unsupported_functional_graphs_are_refused_naming_the_layer(build, message):
+    import_tf()
+    with pytest.raises(UnsupportedLayerError, match=message):
+        network_from_keras(tf.keras.Model(*build(tf.keras.layers)))
