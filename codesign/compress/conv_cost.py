@@ -38,7 +38,7 @@ from codesign.board import Board
 from codesign.compress.cost import LayerCost, dense_cost
 from codesign.core.fixed import FixedType
 from codesign.core.layers import Conv, Dense, Flatten, Layer, Output, Quant, ReLU
-from codesign.core.network import Network
+from codesign.core.network import INPUT, Network
 from codesign.errors import LayerError
 
 SRL_MIN_RUN = 3  # Yosys's shregmap -minlen on Xilinx: shorter runs stay flip-flops
@@ -46,7 +46,8 @@ SRL_DEPTH = 32  # SRLC32E
 # LUT prices per bit (or per counter bit) of the streaming parts, per synthesis family
 STREAM_COEFFS: dict[str, dict[str, float]] = {
     fam: {"srl_lut_per_bit": 1.0, "pad_lut_per_bit": 2.0, "pool_lut_per_bit": 2.3, "counter_lut_per_bit": 0.5,
-          "stage_lut": 4.0}
+          "stage_lut": 4.0,
+          "add_lut_per_bit": 1.0}  # a merge's adder bit: one LUT on a carry chain (not fitted yet: no merge measured)
     for fam in ("xc7", "xcup", "cyclonev")
 }
 # Intel's ALMs have no shift-register mode: a delay line there is flip-flops (and MLABs Yosys does not infer)
@@ -168,39 +169,86 @@ def collect_parts(layer: Layer, in_shape: tuple[int, ...], in_type: FixedType, f
     return {"shift_register_bits": sr_bits, "lut": c["counter_lut_per_bit"] * cw, "ff": float(sr_bits + cw)}
 
 
-def _out_type(layers: list[Layer], types: list[FixedType | None], i: int) -> tuple[FixedType, bool, int]:
-    """The type reaching the stage register after layer ``i`` (past the ReLU/Quant that follow), whether a
-    ReLU follows, and the index of the last layer of the stage."""
-    relu = i + 1 < len(layers) and isinstance(layers[i + 1], ReLU)
+def _out_type(net: Network, types: list[FixedType | None], i: int) -> tuple[FixedType, bool, int]:
+    """The type reaching the stage register after layer ``i`` (past the ReLU/Quant that read it alone), whether
+    a ReLU follows, and the index of the last layer of the stage."""
+    layers, readers = net.layers, net.consumers()
+
+    def follows(j: int) -> bool:  # layer j + 1 is a ReLU/Quant that is layer j's only reader
+        return (j + 1 < len(layers) and isinstance(layers[j + 1], (ReLU, Quant)) and not layers[j + 1].inputs
+                and readers[layers[j].name] == [layers[j + 1].name])
+
+    relu = follows(i) and isinstance(layers[i + 1], ReLU)
     j, t = i, types[i]
-    while j + 1 < len(layers) and isinstance(layers[j + 1], (ReLU, Quant)):
+    while follows(j):
         j += 1
         t = types[j]
     return t, relu, j
 
 
+def window_offset(layer: Layer, in_shape: tuple[int, ...]) -> int:
+    """Input positions a window stage reads ahead of the output position it emits (its stream delay)."""
+    if not isinstance(layer, Conv) and "Pool" not in layer.kind or "Global" in layer.kind:
+        return 0
+    kernel = layer.kernel if isinstance(layer, Conv) else layer.pool
+    pads = layer.pads(tuple(in_shape[:-1])) if isinstance(layer, Conv) else [(0, 0)] * len(kernel)
+    width = in_shape[1] if len(in_shape) == 3 else 1
+    rows = kernel[0] - 1 - pads[0][0]
+    cols = (kernel[1] - 1 - pads[1][0]) if len(kernel) == 2 else 0
+    return rows * width + cols if len(kernel) == 2 else rows
+
+
+def merge_parts(layer: Layer, offsets: list[int], in_types: list[FixedType], out_type: FixedType, shape: tuple[int, ...],
+                family: str) -> dict[str, Any]:
+    """An Add's adders (or a Concatenate's wiring) and the delay line that holds the earlier operand until the
+    later one arrives (``offsets``: each operand's stream delay in positions)."""
+    c = STREAM_COEFFS[family]
+    ch = int(shape[-1]) if layer.kind == "Add" else 0
+    depth = max(offsets) - min(offsets)
+    early = int(np.argmin(offsets))
+    bits = in_types[early].width * (int(shape[-1]) if layer.kind == "Add" else 1)
+    fifo = delay_line({0, depth}, bits, family) if depth else {"srl": 0.0, "ff": 0.0, "bits": 0.0}
+    add_bits = ch * out_type.width
+    return {"adders": ch, "bits": out_type.width, "fifo_depth": depth, "fifo": fifo,
+            "lut": c["add_lut_per_bit"] * add_bits + c["srl_lut_per_bit"] * fifo["srl"] + c["stage_lut"],
+            "ff": float(fifo["ff"] + add_bits)}
+
+
 def cnn_parts(net: Network, board: Board, mapping: str | None = None, regs_every: int = 0) -> list[dict[str, Any]]:
-    """Per hardware layer: its name, kind and cost with the parts it is made of (plain data)."""
+    """Per hardware layer: its name, kind and cost with the parts it is made of (plain data). Each tensor keeps
+    its type, its channels that are not constant, and its stream delay, so branches and merges are priced."""
     if not net.quantized:
         raise LayerError(f"network {net.name!r} is float; quantize it before pricing it")
     family = board.synth_family
     types, shapes = net.tensor_types(), net.shapes()
-    layers = net.layers
-    t_in, shape = net.input_type, net.input_shape
-    live = np.ones(shape[-1], dtype=bool)  # channels of the current tensor that are not constant
+    layers, sources = net.layers, net.sources()
+    t_of = {INPUT: net.input_type, **{l.name: t for l, t in zip(layers, types)}}
+    shape_of = {INPUT: net.input_shape, **{l.name: s for l, s in zip(layers, shapes)}}
+    live_of = {INPUT: np.ones(net.input_shape[-1], dtype=bool)}
+    offset_of = {INPUT: 0}
     out: list[dict[str, Any]] = []
     for i, layer in enumerate(layers):
+        srcs = sources[layer.name]
+        t_in, shape, live = t_of[srcs[0]], shape_of[srcs[0]], live_of[srcs[0]]
+        offset_of[layer.name] = max(offset_of[s] for s in srcs) + window_offset(layer, shape)
+        live_of[layer.name] = live
         if isinstance(layer, (Conv, Dense)):
-            t_out, relu, _ = _out_type(layers, types, i)
+            t_out, relu, _ = _out_type(net, types, i)
             dense = kernel_dense(layer) if isinstance(layer, Conv) else layer
-            kc = dense_cost(dense, t_in, family, mapping, t_out, relu, regs_every)
+            kc = dense_cost(dense, t_in, family, mapping, t_out, relu, regs_every, clock_mhz=board.clock_mhz)
             entry = {"name": layer.name, "kind": layer.kind, "kernel": kc.as_dict(),
                      "lut": kc.lut, "ff": kc.ff, "dsp": kc.dsp, "bram": 0.0}
             if isinstance(layer, Conv):
                 s = window_parts(layer, shape, t_in, family, live)
                 entry.update(stream=s, lut=kc.lut + s["lut"], ff=kc.ff + s["ff"])
             out.append(entry)
-            live = live_outputs(dense, t_in, relu)
+            live_of[layer.name] = live_outputs(dense, t_in, relu)
+        elif layer.merge:
+            lives = [live_of[s] for s in srcs]
+            live_of[layer.name] = np.logical_or.reduce(lives) if layer.kind == "Add" else np.concatenate(lives)
+            m = merge_parts(layer, [offset_of[s] for s in srcs], [t_of[s] for s in srcs], types[i], shapes[i], family)
+            out.append({"name": layer.name, "kind": layer.kind, "merge": m, "lut": m["lut"], "ff": m["ff"],
+                        "dsp": 0.0, "bram": 0.0})
         elif "Pool" in layer.kind and "Global" not in layer.kind:
             p = window_parts(layer, shape, t_in, family, live)
             out.append({"name": layer.name, "kind": layer.kind, "stream": p, "lut": p["lut"], "ff": p["ff"],
@@ -212,9 +260,7 @@ def cnn_parts(net: Network, board: Board, mapping: str | None = None, regs_every
                         "dsp": 0.0, "bram": 0.0})
         elif not isinstance(layer, (ReLU, Quant, Flatten, Output)):
             raise LayerError(f"layer {layer.name!r} ({layer.kind}): the CNN cost model prices Conv, pooling, "
-                             "Flatten, Dense, ReLU and Quant layers")
-        t_in = types[i] if types[i] is not None else t_in
-        shape = shapes[i]
+                             "Flatten, Dense, ReLU, Quant, Add and Concatenate layers")
     return out
 
 

@@ -12,25 +12,32 @@ import math
 
 import numpy as np
 
-from codesign.core import fixed
+from codesign.core import fixed, reference
 from codesign.core.fixed import FixedType
 from codesign.core.layers import BatchNorm, Layer, Quant, ReLU, Weighted
 from codesign.core.network import Network
 from codesign.core.reference import exact_accum_type
-from codesign.errors import LayerError
 
 
 def fold_batchnorm(net: Network) -> Network:
-    """A copy of ``net`` with every float BatchNorm that follows a Dense/Conv folded into it."""
+    """A copy of ``net`` with every float BatchNorm folded into the Dense/Conv it reads, where that layer feeds
+    nothing else (so the fold is exact); any other BatchNorm stays a layer (quantized as its own affine stage)."""
+    sources, readers = net.sources(), net.consumers()
+    alias: dict[str, str] = {}
     layers: list[Layer] = []
+    by_name: dict[str, Layer] = {}
     for layer in copy.deepcopy(net.layers):
-        prev = layers[-1] if layers else None
-        if isinstance(layer, BatchNorm) and not layer.quantized and isinstance(prev, Weighted) and not prev.quantized:
+        layer.inputs = tuple(alias.get(s, s) for s in sources[layer.name])
+        prev = by_name.get(layer.inputs[0]) if len(layer.inputs) == 1 else None
+        if (isinstance(layer, BatchNorm) and not layer.quantized and isinstance(prev, Weighted) and not prev.quantized
+                and readers[prev.name] == [layer.name]):
             scale, shift = layer.float_scale_shift()
             prev.weight = prev.weight * scale
             prev.bias = prev.bias * scale + shift
+            alias[layer.name] = prev.name
             continue
         layers.append(layer)
+        by_name[layer.name] = layer
     return Network(net.name, net.input_shape, layers, net.input_type, dict(net.metadata))
 
 
@@ -56,14 +63,6 @@ def quantize_params(layer: Weighted, weight_type: FixedType, bias_type: FixedTyp
     q.bias = fixed.quantize(layer.float_bias(), rb).astype(np.int64)
     q.weight_type, q.bias_type = weight_type, bias_type
     return q
-
-
-def _output_type(layer: Layer, t: FixedType, in_shape: tuple[int, ...]) -> FixedType:
-    """The type of a parameter-free layer's output (the reference's rule)."""
-    from codesign.core import reference
-
-    rule = getattr(reference, "output_type", None)
-    return rule(layer, t, in_shape) if rule is not None else (getattr(layer, "result_type", None) or t)
 
 
 def calibration_inputs(input_type: FixedType, shape: tuple[int, ...], n: int = 512, seed: int = 0) -> np.ndarray:
@@ -93,45 +92,49 @@ def quantize_network(
     if calib.shape[1:] != net.input_shape and calib[0].size == int(np.prod(net.input_shape)):
         calib = calib.reshape(len(calib), *net.input_shape)  # flat samples of an image network (digits for a CNN)
     calib = fixed.to_float(fixed.quantize(calib, input_type), input_type)
+    from codesign.core.network import INPUT
     from codesign.core.reference import Tensor, run_layer
 
-    x = Tensor(calib, None)
-    t = input_type
+    floats: dict[str, Tensor] = {INPUT: Tensor(calib, None)}  # each tensor over the calibration set, as quantized
+    types: dict[str, FixedType] = {INPUT: input_type}
+    sources = net.sources()
     layers: list[Layer] = []
-    for layer, in_shape in zip(net.layers, [net.input_shape, *net.shapes()]):
-        y = run_layer(layer, x)  # float ranges for sizing
-        if isinstance(layer, Weighted):
-            wt = fixed_for_values(layer.float_weight(), weight_bits, quant="TRN", overflow="WRAP")
-            bt = fixed_for_values(layer.float_bias(), bias_bits, quant="TRN", overflow="WRAP")
-            q = quantize_params(layer, wt, bt)
-            q.accum_type = exact_accum_type(q, t)
-            q.result_type = fixed_for_values(y.values, result_bits, quant=quant, overflow=overflow)
-            t = q.result_type
-            layers.append(q)
-        elif isinstance(layer, BatchNorm):
-            scale, shift = layer.float_scale_shift()
-            st = fixed_for_values(scale, weight_bits, quant="TRN", overflow="WRAP")
-            sht = fixed_for_values(shift, bias_bits, quant="TRN", overflow="WRAP")
-            q = copy.deepcopy(layer)
-            q.scale = fixed.quantize(scale, st.with_modes("RND_CONV", "SAT"))
-            q.shift = fixed.quantize(shift, sht.with_modes("RND_CONV", "SAT"))
-            q.scale_type, q.shift_type = st, sht
-            q.result_type = fixed_for_values(y.values, result_bits, quant=quant, overflow=overflow)
-            t = q.result_type
-            layers.append(q)
-        elif isinstance(layer, (ReLU, Quant)):
-            layers.append(copy.deepcopy(layer))
-            t = layer.result_type or t
-        else:
-            # pooling, Flatten: an average pool's exact mean has log2(window) more fractional bits
-            layers.append(copy.deepcopy(layer))
-            t = _output_type(layers[-1], t, in_shape)
+    for layer, in_shapes in zip(net.layers, net.input_shapes()):
+        ins = [floats[s] for s in sources[layer.name]]
+        y = run_layer(layer, ins if layer.merge else ins[0])  # float ranges for sizing
+        t_in = [types[s] for s in sources[layer.name]]
+        q = _quantized_layer(layer, y.values, t_in, in_shapes[0], weight_bits, bias_bits, result_bits, quant, overflow)
+        layers.append(q)
+        t = reference.output_type(q, t_in if q.merge else t_in[0], in_shapes[0])
+        types[layer.name] = t
         # propagate the quantized values so later ranges see the quantization
-        x = run_layer(layers[-1], x) if not isinstance(layers[-1], (Weighted, BatchNorm)) else Tensor(
-            fixed.to_float(fixed.quantize(y.values, t), t), None
-        )
+        floats[layer.name] = Tensor(fixed.to_float(fixed.quantize(y.values, t), t), None) if isinstance(
+            q, (Weighted, BatchNorm)) or (q.merge and q.result_type is not None) else run_layer(q, ins if q.merge else ins[0])
     meta = dict(net.metadata, quantized_by="post-training", weight_bits=weight_bits, result_bits=result_bits)
-    try:
-        return Network(net.name, net.input_shape, layers, input_type, meta)
-    except LayerError:
-        raise
+    return Network(net.name, net.input_shape, layers, input_type, meta)
+
+
+def _quantized_layer(layer: Layer, y: np.ndarray, t_in: list[FixedType], in_shape: tuple[int, ...], weight_bits: int,
+                     bias_bits: int, result_bits: int, quant: str, overflow: str) -> Layer:
+    """One layer in fixed point: weights rounded to ``weight_bits``, results sized to the calibration values ``y``."""
+    if isinstance(layer, Weighted):
+        wt = fixed_for_values(layer.float_weight(), weight_bits, quant="TRN", overflow="WRAP")
+        bt = fixed_for_values(layer.float_bias(), bias_bits, quant="TRN", overflow="WRAP")
+        q = quantize_params(layer, wt, bt)
+        q.accum_type = exact_accum_type(q, t_in[0])
+        q.result_type = fixed_for_values(y, result_bits, quant=quant, overflow=overflow)
+        return q
+    q = copy.deepcopy(layer)
+    if isinstance(layer, BatchNorm):  # a BatchNorm with no Dense/Conv of its own before it: its own affine stage
+        scale, shift = layer.float_scale_shift()
+        st = fixed_for_values(scale, weight_bits, quant="TRN", overflow="WRAP")
+        sht = fixed_for_values(shift, bias_bits, quant="TRN", overflow="WRAP")
+        q.scale = fixed.quantize(scale, st.with_modes("RND_CONV", "SAT"))
+        q.shift = fixed.quantize(shift, sht.with_modes("RND_CONV", "SAT"))
+        q.scale_type, q.shift_type = st, sht
+        q.result_type = fixed_for_values(y, result_bits, quant=quant, overflow=overflow)
+    elif layer.merge and layer.result_type is None:
+        exact = reference.merge_exact_type(layer, t_in)
+        if exact.width > result_bits:  # an Add grows a bit per operand pair: held to the results' width
+            q.result_type = fixed_for_values(y, result_bits, quant=quant, overflow=overflow)
+    return q
