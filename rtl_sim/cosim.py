@@ -28,25 +28,31 @@ from codesign.core.network import Network
 from codesign.core.verify import compare_with_reference
 from codesign.errors import BackendError, ToolFailedError
 from codesign.tools import Tool, find_verilator, first_error_line, run_tool
+from rtl_sim.axis import emit_axis_wrapper
 from rtl_sim.stream import StreamDesign, emit_stream_verilog, is_streaming
-from rtl_sim.verilog import Design, emit_axis_wrapper, emit_verilog
+from rtl_sim.uart import emit_uart_top
+from rtl_sim.verilog import Design, emit_verilog
 
 DESIGN_JSON = "design.json"
 SHARD_SAMPLES = 1_000_000  # the bulk harness streams ~350k samples/s: fewer are not worth a dispatch
 
 
 def write_rtl(net: Network, out_dir: str | Path, adder_regs_every: int = 0, mult: str | None = None,
-              datapath: str = "cmvm") -> Design:
-    """Write ``<top>.v``, ``<top>_axis.v`` and ``design.json`` into ``out_dir`` (a CNN, i.e. a network with a
-    spatial input, gets the streaming design of ``rtl_sim.stream``)."""
+              datapath: str = "cmvm", clock_mhz: float | None = None, family: str | None = None) -> Design:
+    """Write ``<top>.v``, ``<top>_axis.v`` (``rtl_sim.axis``), ``<top>_uart.v`` (``rtl_sim.uart``) and
+    ``design.json`` into ``out_dir`` (a CNN, i.e. a network with a spatial input, gets the streaming design
+    of ``rtl_sim.stream``)."""
     if is_streaming(net):
-        d = emit_stream_verilog(net, adder_regs_every=adder_regs_every, mult=mult, datapath=datapath)
+        d = emit_stream_verilog(net, adder_regs_every=adder_regs_every, mult=mult, datapath=datapath,
+                                clock_mhz=clock_mhz, family=family)
     else:
-        d = emit_verilog(net, adder_regs_every=adder_regs_every, mult=mult, datapath=datapath)
+        d = emit_verilog(net, adder_regs_every=adder_regs_every, mult=mult, datapath=datapath, clock_mhz=clock_mhz,
+                         family=family)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{d.top}.v").write_text(d.verilog)
     (out / f"{d.top}_axis.v").write_text(emit_axis_wrapper(d))
+    (out / f"{d.top}_uart.v").write_text(emit_uart_top(d))
     meta = asdict(d)
     meta.pop("verilog")
     meta["in_type"], meta["out_type"] = d.in_type.to_hls(), d.out_type.to_hls()

@@ -18,6 +18,7 @@ import numpy as np
 from codesign.core.arith import CSD_MAX_DIGITS, csd_digits, signed_width
 from codesign.core.cmvm import DEFAULT_DEPTH_SLACK, optimize
 from codesign.core.fixed import FixedType, fit_overflow, round_shift
+from codesign.core.timing import DelayModel, delay_model, round_delay, saturate_delay, schedule_graph, stage_report, tail_delay
 from codesign.core.layers import Dense, Flatten, Layer, Output, Quant, ReLU
 from codesign.core.network import Network
 from codesign.errors import BackendError
@@ -78,6 +79,7 @@ class Design:
     stages: list[dict] = field(default_factory=list)  # name, layers, type, n, latency (cumulative)
     multipliers: dict[str, dict[str, int]] = field(default_factory=dict)  # per Dense: its datapath's counts
     datapath: str = "cmvm"
+    timing: dict | None = None  # the delay model's critical path, the clock, latency in ns, II (stage_report)
 
     @property
     def in_width(self) -> int:
@@ -89,13 +91,39 @@ class Design:
 
 
 class _Emitter:
-    def __init__(self, clocked: bool = True, trace: list | None = None) -> None:
+    def __init__(self, clocked: bool = True, trace: list | None = None, model: DelayModel | None = None,
+                 clock_mhz: float | None = None) -> None:
         self.trace = trace  # when a list: each arithmetic wire as a dict (op, out, operands), for rtl_sim.formal
         self.lines: list[str] = []
         self.regs: list[str] = []
         self.n = 0
         self.prefix = ""  # the current layer's name, so every wire says which layer it belongs to
         self.clocked = clocked
+        # the delay model: each wire's arrival (ns after the clock edge), the latest arrival at a register;
+        # a wire it has not timed (a line buffer, an input port) is a register's output
+        self.model, self.clock_mhz = model, clock_mhz
+        self.at: dict[str, float] = {}
+        self.crit = 0.0
+
+    def arrival(self, s: Sig) -> float:
+        if self.model is None or s.const is not None:
+            return 0.0
+        return self.at.get(s.expr, self.model.clk_to_q)
+
+    def _time(self, out: Sig, after: tuple[Sig, ...], delay: float) -> Sig:
+        if self.model is not None and out.const is None:
+            self.at[out.expr] = max((self.arrival(a) for a in after), default=self.model.clk_to_q) + delay
+        return out
+
+    def _d(self, kind: str, *args) -> float:
+        """A delay of the model (0 without one): ``adder`` of a width, ``luts``."""
+        return getattr(self.model, kind)(*args) if self.model is not None else 0.0
+
+    def timing(self, cycles: int, ii: float = 1.0) -> dict | None:
+        """The design's timing by the model: its critical path (register to register, with setup)."""
+        if self.model is None:
+            return None
+        return stage_report(self.model, self.crit + self.model.setup, cycles, self.clock_mhz, ii)
 
     def fresh(self, base: str) -> str:
         self.n += 1
@@ -139,7 +167,10 @@ class _Emitter:
         w = s.width
         if not self.clocked:  # the combinational form, for equivalence proofs
             self.lines.append(f"  wire signed [{w - 1}:0] {name} = {s.expr};")
-            return self._note("copy", Sig(name, s.lo, s.hi), a=s)
+            return self._note("copy", self._time(Sig(name, s.lo, s.hi), (s,), 0.0), a=s)
+        if self.model is not None:
+            self.crit = max(self.crit, self.arrival(s))
+            self.at[name] = self.model.clk_to_q
         self.lines.append(f"  reg signed [{w - 1}:0] {name};")
         self.regs.append(f"    {name} <= {s.expr};")
         return self._note("copy", Sig(name, s.lo, s.hi), a=s)
@@ -149,7 +180,8 @@ class _Emitter:
         if a.const is not None and b.const is not None:
             return const_sig(a.const + b.const)
         lo, hi = a.lo + b.lo, a.hi + b.hi
-        return self._note("add", self.wire("s", lo, hi, lambda w: f"{self.ext(a, w)} + {self.ext(b, w)}"),
+        out = self.wire("s", lo, hi, lambda w: f"{self.ext(a, w)} + {self.ext(b, w)}")
+        return self._note("add", self._time(out, (a, b), self._d("adder", signed_width(lo, hi))),
                           a=a, sa=0, b=b, sb=0, sub=False)
 
     def shift_add(self, a: Sig, sa: int, b: Sig, sb: int, sub: bool) -> Sig:
@@ -165,9 +197,10 @@ class _Emitter:
             return self.ext(s, w) if k == 0 else f"({self.ext(s, w)} <<< {k})"
 
         if b.const == 0:
-            out = self.wire("s", lo, hi, lambda w: term(a, sa, w))
+            out = self._time(self.wire("s", lo, hi, lambda w: term(a, sa, w)), (a,), 0.0)
         else:
             out = self.wire("s", lo, hi, lambda w: f"{term(a, sa, w)} {'-' if sub else '+'} {term(b, sb, w)}")
+            out = self._time(out, (a, b), self._d("adder", signed_width(lo, hi)))
         return self._note("add", out, a=a, sa=sa, b=b, sb=sb, sub=sub)
 
     def const_mult(self, x: Sig, c: int, shift: int, dsp: bool) -> Sig:
@@ -175,8 +208,8 @@ class _Emitter:
         cands = [x.lo * c, x.hi * c]
         lo, hi = min(cands) << shift, max(cands) << shift
         if dsp:
-            return self._note("mul", self.wire("m", lo, hi, lambda w: f"{self.ext(x, w)} * {self.lit(c << shift, w)}"),
-                              a=x, c=c << shift)
+            out = self.wire("m", lo, hi, lambda w: f"{self.ext(x, w)} * {self.lit(c << shift, w)}")
+            return self._note("mul", self._time(out, (x,), self._d("product")), a=x, c=c << shift)
 
         def csd(w: int) -> str:
             terms = []
@@ -186,8 +219,9 @@ class _Emitter:
             expr = " ".join(terms)
             return expr[2:] if expr.startswith("+ ") else f"{self.lit(0, w)} {expr}"
 
-        return self._note("mul", self.wire("m", lo, hi, csd), a=x, c=c << shift,
-                          digits=[(k + shift, d) for k, d in csd_digits(c)])
+        levels = (len(csd_digits(c)) - 1).bit_length()  # a multi-operand sum: a tree of adders
+        out = self._time(self.wire("m", lo, hi, csd), (x,), levels * self._d("adder", signed_width(lo, hi)))
+        return self._note("mul", out, a=x, c=c << shift, digits=[(k + shift, d) for k, d in csd_digits(c)])
 
     def relu(self, x: Sig) -> Sig:
         if x.lo >= 0:
@@ -195,7 +229,8 @@ class _Emitter:
         if x.hi <= 0:
             return const_sig(0)
         msb = x.width - 1
-        return self.wire("r", 0, x.hi, lambda w: f"{x.expr}[{msb}] ? {self.lit(0, w)} : $signed({x.expr}[{w - 1}:0])")
+        out = self.wire("r", 0, x.hi, lambda w: f"{x.expr}[{msb}] ? {self.lit(0, w)} : $signed({x.expr}[{w - 1}:0])")
+        return self._time(out, (x,), self._d("luts"))
 
     def cast(self, x: Sig, src_frac: int, t: FixedType) -> Sig:
         """``ap_fixed`` assignment of ``x`` (``src_frac`` fractional bits) to type ``t``."""
@@ -205,12 +240,47 @@ class _Emitter:
         lo, hi = (int(v) for v in round_shift(np.array([x.lo, x.hi], dtype=object), s, t.quant))
         return self._overflow(self._round(x, s, t.quant, lo, hi), t)
 
+    # ---- element-wise logic on a vector, registered where the clock needs it ----------------------
+    def fit(self, xs: list[Sig], delay: float, base: str) -> tuple[list[Sig], int]:
+        """``xs`` registered (one more cycle) when the logic of ``delay`` after them would end past the
+        clock's period and a register before it helps; else ``xs`` as they are."""
+        if self.model is None or not self.clock_mhz or delay <= 0:
+            return xs, 0
+        at = max((self.arrival(v) for v in xs), default=0.0)
+        if at + delay <= self.model.budget(self.clock_mhz) or at <= self.model.clk_to_q:
+            return xs, 0
+        return [self.register(v, base) for v in xs], 1
+
+    def cast_all(self, xs: list[Sig], src_frac: int, t: FixedType, base: str) -> tuple[list[Sig], int]:
+        """``cast`` of every element; with a clock, a register before the rounding and before the saturation
+        where the delay model says they would not fit in the cycle. Returns the values and the cycles added."""
+        if self.model is None or not self.clock_mhz:
+            return [self.cast(v, src_frac, t) for v in xs], 0
+        s = src_frac - t.frac
+        xs, k1 = self.fit(xs, max((round_delay(self.model, v.width + 1, s, t.quant) for v in xs if v.const is None),
+                                  default=0.0), base)
+        rounded = []
+        for v in xs:
+            if v.const is not None:
+                rounded.append(self.cast(v, src_frac, t))
+                continue
+            lo, hi = (int(b) for b in round_shift(np.array([v.lo, v.hi], dtype=object), s, t.quant))
+            rounded.append(self._round(v, s, t.quant, lo, hi))
+        sat = [saturate_delay(self.model, q.width, q.lo < t.min_int and q.hi > t.max_int) for q in rounded
+               if q.const is None and t.overflow == "SAT" and (q.lo < t.min_int or q.hi > t.max_int)]
+        rounded, k2 = self.fit(rounded, max(sat, default=0.0), base)
+        return [self._overflow(q, t) for q in rounded], k1 + k2
+
+    def relu_all(self, xs: list[Sig], base: str) -> tuple[list[Sig], int]:
+        xs, k = self.fit(xs, self._d("luts") if any(v.const is None and v.lo < 0 < v.hi for v in xs) else 0.0, base)
+        return [self.relu(v) for v in xs], k
+
     def _round(self, x: Sig, s: int, quant: str, lo: int, hi: int) -> Sig:
         """Drop ``s`` fractional bits (or append ``-s`` zero bits) with the rounding rule."""
         if s == 0:
             return x
         if s < 0:
-            return self.wire("q", lo, hi, lambda w: f"$signed({{{self.ext(x, w + s)}, {-s}'b0}})")
+            return self._time(self.wire("q", lo, hi, lambda w: f"$signed({{{self.ext(x, w + s)}, {-s}'b0}})"), (x,), 0.0)
         if lo == hi:
             return const_sig(lo)
         xw = x.width
@@ -224,17 +294,19 @@ class _Emitter:
             f = self.wire("f", floor_lo, floor_hi, lambda w: f"{x.expr} >>> {s}", width=xw)
         else:
             f = self.wire("f", floor_lo, floor_hi, lambda w: f"{{{w}{{{bit(xw - 1)}}}}}", width=max(width, 1))
+        f = self._time(f, (x,), 0.0)
         f_expr = f.expr if f.const is None else self.lit(f.const, width)
         fl = f"$signed({f_expr}[{width - 1}:0])" if f.const is None else f_expr
         if quant == "TRN":
-            return self.wire("q", lo, hi, lambda w: fl, width=width)
+            return self._time(self.wire("q", lo, hi, lambda w: fl, width=width), (f,), 0.0)
         if quant == "RND":  # ties toward +infinity: add the half bit
             up = bit(s - 1)
         else:  # RND_CONV: round up above half, and at half when the floor is odd
             tie_break = f"(|{x.expr}[{s - 2}:0] | {bit(s)})" if s >= 2 else bit(s)
             up = f"({bit(s - 1)} & {tie_break})"
         pad = f"{width - 1}'b0, " if width > 1 else ""
-        return self.wire("q", lo, hi, lambda w: f"{fl} + $signed({{{pad}{up}}})", width=width)
+        out = self.wire("q", lo, hi, lambda w: f"{fl} + $signed({{{pad}{up}}})", width=width)
+        return self._time(out, (x,), round_delay(self.model, width, s, quant) if self.model else 0.0)
 
     def _overflow(self, q: Sig, t: FixedType) -> Sig:
         tmin, tmax = t.min_int, t.max_int
@@ -253,11 +325,14 @@ class _Emitter:
             # clamp both ends: an interval wholly outside the type saturates to one constant
             lo, hi = min(max(q.lo, tmin), tmax), max(min(q.hi, tmax), tmin)
             c = self.wire("c", lo, hi, lambda w: core, width=qw)
-            return self.wire("n", lo, hi, lambda w: f"$signed({c.expr}[{w - 1}:0])") if c.const is None else c
+            c = self._time(c, (q,), saturate_delay(self.model, qw, q.lo < tmin and q.hi > tmax) if self.model else 0.0)
+            if c.const is not None:
+                return c
+            return self._time(self.wire("n", lo, hi, lambda w: f"$signed({c.expr}[{w - 1}:0])"), (c,), 0.0)
         tw = t.width  # WRAP: keep the low bits, reinterpret in the type's signedness
         if t.signed:
-            return self.wire("w", tmin, tmax, lambda w: f"$signed({q.expr}[{tw - 1}:0])")
-        return self.wire("w", tmin, tmax, lambda w: f"$signed({{1'b0, {q.expr}[{tw - 1}:0]}})")
+            return self._time(self.wire("w", tmin, tmax, lambda w: f"$signed({q.expr}[{tw - 1}:0])"), (q,), 0.0)
+        return self._time(self.wire("w", tmin, tmax, lambda w: f"$signed({{1'b0, {q.expr}[{tw - 1}:0]}})"), (q,), 0.0)
 
 
 def stages_of(net: Network) -> list[Stage]:
@@ -296,9 +371,12 @@ def stages_of(net: Network) -> list[Stage]:
 
 def emit_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0, mult: str | None = None,
                  datapath: str = "cmvm", depth_slack: int | None = DEFAULT_DEPTH_SLACK, clocked: bool = True,
-                 trace: list | None = None) -> Design:
-    """Verilog for ``net``: valid-in/valid-out, synchronous reset, one register per stage plus one
-    every ``adder_regs_every`` adder-tree levels (0 = none). ``mult`` overrides each layer's mapping;
+                 trace: list | None = None, clock_mhz: float | None = None, family: str | None = None) -> Design:
+    """Verilog for ``net``: valid-in/valid-out, synchronous reset, one register per stage plus pipeline
+    registers in each layer's adder graph: where ``family``'s delay model says a path would exceed the
+    period of ``clock_mhz`` (``codesign.core.timing``), or every ``adder_regs_every`` adder-tree levels
+    (the manual override, when > 0), or none. With ``family`` the Design's ``timing`` gives the model's
+    critical path, latency in cycles and ns, and II. ``mult`` overrides each layer's mapping;
     ``datapath`` chooses the shared adder graph ("cmvm") or one multiplier per weight ("csd");
     ``clocked=False`` makes every data register a wire (the same function with no latency, for proofs);
     ``trace``, a list, receives every arithmetic wire and each Dense's results (``rtl_sim.formal`` checks them)."""
@@ -306,7 +384,7 @@ def emit_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0
         raise BackendError(f"network {net.name!r}: RTL emission supports flat (1-D) inputs, not {net.input_shape}")
     top = top or _ident(net.name)
     stages = stages_of(net)
-    e = _Emitter(clocked, trace)
+    e = _Emitter(clocked, trace, *_timing_args(clock_mhz, family, adder_regs_every))
     in_t = net.input_type
     n_in = net.input_shape[0]
     x = [Sig(f"x0_{i}", in_t.min_int, in_t.max_int) for i in range(n_in)]
@@ -324,22 +402,26 @@ def emit_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0
         frac = x_type.frac
         for layer in st.layers:
             if isinstance(layer, Dense):
+                t = layer.result_type or layer.accum_type or _exact(layer, x_type)
                 x, frac, extra, counts = dense_datapath(e, layer, x, x_type, adder_regs_every, mult or layer.mult,
-                                                        datapath, depth_slack)
+                                                        datapath, depth_slack, tail_steps(t, st.layers[1:]))
                 multipliers[layer.name] = counts
                 if trace is not None:
                     trace.append({"op": "acc", "layer": layer.name, "outs": list(x), "frac": frac})
                 lat += extra
-                t = layer.result_type or layer.accum_type or _exact(layer, x_type)
-                x = [e.cast(v, frac, t) for v in x]
+                x, k = e.cast_all(x, frac, t, f"{_ident(layer.name)}_p")
+                lat += k
                 frac, x_type = t.frac, t
             elif isinstance(layer, ReLU):
-                x = [e.relu(v) for v in x]
+                x, k = e.relu_all(x, f"{_ident(layer.name)}_p")
+                lat += k
                 if layer.result_type is not None:
-                    x = [e.cast(v, frac, layer.result_type) for v in x]
+                    x, k = e.cast_all(x, frac, layer.result_type, f"{_ident(layer.name)}_p")
+                    lat += k
                     frac, x_type = layer.result_type.frac, layer.result_type
             elif isinstance(layer, Quant):
-                x = [e.cast(v, frac, layer.result_type) for v in x]
+                x, k = e.cast_all(x, frac, layer.result_type, f"{_ident(layer.name)}_p")
+                lat += k
                 frac, x_type = layer.result_type.frac, layer.result_type
         x_type = st.out_type
         e.prefix = ""
@@ -389,7 +471,30 @@ module {top} (
 endmodule
 `default_nettype wire
 """
-    return Design(top, verilog, in_t, out_t, n_in, n_out, cum, design_stages, multipliers, datapath)
+    return Design(top, verilog, in_t, out_t, n_in, n_out, cum, design_stages, multipliers, datapath, e.timing(cum))
+
+
+def _timing_args(clock_mhz: float | None, family: str | None, every: int) -> tuple[DelayModel | None, float | None]:
+    """The emitter's delay model and the clock it places registers for (none when ``every`` overrides)."""
+    if clock_mhz is not None and family is None:
+        raise BackendError(f"a clock of {clock_mhz} MHz needs the FPGA family whose delays place the registers "
+                           "(family='ecp5', 'xc7', 'xcup' or 'cyclonev')")
+    model = delay_model(family) if family else None
+    if model is not None and clock_mhz is not None:
+        model.budget(clock_mhz)  # a bad clock fails here, with its value
+    return model, clock_mhz
+
+
+def tail_steps(t: FixedType, layers: list[Layer]) -> list[tuple[str, FixedType | None]]:
+    """The element-wise logic after a datapath: the cast to ``t``, then each ReLU (and its cast) and Quant
+    in ``layers``, as ``codesign.core.timing.tail_delay`` takes it."""
+    steps: list[tuple[str, FixedType | None]] = [("cast", t)]
+    for layer in layers:
+        if isinstance(layer, ReLU):
+            steps.append(("relu", None))
+        if isinstance(layer, (ReLU, Quant)) and getattr(layer, "result_type", None) is not None:
+            steps.append(("cast", layer.result_type))
+    return steps
 
 
 def output_assigns(x: list[Sig], out_t: FixedType) -> list[str]:
@@ -415,13 +520,15 @@ def _exact(layer: Dense, in_t: FixedType) -> FixedType:
 
 
 def dense_datapath(e: _Emitter, layer: Dense, x: list[Sig], x_type: FixedType, every: int, mapping: str,
-                   datapath: str = "cmvm", depth_slack: int | None = DEFAULT_DEPTH_SLACK):
+                   datapath: str = "cmvm", depth_slack: int | None = DEFAULT_DEPTH_SLACK,
+                   tail: list[tuple[str, FixedType | None]] | None = None):
     """The products and adder trees of one Dense layer (also a convolution's kernel, as a Dense over
     the flattened window); returns outputs, their frac, extra latency, counts.
 
     ``datapath`` "cmvm": one shared adder graph for the layer (``codesign.core.cmvm``), at most
     ``depth_slack`` adder levels deeper than the layer's minimum; "csd": one shift-and-add per
-    nonzero weight and a balanced adder tree per output (the cross-check)."""
+    nonzero weight and a balanced adder tree per output (the cross-check). ``tail``: the element-wise
+    logic that follows in the same cycle (``tail_steps``), which register placement by the clock makes room for."""
     if not layer.quantized:
         raise BackendError(f"layer {layer.name!r} has float weights; quantize it first")
     if datapath not in DATAPATHS:
@@ -431,7 +538,8 @@ def dense_datapath(e: _Emitter, layer: Dense, x: list[Sig], x_type: FixedType, e
     pf = x_type.frac + wf
     frac = max(pf, bf)
     if datapath == "cmvm":
-        outs, extra, counts = _cmvm_datapath(e, layer, x, frac - pf, frac - bf, every, mapping, depth_slack)
+        outs, extra, counts = _cmvm_datapath(e, layer, x, frac - pf, frac - bf, every, mapping, depth_slack,
+                                             tail or [], frac)
         return outs, frac, extra, counts
     n_in, n_out = layer.weight.shape
     counts = {"dsp": 0, "lut": 0, "shift": 0, "nonzero": int(np.count_nonzero(layer.weight))}
@@ -460,6 +568,10 @@ def dense_datapath(e: _Emitter, layer: Dense, x: list[Sig], x_type: FixedType, e
             leaves.append(const_sig(consts))
         trees.append(leaves)
     depth = max(int(np.ceil(np.log2(len(t)))) if len(t) > 1 else 0 for t in trees)
+    if e.model is not None and e.clock_mhz and not every:  # by the clock: as many levels as the widest adder allows
+        widest = max((v.width for t in trees for v in t), default=1) + depth
+        room = e.model.budget(e.clock_mhz) - e.model.clk_to_q
+        every = max(int(room // e.model.adder(widest)), 1)
     extra = 0
     for level in range(1, depth + 1):
         reg_here = every > 0 and level % every == 0 and level < depth
@@ -477,12 +589,19 @@ def dense_datapath(e: _Emitter, layer: Dense, x: list[Sig], x_type: FixedType, e
 
 
 def _cmvm_datapath(e: _Emitter, layer: Dense, x: list[Sig], shift: int, bias_shift: int, every: int, mapping: str,
-                   depth_slack: int | None):
-    """``dense_datapath`` through one shared adder graph; registers every ``every`` adder levels."""
+                   depth_slack: int | None, tail: list, frac: int):
+    """``dense_datapath`` through one shared adder graph; its registers placed by ``schedule_graph``: by the
+    emitter's clock and delay model, or every ``every`` adder levels."""
     w = layer.weight.astype(np.int64)
     dsp = np.vectorize(lambda c: c != 0 and uses_dsp(int(c), mapping), otypes=[bool])(w) if w.size else None
     graph = optimize(w, [v.lo for v in x], [v.hi for v in x], layer.bias.astype(np.int64) << bias_shift, shift,
                      dsp, depth_slack)
+    tail_ns = 0.0
+    if e.model is not None:
+        tail_ns = max((tail_delay(e.model, graph.nodes[r.node].lo << r.shift, graph.nodes[r.node].hi << r.shift,
+                                  frac, tail) for r in graph.outputs if r.node >= 0), default=0.0)
+    sched = schedule_graph(graph, e.model, None if every else e.clock_mhz, every,
+                           max((e.arrival(v) for v in x), default=None) if e.model else None, tail_ns)
     cycle = [0] * len(graph.nodes)
     delays: dict[tuple[int, int], Sig] = {}  # a shared node's registered copies, by (node, cycle)
     sigs: list[Sig] = []
@@ -493,13 +612,13 @@ def _cmvm_datapath(e: _Emitter, layer: Dense, x: list[Sig], shift: int, bias_shi
         if n.op == "const":
             sigs.append(const_sig(n.value))
             continue
-        cycle[k] = (n.depth - 1) // every if every else 0
+        cycle[k] = sched.cycle[k]
         if n.op == "mul":
             sigs.append(e.const_mult(x[n.a], n.value, 0, True))
             continue
         a, b = (_delayed(e, sigs, cycle, delays, i, cycle[k], layer.name) for i in (n.a, n.b))
         sigs.append(e.shift_add(a, n.sa, b, n.sb, n.sub))
-    last = (graph.depth - 1) // every if every and graph.depth else 0
+    last = sched.last
     outs = []
     for r in graph.outputs:
         if r.node < 0:
@@ -540,41 +659,3 @@ def _header(net: Network, top: str, in_t: FixedType, out_t: FixedType, n_in: int
         "`default_nettype none"
     )
 
-
-def emit_axis_wrapper(d: Design) -> str:
-    """An AXI4-Stream wrapper: one sample per ``s_axis`` beat, one result per ``m_axis`` beat.
-
-    The core cannot stall, so ``s_axis_tready`` is tied high and results are presented with
-    ``m_axis_tvalid``; the consumer must accept every beat (as a DMA in a block design does)."""
-    iw, ow = _bytes(d.in_width) * 8, _bytes(d.out_width) * 8
-    pad_in = f"  /* verilator lint_off UNUSEDSIGNAL */\n  wire [{iw - 1}:0] s_data = s_axis_tdata;\n  /* verilator lint_on UNUSEDSIGNAL */" if iw > d.in_width else f"  wire [{iw - 1}:0] s_data = s_axis_tdata;"
-    out_expr = f"{{{ow - d.out_width}'b0, core_data}}" if ow > d.out_width else "core_data"
-    return f"""// AXI4-Stream wrapper for {d.top}: latency {d.latency} cycles, initiation interval 1.
-`default_nettype none
-module {d.top}_axis (
-  input  wire aclk,
-  input  wire aresetn,
-  input  wire [{iw - 1}:0] s_axis_tdata,
-  input  wire s_axis_tvalid,
-  output wire s_axis_tready,
-  output wire [{ow - 1}:0] m_axis_tdata,
-  output wire m_axis_tvalid,
-  /* verilator lint_off UNUSEDSIGNAL */
-  input  wire m_axis_tready
-  /* verilator lint_on UNUSEDSIGNAL */
-);
-  wire [{d.out_width - 1}:0] core_data;
-{pad_in}
-  assign s_axis_tready = 1'b1;
-  {d.top} core (
-    .clk(aclk), .rst(~aresetn), .in_valid(s_axis_tvalid),
-    .in_data(s_data[{d.in_width - 1}:0]), .out_valid(m_axis_tvalid), .out_data(core_data)
-  );
-  assign m_axis_tdata = {out_expr};
-endmodule
-`default_nettype wire
-"""
-
-
-def _bytes(bits: int) -> int:
-    return (bits + 7) // 8
