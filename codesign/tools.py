@@ -133,7 +133,7 @@ def find_yosys() -> Tool:
 def first_error_line(text: str) -> str:
     """The first line of a tool's output that reads like an error."""
     for line in text.splitlines():
-        if re.search(r"%Error|error:|ERROR|Error:", line):
+        if re.search(r"%Fatal|%Error|error:|ERROR|Error:", line):
             return line.strip()
     lines = [l for l in text.splitlines() if l.strip()]
     return lines[-1].strip() if lines else "(no output)"
