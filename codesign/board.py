@@ -1,4 +1,10 @@
-"""Boards: one YAML file each under ``boards/`` (shipped as package data ``codesign.boards``)."""
+"""Boards: one YAML file each under ``boards/`` (shipped as package data ``codesign.boards``).
+
+A board with an open toolchain (ECP5, iCE40, Gowin) also has a ``pnr:`` mapping: the nextpnr
+architecture, the device, package and speed grade nextpnr names, and the pins of the clock, the
+UART and the LEDs from the board's published constraint file (``rtl_sim.pnr`` writes the
+LPF/PCF/CST from them).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,29 @@ import yaml
 
 from codesign.errors import BoardError
 
-VENDORS = ("xilinx", "intel")
-SYNTH_FAMILIES = ("xc7", "xcup", "cyclonev")
+VENDORS = ("xilinx", "intel", "lattice", "gowin")
+SYNTH_FAMILIES = ("xc7", "xcup", "cyclonev", "ecp5", "ice40", "gowin")
+PNR_ARCHES = ("ecp5", "ice40", "gowin")  # nextpnr-ecp5, nextpnr-ice40, nextpnr-himbaechel (Gowin)
+PIN_ROLES = ("clk", "uart_rx", "uart_tx")  # every pnr entry names these; ``led`` is a list of pins
 _REQUIRED = ("name", "vendor", "family", "part", "lut", "ff", "dsp", "bram", "clock_mhz", "synth_family", "source")
+
+
+@dataclass(frozen=True)
+class Pnr:
+    """How nextpnr places a design on the board's part, and the board's pins (site names)."""
+
+    arch: str
+    device: str  # nextpnr's: ecp5 "85k", ice40 "up5k", gowin the full part "GW1NR-LV9QN88PC6/I5"
+    package: str = ""
+    speed: str = ""
+    family: str = ""  # Gowin only: the chip family nextpnr-himbaechel and gowin_pack name ("GW1N-9C")
+    pins: tuple[tuple[str, str], ...] = ()  # (role, site): clk, uart_rx (into the FPGA), uart_tx
+    led: tuple[str, ...] = ()
+    io_standard: str = "LVCMOS33"
+    source: str = ""
+
+    def pin(self, role: str) -> str:
+        return dict(self.pins)[role]
 
 
 @dataclass(frozen=True)
@@ -33,6 +59,7 @@ class Board:
     source: str
     lut_unit: str = "LUT"
     synth_note: str = ""
+    pnr: Pnr | None = None
 
     @property
     def clock_period_ns(self) -> float:
@@ -81,7 +108,28 @@ def parse_board(text: str, origin: str) -> Board:
         raise BoardError(f"{origin}: unknown keys {', '.join(sorted(unknown))}")
     d.setdefault("title", d["name"])
     d.setdefault("uram", 0)
+    if "pnr" in d:
+        d["pnr"] = parse_pnr(d["pnr"], origin)
     return Board(**d)
+
+
+def parse_pnr(p: object, origin: str) -> Pnr:
+    """A board file's ``pnr:`` mapping; ``origin`` names the file in errors."""
+    if not isinstance(p, dict):
+        raise BoardError(f"{origin}: pnr must be a mapping of arch, device, package, pins")
+    unknown = set(p) - set(Pnr.__dataclass_fields__)
+    if unknown:
+        raise BoardError(f"{origin}: unknown pnr keys {', '.join(sorted(unknown))}")
+    if p.get("arch") not in PNR_ARCHES:
+        raise BoardError(f"{origin}: pnr arch must be one of {PNR_ARCHES}, not {p.get('arch')!r}")
+    pins = p.get("pins")
+    if not isinstance(pins, dict) or any(r not in pins for r in PIN_ROLES):
+        raise BoardError(f"{origin}: pnr pins must name the sites of {', '.join(PIN_ROLES)}")
+    led = p.get("led", [])
+    if not isinstance(led, list):
+        raise BoardError(f"{origin}: pnr led must be a list of pin sites (LED 0 first)")
+    return Pnr(**{k: str(v) for k, v in p.items() if k not in ("pins", "led")},
+               pins=tuple((str(k), str(v)) for k, v in pins.items()), led=tuple(str(x) for x in led))
 
 
 def load_board(name: str | Board) -> Board:

@@ -2,7 +2,9 @@
 
 ``synth_xilinx -family xc7|xcup`` for AMD parts, ``synth_intel_alm -family cyclonev`` for Intel
 parts (Cyclone V's ALM model stands in for Arria 10, Stratix 10 and Agilex, which Yosys
-does not model; the board file says so). Results are cached by a hash of the RTL and the
+does not model; the board file says so); ``synth_ecp5``, ``synth_ice40 -device u`` and
+``synth_gowin`` for the open-toolchain boards (their LUTs are LUT4: on ECP5 a carry cell CCU2C
+takes the two LUT4 of its slice, so ``lut`` counts it twice, as nextpnr's TRELLIS_COMB does). Results are cached by a hash of the RTL and the
 command, so an unchanged design returns at once.
 
 Both flows map to LUTs with ABC9, whose default script is ``&scorr; &sweep; &dc2; &dch -f -r;
@@ -33,7 +35,10 @@ from codesign.tools import Tool, find_yosys, run_tool
 
 # the synthesis command of each family a board may name (codesign.board.SYNTH_FAMILIES)
 SYNTH_COMMANDS = {"xc7": "synth_xilinx -family xc7", "xcup": "synth_xilinx -family xcup",
-                  "cyclonev": "synth_intel_alm -family cyclonev"}
+                  "cyclonev": "synth_intel_alm -family cyclonev", "ecp5": "synth_ecp5",
+                  "ice40": "synth_ice40 -device u", "gowin": "synth_gowin"}
+DSP_OPT_IN = ("ice40",)  # synth_ice40 maps arithmetic to DSP blocks only with -dsp; the others unless -nodsp
+FLATTEN_BY_DEFAULT = ("ecp5", "ice40", "gowin")  # their scripts flatten unless -noflatten
 assert set(SYNTH_COMMANDS) == set(SYNTH_FAMILIES), "every board family needs a synthesis command"
 COUNTS = ("lut", "ff", "dsp", "carry", "bram")
 FAST_ABC9_SCRIPT = "&sweep; &if {W} {D} {R} -v"
@@ -42,11 +47,18 @@ FAST_ABC9_SCRIPT = "&sweep; &if {W} {D} {R} -v"
 def synth_command(family: str, top: str, dsp: bool, flatten: bool = False) -> str:
     if family not in SYNTH_COMMANDS:
         raise BackendError(f"unknown synthesis family {family!r}; families: {', '.join(SYNTH_FAMILIES)}")
-    return f"{SYNTH_COMMANDS[family]} -top {top}" + ("" if dsp else " -nodsp") + (" -flatten" if flatten else "")
+    if family in DSP_OPT_IN:
+        dsp_flag = " -dsp" if dsp else ""
+    else:
+        dsp_flag = "" if dsp else " -nodsp"
+    return f"{SYNTH_COMMANDS[family]} -top {top}" + dsp_flag + (
+        " -flatten" if flatten and family not in FLATTEN_BY_DEFAULT else "")
 
 
 def count_cells(cells: dict[str, int], family: str) -> dict[str, int]:
     """LUT/FF/DSP/carry/BRAM totals from Yosys's cell counts."""
+    if family in LUT4_CELLS:
+        return count_lut4_cells(cells, family)
     lut = ff = dsp = carry = bram = 0
     for name, n in cells.items():
         u = name.upper().lstrip("\\$")
@@ -73,6 +85,37 @@ def count_cells(cells: dict[str, int], family: str) -> dict[str, int]:
             elif u.startswith("MISTRAL_M10K") or u.startswith("MISTRAL_MLAB"):
                 bram += n
     return {"lut": lut, "ff": ff, "dsp": dsp, "carry": carry, "bram": bram}
+
+
+# per LUT4 family: cell-name prefix -> (LUT4 it takes, counted as); ECP5's CCU2C and distributed RAM
+# take two and four LUT4 of their slices; Gowin's ALU one LUT4; iCE40's SB_CARRY sits beside its LUT
+LUT4_CELLS: dict[str, list[tuple[str, int, str]]] = {
+    "ecp5": [("LUT4", 1, "lut"), ("CCU2C", 2, "carry"), ("TRELLIS_DPR16X4", 4, "lut"), ("TRELLIS_FF", 1, "ff"),
+             ("MULT18X18D", 1, "dsp"), ("DP16KD", 1, "bram")],
+    "ice40": [("SB_LUT4", 1, "lut"), ("SB_CARRY", 0, "carry"), ("SB_DFF", 1, "ff"), ("SB_MAC16", 1, "dsp"),
+              ("SB_RAM40_4K", 1, "bram")],
+    "gowin": [("LUT", 1, "lut"), ("ALU", 1, "carry"), ("RAM16SDP", 4, "lut"), ("DFF", 1, "ff"), ("MULT", 1, "dsp"),
+              ("SDPB", 1, "bram"), ("DPB", 1, "bram"), ("SP", 1, "bram"), ("PROM", 1, "bram")],
+}
+
+
+def count_lut4_cells(cells: dict[str, int], family: str) -> dict[str, int]:
+    """LUT/FF/DSP/carry/BRAM totals of an ECP5, iCE40 or Gowin netlist; ``lut`` in LUT4 (carry cells
+    included by the LUT4 they take), ``carry`` the carry cells."""
+    out = {k: 0 for k in COUNTS}
+    for name, n in cells.items():
+        u = name.upper().lstrip("\\$")
+        for prefix, luts, kind in LUT4_CELLS[family]:
+            if u.startswith(prefix):
+                if kind == "carry":
+                    out["carry"] += n
+                    out["lut"] += luts * n
+                elif kind == "lut":
+                    out["lut"] += luts * n
+                else:
+                    out[kind] += n
+                break
+    return out
 
 
 def cache_dir() -> Path:
