@@ -199,9 +199,11 @@ endmodule
 """
 
 
-def uart_board_top(top: str, n_led: int, led_width: int) -> str:
-    """A top on the board's pins around a board-level top (``rtl_sim.uart``'s): reset tied low, LEDs sized."""
+def uart_board_top(top: str, n_led: int, led_width: int, clock_hz: int | None = None) -> str:
+    """A top on the board's pins around a board-level top (``rtl_sim.uart``'s): reset tied low, LEDs sized,
+    and its ``CLK_HZ`` parameter (when given) set to the board's oscillator, so the baud rate is right."""
     used = min(n_led, led_width)
+    params = f" #(.CLK_HZ({clock_hz}))" if clock_hz else ""
     pad = f"  assign led[{n_led - 1}:{used}] = {n_led - used}'d0;\n" if n_led > used else ""
     return f"""// Board top made by fpga-codesign's rtl_sim.pnr around {top}. Do not edit.
 `default_nettype none
@@ -212,18 +214,20 @@ module {WRAPPER_TOP} (
   output wire [{n_led - 1}:0] led
 );
   wire [{led_width - 1}:0] core_led;
-  {top} core (.clk(clk), .rst(1'b0), .uart_rx(uart_rx), .uart_tx(uart_tx), .led(core_led));
+  {top}{params} core (.clk(clk), .rst(1'b0), .uart_rx(uart_rx), .uart_tx(uart_tx), .led(core_led));
   assign led[{used - 1}:0] = core_led[{used - 1}:0];
 {pad}endmodule
 """
 
 
-def board_top(verilog: str, top: str, pnr: Pnr) -> tuple[str, str]:
+def board_top(verilog: str, top: str, board: Board) -> tuple[str, str]:
     """The wrapper's Verilog and its kind ("uart" or "shift-register") for core ``top`` on the board."""
     ports = module_ports(verilog, top)
-    n_led = max(1, len(pnr.led))
+    n_led = max(1, len(board.pnr.led))  # type: ignore[union-attr]
     if BOARD_PORTS <= set(ports):
-        return uart_board_top(top, n_led, ports["led"][1]), "uart"
+        has_clk_hz = re.search(rf"\bmodule\s+{re.escape(top)}\s*#\s*\([^;]*\bCLK_HZ\b", verilog) is not None
+        clock_hz = round(board.clock_mhz * 1e6) if has_clk_hz else None
+        return uart_board_top(top, n_led, ports["led"][1], clock_hz), "uart"
     if set(ports) != CORE_PORTS:
         raise BackendError(f"module {top!r} has ports {', '.join(sorted(ports))}; place and route takes a core "
                            f"({', '.join(sorted(CORE_PORTS))}) or a board top ({', '.join(sorted(BOARD_PORTS))})")
@@ -337,7 +341,7 @@ def place_and_route(rtl: str | Path | list[str | Path], top: str, board: Board, 
     log = out / "pnr.log"
     log.write_text("")
     verilog = "\n".join(f.read_text() for f in files)
-    wrapper, kind = board_top(verilog, top, pnr)
+    wrapper, kind = board_top(verilog, top, board)
     n_led = max(1, len(pnr.led))
     for f in files:
         shutil.copy(f, out / f.name)

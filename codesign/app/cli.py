@@ -126,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no Cast-to-float64 nodes around wide accumulators (for tools that do not take Cast)")
     _common(p)
 
+    p = sub.add_parser("implement", help="place and route with nextpnr and write a bitstream (ECP5, iCE40, Gowin boards)")
+    p.add_argument("dir")
+    p.add_argument("--board", default=None, help="a board with an open toolchain (default: the directory's board)")
+    p.add_argument("--seed", type=_positive, default=1, help="nextpnr's placement seed (default 1)")
+    p.add_argument("--target-mhz", type=float, default=None,
+                   help="nextpnr's target clock (default: the clock the RTL was pipelined for, else the board's)")
+    _common(p)
+
     p = sub.add_parser("report", help="write report.md and report.html")
     p.add_argument("dir")
     _common(p)
@@ -213,6 +221,11 @@ def run(args: argparse.Namespace) -> Any:
     if args.cmd == "export":
         res = flow.step_export(art, args.onnx, float64=not args.float32)
         rep.print(f"QONNX: {res['onnx']}")
+        return res
+    if args.cmd == "implement":
+        res = flow.step_implement(art, args.board, args.seed, args.target_mhz, progress=rep)
+        rep.print(f"bitstream: {art.dir / res['bitstream']}; Fmax {res['fmax_mhz']:.1f} MHz "
+                  f"(target {res['target_mhz']:g}), critical path {res['critical_path_ns']:.2f} ns")
         return res
     if args.cmd == "report":
         from codesign.app.report import write_report

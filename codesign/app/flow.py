@@ -183,6 +183,14 @@ def verification_samples(art: Artifact, net: Network, n_total: int | None = None
     return verification_inputs(net, X, max(n_total or MIN_VERIFY_SAMPLES, 1))
 
 
+def has_hls_backend(board: Board) -> bool:
+    """Whether hls4ml has a backend for the board's vendor (none for Lattice and Gowin parts: the flow
+    verifies those boards' designs by RTL co-simulation and place and route)."""
+    from hls.project import BACKENDS
+
+    return board.vendor in BACKENDS
+
+
 def step_hls(art: Artifact, backend: str | None = None, samples: int | None = None, form: str = "auto",
              progress: Reporter = SILENT) -> dict[str, Any]:
     from codesign.tools import cache_dir
@@ -193,6 +201,9 @@ def step_hls(art: Artifact, backend: str | None = None, samples: int | None = No
     t0 = time.perf_counter()
     net = Network.load(art.dir)
     b = load_board(art.report()["board"]["name"])
+    if not has_hls_backend(b):
+        raise BackendError(f"board {b.name!r} ({b.vendor} {b.part}): hls4ml has no backend for {b.vendor} parts; "
+                           f"'codesign rtl', 'cosim' and 'implement' build and check its design")
     backend = check_backend(b, backend or BACKENDS[b.vendor][0])
     with art.step("hls", "hls") as tmp:
         with progress.status(f"writing the hls4ml {backend} project"):
@@ -350,6 +361,42 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
     return est
 
 
+def step_implement(art: Artifact, board: str | None = None, seed: int = 1, clock_mhz: float | None = None,
+                   progress: Reporter = SILENT) -> dict[str, Any]:
+    """Place and route ``rtl/`` with nextpnr on a board with an open toolchain (``rtl_sim.pnr``): the
+    bitstream, logs and ``pnr.json`` in ``implement/``, and report.json's ``implement`` section. The target
+    clock is ``clock_mhz``, else the one the RTL was pipelined for, else the board's. The board top is the
+    UART top (``rtl/<top>_uart.v``) when the RTL step wrote one, else ``rtl_sim.pnr``'s shift-register top."""
+    from rtl_sim.pnr import place_and_route
+
+    art.require()
+    rep = art.report()
+    rtl = rep.get("rtl") or {}
+    if not rtl.get("top") or not (art.dir / "rtl").is_dir():
+        raise BackendError(f"{art.dir}: no rtl/ here; run 'codesign rtl {art.dir}' first")
+    b = load_board(board or rep["board"]["name"])
+    if b.pnr is None:
+        from codesign.board import board_names
+
+        open_boards = [n for n in board_names() if load_board(n).pnr is not None]
+        raise BackendError(f"board {b.name!r} ({b.part}) has no open place-and-route toolchain: build it with the "
+                           f"vendor's tools (hls/ has the project); boards with one: {', '.join(open_boards)}")
+    top = rtl["top"]
+    uart = art.dir / "rtl" / f"{top}_uart.v"
+    files = [art.dir / "rtl" / f"{top}.v"] + ([uart] if uart.is_file() else [])
+    target = float(clock_mhz or rtl.get("clock_mhz") or b.clock_mhz)
+    t0 = time.perf_counter()
+    with art.step("implement", "implement") as tmp:
+        r = place_and_route(files, f"{top}_uart" if uart.is_file() else top, b, tmp, target, seed=seed,
+                            progress=progress)
+        res = {k: (f"implement/{v}" if k in ("bitstream", "log") and v else v) for k, v in r.to_json(tmp).items()}
+        res["board"] = b.name
+        (tmp / "pnr.json").write_text(json.dumps(res, indent=1))
+    art.update(implement=res)
+    art.timing("implement", time.perf_counter() - t0)
+    return res
+
+
 def step_export(art: Artifact, onnx_path: str | Path, float64: bool = True) -> dict[str, Any]:
     """Write the network in ``DIR`` as QONNX; recorded in report.json under ``export``."""
     from codesign.errors import ModelFileError
@@ -387,15 +434,22 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
     with progress.status(f"loading {model}"):  # a model file that cannot be read leaves no directory behind
         net = load(model, weights=weights, trust=trust, input_type=input_type)
     preflight(cosim=True, synth=synth)  # a missing tool is reported before minutes of compression
+    if b.pnr is not None:  # the flow ends with place and route: its tools too
+        from rtl_sim.pnr import find_nextpnr, find_packer
+
+        find_nextpnr(b.pnr.arch), find_packer(b.pnr.arch)
     with jobs.executor(cluster) as ex:  # before anything is written: a bad --cluster or a missing Ray fails first
         art = Artifact(out)
         art.claim(force)
         step_compress(art, model, data, bud, method, weights, trust, input_type, progress=progress, loaded=net,
                       synth=synth)
-        step_hls(art, backend, samples, progress=progress)
+        if has_hls_backend(b):
+            step_hls(art, backend, samples, progress=progress)
         step_rtl(art, progress=progress)
         step_cosim(art, samples, progress=progress, cluster=ex)
         step_estimate(art, synth=synth, progress=progress, cluster=ex)
+        if b.pnr is not None:
+            step_implement(art, progress=progress)
     write_report(art)
     rep = art.report()
     if rep.get("fits_budget") is False:

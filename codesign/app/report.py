@@ -53,6 +53,19 @@ def _exact(v: Any) -> str:
     return {True: "bit-exact", False: "NOT bit-exact"}.get(v, "not checked")
 
 
+def implement_text(imp: dict[str, Any]) -> str:
+    """report.json's "implement" section in one line: nextpnr's Fmax, critical path, utilisation, bitstream."""
+    u = imp.get("utilisation", {})
+    used = ", ".join(f"{u[k]['used']:,}/{u[k]['available']:,} {k.upper() if k != 'lut' else 'LUT4'}"
+                     for k in ("lut", "ff", "dsp", "bram", "io") if k in u)
+    cp = imp.get("critical_path") or {}
+    met = "met" if imp.get("meets_target") else "NOT met"
+    return (f"{imp.get('tool')} on {imp.get('board')} ({imp.get('device')}): Fmax {imp.get('fmax_mhz', 0):.1f} MHz "
+            f"(target {imp.get('target_mhz', 0):g} MHz {met}), critical path {imp.get('critical_path_ns', 0):.2f} ns "
+            f"({cp.get('from_net')} → {cp.get('to_net')}); {used}; {imp.get('wrapper')} board top; "
+            f"bitstream {imp.get('bitstream')}")
+
+
 def summary_items(rep: dict[str, Any]) -> list[tuple[str, str]]:
     b = rep.get("board", {})
     acc = rep.get("accuracy", {})
@@ -79,6 +92,8 @@ def summary_items(rep: dict[str, Any]) -> list[tuple[str, str]]:
          f"on {cos.get('samples')} samples" if cos else "not run"),
         ("latency", f"{lat} cycles = {lat * 1000.0 / clock:.1f} ns at {clock} MHz, II {cos.get('ii')}" if lat else "–"),
     ]
+    if rep.get("implement"):
+        items.append(("place and route", implement_text(rep["implement"])))
     return items
 
 

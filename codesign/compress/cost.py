@@ -30,7 +30,8 @@ from codesign.errors import LayerError
 # Yosys maps a multiply to a DSP only when its operands (and, on AMD, its product) are wide
 # enough (mul2dsp's DSP_A/B/Y_MINWIDTH in synth_xilinx and synth_intel_alm); a narrower one
 # becomes LUT logic. Operands as wreduce leaves them: the input, the constant's own width.
-DSP_MIN_WIDTHS = {"xc7": (2, 2, 9), "xcup": (2, 2, 9), "cyclonev": (4, 4, 0)}  # input, constant, product
+DSP_MIN_WIDTHS = {"xc7": (2, 2, 9), "xcup": (2, 2, 9), "cyclonev": (4, 4, 0),  # input, constant, product
+                  "ecp5": (2, 2, 0), "ice40": (2, 2, 11), "gowin": (4, 4, 0)}  # synth_lattice, synth_ice40 -dsp, synth_gowin
 
 
 @lru_cache(maxsize=None)
