@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from codesign.core.arith import signed_width
+from codesign.core.cmvm import DEFAULT_DEPTH_SLACK
 from codesign.core.fixed import FixedType
 from codesign.core.layers import Add, BatchNorm, Concatenate, Dense, Flatten, GlobalAvgPool, Layer, Merge, Output, Quant
 from codesign.core.network import INPUT, Network
@@ -31,7 +33,7 @@ from codesign.errors import BackendError
 from rtl_sim.stream import (ELEMENTWISE, STREAM_LAYER_NAMES, WINDOW_LAYERS, StreamDesign, _bits, _collect, _dense_stage,
                             _elementwise, _module, _pack, _reg_chain, _Stage, _u, _unpack, _window_stage, geometry,
                             signed_w)
-from rtl_sim.verilog import Sig, _Emitter, _ident, const_sig
+from rtl_sim.verilog import Design, Sig, _Emitter, _ident, const_sig, dense_datapath, output_assigns
 
 GAP_MODEL = 64  # cycles between input pixels in the isolated-pixel schedule (longer than any stage's latency)
 
@@ -316,3 +318,151 @@ def _dense_tail(e: _Emitter, blocks: list[str], net: Network, tail: list[Layer],
                               "signals": [None if v.const is not None else v.expr for v in x],
                               "consts": [v.const for v in x], "n": 1, "type": x_type.to_hls()})
     return valid, x, x_type, latency + (sum(lats) if lats else 1)
+
+
+# ---- a residual MLP: fully parallel, the shortcut a register delay -------------------------------------
+def emit_graph_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0, mult: str | None = None,
+                       datapath: str = "cmvm", depth_slack: int | None = DEFAULT_DEPTH_SLACK) -> Design:
+    """Fully parallel Verilog for a flat network with branches (``rtl_sim.verilog.emit_verilog`` hands graph
+    networks here): each Dense with its fused element-wise layers is a registered stage as in the chain design;
+    a merge delays each earlier operand by registers to the latest operand's cycle (II stays 1), merges exactly,
+    casts, and registers its result one cycle later."""
+    if not net.quantized:
+        raise BackendError(f"network {net.name!r} is float; quantize or compress it before emitting RTL")
+    for layer in net.layers:
+        if not isinstance(layer, (Dense, *ELEMENTWISE, Add, Concatenate, Flatten, Output)):
+            raise BackendError(f"layer {layer.name!r} ({layer.kind}): the RTL emitter builds Dense, ReLU, Quant, Add "
+                               "and Concatenate layers in a flat network")
+        if isinstance(layer, Quant) and layer.per_element:
+            raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are not supported by the "
+                               "RTL emitter yet")
+    top = top or _ident(net.name)
+    sources, consumers = net.sources(), net.consumers()
+    types = {INPUT: net.input_type, **dict(zip((l.name for l in net.layers), net.tensor_types()))}
+    e = _Emitter()
+    in_t, n_in = net.input_type, net.input_shape[0]
+    x = []
+    for i in range(n_in):
+        sl = f"in_data[{i * in_t.width + in_t.width - 1}:{i * in_t.width}]"
+        src = f"$signed({sl})" if in_t.signed else f"$signed({{1'b0, {sl}}})"
+        e.lines.append(f"  wire signed [{signed_width(in_t.min_int, in_t.max_int) - 1}:0] x0_{i} = {src};")
+        x.append(Sig(f"x0_{i}", in_t.min_int, in_t.max_int))
+    vals: dict[str, tuple[list[Sig], FixedType, int]] = {INPUT: (x, in_t, 0)}  # values, type, cycle
+    stages, multipliers, delays, fused = [], {}, [], set()
+    last = INPUT
+    for k, layer in enumerate(net.layers):
+        if layer.name in fused or isinstance(layer, Output):
+            continue
+        ins = [vals[s] for s in sources[layer.name]]
+        if isinstance(layer, Flatten):
+            vals[layer.name] = ins[0]
+            last = layer.name
+            continue
+        post = _fused_post(net, k, consumers, sources) if isinstance(layer, (Dense, Merge)) else []
+        fused |= {l.name for l in post}
+        out_name = (post[-1] if post else layer).name
+        if isinstance(layer, ELEMENTWISE):  # standalone on a registered tensor: combinational
+            e.prefix = f"E{k}"
+            y, t = _elementwise(e, ins[0][0], ins[0][1].frac, ins[0][1], [layer])
+            e.prefix = ""
+            vals[out_name], last = (y, t, ins[0][2]), out_name
+            continue
+        if isinstance(layer, Dense):
+            (xs, x_t, cyc), t = ins[0], types[layer.name]
+            y, frac, extra, counts = dense_datapath(e, layer, xs, x_t, adder_regs_every, mult or layer.mult, datapath,
+                                                    depth_slack)
+            multipliers[layer.name] = counts
+            y = [e.cast(v, frac, t) for v in y]
+            cyc += 1 + extra
+        else:
+            cyc = max(c for _, _, c in ins) + 1
+            aligned = []
+            for (xs, x_t, c), name in zip(ins, sources[layer.name]):
+                for j in range(c, cyc - 1):  # the shortcut: registers up to the latest operand's cycle
+                    xs = [e.register(v, f"{_ident(layer.name)}_{_ident(name)}_d{j + 1}") for v in xs]
+                if cyc - 1 > c:
+                    delays.append({"layer": layer.name, "operand": name, "cycles": cyc - 1 - c,
+                                   "bits": (cyc - 1 - c) * sum(v.width for v in xs if v.const is None)})
+                aligned.append(xs)
+            e.prefix = f"M{k}"
+            y, _ = _merge_values(e, layer, aligned, [x_t for _, x_t, _ in ins])
+            t = layer.result_type or merge_exact_type(layer, [x_t for _, x_t, _ in ins])
+        e.prefix = f"L{k}"
+        y, t = _elementwise(e, y, t.frac, t, post)
+        e.prefix = ""
+        y = [e.register(v, f"L{k}_{_ident(layer.name)}") for v in y]
+        vals[out_name], last = (y, t, cyc), out_name
+        stages.append({"name": layer.name, "layers": [layer.name] + [l.name for l in post], "type": t.to_hls(),
+                       "n": len(y), "latency": cyc, "signals": [v.expr if v.const is None else None for v in y],
+                       "consts": [v.const for v in y]})
+        if layer.merge:
+            stages[-1]["shortcut_delays"] = [dl for dl in delays if dl["layer"] == layer.name]
+    x, out_t, cum = vals[last]
+    if cum < 1:
+        raise BackendError(f"network {net.name!r} has no hardware layers")
+    return Design(top, _flat_module(net, top, e, in_t, out_t, n_in, x, cum), in_t, out_t, n_in, len(x), cum, stages,
+                  multipliers, datapath)
+
+
+def _merge_values(e: _Emitter, layer: Merge, xs: list[list[Sig]], in_types: list[FixedType]
+                  ) -> tuple[list[Sig], int]:
+    """The exact merge of aligned operands (each shifted to the finest binary point), cast to ``result_type``;
+    the values and their fractional bits."""
+    exact = merge_exact_type(layer, in_types)
+    shifted = [[v if exact.frac == t.frac or v.const == 0 else
+                (const_sig(v.const << (exact.frac - t.frac)) if v.const is not None else
+                 e.shift_add(v, exact.frac - t.frac, const_sig(0), 0, False)) for v in vs]
+               for vs, t in zip(xs, in_types)]
+    if isinstance(layer, Add):
+        y = shifted[0]
+        for other in shifted[1:]:
+            y = [e.add(a, b) for a, b in zip(y, other)]
+    else:
+        y = [v for vs in shifted for v in vs]
+    if layer.result_type is None:
+        return y, exact.frac
+    return [e.cast(v, exact.frac, layer.result_type) for v in y], layer.result_type.frac
+
+
+def _flat_module(net: Network, top: str, e: _Emitter, in_t: FixedType, out_t: FixedType, n_in: int, x: list[Sig],
+                 cum: int) -> str:
+    outs = output_assigns(x, out_t)
+    vlines = "\n".join(f"      valid_sr[{k}] <= valid_sr[{k - 1}];" for k in range(1, cum))
+    return f"""// {top}: generated by fpga-codesign from network {net.name!r} (branches merged). Do not edit.
+// in_data : {n_in} x {in_t.to_hls()}, element i at bits [i*{in_t.width} +: {in_t.width}]
+// out_data: {len(x)} x {out_t.to_hls()}, element j at bits [j*{out_t.width} +: {out_t.width}]
+// latency : {cum} cycles from in_valid to out_valid; initiation interval 1
+`default_nettype none
+// Exact-width rounding drops low bits on purpose and pruned inputs are never read,
+// so partly used wires are expected here:
+/* verilator lint_off UNUSEDSIGNAL */
+module {top} (
+  input  wire clk,
+  input  wire rst,
+  input  wire in_valid,
+  input  wire [{n_in * in_t.width - 1}:0] in_data,
+  output wire out_valid,
+  output wire [{len(x) * out_t.width - 1}:0] out_data
+);
+{chr(10).join(e.lines)}
+  /* verilator lint_on UNUSEDSIGNAL */
+
+  always @(posedge clk) begin
+{chr(10).join(e.regs)}
+  end
+
+  reg [{cum - 1}:0] valid_sr;
+  always @(posedge clk) begin
+    if (rst) begin
+      valid_sr <= {cum}'b0;
+    end else begin
+      valid_sr[0] <= in_valid;
+{vlines}
+    end
+  end
+  assign out_valid = valid_sr[{cum - 1}];
+
+{chr(10).join(outs)}
+endmodule
+`default_nettype wire
+"""

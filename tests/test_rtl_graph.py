@@ -121,3 +121,31 @@ def test_concatenated_branches_hold_every_channel_exactly():
     net = Network("cat", (4, 4, 1), layers, FixedType(6, 2))
     d = emit_stream_verilog(net)
     assert d.n_out == 4 * 4 * 3 and [f["operand"] for f in d.fifos] == [INPUT]
+
+
+def residual_mlp(seed: int = 2) -> Network:
+    """16 -> Dense 8 -> ReLU -> [Dense 8, ReLU, Dense 8] + shortcut -> ReLU -> Concatenate with the first ReLU ->
+    Dense 3: an Add whose shortcut waits two stages, and a Concatenate of tensors of different types."""
+    rng = np.random.default_rng(seed)
+
+    def dense(name, n_in, n_out, **kw):
+        w = rng.integers(-16, 16, size=(n_in, n_out))
+        w[rng.random(w.shape) < 0.3] = 0
+        return Dense(name, w, rng.integers(-8, 8, size=n_out), weight_type=WT, bias_type=WT, result_type=ACT, **kw)
+
+    layers = [dense("fc0", 16, 8), ReLU("r0"), dense("fc1", 8, 8), ReLU("r1"), dense("fc2", 8, 8),
+              Add("add", inputs=("r0", "fc2"), result_type=FixedType(8, 4, True, "RND_CONV", "SAT")),
+              ReLU("r2", FixedType(6, 3, False, "TRN", "SAT")), Concatenate("cat", inputs=("r0", "r2")),
+              dense("fc3", 16, 3), Output("out", "argmax")]
+    return Network("residual_mlp", (16,), layers, FixedType(6, 2, True))
+
+
+def test_residual_mlp_is_bit_exact_with_its_shortcut_delayed_by_registers(tmp_path, verilator):
+    net = residual_mlp()
+    d = write_rtl(net, tmp_path / "rtl")
+    by = {st["name"]: st for st in d.stages}
+    assert [(s["operand"], s["cycles"]) for s in by["add"]["shortcut_delays"]] == [("r0", 2)]
+    assert [(s["operand"], s["cycles"]) for s in by["cat"]["shortcut_delays"]] == [("r0", 3)]
+    r = cosimulate(net, tmp_path / "rtl", tmp_path / "bulk", verification_inputs(net, None, 300, 1), mode="bulk")
+    assert r.bit_exact and r.samples == 300 and r.ii == 1.0 and r.latency_cycles == d.latency == 6, \
+        describe_mismatch(r)
