@@ -3,6 +3,8 @@ QKeras-for-Keras-3 archives with new no-op quantizer keys, and po2 weights on a 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -103,3 +105,130 @@ VIEW_REFUSALS = {
 def test_a_shape_node_that_changes_the_layout_is_refused_naming_the_node(kind):
     with pytest.raises(UnsupportedLayerError, match=VIEW_REFUSALS[kind]):
         network_from_onnx(_view_refused(kind).model())
+
+
+# ---- QKeras po2 weights on a rounding boundary: decided in TensorFlow's float32 --------------------------
+MNIST_PO2 = MODELS / "qkeras_mnist_dense.json"
+
+
+def _mnist_like(net) -> np.ndarray:
+    """The digits drawn 3x larger in a 28x28 frame, and random images on the input type's grid."""
+    from codesign.core import fixed
+    from sklearn.datasets import load_digits
+
+    img = np.kron(load_digits().images / 16.0, np.ones((3, 3)))
+    img = np.pad(img, ((0, 0), (2, 2), (2, 2))).reshape(len(img), 784)
+    rand = np.random.default_rng(7).random((300, 784))
+    return np.concatenate([img, fixed.to_float(net.quantize_input(rand), net.input_type)])
+
+
+def test_tf_log_f32_is_tensorflows_float32_log_bit_for_bit(rng):
+    from codesign.importers.keras_live import import_tf
+    from codesign.importers.qkeras_quant import tf_log_f32
+
+    tf = import_tf()
+    near = [(np.float32(2.0 ** (k + 0.5)).view(np.int32) + np.arange(-500, 500, dtype=np.int32)).view(np.float32)
+            for k in range(-12, 2)]
+    for x in [np.concatenate([*near, (rng.random(20000) * 4 + 1e-7).astype(np.float32)]),
+              *[(rng.random(n) * 2 + 1e-7).astype(np.float32) for n in (1, 7, 13, 805)]]:
+        assert np.array_equal(tf_log_f32(x), tf.math.log(tf.constant(x)).numpy())
+
+
+def test_hls4ml_qkeras_mnist_po2_example_imports_equal_to_qkeras_and_notes_its_boundary_weight():
+    from tests.keras_reference import keras_model
+
+    net = codesign.load(MNIST_PO2)
+    assert net.metadata["import_notes"] == [
+        "layer 'q_dense_2': 1 kernel weight(s) of quantized_po2 lay within 1e-05 of a rounding boundary of log2|w|, "
+        "decided by QKeras's float32 arithmetic (TensorFlow's x86-64 log): 1 up, 0 down: "
+        "[688,11] -0.04419439658522606 -> 2**-4 (up)"]
+    model = keras_model(MNIST_PO2, floatx="float32")  # QKeras's quantized_po2 does not run in float64
+    for layer in (l for l in model.layers if getattr(l, "kernel_quantizer_internal", None) is not None):
+        ours = net.layer(layer.name)
+        want = layer.kernel_quantizer_internal(layer.kernel).numpy().astype(np.float64)
+        assert np.array_equal(np.ldexp(ours.weight.astype(np.float64), -ours.weight_type.frac), want)
+    x = _mnist_like(net)
+    # every sum is exact in float32 here (2-bit inputs, 4-bit po2 weights, 784 terms), so QKeras's outputs are exact
+    logits = type(model)(model.inputs, model.layers[-2].output)  # before the softmax
+    assert np.array_equal(net.forward(x), logits(x.astype(np.float32)).numpy().astype(np.float64))
+
+
+# ---- QKeras for Keras 3: new quantizer keys at their no-op values ------------------------------------------
+KERNEL_Q = {"bits": 6, "integer": 0, "symmetric": 0, "alpha": 1, "keep_negative": True,
+            "use_stochastic_rounding": False, "qnoise_factor": 1.0, "post_training_scale": None}
+
+
+def _quantizer(cfg: dict) -> dict:
+    """A quantizer as qkerasV3's layers serialize it (``keras.saving.serialize_keras_object``)."""
+    return {"module": "qkeras.quantizers", "class_name": "quantized_bits", "config": cfg,
+            "registered_name": "qkeras>quantized_bits"}
+
+
+def _qkeras3_archive(path, kernel_q: dict, rng) -> tuple:
+    """A ``.keras`` archive as QKeras for Keras 3 (github.com/fastmachinelearning/qkerasV3) writes it: Keras 3 itself
+    saves the float twin (so metadata.json, config.json and model.weights.h5 are Keras 3's own), then each Dense entry
+    becomes what ``QDense.get_config`` adds to it (quantizers serialized with their full config, ``post_training_scale``
+    included; module ``qkeras.qlayers``), the Activation a ``QActivation``, and the weight groups take the names Keras 3
+    gives those classes (``q_dense``, ``q_dense_1``, ``q_activation``)."""
+    import json
+    import zipfile
+
+    import h5py
+    import keras
+
+    m = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="fc1"),
+                          keras.layers.Activation("relu", name="relu1"), keras.layers.Dense(5, name="fc2")])
+    for w in m.weights:
+        w.assign(rng.normal(0, 0.6, size=w.shape).astype("float32"))
+    twin = path.with_name("twin.keras")
+    m.save(twin)
+    with zipfile.ZipFile(twin) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    config = json.loads(files["config.json"])
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "Dense":
+            layer.update(module="qkeras.qlayers", class_name="QDense", registered_name="qkeras>QDense")
+            layer["config"].update(kernel_quantizer=_quantizer(kernel_q), kernel_range=None, bias_range=None,
+                                   bias_quantizer=_quantizer({**KERNEL_Q, "bits": 8, "integer": 2}))
+        elif layer["class_name"] == "Activation":
+            layer.update(module="qkeras.qlayers", class_name="QActivation", registered_name="qkeras>QActivation")
+            layer["config"]["activation"] = "quantized_relu(4,2)"
+    files["config.json"] = json.dumps(config).encode()
+    weights = path.with_name("w.h5")
+    weights.write_bytes(files["model.weights.h5"])
+    with h5py.File(weights, "r+") as f:
+        for old, new in (("dense_1", "q_dense_1"), ("dense", "q_dense"), ("activation", "q_activation")):
+            if f"layers/{old}" in f:
+                f.move(f"layers/{old}", f"layers/{new}")
+    files["model.weights.h5"] = weights.read_bytes()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    return path, [w.numpy() for w in m.weights]
+
+
+def test_a_qkeras3_archive_with_post_training_scale_null_imports_with_qkeras_09_arithmetic(tmp_path, rng):
+    from codesign.importers.keras_live import import_tf
+
+    path, (k1, b1, k2, b2) = _qkeras3_archive(tmp_path / "qk3.keras", KERNEL_Q, rng)
+    net = codesign.load(path)
+    assert [l.kind for l in net.layers] == ["Dense", "ReLU", "Dense", "Output"]
+    assert net.layer("relu1").result_type.width == 4 and net.layer("relu1").result_type.integer == 2
+    tf = import_tf()
+    from qkeras.quantizers import quantized_bits
+
+    q09 = {k: v for k, v in KERNEL_Q.items() if k != "post_training_scale"}
+    for name, w, b in (("fc1", k1, b1), ("fc2", k2, b2)):
+        layer = net.layer(name)
+        want_w = quantized_bits(**q09)(tf.constant(w)).numpy()
+        want_b = quantized_bits(**{**q09, "bits": 8, "integer": 2})(tf.constant(b)).numpy()
+        assert np.array_equal(np.ldexp(layer.weight.astype(np.float64), -layer.weight_type.frac), want_w)
+        assert np.array_equal(np.ldexp(layer.bias.astype(np.float64), -layer.bias_type.frac), want_b)
+
+
+@pytest.mark.parametrize("key, value", [("post_training_scale", [0.5] * 8), ("min_po2_exponent", -3)])
+def test_a_qkeras3_parameter_that_changes_the_arithmetic_is_refused_naming_it(key, value, tmp_path, rng):
+    path, _ = _qkeras3_archive(tmp_path / "qk3.keras", {**KERNEL_Q, "alpha": "auto_po2", key: value}, rng)
+    with pytest.raises(UnsupportedLayerError, match=rf"^layer 'fc1': kernel quantizer quantized_bits\({key}="
+                                                    rf"{re.escape(repr(value))}\) changes the arithmetic; only {key}=None"):
+        codesign.load(path)

@@ -298,7 +298,7 @@ def network_from_config(kf: KerasFile, input_type: FixedType | str | None = None
         elif cls in MERGES:
             layers.append(MERGES[cls](lname))
         elif cls in WEIGHTED:
-            layers.append(_weighted(lname, cls, cfg, w, shape, p))
+            layers.append(_weighted(lname, cls, cfg, w, shape, p, notes))
             layers.extend(activation_layers(cfg.get("activation"), lname, "_act", True))
         elif cls in ("Activation", "QActivation"):
             layers.extend(activation_layers(cfg.get("activation"), lname, "", True))
@@ -363,7 +363,7 @@ def _array(w: dict[str, np.ndarray], key: str, index: int, lname: str, want: tup
 
 
 def _weighted(lname: str, cls: str, cfg: dict[str, Any], w: dict[str, np.ndarray], shape: tuple[int, ...],
-              p: Plan) -> Layer:
+              p: Plan, notes: list[str] | None = None) -> Layer:
     nd = WEIGHTED[cls]
     if nd == 0:
         kshape = (shape[0], cfg["units"])
@@ -379,11 +379,12 @@ def _weighted(lname: str, cls: str, cfg: dict[str, Any], w: dict[str, np.ndarray
     mask = kernel != 0  # a pruned model's zeros are its mask
     if cls.startswith("Q"):
         wi, wt = weight_ints(kernel, parse_quantizer(cfg.get("kernel_quantizer"), lname, "kernel quantizer"), lname,
-                             "kernel")
+                             "kernel", notes)
         if bias is None:
             b, bt = np.zeros(kshape[-1], dtype=np.int64), FixedType(1, 1)
         else:
-            b, bt = weight_ints(bias, parse_quantizer(cfg.get("bias_quantizer"), lname, "bias quantizer"), lname, "bias")
+            b, bt = weight_ints(bias, parse_quantizer(cfg.get("bias_quantizer"), lname, "bias quantizer"), lname, "bias",
+                                notes)
         return layer_cls(lname, wi, b, mask=mask & (wi != 0), weight_type=wt, bias_type=bt, **kw)
     if p.hgq:
         wi, wt = hgq.grid_type(kernel, lname, "kernel")
