@@ -141,7 +141,12 @@ def _merge_stage(e: _Emitter, blocks: list[str], si: int, layer: Merge, post: li
     fifos, px_of = [], {}
     for i, s in enumerate(ins):
         if s.valid == ins[last].valid:
-            continue  # the same stream (or one presented with it): no wait
+            continue  # the same stream: no wait
+        if s.fast == ins[last].fast and s.slow == ins[last].slow:  # presented together (twin branches): no wait
+            blocks.append(f"`ifndef SYNTHESIS\n  always @(posedge clk) if (!rst && ({s.valid} != {ins[last].valid})) "
+                          f"$fatal(1, \"layer {layer.name}: operands {names[i]} and {names[last]} are not presented "
+                          "together\");\n`endif")
+            continue
         for sched, per in ((s.fast, ins[last].fast), (s.slow, ins[last].slow)):
             if any(a >= b for a, b in zip(sched, per)):
                 raise BackendError(f"layer {layer.name!r} ({layer.kind}): operand {names[i]!r} is not always ahead of "

@@ -1,10 +1,13 @@
-"""Streaming RTL of a residual CNN: the shortcut waits in a FIFO sized from the schedule, the Add is exact.
+"""RTL of branched networks: in a residual CNN's pixel stream the shortcut waits in a FIFO sized from the schedule,
+in a residual MLP it is a register delay; the merges are exact, then cast.
 
-One small residual network (an identity block and a 1x1-projection block, global average pooling, a Dense) is
-built once for the bulk harness and once for cocotb, the latter with input gaps.
+One small residual CNN (an identity block, a 1x1-projection block, a Concatenate, global average pooling, a Dense)
+is built once for the bulk harness and once for cocotb, the latter with input gaps; one residual MLP once.
 """
 
 from __future__ import annotations
+
+import subprocess
 
 import numpy as np
 import pytest
@@ -31,7 +34,8 @@ def _conv(rng, name, k, c_in, c_out, **kw):
 
 def residual_cnn(seed: int = 1) -> Network:
     """8x8x2 -> [conv 3x3 same, ReLU, conv 3x3 same] + identity -> ReLU -> [conv 3x3 same /2, ReLU, conv 3x3 same]
-    + conv 1x1 /2 -> ReLU -> global average pooling (4x4) -> Dense 4; each Add's result cast to its own type."""
+    + conv 1x1 /2 -> ReLU -> Concatenate with the 1x1 shortcut -> global average pooling (4x4) -> Dense 4; the first
+    Add's result cast to its own type, the second's exact."""
     rng = np.random.default_rng(seed)
     layers = [
         _conv(rng, "b1_conv1", (3, 3), 2, 2, padding="same"), ReLU("b1_relu1"),
@@ -42,8 +46,9 @@ def residual_cnn(seed: int = 1) -> Network:
         _conv(rng, "b2_conv2", (3, 3), 3, 3, padding="same"),
         _conv(rng, "b2_proj", (1, 1), 2, 3, strides=(2, 2), inputs=("b1_relu2",)),
         Add("b2_add", inputs=("b2_conv2", "b2_proj")), ReLU("b2_relu2"),
+        Concatenate("cat", inputs=("b2_relu2", "b2_proj")),
         GlobalAvgPool2D("gap", result_type=FixedType(10, 5, True, "RND", "SAT")),
-        Dense("fc", rng.integers(-16, 16, size=(3, 4)), rng.integers(-8, 8, size=4), weight_type=WT, bias_type=WT,
+        Dense("fc", rng.integers(-16, 16, size=(6, 4)), rng.integers(-8, 8, size=4), weight_type=WT, bias_type=WT,
               result_type=FixedType(12, 6, True, "RND_CONV", "SAT")),
         Output("out", "argmax"),
     ]
@@ -86,7 +91,8 @@ def test_each_shortcut_fifo_is_sized_from_the_schedule():
     """The identity shortcut waits while the two 3x3 'same' convolutions fill (about two rows of 8 pixels); the
     projection's 1x1 output, on a 4x4 grid, waits about two of its rows; the latest operand needs none."""
     d = emit_stream_verilog(residual_cnn())
-    assert [(f["layer"], f["operand"]) for f in d.fifos] == [("b1_add", INPUT), ("b2_add", "b2_proj")]
+    assert [(f["layer"], f["operand"]) for f in d.fifos] == [("b1_add", INPUT), ("b2_add", "b2_proj"),
+                                                             ("cat", "b2_proj")]
     depth = {f["layer"]: f["depth"] for f in d.fifos}
     assert 2 * 8 + 2 <= depth["b1_add"] <= 3 * 8 + 4 and 2 * 4 <= depth["b2_add"] <= 3 * 4 + 4, d.fifos
     assert all(f["bits"] > 0 for f in d.fifos)
@@ -140,6 +146,7 @@ def residual_mlp(seed: int = 2) -> Network:
     return Network("residual_mlp", (16,), layers, FixedType(6, 2, True))
 
 
+@pytest.mark.slow
 def test_residual_mlp_is_bit_exact_with_its_shortcut_delayed_by_registers(tmp_path, verilator):
     net = residual_mlp()
     d = write_rtl(net, tmp_path / "rtl")
@@ -149,3 +156,22 @@ def test_residual_mlp_is_bit_exact_with_its_shortcut_delayed_by_registers(tmp_pa
     r = cosimulate(net, tmp_path / "rtl", tmp_path / "bulk", verification_inputs(net, None, 300, 1), mode="bulk")
     assert r.bit_exact and r.samples == 300 and r.ii == 1.0 and r.latency_cycles == d.latency == 6, \
         describe_mismatch(r)
+
+
+def test_twin_branches_presented_together_need_no_fifo():
+    """Two 1x1 convolutions of one stream reach their Add on the same cycles: no FIFO, a guard in simulation."""
+    rng = np.random.default_rng(4)
+    layers = [_conv(rng, "a", (1, 1), 2, 2), _conv(rng, "b", (1, 1), 2, 2, inputs=(INPUT,)),
+              Add("add", inputs=("a", "b")), Flatten("f")]
+    d = emit_stream_verilog(Network("twins", (4, 4, 2), layers, FixedType(6, 2)))
+    assert d.fifos == [] and "are not presented together" in d.verilog
+
+
+@pytest.mark.parametrize("make", [residual_cnn, residual_mlp])
+def test_branched_verilog_is_lint_clean(make, tmp_path, verilator):
+    net = make()
+    d = write_rtl(net, tmp_path / net.name)
+    files = [str(tmp_path / net.name / f"{d.top}.v"), str(tmp_path / net.name / f"{d.top}_axis.v")]
+    proc = subprocess.run([*verilator.command, "--lint-only", "-Wall", "--top-module", f"{d.top}_axis", *files],
+                          capture_output=True, text=True, env=verilator.environ())
+    assert proc.returncode == 0 and "%Warning" not in proc.stderr, proc.stderr[:2000]
