@@ -205,14 +205,15 @@ def lower_for_backend(layers: list[Layer], in_shape: tuple[int, ...], in_type: F
     shape, t = tuple(in_shape), in_type
     for layer in layers:
         if isinstance(layer, (AvgPool, GlobalAvgPool)):
-            out += _average_as_conv(layer, shape, t)
+            out += average_as_conv(layer, shape, t)
         else:
             out.append(layer)
         t, shape = output_type(layer, t, shape), layer.output_shape(shape)
     return out
 
 
-def _average_as_conv(layer: AvgPool | GlobalAvgPool, shape: tuple[int, ...], t: FixedType) -> list[Layer]:
+def average_as_conv(layer: AvgPool | GlobalAvgPool, shape: tuple[int, ...], t: FixedType) -> list[Layer]:
+    """The convolution (then, for a global pool, the Flatten) an average pool of inputs ``shape``, ``t`` equals."""
     spatial, c = tuple(shape[:-1]), shape[-1]
     window = spatial if isinstance(layer, GlobalAvgPool) else tuple(layer.pool)
     k = _shift(layer, shape)

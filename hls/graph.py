@@ -19,10 +19,11 @@ one step. hls4ml's merge layers take two inputs: a merge of three or more is ref
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from codesign.core.fixed import FixedType
-from codesign.core.layers import Add, Concatenate, Dense, Layer, ReLU
+from codesign.core.layers import Add, AvgPool, Concatenate, Dense, GlobalAvgPool, Layer, ReLU
 from codesign.core.network import INPUT, Network
 from codesign.errors import BackendError
 from hls import cnn
@@ -120,6 +121,28 @@ def torch_graph_module(hw: Network, conv: bool, float_exact: Any) -> tuple[Any, 
         raise BackendError(f"network {hw.name!r}: torch.fx traced {len(calls)} function calls for {len(merges)} merge "
                            "layers")
     return module, dict(zip(merges, calls))
+
+
+def lower_for_backend(hw: Network, backend: str) -> list[Layer]:
+    """``cnn.lower_for_backend`` over a graph: on Quartus/oneAPI each average pool becomes the convolution it equals
+    (a global one then a Flatten, ``<pool>_flat``, which its readers then read)."""
+    if backend not in ("quartus", "oneapi"):
+        return list(hw.layers)
+    sources = hw.sources()
+    types = {INPUT: hw.input_type, **{l.name: t for l, t in zip(hw.layers, hw.tensor_types())}}
+    alias: dict[str, str] = {}
+    out: list[Layer] = []
+    for layer, shapes in zip(hw.layers, hw.input_shapes()):
+        srcs = tuple(alias.get(s, s) for s in sources[layer.name])
+        if isinstance(layer, (AvgPool, GlobalAvgPool)):
+            made = cnn.average_as_conv(layer, shapes[0], types[srcs[0]])
+            made[0].inputs = srcs
+            alias[layer.name] = made[-1].name
+            out += made
+        else:
+            out.append(copy.copy(layer))
+            out[-1].inputs = srcs
+    return Network(hw.name, hw.input_shape, out, hw.input_type).layers
 
 
 def graph_precisions(hw: Network, weighted: Any) -> dict[str, dict[str, str]]:

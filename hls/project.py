@@ -272,7 +272,8 @@ def write_project(net: Network, board: Board, backend: str, out_dir: str | Path,
     branched = graph.is_graph(layers)
     if conv:
         cnn.check_backend_layers(layers, backend)
-        layers = cnn.lower_for_backend(layers, tuple(net.input_shape), net.input_type, backend)
+        layers = graph.lower_for_backend(hw_network(net, layers), backend) if branched else cnn.lower_for_backend(
+            layers, tuple(net.input_shape), net.input_type, backend)
     plans = layer_plans(layers, backend, form, conv)
     if any(p.get("Compression") for p in plans.values()):
         compressed.register_fixes()
