@@ -97,6 +97,7 @@ def _module(d: Design, clock_hz: int, baud: int) -> str:
             ext.append(f"{{{{{bo * 8 - ow}{{{fill}}}}}, {sl}}}")
     greater = f"$signed(scan[{ow - 1}:0]) > $signed(best)" if signed else f"scan[{ow - 1}:0] > best"
     scan_next = f"{{{ow}'b0, scan[{n * ow - 1}:{ow}]}}" if n > 1 else "scan"
+    scan_first = f"{{{ow}'b0, core_data[{n * ow - 1}:{ow}]}}" if n > 1 else "core_data"  # outputs 1.. in turn
     lw, cw = n * bo * 8, class_bytes(n) * 8
     rw = lw + cw
     total = 1 + class_bytes(n) + n * bo
@@ -262,7 +263,7 @@ module {d.top}_uart #(
     end else begin
       case (phase)
         IDLE: if (core_valid) begin
-                scan <= {scan_next};
+                scan <= {scan_first};
                 best <= core_data[{ow - 1}:0];
                 best_i <= {cw}'d0;
                 j <= {cw + 1}'d1;

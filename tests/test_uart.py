@@ -1,0 +1,141 @@
+"""The UART board top (rtl_sim/uart.py) driven through its serial pins in cocotb, with the host side
+(codesign/app/board_host.py) encoding the requests and decoding the replies: the class, the logits and
+the LEDs bit-exact against the reference; and the host side alone on byte streams.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import numpy as np
+import pytest
+
+from codesign.app.board_host import Framing, Reply, classify, decode_reply, encode_sample
+from codesign.core.fixed import FixedType
+from codesign.core.network import Network
+from codesign.core.verify import verification_inputs
+from codesign.errors import BackendError, DataError, ToolFailedError
+from codesign.tools import find_verilator
+from rtl_sim.cosim import write_rtl
+from rtl_sim.uart import REPLY_SYNC, REQUEST_SYNC, clks_per_bit, emit_uart_top
+from rtl_sim.wrapper_sim import run_uart
+from tests.test_rtl_stream import tiny_cnn
+
+TIMEOUT_BITS = 200  # the bench's request timeout (the default is 20,000 bit times)
+
+
+@pytest.fixture(scope="module")
+def verilator():
+    return find_verilator()
+
+
+def _through_the_pins(net: Network, q: np.ndarray, root, junk: bool = False) -> tuple[list[Reply], dict]:
+    """Write the RTL, send every sample as a request through uart_rx, decode each reply from uart_tx. With
+    ``junk``: a stray byte before the first request and a truncated request, abandoned, before them."""
+    d = write_rtl(net, root / "rtl")
+    f = Framing.from_rtl_dir(root / "rtl")
+    requests = [encode_sample(x, f) for x in q]
+    idle, answered = [0] * len(q), [True] * len(q)
+    if junk:
+        requests = [bytes([0x13]) + requests[0][: len(requests[0]) // 2]] + requests
+        idle, answered = [0, TIMEOUT_BITS + 50] + idle[1:], [False] + answered
+    res = run_uart(d, root / "rtl", root / "bench", requests, f.reply_bytes, clks_per_bit=4, idle_bits=idle,
+                   answered=answered, timeout_bits=TIMEOUT_BITS)
+    assert not res["timed_out"], f"no reply after {len(res['replies']) - 1} requests"
+    return [decode_reply(bytes(r), f) for r in res["replies"]], res
+
+
+def _check(net: Network, q: np.ndarray, replies: list[Reply], leds: list[int]) -> np.ndarray:
+    ref = net.forward_int(q).values.reshape(len(q), -1)
+    assert [r.logits.tolist() for r in replies] == ref.tolist()
+    classes = np.argmax(ref, axis=1)  # numpy's argmax: the lowest index on ties
+    assert [r.cls for r in replies] == classes.tolist() and leds == (classes & 0xFF).tolist()
+    return ref
+
+
+def test_a_small_mlp_classifies_bit_exact_through_the_serial_pins(small_mlp, tmp_path, verilator):
+    """With a stray byte and an abandoned request first; outputs 1 and 3 are equal (the same weights), so
+    wherever they are the largest the class must be 1, the lowest index."""
+    net = copy.deepcopy(small_mlp)
+    fc3 = net.layer("fc3")
+    fc3.weight[:, 3], fc3.bias[3] = fc3.weight[:, 1], fc3.bias[1]
+    q = verification_inputs(net, None, 50, 4)  # the input type's corners first, then random
+    replies, res = _through_the_pins(net, q, tmp_path, junk=True)
+    ref = _check(net, q, replies, res["leds"])
+    assert sum(int(row[1] == row[3] == row.max()) for row in ref) >= 5  # the tie rule was exercised
+
+
+def test_a_cnn_streams_its_pixels_from_the_serial_line_bit_exact(tmp_path, verilator):
+    net = tiny_cnn()
+    q = verification_inputs(net, None, 4, 7)
+    replies, res = _through_the_pins(net, q, tmp_path)
+    _check(net, q, replies, res["leds"])
+
+
+@pytest.mark.slow
+def test_the_default_flow_network_classifies_1000_digits_bit_exact_through_the_pins(default_run, digits, tmp_path,
+                                                                                     verilator):
+    code, out = default_run
+    assert code == 0
+    net = Network.load(out)
+    x = np.concatenate([digits.X_test, digits.X_val, digits.X_train])[:1000]
+    q = net.quantize_input(x)
+    replies, res = _through_the_pins(net, q, tmp_path)
+    _check(net, q, replies, res["leds"])
+    y = np.concatenate([digits.y_test, digits.y_val, digits.y_train])[:1000]
+    print(f"board accuracy on 1,000 digits: {np.mean([r.cls for r in replies] == y):.3f}")
+
+
+# ---- the host side alone ------------------------------------------------------------------------
+FRAMING = Framing(FixedType(10, 3), 3, FixedType(12, 5), 2)  # two bytes per input and per output
+
+
+def test_a_request_is_the_sync_byte_and_each_integer_in_whole_bytes_little_endian():
+    assert encode_sample(np.array([1, -2, 511]), FRAMING) == bytes([REQUEST_SYNC, 1, 0, 0xFE, 0xFF, 0xFF, 0x01])
+
+
+def test_an_input_outside_the_type_is_refused_naming_it():
+    with pytest.raises(DataError, match=r"^input 1 is 512, outside ap_fixed<10,3,AP_TRN,AP_WRAP> \[-512, 511\]; "
+                                        r"quantize it first$"):
+        encode_sample(np.array([0, 512, 0]), FRAMING)
+
+
+def test_a_reply_decodes_to_the_class_and_the_signed_logits():
+    r = decode_reply(bytes([REPLY_SYNC, 1, 0xFF, 0xFF, 0x00, 0x08]), FRAMING)
+    assert (r.cls, r.logits.tolist()) == (1, [-1, 2048])
+
+
+class _Loopback(io.RawIOBase):
+    """A board stand-in: answers any request with ``reply`` after some line noise, a few bytes per read."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.sent, self.out = b"", b"\x00\xff" + reply
+
+    def write(self, b) -> int:
+        self.sent += bytes(b)
+        return len(b)
+
+    def read(self, n: int = -1) -> bytes:
+        got, self.out = self.out[:min(n, 3)], self.out[min(n, 3):]
+        return got
+
+
+def test_classify_skips_noise_before_the_reply_and_reads_it_in_pieces():
+    port = _Loopback(bytes([REPLY_SYNC, 0, 0x05, 0x00, 0xFB, 0xFF]))
+    r = classify(port, np.array([0, 1, 2]), FRAMING)
+    assert port.sent == encode_sample(np.array([0, 1, 2]), FRAMING) and (r.cls, r.logits.tolist()) == (0, [5, -5])
+
+
+def test_a_reply_that_stops_is_a_clear_error():
+    with pytest.raises(ToolFailedError, match=r"^the board sent 3 of 6 reply bytes and then nothing; check the port"):
+        classify(_Loopback(bytes([REPLY_SYNC, 0, 0x05])), np.array([0, 1, 2]), FRAMING)
+
+
+def test_clocks_per_bit_follow_the_clock_and_a_too_fast_baud_is_refused(small_mlp):
+    from rtl_sim.verilog import emit_verilog
+
+    assert (clks_per_bit(100e6, 115_200), clks_per_bit(25e6, 115_200), clks_per_bit(12e6, 115_200)) == (868, 217, 104)
+    with pytest.raises(BackendError, match=r"^a 400000 Hz clock gives 3 clocks per bit at 115200 baud; the UART needs "
+                                        r"at least 4: lower the baud rate$"):
+        emit_uart_top(emit_verilog(small_mlp), clock_hz=400_000)
