@@ -33,7 +33,8 @@ from codesign.errors import BackendError
 from rtl_sim.stream import (ELEMENTWISE, STREAM_LAYER_NAMES, WINDOW_LAYERS, StreamDesign, _bits, _collect, _dense_stage,
                             _elementwise, _module, _pack, _reg_chain, _Stage, _u, _unpack, _window_stage, geometry,
                             signed_w)
-from rtl_sim.verilog import Design, Sig, _Emitter, _ident, const_sig, dense_datapath, output_assigns
+from rtl_sim.verilog import (Design, Sig, _Emitter, _ident, _timing_args, const_sig, dense_datapath, output_assigns,
+                             tail_steps)
 
 GAP_MODEL = 64  # cycles between input pixels in the isolated-pixel schedule (longer than any stage's latency)
 
@@ -193,11 +194,12 @@ def _merge_stage(e: _Emitter, blocks: list[str], si: int, layer: Merge, post: li
 
 # ---- the design --------------------------------------------------------------------------------------
 def emit_graph_stream(net: Network, top: str | None = None, adder_regs_every: int = 0, mult: str | None = None,
-                      datapath: str | None = None, fifo_depths: dict[str, dict[str, int]] | None = None
-                      ) -> StreamDesign:
+                      datapath: str | None = None, fifo_depths: dict[str, dict[str, int]] | None = None,
+                      clock_mhz: float | None = None, family: str | None = None) -> StreamDesign:
     """The streaming design of a network whose pixel stream branches and rejoins at merges (see the module
     docstring); ``rtl_sim.stream.emit_stream_verilog`` hands graph networks here. ``fifo_depths`` overrides the
-    schedule's depth of a merge's operand FIFO (``{merge: {operand: depth}}``), to check the overflow guard."""
+    schedule's depth of a merge's operand FIFO (``{merge: {operand: depth}}``), to check the overflow guard;
+    ``clock_mhz``/``family`` place the kernels' adder-graph registers by the delay model, as in the chain design."""
     if not net.quantized:
         raise BackendError(f"network {net.name!r} is float; quantize or compress it before emitting RTL")
     if len(net.input_shape) < 2:
@@ -209,7 +211,7 @@ def emit_graph_stream(net: Network, top: str | None = None, adder_regs_every: in
     dp = {} if datapath is None else {"datapath": datapath}
     sources, consumers = net.sources(), net.consumers()
     types = {INPUT: net.input_type, **dict(zip((l.name for l in net.layers), net.tensor_types()))}
-    e, blocks = _Emitter(), []
+    e, blocks = _Emitter(True, None, *_timing_args(clock_mhz, family, adder_regs_every)), []
     in_t, c_in = net.input_type, net.input_shape[-1]
     pixels = int(np.prod(net.input_shape[:-1]))
     px = []
@@ -268,8 +270,8 @@ def emit_graph_stream(net: Network, top: str | None = None, adder_regs_every: in
                                             design_stages)
     verilog = _module(net, top, e, blocks, in_t, c_in, x, x_type, valid, pixels, latency)
     d = StreamDesign(top, verilog, in_t, x_type, c_in, len(x), latency, design_stages, multipliers,
-                     in_shape=list(net.input_shape), pixels=pixels, cycles_per_image=pixels, outputs_per_image=1,
-                     layers=layers_info, fifos=fifos)
+                     timing=e.timing(latency, float(pixels)), in_shape=list(net.input_shape), pixels=pixels,
+                     cycles_per_image=pixels, outputs_per_image=1, layers=layers_info, fifos=fifos)
     return d
 
 
@@ -327,11 +329,12 @@ def _dense_tail(e: _Emitter, blocks: list[str], net: Network, tail: list[Layer],
 
 # ---- a residual MLP: fully parallel, the shortcut a register delay -------------------------------------
 def emit_graph_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0, mult: str | None = None,
-                       datapath: str = "cmvm", depth_slack: int | None = DEFAULT_DEPTH_SLACK) -> Design:
+                       datapath: str = "cmvm", depth_slack: int | None = DEFAULT_DEPTH_SLACK,
+                       clock_mhz: float | None = None, family: str | None = None) -> Design:
     """Fully parallel Verilog for a flat network with branches (``rtl_sim.verilog.emit_verilog`` hands graph
     networks here): each Dense with its fused element-wise layers is a registered stage as in the chain design;
     a merge delays each earlier operand by registers to the latest operand's cycle (II stays 1), merges exactly,
-    casts, and registers its result one cycle later."""
+    casts, and registers its result one cycle later. ``clock_mhz``/``family`` as in ``emit_verilog``."""
     if not net.quantized:
         raise BackendError(f"network {net.name!r} is float; quantize or compress it before emitting RTL")
     for layer in net.layers:
@@ -344,7 +347,7 @@ def emit_graph_verilog(net: Network, top: str | None = None, adder_regs_every: i
     top = top or _ident(net.name)
     sources, consumers = net.sources(), net.consumers()
     types = {INPUT: net.input_type, **dict(zip((l.name for l in net.layers), net.tensor_types()))}
-    e = _Emitter()
+    e = _Emitter(True, None, *_timing_args(clock_mhz, family, adder_regs_every))
     in_t, n_in = net.input_type, net.input_shape[0]
     x = []
     for i in range(n_in):
@@ -375,7 +378,7 @@ def emit_graph_verilog(net: Network, top: str | None = None, adder_regs_every: i
         if isinstance(layer, Dense):
             (xs, x_t, cyc), t = ins[0], types[layer.name]
             y, frac, extra, counts = dense_datapath(e, layer, xs, x_t, adder_regs_every, mult or layer.mult, datapath,
-                                                    depth_slack)
+                                                    depth_slack, tail_steps(t, post))
             multipliers[layer.name] = counts
             y = [e.cast(v, frac, t) for v in y]
             cyc += 1 + extra
@@ -406,7 +409,7 @@ def emit_graph_verilog(net: Network, top: str | None = None, adder_regs_every: i
     if cum < 1:
         raise BackendError(f"network {net.name!r} has no hardware layers")
     return Design(top, _flat_module(net, top, e, in_t, out_t, n_in, x, cum), in_t, out_t, n_in, len(x), cum, stages,
-                  multipliers, datapath)
+                  multipliers, datapath, e.timing(cum))
 
 
 def _merge_values(e: _Emitter, layer: Merge, xs: list[list[Sig]], in_types: list[FixedType]

@@ -337,7 +337,7 @@ class _Emitter:
 
 def stages_of(net: Network) -> list[Stage]:
     """Group the network into stages: each Dense with the element-wise layers after it."""
-    net.check_chain("the RTL emitter's stages (emit_verilog builds a branched MLP without a trace or clock target)")
+    net.check_chain("the RTL emitter's stages (emit_verilog builds a branched MLP without a trace)")
     if not net.quantized:
         raise BackendError(f"network {net.name!r} is float; quantize or compress it before emitting RTL")
     stages: list[Stage] = []
@@ -383,10 +383,10 @@ def emit_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0
     ``trace``, a list, receives every arithmetic wire and each Dense's results (``rtl_sim.formal`` checks them)."""
     if len(net.input_shape) != 1:
         raise BackendError(f"network {net.name!r}: RTL emission supports flat (1-D) inputs, not {net.input_shape}")
-    if not net.is_chain and clocked and trace is None and clock_mhz is None:
+    if not net.is_chain and clocked and trace is None:
         from rtl_sim.branches import emit_graph_verilog  # a residual MLP: the shortcut a register delay
 
-        return emit_graph_verilog(net, top, adder_regs_every, mult, datapath, depth_slack)
+        return emit_graph_verilog(net, top, adder_regs_every, mult, datapath, depth_slack, clock_mhz, family)
     top = top or _ident(net.name)
     stages = stages_of(net)
     e = _Emitter(clocked, trace, *_timing_args(clock_mhz, family, adder_regs_every))
