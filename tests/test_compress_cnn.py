@@ -123,8 +123,8 @@ def test_relu_after_average_pooling_is_refused_naming_the_layer(rng):
 
     layers = [Conv2D("c1", _he(rng, 3, 3, 1, 2), np.zeros(2)), L.AvgPool2D("ap", (2, 2)), ReLU("late_relu"),
               Flatten("f"), Dense("fc", _he(rng, 18, 10), np.zeros(10))]
-    with pytest.raises(LayerError, match=r"^layer 'late_relu': CNN compression expects each ReLU right after a Conv or "
-                                         r"Dense \(max-pooling between them is fine\)$"):
+    with pytest.raises(LayerError, match=r"^layer 'late_relu': CNN compression expects each ReLU right after a Conv, "
+                                         r"Dense or Add that nothing else reads \(max-pooling between them is fine\)$"):
         qcnn_from_network(Network("bad", (8, 8, 1), layers))
 
 

@@ -26,7 +26,8 @@ from codesign.board import Board
 from codesign.compress.conv_cost import kernel_dense, live_outputs
 from codesign.compress.cost import term_lut, total_cost
 from codesign.compress.qat import QDense
-from codesign.compress.qcnn import QCNN, QConv, consumers, network_from_qcnn, stage_inputs, unit_rows
+from codesign.compress.qcnn import (QCNN, QConv, consumers, network_from_qcnn, stage_input_types, stage_inputs,
+                                    unit_rows)
 from codesign.compress.prune import EXTRA_DIGIT_PRICE, METHODS
 from codesign.core.arith import CSD_MAX_DIGITS, csd_count
 from codesign.core.fixed import FixedType
@@ -76,11 +77,10 @@ def _dense_view(stage: QDense) -> tuple[np.ndarray, int | None]:
 def weight_costs(model: QCNN, family: str, dsp_price: float) -> list[np.ndarray]:
     """LUT-equivalent cost of keeping each weight (its output's term price per CSD digit), weight-shaped."""
     out = []
-    t_in = model.input_type or FixedType(9, 4)
-    for stage in model.stages:
+    for stage, t_in in zip(model.stages, stage_input_types(model)):
         if not isinstance(stage, QDense):
-            t_in = getattr(stage, "result_type", None) or t_in
             continue
+        t_in = t_in or FixedType(9, 4)
         w, wbits = _dense_view(stage)
         if wbits is None:
             digits, wbits = np.where(w != 0, 3.0, 0.0), 8
@@ -91,7 +91,6 @@ def weight_costs(model: QCNN, family: str, dsp_price: float) -> list[np.ndarray]
         lut = (1.0 + EXTRA_DIGIT_PRICE * np.maximum(digits - 1, 0)) * term_lut(family, t_in, wbits, terms, acc)[None, :]
         cost = np.where(digits > CSD_MAX_DIGITS, dsp_price, lut)
         out.append(np.where(w != 0, np.maximum(cost, 1e-3), 0.0).reshape(stage.weight.shape))
-        t_in = stage.relu_type or stage.result_type or t_in
     return out
 
 
@@ -233,7 +232,11 @@ def prune_channels(model: QCNN, ranked: list[tuple[float, int, int]], n: int, mi
 def shrink_cnn(net: Network) -> Network:
     """Drop the units (channels, neurons) that can no longer affect the output: no weights and no bias,
     or before a ReLU never above zero for any input (their value is exactly 0), or nothing reads them. The next layer loses the matching inputs, and
-    accumulator types are recomputed exactly (the outputs are unchanged, bit for bit)."""
+    accumulator types are recomputed exactly (the outputs are unchanged, bit for bit). A network with branches
+    is returned as it is: its units are tied across merges, and the cost model already prices dead units as
+    constants."""
+    if not net.is_chain:
+        return net
     layers = copy.deepcopy(net.layers)
     idx = [i for i, l in enumerate(layers) if isinstance(l, Weighted)]
     types = net.tensor_types()

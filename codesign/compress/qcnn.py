@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -28,14 +29,16 @@ from codesign.compress.qat import Precision, QDense, fake_quant, trained_type
 from codesign.compress.quantize import fixed_for_values, fold_batchnorm
 from codesign.core import fixed
 from codesign.core.fixed import FixedType
-from codesign.core.layers import Conv, Conv1D, Conv2D, Dense, Flatten, Layer, MaxPool, MaxPool1D, MaxPool2D, Output, ReLU
-from codesign.core.network import Network
+from codesign.core import reference
+from codesign.core.layers import (Add, Concatenate, Conv, Conv1D, Conv2D, Dense, Flatten, Layer, MaxPool, MaxPool1D,
+                                  MaxPool2D, Merge, Output, ReLU)
+from codesign.core.network import INPUT, Network
 from codesign.core.reference import exact_accum_type
-from codesign.errors import LayerError
+from codesign.errors import ConfigError, LayerError
 
 # the layers the CNN path trains (AvgPool/GlobalAvgPool join through ``_pool_kinds`` once the IR has them)
 SUPPORTED = ("Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool1D",
-             "GlobalAvgPool2D", "Flatten", "Dense", "ReLU", "BatchNorm (folded)")
+             "GlobalAvgPool2D", "Flatten", "Dense", "ReLU", "Add", "Concatenate", "BatchNorm (folded)")
 
 
 class QConv(QDense):
@@ -143,24 +146,68 @@ class QFlatten(nn.Module):
         return x.reshape(x.shape[0], -1)
 
 
+class QMerge(nn.Module):
+    """Add (the exact sum: float64 holds it) or Concatenate on channels, then the cast to ``result_type`` and
+    the ReLU (with its cast) when one reads the merge alone, as for a weighted stage."""
+
+    def __init__(self, layer: Merge) -> None:
+        super().__init__()
+        self.name, self.kind = layer.name, layer.kind
+        self.result_type: FixedType | None = None
+        self.relu, self.relu_type, self.relu_name = False, None, ""
+
+    def exact(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(xs).sum(dim=0) if self.kind == "Add" else torch.cat(xs, dim=-1)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        return _activate(self, self.exact(xs))
+
+    def assign(self, xs: list[torch.Tensor], prec: Precision) -> None:
+        """A ReLU's cast to ``act_bits`` (the sum before it stays exact), or an Add's result to ``act_bits``."""
+        self.result_type, self.relu_type = None, None
+        y = self.exact(xs).numpy()
+        if self.relu:
+            self.relu_type = fixed_for_values(np.maximum(y, 0), prec.act_bits, signed=False)
+        elif self.kind == "Add":
+            self.result_type = fixed_for_values(y, prec.act_bits)
+
+    def to_layer(self, inputs: tuple[str, ...]) -> Layer:
+        return (Add if self.kind == "Add" else Concatenate)(self.name, result_type=self.result_type, inputs=inputs)
+
+
 class QCNN(nn.Module):
-    """Conv/pool/Flatten/Dense stages on channels-last inputs; ``input_type`` quantizes the input when set."""
+    """Conv/pool/Flatten/Dense/merge stages on channels-last inputs; ``input_type`` quantizes the input when set.
+    ``sources[i]`` are the stages stage ``i`` reads (-1: the input); a chain reads ``(i - 1,)``."""
 
     def __init__(self, stages: list[nn.Module], input_shape: tuple[int, ...], input_type: FixedType | None,
-                 head: str) -> None:
+                 head: str, sources: list[tuple[int, ...]] | None = None) -> None:
         super().__init__()
         self.stages = nn.ModuleList(stages)
+        self.sources = sources or [(i - 1,) for i in range(len(stages))]
         self.input_shape = tuple(input_shape)
         self.input_type = input_type
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trace(x)[-1]
+
+    def trace(self, x: torch.Tensor, each: Callable[[int, Any], None] | None = None) -> list[torch.Tensor]:
+        """Every stage's output for a batch; ``each(i, stage_input)`` sees each stage's input first."""
         x = x.reshape(x.shape[0], *self.input_shape)
         if self.input_type is not None:
             x = fake_quant(x, self.input_type)
-        for stage in self.stages:
-            x = stage(x)
-        return x
+        outs: list[torch.Tensor] = []
+        for i, (stage, src) in enumerate(zip(self.stages, self.sources)):
+            ins = [x if s < 0 else outs[s] for s in src]
+            arg = ins if isinstance(stage, QMerge) else ins[0]
+            if each is not None:
+                each(i, arg)
+            outs.append(stage(arg))
+        return outs
+
+    @property
+    def is_chain(self) -> bool:
+        return all(src == (i - 1,) for i, src in enumerate(self.sources))
 
     @property
     def quantized(self) -> bool:
@@ -171,8 +218,9 @@ class QCNN(nn.Module):
 
 
 def is_cnn(net: Network) -> bool:
-    """True when the network has convolutions or pooling (the CNN compression path)."""
-    return len(net.input_shape) > 1 or any(isinstance(l, (Conv, MaxPool)) or "Pool" in l.kind for l in net.layers)
+    """True when the network has convolutions or pooling, or branches (the CNN compression path: its stages
+    follow the graph)."""
+    return not net.is_chain or len(net.input_shape) > 1 or any(isinstance(l, (Conv, MaxPool)) or "Pool" in l.kind for l in net.layers)
 
 
 def _float_layers(net: Network) -> Network:
@@ -184,11 +232,13 @@ def _float_layers(net: Network) -> Network:
         layer = copy.deepcopy(layer)
         if isinstance(layer, Conv) and layer.quantized:
             layer = type(layer)(layer.name, layer.float_weight(), layer.float_bias(), mask=layer.mask,
-                                strides=layer.strides, padding=layer.padding)
+                                strides=layer.strides, padding=layer.padding, inputs=layer.inputs)
         elif isinstance(layer, Dense) and layer.quantized:
-            layer = Dense(layer.name, layer.float_weight(), layer.float_bias(), mask=layer.mask)
+            layer = Dense(layer.name, layer.float_weight(), layer.float_bias(), mask=layer.mask, inputs=layer.inputs)
         elif isinstance(layer, ReLU):
-            layer = ReLU(layer.name)
+            layer = ReLU(layer.name, inputs=layer.inputs)
+        elif isinstance(layer, Merge):
+            layer = type(layer)(layer.name, inputs=layer.inputs)
         layers.append(layer)
     return Network(net.name, net.input_shape, layers, None, dict(net.metadata))
 
@@ -196,123 +246,160 @@ def _float_layers(net: Network) -> Network:
 def qcnn_from_network(net: Network) -> QCNN:
     """A float QCNN from a CNN Network (fixed-point weights become their values; BatchNorm folded)."""
     fnet = _float_layers(net)
+    sources, readers = fnet.sources(), fnet.consumers()
     stages: list[nn.Module] = []
-    shape = fnet.input_shape
-    for layer, out_shape in zip(fnet.layers, fnet.shapes()):
+    srcs: list[tuple[int, ...]] = []
+    at: dict[str, int] = {INPUT: -1}  # IR tensor -> the stage whose output it is
+    for layer, in_shapes in zip(fnet.layers, fnet.input_shapes()):
+        src = tuple(at[s] for s in sources[layer.name])
+        if isinstance(layer, (ReLU, Output)):
+            if isinstance(layer, ReLU):
+                _fuse_relu(layer, sources, readers, stages)
+            at[layer.name] = src[0]
+            continue
         if isinstance(layer, Conv):
-            stages.append(QConv(layer, shape))
+            stage = QConv(layer, in_shapes[0])
         elif isinstance(layer, Dense):
-            stages.append(QDense(layer.name, layer.weight, layer.bias, layer.mask))
-        elif isinstance(layer, ReLU):
-            w = next((s for s in reversed(stages) if isinstance(s, QDense)), None)
-            # max-pooling commutes with ReLU: conv -> pool -> ReLU is conv -> ReLU -> pool
-            between_ok = all(isinstance(s, QPool) and s.kind.startswith("MaxPool") for s in stages[stages.index(w) + 1:]) \
-                if w is not None else False
-            if w is None or w.relu or not between_ok:
-                raise LayerError(f"layer {layer.name!r}: CNN compression expects each ReLU right after a Conv or "
-                                 "Dense (max-pooling between them is fine)")
-            w.relu, w.relu_name = True, layer.name
+            stage = QDense(layer.name, layer.weight, layer.bias, layer.mask)
         elif isinstance(layer, MaxPool):
-            stages.append(QPool(layer))
+            stage = QPool(layer)
         elif isinstance(layer, Flatten):
-            stages.append(QFlatten(layer.name))
-        elif isinstance(layer, Output):
-            pass
+            stage = QFlatten(layer.name)
+        elif isinstance(layer, Merge):
+            stage = QMerge(layer)
         elif "AvgPool" in layer.kind:  # average pooling (exact: power-of-two windows)
-            stages.append(QAvgPool(layer, shape))
+            stage = QAvgPool(layer, in_shapes[0])
         else:
             raise LayerError(f"layer {layer.name!r} ({layer.kind}): CNN compression supports {', '.join(SUPPORTED)}")
-        shape = out_shape
+        at[layer.name] = len(stages)
+        stages.append(stage)
+        srcs.append(src)
     if not any(isinstance(s, QDense) for s in stages):
         raise LayerError(f"network {net.name!r} has no weighted layer to compress")
-    return QCNN(stages, fnet.input_shape, None, fnet.head)
+    return QCNN(stages, fnet.input_shape, None, fnet.head, srcs)
 
 
-def stage_inputs(model: QCNN, X: np.ndarray) -> list[torch.Tensor]:
-    """The input tensor of every stage over ``X`` (quantized input when the model is)."""
-    x = torch.tensor(np.asarray(X, dtype=np.float64)).reshape(len(X), *model.input_shape)
-    if model.input_type is not None:
-        x = fake_quant(x, model.input_type)
-    outs = []
+def _fuse_relu(relu: ReLU, sources: dict[str, tuple[str, ...]], readers: dict[str, list[str]],
+               stages: list[nn.Module]) -> None:
+    """Fold a ReLU into the weighted or merge stage it reads, through max-pooling (which commutes with it), when
+    nothing else reads the tensors on the way."""
+    by_stage = {s.name: s for s in stages}
+    name = sources[relu.name][0]
+    while True:
+        stage = by_stage.get(name)
+        if len(readers.get(name, [])) != 1:
+            break
+        if isinstance(stage, (QDense, QMerge)) and not stage.relu:
+            stage.relu, stage.relu_name = True, relu.name
+            return
+        if not isinstance(stage, QPool):
+            break
+        name = sources[name][0]
+    raise LayerError(f"layer {relu.name!r}: CNN compression expects each ReLU right after a Conv, Dense or Add that "
+                     "nothing else reads (max-pooling between them is fine)")
+
+
+def stage_inputs(model: QCNN, X: np.ndarray) -> list[torch.Tensor | list[torch.Tensor]]:
+    """The input of every stage over ``X`` (quantized input when the model is; a merge's: the list of its inputs)."""
+    outs: list[Any] = []
     with torch.no_grad():
-        for stage in model.stages:
-            outs.append(x)
-            x = stage(x)
+        model.trace(torch.tensor(np.asarray(X, dtype=np.float64)), lambda i, x: outs.append(x))
     return outs
+
+
+def stage_input_types(model: QCNN) -> list[FixedType | None]:
+    """The type each stage reads (its first input's), as the stages' casts set it (None before typing)."""
+    outs: list[FixedType | None] = []
+    ins: list[FixedType | None] = []
+    for stage, src in zip(model.stages, model.sources):
+        t = model.input_type if src[0] < 0 else outs[src[0]]
+        ins.append(t)
+        outs.append(getattr(stage, "relu_type", None) or getattr(stage, "result_type", None) or t)
+    return ins
 
 
 def assign_types(model: QCNN, prec: Precision, X_calib: np.ndarray) -> None:
     """Per-layer types sized from the float weights and the calibration activations (as ``qat.assign_types``)."""
     model.input_type = prec.input_type
-    x = torch.tensor(np.asarray(X_calib, dtype=np.float64)).reshape(len(X_calib), *model.input_shape)
-    if model.input_type is not None:
-        x = fake_quant(x, model.input_type)
     last = model.weighted()[-1]
+
+    def assign(i: int, x: Any) -> None:  # each stage is typed on its input before it runs
+        stage = model.stages[i]
+        if not isinstance(stage, QDense):
+            if hasattr(stage, "assign"):
+                stage.assign(x, prec)
+            return
+        w = (stage.weight * stage.mask).numpy()
+        stage.weight_type = trained_type(stage.weight_type, w, prec.weight_bits)
+        # a weight that rounds to zero is pruned for good, so fine-tuning cannot regrow it
+        stage.mask.mul_((stage.effective_weight() != 0).to(stage.mask.dtype))
+        stage.bias_type = trained_type(stage.bias_type, stage.bias.numpy(), max(prec.weight_bits, prec.act_bits))
+        stage.result_type, stage.relu_type = None, None
+        pre = linear(stage, x)
+        if stage.relu:
+            stage.relu_type = fixed_for_values(torch.relu(pre).numpy(), prec.act_bits, signed=False)
+        else:
+            stage.result_type = fixed_for_values(pre.numpy(), prec.out_bits if stage is last else prec.act_bits)
+
     with torch.no_grad():
-        for stage in model.stages:
-            if not isinstance(stage, QDense):
-                if hasattr(stage, "assign"):
-                    stage.assign(x, prec)
-                x = stage(x)
-                continue
-            w = (stage.weight * stage.mask).numpy()
-            stage.weight_type = trained_type(stage.weight_type, w, prec.weight_bits)
-            # a weight that rounds to zero is pruned for good, so fine-tuning cannot regrow it
-            stage.mask.mul_((stage.effective_weight() != 0).to(stage.mask.dtype))
-            stage.bias_type = trained_type(stage.bias_type, stage.bias.numpy(), max(prec.weight_bits, prec.act_bits))
-            stage.result_type, stage.relu_type = None, None
-            pre = linear(stage, x)
-            if stage.relu:
-                post = torch.relu(pre)
-                stage.relu_type = fixed_for_values(post.numpy(), prec.act_bits, signed=False)
-                x = fake_quant(post, stage.relu_type)
-            else:
-                bits = prec.out_bits if stage is last else prec.act_bits
-                stage.result_type = fixed_for_values(pre.numpy(), bits)
-                x = fake_quant(pre, stage.result_type)
+        model.trace(torch.tensor(np.asarray(X_calib, dtype=np.float64)), assign)
 
 
 def network_from_qcnn(model: QCNN, name: str, metadata: dict) -> Network:
     """Export as a fixed-point Network (or a float one if the model is not quantized)."""
     layers: list[Layer] = []
-    t = model.input_type
     q = model.quantized
+    names: list[str] = []  # the IR tensor each stage's output is
+    types: list[FixedType | None] = []
+    name_of = lambda s: INPUT if s < 0 else names[s]  # noqa: E731
+    type_of = lambda s: model.input_type if s < 0 else types[s]  # noqa: E731
     with torch.no_grad():
-        for stage in model.stages:
+        for stage, src in zip(model.stages, model.sources):
+            inputs = tuple(name_of(s) for s in src)
+            t = type_of(src[0])
             if isinstance(stage, QDense):
-                mask = stage.mask.numpy() > 0
-                if q:
-                    w = fixed.quantize(stage.effective_weight().numpy(), stage.weight_type)
-                    b = fixed.quantize(stage.effective_bias().numpy(), stage.bias_type)
-                    kw = dict(mask=mask, weight_type=stage.weight_type, bias_type=stage.bias_type)
-                    w = np.where(mask, w, 0)
-                else:
-                    w, b = stage.effective_weight().numpy(), stage.effective_bias().numpy()
-                    kw = dict(mask=mask)
-                if isinstance(stage, QConv):
-                    cls = Conv2D if stage.ndim == 2 else Conv1D
-                    d = cls(stage.name, w, b, strides=stage.strides, padding=stage.padding, **kw)
-                else:
-                    d = Dense(stage.name, w, b, **kw)
-                if q:
-                    d.accum_type = exact_accum_type(d, t)
-                    d.result_type = stage.result_type
-                    t = stage.result_type or d.accum_type
-                layers.append(d)
-                if stage.relu:
-                    layers.append(ReLU(getattr(stage, "relu_name", f"{stage.name}_relu"), stage.relu_type))
-                    t = stage.relu_type or t
+                layers.append(_weighted_layer(stage, q, t, inputs))
+                t = (stage.result_type or layers[-1].accum_type) if q else None
+            elif isinstance(stage, QMerge):
+                layers.append(stage.to_layer(inputs))
+                t = reference.output_type(layers[-1], [type_of(s) for s in src], ()) if q else None
             elif isinstance(stage, QPool):
                 cls = MaxPool2D if stage.ndim == 2 else MaxPool1D
-                layers.append(cls(stage.name, stage.pool, stage.strides))
+                layers.append(cls(stage.name, stage.pool, stage.strides, inputs=inputs))
             elif isinstance(stage, QFlatten):
-                layers.append(Flatten(stage.name))
+                layers.append(Flatten(stage.name, inputs=inputs))
             else:  # average pooling
-                layer = stage.to_layer()
-                layers.append(layer)
-                t = getattr(layer, "result_type", None) or t
+                layers.append(stage.to_layer())
+                layers[-1].inputs = inputs
+                t = getattr(layers[-1], "result_type", None) or t
+            if getattr(stage, "relu", False):
+                layers.append(ReLU(stage.relu_name or f"{stage.name}_relu", stage.relu_type, inputs=(layers[-1].name,)))
+                t = stage.relu_type or t
+            names.append(layers[-1].name)
+            types.append(t)
     layers.append(Output("output", model.head))
     return Network(name, model.input_shape, layers, model.input_type, dict(metadata))
+
+
+def _weighted_layer(stage: QDense, q: bool, t: FixedType | None, inputs: tuple[str, ...]) -> Layer:
+    """A conv or Dense stage as its IR layer: integers of its types when quantized (for inputs of ``t``)."""
+    mask = stage.mask.numpy() > 0
+    if q:
+        w = np.where(mask, fixed.quantize(stage.effective_weight().numpy(), stage.weight_type), 0)
+        b = fixed.quantize(stage.effective_bias().numpy(), stage.bias_type)
+        kw = dict(mask=mask, weight_type=stage.weight_type, bias_type=stage.bias_type)
+    else:
+        w, b = stage.effective_weight().numpy(), stage.effective_bias().numpy()
+        kw = dict(mask=mask)
+    if isinstance(stage, QConv):
+        cls = Conv2D if stage.ndim == 2 else Conv1D
+        d = cls(stage.name, w, b, strides=stage.strides, padding=stage.padding, inputs=inputs, **kw)
+    else:
+        d = Dense(stage.name, w, b, inputs=inputs, **kw)
+    if q:
+        d.accum_type = exact_accum_type(d, t)
+        d.result_type = stage.result_type
+    return d
 
 
 @dataclass(frozen=True)
@@ -327,6 +414,9 @@ class Consumer:
 
 def consumers(model: QCNN) -> list[Consumer]:
     """For every weighted stage but the last, where its output units are consumed."""
+    if not model.is_chain:
+        raise ConfigError("channel (structured) pruning of a network with branches or merges is not built yet; "
+                          "use --method hardware (single weights) or magnitude")
     weighted = model.weighted()
     out = []
     for k, (a, b) in enumerate(zip(weighted, weighted[1:])):

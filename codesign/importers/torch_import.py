@@ -354,8 +354,9 @@ def _pool(node: Any, op: str, name: str, where: str, in_shape: tuple[int, ...]) 
         raise UnsupportedLayerError(f"{where}: {op} on a {len(in_shape)}-D tensor; only 1-D and 2-D feature maps")
     a = list(node.args) + [None] * 8
     if op == "mean":
-        dims = sorted(int(d) % (nd + 1) for d in (a[1] if isinstance(a[1], (list, tuple)) else [a[1]]))
-        if dims != list(range(1, nd + 1)):
+        # torch's dims count the batch axis: the spatial ones are 2 .. nd + 1 (or -nd .. -1)
+        dims = sorted(int(d) % (nd + 2) for d in (a[1] if isinstance(a[1], (list, tuple)) else [a[1]]))
+        if dims != list(range(2, nd + 2)):
             raise UnsupportedLayerError(f"{where}: a mean over dimensions {a[1]!r}; only the mean over every spatial "
                                         f"axis (global average pooling) is supported")
         return (GlobalAvgPool1D if nd == 1 else GlobalAvgPool2D)(name)
