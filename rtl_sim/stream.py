@@ -485,7 +485,7 @@ def emit_stream_verilog(net: Network, top: str | None = None, adder_regs_every: 
     ``datapath`` is handed to ``dense_datapath`` when given. ``stream_out``: a network that ends on the stream
     presents each output pixel as it is made (one window stage alone, for per-layer synthesis) instead of
     collecting the image's output. A network whose stream branches and rejoins is built by ``rtl_sim.branches``."""
-    if not net.is_chain and not stream_out:
+    if not net.is_chain:  # ``stream_out`` does not apply: a branched design always collects its output
         from rtl_sim.branches import emit_graph_stream
 
         return emit_graph_stream(net, top, adder_regs_every, mult, datapath)

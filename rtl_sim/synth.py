@@ -196,6 +196,8 @@ def stage_networks(net: Network) -> list[tuple[str, Network]]:
     CNN, one per stage of the streaming design (``rtl_sim.stream.stream_stages``)."""
     from rtl_sim.stream import is_streaming, stream_stages
 
+    if not net.is_chain:  # a branched network (rtl_sim.branches): synthesized whole, its merges join the stages
+        return [(net.layers[0].name, net)]
     if is_streaming(net):
         return stream_stages(net)
     types = net.tensor_types()

@@ -175,3 +175,13 @@ def test_branched_verilog_is_lint_clean(make, tmp_path, verilator):
     proc = subprocess.run([*verilator.command, "--lint-only", "-Wall", "--top-module", f"{d.top}_axis", *files],
                           capture_output=True, text=True, env=verilator.environ())
     assert proc.returncode == 0 and "%Warning" not in proc.stderr, proc.stderr[:2000]
+
+
+@pytest.mark.parametrize("make", [residual_cnn, residual_mlp])
+def test_per_layer_synthesis_takes_a_branched_network_whole(make):
+    from rtl_sim.synth import layer_jobs, stage_networks
+
+    net = make()
+    assert [(name, sub is net) for name, sub in stage_networks(net)] == [(net.layers[0].name, True)]
+    done, todo = layer_jobs(net, "xc7", (False,))
+    assert len(done[False]) + len(todo) == 1
