@@ -36,7 +36,8 @@ from codesign.core.layers import (AvgPool, BatchNorm, Conv, Dense, Flatten, Glob
 from codesign.core.network import Network
 from codesign.core.reference import exact_accum_type
 from codesign.errors import BackendError
-from rtl_sim.verilog import Design, Sig, _Emitter, _ident, const_sig, dense_datapath, output_assigns
+from rtl_sim.verilog import (Design, Sig, _Emitter, _ident, _timing_args, const_sig, dense_datapath, output_assigns,
+                             tail_steps)
 
 WINDOW_LAYERS = (Conv, MaxPool, AvgPool)
 ELEMENTWISE = (ReLU, Quant)
@@ -243,8 +244,9 @@ def _max(e: _Emitter, a: Sig, b: Sig) -> Sig:
         return a
     lo, hi = max(a.lo, b.lo), max(a.hi, b.hi)
     w = max(a.width, b.width)
-    return e.wire("mx", lo, hi, lambda _: f"({e.ext(a, w)} > {e.ext(b, w)}) ? {e.ext(a, w)} : {e.ext(b, w)}",
-                  width=w)
+    out = e.wire("mx", lo, hi, lambda _: f"({e.ext(a, w)} > {e.ext(b, w)}) ? {e.ext(a, w)} : {e.ext(b, w)}",
+                 width=w)
+    return e._time(out, (a, b), e._d("adder", w) + e._d("luts"))  # a comparison, then the select
 
 
 def signed_w(s: Sig) -> int:
@@ -262,6 +264,21 @@ def _tree(items: list[Sig], op) -> Sig:
     return items[0]
 
 
+def _trees_timed(e: _Emitter, cols: list[list[Sig]], op, op_extra: float, base: str) -> tuple[list[Sig], int]:
+    """``_tree`` over each column, level by level; a level's inputs registered where the emitter's clock needs
+    it (an adder, and ``op_extra`` after it, per level). Also the cycles added."""
+    extra = 0
+    while any(len(c) > 1 for c in cols):
+        live = [v for c in cols for v in c if v.const is None]
+        flat, k = e.fit([v for c in cols for v in c],
+                        max((e._d("adder", v.width + 1) + op_extra for v in live), default=0.0), base)
+        extra += k
+        it = iter(flat)
+        cols = [[next(it) for _ in c] for c in cols]
+        cols = [[op(c[k], c[k + 1]) for k in range(0, len(c) - 1, 2)] + ([c[-1]] if len(c) % 2 else []) for c in cols]
+    return [c[0] for c in cols], extra
+
+
 def _elementwise(e: _Emitter, x: list[Sig], frac: int, x_type: FixedType, layers: list[Layer]
                  ) -> tuple[list[Sig], FixedType]:
     """ReLU and Quant layers on a vector whose values have ``frac`` fractional bits; the final type."""
@@ -272,6 +289,21 @@ def _elementwise(e: _Emitter, x: list[Sig], frac: int, x_type: FixedType, layers
             x = [e.cast(v, frac, layer.result_type) for v in x]
             frac, x_type = layer.result_type.frac, layer.result_type
     return x, x_type
+
+
+def _elementwise_timed(e: _Emitter, x: list[Sig], frac: int, x_type: FixedType, layers: list[Layer], base: str
+                      ) -> tuple[list[Sig], FixedType, int]:
+    """``_elementwise`` with registers where the emitter's clock needs them; also the cycles they add."""
+    extra = 0
+    for layer in layers:
+        if isinstance(layer, ReLU):
+            x, k = e.relu_all(x, base)
+            extra += k
+        if getattr(layer, "result_type", None) is not None:
+            x, k = e.cast_all(x, frac, layer.result_type, base)
+            extra += k
+            frac, x_type = layer.result_type.frac, layer.result_type
+    return x, x_type, extra
 
 
 # ---- window stages ----------------------------------------------------------------------------
@@ -388,18 +420,23 @@ def _window_stage(e: _Emitter, blocks: list[str], si: int, st: _Stage, v_in: str
                      weight_type=layer.weight_type, bias_type=layer.bias_type, accum_type=layer.accum_type,
                      result_type=layer.result_type, mult=layer.mult)
         x = [s for tap in taps for s in tap]
-        y, frac, extra, counts = dense_datapath(e, kern, x, st.in_type, every, mult or layer.mult, **dp)
         t = layer.result_type or layer.accum_type or exact_accum_type(layer, st.in_type)
-        y = [e.cast(v, frac, t) for v in y]
+        y, frac, extra, counts = dense_datapath(e, kern, x, st.in_type, every, mult or layer.mult,
+                                                tail=tail_steps(t, st.post), **dp)
+        y, k = e.cast_all(y, frac, t, f"{p}_p")
+        extra += k
     elif isinstance(layer, MaxPool):
-        y = [_tree([tap[c] for tap in taps], lambda a, b: _max(e, a, b)) for c in range(g.C)]
+        y, extra = _trees_timed(e, [[tap[c] for tap in taps] for c in range(g.C)], lambda a, b: _max(e, a, b),
+                                e._d("luts"), f"{p}_m")
         t = st.in_type
     else:  # AvgPool: the exact window sum, read with log2(window) more fractional bits
-        sums = [_tree([tap[c] for tap in taps], e.add) for c in range(g.C)]
+        sums, extra = _trees_timed(e, [[tap[c] for tap in taps] for c in range(g.C)], e.add, 0.0, f"{p}_m")
         t = layer.result_type or FixedType(st.in_type.width + layer.shift, st.in_type.integer, st.in_type.signed)
-        y = [e.cast(v, st.in_type.frac + layer.shift, t) for v in sums]
+        y, k = e.cast_all(sums, st.in_type.frac + layer.shift, t, f"{p}_p")
+        extra += k
     e.prefix = p
-    y, t = _elementwise(e, y, t.frac, t, st.post)
+    y, t, k = _elementwise_timed(e, y, t.frac, t, st.post, f"{p}_p")
+    extra += k
     e.prefix = ""
     y = [e.register(v, f"{p}_o") for v in y]
     valid = _reg_chain(e, f"{p}_v", win.hit, 1 + extra, blocks)
@@ -466,11 +503,13 @@ def _collect(e: _Emitter, blocks: list[str], st: _Stage, v_in: str, px: list[Sig
 def _dense_stage(e: _Emitter, blocks: list[str], si: int, st: _Stage, v_in: str, x: list[Sig], x_type: FixedType,
                  every: int, mult: str | None, dp: dict) -> tuple[str, list[Sig], FixedType, dict, int]:
     layer = st.layer
-    x, frac, extra, counts = dense_datapath(e, layer, x, x_type, every, mult or layer.mult, **dp)
     t = layer.result_type or layer.accum_type or exact_accum_type(layer, x_type)
-    x = [e.cast(v, frac, t) for v in x]
+    x, frac, extra, counts = dense_datapath(e, layer, x, x_type, every, mult or layer.mult,
+                                            tail=tail_steps(t, st.post), **dp)
+    x, k = e.cast_all(x, frac, t, f"D{si}_p")
     e.prefix = f"D{si}"
-    x, t = _elementwise(e, x, t.frac, t, st.post)
+    x, t, k2 = _elementwise_timed(e, x, t.frac, t, st.post, f"D{si}_p")
+    extra += k + k2
     e.prefix = ""
     x = [e.register(v, f"D{si}_{_ident(layer.name)}") for v in x]
     valid = _reg_chain(e, f"D{si}_v", v_in, 1 + extra, blocks)
@@ -479,20 +518,22 @@ def _dense_stage(e: _Emitter, blocks: list[str], si: int, st: _Stage, v_in: str,
 
 # ---- the design --------------------------------------------------------------------------------
 def emit_stream_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0, mult: str | None = None,
-                        datapath: str | None = None, stream_out: bool = False) -> StreamDesign:
+                        datapath: str | None = None, stream_out: bool = False, clock_mhz: float | None = None,
+                        family: str | None = None) -> StreamDesign:
     """Streaming Verilog for a CNN (see the module docstring): ``in_valid``/``in_data`` one pixel per beat,
     ``out_valid``/``out_data`` one result per image. ``adder_regs_every`` and ``mult`` as in ``emit_verilog``;
     ``datapath`` is handed to ``dense_datapath`` when given. ``stream_out``: a network that ends on the stream
     presents each output pixel as it is made (one window stage alone, for per-layer synthesis) instead of
-    collecting the image's output. A network whose stream branches and rejoins is built by ``rtl_sim.branches``."""
+    collecting the image's output. ``clock_mhz``/``family``: each kernel's and Dense's adder-graph registers
+    placed by the delay model, as in ``emit_verilog``. A network whose stream branches and rejoins is built by ``rtl_sim.branches``."""
     if not net.is_chain:  # ``stream_out`` does not apply: a branched design always collects its output
         from rtl_sim.branches import emit_graph_stream
 
-        return emit_graph_stream(net, top, adder_regs_every, mult, datapath)
+        return emit_graph_stream(net, top, adder_regs_every, mult, datapath, clock_mhz=clock_mhz, family=family)
     stages = plan(net, collect=not stream_out)
     top = top or _ident(net.name)
     dp = {} if datapath is None else {"datapath": datapath}
-    e, blocks = _Emitter(), []
+    e, blocks = _Emitter(True, None, *_timing_args(clock_mhz, family, adder_regs_every)), []
     in_t = net.input_type
     c_in = net.input_shape[-1]
     px = []
@@ -541,8 +582,8 @@ def emit_stream_verilog(net: Network, top: str | None = None, adder_regs_every: 
     per_image = int(np.prod(shape[:-1])) if stages[-1].kind in ("input", "window") else 1
     verilog = _module(net, top, e, blocks, in_t, c_in, x, x_type, valid, pixels, latency)
     return StreamDesign(top, verilog, in_t, x_type, c_in, len(x), latency, design_stages, multipliers,
-                        in_shape=list(net.input_shape), pixels=pixels, cycles_per_image=pixels,
-                        outputs_per_image=per_image, layers=layers_info)
+                        timing=e.timing(latency, float(pixels)), in_shape=list(net.input_shape), pixels=pixels,
+                        cycles_per_image=pixels, outputs_per_image=per_image, layers=layers_info)
 
 
 def schedule(net: Network, stages: list[_Stage], layers_info: list[dict], dense_lats: list[int]) -> int:

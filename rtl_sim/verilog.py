@@ -487,7 +487,7 @@ def _timing_args(clock_mhz: float | None, family: str | None, every: int) -> tup
     model = delay_model(family) if family else None
     if model is not None and clock_mhz is not None:
         model.budget(clock_mhz)  # a bad clock fails here, with its value
-    return model, clock_mhz
+    return model, None if every else clock_mhz  # the manual spacing overrides the clock
 
 
 def tail_steps(t: FixedType, layers: list[Layer]) -> list[tuple[str, FixedType | None]]:

@@ -26,6 +26,16 @@ def _positive(v: str) -> int:
     return int(v)
 
 
+def _mhz(v: str) -> float:
+    try:
+        f = float(v)
+    except ValueError:
+        f = float("nan")
+    if not 0 < f < 10_000:
+        raise argparse.ArgumentTypeError(f"must be a clock in MHz above 0, e.g. 100 or 250, not {v!r}")
+    return f
+
+
 def cluster_args(p: argparse.ArgumentParser, per_job: bool = False) -> None:
     from codesign.jobs import CLUSTERS, ENV_CLUSTER
 
@@ -60,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a previous run in --out")
     p.add_argument("--samples", type=_positive, default=None, help="verification vectors (default 10000)")
     p.add_argument("--no-synth", action="store_true", help="skip Yosys synthesis (analytic estimate only)")
+    p.add_argument("--clock", type=_mhz, default=None, metavar="MHZ",
+                   help="target clock: pipeline registers placed for it by the delay model (default: the board's)")
     cluster_args(p)
     model_args(p)
     _common(p)
@@ -97,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rtl", help="emit Verilog")
     p.add_argument("dir")
-    p.add_argument("--adder-regs-every", type=int, default=0, help="a register every k adder-tree levels (0: none)")
+    p.add_argument("--adder-regs-every", type=int, default=0,
+                   help="a register every k adder-tree levels (overrides --clock; 0: placed by the clock)")
+    p.add_argument("--clock", type=_mhz, default=None, metavar="MHZ",
+                   help="target clock: pipeline registers placed for it by the delay model (default: the board's)")
     p.add_argument("--datapath", default="cmvm", choices=["cmvm", "csd"],
                    help="cmvm: one shared adder graph per layer (default); csd: one multiplier per weight")
     _common(p)
@@ -178,7 +193,7 @@ def run(args: argparse.Namespace) -> Any:
         budget = args.budget if args.budget is not None else (flow.DEFAULT_BUDGET if args.model is None else None)
         result = flow.run_flow(args.out, model, data, args.board, budget, args.backend, args.weights,
                                args.trust_pickle, args.input_type, args.force, args.samples, args.method,
-                               synth=not args.no_synth, progress=rep, cluster=args.cluster)
+                               synth=not args.no_synth, progress=rep, cluster=args.cluster, clock_mhz=args.clock)
         rep.print(f"report: {Artifact(args.out).dir / 'report.html'}")
         return result
     if args.cmd == "compress":
@@ -210,7 +225,7 @@ def run(args: argparse.Namespace) -> Any:
     if args.cmd == "hls":
         return flow.step_hls(art, args.backend, args.samples, args.form, progress=rep)
     if args.cmd == "rtl":
-        return flow.step_rtl(art, args.adder_regs_every, progress=rep, datapath=args.datapath)
+        return flow.step_rtl(art, args.adder_regs_every, progress=rep, datapath=args.datapath, clock_mhz=args.clock)
     if args.cmd == "cosim":
         res = flow.step_cosim(art, args.samples, args.mode, progress=rep, cluster=args.cluster)
         if args.formal:

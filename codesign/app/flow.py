@@ -6,6 +6,7 @@ Each step reads what earlier steps wrote in ``DIR`` and writes its own output an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -21,7 +22,7 @@ from codesign.budget import Budget
 from codesign.compress.cost import fits, network_cost, total_cost
 from codesign.core.fixed import FixedType
 from codesign.core.network import Network
-from codesign.errors import BackendError, CodesignError, VerificationError
+from codesign.errors import BackendError, CodesignError, ConfigError, VerificationError
 from codesign.importers.data import Dataset, check_fits, load_dataset, shaped_for
 from codesign.importers.load import load, model_name
 from codesign.progress import SILENT, Reporter
@@ -254,17 +255,27 @@ def _csim_with_progress(project: Any, net: Network, q: np.ndarray, progress: Rep
 
 
 def step_rtl(art: Artifact, adder_regs_every: int = 0, progress: Reporter = SILENT,
-             datapath: str = "cmvm") -> dict[str, Any]:
+             datapath: str = "cmvm", clock_mhz: float | None = None) -> dict[str, Any]:
+    """Emit the Verilog; its pipeline registers placed for ``clock_mhz`` (default: the board's clock) by the
+    board family's delay model (``codesign.core.timing``), or every ``adder_regs_every`` adder levels."""
+    from codesign.core.timing import MODELS
     from rtl_sim.cosim import write_rtl
 
     art.require()
     t0 = time.perf_counter()
     net = Network.load(art.dir)
+    board = art.report()["board"]
+    family = load_board(board["name"]).synth_family
+    clock = clock_mhz or board.get("clock_mhz")
+    if family not in MODELS:  # no delay model for this family: unpipelined, and the report says no timing
+        family, clock = None, None
     with art.step("rtl", "rtl") as tmp:
         with progress.status("emitting Verilog"):
-            d = write_rtl(net, tmp, adder_regs_every=adder_regs_every, datapath=datapath)
+            d = write_rtl(net, tmp, adder_regs_every=adder_regs_every, datapath=datapath, clock_mhz=clock,
+                          family=family)
     res = {"top": d.top, "files": [f"rtl/{d.top}.v", f"rtl/{d.top}_axis.v"], "latency_cycles": d.latency,
-           "adder_regs_every": adder_regs_every, "datapath": datapath, "multipliers": d.multipliers}
+           "adder_regs_every": adder_regs_every, "datapath": datapath, "multipliers": d.multipliers,
+           "clock_mhz": clock, "timing": d.timing}
     if getattr(d, "cycles_per_image", None):
         res["cycles_per_image"] = d.cycles_per_image
     art.update(rtl=res)
@@ -330,7 +341,8 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
     t0 = time.perf_counter()
     net = Network.load(art.dir)
     b = load_board(board or art.report()["board"]["name"])
-    analytic = network_cost(net, b)
+    rtl = art.report().get("rtl") or {}  # the registers the RTL step placed are priced as it placed them
+    analytic = network_cost(net, b, regs_every=rtl.get("adder_regs_every", 0), clock_mhz=rtl.get("clock_mhz") or 0)
     est: dict[str, Any] = {"analytic": total_cost(analytic), "analytic_layers": {k: v.as_dict() for k, v in analytic.items()}}
     with art.step("estimate", "estimate") as tmp:
         if synth:
@@ -419,13 +431,18 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
              board: str = DEFAULT_BOARD, budget: str | dict | None = None, backend: str | None = None,
              weights: str | None = None, trust: bool = False, input_type: str | None = None, force: bool = False,
              samples: int | None = None, method: str = "hardware", synth: bool = True,
-             progress: Reporter = SILENT, cluster: str | None = None) -> dict[str, Any]:
+             progress: Reporter = SILENT, cluster: str | None = None, clock_mhz: float | None = None) -> dict[str, Any]:
     """load -> compress -> hls -> rtl -> cosim -> estimate -> report, in ``out``; the Yosys runs (and
-    the shards of a large co-simulation) are jobs on ``cluster`` (``codesign.jobs.executor``)."""
+    the shards of a large co-simulation) are jobs on ``cluster`` (``codesign.jobs.executor``). ``clock_mhz``
+    (default: the board's clock) places the pipeline registers, and compression prices them."""
     from codesign.app.report import write_report
     from codesign.tools import preflight
 
     b = load_board(board)
+    if clock_mhz is not None:
+        if not clock_mhz > 0:  # before anything is written
+            raise ConfigError(f"clock {clock_mhz!r} MHz: give a positive frequency, e.g. --clock 100")
+        b = dataclasses.replace(b, clock_mhz=float(clock_mhz))  # the design's clock, which the cost model prices
     bud = Budget.parse(budget, b)  # parsed once, here: a malformed budget fails before anything is written
     if backend:
         from hls.project import check_backend
@@ -445,7 +462,7 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
                       synth=synth)
         if has_hls_backend(b):
             step_hls(art, backend, samples, progress=progress)
-        step_rtl(art, progress=progress)
+        step_rtl(art, progress=progress, clock_mhz=clock_mhz)
         step_cosim(art, samples, progress=progress, cluster=ex)
         step_estimate(art, synth=synth, progress=progress, cluster=ex)
         if b.pnr is not None:

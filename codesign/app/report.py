@@ -53,6 +53,42 @@ def _exact(v: Any) -> str:
     return {True: "bit-exact", False: "NOT bit-exact"}.get(v, "not checked")
 
 
+def timing_section(rep: dict[str, Any]) -> dict[str, Any] | None:
+    """report.json's "timing": cycles (measured by the co-simulation when it ran), II, the target clock and
+    the clock the design runs at, estimated by the delay model or measured by nextpnr when an implement
+    step ran, latency in ns and inferences/s at that clock. None before the RTL step."""
+    rtl = rep.get("rtl") or {}
+    t = rtl.get("timing")
+    if not t:
+        return None
+    cos = rep.get("cosim") or {}
+    cycles = cos.get("latency_cycles") or rtl.get("latency_cycles")
+    ii = float(cos.get("ii") or t.get("ii") or 1.0)
+    target = t.get("target_mhz")
+    out = {"cycles": cycles, "ii": ii, "clock_target_mhz": target, "model_critical_path_ns": t["critical_path_ns"],
+           "model_fmax_mhz": t["fmax_mhz"], "model": f"{t['family']} delay model ({t['model']}: {t['model_source']})"}
+    fmax, basis = t["fmax_mhz"], f"estimated by the {t['family']} delay model ({t['model']})"
+    imp = rep.get("implement") or {}
+    measured = imp.get("fmax_mhz")
+    if measured:
+        fmax, basis = float(measured), f"measured by {imp.get('tool') or 'nextpnr'} place and route"
+        out["measured_fmax_mhz"] = fmax
+        out["model_error"] = round(t["critical_path_ns"] * fmax / 1000.0 - 1, 3)
+    clock = min(target, fmax) if target else fmax
+    out.update({"clock_mhz": round(clock, 1), "clock_basis": basis, "meets_target": bool(not target or fmax >= target),
+                "latency_ns": round(cycles * 1000.0 / clock, 1) if cycles else None,
+                "inferences_per_s": round(clock * 1e6 / ii)})
+    return out
+
+
+def timing_text(t: dict[str, Any] | None) -> str:
+    if not t:
+        return "–"
+    met = "" if t["meets_target"] else f" (target {t['clock_target_mhz']:g} MHz NOT met)"
+    return (f"{t['cycles']} cycles = {t['latency_ns']:,} ns at {t['clock_mhz']:g} MHz{met}, {t['clock_basis']}; "
+            f"II {t['ii']:g}, {t['inferences_per_s']:,} inferences/s")
+
+
 def implement_text(imp: dict[str, Any]) -> str:
     """report.json's "implement" section in one line: nextpnr's Fmax, critical path, utilisation, bitstream."""
     u = imp.get("utilisation", {})
@@ -73,8 +109,6 @@ def summary_items(rep: dict[str, Any]) -> list[tuple[str, str]]:
     hls = rep.get("hls", {})
     est = rep.get("estimate", {})
     syn = est.get("synth", {})
-    clock = b.get("clock_mhz") or 100
-    lat = cos.get("latency_cycles")
     items = [
         ("board", f"{b.get('name')} ({b.get('part')}), {b.get('lut', 0):,} LUT, {b.get('dsp', 0):,} DSP, {b.get('ff', 0):,} FF"),
         ("budget", ", ".join(f"{k}={v:,}" for k, v in (rep.get("budget") or {}).items()) or "none (whole board)"),
@@ -90,7 +124,7 @@ def summary_items(rep: dict[str, Any]) -> list[tuple[str, str]]:
          + (f" — skipped: {hls.get('csim_skipped')}" if hls.get("csim_skipped") else "") if hls else "not run"),
         ("RTL co-simulation", f"{cos.get('simulator')}: {_exact(cos.get('bit_exact'))}, {cos.get('mismatches')} mismatches "
          f"on {cos.get('samples')} samples" if cos else "not run"),
-        ("latency", f"{lat} cycles = {lat * 1000.0 / clock:.1f} ns at {clock} MHz, II {cos.get('ii')}" if lat else "–"),
+        ("latency", timing_text(rep.get("timing") or timing_section(rep))),
     ]
     if rep.get("implement"):
         items.append(("place and route", implement_text(rep["implement"])))
@@ -139,6 +173,9 @@ def plot_sparsity(net: Network) -> bytes:
 
 def write_report(art: Artifact) -> None:
     """Write report.md, report.html and the two PNG plots from report.json."""
+    timing = timing_section(art.report())
+    if timing is not None:
+        art.update(timing=timing)
     rep = art.report()
     net = Network.load(art.dir)
     res_png, sp_png = plot_resources(rep), plot_sparsity(net)

@@ -25,6 +25,7 @@ from codesign.core.cmvm import DEFAULT_DEPTH_SLACK, optimize
 from codesign.core.fixed import FixedType
 from codesign.core.layers import MULT_MAPPINGS, BatchNorm, Dense, Quant, ReLU, Weighted
 from codesign.core.network import Network
+from codesign.core.timing import MODELS, delay_model, schedule_graph, tail_delay
 from codesign.errors import LayerError
 
 # Yosys maps a multiply to a DSP only when its operands (and, on AMD, its product) are wide
@@ -238,6 +239,52 @@ def sharing_ratio(layer: Dense, in_type: FixedType, mapping: str | None = None) 
 _RATIOS: dict[tuple, float] = {}  # a cache of pure results, not configuration
 
 
+def pipeline_ffs(layer: Dense, in_type: FixedType, family: str, clock_mhz: float | None, regs_every: int = 0,
+                 mapping: str | None = None, out_type: FixedType | None = None, relu: bool = False) -> tuple[int, int]:
+    """The flip-flops and cycles that pipelining adds inside one Dense layer's shared adder graph, placed by
+    the same rule as the emitter (``codesign.core.timing.schedule_graph``): by ``family``'s delay model for
+    ``clock_mhz``, or every ``regs_every`` adder levels; (0, 0) when neither asks for registers or the family
+    has no delay model. Each delayed value is one register per cycle it waits, its exact width in FFs, plus
+    the stage's valid bit per added cycle."""
+    if not regs_every and not (clock_mhz and family in MODELS):
+        return 0, 0
+    w = layer.weight.astype(np.int64)
+    if not np.any(w):
+        return 0, 0
+    mapping = mapping or layer.mult
+    key = (w.tobytes(), w.shape, layer.bias.astype(np.int64).tobytes(), layer.weight_type, layer.bias_type, in_type,
+           mapping, family, clock_mhz, regs_every, out_type, relu)
+    if key not in _PIPELINES:
+        if len(_PIPELINES) > 4096:
+            _PIPELINES.clear()
+        graph, frac = _shared_graph(layer, in_type, mapping)
+        model = delay_model(family) if family in MODELS else None
+        tail = 0.0
+        if model is not None and out_type is not None:
+            steps = [("relu", None)] if relu else []
+            tail = max((tail_delay(model, graph.nodes[r.node].lo << r.shift, graph.nodes[r.node].hi << r.shift, frac,
+                                   steps + [("cast", out_type)]) for r in graph.outputs if r.node >= 0), default=0.0)
+        sched = schedule_graph(graph, model, None if regs_every else clock_mhz, regs_every, None, tail)
+        _PIPELINES[key] = (sched.reg_bits + sched.last, sched.last)
+    return _PIPELINES[key]
+
+
+_PIPELINES: dict[tuple, tuple[int, int]] = {}  # a cache of pure results, not configuration
+
+
+def _shared_graph(layer: Dense, in_type: FixedType, mapping: str):
+    """The layer's shared adder graph as the emitter builds it from the input type's range, and its frac."""
+    w = layer.weight.astype(np.int64)
+    digits = csd_count(w)
+    limit = {"lut": 10**9, "dsp": 1, "auto": CSD_MAX_DIGITS}.get(mapping, CSD_MAX_DIGITS)
+    dsp = (w != 0) & (digits > limit)
+    pf = in_type.frac + layer.weight_type.frac
+    frac = max(pf, layer.bias_type.frac)
+    lo, hi = np.full(w.shape[0], in_type.min_int), np.full(w.shape[0], in_type.max_int)
+    bias = layer.bias.astype(np.int64) << (frac - layer.bias_type.frac)
+    return optimize(w, lo, hi, bias, frac - pf, dsp, DEFAULT_DEPTH_SLACK), frac
+
+
 def _uncached_ratio(layer: Dense, in_type: FixedType, mapping: str) -> float:
     w = layer.weight.astype(np.int64)
     digits = csd_count(w)
@@ -254,16 +301,20 @@ def _uncached_ratio(layer: Dense, in_type: FixedType, mapping: str) -> float:
 
 def dense_cost(layer: Dense, in_type: FixedType, family: str, mapping: str | None = None,
                out_type: FixedType | None = None, relu: bool = False, regs_every: int = 0,
-               datapath: str = "cmvm") -> LayerCost:
+               datapath: str = "cmvm", clock_mhz: float | None = None) -> LayerCost:
     """Cost of one Dense layer (fully parallel) for inputs of ``in_type``; ``datapath`` as the
-    emitter's: "cmvm" scales the per-term price by the shared graph's saving (``sharing_ratio``)."""
+    emitter's: "cmvm" scales the per-term price by the shared graph's saving (``sharing_ratio``).
+    The pipeline registers the emitter adds for ``clock_mhz`` (or every ``regs_every`` adder levels)
+    are priced as FFs (``pipeline_ffs``); a register sits in a LUT's slice, so it adds no LUT."""
     c = coefficients()[family]
     per_output, n_dsp, ff = output_features(layer, in_type, mapping, out_type, relu, family)
     if datapath == "cmvm":
         per_output[:, :len(TERM_FEATURES)] *= sharing_ratio(layer, in_type, mapping) * c.get("cmvm_term_scale", 1.0)
     lut = priced_luts(per_output, np.array([c[k] for k in FEATURES]))
     ff += 1  # the stage's valid bit
-    if regs_every:
+    if datapath == "cmvm":
+        ff += pipeline_ffs(layer, in_type, family, clock_mhz, regs_every, mapping, out_type, relu)[0]
+    elif regs_every:
         w = layer.weight
         terms = int((w != 0).sum(axis=0).max(initial=1))
         depth = int(np.ceil(np.log2(max(terms, 1))))
@@ -300,15 +351,18 @@ def dense_stages(net: Network) -> list[tuple[Dense, FixedType, FixedType | None,
 
 
 def network_cost(net: Network, board: Board, mapping: str | None = None, regs_every: int = 0,
-                 datapath: str = "cmvm") -> dict[str, LayerCost]:
+                 datapath: str = "cmvm", clock_mhz: float | None = None) -> dict[str, LayerCost]:
     """Per-layer cost (Dense layers, with the ReLU/Quant after each folded in) on a board's family;
-    ``datapath`` as the emitter's (an MLP's only; a CNN's kernels are priced as the shared graph)."""
-    if len(net.input_shape) > 1:  # a CNN: streaming convolutions, pooling, then the Dense tail
+    ``datapath`` as the emitter's (an MLP's only; a CNN's kernels are priced as the shared graph).
+    ``clock_mhz``: the pipeline registers the emitter places for that clock are priced (``dense_cost``);
+    None: the board's clock (the flow's default ``--clock``); 0: unpipelined."""
+    if len(net.input_shape) > 1 or not net.is_chain:  # a CNN or a graph: per tensor, merges and their delay lines
         from codesign.compress.conv_cost import cnn_cost
 
         return cnn_cost(net, board, mapping, regs_every)
     family = board.synth_family
-    return {layer.name: dense_cost(layer, t_in, family, mapping, out_t, relu, regs_every, datapath)
+    clock_mhz = board.clock_mhz if clock_mhz is None else clock_mhz
+    return {layer.name: dense_cost(layer, t_in, family, mapping, out_t, relu, regs_every, datapath, clock_mhz)
             for layer, t_in, out_t, relu in dense_stages(net)}
 
 

@@ -132,8 +132,9 @@ def round_delay(model: DelayModel, width: int, shift: int, quant: str) -> float:
 
 
 def saturate_delay(model: DelayModel, width: int, both_ends: bool) -> float:
-    """A saturation: the comparison (a carry chain as wide as the value) and the select (one mux per end)."""
-    return model.adder(width) + model.luts(2 if both_ends else 1)
+    """A saturation: the comparisons (carry chains as wide as the value, side by side when ``both_ends``) and
+    the select (one LUT per bit takes the value and both comparisons)."""
+    return model.adder(width) + model.luts(1)
 
 
 def cast_delay(model: DelayModel, lo: int, hi: int, src_frac: int, t: FixedType) -> tuple[float, int, int]:
