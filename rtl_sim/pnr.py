@@ -43,10 +43,11 @@ PACKER = {"ecp5": ("ecppack", "yowasp-ecppack"), "ice40": ("icepack", "yowasp-ic
           "gowin": ("gowin_pack", "gowin_pack")}
 BITSTREAM_SUFFIX = {"ecp5": ".bit", "ice40": ".bin", "gowin": ".fs"}
 # nextpnr's utilisation names for our resource names, per architecture
-RESOURCES = {"ecp5": {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD",
+RESOURCES: dict[str, dict[str, str | tuple[str, ...]]] = {"ecp5": {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD",
                       "io": "TRELLIS_IO"},
              "ice40": {"lut": "ICESTORM_LC", "dsp": "ICESTORM_DSP", "bram": "ICESTORM_RAM", "io": "SB_IO"},
-             "gowin": {"lut": "LUT4", "ff": "DFF", "dsp": "MULT18X18", "bram": "BSRAM", "io": "IOB"}}
+             "gowin": {"lut": ("LUT4", "ALU"), "ff": "DFF", "dsp": "MULT18X18", "bram": "BSRAM", "io": "IOB"}}
+# a Gowin ALU (one carry-chain bit) takes a LUT4 site of its slice: the LUT4 used are both counts
 BOARD_PORTS = {"clk", "uart_rx", "uart_tx", "led"}
 CORE_PORTS = {"clk", "rst", "in_valid", "in_data", "out_valid", "out_data"}
 WRAPPER_TOP = "codesign_board_top"
@@ -291,7 +292,8 @@ def does_not_fit(log_text: str, board: Board) -> BudgetError | None:
     if not over:
         return None
     name, used, avail = max(over, key=lambda x: x[1] / max(x[2], 1))
-    ours = {v: k for k, v in RESOURCES[board.pnr.arch].items()}.get(name, name)  # type: ignore[union-attr]
+    ours = next((k for k, v in RESOURCES[board.pnr.arch].items()  # type: ignore[union-attr]
+                 if name == v or (not isinstance(v, str) and name in v)), name)
     return BudgetError(f"the design does not fit {board.name} ({board.part}): it needs {used:,} {name} "
                        f"({ours}), the part has {avail:,} ({used - avail:,} over, {100 * used / avail:.0f} %); "
                        f"compress it under a smaller budget (e.g. --budget {ours}={0.8 * avail / used:.2f})"
@@ -319,8 +321,12 @@ def parse_report(report: dict[str, Any], arch: str) -> tuple[dict[str, float], f
                          "logic_ns": round(sum(float(s.get("delay", 0)) for s in segs if s.get("type") == "logic"), 3),
                          "routing_ns": round(sum(float(s.get("delay", 0)) for s in segs if s.get("type") == "routing"), 3)})
     util = report.get("utilization", {})
-    ours = {k: {"used": int(util[v]["used"]), "available": int(util[v]["available"])}
-            for k, v in RESOURCES[arch].items() if v in util}
+    ours = {}
+    for k, v in RESOURCES[arch].items():
+        names = (v,) if isinstance(v, str) else v
+        if names[0] in util:
+            ours[k] = {"used": sum(int(util.get(n, {}).get("used", 0)) for n in names),
+                       "available": int(util[names[0]]["available"])}
     ours["nextpnr"] = {k: v for k, v in util.items() if v.get("used")}  # type: ignore[assignment]
     return fmax, round(best[0], 3), best[1], ours
 
