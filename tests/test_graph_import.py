@@ -1,8 +1,11 @@
 """Graphs in and out: Keras/QKeras functional models and ONNX/QONNX with Add and Concat(enate) import and match
 their frameworks; the QONNX export of a graph re-imports bit for bit."""
 
+import warnings
+
 import numpy as np
 import pytest
+import torch
 
 import codesign
 from codesign.core import fixed
@@ -106,3 +109,82 @@ def test_unsupported_functional_graphs_are_refused_naming_the_layer(build, messa
     import_tf()
     with pytest.raises(UnsupportedLayerError, match=message):
         network_from_keras(tf.keras.Model(*build(tf.keras.layers)))
+
+
+class _ResidualMLP(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.a, self.b, self.s, self.head = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(6, 8), nn.Linear(16, 3)
+
+    def forward(self, x):
+        a = torch.relu(self.a(x))
+        return self.head(torch.cat([self.b(a) + self.s(x), a], dim=1))
+
+
+class _ResidualCNN(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.a, self.b = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.s, self.head = nn.Conv2d(2, 4, 1), nn.Linear(8 * 4 * 4, 3)
+
+    def forward(self, x):
+        a = torch.relu(self.a(x))
+        y = torch.relu(self.b(a) + self.s(x))
+        return self.head(torch.flatten(torch.cat([y, a], dim=1), 1))
+
+
+def _export(module, shape: tuple[int, ...], path, dynamo: bool):
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; the dynamo exporter's notes
+        torch.onnx.export(module().eval(), (torch.zeros(1, *shape),), str(path), input_names=["x"], output_names=["y"],
+                          dynamo=dynamo, verbose=False)
+    return path
+
+
+_TORCH_MODELS = [(_ResidualMLP, (6,)), (_ResidualCNN, (2, 4, 4))]
+
+
+@pytest.mark.parametrize("dynamo", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["torchscript", "dynamo"])
+@pytest.mark.parametrize("module, shape", _TORCH_MODELS, ids=["mlp", "cnn"])
+def test_onnx_add_and_concat_from_torch_match_onnxruntime(module, shape, dynamo, tmp_path, rng):
+    """torch.onnx.export, both exporters (the default, dynamo, writes the weights to a .data file beside the graph:
+    about 30 s on first use, so behind slow)."""
+    from tests.qonnx_graphs import run_onnxruntime
+
+    path = _export(module, shape, tmp_path / "res.onnx", dynamo)
+    net = codesign.load(path)
+    merges = [(l.kind, len(l.inputs)) for l in net.layers if l.merge]
+    assert merges == [("Add", 2), ("Concatenate", 2)]
+    x = rng.normal(size=(64, *shape)).astype(np.float32)
+    want = run_onnxruntime(path, x)
+    got = net.forward(x if len(shape) == 1 else x.transpose(0, 2, 3, 1))  # the IR is channels-last
+    assert np.allclose(got, want, atol=1e-6)
+
+
+def test_qonnx_add_of_two_branches_is_bit_exact_against_qonnx(tmp_path, rng):
+    """input Quant -> a (relu, 6-bit) -> b; shortcut s on the input; Add; an 8-bit Quant after it; a head."""
+    from tests.qonnx_graphs import Graph, run_qonnx
+
+    g = Graph(6)
+    xq = g.act_quant("xq", 2.0**-4, 8).x
+    g.dense(rng.integers(-8, 8, (6, 8)) / 8, "a", 2.0**-3, 4, rng.integers(-32, 32, 8) / 32, 2.0**-5, 8)
+    g.data("Relu", "ra").act_quant("qa", 2.0**-3, 6, signed=0)
+    b = g.dense(rng.integers(-8, 8, (8, 8)) / 8, "b", 2.0**-3, 4, rng.integers(-32, 32, 8) / 32, 2.0**-5, 8).x
+    g.x = xq
+    s = g.dense(rng.integers(-8, 8, (6, 8)) / 8, "s", 2.0**-3, 4, rng.integers(-32, 32, 8) / 32, 2.0**-5, 8).x
+    g.x = g.op("Add", [b, s], "res")
+    g.act_quant("qres", 2.0**-3, 8, mode="FLOOR")
+    g.dense(rng.integers(-8, 8, (8, 3)) / 8, "head", 2.0**-3, 4, rng.integers(-32, 32, 3) / 32, 2.0**-5, 8)
+    path = g.save(tmp_path / "res.onnx")
+    net = codesign.load(path)
+    add = net.layer("res")
+    assert add.inputs == ("b", "s") and str(add.result_type).startswith("ap_fixed<8,5")
+    t = net.input_type
+    x = fixed.to_float(net.quantize_input(np.concatenate([rng.normal(0, 3, size=(2000, 6)), rng.choice(
+        fixed.to_float(fixed.corner_values(t), t), size=(64, 6))])), t)
+    want = run_qonnx(path, x)
+    assert len(np.unique(want)) > 100
+    assert np.array_equal(net.forward(x), want)

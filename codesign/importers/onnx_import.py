@@ -2,7 +2,8 @@
 
 Float graphs map node by node (``Gemm``, ``MatMul`` + ``Add``, ``Conv``, ``Relu``, ``MaxPool``,
 ``AveragePool`` and ``GlobalAveragePool`` (exact means over power-of-two counts),
-``BatchNormalization``, ``Flatten``/``Reshape``, ``Transpose``; a trailing ``Softmax``,
+``BatchNormalization``, ``Flatten``/``Reshape``, ``Transpose``, ``Add`` of two computed tensors and
+``Concat`` on the channel axis (merges: the graph's branches become the layers' ``inputs``); a trailing ``Softmax``,
 ``Sigmoid`` or ``ArgMax`` becomes the output head). QONNX graphs (Brevitas, qonnx, hls4ml,
 FINN) add ``Quant``/``IntQuant``, ``BipolarQuant`` and ``Trunc`` nodes, which become exact
 fixed-point types (``qonnx_quant.py`` says how): on a constant they quantize the weights or
@@ -34,15 +35,16 @@ from codesign.core.onnx_export import HINTS_KEY, same_cast
 from codesign.errors import LayerError, ModelFileError, UnsupportedLayerError
 from codesign.core.fixed import FixedType
 from codesign.importers import qonnx_quant as qq
-from codesign.core.layers import (AvgPool, AvgPool1D, AvgPool2D, BatchNorm, Conv1D, Conv2D, Dense, Flatten,
-                                  GlobalAvgPool, GlobalAvgPool1D, GlobalAvgPool2D, Layer, MaxPool1D, MaxPool2D, Output,
-                                  Quant, ReLU, Weighted)
-from codesign.core.network import Network
+from codesign.core.layers import (Add, AvgPool, AvgPool1D, AvgPool2D, BatchNorm, Concatenate, Conv1D, Conv2D, Dense,
+                                  Flatten, GlobalAvgPool, GlobalAvgPool1D, GlobalAvgPool2D, Layer, MaxPool1D, MaxPool2D,
+                                  Merge, Output, Quant, ReLU, Weighted)
+from codesign.core.network import INPUT, Network
 
 DEFAULT_INPUT_TYPE = FixedType(16, 6, True, "RND_CONV", "SAT")  # hls4ml's default precision, as for QKeras
 SUPPORTED = ("Gemm, MatMul (+Add), Conv, MaxPool, AveragePool (unpadded, power-of-two windows), GlobalAveragePool "
              "(power-of-two positions), Relu, BatchNormalization (float graphs), Flatten, Reshape (to flatten), "
-             "Transpose, Identity, Dropout, Cast (to float), Unsqueeze/Squeeze (size-1 axes), Quant/IntQuant, BipolarQuant "
+             "Transpose, Identity, Dropout, Cast (to float), Unsqueeze/Squeeze (size-1 axes), Add (of two computed tensors), "
+             "Concat (channel axis), Quant/IntQuant, BipolarQuant "
              "(weights), Trunc, and a last Softmax, "
              "LogSoftmax, Sigmoid or ArgMax")
 _PASS = ("Identity", "Dropout")
@@ -62,6 +64,14 @@ def load_onnx_file(path: Path, input_type: FixedType | str | None = None) -> Net
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError and others for a file that is not ONNX
         raise ModelFileError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
+    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer):
+        # torch.onnx.export's default (dynamo) exporter writes the weights to <file>.data beside it; onnx checks
+        # that each location is a regular file inside the model's directory
+        try:
+            onnx.external_data_helper.load_external_data_for_model(model, str(Path(path).parent))
+        except Exception as e:
+            raise ModelFileError(f"{path}: its external weights file cannot be read ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else ''}); keep the .data file beside it") from None
     return network_from_onnx(model, name=path.stem, input_type=input_type)
 
 
@@ -103,6 +113,7 @@ class _Act:
     layer: int | None = None  # the layer whose output this is, while nothing else touched it
     rows: np.ndarray | None = None  # a Flatten's row order, owed to the next Dense
     real: tuple[int, ...] | None = None  # the IR shape the layers see, while size-1 axes re-view it as ``shape``
+    src: str = INPUT  # the IR layer whose output holds these values (INPUT: the network's input)
 
     @property
     def onnx_shape(self) -> tuple[int, ...]:
@@ -128,6 +139,7 @@ class _Importer:
     open_bias: set[int] = field(default_factory=set)  # weighted layers whose bias an Add may still set
     names: set[str] = field(default_factory=set)
     meta: dict[str, Any] = field(default_factory=dict)
+    types: dict[str, FixedType | None] = field(default_factory=dict)  # each IR layer's output type, by name
 
     # ---- the walk ---------------------------------------------------------------------
     def run(self) -> Network:
@@ -173,7 +185,7 @@ class _Importer:
             if self.out_name not in self.acts:
                 raise UnsupportedLayerError(f"graph output {self.out_name!r} is not computed from the input by the nodes "
                                             "read; is it a constant?")
-            self._add_layer(Output(self._unique("output"), "linear"), None)
+            self._add_layer(Output(self._unique("output"), "linear"), self.acts[self.out_name])
         self._apply_hints()
         name = self.hints.get("name")
         name = name if isinstance(name, str) and name else self.name
@@ -192,8 +204,11 @@ class _Importer:
         if not acts:
             self._fold(node)
             return
+        if op in ("Add", "Concat") and (len(acts) > 1 or op == "Concat"):
+            self.acts[node.output[0]] = self._merge(node, [self.acts[i] for i in ins] if len(acts) == len(ins) else [])
+            return
         if len(acts) > 1:
-            raise UnsupportedLayerError(f"{_where(node)} combines two data tensors; only feed-forward chains are supported")
+            raise UnsupportedLayerError(f"{_where(node)} combines two data tensors; only Add and Concat merge them")
         x = self.acts[acts[0]]
         if ins[0] != acts[0] and op not in ("Add", "Mul"):
             raise UnsupportedLayerError(f"{_where(node)}: the data tensor must be the first input")
@@ -346,14 +361,43 @@ class _Importer:
                    shape: tuple[int, ...] | None = None) -> _Act:
         self.layers.append(layer)
         i = len(self.layers) - 1
+        self.types[layer.name] = t
         if x is None:
-            return _Act((), (), None, layer=i)
+            return _Act((), (), None, layer=i, src=layer.name)
+        layer.inputs = (x.src,)
         new_shape = shape if shape is not None else layer.output_shape(x.shape)
         act = _Act(new_shape, x.perm if len(new_shape) == len(x.shape) else tuple(range(len(new_shape))), t,
-                   nonneg, i)
+                   nonneg, i, src=layer.name)
         if x.real is not None:  # only element-wise and per-channel layers get here (_ON_VIEWS)
             act.real = layer.output_shape(x.real)
         return act
+
+    def _merge(self, node: Any, xs: list[_Act]) -> _Act:
+        """Add of two computed tensors, or Concat on the channel axis: a merge layer reading both branches."""
+        w = _where(node)
+        if len(xs) < 2:
+            raise UnsupportedLayerError(f"{w}: only a merge of two or more computed tensors is supported (not of a "
+                                        "constant)")
+        if any(x.real is not None or x.perm != xs[0].perm or x.rows is not None for x in xs):
+            raise UnsupportedLayerError(f"{w}: its inputs are laid out differently ({', '.join(str(list(x.onnx_shape)) for x in xs)}); "
+                                        "only inputs of one layout (channels-first or channels-last) are supported")
+        if node.op_type == "Concat":
+            rank = len(xs[0].shape) + 1
+            axis = int(self._attrs(node).get("axis", 1))
+            if (axis + rank if axis < 0 else axis) - 1 != xs[0].perm[-1]:
+                raise UnsupportedLayerError(f"{w}: axis {axis} of {[0, *xs[0].onnx_shape]} is not the channel axis; "
+                                            "only a Concat of channels is supported")
+        cls = Add if node.op_type == "Add" else Concatenate
+        layer = cls(self._unique(self._node_name(node, node.op_type.lower())), inputs=tuple(x.src for x in xs))
+        ts = [self._in_type(x) for x in xs]
+        try:
+            shape = layer.merged_shape([x.shape for x in xs])
+        except LayerError as e:
+            raise UnsupportedLayerError(f"{w}: {str(e).split(': ', 1)[1]}") from None
+        t = reference.output_type(layer, ts, shape) if all(t is not None for t in ts) else None
+        self.layers.append(layer)
+        self.types[layer.name] = t
+        return _Act(shape, xs[0].perm, t, all(x.nonneg for x in xs), len(self.layers) - 1, src=layer.name)
 
     def _in_type(self, x: _Act) -> FixedType | None:
         if self.quantized and x.type is None:
@@ -525,16 +569,12 @@ class _Importer:
         self.layers[i] = replace(layer, bias=bi, bias_type=bt)
         self.open_bias.discard(i)
         t = reference.exact_accum_type(self.layers[i], self._layer_input_type(i)) if bt is not None else None
+        self.types[layer.name] = t
         return replace(x, type=t)
 
     def _layer_input_type(self, i: int) -> FixedType | None:
-        t = self.input_type
-        for layer in self.layers[:i]:
-            if isinstance(layer, (Weighted, BatchNorm)) and t is not None:
-                t = layer.result_type or reference.exact_accum_type(layer, t)
-            elif getattr(layer, "result_type", None) is not None:
-                t = layer.result_type
-        return t
+        src = self.layers[i].inputs[0]
+        return self.input_type if src == INPUT else self.types.get(src)
 
     def _batchnorm(self, node: Any, x: _Act) -> _Act:
         if self.quantized:
@@ -673,9 +713,10 @@ class _Importer:
     def _cast(self, node: Any, x: _Act, t: FixedType, signed: bool, kind: str) -> _Act:
         i = x.layer
         single = i is not None and self.consumers.get(node.input[0], 0) == 1
-        if single and isinstance(self.layers[i], (Weighted, ReLU, BatchNorm, AvgPool, GlobalAvgPool)) and \
+        if single and isinstance(self.layers[i], (Weighted, ReLU, BatchNorm, AvgPool, GlobalAvgPool, Merge)) and \
                 self.layers[i].result_type is None:
             self.layers[i] = replace(self.layers[i], result_type=t)
+            self.types[self.layers[i].name] = t
             self.open_bias.discard(i)
             return replace(x, type=t, nonneg=x.nonneg or not signed)
         layer = Quant(self._unique(self._node_name(node, kind, tuple(self.consts[n] for n in node.input[1:2]))), t)
@@ -746,19 +787,24 @@ class _Importer:
                 if t.quant == self.input_type.quant and same_cast(None, self.input_type, t):
                     self.input_type = t
             layer_hints = h.get("layers", {})
-            t_in = self.input_type
-            for i, layer in enumerate(self.layers):
+            by_name: dict[str, FixedType | None] = {INPUT: self.input_type}
+            for i, layer in enumerate(self.layers):  # every layer names its inputs here (set when added)
+                ts = [by_name.get(s) for s in (layer.inputs or (self.layers[i - 1].name if i else INPUT,))]
+                t_in = ts[0]
                 lh = layer_hints.get(layer.name, {})
-                self.layers[i] = layer = self._hinted(layer, lh, t_in)
-                if isinstance(layer, (Weighted, BatchNorm)) and t_in is not None:
+                self.layers[i] = layer = self._hinted(layer, lh, ts if layer.merge else t_in)
+                if layer.merge:
+                    t_in = reference.output_type(layer, ts, ())
+                elif isinstance(layer, (Weighted, BatchNorm)) and t_in is not None:
                     t_in = layer.result_type or layer.accum_type or reference.exact_accum_type(layer, t_in)
                 elif getattr(layer, "result_type", None) is not None:
                     t_in = layer.result_type
+                by_name[layer.name] = t_in
         except (ValueError, TypeError, AttributeError):
             return  # malformed hints are ignored: the graph alone defines the network
 
     @staticmethod
-    def _hinted(layer: Layer, lh: dict[str, Any], t_in: FixedType | None) -> Layer:
+    def _hinted(layer: Layer, lh: dict[str, Any], t_in: FixedType | None | list) -> Layer:
         from codesign.core import fixed
 
         upd: dict[str, Any] = {}
@@ -784,7 +830,10 @@ class _Importer:
         if lh.get("result_type") and rt is not None and t_in is not None:
             t = FixedType.parse(lh["result_type"])
             probe = replace(layer, **upd) if upd else layer
-            src = reference.exact_accum_type(probe, t_in) if isinstance(layer, (Weighted, BatchNorm)) else t_in
-            if same_cast(src, rt, t):
+            if isinstance(layer, Merge):
+                src = reference.merge_exact_type(layer, t_in) if all(s is not None for s in t_in) else None
+            else:
+                src = reference.exact_accum_type(probe, t_in) if isinstance(layer, (Weighted, BatchNorm)) else t_in
+            if src is not None and same_cast(src, rt, t):
                 upd["result_type"] = t
         return replace(layer, **upd) if upd else layer
