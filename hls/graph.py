@@ -44,6 +44,19 @@ def check_merges(hw: Network) -> None:
                                f"({', '.join(srcs)}); write it as a chain of two-input merges")
 
 
+MAX_STREAM_READERS = 7  # hls4ml 1.3's clone_output pass copies a stream at most 7 times
+
+
+def check_fan_out(hw: Network, io_type: str) -> None:
+    """In ``io_stream``, refuse a tensor read by more layers than hls4ml's clone layer copies, naming it."""
+    if io_type != "io_stream":
+        return
+    for name, readers in hw.consumers().items():
+        if len(readers) > MAX_STREAM_READERS:
+            raise BackendError(f"layer {name!r}: read by {len(readers)} layers; hls4ml 1.3 copies a stream to at most "
+                               f"{MAX_STREAM_READERS} readers (its clone layer)")
+
+
 def mlp_modules(layer: Layer, float_exact: Any) -> list[tuple[str, Any]]:
     """The torch module of one layer of an MLP converted with ``ChannelsLastConversion: off``: a Linear whose
     ``weight`` is already in the (in, out) layout hls4ml's Dense keeps (the converter reads it and never runs it),

@@ -3,7 +3,9 @@
 hls4ml 1.3 with Keras 3 installed sends Keras models down its Keras-3 path, so the
 project is built from an equivalent PyTorch module (float32 weights that hold the fixed-
 point values exactly) through hls4ml's public PyTorch converter, with an explicit
-per-layer precision for weights, biases, accumulators and results.
+per-layer precision for weights, biases, accumulators and results. A chain is an ``nn.Sequential``;
+a graph (``Add``, ``Concatenate``, a tensor read by several layers) a module whose forward follows it
+(``hls.graph``), so hls4ml makes its merge layers, and in ``io_stream`` its clone layers.
 
 Sparse datapaths per layer (the plan is the layer's ``reuse`` in the IR), see ``dense_plan``:
 reuse 1 -> distributed arithmetic (an adder graph of the nonzero weights) on Vitis/Vivado;
@@ -279,6 +281,7 @@ def write_project(net: Network, board: Board, backend: str, out_dir: str | Path,
         compressed.register_fixes()
     names: dict[str, str] = {}  # hls4ml's names of the merge layers (torch.fx's), by IR name
     if branched:
+        graph.check_fan_out(hw_network(net, layers), io_type)
         model, names = graph.torch_graph_module(hw_network(net, layers), conv, _float_exact)
     if conv:
         cnn.register_flatten_pass()

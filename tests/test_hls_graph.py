@@ -166,3 +166,12 @@ def test_graph_csim_is_bit_exact(tmp_path, kind, backend):
            "cat-gap": concat_gap_cnn}[kind]()
     r = _project_and_csim(net, backend, tmp_path)
     assert r["csim_bit_exact"] and r["mismatches"] == 0, r["first_mismatch"]
+
+
+def test_stream_read_by_more_layers_than_hls4ml_clones_is_refused_naming_it(tmp_path):
+    rng = np.random.default_rng(0)
+    branches = [_conv(rng, f"b{i}", 1, 1, 1, inputs=(INPUT,)) for i in range(8)]
+    adds = [Add("s1", inputs=("b0", "b1"))] + [Add(f"s{i}", inputs=(f"s{i - 1}", f"b{i}")) for i in range(2, 8)]
+    net = Network("fan8", (4, 4, 1), [*branches, *adds, Flatten("flat")], input_type=T(6, 1))
+    with pytest.raises(BackendError, match=r"layer 'input': read by 8 layers; hls4ml 1.3 copies a stream to at most 7"):
+        write_project(net, load_board("zcu102"), "vitis", tmp_path / "prj")
