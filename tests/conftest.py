@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import zlib
 from pathlib import Path
 
@@ -22,6 +23,12 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("codesign", derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("explore", max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "codesign"))
+
+# A suite started in the background (`nohup pytest &`, a non-interactive shell's `&`) inherits SIGINT
+# ignored, and Python then raises no KeyboardInterrupt, here or in the processes the tests start: the
+# Ctrl-C tests would see nothing. Python's own handler is restored; a child gets the default on exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = Path(__file__).resolve().parent / "models"  # third-party models, copied with their source (models/README.md)
