@@ -106,6 +106,9 @@ def emit(net, point: str):
     kw: dict = {"family": FAMILY}
     if point.startswith("every"):
         kw["adder_regs_every"] = int(point[5:])
+    elif "@" in point:  # another family's placement (e.g. "xc7@100": the Arty's --clock 100), timed by its model
+        family, clock = point.split("@")
+        kw.update(family=family, clock_mhz=float(clock))
     elif point != "none":
         kw["clock_mhz"] = float(point)
     return (emit_stream_verilog if is_streaming(net) else emit_verilog)(net, **kw)
@@ -153,7 +156,8 @@ def run(names: list[str], points: list[str], seed: int) -> list[dict]:
             target = t["target_mhz"] or 250.0
             with tempfile.TemporaryDirectory() as tmp:
                 m = place_and_route(d, target, Path(tmp), seed)
-            row = {"network": name, "point": point, "latency_cycles": d.latency, "model_critical_path_ns":
+            row = {"network": name, "point": point, "model_family": t["family"], "latency_cycles": d.latency,
+                   "model_critical_path_ns":
                    t["critical_path_ns"], "model_fmax_mhz": t["fmax_mhz"], **m,
                    "model_error": round(t["critical_path_ns"] / m["critical_path_ns"] - 1, 3)}
             print(json.dumps(row), flush=True)
@@ -173,7 +177,8 @@ def summarize(rows: list[dict]) -> dict:
         pareto = [r for r in rs if not any(o["fmax_mhz"] >= r["fmax_mhz"] and o["lut4"] + o["ff"] < r["lut4"] + r["ff"]
                                            for o in rs)]
         out[name] = {"points": rs, "pareto": sorted(r["point"] for r in pareto),
-                     "max_abs_model_error": max(abs(r["model_error"]) for r in rs)}
+                     "max_abs_model_error": max((abs(r["model_error"]) for r in rs if r["model_family"] == FAMILY),
+                                                default=None)}
     return out
 
 

@@ -232,13 +232,17 @@ def synthesize_layers(net: Network, family: str, dsp: bool = True, tool: Tool | 
 
 
 def layer_jobs(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Tool | None = None,
-               mult: str | None = None, abc9_script: str | None = FAST_ABC9_SCRIPT
+               mult: str | None = None, abc9_script: str | None = FAST_ABC9_SCRIPT, clock_mhz: float | None = None
                ) -> tuple[dict[bool, dict[str, dict[str, Any]]], list[jobs.Job]]:
     """What synthesizing each Dense stage of ``net`` in each DSP mode takes: the results the cache
     holds already (by mode, then layer), and one Yosys job for each of the others, whose tag is
-    ``(layer, dsp, cache key)``: the driver stores the result (``store``) when it comes back."""
+    ``(layer, dsp, cache key)``: the driver stores the result (``store``) when it comes back. ``clock_mhz``:
+    each stage pipelined for that clock by ``family``'s delay model, as the RTL step emits it."""
+    from codesign.core.timing import MODELS
     from rtl_sim.stream import emit_stream_verilog, is_streaming
     from rtl_sim.verilog import emit_verilog
+
+    timing = {"clock_mhz": clock_mhz, "family": family} if clock_mhz and family in MODELS else {}
 
     given, tool = tool, tool or find_yosys()
     done: dict[bool, dict[str, dict[str, Any]]] = {dsp: {} for dsp in dsp_modes}
@@ -247,9 +251,9 @@ def layer_jobs(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Too
     for dsp in dsp_modes:
         for name, sub in stages:
             if is_streaming(sub):  # a stage of a streaming CNN, its output the pixel stream it makes
-                d = emit_stream_verilog(sub, mult=mult, stream_out=True)
+                d = emit_stream_verilog(sub, mult=mult, stream_out=True, **timing)
             else:
-                d = emit_verilog(sub, mult=mult)
+                d = emit_verilog(sub, mult=mult, **timing)
             key = cache_key(tool.version, synth_command(family, d.top, dsp), abc9_script, d.verilog)
             hit = cached(key)
             if hit is not None:
@@ -264,12 +268,12 @@ def layer_jobs(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Too
 
 def synthesize_layer_modes(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Tool | None = None,
                            mult: str | None = None, abc9_script: str | None = FAST_ABC9_SCRIPT,
-                           on_done: Callable[[str], None] | None = None,
-                           cluster: str | jobs.Executor | None = None) -> dict[bool, dict[str, dict[str, Any]]]:
+                           on_done: Callable[[str], None] | None = None, cluster: str | jobs.Executor | None = None,
+                           clock_mhz: float | None = None) -> dict[bool, dict[str, dict[str, Any]]]:
     """``synthesize_layers`` for each DSP-inference mode, all layers and modes as one set of jobs (so
     no core idles between modes); results by mode, then by layer. The driver consults the cache
     before dispatching and fills it with what comes back."""
-    done, todo = layer_jobs(net, family, dsp_modes, tool, mult, abc9_script)
+    done, todo = layer_jobs(net, family, dsp_modes, tool, mult, abc9_script, clock_mhz)
     for res in done.values():
         for name in res:
             if on_done:

@@ -349,7 +349,8 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
             find_yosys()  # before the step's folder is made
             with progress.bar("Yosys synthesis per layer", total=2 * len(stage_networks(net))) as bar:
                 by_dsp = synthesize_layer_modes(net, b.synth_family, (True, False), cluster=cluster,
-                                                on_done=lambda name: bar.advance(info=name))
+                                                on_done=lambda name: bar.advance(info=name),
+                                                clock_mhz=rtl.get("clock_mhz") if not rtl.get("adder_regs_every") else None)
             runs = {"dsp_mapped": by_dsp[True], "lut_only": by_dsp[False]}
             layers: dict[str, Any] = {}
             for mode, res in runs.items():

@@ -25,7 +25,7 @@ from codesign.core.cmvm import DEFAULT_DEPTH_SLACK, optimize
 from codesign.core.fixed import FixedType
 from codesign.core.layers import MULT_MAPPINGS, BatchNorm, Dense, Quant, ReLU, Weighted
 from codesign.core.network import Network
-from codesign.core.timing import MODELS, delay_model, schedule_graph, tail_delay
+from codesign.core.timing import MODELS, delay_model, schedule_graph, tail_cuts, tail_delay
 from codesign.errors import LayerError
 
 # Yosys maps a multiply to a DSP only when its operands (and, on AMD, its product) are wide
@@ -259,13 +259,22 @@ def pipeline_ffs(layer: Dense, in_type: FixedType, family: str, clock_mhz: float
             _PIPELINES.clear()
         graph, frac = _shared_graph(layer, in_type, mapping)
         model = delay_model(family) if family in MODELS else None
-        tail = 0.0
+        tail, steps = 0.0, [("relu", None)] if relu else []
         if model is not None and out_type is not None:
-            steps = [("relu", None)] if relu else []
             tail = max((tail_delay(model, graph.nodes[r.node].lo << r.shift, graph.nodes[r.node].hi << r.shift, frac,
                                    steps + [("cast", out_type)]) for r in graph.outputs if r.node >= 0), default=0.0)
         sched = schedule_graph(graph, model, None if regs_every else clock_mhz, regs_every, None, tail)
-        _PIPELINES[key] = (sched.reg_bits + sched.last, sched.last)
+        bits, cycles = sched.reg_bits, sched.last
+        if model is not None and out_type is not None and not regs_every:  # registers in the output logic
+            outs = [r for r in graph.outputs if r.node >= 0 and graph.nodes[r.node].op != "const"]
+            at = max((sched.arrival[r.node] if sched.cycle[r.node] == sched.last else model.clk_to_q for r in outs),
+                     default=model.clk_to_q)
+            cuts = max((tail_cuts(model, clock_mhz, at, graph.nodes[r.node].lo << r.shift,
+                                  graph.nodes[r.node].hi << r.shift, frac, steps + [("cast", out_type)])
+                        for r in outs), default=0)
+            bits += cuts * sum(graph.nodes[r.node].width + r.shift for r in outs)
+            cycles += cuts
+        _PIPELINES[key] = (bits + cycles, cycles)
     return _PIPELINES[key]
 
 

@@ -165,6 +165,31 @@ def tail_delay(model: DelayModel, lo: int, hi: int, frac: int, steps: list[tuple
     return total
 
 
+def tail_cuts(model: DelayModel, clock_mhz: float, at: float, lo: int, hi: int, frac: int,
+              steps: list[tuple[str, FixedType | None]]) -> int:
+    """How many registers the emitter puts into the element-wise logic after a datapath output arriving at
+    ``at`` (``rtl_sim.verilog``'s ``cast_all``/``relu_all``: one before a rounding, a saturation or a ReLU
+    that would end past the period)."""
+    limit, cuts = model.budget(clock_mhz), 0
+    for op, t in steps:
+        if op == "relu":
+            parts = [model.luts()] if lo < 0 < hi else []
+            lo, hi = max(lo, 0), max(hi, 0)
+        else:
+            s = frac - t.frac
+            r = [int(v) for v in round_shift(np.array([lo, hi], dtype=object), s, t.quant)]
+            parts = [round_delay(model, signed_width(lo, hi) + 1, s, t.quant)]
+            if t.overflow == "SAT" and (r[0] < t.min_int or r[1] > t.max_int):
+                parts.append(saturate_delay(model, signed_width(*r), r[0] < t.min_int and r[1] > t.max_int))
+            lo, hi = max(min(r[0], t.max_int), t.min_int), min(max(r[1], t.min_int), t.max_int)
+            frac = t.frac
+        for d in parts:
+            if d > 0 and at + d > limit and at > model.clk_to_q:
+                cuts, at = cuts + 1, model.clk_to_q
+            at += d
+    return cuts
+
+
 # ---- register placement over an adder graph --------------------------------------------------------
 @dataclass
 class GraphSchedule:
