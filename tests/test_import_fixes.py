@@ -232,3 +232,30 @@ def test_a_qkeras3_parameter_that_changes_the_arithmetic_is_refused_naming_it(ke
     with pytest.raises(UnsupportedLayerError, match=rf"^layer 'fc1': kernel quantizer quantized_bits\({key}="
                                                     rf"{re.escape(repr(value))}\) changes the arithmetic; only {key}=None"):
         codesign.load(path)
+
+
+def _auto_po2_on_boundaries(shape: tuple[int, ...], rng) -> np.ndarray:
+    """Weights whose quantized_bits(6, 0, alpha='auto_po2') scales start on rounding boundaries: each channel's
+    largest magnitude (a bias: the largest, then each weight) is 31 * 2**(k + 0.5), give or take a few float32 ulps."""
+    k = rng.integers(-8, 0, size=shape[-1])
+    c = np.float32(31) * (2.0 ** (k + 0.5)).astype(np.float32)
+    c = (c.view(np.int32) + rng.integers(-3, 4, size=c.shape).astype(np.int32)).view(np.float32)
+    if len(shape) == 1:
+        return (c * rng.choice([-1, 1], size=shape)).astype(np.float32)
+    x = rng.uniform(-1, 1, size=shape).astype(np.float32) * c
+    x[rng.integers(0, shape[0], size=shape[-1]), np.arange(shape[-1])] = c
+    return x
+
+
+@pytest.mark.parametrize("shape", [(40,), (12, 16)])
+def test_auto_po2_scales_on_a_rounding_boundary_equal_qkeras(shape, rng):
+    from codesign.importers.keras_live import import_tf
+    from codesign.importers.qkeras_quant import parse_quantizer, weight_ints
+
+    tf = import_tf()
+    import qkeras.quantizers as qkq
+
+    spec = "quantized_bits(6,0,alpha='auto_po2')"
+    x = _auto_po2_on_boundaries(shape, rng)
+    ints, t = weight_ints(x, parse_quantizer(spec, "fc", "kernel quantizer"), "fc", "kernel")
+    assert np.array_equal(np.ldexp(ints.astype(np.float64), -t.frac), qkq.get_quantizer(spec)(tf.constant(x)).numpy())

@@ -262,19 +262,21 @@ def _quantized_bits(x: np.ndarray, q: QSpec, layer: str, what: str) -> tuple[np.
 
 
 def _po2_round(v: np.ndarray, layer: str, what: str, q: QSpec, n_terms: int = 1) -> np.ndarray:
-    """``2**round(log(v + eps) / log(2))`` as QKeras computes it in float32; a value whose log2 lies
-    so near a half-integer that float32 rounding (and summation order, over ``n_terms`` terms) could
-    tip it is refused rather than guessed."""
-    s = (v.astype(np.float32) + EPS).astype(np.float64)
-    lg = np.log2(s)
-    margin = 1e-5 + n_terms * 2.0**-22
-    near = np.abs(lg - np.floor(lg) - 0.5) < margin
-    if np.any(near):
-        raise UnsupportedLayerError(
-            f"layer {layer!r}: {what} quantizer {q}: a power-of-two scale sits on a rounding boundary that QKeras "
-            "decides in float32 arithmetic, which cannot be reproduced exactly; use a fixed power-of-two alpha"
-        )
-    return np.exp2(np.round(lg))
+    """``2**round(log(v + eps) / log(2))`` with the float32 operations QKeras performs (``tf_log_f32``). ``v`` is
+    exact for ``n_terms == 1``; a mean of ``n_terms`` non-negative float32 terms may differ from TensorFlow's by
+    ``n_terms * 2**-23`` relative (its summation order is not reproduced), so a scale whose exponent differs across
+    that interval is refused rather than guessed."""
+    s = (v.astype(np.float32) + EPS).astype(np.float32)
+    e = np.round(tf_log_f32(s) / LN2_F32)
+    if n_terms > 1:
+        rel = n_terms * 2.0**-22
+        ends = [np.round(tf_log_f32((s.astype(np.float64) * f).astype(np.float32)) / LN2_F32) for f in (1 - rel, 1 + rel)]
+        if not (np.array_equal(ends[0], e) and np.array_equal(ends[1], e)):
+            raise UnsupportedLayerError(
+                f"layer {layer!r}: {what} quantizer {q}: a power-of-two scale (a mean over {n_terms} weights) sits so "
+                "near a rounding boundary that TensorFlow's float32 summation order decides it, which is not "
+                "reproduced; use a fixed power-of-two alpha")
+    return np.exp2(e.astype(np.float64))
 
 
 def _auto_po2_bits(x: np.ndarray, bits: int, integer: int, scale_axis: Any, layer: str, what: str,
@@ -296,9 +298,11 @@ def _auto_po2_bits(x: np.ndarray, bits: int, integer: int, scale_axis: Any, laye
         z = np.sign(xs) * np.where(v < levels / 2, v, levels / 2)
         if nd > 1:
             qx, qq = np.mean(xs * z, axis=axis, keepdims=True), np.mean(z * z, axis=axis, keepdims=True)
-        else:
-            qx, qq = xs * z, z * z
-        scale = _po2_round((qx / (qq + float(EPS))).astype(np.float32), layer, what, q, n)
+            ratio = (qx / (qq + float(EPS))).astype(np.float32)  # within n_terms * 2**-22 of TensorFlow's
+        else:  # a scale per weight: QKeras's float32 operations, each reproduced exactly
+            x32, z32 = xs.astype(np.float32), z.astype(np.float32)
+            ratio = (x32 * z32) / (z32 * z32 + EPS)
+        scale = _po2_round(ratio, layer, what, q, n)
     return m_i * z * scale
 
 
