@@ -69,11 +69,14 @@ class DelayModel:
         return f"{self.family} delay model ({self.label}: {self.source})"
 
 
-# ECP5 (LFE5U-85F, speed grade 6, nextpnr's default): fitted by bench/timing.py to nextpnr-ecp5 0.11's
-# critical paths of the emitted datapaths (clock-to-output, setup, LUT4, CCU2C carry per bit, routing).
-_ECP5 = DelayModel("ecp5", "calibrated", "fitted to nextpnr-ecp5 0.11 critical paths on an LFE5U-85F, bench/timing.py",
-                   clk_to_q=0.52, setup=0.10, lut=0.24, net=0.85, carry_in=0.35, carry_per_bit=0.045,
-                   carry_out=0.30, dsp=3.3)
+# ECP5 (LFE5U-85F, speed grade 6, nextpnr's default): nextpnr-ecp5 0.11's own delays, read from the critical
+# path of an emitted MLP placed and routed on the ULX3S 85F: clock to Q 0.525, setup 0 (nextpnr reports it as 0),
+# CCU2C operand (A/B) to FCO 0.447, FCI to FCO 0.071 per two CCU2C (4 bits), FCI to sum F 0.40-0.44, LUT4 0.236;
+# routed nets 0.43-1.83 ns, 1.15 on average. The DSP (MULT18X18D) figure is an estimate: no DSP was on a path.
+# bench/timing.py measures the model's error against nextpnr's Fmax.
+_ECP5 = DelayModel("ecp5", "calibrated", "nextpnr-ecp5 0.11 timing of emitted datapaths on an LFE5U-85F "
+                   "(speed 6), bench/timing.py", clk_to_q=0.525, setup=0.0, lut=0.236, net=1.15, carry_in=0.447,
+                   carry_per_bit=0.018, carry_out=0.443, dsp=3.3)
 
 # Artix-7, speed grade -1: the CLB switching characteristics of AMD DS181 (Artix-7 Data Sheet: DC and AC
 # Switching Characteristics, table "CLB Switching Characteristics": TILO for a LUT, TCKO clock to output,
