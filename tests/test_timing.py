@@ -121,3 +121,36 @@ def test_the_report_gives_cycles_clock_latency_and_throughput():
     assert measured["clock_basis"] == "measured by nextpnr-ecp5 0.11 place and route"
     assert measured["model_error"] == pytest.approx(5.0 * 125.0 / 1000.0 - 1)
     assert timing_text(measured).startswith("6 cycles = 48.0 ns at 125 MHz (target 150 MHz NOT met), measured by")
+
+
+def test_codesign_rtl_places_registers_for_clock_and_the_report_states_it(small_mlp, tmp_path):
+    import json
+
+    from codesign.app.artifact import Artifact
+    from codesign.app.cli import main
+    from codesign.app.report import write_report
+
+    art = Artifact(tmp_path / "run")
+    art.claim()
+    small_mlp.save(art.dir)
+    art.update(board=load_board("arty-a7-35").to_json())
+    assert main(["rtl", str(art.dir), "--quiet"]) == 0
+    nominal = art.report()["rtl"]
+    assert main(["rtl", str(art.dir), "--clock", "200", "--quiet"]) == 0
+    rtl = art.report()["rtl"]
+    assert nominal["clock_mhz"] == 100 and rtl["clock_mhz"] == 200 and rtl["latency_cycles"] > nominal["latency_cycles"]
+    assert rtl["timing"]["family"] == "xc7" and rtl["timing"]["model"] == "estimate"
+    write_report(art)
+    t = json.loads((art.dir / "report.json").read_text())["timing"]
+    assert t["cycles"] == rtl["latency_cycles"] and t["clock_target_mhz"] == 200 and t["ii"] == 1.0
+    assert t["clock_basis"] == "estimated by the xc7 delay model (estimate)"
+    assert f"{t['cycles']} cycles = {t['latency_ns']:,} ns at {t['clock_mhz']:g} MHz" in (art.dir / "report.md").read_text()
+
+
+@pytest.mark.parametrize("clock", ["0", "-3", "fast"])
+def test_a_clock_that_is_not_a_positive_frequency_is_refused(clock, tmp_path, capsys):
+    from codesign.app.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["rtl", str(tmp_path), "--clock", clock])
+    assert e.value.code == 2 and f"must be a clock in MHz above 0, e.g. 100 or 250, not {clock!r}" in capsys.readouterr().err
