@@ -54,11 +54,12 @@ def _dense_tail(rng: np.random.Generator, name: str, shape: tuple[int, ...], lay
 
 def residual_cnn(seed: int = 0) -> Network:
     """6x6x1 -> stem 3x3 (2 ch) -> ReLU -> [identity block: conv, ReLU, conv, + stem, ReLU] -> [projection block:
-    conv 3x3 to 3 ch, ReLU, + a 1x1 conv of the block input] -> concatenate with the block input (5 ch) -> max-pool
-    2x2 -> Flatten -> Dense 3. The identity block's input is read twice, the projection block's three times."""
+    conv 3x3 to 3 ch, ReLU, + a 1x1 conv of the block input (wrapping)] -> concatenate with the block input (5 ch) -> max-pool
+    2x2 -> Flatten -> Dense 3. The identity block's input is read twice, the projection block's three times; the
+    stem's ReLU casts to an unsigned type, so the first Add sums a signed and an unsigned operand."""
     rng = np.random.default_rng(seed)
     it = T(6, 1)
-    layers = [_conv(rng, "stem", 3, 1, 2, padding="same", result_type=CONV_T), ReLU("r0"),
+    layers = [_conv(rng, "stem", 3, 1, 2, padding="same", result_type=CONV_T), ReLU("r0", result_type=T(6, 2, False)),
               _conv(rng, "c1", 3, 2, 2, padding="same", result_type=CONV_T), ReLU("r1"),
               _conv(rng, "c2", 3, 2, 2, padding="same", result_type=CONV_T),
               Add("add1", inputs=("c2", "r0"), result_type=T(8, 3, True, "RND", "SAT")), ReLU("r2"),
