@@ -78,24 +78,28 @@ _ECP5 = DelayModel("ecp5", "calibrated", "nextpnr-ecp5 0.11 timing of emitted da
                    "(speed 6), bench/timing.py", clk_to_q=0.525, setup=0.0, lut=0.236, net=1.15, carry_in=0.447,
                    carry_per_bit=0.018, carry_out=0.443, dsp=3.3)
 
-# Artix-7, speed grade -1: the CLB switching characteristics of AMD DS181 (Artix-7 Data Sheet: DC and AC
-# Switching Characteristics, table "CLB Switching Characteristics": TILO for a LUT, TCKO clock to output,
-# TOPCYA an operand through the LUT into CARRY4, TBYP/TCINCO CIN to COUT per CARRY4 of 4 bits, TCINA/TOPCY
-# the chain's sum out, TAS/TDICK setup) and the DSP48E1 combinational delay of DS181's DSP48E1 table
-# (TDSPDO_A_P); a routed net is not a data-sheet figure: 0.55 ns, typical of Vivado's estimates.
+# Artix-7, speed grade -1: the delays of AMD DS181 (Artix-7 FPGAs Data Sheet: DC and AC Switching
+# Characteristics), table "CLB Switching Characteristics": TILO (LUT address to output), TCKO (clock to AQ),
+# TOPCYA (an operand through the LUT into CARRY4), TBYP (CIN to COUT, one CARRY4 of 4 bits), TCINA/TOPCY (the
+# sum out), TDICK (setup), and the DSP48E1 table's TDSPDO (A to P, no register). The figures used are the ones
+# Vivado's timing reports show for xc7a35t-1 (LUT6 0.124, CARRY4 DI->CO 0.58 and CI->CO 0.114, FDRE C->Q 0.456);
+# they were not re-read from the data sheet here. A routed net is not a data-sheet figure: 0.55 ns is assumed.
+# An estimate: nothing here was checked against Vivado.
 _XC7 = DelayModel("xc7", "estimate", "AMD DS181 CLB switching characteristics (TILO, TCKO, TOPCYA, TBYP, TDICK) "
                   "and DSP48E1 TDSPDO, speed grade -1; net delay assumed", clk_to_q=0.46, setup=0.05, lut=0.13,
                   net=0.55, carry_in=0.58, carry_per_bit=0.114 / 4, carry_out=0.31, dsp=3.9)
 
 # UltraScale+, speed grade -1: AMD DS923 (Zynq UltraScale+ MPSoC Data Sheet: DC and AC Switching
-# Characteristics), CLB (TILO, TCKO, CARRY8 per 8 bits) and DSP48E2 figures; net delay assumed.
+# Characteristics) names the CLB and DSP48E2 parameters; the figures (LUT 0.09, CARRY8 0.05 per 8 bits, FF
+# clock to Q 0.09) are typical of Vivado's UltraScale+ path reports, not re-read from the data sheet here; net
+# delay assumed. An estimate.
 _XCUP = DelayModel("xcup", "estimate", "AMD DS923 CLB and DSP48E2 switching characteristics, speed grade -1; "
                    "net delay assumed", clk_to_q=0.09, setup=0.03, lut=0.09, net=0.40, carry_in=0.30,
                    carry_per_bit=0.05 / 8, carry_out=0.16, dsp=2.3)
 
-# Cyclone V, speed grade -7: Intel's Cyclone V device data sheet gives no per-ALM delays (they live in
-# Quartus' timing model); these are estimates of an ALM LUT, its carry chain and a register at -7,
-# scaled from the data sheet's adder/multiplier performance figures; net delay assumed.
+# Cyclone V, speed grade -7: Intel's Cyclone V Device Datasheet gives no per-ALM delays (they live in
+# Quartus' timing model), only block performance figures; these ALM LUT, carry and register delays are
+# estimates of that order, net delay assumed. The least certain of the four.
 _CYCLONEV = DelayModel("cyclonev", "estimate", "Intel Cyclone V Device Datasheet (-7) performance figures, "
                        "ALM delays inferred, net delay assumed", clk_to_q=0.25, setup=0.10, lut=0.38, net=0.70,
                        carry_in=0.45, carry_per_bit=0.05, carry_out=0.35, dsp=3.5)
