@@ -188,3 +188,56 @@ def test_qonnx_add_of_two_branches_is_bit_exact_against_qonnx(tmp_path, rng):
     want = run_qonnx(path, x)
     assert len(np.unique(want)) > 100
     assert np.array_equal(net.forward(x), want)
+
+
+def _quantized_residual(conv: bool, add_type: str | None):
+    """x -> a (relu, 6-bit unsigned) -> b; shortcut s on the input; Add (cast to ``add_type`` when given);
+    Concatenate with the relu; (Flatten,) a Dense head. Integer weights of 4 bits, biases of 8."""
+    from codesign.core.layers import Add, Concatenate, Conv2D, Dense, Flatten, Output, ReLU
+    from codesign.core.network import INPUT, Network
+
+    r = np.random.default_rng(7)
+    wt, bt = "ap_fixed<4,1>", "ap_fixed<8,3>"
+
+    def layer(name, n_in, n_out, k=3, **kw):
+        if conv:
+            return Conv2D(name, r.integers(-8, 8, (k, k, n_in, n_out)), r.integers(-64, 64, n_out), weight_type=wt,
+                          bias_type=bt, padding="same", **kw)
+        return Dense(name, r.integers(-8, 8, (n_in, n_out)), r.integers(-64, 64, n_out), weight_type=wt, bias_type=bt,
+                     **kw)
+
+    c = 2 if conv else 6
+    layers = [layer("a", c, 4, result_type="ap_fixed<12,5,AP_RND_CONV,AP_SAT>"),
+              ReLU("r", result_type="ap_ufixed<6,3,AP_RND_CONV,AP_SAT>"), layer("b", 4, 4),
+              layer("s", c, 4, k=1, inputs=(INPUT,)), Add("add", inputs=("b", "s"), result_type=add_type),
+              Concatenate("cat", inputs=("add", "r"))]
+    n = 8 * (16 if conv else 1)
+    layers += [Flatten("flat")] * conv + [layer("head", n, 3) if not conv else Dense(
+        "head", r.integers(-8, 8, (n, 3)), r.integers(-64, 64, 3), weight_type=wt, bias_type=bt), Output("output")]
+    return Network("res", (4, 4, 2) if conv else (6,), layers, "ap_fixed<8,3,AP_RND_CONV,AP_SAT>")
+
+
+@pytest.mark.parametrize("conv", [False, True], ids=["dense", "conv"])
+@pytest.mark.parametrize("add_type", [None, "ap_fixed<10,6,AP_RND_CONV,AP_SAT>"], ids=["exact", "cast"])
+def test_qonnx_export_of_a_graph_reimports_bit_for_bit_and_runs_in_qonnx(conv, add_type, tmp_path, rng):
+    from tests.qonnx_graphs import run_qonnx
+
+    net = _quantized_residual(conv, add_type)
+    path = tmp_path / "res.onnx"
+    net.to_onnx(path)
+    back = codesign.load(path)
+
+    def described(n):
+        return [(l.name, l.kind, n.sources()[l.name], getattr(l, "result_type", None), getattr(l, "weight_type", None),
+                 getattr(l, "bias_type", None)) for l in n.layers]
+
+    assert described(back) == described(net) and back.tensor_types() == net.tensor_types()
+    assert back.input_type == net.input_type
+    for a, b in zip(net.weighted_layers(), back.weighted_layers()):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+    t = net.input_type
+    x = fixed.to_float(net.quantize_input(np.concatenate([rng.normal(0, 3, size=(500, *net.input_shape)), rng.choice(
+        fixed.to_float(fixed.corner_values(t), t), size=(64, *net.input_shape))])), t)
+    q = net.quantize_input(x)
+    assert np.array_equal(back.forward_int(q).values, net.forward_int(q).values)
+    assert np.array_equal(run_qonnx(path, x), net.forward(x))

@@ -13,7 +13,10 @@ holds every ``Quant`` output in float32) is exact while every sum fits 24 bits o
 dense layer whose exact accumulator is wider is computed in float64 instead, behind ``Cast``
 nodes (``float64=False`` leaves them out, for tools that do not take ``Cast``); onnxruntime has
 no float64 ``Conv``, so a convolution with a wider accumulator executes in float32, which may
-round (the file's meaning, and our re-import, stay exact). What QONNX cannot
+round (the file's meaning, and our re-import, stay exact). A branch is a tensor read by two or more
+nodes; ``Add`` and ``Concat`` (on the last, channel axis: the file keeps the IR's channels-last layout
+between convolutions) merge them, an ``Add`` in float64 where its exact sum is wider than 24 bits, and
+the merge's ``result_type`` is a ``Quant`` after it. What QONNX cannot
 state (accumulator types, the input's overflow mode, reuse) is written to the model's metadata
 under ``fpga-codesign``; our importer uses it only where it gives the same results.
 """
@@ -31,7 +34,9 @@ import numpy as np
 from codesign.core import fixed, reference
 from codesign.errors import UnsupportedLayerError
 from codesign.core.fixed import FixedType
-from codesign.core.layers import AvgPool, BatchNorm, Conv, Flatten, GlobalAvgPool, MaxPool, Output, Quant, ReLU, Weighted
+from codesign.core.layers import (Add, AvgPool, BatchNorm, Conv, Flatten, GlobalAvgPool, MaxPool, Merge, Output, Quant, ReLU,
+                                  Weighted)
+from codesign.core.network import INPUT
 
 if TYPE_CHECKING:
     from codesign.core.network import Network
@@ -178,11 +183,18 @@ class _Builder:
         if t is not None:
             x = self.quant(x, t, "global_in_quant", None, False, f"network {net.name!r} input type")
             nonneg = not t.signed
-        shape = net.input_shape
+        # each tensor's ONNX name, type, sign, shape and float width, by the IR name of its layer
+        state: dict[str, tuple[str, FixedType | None, bool, tuple[int, ...], str]] = {
+            INPUT: (x, t, nonneg, net.input_shape, "float")}
+        sources = net.sources()
         for layer in net.layers:
             where = f"layer {layer.name!r}"
             lh: dict[str, Any] = {}
-            if isinstance(layer, Weighted):
+            ins = [state[s] for s in sources[layer.name]]
+            x, t, nonneg, shape, self.dtype = ins[0]
+            if isinstance(layer, Merge):
+                x, t, nonneg = self.merge(layer, ins, lh)
+            elif isinstance(layer, Weighted):
                 x, t = self.weighted(layer, x, t, shape, lh)
                 nonneg = False
             elif isinstance(layer, ReLU):
@@ -219,7 +231,8 @@ class _Builder:
                 raise UnsupportedLayerError(f"{where}: BatchNorm is not exported; fold it into the layer before it")
             else:
                 raise UnsupportedLayerError(f"{where}: {layer.kind} layers cannot be exported to ONNX yet")
-            shape = layer.output_shape(shape)
+            shape = layer.merged_shape([s[3] for s in ins]) if layer.merge else layer.output_shape(shape)
+            state[layer.name] = (x, t, nonneg, shape, self.dtype)
             if lh:
                 self.hints["layers"][layer.name] = lh
         self.out_shape = shape
@@ -228,6 +241,30 @@ class _Builder:
         for n in self.nodes:
             if n.output[0] == x:
                 n.output[0] = OUTPUT_NAME
+
+    def merge(self, layer: Merge, ins: list[tuple[str, FixedType | None, bool, tuple[int, ...], str]],
+              lh: dict[str, Any]) -> tuple[str, FixedType | None, bool]:
+        """Add (exact in float32 while its exact sum fits 24 bits, else in float64) or Concat on the last axis,
+        then the result type's Quant."""
+        where = f"layer {layer.name!r}"
+        ts = [s[1] for s in ins]
+        exact = reference.merge_exact_type(layer, ts) if all(t is not None for t in ts) else None
+        wide = isinstance(layer, Add) and exact is not None and exact.width > FLOAT32_EXACT_BITS
+        double = any(s[4] == "double" for s in ins) or (self.float64 and wide)
+        xs = [s[0] if s[4] == "double" or not double else self.cast(s[0], f"{layer.name}.input{i}_double")
+              for i, s in enumerate(ins)]
+        if isinstance(layer, Add):
+            x = self.node("Add", xs, layer.name)
+        else:
+            x = self.node("Concat", xs, layer.name, axis=-1)
+        self.dtype = "double" if double else "float"
+        nonneg = all(s[2] for s in ins)
+        if exact is None or layer.result_type is None:
+            return x, exact, nonneg
+        x = self.quant(x, layer.result_type, f"{layer.name}.result_quant", exact, nonneg, where)
+        self.dtype = "float"
+        lh["result_type"] = layer.result_type.to_hls()
+        return x, layer.result_type, nonneg or not layer.result_type.signed
 
     def average(self, layer: AvgPool | GlobalAvgPool, x: str, t: FixedType | None, shape: tuple[int, ...],
                 nonneg: bool, lh: dict[str, Any]) -> tuple[str, FixedType | None]:
