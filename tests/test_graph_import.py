@@ -241,3 +241,15 @@ def test_qonnx_export_of_a_graph_reimports_bit_for_bit_and_runs_in_qonnx(conv, a
     q = net.quantize_input(x)
     assert np.array_equal(back.forward_int(q).values, net.forward_int(q).values)
     assert np.array_equal(run_qonnx(path, x), net.forward(x))
+
+
+def test_report_layer_table_shows_what_each_graph_layer_reads():
+    from codesign.app.flow import network_summary
+    from codesign.app.report import LAYER_HEAD, layer_rows
+
+    summary = network_summary(_quantized_residual(False, None))
+    assert {l["name"]: l["inputs"] for l in summary["layers"] if "inputs" in l} == {
+        "s": ["input"], "add": ["b", "s"], "cat": ["add", "r"]}
+    rows = {r[0]: dict(zip(LAYER_HEAD, r)) for r in layer_rows({"network": summary})}
+    assert rows["a"]["inputs"] == "–" and rows["s"]["inputs"] == "input" and rows["add"]["inputs"] == "b, s"
+    assert list(rows) == ["a", "b", "s", "add", "cat", "head"]

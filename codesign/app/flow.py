@@ -42,6 +42,8 @@ def network_summary(net: Network) -> dict[str, Any]:
     layers = []
     for layer, shape, t in zip(net.layers, net.shapes(), net.tensor_types()):
         d: dict[str, Any] = {"name": layer.name, "kind": layer.kind, "shape": list(shape), "type": str(t) if t else None}
+        if layer.inputs:  # a graph: the layers (or "input") it reads; a chain's layer reads the one before it
+            d["inputs"] = list(layer.inputs)
         if hasattr(layer, "weight_type"):
             d.update({"weights": int(layer.weight.size), "nonzero": int(np.count_nonzero(layer.weight)),
                       "sparsity": round(layer.sparsity, 4), "weight_type": str(layer.weight_type),

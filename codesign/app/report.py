@@ -30,18 +30,23 @@ def layer_rows(rep: dict[str, Any]) -> list[list[str]]:
     sy = est.get("synth", {}).get("layers", {})
     rows = []
     for l in rep.get("network", {}).get("layers", []):
+        inputs = ", ".join(l.get("inputs", [])) or "–"  # a layer of a graph names what it reads
         if "weights" not in l:
+            if "inputs" in l:  # a merge or a branch's first layer: a row without weights
+                a = an.get(l["name"], {})
+                rows.append([l["name"], inputs, "×".join(map(str, l["shape"])), "–", "–", "–", l.get("type") or "float",
+                             _fmt(a.get("lut")), _fmt(a.get("dsp")), _fmt(a.get("ff")), "–", "–", "–"])
             continue
         a = an.get(l["name"], {})
         s = sy.get(l["name"], {}).get("dsp_mapped", {})
-        rows.append([l["name"], "×".join(map(str, l["shape"])), f"{l['sparsity']:.1%}", f"{l['nonzero']:,}/{l['weights']:,}",
-                     l["weight_type"], l.get("result_type") or l.get("accum_type"),
+        rows.append([l["name"], inputs, "×".join(map(str, l["shape"])), f"{l['sparsity']:.1%}",
+                     f"{l['nonzero']:,}/{l['weights']:,}", l["weight_type"], l.get("result_type") or l.get("accum_type"),
                      _fmt(a.get("lut")), _fmt(a.get("dsp")), _fmt(a.get("ff")),
                      _fmt(s.get("lut")), _fmt(s.get("dsp")), _fmt(s.get("ff"))])
     return rows
 
 
-LAYER_HEAD = ["layer", "outputs", "sparsity", "nonzero", "weight type", "result type",
+LAYER_HEAD = ["layer", "inputs", "outputs", "sparsity", "nonzero", "weight type", "result type",
               "LUT (model)", "DSP (model)", "FF (model)", "LUT (Yosys)", "DSP (Yosys)", "FF (Yosys)"]
 
 
