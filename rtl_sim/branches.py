@@ -132,11 +132,26 @@ def _fifo(e: _Emitter, blocks: list[str], f: str, src: _Stream, pop: str, depth:
     return _unpack(e, f"{f}_h", f"{f}_q", src.px, offs)
 
 
+def _reuse(e: _Emitter, p: str, i: int, heads: list[tuple[_Stream, str]], latest: _Stream) -> tuple[list[Sig], dict] | None:
+    """An operand's pixels from a FIFO another merge already pops, when this merge takes each position a constant
+    ``d >= 0`` cycles later: its head through ``d`` registers; None when no such FIFO exists."""
+    for head, f in heads:
+        d = {b - a for a, b in zip(head.fast, latest.fast)} | {b - a for a, b in zip(head.slow, latest.slow)}
+        if len(d) == 1 and min(d) >= 0:
+            px = head.px
+            for j in range(min(d)):
+                px = [e.register(v, f"{p}_r{i}_{j + 1}") for v in px]
+            return px, {"depth": 0, "reuses": f, "delay_cycles": min(d),
+                        "bits": min(d) * sum(v.width for v in head.px if v.const is None)}
+    return None
+
+
 def _merge_stage(e: _Emitter, blocks: list[str], si: int, layer: Merge, post: list[Layer], ins: list[_Stream],
-                 names: list[str], period: tuple[int, int], depths: dict[str, int] | None
-                 ) -> tuple[_Stream, dict, dict]:
-    """An Add or Concatenate of pixel streams: FIFOs on the earlier operands, the exact merge, the cast, the
-    fused element-wise layers, output registers one cycle after the latest operand."""
+                 names: list[str], period: tuple[int, int], depths: dict[str, int] | None,
+                 heads: dict[str, list[tuple[_Stream, str]]]) -> tuple[_Stream, dict, dict]:
+    """An Add or Concatenate of pixel streams: FIFOs on the earlier operands (or another merge's FIFO of the same
+    operand, delayed, recorded in ``heads``), the exact merge, the cast, the fused element-wise layers, output
+    registers one cycle after the latest operand."""
     p = f"M{si}_{_ident(layer.name)}"
     last = max(range(len(ins)), key=lambda i: (ins[i].fast[-1], ins[i].slow[-1]))
     fifos, px_of = [], {}
@@ -153,6 +168,11 @@ def _merge_stage(e: _Emitter, blocks: list[str], si: int, layer: Merge, post: li
                 raise BackendError(f"layer {layer.name!r} ({layer.kind}): operand {names[i]!r} is not always ahead of "
                                    f"{names[last]!r}, which the streaming RTL's merge FIFOs need; delay the shortcut "
                                    "with a layer or swap the branches")
+        reused = None if depths and names[i] in depths else _reuse(e, p, i, heads.get(names[i], []), ins[last])
+        if reused is not None:
+            px_of[i] = reused[0]
+            fifos.append({"layer": layer.name, "operand": names[i], **reused[1]})
+            continue
         depth = max(fifo_depth(s.fast, ins[last].fast, period[0]), fifo_depth(s.slow, ins[last].slow, period[1]))
         f = f"{p}_f{i}"
         if depths and names[i] in depths:
@@ -160,6 +180,8 @@ def _merge_stage(e: _Emitter, blocks: list[str], si: int, layer: Merge, post: li
         px_of[i] = _fifo(e, blocks, f, s, ins[last].valid, depth, f"layer {layer.name} operand {names[i]}")
         fifos.append({"layer": layer.name, "operand": names[i], "depth": depth,
                       "bits": depth * sum(v.width for v in s.px if v.const is None), "signal": f})
+        heads.setdefault(names[i], []).append(
+            (_Stream(ins[last].valid, px_of[i], s.type, s.shape, ins[last].fast, ins[last].slow), f))
     e.prefix = p
     exact = merge_exact_type(layer, [s.type for s in ins])
     aligned = []
@@ -225,6 +247,7 @@ def emit_graph_stream(net: Network, top: str | None = None, adder_regs_every: in
     period = (pixels, pixels * GAP_MODEL)
     layers_info, design_stages, multipliers, fifos = [], [], {}, []
     fused: set[str] = set()
+    heads: dict[str, list[tuple[_Stream, str]]] = {}  # each operand's merge FIFOs: the head as popped, its name
     k = 0
     while k < len(net.layers):
         layer = net.layers[k]
@@ -257,7 +280,8 @@ def emit_graph_stream(net: Network, top: str | None = None, adder_regs_every: in
             design_stages.append({k2: info[k2] for k2 in ("name", "layers", "valid", "signals", "consts", "n", "type")})
         else:  # a merge of streams
             depths = (fifo_depths or {}).get(layer.name)
-            out, info, stage = _merge_stage(e, blocks, si, layer, post, ins, list(sources[layer.name]), period, depths)
+            out, info, stage = _merge_stage(e, blocks, si, layer, post, ins, list(sources[layer.name]), period, depths,
+                                            heads)
             streams[out_name] = out
             fifos += info["fifos"]
             layers_info.append(info)

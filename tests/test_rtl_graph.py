@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from codesign.core.fixed import FixedType
-from codesign.core.layers import Add, Concatenate, Conv2D, Dense, Flatten, GlobalAvgPool2D, Output, ReLU
+from codesign.core.layers import (Add, Concatenate, Conv1D, Conv2D, Dense, Flatten, GlobalAvgPool1D, GlobalAvgPool2D,
+                                  Output, ReLU)
 from codesign.core.network import INPUT, Network
 from codesign.core.verify import verification_inputs
 from codesign.errors import BackendError, ToolFailedError
@@ -89,13 +90,17 @@ def test_input_gaps_anywhere_leave_every_residual_result_unchanged(residual, ver
 
 def test_each_shortcut_fifo_is_sized_from_the_schedule():
     """The identity shortcut waits while the two 3x3 'same' convolutions fill (about two rows of 8 pixels); the
-    projection's 1x1 output, on a 4x4 grid, waits about two of its rows; the latest operand needs none."""
+    projection's 1x1 output, on a 4x4 grid, waits about two of its rows; the latest operand needs none, and a
+    second merge of the projection reuses the first one's FIFO."""
     d = emit_stream_verilog(residual_cnn())
     assert [(f["layer"], f["operand"]) for f in d.fifos] == [("b1_add", INPUT), ("b2_add", "b2_proj"),
                                                              ("cat", "b2_proj")]
     depth = {f["layer"]: f["depth"] for f in d.fifos}
     assert 2 * 8 + 2 <= depth["b1_add"] <= 3 * 8 + 4 and 2 * 4 <= depth["b2_add"] <= 3 * 4 + 4, d.fifos
     assert all(f["bits"] > 0 for f in d.fifos)
+    # the Concatenate takes the projection one cycle after the Add: the Add's FIFO head through one register
+    assert {k: d.fifos[2][k] for k in ("depth", "reuses", "delay_cycles")} == {
+        "depth": 0, "reuses": d.fifos[1]["signal"], "delay_cycles": 1}
 
 
 @pytest.mark.slow
@@ -185,3 +190,72 @@ def test_per_layer_synthesis_takes_a_branched_network_whole(make):
     assert [(name, sub is net) for name, sub in stage_networks(net)] == [(net.layers[0].name, True)]
     done, todo = layer_jobs(net, "xc7", (False,))
     assert len(done[False]) + len(todo) == 1
+
+
+def random_residual_cnn(seed: int) -> Network:
+    """A random small residual CNN: 1-D or 2-D, one or two blocks, each 1-2 'same' convolutions (random kernel,
+    the first maybe strided) with an identity or 1x1-projection shortcut, merged by Add or Concatenate with random
+    result types (every rounding and overflow mode), maybe a ReLU; then Flatten or GlobalAvgPool and a Dense."""
+    r = np.random.default_rng(seed)
+    nd = int(r.integers(1, 3))
+    shape = ((int(r.integers(6, 17)),) if nd == 1 else (int(r.integers(4, 8)), int(r.integers(4, 8)))) + \
+        (int(r.integers(1, 4)),)
+
+    def rtype(signed=True):
+        w = int(r.integers(5, 11))
+        return FixedType(w, int(r.integers(2, w)), signed, str(r.choice(["TRN", "RND", "RND_CONV"])),
+                         str(r.choice(["WRAP", "SAT"])))
+
+    def conv(name, k, c_in, c_out, **kw):
+        w = r.integers(-16, 16, size=(*k, c_in, c_out))
+        w[r.random(w.shape) < 0.3] = 0
+        return (Conv1D if nd == 1 else Conv2D)(name, w, r.integers(-8, 8, size=c_out), weight_type=WT, bias_type=WT,
+                                               result_type=rtype(), **kw)
+
+    layers, cur, src = [], shape, INPUT
+    for b in range(int(r.integers(1, 3))):
+        stride = int(r.integers(1, 3)) if min(cur[:-1]) >= 4 else 1
+        project = stride > 1 or r.random() < 0.4
+        c_out = int(r.integers(1, 4)) if project else cur[-1]
+        main = src
+        for j in range(int(r.integers(1, 3))):
+            k = tuple(int(r.integers(1, min(3, n) + 1)) for n in cur[:-1])
+            s = (stride,) * nd if j == 0 else (1,) * nd
+            layers.append(conv(f"b{b}_c{j}", k, cur[-1] if j == 0 else c_out, c_out, padding="same", strides=s,
+                               inputs=(main,)))
+            main = layers[-1].name
+            if r.random() < 0.5:
+                layers.append(ReLU(f"b{b}_r{j}", rtype(False) if r.random() < 0.5 else None))
+                main = layers[-1].name
+        short = src
+        if project:
+            layers.append(conv(f"b{b}_proj", (1,) * nd, cur[-1], c_out, strides=(stride,) * nd, inputs=(src,)))
+            short = layers[-1].name
+        ops = (short, main) if r.random() < 0.5 else (main, short)
+        merge = Add if r.random() < 0.7 else Concatenate
+        layers.append(merge(f"b{b}_m", inputs=ops, result_type=rtype() if r.random() < 0.6 else None))
+        if r.random() < 0.5:
+            layers.append(ReLU(f"b{b}_out", rtype(False) if r.random() < 0.5 else None))
+        src = layers[-1].name
+        cur = Network("probe", shape, [*layers, Flatten("probe_f")], FixedType(6, 2)).shapes()[-2]
+    n_pos = int(np.prod(cur[:-1]))
+    if n_pos & (n_pos - 1) == 0 and r.random() < 0.6:
+        layers.append((GlobalAvgPool1D if nd == 1 else GlobalAvgPool2D)("gap"))
+        n = cur[-1]
+    else:
+        layers.append(Flatten("flat"))
+        n = n_pos * cur[-1]
+    layers.append(Dense("fc", r.integers(-16, 16, size=(n, 3)), r.integers(-8, 8, size=3), weight_type=WT,
+                        bias_type=WT, result_type=rtype()))
+    in_t = FixedType(int(r.integers(4, 8)), int(r.integers(1, 3)), bool(r.random() < 0.6))
+    return Network(f"random_residual_{seed}", shape, layers, in_t)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(6))
+def test_random_residual_cnns_stream_bit_exact_at_the_designed_latency(seed, tmp_path, verilator):
+    net = random_residual_cnn(seed)
+    print(net.summary())
+    d = write_rtl(net, tmp_path / "rtl")
+    r = cosimulate(net, tmp_path / "rtl", tmp_path / "cosim", verification_inputs(net, None, 300, seed), mode="bulk")
+    assert r.bit_exact and r.ii == d.cycles_per_image and r.latency_cycles == d.latency, describe_mismatch(r)
