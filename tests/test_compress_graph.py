@@ -106,3 +106,25 @@ def test_channel_pruning_of_a_graph_is_refused_with_what_works(resnet):
     with pytest.raises(ConfigError, match=r"channel \(structured\) pruning of a network with branches or merges is not "
                                           r"built yet; use --method hardware"):
         consumers(qcnn_from_network(resnet))
+
+
+@pytest.mark.parametrize("padding, folds", [("valid", True), ("same", False)])
+def test_a_batchnorm_on_the_input_folds_forward_only_into_an_unpadded_conv(padding, folds, images):
+    rng = np.random.default_rng(4)
+    bn = BatchNorm("bn", rng.uniform(0.5, 2, 2), rng.normal(size=2), rng.normal(size=2), rng.uniform(0.5, 2, 2))
+    conv = Conv2D("c", rng.normal(size=(3, 3, 2, 3)), rng.normal(size=3), strides=(2, 2) if padding == "valid" else (1, 1),
+                  padding=padding)
+    net = Network("bn_first", (4, 4, 2), [bn, conv])
+    folded = fold_batchnorm(net)
+    assert any(isinstance(l, BatchNorm) for l in folded.layers) != folds
+    np.testing.assert_allclose(folded.forward(images), net.forward(images), atol=1e-12)
+
+
+def test_a_batchnorm_before_a_dense_folds_into_it(images):
+    rng = np.random.default_rng(5)
+    net = Network("bn_dense", (6,), [BatchNorm("bn", rng.uniform(0.5, 2, 6), rng.normal(size=6), rng.normal(size=6),
+                                               rng.uniform(0.5, 2, 6)), Dense("d", rng.normal(size=(6, 3)))])
+    x = rng.normal(size=(20, 6))
+    folded = fold_batchnorm(net)
+    assert [l.kind for l in folded.layers] == ["Dense"]
+    np.testing.assert_allclose(folded.forward(x), net.forward(x), atol=1e-12)

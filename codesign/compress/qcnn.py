@@ -322,6 +322,10 @@ def assign_types(model: QCNN, prec: Precision, X_calib: np.ndarray) -> None:
     """Per-layer types sized from the float weights and the calibration activations (as ``qat.assign_types``)."""
     model.input_type = prec.input_type
     last = model.weighted()[-1]
+    # a stage read only by merges hands them its exact accumulator: the merge casts once, after the sum
+    into_merge = {i for i in range(len(model.stages))
+                  if all(isinstance(model.stages[j], QMerge) for j, src in enumerate(model.sources) if i in src)
+                  and any(i in src for src in model.sources)}
 
     def assign(i: int, x: Any) -> None:  # each stage is typed on its input before it runs
         stage = model.stages[i]
@@ -338,7 +342,7 @@ def assign_types(model: QCNN, prec: Precision, X_calib: np.ndarray) -> None:
         pre = linear(stage, x)
         if stage.relu:
             stage.relu_type = fixed_for_values(torch.relu(pre).numpy(), prec.act_bits, signed=False)
-        else:
+        elif i not in into_merge:
             stage.result_type = fixed_for_values(pre.numpy(), prec.out_bits if stage is last else prec.act_bits)
 
     with torch.no_grad():

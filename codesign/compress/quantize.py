@@ -14,14 +14,17 @@ import numpy as np
 
 from codesign.core import fixed, reference
 from codesign.core.fixed import FixedType
-from codesign.core.layers import BatchNorm, Layer, Quant, ReLU, Weighted
+from codesign.core.layers import BatchNorm, Conv, Dense, Layer, Quant, ReLU, Weighted
 from codesign.core.network import Network
 from codesign.core.reference import exact_accum_type
 
 
 def fold_batchnorm(net: Network) -> Network:
     """A copy of ``net`` with every float BatchNorm folded into the Dense/Conv it reads, where that layer feeds
-    nothing else (so the fold is exact); any other BatchNorm stays a layer (quantized as its own affine stage)."""
+    nothing else, or else into the one Dense or unpadded Conv that reads it (both exact: a padded convolution
+    would see the BatchNorm's shift at its zero padding); any other BatchNorm stays a layer (quantized as its
+    own affine stage)."""
+    net = _fold_forward(net)
     sources, readers = net.sources(), net.consumers()
     alias: dict[str, str] = {}
     layers: list[Layer] = []
@@ -38,6 +41,43 @@ def fold_batchnorm(net: Network) -> Network:
             continue
         layers.append(layer)
         by_name[layer.name] = layer
+    return Network(net.name, net.input_shape, layers, net.input_type, dict(net.metadata))
+
+
+def _fold_forward(net: Network) -> Network:
+    """Each float BatchNorm that no Dense/Conv of its own precedes, folded into the layer that alone reads it
+    when that is a Dense on the same vector or an unpadded Conv: ``w' = scale[c] * w``, ``b' = b + sum(w * shift)``."""
+    sources, readers = net.sources(), net.consumers()
+    by_name = {l.name: l for l in net.layers}
+    fold: dict[str, str] = {}  # BatchNorm -> the layer it folds into
+    for layer in net.layers:
+        if not isinstance(layer, BatchNorm) or layer.quantized:
+            continue
+        src = sources[layer.name][0]
+        if isinstance(by_name.get(src), Weighted) and readers[src] == [layer.name]:
+            continue  # folds backwards
+        nxt = by_name.get(readers[layer.name][0]) if len(readers[layer.name]) == 1 else None
+        ok = isinstance(nxt, Dense) and nxt.weight.shape[0] == layer.gamma.shape[0] or (
+            isinstance(nxt, Conv) and nxt.padding == "valid")
+        if ok and not nxt.quantized:
+            fold[layer.name] = nxt.name
+    if not fold:
+        return net
+    layers: list[Layer] = []
+    alias: dict[str, str] = {}
+    scales = {}
+    for layer in copy.deepcopy(net.layers):
+        layer.inputs = tuple(alias.get(s, s) for s in sources[layer.name])
+        if layer.name in fold:
+            scales[fold[layer.name]] = layer.float_scale_shift()
+            alias[layer.name] = layer.inputs[0]
+            continue
+        if layer.name in scales:
+            scale, shift = scales[layer.name]
+            w = layer.weight
+            layer.bias = layer.bias + np.tensordot(w, shift, axes=([w.ndim - 2], [0])).reshape(-1, w.shape[-1]).sum(0)
+            layer.weight = w * scale[:, None]
+        layers.append(layer)
     return Network(net.name, net.input_shape, layers, net.input_type, dict(net.metadata))
 
 
