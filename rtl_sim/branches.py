@@ -31,9 +31,8 @@ from codesign.core.network import INPUT, Network
 from codesign.core.reference import merge_exact_type
 from codesign.errors import BackendError
 from rtl_sim.stream import (ELEMENTWISE, STREAM_LAYER_NAMES, WINDOW_LAYERS, StreamDesign, _bits, _collect, _dense_stage,
-                            _elementwise, _module, _pack, _reg_chain, _Stage, _u, _unpack, _window_stage, geometry,
-                            signed_w)
-from rtl_sim.verilog import (Design, Sig, _Emitter, _ident, _timing_args, const_sig, dense_datapath, output_assigns,
+                            _elementwise, _module, _pack, _reg_chain, _Stage, _u, _unpack, _window_stage, geometry)
+from rtl_sim.verilog import (Design, Sig, _Emitter, _ident, _timing_args, const_sig, dense_datapath, flat_module,
                              tail_steps)
 
 GAP_MODEL = 64  # cycles between input pixels in the isolated-pixel schedule (longer than any stage's latency)
@@ -119,7 +118,8 @@ def _fifo(e: _Emitter, blocks: list[str], f: str, src: _Stream, pop: str, depth:
 
     blocks.append(f"  always @(posedge clk) if ({push}) {f}_mem[{f}_wr] <= {bus};")
     blocks.append(f"  always @(posedge clk) begin\n    if (rst) begin\n      {f}_wr <= {_u(0, aw)}; {f}_rd <= "
-                  f"{_u(0, aw)}; {f}_n <= {_u(0, cw)};\n    end else begin\n      if ({push}) {f}_wr <= {step(f'{f}_wr')};\n"
+                  f"{_u(0, aw)}; {f}_n <= {_u(0, cw)};\n    end else begin\n"
+                  f"      if ({push}) {f}_wr <= {step(f'{f}_wr')};\n"
                   f"      if ({pop}) {f}_rd <= {step(f'{f}_rd')};\n"
                   f"      if ({push} && !({pop})) {f}_n <= {f}_n + {_u(1, cw)};\n"
                   f"      else if (!({push}) && {pop}) {f}_n <= {f}_n - {_u(1, cw)};\n    end\n  end")
@@ -132,7 +132,8 @@ def _fifo(e: _Emitter, blocks: list[str], f: str, src: _Stream, pop: str, depth:
     return _unpack(e, f"{f}_h", f"{f}_q", src.px, offs)
 
 
-def _reuse(e: _Emitter, p: str, i: int, heads: list[tuple[_Stream, str]], latest: _Stream) -> tuple[list[Sig], dict] | None:
+def _reuse(e: _Emitter, p: str, i: int, heads: list[tuple[_Stream, str]], latest: _Stream
+           ) -> tuple[list[Sig], dict] | None:
     """An operand's pixels from a FIFO another merge already pops, when this merge takes each position a constant
     ``d >= 0`` cycles later: its head through ``d`` registers; None when no such FIFO exists."""
     for head, f in heads:
@@ -183,23 +184,8 @@ def _merge_stage(e: _Emitter, blocks: list[str], si: int, layer: Merge, post: li
         heads.setdefault(names[i], []).append(
             (_Stream(ins[last].valid, px_of[i], s.type, s.shape, ins[last].fast, ins[last].slow), f))
     e.prefix = p
-    exact = merge_exact_type(layer, [s.type for s in ins])
-    aligned = []
-    for i, s in enumerate(ins):
-        sh = exact.frac - s.type.frac
-        aligned.append([v if sh == 0 or v.const is not None and v.const == 0 else
-                        (const_sig(v.const << sh) if v.const is not None else e.shift_add(v, sh, const_sig(0), 0, False))
-                        for v in px_of.get(i, s.px)])
-    if isinstance(layer, Add):
-        y = aligned[0]
-        for other in aligned[1:]:
-            y = [e.add(a, b) for a, b in zip(y, other)]
-    else:
-        y = [v for chans in aligned for v in chans]
-    t = exact
-    if layer.result_type is not None:
-        y = [e.cast(v, exact.frac, layer.result_type) for v in y]
-        t = layer.result_type
+    y, _ = _merge_values(e, layer, [px_of.get(i, s.px) for i, s in enumerate(ins)], [s.type for s in ins])
+    t = layer.result_type or merge_exact_type(layer, [s.type for s in ins])
     y, t = _elementwise(e, y, t.frac, t, post)
     e.prefix = ""
     y = [e.register(v, f"{p}_o") for v in y]
@@ -215,6 +201,17 @@ def _merge_stage(e: _Emitter, blocks: list[str], si: int, layer: Merge, post: li
 
 
 # ---- the design --------------------------------------------------------------------------------------
+def _input_sigs(e: _Emitter, in_t: FixedType, n: int) -> list[Sig]:
+    """``in_data``'s ``n`` elements of ``in_t`` as signed wires ``x0_<i>``."""
+    out = []
+    for i in range(n):
+        sl = f"in_data[{i * in_t.width + in_t.width - 1}:{i * in_t.width}]"
+        src = f"$signed({sl})" if in_t.signed else f"$signed({{1'b0, {sl}}})"
+        e.lines.append(f"  wire signed [{signed_width(in_t.min_int, in_t.max_int) - 1}:0] x0_{i} = {src};")
+        out.append(Sig(f"x0_{i}", in_t.min_int, in_t.max_int))
+    return out
+
+
 def emit_graph_stream(net: Network, top: str | None = None, adder_regs_every: int = 0, mult: str | None = None,
                       datapath: str | None = None, fifo_depths: dict[str, dict[str, int]] | None = None,
                       clock_mhz: float | None = None, family: str | None = None) -> StreamDesign:
@@ -236,13 +233,7 @@ def emit_graph_stream(net: Network, top: str | None = None, adder_regs_every: in
     e, blocks = _Emitter(True, None, *_timing_args(clock_mhz, family, adder_regs_every)), []
     in_t, c_in = net.input_type, net.input_shape[-1]
     pixels = int(np.prod(net.input_shape[:-1]))
-    px = []
-    for c in range(c_in):
-        sl = f"in_data[{c * in_t.width + in_t.width - 1}:{c * in_t.width}]"
-        src = f"$signed({sl})" if in_t.signed else f"$signed({{1'b0, {sl}}})"
-        e.lines.append(f"  wire signed [{signed_w(Sig('', in_t.min_int, in_t.max_int)) - 1}:0] x0_{c} = {src};")
-        px.append(Sig(f"x0_{c}", in_t.min_int, in_t.max_int))
-    streams = {INPUT: _Stream("in_valid", px, in_t, net.input_shape, list(range(pixels)),
+    streams = {INPUT: _Stream("in_valid", _input_sigs(e, in_t, c_in), in_t, net.input_shape, list(range(pixels)),
                               [k * GAP_MODEL for k in range(pixels)])}
     period = (pixels, pixels * GAP_MODEL)
     layers_info, design_stages, multipliers, fifos = [], [], {}, []
@@ -288,7 +279,8 @@ def emit_graph_stream(net: Network, top: str | None = None, adder_regs_every: in
             design_stages.append(stage)
         k += 1
     tail = [l for l in net.layers[k:] if l.name not in fused and not isinstance(l, Output)]
-    stream_name = sources[tail[0].name][0] if tail else net.layers[-1 if not isinstance(net.layers[-1], Output) else -2].name
+    hardware = [l for l in net.layers if not isinstance(l, Output)]
+    stream_name = sources[tail[0].name][0] if tail else hardware[-1].name
     s = streams[stream_name]
     valid, x, x_type, latency = _dense_tail(e, blocks, net, tail, s, sources, adder_regs_every, mult, dp, multipliers,
                                             design_stages)
@@ -373,13 +365,7 @@ def emit_graph_verilog(net: Network, top: str | None = None, adder_regs_every: i
     types = {INPUT: net.input_type, **dict(zip((l.name for l in net.layers), net.tensor_types()))}
     e = _Emitter(True, None, *_timing_args(clock_mhz, family, adder_regs_every))
     in_t, n_in = net.input_type, net.input_shape[0]
-    x = []
-    for i in range(n_in):
-        sl = f"in_data[{i * in_t.width + in_t.width - 1}:{i * in_t.width}]"
-        src = f"$signed({sl})" if in_t.signed else f"$signed({{1'b0, {sl}}})"
-        e.lines.append(f"  wire signed [{signed_width(in_t.min_int, in_t.max_int) - 1}:0] x0_{i} = {src};")
-        x.append(Sig(f"x0_{i}", in_t.min_int, in_t.max_int))
-    vals: dict[str, tuple[list[Sig], FixedType, int]] = {INPUT: (x, in_t, 0)}  # values, type, cycle
+    vals: dict[str, tuple[list[Sig], FixedType, int]] = {INPUT: (_input_sigs(e, in_t, n_in), in_t, 0)}  # and cycle
     stages, multipliers, delays, fused = [], {}, [], set()
     last = INPUT
     for k, layer in enumerate(net.layers):
@@ -432,7 +418,7 @@ def emit_graph_verilog(net: Network, top: str | None = None, adder_regs_every: i
     x, out_t, cum = vals[last]
     if cum < 1:
         raise BackendError(f"network {net.name!r} has no hardware layers")
-    return Design(top, _flat_module(net, top, e, in_t, out_t, n_in, x, cum), in_t, out_t, n_in, len(x), cum, stages,
+    return Design(top, flat_module(net, top, e, in_t, out_t, n_in, x, cum), in_t, out_t, n_in, len(x), cum, stages,
                   multipliers, datapath, e.timing(cum))
 
 
@@ -454,47 +440,3 @@ def _merge_values(e: _Emitter, layer: Merge, xs: list[list[Sig]], in_types: list
     if layer.result_type is None:
         return y, exact.frac
     return [e.cast(v, exact.frac, layer.result_type) for v in y], layer.result_type.frac
-
-
-def _flat_module(net: Network, top: str, e: _Emitter, in_t: FixedType, out_t: FixedType, n_in: int, x: list[Sig],
-                 cum: int) -> str:
-    outs = output_assigns(x, out_t)
-    vlines = "\n".join(f"      valid_sr[{k}] <= valid_sr[{k - 1}];" for k in range(1, cum))
-    return f"""// {top}: generated by fpga-codesign from network {net.name!r} (branches merged). Do not edit.
-// in_data : {n_in} x {in_t.to_hls()}, element i at bits [i*{in_t.width} +: {in_t.width}]
-// out_data: {len(x)} x {out_t.to_hls()}, element j at bits [j*{out_t.width} +: {out_t.width}]
-// latency : {cum} cycles from in_valid to out_valid; initiation interval 1
-`default_nettype none
-// Exact-width rounding drops low bits on purpose and pruned inputs are never read,
-// so partly used wires are expected here:
-/* verilator lint_off UNUSEDSIGNAL */
-module {top} (
-  input  wire clk,
-  input  wire rst,
-  input  wire in_valid,
-  input  wire [{n_in * in_t.width - 1}:0] in_data,
-  output wire out_valid,
-  output wire [{len(x) * out_t.width - 1}:0] out_data
-);
-{chr(10).join(e.lines)}
-  /* verilator lint_on UNUSEDSIGNAL */
-
-  always @(posedge clk) begin
-{chr(10).join(e.regs)}
-  end
-
-  reg [{cum - 1}:0] valid_sr;
-  always @(posedge clk) begin
-    if (rst) begin
-      valid_sr <= {cum}'b0;
-    end else begin
-      valid_sr[0] <= in_valid;
-{vlines}
-    end
-  end
-  assign out_valid = valid_sr[{cum - 1}];
-
-{chr(10).join(outs)}
-endmodule
-`default_nettype wire
-"""

@@ -436,13 +436,21 @@ def emit_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0
                               "n": len(x), "latency": cum, "signals": [v.expr if v.const is None else None for v in x],
                               "consts": [v.const for v in x]})
     out_t = x_type
+    verilog = flat_module(net, top, e, in_t, out_t, n_in, x, cum)
+    return Design(top, verilog, in_t, out_t, n_in, len(x), cum, design_stages, multipliers, datapath, e.timing(cum))
+
+
+def flat_module(net: Network, top: str, e: _Emitter, in_t: FixedType, out_t: FixedType, n_in: int, x: list[Sig],
+                cum: int) -> str:
+    """The module of a fully parallel design: the ports, the emitter's wires and registers, a valid shift register
+    of ``cum`` cycles and ``out_data`` from ``x`` (``rtl_sim.branches`` builds residual MLPs with it too)."""
     n_out = len(x)
     outs = output_assigns(x, out_t)
     body = "\n".join(e.lines)
     regs = "\n".join(e.regs)
     vlines = "\n".join(f"      valid_sr[{k}] <= valid_sr[{k - 1}];" for k in range(1, cum))
     header = _header(net, top, in_t, out_t, n_in, n_out, cum)
-    verilog = f"""{header}
+    return f"""{header}
 // Exact-width rounding drops low bits on purpose and pruned inputs are never read,
 // so partly used wires are expected here:
 /* verilator lint_off UNUSEDSIGNAL */
@@ -476,7 +484,6 @@ module {top} (
 endmodule
 `default_nettype wire
 """
-    return Design(top, verilog, in_t, out_t, n_in, n_out, cum, design_stages, multipliers, datapath, e.timing(cum))
 
 
 def _timing_args(clock_mhz: float | None, family: str | None, every: int) -> tuple[DelayModel | None, float | None]:
