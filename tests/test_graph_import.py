@@ -253,3 +253,25 @@ def test_report_layer_table_shows_what_each_graph_layer_reads():
     rows = {r[0]: dict(zip(LAYER_HEAD, r)) for r in layer_rows({"network": summary})}
     assert rows["a"]["inputs"] == "–" and rows["s"]["inputs"] == "input" and rows["add"]["inputs"] == "b, s"
     assert list(rows) == ["a", "b", "s", "add", "cat", "head"]
+
+
+@pytest.mark.slow
+def test_qonnx_export_of_digits_resnet_reimports_bit_for_bit(digits, tmp_path):
+    """The built-in ResNet (trained at first use), quantized after training: 8-bit weights, 16-bit results."""
+    from codesign.compress.quantize import quantize_network
+    from tests.qonnx_graphs import run_qonnx
+
+    fnet = codesign.load("digits-resnet")
+    x = np.concatenate([digits.X_train, digits.X_val, digits.X_test]).reshape(-1, *fnet.input_shape)
+    net = quantize_network(fnet, "ap_fixed<8,4,AP_RND_CONV,AP_SAT>", calib=digits.X_train)
+    path = tmp_path / "resnet.onnx"
+    net.to_onnx(path)
+    back = codesign.load(path)
+    assert [(l.name, l.kind, back.sources()[l.name]) for l in back.layers] == [
+        (l.name, l.kind, net.sources()[l.name]) for l in net.layers]
+    assert back.tensor_types() == net.tensor_types() and sum(l.merge for l in net.layers) == 2
+    for a, b in zip(net.weighted_layers(), back.weighted_layers()):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias) and a.weight_type == b.weight_type
+    q = net.quantize_input(x)
+    assert np.array_equal(back.forward_int(q).values, net.forward_int(q).values)
+    assert np.array_equal(run_qonnx(path, x, before_head=True), net.forward(x))
