@@ -80,6 +80,31 @@ def test_onnxruntime_refuses_opset6_so_the_file_converted_to_opset13_with_axes_i
     np.testing.assert_array_equal(ours, codesign.load(BN_OPSET6).predict(x.astype(np.float64)))
 
 
+def test_squeezes_after_global_average_pooling_are_views_and_match_onnxruntime(rng):
+    """torch's ``x.mean((2, 3), keepdim=True).squeeze(3).squeeze(2)``: no Flatten layer, the same result."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    g = Graph((2, 4, 4))
+    g.data("Conv", "conv1", g.const(rng.normal(0, 0.5, (4, 2, 3, 3)), "conv1.weight"),
+           g.const(rng.normal(0, 0.1, 4), "conv1.bias"), kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    g.data("Relu", "relu1").data("GlobalAveragePool", "gap")
+    g.data("Squeeze", "sq3", g.const([3.0], "axes3")).data("Squeeze", "sq2", g.const([2.0], "axes2"))
+    g.data("Gemm", "fc", g.const(rng.normal(0, 0.5, (3, 4)), "fc.weight"), g.const(rng.normal(0, 0.1, 3), "fc.bias"),
+           transB=1)
+    m = g.model()
+    inits = [numpy_helper.from_array(numpy_helper.to_array(i).astype(np.int64), i.name) if i.name.startswith("axes")
+             else i for i in m.graph.initializer]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(inits)
+    net = network_from_onnx(m)
+    assert [l.kind for l in net.layers] == ["Conv2D", "ReLU", "GlobalAvgPool2D", "Dense", "Output"]
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    x = rng.normal(0, 1, (50, 2, 4, 4)).astype(np.float32)
+    theirs = ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(net.predict(np.moveaxis(x, 1, -1).astype(np.float64)), theirs, rtol=1e-5, atol=1e-6)
+
+
 def _view_refused(kind: str) -> Graph:
     g = Graph(4)
     if kind == "dense_on_view":

@@ -3,7 +3,10 @@
 Float graphs map node by node (``Gemm``, ``MatMul`` + ``Add``, ``Conv``, ``Relu``, ``MaxPool``,
 ``AveragePool`` and ``GlobalAveragePool`` (exact means over power-of-two counts),
 ``BatchNormalization``, ``Flatten``/``Reshape``, ``Transpose``, ``Add`` of two computed tensors and
-``Concat`` on the channel axis (merges: the graph's branches become the layers' ``inputs``); a trailing ``Softmax``,
+``Concat`` on the channel axis (merges: the graph's branches become the layers' ``inputs``), and
+``Unsqueeze``/``Squeeze``/``Reshape`` that only add or remove size-1 axes (old torch exports wrap a 2-D
+BatchNorm in them): views of the same data, not layers; only element-wise and per-channel nodes may act on
+a view. A trailing ``Softmax``,
 ``Sigmoid`` or ``ArgMax`` becomes the output head). QONNX graphs (Brevitas, qonnx, hls4ml,
 FINN) add ``Quant``/``IntQuant``, ``BipolarQuant`` and ``Trunc`` nodes, which become exact
 fixed-point types (``qonnx_quant.py`` says how): on a constant they quantize the weights or
@@ -550,7 +553,10 @@ class _Importer:
         except LayerError as e:  # an average over a count that is not a power of two
             raise UnsupportedLayerError(f"{_where(node)}: {str(e).split(': ', 1)[1]}") from None
         t = self._in_type(x)
-        return self._add_layer(layer, x, nonneg=x.nonneg, t=None if t is None else reference.avg_exact_type(t, shift))
+        act = self._add_layer(layer, x, nonneg=x.nonneg, t=None if t is None else reference.avg_exact_type(t, shift))
+        if node.op_type == "GlobalAveragePool":  # ONNX keeps the size-1 positions (N, C, 1, ...): a view of the IR's (C,)
+            act = replace(act, shape=(1,) * nd + act.shape, perm=(*range(1, nd + 1), 0), real=act.shape)
+        return act
 
     def _bias(self, node: Any, x: _Act, act_name: str) -> _Act:
         other = [i for i in node.input if i != act_name]

@@ -11,9 +11,10 @@ Weight quantizers are applied here, in numpy, exactly as QKeras 0.9 applies them
 float64 gives QKeras's float32 result bit for bit. Then QKeras returns ``x + (xq - x)`` in
 float32 (its straight-through estimator); that is checked to give ``xq`` back, weight by weight.
 ``alpha='auto_po2'`` picks per-channel power-of-two scales by least squares in float32; the choice
-is reproduced, and refused where a scale sits so close to a rounding boundary that float32
-summation order could decide it. ``quantized_po2``/``quantized_relu_po2`` round ``log(|x|) / log(2)``
-in float32: that is computed with the float32 operations TensorFlow performs (``tf_log_f32``), so a
+is reproduced with QKeras's float32 operations, and refused only where a per-channel mean sits so
+close to a rounding boundary that TensorFlow's float32 summation order (not reproduced) could decide it. ``quantized_po2``/``quantized_relu_po2`` round ``log(|x|) / log(2)``
+in float32: that is computed with the float32 operations TensorFlow's x86-64 CPU build performs
+(``tf_log_f32``; other builds, e.g. aarch64 with FMA, may round a boundary weight differently), so a
 weight on a boundary goes the way it goes in QKeras, and the import notes say how many lay within
 ``PO2_NOTE_MARGIN`` of one and which way each went. ``binary``/``ternary`` with a fixed
 (power-of-two) alpha are exact.
