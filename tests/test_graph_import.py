@@ -101,8 +101,14 @@ def _axis_model(L):
     return x, L.Flatten(name="f")(L.Concatenate(axis=1, name="cat1")([L.Conv1D(3, 1, name="c")(x), x]))
 
 
+def _two_outputs(L):
+    x = L.Input((4,), name="x")
+    return x, [L.Dense(2, name="y1")(x), L.Dense(2, name="y2")(x)]
+
+
 @pytest.mark.parametrize("build, message", [
     (_shared_model, r"layer 'shared' \(Dense\) is called 2 times \(a shared layer\)"),
+    (_two_outputs, r"the model has 2 outputs \('y1', 'y2'\); only a model with one output"),
     (_axis_model, r"layer 'cat1' \(Concatenate\): axis 1 is not supported; only the last \(channel\) axis"),
 ])
 def test_unsupported_functional_graphs_are_refused_naming_the_layer(build, message):

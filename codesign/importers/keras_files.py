@@ -377,6 +377,11 @@ def _graph(entries: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:
                                      "of the model; the file is corrupt")
         if not e["inbound"] and e["class_name"] != "InputLayer" and (inputs or e is not entries[0]):
             raise ModelFileError(f"layer {e['name']!r} ({e['class_name']}) has no inbound layer; the file is corrupt")
+    read = {src for e in entries for src in e["inbound"]}
+    outputs = [e["name"] for e in entries if e["name"] not in read]
+    if len(outputs) > 1:
+        raise UnsupportedLayerError(f"{source}: the model has {len(outputs)} outputs ({', '.join(map(repr, outputs))}); "
+                                    "only a model with one output is supported")
     ordered: list[dict[str, Any]] = []
     done: set[str] = set()
     pending = list(entries)
