@@ -254,8 +254,9 @@ def test_a_qkeras3_archive_with_post_training_scale_null_imports_with_qkeras_09_
 @pytest.mark.parametrize("key, value", [("post_training_scale", [0.5] * 8), ("min_po2_exponent", -3)])
 def test_a_qkeras3_parameter_that_changes_the_arithmetic_is_refused_naming_it(key, value, tmp_path, rng):
     path, _ = _qkeras3_archive(tmp_path / "qk3.keras", {**KERNEL_Q, "alpha": "auto_po2", key: value}, rng)
-    with pytest.raises(UnsupportedLayerError, match=rf"^layer 'fc1': kernel quantizer quantized_bits\({key}="
-                                                    rf"{re.escape(repr(value))}\) changes the arithmetic; only {key}=None"):
+    pattern = (rf"^layer 'fc1': kernel quantizer quantized_bits\({key}={re.escape(repr(value))}\) changes the "
+               rf"arithmetic; only {key}=None")
+    with pytest.raises(UnsupportedLayerError, match=pattern):
         codesign.load(path)
 
 

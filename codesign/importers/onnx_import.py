@@ -554,7 +554,7 @@ class _Importer:
             raise UnsupportedLayerError(f"{_where(node)}: {str(e).split(': ', 1)[1]}") from None
         t = self._in_type(x)
         act = self._add_layer(layer, x, nonneg=x.nonneg, t=None if t is None else reference.avg_exact_type(t, shift))
-        if node.op_type == "GlobalAveragePool":  # ONNX keeps the size-1 positions (N, C, 1, ...): a view of the IR's (C,)
+        if node.op_type == "GlobalAveragePool":  # ONNX keeps the positions, (N, C, 1, ...): a view of the IR's (C,)
             act = replace(act, shape=(1,) * nd + act.shape, perm=(*range(1, nd + 1), 0), real=act.shape)
         return act
 

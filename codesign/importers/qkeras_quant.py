@@ -12,11 +12,12 @@ float64 gives QKeras's float32 result bit for bit. Then QKeras returns ``x + (xq
 float32 (its straight-through estimator); that is checked to give ``xq`` back, weight by weight.
 ``alpha='auto_po2'`` picks per-channel power-of-two scales by least squares in float32; the choice
 is reproduced with QKeras's float32 operations, and refused only where a per-channel mean sits so
-close to a rounding boundary that TensorFlow's float32 summation order (not reproduced) could decide it. ``quantized_po2``/``quantized_relu_po2`` round ``log(|x|) / log(2)``
-in float32: that is computed with the float32 operations TensorFlow's x86-64 CPU build performs
-(``tf_log_f32``; other builds, e.g. aarch64 with FMA, may round a boundary weight differently), so a
-weight on a boundary goes the way it goes in QKeras, and the import notes say how many lay within
-``PO2_NOTE_MARGIN`` of one and which way each went. ``binary``/``ternary`` with a fixed
+close to a rounding boundary that TensorFlow's float32 summation order (not reproduced) could decide
+it. ``quantized_po2``/``quantized_relu_po2`` round ``log(|x|) / log(2)`` in float32, computed here with
+the float32 operations TensorFlow's x86-64 CPU build performs (``tf_log_f32``; other builds, e.g.
+aarch64 with FMA, may round a boundary weight differently), so a weight on a boundary goes the way it
+goes in QKeras, and the import notes say how many lay within ``PO2_NOTE_MARGIN`` of one and which way
+each went. ``binary``/``ternary`` with a fixed
 (power-of-two) alpha are exact.
 
 Activation quantizers must be casts: ``quantized_relu(bits, integer)`` is
@@ -271,7 +272,8 @@ def _po2_round(v: np.ndarray, layer: str, what: str, q: QSpec, n_terms: int = 1)
     e = np.round(tf_log_f32(s) / LN2_F32)
     if n_terms > 1:
         rel = n_terms * 2.0**-22
-        ends = [np.round(tf_log_f32((s.astype(np.float64) * f).astype(np.float32)) / LN2_F32) for f in (1 - rel, 1 + rel)]
+        ends = [np.round(tf_log_f32((s.astype(np.float64) * f).astype(np.float32)) / LN2_F32)
+                for f in (1 - rel, 1 + rel)]
         if not (np.array_equal(ends[0], e) and np.array_equal(ends[1], e)):
             raise UnsupportedLayerError(
                 f"layer {layer!r}: {what} quantizer {q}: a power-of-two scale (a mean over {n_terms} weights) sits so "
