@@ -119,7 +119,8 @@ def _view_refused(kind: str) -> Graph:
 
 
 VIEW_REFUSALS = {
-    "dense_on_view": r"^node 'fc' \(Gemm\): Gemm on the ONNX shape \[4, 1\], which size-1 axes added by an Unsqueeze",
+    "dense_on_view": r"^node 'fc' \(Gemm\): Gemm on the ONNX shape \[4, 1\], a view with size-1 axes \(Unsqueeze, "
+                     r"Reshape or GlobalAveragePool\) the IR does not have; Squeeze or Flatten it first$",
     "squeeze_nonunit": r"^node 's' \(Squeeze\): Squeeze of axes \[1\] of shape \[0, 4\]: only size-1 axes",
     "batch_axis": r"^node 'u' \(Unsqueeze\): axes \[0\] of a rank-3 tensor must not include the batch axis",
     "layout": r"^node 'r' \(Reshape\): only a reshape to \(N, features\) is supported, got \[1, 2, 2\]$",

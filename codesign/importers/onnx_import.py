@@ -218,8 +218,8 @@ class _Importer:
         out = node.output[0]
         if x.real is not None and op not in _ON_VIEWS:
             raise UnsupportedLayerError(
-                f"{_where(node)}: {op} on the ONNX shape {list(x.onnx_shape)}, which size-1 axes added by an Unsqueeze "
-                "or Reshape re-view; only element-wise and per-channel nodes may sit between it and its Squeeze")
+                f"{_where(node)}: {op} on the ONNX shape {list(x.onnx_shape)}, a view with size-1 axes (Unsqueeze, "
+                "Reshape or GlobalAveragePool) the IR does not have; Squeeze or Flatten it first")
         if op == "Cast" and self._attrs(node).get("to") not in (1, 11):  # to float or double: exact here
             raise UnsupportedLayerError(f"{_where(node)}: a Cast to a non-float type is not supported")
         if op in _PASS or op == "Cast":
