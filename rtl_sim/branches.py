@@ -1,4 +1,4 @@
-"""Skip branches in the streaming RTL: a pixel stream that fans out and rejoins at an ``Add`` or ``Concatenate``.
+"""Skip branches in the RTL: a tensor that fans out and rejoins at an ``Add`` or ``Concatenate``.
 
 ``rtl_sim.stream`` builds a chain of window stages, one pixel per clock. A residual network's stream forks (the
 shortcut) and rejoins at a merge. The branches reach the merge at different times, and with input gaps the
@@ -13,6 +13,11 @@ every input pixel isolated by a long gap; a graph where no operand is the strict
 refused. In simulation, a push into a full FIFO or a pop from an empty one stops with ``$fatal`` naming the
 merge; synthesis (``SYNTHESIS`` defined) skips that check. Dense tails after Flatten/GlobalAvgPool stay fully
 parallel, as in the chain design.
+
+In a fully parallel network (a residual MLP, ``emit_graph_verilog``) every stage takes one cycle or a known
+number, so a shortcut is a register delay up to the latest operand's cycle, and the merge is the same exact
+merge and cast. With a clock target (``clock_mhz``/``family``) the merges' casts and fused layers get pipeline
+registers where the delay model needs them, and the schedule (hence the FIFO depths and delays) follows.
 
 This module depends only on the IR: it never imports ``hls``.
 """
@@ -31,7 +36,7 @@ from codesign.core.network import INPUT, Network
 from codesign.core.reference import merge_exact_type
 from codesign.errors import BackendError
 from rtl_sim.stream import (ELEMENTWISE, STREAM_LAYER_NAMES, WINDOW_LAYERS, StreamDesign, _bits, _collect, _dense_stage,
-                            _elementwise, _module, _pack, _reg_chain, _Stage, _u, _unpack, _window_stage, geometry)
+                            _elementwise, _elementwise_timed, _module, _pack, _reg_chain, _Stage, _u, _unpack, _window_stage, geometry)
 from rtl_sim.verilog import (Design, Sig, _Emitter, _ident, _timing_args, const_sig, dense_datapath, flat_module,
                              tail_steps)
 
@@ -184,14 +189,14 @@ def _merge_stage(e: _Emitter, blocks: list[str], si: int, layer: Merge, post: li
         heads.setdefault(names[i], []).append(
             (_Stream(ins[last].valid, px_of[i], s.type, s.shape, ins[last].fast, ins[last].slow), f))
     e.prefix = p
-    y, _ = _merge_values(e, layer, [px_of.get(i, s.px) for i, s in enumerate(ins)], [s.type for s in ins])
-    t = layer.result_type or merge_exact_type(layer, [s.type for s in ins])
-    y, t = _elementwise(e, y, t.frac, t, post)
+    y, t, extra = _merge_values(e, layer, [px_of.get(i, s.px) for i, s in enumerate(ins)], [s.type for s in ins],
+                                post, f"{p}_p")
     e.prefix = ""
     y = [e.register(v, f"{p}_o") for v in y]
-    valid = _reg_chain(e, f"{p}_v", ins[last].valid, 1, blocks)
+    valid = _reg_chain(e, f"{p}_v", ins[last].valid, 1 + extra, blocks)
     shape = (*ins[0].shape[:-1], len(y))
-    out = _Stream(valid, y, t, shape, [c + 1 for c in ins[last].fast], [c + 1 for c in ins[last].slow])
+    out = _Stream(valid, y, t, shape, [c + 1 + extra for c in ins[last].fast],
+                  [c + 1 + extra for c in ins[last].slow])
     n = int(np.prod(shape[:-1]))
     info = {"name": layer.name, "kind": layer.kind, "layers": [layer.name] + [l.name for l in post],
             "operands": names, "latest": names[last], "out_shape": list(shape), "fifos": fifos, "type": t.to_hls()}
@@ -390,8 +395,10 @@ def emit_graph_verilog(net: Network, top: str | None = None, adder_regs_every: i
             y, frac, extra, counts = dense_datapath(e, layer, xs, x_t, adder_regs_every, mult or layer.mult, datapath,
                                                     depth_slack, tail_steps(t, post))
             multipliers[layer.name] = counts
-            y = [e.cast(v, frac, t) for v in y]
-            cyc += 1 + extra
+            y, k1 = e.cast_all(y, frac, t, f"L{k}_p")
+            e.prefix = f"L{k}"
+            y, t, k2 = _elementwise_timed(e, y, t.frac, t, post, f"L{k}_p")
+            cyc += 1 + extra + k1 + k2
         else:
             cyc = max(c for _, _, c in ins) + 1
             aligned = []
@@ -403,10 +410,8 @@ def emit_graph_verilog(net: Network, top: str | None = None, adder_regs_every: i
                                    "bits": (cyc - 1 - c) * sum(v.width for v in xs if v.const is None)})
                 aligned.append(xs)
             e.prefix = f"M{k}"
-            y, _ = _merge_values(e, layer, aligned, [x_t for _, x_t, _ in ins])
-            t = layer.result_type or merge_exact_type(layer, [x_t for _, x_t, _ in ins])
-        e.prefix = f"L{k}"
-        y, t = _elementwise(e, y, t.frac, t, post)
+            y, t, extra = _merge_values(e, layer, aligned, [x_t for _, x_t, _ in ins], post, f"M{k}_p")
+            cyc += extra
         e.prefix = ""
         y = [e.register(v, f"L{k}_{_ident(layer.name)}") for v in y]
         vals[out_name], last = (y, t, cyc), out_name
@@ -422,10 +427,11 @@ def emit_graph_verilog(net: Network, top: str | None = None, adder_regs_every: i
                   multipliers, datapath, e.timing(cum))
 
 
-def _merge_values(e: _Emitter, layer: Merge, xs: list[list[Sig]], in_types: list[FixedType]
-                  ) -> tuple[list[Sig], int]:
-    """The exact merge of aligned operands (each shifted to the finest binary point), cast to ``result_type``;
-    the values and their fractional bits."""
+def _merge_values(e: _Emitter, layer: Merge, xs: list[list[Sig]], in_types: list[FixedType], post: list[Layer],
+                  base: str) -> tuple[list[Sig], FixedType, int]:
+    """The exact merge of aligned operands (each shifted to the finest binary point), cast to ``result_type``, then
+    the fused element-wise layers ``post``: the values, their type, and the pipeline registers that the emitter's
+    clock target put in (named from ``base``)."""
     exact = merge_exact_type(layer, in_types)
     shifted = [[v if exact.frac == t.frac or v.const == 0 else
                 (const_sig(v.const << (exact.frac - t.frac)) if v.const is not None else
@@ -437,6 +443,9 @@ def _merge_values(e: _Emitter, layer: Merge, xs: list[list[Sig]], in_types: list
             y = [e.add(a, b) for a, b in zip(y, other)]
     else:
         y = [v for vs in shifted for v in vs]
-    if layer.result_type is None:
-        return y, exact.frac
-    return [e.cast(v, exact.frac, layer.result_type) for v in y], layer.result_type.frac
+    t, extra = exact, 0
+    if layer.result_type is not None:
+        y, extra = e.cast_all(y, exact.frac, layer.result_type, base)
+        t = layer.result_type
+    y, t, k = _elementwise_timed(e, y, t.frac, t, post, base)
+    return y, t, extra + k

@@ -272,3 +272,15 @@ def test_yosys_reads_the_branched_verilog_without_warnings(make, tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "Warning" not in proc.stdout, [l for l in proc.stdout.splitlines() if "Warning" in l][:5]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make, mhz", [(residual_cnn, 250), (residual_mlp, 300)])
+def test_a_clock_target_pipelines_the_merges_and_stays_bit_exact(make, mhz, tmp_path, verilator):
+    """Registers placed by the xc7 delay model in the kernels, the merges' casts and the fused ReLUs: the FIFOs and
+    shortcut delays follow the longer schedule."""
+    net = make()
+    d = write_rtl(net, tmp_path / "rtl", clock_mhz=mhz, family="xc7")
+    assert d.timing["meets_target"] and d.latency > write_rtl(net, tmp_path / "plain").latency, d.timing
+    r = cosimulate(net, tmp_path / "rtl", tmp_path / "cosim", verification_inputs(net, None, 300, 7), mode="bulk")
+    assert r.bit_exact and r.latency_cycles == d.latency, describe_mismatch(r)
