@@ -139,3 +139,71 @@ def test_clocks_per_bit_follow_the_clock_and_a_too_fast_baud_is_refused(small_ml
     with pytest.raises(BackendError, match=r"^a 400000 Hz clock gives 3 clocks per bit at 115200 baud; the UART needs "
                                         r"at least 4: lower the baud rate$"):
         emit_uart_top(emit_verilog(small_mlp), clock_hz=400_000)
+
+
+class _ReferenceBoard(io.RawIOBase):
+    """A board stand-in that decodes each request on its own (one byte per input integer here) and answers
+    with the reference's outputs, two bytes each; ``wrong`` corrupts one reply's first logit."""
+
+    def __init__(self, net: Network, wrong: int | None = None) -> None:
+        self.net, self.wrong, self.n, self.out = net, wrong, 0, b""
+
+    def write(self, b) -> int:
+        t = self.net.input_type
+        assert b[0] == REQUEST_SYNC and len(b) == 1 + int(np.prod(self.net.input_shape))
+        q = np.array([v - 256 if t.signed and v > t.max_int else v for v in b[1:]]).reshape(1, *self.net.input_shape)
+        y = self.net.forward_int(q).values.reshape(-1).astype(int)
+        if self.n == self.wrong:
+            y[0] += 1
+        self.out += bytes([REPLY_SYNC, int(np.argmax(y))]) + b"".join(int(v).to_bytes(2, "little", signed=True)
+                                                                     for v in y)
+        self.n += 1
+        return len(b)
+
+    def read(self, n: int = -1) -> bytes:
+        got, self.out = self.out[:n], self.out[n:]
+        return got
+
+
+@pytest.mark.parametrize("wrong", [None, 3])
+def test_classify_dataset_checks_every_reply_against_the_reference(digits_q, tmp_path, wrong):
+    from codesign.app.board_host import classify_dataset
+
+    digits_q.save(tmp_path)
+    write_rtl(digits_q, tmp_path / "rtl")
+    r = classify_dataset(tmp_path, _ReferenceBoard(digits_q, wrong), "digits", samples=20)
+    assert r["samples"] == 20 and r["accuracy"] > 0.8 and r["bit_exact"] == (wrong is None)
+    assert r["mismatches"] == (wrong is not None) and (r["first_mismatch"] or {}).get("sample") == wrong
+
+
+def test_codesign_classify_talks_to_a_board_on_a_serial_device(digits_q, tmp_path, capsys):
+    """A pseudo-terminal stands for the USB serial port (opened raw through termios, or pyserial when installed);
+    a thread behind it answers as the board would."""
+    import json
+    import os
+    import pty
+    import threading
+
+    from codesign.app.cli import main
+
+    digits_q.save(tmp_path)
+    write_rtl(digits_q, tmp_path / "rtl")
+    master, slave = pty.openpty()
+    board, size = _ReferenceBoard(digits_q), 1 + int(np.prod(digits_q.input_shape))
+
+    def serve() -> None:
+        for _ in range(12):
+            buf = b""
+            while len(buf) < size:
+                buf += os.read(master, size - len(buf))
+            board.write(buf)
+            os.write(master, board.read(1 << 16))
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        code = main(["classify", str(tmp_path), "--port", os.ttyname(slave), "--samples", "12", "--quiet", "--json"])
+    finally:
+        os.close(slave)
+        os.close(master)
+    res = json.loads(capsys.readouterr().out)
+    assert code == 0 and res["samples"] == 12 and res["bit_exact"] and board.n == 12

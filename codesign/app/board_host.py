@@ -1,13 +1,16 @@
 """The host side of the UART board top (``rtl_sim.uart``): encode a sample, decode the reply, classify.
 
 ``classify`` speaks the protocol over any byte stream with ``write(bytes)`` and ``read(n)`` (a
-serial port, a socket file, a pipe to a simulator). ``open_port`` opens a serial device: through
+serial port, a socket file, a pipe to a simulator); ``classify_dataset`` (``codesign classify DIR
+--port ...``) runs a data set's test samples through a board and checks every reply against the
+reference. ``open_port`` opens a serial device: through
 pyserial when it is installed (an optional dependency, not required), else with the standard
 library's ``termios`` (POSIX), raw 8N1 at the baud rate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -17,7 +20,9 @@ from typing import Any, BinaryIO, Protocol as TypingProtocol
 import numpy as np
 
 from codesign.core.fixed import FixedType
+from codesign.core.network import Network
 from codesign.errors import ArtifactError, DataError, ToolFailedError
+from codesign.importers.data import load_dataset, shaped_for
 from rtl_sim.uart import DEFAULT_BAUD, REPLY_SYNC, REQUEST_SYNC, class_bytes, element_bytes
 
 
@@ -143,3 +148,28 @@ def _open_termios(path: str, baud: int, timeout_s: float) -> BinaryIO:
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
     termios.tcflush(fd, termios.TCIOFLUSH)
     return os.fdopen(fd, "r+b", buffering=0)
+
+
+def classify_dataset(art_dir: str | Path, port: str | ByteStream, data: str = "digits", samples: int | None = None,
+                     baud: int = DEFAULT_BAUD) -> dict[str, Any]:
+    """The test samples of ``data`` through the board on ``port`` (a device path or an open byte stream) running
+    the UART top of the network in ``art_dir``: the board's accuracy and its replies against the reference."""
+    art_dir = Path(art_dir)
+    net = Network.load(art_dir)
+    f = Framing.from_rtl_dir(art_dir / "rtl")
+    ds = shaped_for(load_dataset(data), net.input_shape)
+    x, y = ds.X_test[:samples], ds.y_test[:samples]
+    q = net.quantize_input(x)
+    ref = net.forward_int(q).values.reshape(len(q), -1)
+    stream = open_port(port, baud) if isinstance(port, str) else contextlib.nullcontext(port)
+    classes, mismatches, first_mismatch = [], 0, None
+    with stream as s:
+        for i, sample in enumerate(q):
+            r = classify(s, sample, f)
+            classes.append(r.cls)
+            if r.logits.tolist() != ref[i].tolist() or r.cls != int(np.argmax(ref[i])):
+                mismatches += 1
+                first_mismatch = first_mismatch or {"sample": i, "expected": ref[i].tolist(),
+                                                    "received": r.logits.tolist(), "class": r.cls}
+    return {"samples": len(q), "accuracy": float(np.mean(np.array(classes) == y)), "bit_exact": mismatches == 0,
+            "mismatches": mismatches, "first_mismatch": first_mismatch}
