@@ -127,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_args(p)
     _common(p)
 
+    p = sub.add_parser("classify", help="classify test samples on a board running DIR's UART top (rtl/<top>_uart.v)")
+    p.add_argument("dir")
+    p.add_argument("--port", required=True, help="the board's serial device, e.g. /dev/ttyUSB0")
+    p.add_argument("--data", default="digits", help="built-in name or .npz whose test samples are sent (default digits)")
+    p.add_argument("--samples", type=_positive, default=None, help="test samples to send (default: all)")
+    p.add_argument("--baud", type=_positive, default=115200, help="the UART top's baud rate (default 115200)")
+    _common(p)
+
     p = sub.add_parser("estimate", help="analytic and Yosys resource estimates")
     p.add_argument("dir")
     p.add_argument("--board", default=None)
@@ -241,6 +249,17 @@ def run(args: argparse.Namespace) -> Any:
         res = flow.step_implement(art, args.board, args.seed, args.target_mhz, progress=rep)
         rep.print(f"bitstream: {art.dir / res['bitstream']}; Fmax {res['fmax_mhz']:.1f} MHz "
                   f"(target {res['target_mhz']:g}), critical path {res['critical_path_ns']:.2f} ns")
+        return res
+    if args.cmd == "classify":
+        from codesign.app.board_host import classify_dataset
+        from codesign.errors import VerificationError
+
+        art.require()
+        res = classify_dataset(art.dir, args.port, args.data, args.samples, args.baud)
+        if not res["bit_exact"]:
+            raise VerificationError(f"the board's replies differ from the reference on {res['mismatches']} of "
+                                    f"{res['samples']} samples; first: {res['first_mismatch']}")
+        rep.print(f"board: {res['samples']} samples, accuracy {res['accuracy']:.4f}, every reply bit-exact")
         return res
     if args.cmd == "report":
         from codesign.app.report import write_report

@@ -275,7 +275,7 @@ def step_rtl(art: Artifact, adder_regs_every: int = 0, progress: Reporter = SILE
         with progress.status("emitting Verilog"):
             d = write_rtl(net, tmp, adder_regs_every=adder_regs_every, datapath=datapath, clock_mhz=clock,
                           family=family)
-    res = {"top": d.top, "files": [f"rtl/{d.top}.v", f"rtl/{d.top}_axis.v"], "latency_cycles": d.latency,
+    res = {"top": d.top, "files": [f"rtl/{d.top}.v", f"rtl/{d.top}_axis.v", f"rtl/{d.top}_uart.v"], "latency_cycles": d.latency,
            "adder_regs_every": adder_regs_every, "datapath": datapath, "multipliers": d.multipliers,
            "clock_mhz": clock, "timing": d.timing}
     if getattr(d, "cycles_per_image", None):
