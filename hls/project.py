@@ -30,7 +30,7 @@ import numpy as np
 
 from codesign.board import Board
 from codesign.core.fixed import FixedType
-from codesign.core.layers import Dense, Flatten, GlobalAvgPool, Layer, Output, Quant, ReLU, Weighted
+from codesign.core.layers import Dense, Flatten, Layer, Output, Quant, ReLU, Weighted
 from codesign.core.network import INPUT, Network
 from codesign.errors import BackendError, LayerError
 from codesign.tools import quiet_import
@@ -129,8 +129,7 @@ def hls_layers(net: Network) -> list[Layer]:
             )
         out[layer.name] = _copy_with(layer, inputs=srcs)
         alias[layer.name] = layer.name
-    layers = list(out.values())
-    return Network(net.name, hw_input_shape(net, layers), layers, net.input_type).layers  # chains read as chains
+    return hw_network(net, list(out.values())).layers  # a chain reads as a chain again
 
 
 def hw_network(net: Network, layers: list[Layer]) -> Network:
@@ -281,14 +280,17 @@ def write_project(net: Network, board: Board, backend: str, out_dir: str | Path,
         compressed.register_fixes()
     names: dict[str, str] = {}  # hls4ml's names of the merge layers (torch.fx's), by IR name
     if branched:
-        graph.check_fan_out(hw_network(net, layers), io_type)
-        model, names = graph.torch_graph_module(hw_network(net, layers), conv, _float_exact)
+        hw = hw_network(net, layers)
+        graph.check_fan_out(hw, io_type)
+        model, names = graph.torch_graph_module(hw, conv, _float_exact)
+    elif conv:
+        model = cnn.torch_cnn_module(layers, tuple(net.input_shape), _float_exact)
+    else:
+        model = torch_module(layers)
     if conv:
         cnn.register_flatten_pass()
-        model = model if branched else cnn.torch_cnn_module(layers, tuple(net.input_shape), _float_exact)
         shape = tuple(net.input_shape[-1:]) + tuple(net.input_shape[:-1])  # torch's (C, spatial...)
     else:
-        model = model if branched else torch_module(layers)
         shape = hw_input_shape(net, layers)
     precisions = {names.get(k, k): v for k, v in layer_precisions(net, layers).items()}
     name = _HLS4ML_NAMES[backend]
