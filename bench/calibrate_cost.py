@@ -13,6 +13,10 @@ bench/results/calibrate_cost_<family>[_dsp][_varied].json with the whole table.
 --dsp sweeps DSP-mapped layers instead (every weight with more than one CSD digit is a DSP
 multiply, synthesized with DSP inference) and fits only the DSP features' coefficients, on what
 the shipped LUT-only coefficients leave unexplained; it also compares the DSP counts.
+
+--scale-from xc7 fits one factor instead: the family's LUTs as that many times the xc7 model's
+(every coefficient scaled). Few layers determine one factor well where they would over-fit all
+eighteen; it is how the LUT4 families (ecp5, used for ice40 and gowin too) are calibrated.
 """
 
 from __future__ import annotations
@@ -92,6 +96,8 @@ def main() -> None:
     ap.add_argument("--formats", default="calibrated", choices=["calibrated", "varied"],
                     help="varied: also random binary points, TRN rounding and WRAP overflow (see codesign.compress.calibration)")
     ap.add_argument("--check", action="store_true", help="score the shipped coefficients instead of refitting")
+    ap.add_argument("--scale-from", choices=SYNTH_FAMILIES, default=None,
+                    help="fit one factor on that family's coefficients instead of every coefficient")
     args = ap.parse_args()
     if args.write and args.formats != "calibrated":
         ap.error("--write fits the shipped coefficients on the calibrated formats only")
@@ -121,6 +127,14 @@ def main() -> None:
     n_lut = len(LUT_FEATURES)
     if args.check:
         coef = shipped
+    elif args.scale_from:
+        train = np.array([m["split"] == "fit" for _, m in rows])
+        src = np.array([coefficients()[args.scale_from][k] for k in FEATURES])
+        p = np.array([priced_luts(x, src) for x, _ in rows])[train]
+        wts = 1.0 / np.maximum(y[train], 100.0) ** 2  # least squares on relative error, as fit() does
+        scale = float(np.sum(wts * p * y[train]) / np.sum(wts * p * p))
+        print(f"{args.family} LUTs = {scale:.4f} x the {args.scale_from} model's")
+        coef = src * scale
     else:
         train = np.array([m["split"] == "fit" for _, m in rows])
         coef = shipped.copy()
@@ -147,7 +161,7 @@ def main() -> None:
     if args.dsp:
         dsp_err = np.array([abs(t["model_dsp"] - t["dsp"]) / max(t["dsp"], 1) for t in table])
         print(f"DSP counts within 5 %: {np.sum(dsp_err <= 0.05)}/{len(table)}; exact: {np.sum(dsp_err == 0)}")
-    fitted = DSP_FEATURES if args.dsp else LUT_FEATURES
+    fitted = FEATURES if args.scale_from else DSP_FEATURES if args.dsp else LUT_FEATURES
     print("coefficients:", {k: round(float(v), 4) for k, v in zip(FEATURES, coef) if k in fitted})
     if args.write:
         path = ROOT / "codesign" / "compress" / "cost_coeffs.json"
@@ -156,6 +170,9 @@ def main() -> None:
         allc[args.family].update(new)
         if args.family == "xc7":  # Yosys's LUT and FF counts for xcup equal xc7's: one fit serves both
             allc["xcup"].update(new)
+        if args.family == "ecp5":  # the other LUT4 families take ECP5's fit (not calibrated on their own)
+            allc["ice40"].update(new)
+            allc["gowin"].update(new)
         path.write_text(json.dumps(allc, indent=1) + "\n")
         print(f"wrote {path}")
     suffix = ("_dsp" if args.dsp else "") + ("_varied" if args.formats == "varied" else "")
