@@ -7,7 +7,8 @@ from torch import nn
 
 import codesign
 from codesign.compress.qat import Precision
-from codesign.compress.qcnn import assign_types, consumers, network_from_qcnn, qcnn_from_network
+from codesign.compress.channels import remove_unit
+from codesign.compress.qcnn import assign_types, consumers, network_from_qcnn, qcnn_from_network, unit_groups
 from codesign.compress.quantize import fold_batchnorm, quantize_network
 from codesign.core.fixed import FixedType
 from codesign.core.layers import Add, BatchNorm, Concatenate, Conv2D, Dense, ReLU
@@ -102,9 +103,28 @@ def test_a_concatenation_trains_and_exports_exactly(images):
         assert np.array_equal(model(torch.tensor(images)).numpy(), q.forward(images))
 
 
-def test_channel_pruning_of_a_graph_is_refused_with_what_works(resnet):
-    with pytest.raises(ConfigError, match=r"channel \(structured\) pruning of a network with branches or merges is not "
-                                          r"built yet; use --method hardware"):
+def test_channels_tied_by_an_add_form_one_prunable_group(resnet):
+    groups = unit_groups(qcnn_from_network(resnet))
+    # weighted stages: stem 0, a1 1, a2 2, b1 3, b2 4, proj 5, fc 6 (its outputs are the network's: never pruned)
+    assert groups[(0, 1)].producers == [(0, 1), (2, 1)]  # the identity shortcut ties stem and a2
+    assert groups[(4, 2)].producers == [(4, 2), (5, 2)]  # the projection ties b2 and proj
+    assert sorted(k for k, _ in groups[(0, 1)].readers) == [1, 3, 5]  # a1 reads the stem; b1 and proj the sum
+    assert (1, 0) in groups and not any(k == 6 for k, _ in groups)
+
+
+def test_removing_a_tied_group_silences_the_channel_through_the_add(resnet, images):
+    model = qcnn_from_network(resnet)
+    remove_unit(model, 0, 1)
+    with torch.no_grad():
+        outs = model.trace(torch.tensor(images))
+    add1 = [i for i, s in enumerate(model.stages) if getattr(s, "kind", "") == "Add"][0]
+    assert torch.all(outs[add1][..., 1] == 0)
+    assert all(float(s.mask[..., 1, :].sum()) == 0 for s in (model.weighted()[1], model.weighted()[3],
+                                                              model.weighted()[5]))
+
+
+def test_the_chain_consumers_refuse_a_graph(resnet):
+    with pytest.raises(ConfigError, match=r"channel \(structured\) pruning of a network with branches"):
         consumers(qcnn_from_network(resnet))
 
 
@@ -128,3 +148,19 @@ def test_a_batchnorm_before_a_dense_folds_into_it(images):
     folded = fold_batchnorm(net)
     assert [l.kind for l in folded.layers] == ["Dense"]
     np.testing.assert_allclose(folded.forward(x), net.forward(x), atol=1e-12)
+
+
+def test_channel_scores_rank_each_tied_group_once_and_pruning_lowers_the_cost(resnet, images):
+    from codesign.board import load_board
+    from codesign.compress.channels import channel_scores, prune_channels
+    from codesign.compress.cost import network_cost, total_cost
+
+    board = load_board("pynq-z2")
+    model = qcnn_from_network(resnet)
+    assign_types(model, Precision(5, 7, 10, IN_T), images)
+    y = np.arange(len(images)) % 5
+    ranked = channel_scores(model, images, y, "classification", board, "lut")
+    assert sorted((k, j) for _, k, j in ranked) == sorted(unit_groups(model))
+    before = total_cost(network_cost(network_from_qcnn(model, "q", {}), board, "lut"))["lut"]
+    assert prune_channels(model, ranked, 3) == 3
+    assert total_cost(network_cost(network_from_qcnn(model, "q", {}), board, "lut"))["lut"] < before

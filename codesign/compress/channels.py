@@ -27,7 +27,7 @@ from codesign.compress.conv_cost import kernel_dense, live_outputs
 from codesign.compress.cost import term_lut, total_cost
 from codesign.compress.qat import QDense
 from codesign.compress.qcnn import (QCNN, QConv, consumers, network_from_qcnn, stage_input_types, stage_inputs,
-                                    unit_rows)
+                                    unit_groups, unit_rows)
 from codesign.compress.prune import EXTRA_DIGIT_PRICE, METHODS
 from codesign.core.arith import CSD_MAX_DIGITS, csd_count
 from codesign.core.fixed import FixedType
@@ -151,6 +151,20 @@ def remove_unit(model: QCNN, k: int, j: int) -> None:
     """Structured pruning of unit ``j`` of weighted stage ``k``: its filter, its bias, and what the next
     weighted stage reads of it."""
     stages = model.weighted()
+    if not model.is_chain:
+        group = next((g for g in unit_groups(model).values() if (k, j) in g.producers), None)
+        if group is None:  # tied to the input or to the output: not prunable
+            return
+        with torch.no_grad():
+            for p, ch in group.producers:
+                stages[p].mask[..., ch] = 0.0
+                stages[p].bias_mask[ch] = 0.0
+            for r, index in group.readers:
+                if isinstance(stages[r], QConv):
+                    stages[r].mask[..., index, :] = 0.0
+                else:
+                    stages[r].mask[index, :] = 0.0
+        return
     c = consumers(model)[k]
     a, b = stages[k], stages[c.next_stage]
     with torch.no_grad():
@@ -161,6 +175,14 @@ def remove_unit(model: QCNN, k: int, j: int) -> None:
             b.mask[..., rows, :] = 0.0
         else:
             b.mask[rows, :] = 0.0
+
+
+def prunable_units(model: QCNN) -> list[tuple[int, int]]:
+    """``(stage, unit)`` of every unit structured pruning may remove: each output channel of every weighted stage
+    but the last in a chain; in a graph, one per group of channels tied by merges (``qcnn.unit_groups``)."""
+    if not model.is_chain:
+        return sorted(unit_groups(model))
+    return [(c.stage, int(j)) for c in consumers(model) for j in range(model.weighted()[c.stage].weight.shape[-1])]
 
 
 CALIB_SAMPLES = 512  # training samples the measured importance of a channel is taken on
@@ -189,18 +211,17 @@ def channel_scores(model: QCNN, X: np.ndarray, y: np.ndarray, task: str, board: 
     if hardware:
         base = total_cost(_costs(shrink_cnn(network_from_qcnn(model, "c", {})), board, mapping))
     out = []
-    for c in consumers(model):
-        if alive[c.stage].sum() <= min_width:
+    for k, j in prunable_units(model):
+        if alive[k].sum() <= min_width or not alive[k][j]:
             continue
-        for j in np.flatnonzero(alive[c.stage]):
-            trial = copy.deepcopy(model)
-            remove_unit(trial, c.stage, int(j))
-            imp = max(_loss(trial, x, yt, task) - base_loss, 0.0)
-            saved = 1.0
-            if hardware:
-                cost = total_cost(_costs(shrink_cnn(network_from_qcnn(trial, "c", {})), board, mapping))
-                saved = max((base["lut"] - cost["lut"]) + dsp_price * (base["dsp"] - cost["dsp"]), 1.0)
-            out.append((imp / saved, -saved, c.stage, int(j)))  # of equal scores, the costlier goes first
+        trial = copy.deepcopy(model)
+        remove_unit(trial, k, int(j))
+        imp = max(_loss(trial, x, yt, task) - base_loss, 0.0)
+        saved = 1.0
+        if hardware:
+            cost = total_cost(_costs(shrink_cnn(network_from_qcnn(trial, "c", {})), board, mapping))
+            saved = max((base["lut"] - cost["lut"]) + dsp_price * (base["dsp"] - cost["dsp"]), 1.0)
+        out.append((imp / saved, -saved, k, int(j)))  # of equal scores, the costlier goes first
     out.sort()
     return [(sc, k, j) for sc, _, k, j in out]
 

@@ -441,3 +441,71 @@ def unit_rows(c: Consumer, units: int, j: int) -> np.ndarray | int:
     if c.conv_input:
         return j
     return np.arange(c.group) * units + j
+
+
+@dataclass
+class UnitGroup:
+    """Output channels tied by merges, pruned together: the weighted stages that produce them (``producers``:
+    ``(k, channel)`` with ``k`` indexing ``model.weighted()``) and the inputs that read them (``readers``:
+    ``(k, index)``, an input channel of a conv, or an array of rows of a Dense)."""
+
+    producers: list[tuple[int, int]]
+    readers: list[tuple[int, Any]]
+
+
+def unit_groups(model: QCNN) -> dict[tuple[int, int], UnitGroup]:
+    """The prunable channel groups of a model with merges, by their first producer ``(k, channel)``. An Add
+    ties channel ``j`` of every operand and of its result; a Concatenate places each operand's channels at
+    its offset; pooling and ReLU keep channels; a group that holds an input channel or an output unit of the
+    last weighted stage is not prunable."""
+    with torch.no_grad():
+        outs = model.trace(torch.zeros(1, *model.input_shape, dtype=torch.float64))
+    width = {-1: model.input_shape[-1], **{i: int(o.shape[-1]) for i, o in enumerate(outs)}}
+    parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def find(a: tuple[int, int]) -> tuple[int, int]:
+        while parent.setdefault(a, a) != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def union(a: tuple[int, int], b: tuple[int, int]) -> None:
+        parent[find(a)] = find(b)
+
+    weighted = {id(st): k for k, st in enumerate(model.weighted())}
+    reads: list[tuple[int, tuple[int, int], Any]] = []  # (k, channel node read, index in the reader)
+    for i, (stage, src) in enumerate(zip(model.stages, model.sources)):
+        if isinstance(stage, QDense):
+            s = src[0]
+            flat = s >= 0 and isinstance(model.stages[s], QFlatten)
+            if flat:  # a Dense after Flatten reads channel c of the Flatten's input at rows c, c + C, ...
+                f_src, c_n = model.sources[s][0], width[model.sources[s][0]]
+                group = stage.weight.shape[0] // c_n
+                reads += [(weighted[id(stage)], (f_src, c), np.arange(group) * c_n + c) for c in range(c_n)]
+            else:
+                reads += [(weighted[id(stage)], (s, c), c) for c in range(width[s])]
+        elif isinstance(stage, QMerge):
+            offset = 0
+            for s in src:
+                for c in range(width[s]):
+                    union((i, offset + c if stage.kind == "Concatenate" else c), (s, c))
+                offset += width[s]
+        elif not isinstance(stage, QFlatten):  # pooling keeps channels
+            for c in range(width[i]):
+                union((i, c), (src[0], c))
+    groups: dict[tuple[int, int], list] = {}
+    last = len(model.weighted()) - 1
+    for i, stage in enumerate(model.stages):
+        if isinstance(stage, QDense):
+            for c in range(width[i]):
+                groups.setdefault(find((i, c)), [[], []])[0].append((weighted[id(stage)], c))
+    for k, node, index in reads:
+        if find(node) in groups:
+            groups[find(node)][1].append((k, index))
+    blocked = {find((-1, c)) for c in range(width[-1])} | {find((len(outs) - 1, c)) for c in range(width[len(outs) - 1])}
+    out = {}
+    for root, (prod, rd) in groups.items():
+        if root in blocked or any(k == last for k, _ in prod):
+            continue
+        out[min(prod)] = UnitGroup(sorted(prod), rd)
+    return out
