@@ -123,3 +123,10 @@ def test_malformed_graphs_are_refused_naming_the_layer(layers, message):
 def test_a_stage_that_builds_chains_refuses_a_graph_naming_the_layer():
     with pytest.raises(LayerError, match=r"layer 's' \(Dense\) reads 'input': the RTL emitter builds sequential"):
         residual_net().check_chain("the RTL emitter")
+
+
+def test_the_report_draws_the_graph_with_units_kept():
+    from codesign.app.report import plot_graph
+
+    png = plot_graph(residual_net())
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000

@@ -176,6 +176,49 @@ def plot_sparsity(net: Network) -> bytes:
     return png_bytes(fig)
 
 
+def plot_graph(net: Network) -> bytes:
+    """The network as a graph, top to bottom: one box per layer (kind, output shape, and for a weighted layer
+    the output units kept of those it has), the main path on the left, branches to the right, an arrow per edge."""
+    sources = net.sources()
+    hidden = {l.name for l in net.layers if l.kind == "Output"}
+    order = [l for l in net.layers if l.name not in hidden]
+    col: dict[str, int] = {"input": 0}
+    for i, layer in enumerate(order):  # a layer that does not read the one before it opens a side column
+        prev = order[i - 1].name if i else "input"
+        srcs = sources[layer.name]
+        if layer.merge:  # a merge rejoins the leftmost branch it reads
+            col[layer.name] = min(col[s] for s in srcs)
+        else:
+            col[layer.name] = col[prev] if prev in srcs else max(col[s] for s in srcs) + 1
+    y = {"input": 0, **{l.name: i + 1 for i, l in enumerate(order)}}
+    fig = new_figure(figsize=(5.5, 0.42 * (len(order) + 1) + 0.6), dpi=110)
+    ax = fig.subplots()
+    shapes = dict(zip([l.name for l in net.layers], net.shapes()))
+    boxes = {"input": f"input {tuple(net.input_shape)}"}
+    for layer in order:
+        label = f"{layer.name}: {layer.kind} {tuple(shapes[layer.name])}"
+        if isinstance(layer, Weighted):
+            w = layer.weight.reshape(-1, layer.weight.shape[-1])
+            label += f"  {int((w.any(axis=0) | (layer.bias != 0)).sum())}/{w.shape[1]} kept"
+        boxes[layer.name] = label
+    for name, text in boxes.items():
+        ax.text(col[name] * 2.2, -y[name], text, ha="left", va="center", fontsize=7,
+                bbox={"boxstyle": "round", "fc": "#eef3fb" if col[name] == 0 else "#fbefe6", "ec": "#888"})
+    for layer in order:
+        for s in sources[layer.name]:
+            s = s if s not in hidden else sources[s][0]
+            ax.annotate("", xy=(col[layer.name] * 2.2 - 0.05, -y[layer.name] + 0.2),
+                        xytext=(col[s] * 2.2 - 0.05, -y[s] - 0.2),
+                        arrowprops={"arrowstyle": "->", "color": "#555", "lw": 0.8,
+                                    "connectionstyle": "arc3,rad=0.25" if y[layer.name] - y[s] > 1 else "arc3"})
+    ax.set_xlim(-0.3, 2.2 * max(col.values()) + 4.5)
+    ax.set_ylim(-len(order) - 0.7, 0.7)
+    ax.axis("off")
+    ax.set_title("Layers and shortcuts (output units kept per weighted layer)", fontsize=9)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
 def write_report(art: Artifact) -> None:
     """Write report.md, report.html and the two PNG plots from report.json."""
     timing = timing_section(art.report())
@@ -184,8 +227,11 @@ def write_report(art: Artifact) -> None:
     rep = art.report()
     net = Network.load(art.dir)
     res_png, sp_png = plot_resources(rep), plot_sparsity(net)
+    graph_png = None if net.is_chain else plot_graph(net)
     (art.dir / "resources.png").write_bytes(res_png)
     (art.dir / "sparsity.png").write_bytes(sp_png)
+    if graph_png is not None:
+        (art.dir / "graph.png").write_bytes(graph_png)
     items = summary_items(rep)
     rows = layer_rows(rep)
     md = [f"# fpga-codesign report: {rep.get('network', {}).get('name')}", ""]
@@ -199,6 +245,8 @@ def write_report(art: Artifact) -> None:
         md += [f"| {c['name']} | {c['units']} | {c['kept']} | {c['pruned']} | {c['nonzero']:,}/{c['weights']:,} | "
                f"{c['sparsity']:.1%} |" for c in channels]
     md += ["", "![resources](resources.png)", "", "![sparsity](sparsity.png)", ""]
+    if graph_png is not None:
+        md += ["![graph](graph.png)", ""]
     for n in rep.get("notes") or []:
         md.append(f"> {n}")
     (art.dir / "report.md").write_text("\n".join(md) + "\n")
@@ -218,6 +266,7 @@ th{{background:#f0f0f0}}td:first-child,th:first-child{{text-align:left}}
 {''.join('<tr>' + ''.join(f'<td>{esc(str(c))}</td>' for c in r) + '</tr>' for r in rows)}</table>
 <h2>Resources</h2><img alt="resources per layer" src="data:image/png;base64,{b64(res_png)}">
 <h2>Sparsity</h2><img alt="sparsity pattern" src="data:image/png;base64,{b64(sp_png)}">
+{'' if graph_png is None else f'<h2>Graph</h2><img alt="layers and shortcuts" src="data:image/png;base64,{b64(graph_png)}">'}
 {''.join(f'<p><em>{esc(n)}</em></p>' for n in rep.get('notes') or [])}
 </body></html>"""
     (art.dir / "report.html").write_text(page)

@@ -310,8 +310,9 @@ def channel_report(net: Network, original: Network | None = None) -> list[dict]:
     for layer in net.weighted_layers():
         units = layer.weight.shape[-1]
         w = layer.weight.reshape(-1, units)
+        kept = int((w.any(axis=0) | (layer.bias != 0)).sum())  # a graph's pruned channels stay as zero filters
         entry = {"name": layer.name, "kind": layer.kind, "units": "channels" if isinstance(layer, Conv) else "neurons",
-                 "kept": int(units), "pruned": int(before.get(layer.name, units) - units),
+                 "kept": kept, "pruned": int(before.get(layer.name, units) - kept),
                  "weights": int(w.size), "nonzero": int(np.count_nonzero(w)),
                  "sparsity": round(float(1.0 - np.count_nonzero(w) / max(w.size, 1)), 4),
                  "nonzero_per_output": [int(v) for v in np.count_nonzero(w, axis=0)]}
