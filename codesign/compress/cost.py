@@ -281,30 +281,29 @@ def pipeline_ffs(layer: Dense, in_type: FixedType, family: str, clock_mhz: float
 _PIPELINES: dict[tuple, tuple[int, int]] = {}  # a cache of pure results, not configuration
 
 
-def _shared_graph(layer: Dense, in_type: FixedType, mapping: str):
-    """The layer's shared adder graph as the emitter builds it from the input type's range, and its frac."""
+def _graph_operands(layer: Dense, in_type: FixedType, mapping: str) -> tuple[tuple, int]:
+    """What ``cmvm.optimize`` builds the layer's adder graph from, as the emitter gives it (the input type's
+    range, the bias at the product's binary point, the DSP-mapped weights), and the sum's fractional bits."""
     w = layer.weight.astype(np.int64)
-    digits = csd_count(w)
     limit = {"lut": 10**9, "dsp": 1, "auto": CSD_MAX_DIGITS}.get(mapping, CSD_MAX_DIGITS)
-    dsp = (w != 0) & (digits > limit)
+    dsp = (w != 0) & (csd_count(w) > limit)
     pf = in_type.frac + layer.weight_type.frac
     frac = max(pf, layer.bias_type.frac)
     lo, hi = np.full(w.shape[0], in_type.min_int), np.full(w.shape[0], in_type.max_int)
     bias = layer.bias.astype(np.int64) << (frac - layer.bias_type.frac)
-    return optimize(w, lo, hi, bias, frac - pf, dsp, DEFAULT_DEPTH_SLACK), frac
+    return (w, lo, hi, bias, frac - pf, dsp), frac
+
+
+def _shared_graph(layer: Dense, in_type: FixedType, mapping: str):
+    """The layer's shared adder graph as the emitter builds it from the input type's range, and its frac."""
+    args, frac = _graph_operands(layer, in_type, mapping)
+    return optimize(*args, DEFAULT_DEPTH_SLACK), frac
 
 
 def _uncached_ratio(layer: Dense, in_type: FixedType, mapping: str) -> float:
-    w = layer.weight.astype(np.int64)
-    digits = csd_count(w)
-    limit = {"lut": 10**9, "dsp": 1, "auto": CSD_MAX_DIGITS}.get(mapping, CSD_MAX_DIGITS)
-    dsp = (w != 0) & (digits > limit)
-    pf = in_type.frac + layer.weight_type.frac
-    frac = max(pf, layer.bias_type.frac)
-    lo, hi = np.full(w.shape[0], in_type.min_int), np.full(w.shape[0], in_type.max_int)
-    bias = layer.bias.astype(np.int64) << (frac - layer.bias_type.frac)
-    shared = optimize(w, lo, hi, bias, frac - pf, dsp, DEFAULT_DEPTH_SLACK).adder_bits()
-    plain = optimize(w, lo, hi, bias, frac - pf, dsp, cse=False).adder_bits()
+    args, _ = _graph_operands(layer, in_type, mapping)
+    shared = optimize(*args, DEFAULT_DEPTH_SLACK).adder_bits()
+    plain = optimize(*args, cse=False).adder_bits()
     return shared / plain if plain else 1.0
 
 
