@@ -31,12 +31,13 @@ import numpy as np
 from codesign.core.arith import signed_width
 from codesign.core.cmvm import DEFAULT_DEPTH_SLACK
 from codesign.core.fixed import FixedType
-from codesign.core.layers import Add, BatchNorm, Concatenate, Dense, Flatten, GlobalAvgPool, Layer, Merge, Output, Quant
+from codesign.core.layers import Add, Concatenate, Dense, Flatten, GlobalAvgPool, Layer, Merge, Output, Quant
 from codesign.core.network import INPUT, Network
 from codesign.core.reference import merge_exact_type
 from codesign.errors import BackendError
 from rtl_sim.stream import (ELEMENTWISE, STREAM_LAYER_NAMES, WINDOW_LAYERS, StreamDesign, _bits, _collect, _dense_stage,
-                            _elementwise, _elementwise_timed, _module, _pack, _reg_chain, _Stage, _u, _unpack, _window_stage, geometry)
+                            _elementwise, _elementwise_timed, _module, _pack, _reg_chain, _Stage, _u, _unpack, _window_stage,
+                            geometry, refuse_unbuilt)
 from rtl_sim.verilog import (Design, Sig, _Emitter, _ident, _timing_args, const_sig, dense_datapath, flat_module,
                              tail_steps)
 
@@ -69,12 +70,7 @@ def _fused_post(net: Network, k: int, consumers: dict[str, list[str]], sources: 
 
 
 def _check_layer(layer: Layer) -> None:
-    if isinstance(layer, BatchNorm):
-        raise BackendError(f"layer {layer.name!r} (BatchNorm): fold it into the layer before it (compression does) "
-                           "before emitting RTL")
-    if isinstance(layer, Quant) and layer.per_element:
-        raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are not supported by the RTL "
-                           "emitter yet")
+    refuse_unbuilt(layer)
     if not isinstance(layer, (*WINDOW_LAYERS, *ELEMENTWISE, Add, Concatenate, Flatten, GlobalAvgPool, Dense, Output)):
         raise BackendError(f"layer {layer.name!r} ({layer.kind}): not supported by the streaming RTL emitter; "
                            f"supported: {', '.join(STREAM_LAYER_NAMES)}, Add, Concatenate")

@@ -133,6 +133,17 @@ class _Stage:
     out_type: FixedType | None = None
 
 
+def refuse_unbuilt(layer: Layer) -> None:
+    """Refuse, naming the layer, what no emitter builds: a BatchNorm (compression folds it), HGQ's per-element
+    quantizer formats."""
+    if isinstance(layer, BatchNorm):
+        raise BackendError(f"layer {layer.name!r} (BatchNorm): fold it into the layer before it (compression does) "
+                           "before emitting RTL")
+    if isinstance(layer, Quant) and layer.per_element:
+        raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are not supported by the RTL "
+                           "emitter yet")
+
+
 def plan(net: Network, collect: bool = True) -> list[_Stage]:
     """Group the network into the input, window stages, one collect stage and Dense stages (a network that
     ends on the stream gets a collect stage for its last tensor when ``collect``)."""
@@ -147,12 +158,7 @@ def plan(net: Network, collect: bool = True) -> list[_Stage]:
     for layer, out_shape, out_t in zip(net.layers, net.shapes(), net.tensor_types()):
         if isinstance(layer, Output) or (isinstance(layer, Flatten) and len(shape) == 1):
             continue  # the head is not hardware; a Flatten of a flat tensor is nothing
-        if isinstance(layer, BatchNorm):
-            raise BackendError(f"layer {layer.name!r} (BatchNorm): fold it into the layer before it (compression "
-                               "does) before emitting RTL")
-        if isinstance(layer, Quant) and layer.per_element:
-            raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are not supported by the "
-                               "RTL emitter yet")
+        refuse_unbuilt(layer)
         # the layers' own shape checks already keep window layers before the end of the stream and Dense after it
         if isinstance(layer, ELEMENTWISE):
             stages[-1].post.append(layer)
