@@ -37,7 +37,7 @@ from codesign.core.reference import merge_exact_type
 from codesign.errors import BackendError
 from rtl_sim.stream import (ELEMENTWISE, STREAM_LAYER_NAMES, WINDOW_LAYERS, StreamDesign, _bits, _collect, _dense_stage,
                             _elementwise, _elementwise_timed, _module, _pack, _reg_chain, _Stage, _u, _unpack, _window_stage,
-                            geometry, refuse_unbuilt)
+                            geometry, refuse_unbuilt, window_cycles)
 from rtl_sim.verilog import (Design, Sig, _Emitter, _ident, _timing_args, const_sig, dense_datapath, flat_module,
                              tail_steps)
 
@@ -77,19 +77,6 @@ def _check_layer(layer: Layer) -> None:
 
 
 # ---- the schedule --------------------------------------------------------------------------------
-def window_cycles(g, cycles: list[int], period: int, kernel_latency: int) -> list[int]:
-    """The cycles a window stage presents its outputs of image 0, given the cycles its input positions arrive
-    (images ``period`` cycles apart); the rule of ``rtl_sim.stream.schedule``."""
-    nxt = [c + period for c in cycles]
-    after = list(range(cycles[-1] + 1, nxt[0])) + nxt
-    out = []
-    for oy in range(g.Ho):
-        for ox in range(g.Wo):
-            k = g.emit_index(oy, ox)
-            out.append((cycles[k] if k < g.HW else after[k - g.HW]) + kernel_latency)
-    return out
-
-
 def fifo_depth(ahead: list[int], latest: list[int], period: int, images: int = 4) -> int:
     """The most positions an operand presented at ``ahead`` holds before the latest operand (``latest``) takes
     them: pushes minus pops up to each cycle, over ``images`` images ``period`` cycles apart (counted while

@@ -592,6 +592,20 @@ def emit_stream_verilog(net: Network, top: str | None = None, adder_regs_every: 
                         cycles_per_image=pixels, outputs_per_image=per_image, layers=layers_info)
 
 
+def window_cycles(g: Geometry, cycles: list[int], period: int, kernel_latency: int) -> list[int]:
+    """The cycles a window stage presents its outputs of image 0, given the cycles its input positions arrive
+    (images ``period`` cycles apart, back to back)."""
+    # ticks after the image's last pixel: idle cycles until the next image's first pixel, then its pixels
+    nxt = [c + period for c in cycles]
+    after = list(range(cycles[-1] + 1, nxt[0])) + nxt
+    out = []
+    for oy in range(g.Ho):
+        for ox in range(g.Wo):
+            k = g.emit_index(oy, ox)
+            out.append((cycles[k] if k < g.HW else after[k - g.HW]) + kernel_latency)
+    return out
+
+
 def schedule(net: Network, stages: list[_Stage], layers_info: list[dict], dense_lats: list[int]) -> int:
     """The designed latency: cycles from an image's first pixel in to its result out with images back to back,
     from the stages' timing rules (the co-simulation measures it). The last image of a stream can finish
@@ -604,18 +618,7 @@ def schedule(net: Network, stages: list[_Stage], layers_info: list[dict], dense_
         if st.kind == "window":
             info = layers_info[wi]
             wi += 1
-            g = geometry(st.layer, tuple(info["in_shape"]))
-            # ticks after the image's last pixel: idle cycles until the next image's first pixel, then its pixels
-            # (images back to back: the next image's pixels come one image period, H*W cycles of the input, later)
-            nxt = [c + period for c in cycles]
-            after = list(range(cycles[-1] + 1, nxt[0])) + nxt
-            out = []
-            for oy in range(g.Ho):
-                for ox in range(g.Wo):
-                    k = g.emit_index(oy, ox)
-                    hit = cycles[k] if k < g.HW else after[k - g.HW]
-                    out.append(hit + info["kernel_latency"])
-            cycles = out
+            cycles = window_cycles(geometry(st.layer, tuple(info["in_shape"])), cycles, period, info["kernel_latency"])
         elif st.kind == "collect":
             lat = cycles[-1]
     if stages[-1].kind in ("input", "window"):  # stream_out: the first output pixel
