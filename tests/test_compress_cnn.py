@@ -187,7 +187,8 @@ def test_conv_kernel_is_priced_as_a_dense_over_the_window(qcnn):
     t_in = net.tensor_types()[net.layers.index(net.layer("pool1"))]
     parts = {p["name"]: p for p in cnn_parts(net, BOARD, "lut")}
     relu_t = net.layer("relu2").result_type
-    assert parts["conv2"]["kernel"] == dense_cost(kernel_dense(conv2), t_in, "xc7", "lut", relu_t, True).as_dict()
+    assert parts["conv2"]["kernel"] == dense_cost(kernel_dense(conv2), t_in, "xc7", "lut", relu_t, True,
+                                                  clock_mhz=BOARD.clock_mhz).as_dict()
     # the delay line: two rows of the 3-wide input and two pixels of conv1's non-constant channels
     live = int(live_outputs(kernel_dense(net.layer("conv1")), net.input_type, True).sum())
     assert parts["conv2"]["stream"]["delay_line"]["bits"] == (2 * 3 + 2) * live * t_in.width
