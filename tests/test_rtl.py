@@ -57,7 +57,8 @@ def per_weight_tree_depths(net: Network) -> list[int]:
             for l in net.layers if isinstance(l, Dense)]
 
 
-@pytest.mark.parametrize("datapath, every", [("csd", 0), ("csd", 1), ("csd", 3), ("cmvm", 2)])
+@pytest.mark.parametrize("datapath, every", [pytest.param("csd", 0, marks=pytest.mark.slow), ("csd", 1),
+                                             pytest.param("csd", 3, marks=pytest.mark.slow), ("cmvm", 2)])
 def test_pipeline_depth_is_a_parameter_and_cocotb_measures_it(small_mlp, tmp_path, verilator, datapath, every):
     d = write_rtl(small_mlp, tmp_path / "rtl", adder_regs_every=every, datapath=datapath)
     # a register after each layer's products, and one every `every` adder levels of its tree

@@ -65,7 +65,7 @@ def test_the_stream_cnn_meets_the_models_period():
     assert fast.latency > slow.latency and fast.timing["ii"] == slow.timing["ii"] == 36.0
 
 
-@pytest.mark.parametrize("clock", [150, 300])
+@pytest.mark.parametrize("clock", [150, pytest.param(300, marks=pytest.mark.slow)])
 def test_a_clock_driven_mlp_cosimulates_bit_exact_in_verilator(small_mlp, tmp_path, clock):
     d = write_rtl(small_mlp, tmp_path / "rtl", clock_mhz=clock, family="ecp5")
     assert d.latency > 3

@@ -66,6 +66,7 @@ def test_a_small_mlp_classifies_bit_exact_through_the_serial_pins(small_mlp, tmp
     assert sum(int(row[1] == row[3] == row.max()) for row in ref) >= 5  # the tie rule was exercised
 
 
+@pytest.mark.slow  # a second Verilator build; CI drives the MLP top through its pins
 def test_a_cnn_streams_its_pixels_from_the_serial_line_bit_exact(tmp_path, verilator):
     net = tiny_cnn()
     q = verification_inputs(net, None, 4, 7)
