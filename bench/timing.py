@@ -136,22 +136,9 @@ def networks(names: list[str]) -> dict:
 
 
 def _small_mlp():
-    import numpy as np
+    from codesign.compress.calibration import small_mlp
 
-    from codesign.core.fixed import FixedType
-    from codesign.core.layers import Dense, Output, ReLU
-    from codesign.core.network import Network
-
-    r = np.random.default_rng(7)
-    wt, layers = FixedType(6, 1), []
-    for i, (n_in, n_out) in enumerate([(16, 12), (12, 8), (8, 4)], start=1):
-        w = r.integers(wt.min_int, wt.max_int + 1, size=(n_in, n_out))
-        w[r.random(w.shape) < 0.33] = 0
-        layers.append(Dense(f"fc{i}", w, r.integers(-20, 20, size=n_out), weight_type=wt, bias_type=wt,
-                            result_type=FixedType(12, 5, True, "RND_CONV", "SAT")))
-        if i < 3:
-            layers.append(ReLU(f"relu{i}"))
-    return Network("small_mlp", (16,), layers + [Output("out")], FixedType(8, 3))
+    return small_mlp()
 
 
 def _compressed(name: str, args: list[str]):

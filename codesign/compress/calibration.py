@@ -68,3 +68,18 @@ def random_layers(seed: int, n: int, mult: str = "lut", formats: str = "calibrat
         net, info = random_layer(rng, i, mult, formats, min_nonzero, max_nonzero)
         out.append((net, {"id": f"s{seed}_{net.name}", **info}))
     return out
+
+
+def small_mlp() -> Network:
+    """A three-layer quantized MLP (16-12-8-4, 6-bit weights, a third of them pruned, seed 7): the RTL tests' and
+    the timing bench's case with several layers but not the digits network's size."""
+    r = np.random.default_rng(7)
+    wt, layers = FixedType(6, 1), []
+    for i, (n_in, n_out) in enumerate([(16, 12), (12, 8), (8, 4)], start=1):
+        w = r.integers(wt.min_int, wt.max_int + 1, size=(n_in, n_out))
+        w[r.random(w.shape) < 0.33] = 0
+        layers.append(Dense(f"fc{i}", w, r.integers(-20, 20, size=n_out), weight_type=wt, bias_type=wt,
+                            result_type=FixedType(12, 5, True, "RND_CONV", "SAT")))
+        if i < 3:
+            layers.append(ReLU(f"relu{i}"))
+    return Network("small_mlp", (16,), layers + [Output("out")], FixedType(8, 3))
