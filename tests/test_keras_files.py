@@ -23,6 +23,7 @@ from codesign.importers.keras_live import import_tf  # noqa: E402
 from tests.keras_reference import hgq_proxy_outputs  # noqa: E402
 
 HGQ = MODELS / "hgq_mnist_homogeneous.h5"
+HGQ_HETERO = MODELS / "hgq_mnist_heterogeneous.h5"
 
 
 def cli_error(args, capfd):
@@ -162,6 +163,17 @@ def test_hgq_per_element_formats_import_bit_exact(tmp_path):
     assert [l.name for l in per] == list(formats) and np.any(per[1].element_width == 0)
     x = r.uniform(0, 2, size=(500, 28, 28))
     assert np.array_equal(net.forward(x[..., None]), hgq_proxy_outputs(path, x))
+
+
+def test_hgq_heterogeneous_example_imports_bit_exact_through_its_input_reshape():
+    """hls4ml's heterogeneous HGQ example: a per-column input quantizer, then a Reshape that only re-views it."""
+    net = codesign.load(HGQ_HETERO)
+    assert net.input_shape == (28, 28, 1) and net.layers[0].per_element
+    assert net.layers[0].element_width.shape == (28, 28, 1)
+    r = np.random.default_rng(13)
+    x = r.uniform(0, 4.5, size=(200, 28, 28)) * r.choice([0.3, 1], size=(200, 1, 1))  # > 4 wraps the input
+    x[:20] = (np.round(x[:20] * 4) + r.choice([0, 0.5], size=(20, 28, 28))) / 4  # grid points and rounding ties
+    assert np.array_equal(net.forward(x[..., None]), hgq_proxy_outputs(HGQ_HETERO, x))
 
 
 def test_import_needs_no_tensorflow(saved):

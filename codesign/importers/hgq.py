@@ -79,3 +79,22 @@ def grid_type(values: np.ndarray, layer: str, what: str) -> tuple[np.ndarray, Fi
         )
     lo, hi = min(int(ints.min(initial=0)), 0), max(int(ints.max(initial=0)), 0)
     return ints.astype(np.int64), fixed.type_for_range(lo, hi, frac)
+
+
+def carrier_type(q: Quant) -> FixedType:
+    """The network's input type in front of a per-element input quantizer ``q``: ``q``'s envelope with one more
+    fractional bit, truncating, with ``q``'s overflow mode. Truncating to a finer grid and then rounding to each
+    element's grid (``floor(floor(x * 2**F) / 2**(F-f) + 1/2)`` with ``F > f``) gives exactly what rounding the
+    float directly does, and a wider wrap or clamp first changes nothing; so the float data quantized to this type
+    and then through ``q`` is HGQ's forward bit for bit (RND and TRN; half to even needs the float's tie)."""
+    env = q.result_type
+    if env.quant == "RND_CONV":
+        raise UnsupportedLayerError(f"layer {q.name!r} (FixedPointQuantizer): a per-element input quantizer that rounds "
+                                    "half to even (RND_CONV) has no exact fixed-point input type; use RND or TRN")
+    return FixedType(env.width + 1, env.integer, env.signed, "TRN", env.overflow)
+
+
+def reshaped(q: Quant, shape: tuple[int, ...]) -> Quant:
+    """``q`` with its per-element formats re-viewed as ``shape`` (a Reshape of the tensor after it)."""
+    ew, ei, es = (np.reshape(a, shape) for a in (q.element_width, q.element_integer, q.element_signed))
+    return Quant(q.name, q.result_type, element_width=ew, element_integer=ei, element_signed=es, inputs=q.inputs)

@@ -29,7 +29,8 @@ from codesign.core.network import INPUT, Network
 DEFAULT_INPUT_TYPE = FixedType(16, 6, True, "RND_CONV", "SAT")  # hls4ml's default precision, ap_fixed<16,6>
 SUPPORTED = ("InputLayer, Dense, QDense, Conv1D, Conv2D, QConv1D, QConv2D, BatchNormalization (float models), "
              "Activation (relu, linear, softmax last), QActivation (quantized_relu, quantized_bits), ReLU, "
-             "Softmax (last), Flatten, Reshape (at the input, or to 1-D), Dropout, MaxPooling1D/2D (valid), "
+             "Softmax (last), Flatten, Reshape (at the input or after a per-element input quantizer, or to 1-D), "
+             "Dropout, MaxPooling1D/2D (valid), "
              "AveragePooling1D/2D and QAveragePooling2D (valid, power-of-two windows), GlobalAveragePooling1D/2D and "
              "QGlobalAveragePooling2D (power-of-two positions), FixedPointQuantizer (HGQ), Add, Concatenate (last axis)")
 SKIPPED = {"InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "AlphaDropout", "GaussianDropout",
@@ -316,6 +317,11 @@ def network_from_config(kf: KerasFile, input_type: FixedType | str | None = None
                 notes.append(f"the input is taken as {target}, not {in_shape}: the model's Reshape {lname!r} of its "
                              "input is only a new view of the same values")
                 in_shape = target
+            elif _input_quantizer(layers, srcs):  # a per-element input quantizer is reshaped with the input
+                notes.append(f"the input is taken as {target}, not {in_shape}: the model's Reshape {lname!r} after its "
+                             f"per-element input quantizer {layers[0].name!r} is only a new view of the same values")
+                in_shape = target
+                layers[0] = hgq.reshaped(layers[0], target)
             elif len(target) == 1:
                 layers.append(Flatten(lname))
             else:
@@ -328,6 +334,8 @@ def network_from_config(kf: KerasFile, input_type: FixedType | str | None = None
             if not layers and srcs == (INPUT,) and hgq_input is None and input_type is None and not q.per_element:
                 hgq_input = q.result_type  # the proxy's input quantizer is the network's input type
             else:
+                if not layers and srcs == (INPUT,) and hgq_input is None and input_type is None:
+                    hgq_input = hgq.carrier_type(q)  # per element: the input arrives finer, the layer rounds it
                 layers.append(q)
         for i, layer in enumerate(layers[before:]):  # the first reads the Keras layer's inputs, the rest a chain
             layer.inputs = srcs if i == 0 else (layers[before + i - 1].name,)
@@ -344,9 +352,18 @@ def network_from_config(kf: KerasFile, input_type: FixedType | str | None = None
         if t is None:
             t = DEFAULT_INPUT_TYPE
             meta["input_type_note"] = f"input type {t} is the default (hls4ml's ap_fixed<16,6>); set input_type to change it"
+        elif hgq_input is not None and layers and layers[0].inputs == (INPUT,) and getattr(layers[0], "per_element", 0):
+            meta["input_type_note"] = (f"input type {t} carries the values to the HGQ proxy's per-element input "
+                                       f"quantizer {layers[0].name!r}, which rounds each element to its own format")
         elif hgq_input is not None:
             meta["input_type_note"] = f"input type {t} is the HGQ proxy's input quantizer"
     return Network(name or p.name, in_shape, layers, t, meta)
+
+
+def _input_quantizer(layers: list[Layer], srcs: tuple[str, ...]) -> bool:
+    """True when the network so far is one per-element quantizer of its input and ``srcs`` reads it."""
+    return (len(layers) == 1 and isinstance(layers[0], Quant) and layers[0].per_element
+            and layers[0].inputs == (INPUT,) and srcs == (layers[0].name,))
 
 
 def _array(w: dict[str, np.ndarray], key: str, index: int, lname: str, want: tuple[int, ...]) -> np.ndarray:
