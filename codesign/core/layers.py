@@ -34,18 +34,40 @@ def _check_type(layer: str, attr: str, value: Any, required: bool = False) -> Fi
     return value
 
 
+@dataclass(frozen=True)
+class Window:
+    """A layer's window geometry on one input: kernel, strides and (before, after) zero pads per spatial axis."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]
+
+
+def _pointwise(in_shape: tuple[int, ...]) -> Window:
+    """The 1x1 window of a layer that reads one position at a time."""
+    n = len(in_shape) - 1
+    return Window((1,) * n, (1,) * n, ((0, 0),) * n)
+
+
 @dataclass
 class Layer:
-    """Base class: every layer has a unique name and reads ``inputs`` (empty: the layer before it)."""
+    """Base class: every layer has a unique name and reads ``inputs`` (empty: the layer before it).
+
+    The kind protocol (``codesign.core.kinds``): ``output_shape``, ``window``, ``units``."""
 
     name: str
     inputs: tuple[str, ...] = field(default=(), kw_only=True)
     kind: ClassVar[str] = "Layer"
     has_weights: ClassVar[bool] = False
     merge: ClassVar[bool] = False  # True: reads two or more tensors
+    units: ClassVar[tuple[str, ...]] = ()  # what pruning may remove here (codesign.core.kinds.UNITS)
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return in_shape
+
+    def window(self, in_shape: tuple[int, ...]) -> Window | None:
+        """The window this layer reads per output position of an input of ``in_shape`` (None: no window)."""
+        return None
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The layer's numpy arrays by attribute name (saved to weights.npz)."""
@@ -138,6 +160,7 @@ class Dense(Weighted):
     """``y = x @ weight + bias`` with ``weight`` of shape ``(n_in, n_out)``."""
 
     kind: ClassVar[str] = "Dense"
+    units: ClassVar[tuple[str, ...]] = ("weights", "neurons")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -149,6 +172,10 @@ class Dense(Weighted):
             raise LayerError(f"layer {self.name!r}: Dense expects input shape ({self.weight.shape[0]},), got {in_shape}")
         return (self.weight.shape[1],)
 
+    def window(self, in_shape: tuple[int, ...]) -> Window:
+        """The 1x1-window case: one position of ``n_in`` channels, no spatial axis."""
+        return _pointwise(in_shape)
+
 
 @dataclass
 class Conv(Weighted):
@@ -158,6 +185,7 @@ class Conv(Weighted):
     padding: str = "valid"
     kind: ClassVar[str] = "Conv"
     ndim: ClassVar[int] = 0
+    units: ClassVar[tuple[str, ...]] = ("weights", "channels")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -185,6 +213,9 @@ class Conv(Weighted):
             total = max((-(-n // s) - 1) * s + k - n, 0)
             out.append((total // 2, total - total // 2))
         return out
+
+    def window(self, in_shape: tuple[int, ...]) -> Window:
+        return Window(self.kernel, self.strides, tuple(self.pads(tuple(in_shape[:-1]))))
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         c_in = self.weight.shape[-2]
@@ -259,6 +290,9 @@ class BatchNorm(Layer):
         scale = self.gamma / np.sqrt(self.var + self.eps)
         return scale, self.beta - self.mean * scale
 
+    def window(self, in_shape: tuple[int, ...]) -> Window:
+        return _pointwise(in_shape)
+
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         if in_shape[-1] != self.gamma.shape[0]:
             raise LayerError(f"layer {self.name!r}: BatchNorm has {self.gamma.shape[0]} channels, input has {in_shape[-1]}")
@@ -274,6 +308,9 @@ class ReLU(Layer):
 
     def __post_init__(self) -> None:
         self.result_type = _check_type(self.name, "result_type", self.result_type)
+
+    def window(self, in_shape: tuple[int, ...]) -> Window:
+        return _pointwise(in_shape)
 
 
 @dataclass
@@ -304,6 +341,9 @@ class Quant(Layer):
     @property
     def per_element(self) -> bool:
         return self.element_width is not None
+
+    def window(self, in_shape: tuple[int, ...]) -> Window:
+        return _pointwise(in_shape)
 
     def element_formats(self) -> list[tuple[FixedType | None, np.ndarray]]:
         """Each distinct element format (None for width 0, the constant 0) with the mask of its elements."""
@@ -351,6 +391,9 @@ class Pool(Layer):
             v = getattr(self, attr)
             if len(v) != self.ndim or min(v, default=0) < 1:
                 raise LayerError(f"layer {self.name!r}: {attr} must be {self.ndim} positive integers, not {v!r}")
+
+    def window(self, in_shape: tuple[int, ...]) -> Window:
+        return Window(self.pool, self.strides, ((0, 0),) * self.ndim)
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(in_shape) != self.ndim + 1:
@@ -444,6 +487,11 @@ class GlobalAvgPool(Layer):
         """log2 of the number of positions averaged for an input of ``in_shape``."""
         spatial, n = tuple(in_shape[:-1]), int(np.prod(in_shape[:-1]))
         return _pool_shift(self.name, self.kind, n, f"{'x'.join(map(str, spatial))} = {n} positions")
+
+    def window(self, in_shape: tuple[int, ...]) -> Window:
+        """One window over every position (read once, at the image's last position)."""
+        spatial = tuple(int(n) for n in in_shape[:-1])
+        return Window(spatial, spatial, ((0, 0),) * len(spatial))
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(in_shape) != self.ndim + 1:

@@ -34,6 +34,7 @@ evaluation uses (``Network.tensor_types`` reads it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,7 @@ from codesign.core import fixed
 from codesign.core.fixed import FixedType
 from codesign.core.layers import (Add, AvgPool, BatchNorm, Concatenate, Conv, Dense, Flatten, GlobalAvgPool, Layer, MaxPool,
                                   Merge, Output, Quant, ReLU, Weighted)
+from codesign.core.kinds import handler
 from codesign.errors import LayerError
 
 
@@ -93,22 +95,41 @@ def merge_exact_type(layer: Merge, in_types: list[FixedType]) -> FixedType:
     return fixed.type_for_range(min(min(lo), 0), max(max(hi), 0), frac)
 
 
+def _merge_type(layer: Merge, in_types: list, in_shape: tuple[int, ...]) -> FixedType | None:
+    if any(t is None for t in in_types):
+        return None
+    return layer.result_type or merge_exact_type(layer, in_types)
+
+
+def _affine_type(layer: Weighted | BatchNorm, in_type: FixedType, in_shape: tuple[int, ...]) -> FixedType:
+    return layer.result_type or getattr(layer, "accum_type", None) or exact_accum_type(layer, in_type)
+
+
+def _avg_type(layer: AvgPool | GlobalAvgPool, in_type: FixedType, in_shape: tuple[int, ...]) -> FixedType:
+    shift = layer.shift(in_shape) if isinstance(layer, GlobalAvgPool) else layer.shift
+    return layer.result_type or avg_exact_type(in_type, shift)
+
+
+def _cast_or_pass_type(layer: Layer, in_type: FixedType, in_shape: tuple[int, ...]) -> FixedType:
+    return getattr(layer, "result_type", None) or in_type
+
+
+# The type rule of each kind: (layer, input type (a merge: the list), input shape) -> output type; a float input
+# (None) gives a float output.
+OUTPUT_TYPES: dict[type[Layer], Callable[..., FixedType | None]] = {
+    Merge: _merge_type, Weighted: _affine_type, BatchNorm: _affine_type, AvgPool: _avg_type,
+    GlobalAvgPool: _avg_type, ReLU: _cast_or_pass_type, Quant: _cast_or_pass_type, MaxPool: _cast_or_pass_type,
+    Flatten: _cast_or_pass_type, Output: _cast_or_pass_type,
+}
+
+
 def output_type(layer: Layer, in_type: FixedType | None | list, in_shape: tuple[int, ...]) -> FixedType | None:
     """The fixed-point type of ``layer``'s output for an input of ``in_type`` (None: float; a merge takes the list
     of its inputs' types) and shape ``in_shape``."""
-    if isinstance(layer, Merge):
-        if any(t is None for t in in_type):
-            return None
-        return layer.result_type or merge_exact_type(layer, in_type)
+    rule = handler(OUTPUT_TYPES, layer, "the reference's type rules")
     if in_type is None:
         return None
-    if isinstance(layer, (Weighted, BatchNorm)):
-        return layer.result_type or getattr(layer, "accum_type", None) or exact_accum_type(layer, in_type)
-    if isinstance(layer, AvgPool):
-        return layer.result_type or avg_exact_type(in_type, layer.shift)
-    if isinstance(layer, GlobalAvgPool):
-        return layer.result_type or avg_exact_type(in_type, layer.shift(in_shape))
-    return getattr(layer, "result_type", None) or in_type
+    return rule(layer, in_type, in_shape)
 
 
 def _im2col(x: np.ndarray, layer: Conv) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -184,54 +205,59 @@ def _merge(layer: Merge, xs: list[Tensor]) -> Tensor:
     return Tensor(fixed.cast(y, exact_t, layer.result_type), layer.result_type)
 
 
-def run_layer(layer: Layer, x: Tensor | list[Tensor]) -> Tensor:
-    """One layer of the reference (a merge layer takes the list of its inputs)."""
-    if isinstance(layer, Merge):
-        return _merge(layer, x)
-    if isinstance(layer, Weighted):
-        if x.type is None:
-            return Tensor(_weighted_float(layer, x.values), None)
-        return _weighted_int(layer, x)
-    if isinstance(layer, BatchNorm):
-        if x.type is None:
-            scale, shift = layer.float_scale_shift()
-            return Tensor(x.values * scale + shift, None)
-        if not layer.quantized:
-            raise LayerError(f"layer {layer.name!r}: float BatchNorm on a fixed-point tensor; fold or quantize it first")
-        exact_t = exact_accum_type(layer, x.type)
-        big = fixed.needs_object(exact_t.width)
-        q = fixed.as_int_array(x.values, big)
-        pf = x.type.frac + layer.scale_type.frac
-        acc = q * fixed.as_int_array(layer.scale, big) * (1 << (exact_t.frac - pf)) + fixed.as_int_array(
-            layer.shift, big
-        ) * (1 << (exact_t.frac - layer.shift_type.frac))
-        out_t = layer.result_type or exact_t
-        return Tensor(fixed.cast(acc, exact_t, out_t), out_t)
-    if isinstance(layer, ReLU):
-        y = np.where(x.values > 0, x.values, 0).astype(x.values.dtype)
-        if layer.result_type is None:
-            return Tensor(y, x.type)
-        if x.type is None:
-            return Tensor(fixed.to_float(fixed.quantize(y, layer.result_type), layer.result_type), None)
-        return Tensor(fixed.cast(y, x.type, layer.result_type), layer.result_type)
-    if isinstance(layer, Quant) and layer.per_element:
+def _weighted(layer: Weighted, x: Tensor) -> Tensor:
+    if x.type is None:
+        return Tensor(_weighted_float(layer, x.values), None)
+    return _weighted_int(layer, x)
+
+
+def _batchnorm(layer: BatchNorm, x: Tensor) -> Tensor:
+    if x.type is None:
+        scale, shift = layer.float_scale_shift()
+        return Tensor(x.values * scale + shift, None)
+    if not layer.quantized:
+        raise LayerError(f"layer {layer.name!r}: float BatchNorm on a fixed-point tensor; fold or quantize it first")
+    exact_t = exact_accum_type(layer, x.type)
+    big = fixed.needs_object(exact_t.width)
+    q = fixed.as_int_array(x.values, big)
+    pf = x.type.frac + layer.scale_type.frac
+    acc = q * fixed.as_int_array(layer.scale, big) * (1 << (exact_t.frac - pf)) + fixed.as_int_array(
+        layer.shift, big
+    ) * (1 << (exact_t.frac - layer.shift_type.frac))
+    out_t = layer.result_type or exact_t
+    return Tensor(fixed.cast(acc, exact_t, out_t), out_t)
+
+
+def _relu(layer: ReLU, x: Tensor) -> Tensor:
+    y = np.where(x.values > 0, x.values, 0).astype(x.values.dtype)
+    if layer.result_type is None:
+        return Tensor(y, x.type)
+    if x.type is None:
+        return Tensor(fixed.to_float(fixed.quantize(y, layer.result_type), layer.result_type), None)
+    return Tensor(fixed.cast(y, x.type, layer.result_type), layer.result_type)
+
+
+def _quant(layer: Quant, x: Tensor) -> Tensor:
+    if layer.per_element:
         return _quant_elements(layer, x)
-    if isinstance(layer, Quant):
-        if x.type is None:
-            return Tensor(fixed.to_float(fixed.quantize(x.values, layer.result_type), layer.result_type), None)
-        return Tensor(fixed.cast(x.values, x.type, layer.result_type), layer.result_type)
-    if isinstance(layer, Flatten):
-        return Tensor(x.values.reshape(x.values.shape[0], -1), x.type)
-    if isinstance(layer, MaxPool):
-        axes = tuple(range(1, layer.ndim + 1))
-        win = np.lib.stride_tricks.sliding_window_view(x.values, layer.pool, axis=axes)
-        win = win[(slice(None),) + tuple(slice(None, None, s) for s in layer.strides)]
-        return Tensor(win.max(axis=tuple(range(-layer.ndim, 0))), x.type)
-    if isinstance(layer, (AvgPool, GlobalAvgPool)):
-        return _average(layer, x)
-    if isinstance(layer, Output):
-        return x
-    raise LayerError(f"layer {layer.name!r}: the reference has no rule for {type(layer).__name__}")
+    if x.type is None:
+        return Tensor(fixed.to_float(fixed.quantize(x.values, layer.result_type), layer.result_type), None)
+    return Tensor(fixed.cast(x.values, x.type, layer.result_type), layer.result_type)
+
+
+def _flatten(layer: Flatten, x: Tensor) -> Tensor:
+    return Tensor(x.values.reshape(x.values.shape[0], -1), x.type)
+
+
+def _max_pool(layer: MaxPool, x: Tensor) -> Tensor:
+    axes = tuple(range(1, layer.ndim + 1))
+    win = np.lib.stride_tricks.sliding_window_view(x.values, layer.pool, axis=axes)
+    win = win[(slice(None),) + tuple(slice(None, None, s) for s in layer.strides)]
+    return Tensor(win.max(axis=tuple(range(-layer.ndim, 0))), x.type)
+
+
+def _output(layer: Output, x: Tensor) -> Tensor:
+    return x  # the head is applied outside the integer reference (apply_head)
 
 
 def _average(layer: AvgPool | GlobalAvgPool, x: Tensor) -> Tensor:
@@ -270,6 +296,18 @@ def _quant_elements(layer: Quant, x: Tensor) -> Tensor:
     if x.type is None:
         return Tensor(fixed.to_float(out, rt), None)
     return Tensor(out, rt)
+
+
+# The reference evaluation of each kind: (layer, input tensor (a merge: the list)) -> output tensor.
+REFERENCE: dict[type[Layer], Callable[..., Tensor]] = {
+    Merge: _merge, Weighted: _weighted, BatchNorm: _batchnorm, ReLU: _relu, Quant: _quant, Flatten: _flatten,
+    MaxPool: _max_pool, AvgPool: _average, GlobalAvgPool: _average, Output: _output,
+}
+
+
+def run_layer(layer: Layer, x: Tensor | list[Tensor]) -> Tensor:
+    """One layer of the reference (a merge layer takes the list of its inputs)."""
+    return handler(REFERENCE, layer, "the reference")(layer, x)
 
 
 def trace(layers: list[Layer], x: Tensor, sources: dict[str, tuple[str, ...]] | None = None) -> list[Tensor]:
