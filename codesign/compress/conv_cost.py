@@ -30,6 +30,8 @@ is the Dense model's to follow. Cyclone V's prices are xc7's until measured.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,7 +39,9 @@ import numpy as np
 from codesign.board import Board
 from codesign.compress.cost import LayerCost, dense_cost
 from codesign.core.fixed import FixedType
-from codesign.core.layers import Conv, Dense, Flatten, Layer, Output, Quant, ReLU
+from codesign.core.kinds import handler, lookup
+from codesign.core.layers import (AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Layer, MaxPool, Merge, Output, Quant,
+                                  ReLU, Window)
 from codesign.core.network import INPUT, Network
 from codesign.errors import LayerError
 
@@ -82,13 +86,15 @@ def _bits(v: int) -> int:
 
 def _geometry(layer: Layer, in_shape: tuple[int, ...]) -> tuple[int, ...]:
     """(H, W, kh, kw, sh, sw, pt, pb, pl, pr) in 2-D form (a 1-D layer has H = kh = sh = 1)."""
-    if isinstance(layer, Conv):
-        kernel, strides, pads = layer.kernel, layer.strides, layer.pads(tuple(in_shape[:-1]))
-    else:
-        kernel, strides, pads = layer.pool, layer.strides, [(0, 0)] * layer.ndim
+    kernel, strides, pads = _window_of(layer.window(in_shape))
     if len(in_shape) == 2:
         return (1, in_shape[0], 1, kernel[0], 1, strides[0], 0, 0, *pads[0])
     return (in_shape[0], in_shape[1], *kernel, *strides, *pads[0], *pads[1])
+
+
+def _window_of(w: Window) -> tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """(kernel, strides, pads) of a layer's window."""
+    return w.kernel, w.strides, w.pads
 
 
 def delay_line(taps: set[int], bits: int, family: str) -> dict[str, float]:
@@ -188,10 +194,10 @@ def _out_type(net: Network, types: list[FixedType | None], i: int) -> tuple[Fixe
 
 def window_offset(layer: Layer, in_shape: tuple[int, ...]) -> int:
     """Input positions a window stage reads ahead of the output position it emits (its stream delay)."""
-    if not isinstance(layer, Conv) and "Pool" not in layer.kind or "Global" in layer.kind:
-        return 0
-    kernel = layer.kernel if isinstance(layer, Conv) else layer.pool
-    pads = layer.pads(tuple(in_shape[:-1])) if isinstance(layer, Conv) else [(0, 0)] * len(kernel)
+    w = layer.window(in_shape)
+    if w is None or not w.kernel or lookup(CNN_PARTS, type(layer)) is _collect_entry:
+        return 0  # no window, a Dense's one position, or a collect stage (after it the tensor is off the stream)
+    kernel, pads = w.kernel, w.pads
     width = in_shape[1] if len(in_shape) == 3 else 1
     rows = kernel[0] - 1 - pads[0][0]
     cols = (kernel[1] - 1 - pads[1][0]) if len(kernel) == 2 else 0
@@ -219,7 +225,6 @@ def cnn_parts(net: Network, board: Board, mapping: str | None = None, regs_every
     its type, its channels that are not constant, and its stream delay, so branches and merges are priced."""
     if not net.quantized:
         raise LayerError(f"network {net.name!r} is float; quantize it before pricing it")
-    family = board.synth_family
     types, shapes = net.tensor_types(), net.shapes()
     layers, sources = net.layers, net.sources()
     t_of = {INPUT: net.input_type, **{l.name: t for l, t in zip(layers, types)}}
@@ -229,39 +234,97 @@ def cnn_parts(net: Network, board: Board, mapping: str | None = None, regs_every
     out: list[dict[str, Any]] = []
     for i, layer in enumerate(layers):
         srcs = sources[layer.name]
-        t_in, shape, live = t_of[srcs[0]], shape_of[srcs[0]], live_of[srcs[0]]
-        offset_of[layer.name] = max(offset_of[s] for s in srcs) + window_offset(layer, shape)
-        live_of[layer.name] = live
-        if isinstance(layer, (Conv, Dense)):
-            t_out, relu, _ = _out_type(net, types, i)
-            dense = kernel_dense(layer) if isinstance(layer, Conv) else layer
-            kc = dense_cost(dense, t_in, family, mapping, t_out, relu, regs_every, clock_mhz=board.clock_mhz)
-            entry = {"name": layer.name, "kind": layer.kind, "kernel": kc.as_dict(),
-                     "lut": kc.lut, "ff": kc.ff, "dsp": kc.dsp, "bram": 0.0}
-            if isinstance(layer, Conv):
-                s = window_parts(layer, shape, t_in, family, live)
-                entry.update(stream=s, lut=kc.lut + s["lut"], ff=kc.ff + s["ff"])
+        offset_of[layer.name] = max(offset_of[s] for s in srcs) + window_offset(layer, shape_of[srcs[0]])
+        live_of[layer.name] = live_of[srcs[0]]
+        ctx = _Ctx(net, board, mapping, regs_every, i, types, shapes, sources, t_of, shape_of, live_of, offset_of)
+        entry = handler(CNN_PARTS, layer, "the CNN cost model")(ctx)
+        if entry is not None:
             out.append(entry)
-            live_of[layer.name] = live_outputs(dense, t_in, relu)
-        elif layer.merge:
-            lives = [live_of[s] for s in srcs]
-            live_of[layer.name] = np.logical_or.reduce(lives) if layer.kind == "Add" else np.concatenate(lives)
-            m = merge_parts(layer, [offset_of[s] for s in srcs], [t_of[s] for s in srcs], types[i], shapes[i], family)
-            out.append({"name": layer.name, "kind": layer.kind, "merge": m, "lut": m["lut"], "ff": m["ff"],
-                        "dsp": 0.0, "bram": 0.0})
-        elif "Pool" in layer.kind and "Global" not in layer.kind:
-            p = window_parts(layer, shape, t_in, family, live)
-            out.append({"name": layer.name, "kind": layer.kind, "stream": p, "lut": p["lut"], "ff": p["ff"],
-                        "dsp": 0.0, "bram": 0.0})
-        elif (isinstance(layer, Flatten) and len(shape) > 1) or "GlobalAvgPool" in layer.kind:
-            p = collect_parts(layer, shape, t_in, family, live,
-                              next((l for l in layers[i + 1:] if isinstance(l, Dense)), None))
-            out.append({"name": layer.name, "kind": layer.kind, "collect": p, "lut": p["lut"], "ff": p["ff"],
-                        "dsp": 0.0, "bram": 0.0})
-        elif not isinstance(layer, (ReLU, Quant, Flatten, Output)):
-            raise LayerError(f"layer {layer.name!r} ({layer.kind}): the CNN cost model prices Conv, pooling, "
-                             "Flatten, Dense, ReLU, Quant, Add and Concatenate layers")
     return out
+
+
+@dataclass
+class _Ctx:
+    """What a layer's pricing reads: the network, its tensors' types, shapes, live channels and stream delays."""
+
+    net: Network
+    board: Board
+    mapping: str | None
+    regs_every: int
+    i: int
+    types: list
+    shapes: list
+    sources: dict
+    t_of: dict
+    shape_of: dict
+    live_of: dict
+    offset_of: dict
+
+    @property
+    def layer(self) -> Layer:
+        return self.net.layers[self.i]
+
+    @property
+    def src(self) -> str:
+        return self.sources[self.layer.name][0]
+
+
+def _entry(layer: Layer, part: str, p: dict[str, Any]) -> dict[str, Any]:
+    return {"name": layer.name, "kind": layer.kind, part: p, "lut": p["lut"], "ff": p["ff"], "dsp": 0.0, "bram": 0.0}
+
+
+def _weighted_entry(c: _Ctx) -> dict[str, Any]:
+    """A Dense, or a convolution's kernel datapath (a Dense over its window) plus its window stage."""
+    layer, family = c.layer, c.board.synth_family
+    t_in, shape, live = c.t_of[c.src], c.shape_of[c.src], c.live_of[c.src]
+    t_out, relu, _ = _out_type(c.net, c.types, c.i)
+    dense = kernel_dense(layer) if isinstance(layer, Conv) else layer
+    kc = dense_cost(dense, t_in, family, c.mapping, t_out, relu, c.regs_every, clock_mhz=c.board.clock_mhz)
+    entry = {"name": layer.name, "kind": layer.kind, "kernel": kc.as_dict(),
+             "lut": kc.lut, "ff": kc.ff, "dsp": kc.dsp, "bram": 0.0}
+    if isinstance(layer, Conv):
+        s = window_parts(layer, shape, t_in, family, live)
+        entry.update(stream=s, lut=kc.lut + s["lut"], ff=kc.ff + s["ff"])
+    c.live_of[layer.name] = live_outputs(dense, t_in, relu)
+    return entry
+
+
+def _merge_entry(c: _Ctx) -> dict[str, Any]:
+    layer, srcs = c.layer, c.sources[c.layer.name]
+    lives = [c.live_of[s] for s in srcs]
+    c.live_of[layer.name] = np.logical_or.reduce(lives) if layer.kind == "Add" else np.concatenate(lives)
+    m = merge_parts(layer, [c.offset_of[s] for s in srcs], [c.t_of[s] for s in srcs], c.types[c.i], c.shapes[c.i],
+                    c.board.synth_family)
+    return _entry(layer, "merge", m)
+
+
+def _window_entry(c: _Ctx) -> dict[str, Any]:
+    """A pooling window stage (a convolution's is priced with its kernel)."""
+    return _entry(c.layer, "stream", window_parts(c.layer, c.shape_of[c.src], c.t_of[c.src], c.board.synth_family,
+                                                  c.live_of[c.src]))
+
+
+def _collect_entry(c: _Ctx) -> dict[str, Any] | None:
+    """Flatten of an image (nothing for a flat tensor), or GlobalAvgPool's accumulators."""
+    layer, shape = c.layer, c.shape_of[c.src]
+    if isinstance(layer, Flatten) and len(shape) == 1:
+        return None
+    reader = next((l for l in c.net.layers[c.i + 1:] if isinstance(l, Dense)), None)
+    return _entry(layer, "collect", collect_parts(layer, shape, c.t_of[c.src], c.board.synth_family,
+                                                  c.live_of[c.src], reader))
+
+
+def _fused_entry(c: _Ctx) -> None:
+    """Element-wise layers are priced with the stage they follow; the head is not hardware."""
+    return None
+
+
+# The CNN cost model's table: each kind it prices and how (a handler returns the layer's entry or None).
+CNN_PARTS: dict[type[Layer], Callable[[_Ctx], dict[str, Any] | None]] = {
+    Conv: _weighted_entry, Dense: _weighted_entry, Merge: _merge_entry, MaxPool: _window_entry,
+    AvgPool: _window_entry, Flatten: _collect_entry, GlobalAvgPool: _collect_entry, ReLU: _fused_entry,
+    Quant: _fused_entry, Output: _fused_entry,
+}
 
 
 def cnn_cost(net: Network, board: Board, mapping: str | None = None, regs_every: int = 0) -> dict[str, LayerCost]:
