@@ -237,7 +237,7 @@ def cnn_parts(net: Network, board: Board, mapping: str | None = None, regs_every
         offset_of[layer.name] = max(offset_of[s] for s in srcs) + window_offset(layer, shape_of[srcs[0]])
         live_of[layer.name] = live_of[srcs[0]]
         ctx = _Ctx(net, board, mapping, regs_every, i, types, shapes, sources, t_of, shape_of, live_of, offset_of)
-        entry = handler(CNN_PARTS, layer, "the CNN cost model")(ctx)
+        entry = handler(CNN_PARTS, layer, "the CNN cost model", LayerError)(ctx)
         if entry is not None:
             out.append(entry)
     return out

@@ -36,12 +36,13 @@ def lookup(table: Mapping[type, H], cls: type) -> H | None:
     return None
 
 
-def handler(table: Mapping[type, H], layer: Any, stage: str) -> H:
-    """The handler of ``layer``'s kind in ``stage``'s ``table``; a kind the stage does not build is refused,
-    naming the layer, the stage and the kinds it builds."""
+def handler(table: Mapping[type, H], layer: Any, stage: str,
+            error: type[Exception] = UnsupportedLayerError) -> H:
+    """The handler of ``layer``'s kind in ``stage``'s ``table``; a kind the stage does not build is refused with
+    ``error``, naming the layer, the stage and the kinds it builds."""
     h = lookup(table, type(layer))
     if h is None:
-        raise UnsupportedLayerError(f"layer {layer.name!r} ({layer.kind}): not supported by {stage}; "
+        raise error(f"layer {layer.name!r} ({layer.kind}): not supported by {stage}; "
                                     f"supported: {kind_names(table)}")
     return h
 

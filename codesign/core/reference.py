@@ -126,7 +126,7 @@ OUTPUT_TYPES: dict[type[Layer], Callable[..., FixedType | None]] = {
 def output_type(layer: Layer, in_type: FixedType | None | list, in_shape: tuple[int, ...]) -> FixedType | None:
     """The fixed-point type of ``layer``'s output for an input of ``in_type`` (None: float; a merge takes the list
     of its inputs' types) and shape ``in_shape``."""
-    rule = handler(OUTPUT_TYPES, layer, "the reference's type rules")
+    rule = handler(OUTPUT_TYPES, layer, "the reference's type rules", LayerError)
     if in_type is None:
         return None
     return rule(layer, in_type, in_shape)
@@ -307,7 +307,7 @@ REFERENCE: dict[type[Layer], Callable[..., Tensor]] = {
 
 def run_layer(layer: Layer, x: Tensor | list[Tensor]) -> Tensor:
     """One layer of the reference (a merge layer takes the list of its inputs)."""
-    return handler(REFERENCE, layer, "the reference")(layer, x)
+    return handler(REFERENCE, layer, "the reference", LayerError)(layer, x)
 
 
 def trace(layers: list[Layer], x: Tensor, sources: dict[str, tuple[str, ...]] | None = None) -> list[Tensor]:
