@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from codesign.core.fixed import FixedType
+from codesign.core.kinds import lookup
 from codesign.core.layers import (AvgPool, BatchNorm, Conv, Dense, Flatten, GlobalAvgPool, Layer, MaxPool, Output,
                                   Pool, Quant, ReLU)
 from codesign.core.network import Network
@@ -39,8 +40,14 @@ from codesign.errors import BackendError
 from rtl_sim.verilog import (Design, Sig, _Emitter, _ident, _timing_args, const_sig, dense_datapath, output_assigns,
                              tail_steps)
 
-WINDOW_LAYERS = (Conv, MaxPool, AvgPool)
-ELEMENTWISE = (ReLU, Quant)
+# The streaming RTL's kind table: the stage each kind becomes ("post": fused after the stage before it; "head": not
+# hardware). rtl_sim.branches adds the merges.
+STREAM_STAGES: dict[type[Layer], str] = {
+    Conv: "window", MaxPool: "window", AvgPool: "window", Flatten: "collect", GlobalAvgPool: "collect",
+    Dense: "dense", ReLU: "post", Quant: "post", Output: "head",
+}
+WINDOW_LAYERS = tuple(k for k, v in STREAM_STAGES.items() if v == "window")
+ELEMENTWISE = tuple(k for k, v in STREAM_STAGES.items() if v == "post")
 STREAM_LAYER_NAMES = ("Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool1D",
                       "GlobalAvgPool2D", "ReLU", "Quant", "Flatten", "Dense", "Output")
 
@@ -106,10 +113,8 @@ class Geometry:
 
 def geometry(layer: Layer, in_shape: tuple[int, ...]) -> Geometry:
     """The 2-D geometry of a window layer on an input of ``in_shape`` (channels last)."""
-    if isinstance(layer, Conv):
-        kernel, strides, pads = layer.kernel, layer.strides, layer.pads(tuple(in_shape[:-1]))
-    else:
-        kernel, strides, pads = layer.pool, layer.strides, [(0, 0)] * layer.ndim
+    w = layer.window(in_shape)
+    kernel, strides, pads = w.kernel, w.strides, w.pads
     if len(in_shape) == 2:
         (W, C), (kw,), (sw,), ((pl, pr),) = in_shape, kernel, strides, pads
         return Geometry(1, W, C, 1, kw, 1, sw, 0, 0, pl, pr)
@@ -156,21 +161,18 @@ def plan(net: Network, collect: bool = True) -> list[_Stage]:
     stages = [_Stage(None, "input", net.input_shape, net.input_type, out_type=net.input_type)]
     shape, t = net.input_shape, net.input_type
     for layer, out_shape, out_t in zip(net.layers, net.shapes(), net.tensor_types()):
-        if isinstance(layer, Output) or (isinstance(layer, Flatten) and len(shape) == 1):
-            continue  # the head is not hardware; a Flatten of a flat tensor is nothing
         refuse_unbuilt(layer)
-        # the layers' own shape checks already keep window layers before the end of the stream and Dense after it
-        if isinstance(layer, ELEMENTWISE):
-            stages[-1].post.append(layer)
-        elif isinstance(layer, WINDOW_LAYERS):
-            stages.append(_Stage(layer, "window", shape, t))
-        elif isinstance(layer, (Flatten, GlobalAvgPool)):
-            stages.append(_Stage(layer, "collect", shape, t))
-        elif isinstance(layer, Dense):
-            stages.append(_Stage(layer, "dense", shape, t))
-        else:
+        role = lookup(STREAM_STAGES, type(layer))
+        if role is None:
             raise BackendError(f"layer {layer.name!r} ({layer.kind}): not supported by the streaming RTL emitter; "
                                f"supported: {', '.join(STREAM_LAYER_NAMES)}")
+        if role == "head" or (isinstance(layer, Flatten) and len(shape) == 1):
+            continue  # the head is not hardware; a Flatten of a flat tensor is nothing
+        # the layers' own shape checks already keep window layers before the end of the stream and Dense after it
+        if role == "post":
+            stages[-1].post.append(layer)
+        else:
+            stages.append(_Stage(layer, role, shape, t))
         stages[-1].out_type = out_t
         shape, t = out_shape, out_t
     if collect and stages[-1].kind in ("input", "window"):  # a network that ends on the stream: collect it
