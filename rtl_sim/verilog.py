@@ -19,6 +19,7 @@ from codesign.core.arith import CSD_MAX_DIGITS, csd_digits, signed_width
 from codesign.core.cmvm import DEFAULT_DEPTH_SLACK, optimize
 from codesign.core.fixed import FixedType, fit_overflow, round_shift
 from codesign.core.timing import DelayModel, delay_model, round_delay, saturate_delay, schedule_graph, stage_report, tail_delay
+from codesign.core.kinds import lookup
 from codesign.core.layers import Dense, Flatten, Layer, Output, Quant, ReLU
 from codesign.core.network import Network
 from codesign.errors import BackendError
@@ -335,6 +336,11 @@ class _Emitter:
         return self._time(self.wire("w", tmin, tmax, lambda w: f"$signed({{1'b0, {q.expr}[{tw - 1}:0]}})"), (q,), 0.0)
 
 
+# The MLP emitter's kind table: what each kind becomes ("dense" starts a stage, "post" joins the stage before it,
+# "flatten" is nothing on a flat tensor, "head" is not hardware); rtl_sim.stream has the streaming one.
+MLP_STAGES: dict[type[Layer], str] = {Dense: "dense", ReLU: "post", Quant: "post", Flatten: "flatten", Output: "head"}
+
+
 def stages_of(net: Network) -> list[Stage]:
     """Group the network into stages: each Dense with the element-wise layers after it."""
     net.check_chain("the RTL emitter's stages (emit_verilog builds a branched MLP without a trace)")
@@ -344,21 +350,22 @@ def stages_of(net: Network) -> list[Stage]:
     types = net.tensor_types()
     cur: list[Layer] = []
     for layer, t in zip(net.layers, types):
-        if isinstance(layer, Output):
+        role = lookup(MLP_STAGES, type(layer))
+        if role == "head":
             continue
-        if isinstance(layer, Flatten):
+        if role == "flatten":
             if len(net.input_shape) != 1:
                 raise BackendError(f"layer {layer.name!r}: RTL emission supports 1-D (Dense) networks only")
             continue
         if isinstance(layer, Quant) and layer.per_element:
             raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are not supported by the "
                                "RTL emitter yet")
-        if not isinstance(layer, (Dense, ReLU, Quant)):
+        if role is None:
             raise BackendError(
                 f"layer {layer.name!r} ({layer.kind}): the RTL emitter supports Dense, ReLU and Quant layers; "
                 "use the hls/ backend for convolutions"
             )
-        if isinstance(layer, Dense) and cur:
+        if role == "dense" and cur:
             stages.append(Stage(cur, prev_t))
             cur = []
         cur.append(layer)
