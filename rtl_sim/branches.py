@@ -31,16 +31,20 @@ import numpy as np
 from codesign.core.arith import signed_width
 from codesign.core.cmvm import DEFAULT_DEPTH_SLACK
 from codesign.core.fixed import FixedType
+from codesign.core.kinds import lookup
 from codesign.core.layers import Add, Concatenate, Dense, Flatten, GlobalAvgPool, Layer, Merge, Output, Quant
 from codesign.core.network import INPUT, Network
 from codesign.core.reference import merge_exact_type
 from codesign.errors import BackendError
-from rtl_sim.stream import (ELEMENTWISE, STREAM_LAYER_NAMES, WINDOW_LAYERS, StreamDesign, _bits, _collect, _dense_stage,
-                            _elementwise, _elementwise_timed, _module, _pack, _reg_chain, _Stage, _u, _unpack, _window_stage,
-                            geometry, refuse_unbuilt, window_cycles)
-from rtl_sim.verilog import (Design, Sig, _Emitter, _ident, _timing_args, const_sig, dense_datapath, flat_module,
-                             tail_steps)
+from rtl_sim.stream import (ELEMENTWISE, STREAM_LAYER_NAMES, STREAM_STAGES, WINDOW_LAYERS, StreamDesign, _bits, _collect,
+                            _dense_stage, _elementwise, _elementwise_timed, _module, _pack, _reg_chain, _Stage, _u, _unpack,
+                            _window_stage, geometry, refuse_unbuilt, window_cycles)
+from rtl_sim.verilog import (MLP_STAGES, Design, Sig, _Emitter, _ident, _timing_args, const_sig, dense_datapath,
+                             flat_module, tail_steps)
 
+# The branched emitters' kind tables: the chain emitters' (rtl_sim.stream, rtl_sim.verilog) and the merges.
+GRAPH_STREAM_STAGES: dict[type[Layer], str] = {**STREAM_STAGES, Add: "merge", Concatenate: "merge"}
+GRAPH_MLP_STAGES: dict[type[Layer], str] = {**MLP_STAGES, Add: "merge", Concatenate: "merge"}
 GAP_MODEL = 64  # cycles between input pixels in the isolated-pixel schedule (longer than any stage's latency)
 
 
@@ -71,7 +75,7 @@ def _fused_post(net: Network, k: int, consumers: dict[str, list[str]], sources: 
 
 def _check_layer(layer: Layer) -> None:
     refuse_unbuilt(layer)
-    if not isinstance(layer, (*WINDOW_LAYERS, *ELEMENTWISE, Add, Concatenate, Flatten, GlobalAvgPool, Dense, Output)):
+    if lookup(GRAPH_STREAM_STAGES, type(layer)) is None:
         raise BackendError(f"layer {layer.name!r} ({layer.kind}): not supported by the streaming RTL emitter; "
                            f"supported: {', '.join(STREAM_LAYER_NAMES)}, Add, Concatenate")
 
@@ -342,7 +346,7 @@ def emit_graph_verilog(net: Network, top: str | None = None, adder_regs_every: i
     if not net.quantized:
         raise BackendError(f"network {net.name!r} is float; quantize or compress it before emitting RTL")
     for layer in net.layers:
-        if not isinstance(layer, (Dense, *ELEMENTWISE, Add, Concatenate, Flatten, Output)):
+        if lookup(GRAPH_MLP_STAGES, type(layer)) is None:
             raise BackendError(f"layer {layer.name!r} ({layer.kind}): the RTL emitter builds Dense, ReLU, Quant, Add "
                                "and Concatenate layers in a flat network")
         if isinstance(layer, Quant) and layer.per_element:
