@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from codesign.core import fixed, reference
 from codesign.core.fixed import FixedType
-from codesign.core.layers import BatchNorm, Conv, Dense, Layer, Quant, ReLU, Weighted
+from codesign.core.kinds import handler
+from codesign.core.layers import (BatchNorm, Conv, Dense, Flatten, GlobalAvgPool, Layer, Merge, Output, Pool, Quant, ReLU,
+                                  Weighted)
 from codesign.core.network import Network
 from codesign.core.reference import exact_accum_type
+from codesign.errors import LayerError
 
 
 def fold_batchnorm(net: Network) -> Network:
@@ -154,27 +160,67 @@ def quantize_network(
     return Network(net.name, net.input_shape, layers, input_type, meta)
 
 
+@dataclass
+class _Q:
+    """What quantizing one layer reads: the calibration outputs ``y``, the input types and the bit widths."""
+
+    y: np.ndarray
+    t_in: list[FixedType]
+    weight_bits: int
+    bias_bits: int
+    result_bits: int
+    quant: str
+    overflow: str
+
+    def result_type(self) -> FixedType:
+        return fixed_for_values(self.y, self.result_bits, quant=self.quant, overflow=self.overflow)
+
+
 def _quantized_layer(layer: Layer, y: np.ndarray, t_in: list[FixedType], in_shape: tuple[int, ...], weight_bits: int,
                      bias_bits: int, result_bits: int, quant: str, overflow: str) -> Layer:
     """One layer in fixed point: weights rounded to ``weight_bits``, results sized to the calibration values ``y``."""
-    if isinstance(layer, Weighted):
-        wt = fixed_for_values(layer.float_weight(), weight_bits, quant="TRN", overflow="WRAP")
-        bt = fixed_for_values(layer.float_bias(), bias_bits, quant="TRN", overflow="WRAP")
-        q = quantize_params(layer, wt, bt)
-        q.accum_type = exact_accum_type(q, t_in[0])
-        q.result_type = fixed_for_values(y, result_bits, quant=quant, overflow=overflow)
-        return q
-    q = copy.deepcopy(layer)
-    if isinstance(layer, BatchNorm):  # a BatchNorm with no Dense/Conv of its own before it: its own affine stage
-        scale, shift = layer.float_scale_shift()
-        st = fixed_for_values(scale, weight_bits, quant="TRN", overflow="WRAP")
-        sht = fixed_for_values(shift, bias_bits, quant="TRN", overflow="WRAP")
-        q.scale = fixed.quantize(scale, st.with_modes("RND_CONV", "SAT"))
-        q.shift = fixed.quantize(shift, sht.with_modes("RND_CONV", "SAT"))
-        q.scale_type, q.shift_type = st, sht
-        q.result_type = fixed_for_values(y, result_bits, quant=quant, overflow=overflow)
-    elif layer.merge and layer.result_type is None:
-        exact = reference.merge_exact_type(layer, t_in)
-        if exact.width > result_bits:  # an Add grows a bit per operand pair: held to the results' width
-            q.result_type = fixed_for_values(y, result_bits, quant=quant, overflow=overflow)
+    q = _Q(y, t_in, weight_bits, bias_bits, result_bits, quant, overflow)
+    return handler(QUANTIZERS, layer, "post-training quantization", LayerError)(layer, q)
+
+
+def _quantize_weighted(layer: Weighted, c: _Q) -> Weighted:
+    wt = fixed_for_values(layer.float_weight(), c.weight_bits, quant="TRN", overflow="WRAP")
+    bt = fixed_for_values(layer.float_bias(), c.bias_bits, quant="TRN", overflow="WRAP")
+    q = quantize_params(layer, wt, bt)
+    q.accum_type = exact_accum_type(q, c.t_in[0])
+    q.result_type = c.result_type()
     return q
+
+
+def _quantize_batchnorm(layer: BatchNorm, c: _Q) -> BatchNorm:
+    """A BatchNorm with no Dense/Conv of its own before it: its own affine stage."""
+    q = copy.deepcopy(layer)
+    scale, shift = layer.float_scale_shift()
+    st = fixed_for_values(scale, c.weight_bits, quant="TRN", overflow="WRAP")
+    sht = fixed_for_values(shift, c.bias_bits, quant="TRN", overflow="WRAP")
+    q.scale = fixed.quantize(scale, st.with_modes("RND_CONV", "SAT"))
+    q.shift = fixed.quantize(shift, sht.with_modes("RND_CONV", "SAT"))
+    q.scale_type, q.shift_type = st, sht
+    q.result_type = c.result_type()
+    return q
+
+
+def _quantize_merge(layer: Merge, c: _Q) -> Merge:
+    q = copy.deepcopy(layer)
+    if layer.result_type is None:
+        exact = reference.merge_exact_type(layer, c.t_in)
+        if exact.width > c.result_bits:  # an Add grows a bit per operand pair: held to the results' width
+            q.result_type = c.result_type()
+    return q
+
+
+def _keep(layer: Layer, c: _Q) -> Layer:
+    """A layer whose type follows from its input's (or that has its own cast already)."""
+    return copy.deepcopy(layer)
+
+
+# Post-training quantization's kind table: each kind's fixed-point form.
+QUANTIZERS: dict[type[Layer], Callable[[Any, _Q], Layer]] = {
+    Weighted: _quantize_weighted, BatchNorm: _quantize_batchnorm, Merge: _quantize_merge, ReLU: _keep, Quant: _keep,
+    Pool: _keep, GlobalAvgPool: _keep, Flatten: _keep, Output: _keep,
+}
