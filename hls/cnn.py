@@ -29,11 +29,13 @@ layout). Every precision is the IR's, as for Dense (``hls.project.layer_precisio
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from codesign.core.fixed import FixedType
+from codesign.core.kinds import handler
 from codesign.core.layers import (AvgPool, Conv, Conv1D, Conv2D, Dense, Flatten, GlobalAvgPool, Layer, MaxPool, ReLU,
                                   Weighted)
 from codesign.core.reference import avg_exact_type, output_type
@@ -44,7 +46,6 @@ MODEL_FLAG = "CodesignChannelsLastFlatten"  # our key in hls4ml's Model config: 
 PAD_SUFFIX = "_pad"
 GLOBAL_FLATTEN_SUFFIX = "_flat"
 CONV_FORMS = ("auto", "da", "latency")
-CNN_LAYERS = (Conv, Dense, MaxPool, AvgPool, GlobalAvgPool, ReLU, Flatten)
 
 
 def avg_accum_type(in_type: FixedType, shift: int) -> FixedType:
@@ -72,50 +73,80 @@ def torch_cnn_module(layers: list[Layer], in_shape: tuple[int, ...], float_exact
 
 def layer_modules(layer: Layer, shape: tuple[int, ...], float_exact: Any) -> list[tuple[str, Any]]:
     """The torch modules, in order and named, that one IR layer becomes for an input of ``shape``."""
+    return handler(CNN_MODULES, layer, "hls4ml's CNN layers here", BackendError)(layer, shape, float_exact)
+
+
+def _conv_modules(layer: Conv, shape: tuple[int, ...], float_exact: Any) -> list[tuple[str, Any]]:
     import torch
     from torch import nn
 
     mods: list[tuple[str, nn.Module]] = []
-    spatial = shape[:-1]
-    if isinstance(layer, Conv):
-        pads = layer.pads(spatial)
-        if any(p != (0, 0) for p in pads):
-            flat = [v for a, b in reversed(pads) for v in (a, b)]  # torch: last axis first, (before, after)
-            pad = nn.ConstantPad2d(tuple(flat), 0.0) if layer.ndim == 2 else nn.ConstantPad1d(tuple(flat), 0.0)
-            mods.append((layer.name + PAD_SUFFIX, pad))
-        c_in, c_out = layer.weight.shape[-2:]
-        cls = nn.Conv2d if layer.ndim == 2 else nn.Conv1d
-        conv = cls(c_in, c_out, layer.kernel, stride=layer.strides, padding=0)
-        w = float_exact(layer.weight, layer.weight_type, layer.name)
-        order = (3, 2, 0, 1) if layer.ndim == 2 else (2, 1, 0)  # (k..., in, out) -> (out, in, k...)
-        with torch.no_grad():
-            conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.transpose(order))))
-            conv.bias.copy_(torch.from_numpy(float_exact(layer.bias, layer.bias_type, layer.name)))
-        mods.append((layer.name, conv))
-    elif isinstance(layer, Dense):
-        n_in, n_out = layer.weight.shape
-        lin = nn.Linear(n_in, n_out)
-        with torch.no_grad():  # torch's (out, in); the channels-last conversion transposes it back
-            lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(
-                float_exact(layer.weight, layer.weight_type, layer.name).T)))
-            lin.bias.copy_(torch.from_numpy(float_exact(layer.bias, layer.bias_type, layer.name)))
-        mods.append((layer.name, lin))
-    elif isinstance(layer, (MaxPool, AvgPool)):
-        two = layer.ndim == 2
-        cls = (nn.MaxPool2d if two else nn.MaxPool1d) if isinstance(layer, MaxPool) else (
-            nn.AvgPool2d if two else nn.AvgPool1d)
-        mods.append((layer.name, cls(kernel_size=layer.pool, stride=layer.strides)))
-    elif isinstance(layer, GlobalAvgPool):
-        cls = nn.AvgPool2d if layer.ndim == 2 else nn.AvgPool1d
-        mods.append((layer.name, cls(kernel_size=tuple(spatial), stride=tuple(spatial))))
-        mods.append((layer.name + GLOBAL_FLATTEN_SUFFIX, nn.Flatten()))
-    elif isinstance(layer, ReLU):
-        mods.append((layer.name, nn.ReLU()))
-    elif isinstance(layer, Flatten):
-        mods.append((layer.name, nn.Flatten()))
-    else:
-        raise BackendError(f"layer {layer.name!r} ({layer.kind}) has no hls4ml CNN layer here")
+    pads = layer.pads(shape[:-1])
+    if any(p != (0, 0) for p in pads):
+        flat = [v for a, b in reversed(pads) for v in (a, b)]  # torch: last axis first, (before, after)
+        pad = nn.ConstantPad2d(tuple(flat), 0.0) if layer.ndim == 2 else nn.ConstantPad1d(tuple(flat), 0.0)
+        mods.append((layer.name + PAD_SUFFIX, pad))
+    c_in, c_out = layer.weight.shape[-2:]
+    cls = nn.Conv2d if layer.ndim == 2 else nn.Conv1d
+    conv = cls(c_in, c_out, layer.kernel, stride=layer.strides, padding=0)
+    w = float_exact(layer.weight, layer.weight_type, layer.name)
+    order = (3, 2, 0, 1) if layer.ndim == 2 else (2, 1, 0)  # (k..., in, out) -> (out, in, k...)
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.transpose(order))))
+        conv.bias.copy_(torch.from_numpy(float_exact(layer.bias, layer.bias_type, layer.name)))
+    mods.append((layer.name, conv))
     return mods
+
+
+def _dense_modules(layer: Dense, shape: tuple[int, ...], float_exact: Any) -> list[tuple[str, Any]]:
+    import torch
+    from torch import nn
+
+    n_in, n_out = layer.weight.shape
+    lin = nn.Linear(n_in, n_out)
+    with torch.no_grad():  # torch's (out, in); the channels-last conversion transposes it back
+        lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(
+            float_exact(layer.weight, layer.weight_type, layer.name).T)))
+        lin.bias.copy_(torch.from_numpy(float_exact(layer.bias, layer.bias_type, layer.name)))
+    return [(layer.name, lin)]
+
+
+def _pool_modules(layer: MaxPool | AvgPool, shape: tuple[int, ...], float_exact: Any) -> list[tuple[str, Any]]:
+    from torch import nn
+
+    two = layer.ndim == 2
+    cls = (nn.MaxPool2d if two else nn.MaxPool1d) if isinstance(layer, MaxPool) else (
+        nn.AvgPool2d if two else nn.AvgPool1d)
+    return [(layer.name, cls(kernel_size=layer.pool, stride=layer.strides))]
+
+
+def _global_pool_modules(layer: GlobalAvgPool, shape: tuple[int, ...], float_exact: Any) -> list[tuple[str, Any]]:
+    from torch import nn
+
+    spatial = tuple(shape[:-1])
+    cls = nn.AvgPool2d if layer.ndim == 2 else nn.AvgPool1d
+    return [(layer.name, cls(kernel_size=spatial, stride=spatial)),
+            (layer.name + GLOBAL_FLATTEN_SUFFIX, nn.Flatten())]
+
+
+def _relu_modules(layer: ReLU, shape: tuple[int, ...], float_exact: Any) -> list[tuple[str, Any]]:
+    from torch import nn
+
+    return [(layer.name, nn.ReLU())]
+
+
+def _flatten_modules(layer: Flatten, shape: tuple[int, ...], float_exact: Any) -> list[tuple[str, Any]]:
+    from torch import nn
+
+    return [(layer.name, nn.Flatten())]
+
+
+# The HLS stage's table for CNNs: each kind's torch modules for hls4ml's converter (merges: ``hls.graph``).
+CNN_MODULES: dict[type[Layer], Callable[..., list[tuple[str, Any]]]] = {
+    Conv: _conv_modules, Dense: _dense_modules, MaxPool: _pool_modules, AvgPool: _pool_modules,
+    GlobalAvgPool: _global_pool_modules, ReLU: _relu_modules, Flatten: _flatten_modules,
+}
+CNN_LAYERS = tuple(CNN_MODULES)
 
 
 def cnn_precisions(layers: list[Layer], in_shape: tuple[int, ...], in_type: FixedType,

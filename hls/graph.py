@@ -20,15 +20,18 @@ one step. hls4ml's merge layers take two inputs: a merge of three or more is ref
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from codesign.core.fixed import FixedType
+from codesign.core.kinds import handler
 from codesign.core.layers import Add, AvgPool, Concatenate, Dense, GlobalAvgPool, Layer, ReLU
 from codesign.core.network import INPUT, Network
 from codesign.errors import BackendError
 from hls import cnn
 
-MERGES = (Add, Concatenate)
+MERGE_OPS: dict[type[Layer], str] = {Add: "add", Concatenate: "cat"}  # the HLS stage's merges: each kind's torch op
+MERGES = tuple(MERGE_OPS)
 
 
 def is_graph(layers: list[Layer]) -> bool:
@@ -61,19 +64,29 @@ def mlp_modules(layer: Layer, float_exact: Any) -> list[tuple[str, Any]]:
     """The torch module of one layer of an MLP converted with ``ChannelsLastConversion: off``: a Linear whose
     ``weight`` is already in the (in, out) layout hls4ml's Dense keeps (the converter reads it and never runs it),
     or a ReLU."""
+    return handler(MLP_MODULES, layer, "hls4ml's MLP layers here", BackendError)(layer, float_exact)
+
+
+def _mlp_dense(layer: Dense, float_exact: Any) -> list[tuple[str, Any]]:
     import torch
     from torch import nn
 
-    if isinstance(layer, Dense):
-        n_in, n_out = layer.weight.shape
-        lin = nn.Linear(n_in, n_out)
-        with torch.no_grad():
-            lin.weight = nn.Parameter(torch.from_numpy(float_exact(layer.weight, layer.weight_type, layer.name)))
-            lin.bias.copy_(torch.from_numpy(float_exact(layer.bias, layer.bias_type, layer.name)))
-        return [(layer.name, lin)]
-    if isinstance(layer, ReLU):
-        return [(layer.name, nn.ReLU())]
-    raise BackendError(f"layer {layer.name!r} ({layer.kind}) has no hls4ml layer in an MLP here")
+    n_in, n_out = layer.weight.shape
+    lin = nn.Linear(n_in, n_out)
+    with torch.no_grad():
+        lin.weight = nn.Parameter(torch.from_numpy(float_exact(layer.weight, layer.weight_type, layer.name)))
+        lin.bias.copy_(torch.from_numpy(float_exact(layer.bias, layer.bias_type, layer.name)))
+    return [(layer.name, lin)]
+
+
+def _mlp_relu(layer: ReLU, float_exact: Any) -> list[tuple[str, Any]]:
+    from torch import nn
+
+    return [(layer.name, nn.ReLU())]
+
+
+# The HLS stage's table for a branched MLP (io_parallel): each kind's torch modules.
+MLP_MODULES: dict[type[Layer], Callable[..., list[tuple[str, Any]]]] = {Dense: _mlp_dense, ReLU: _mlp_relu}
 
 
 def torch_graph_module(hw: Network, conv: bool, float_exact: Any) -> tuple[Any, dict[str, str]]:
@@ -89,7 +102,7 @@ def torch_graph_module(hw: Network, conv: bool, float_exact: Any) -> tuple[Any, 
     mods: list[tuple[str, Any]] = []
     for layer, shapes in zip(hw.layers, hw.input_shapes()):
         if isinstance(layer, MERGES):
-            steps.append((layer.name, sources[layer.name], "add" if isinstance(layer, Add) else "cat", ()))
+            steps.append((layer.name, sources[layer.name], MERGE_OPS[type(layer)], ()))
             continue
         made = cnn.layer_modules(layer, shapes[0], float_exact) if conv else mlp_modules(layer, float_exact)
         mods += made
