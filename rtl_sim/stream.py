@@ -37,8 +37,8 @@ from codesign.core.layers import (AvgPool, BatchNorm, Conv, Dense, Flatten, Glob
 from codesign.core.network import Network
 from codesign.core.reference import exact_accum_type
 from codesign.errors import BackendError
-from rtl_sim.verilog import (Design, Sig, _Emitter, _ident, _timing_args, const_sig, dense_datapath, output_assigns,
-                             tail_steps)
+from rtl_sim.verilog import (Design, Sig, _Emitter, _ident, _timing_args, const_sig, dense_datapath, element_types,
+                             output_assigns, tail_steps, wire_types)
 
 # The streaming RTL's kind table: the stage each kind becomes ("post": fused after the stage before it; "head": not
 # hardware). rtl_sim.branches adds the merges.
@@ -139,14 +139,10 @@ class _Stage:
 
 
 def refuse_unbuilt(layer: Layer) -> None:
-    """Refuse, naming the layer, what no emitter builds: a BatchNorm (compression folds it), HGQ's per-element
-    quantizer formats."""
+    """Refuse, naming the layer, what no emitter builds: a BatchNorm (compression folds it)."""
     if isinstance(layer, BatchNorm):
         raise BackendError(f"layer {layer.name!r} (BatchNorm): fold it into the layer before it (compression does) "
                            "before emitting RTL")
-    if isinstance(layer, Quant) and layer.per_element:
-        raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are not supported by the RTL "
-                           "emitter yet")
 
 
 def plan(net: Network, collect: bool = True) -> list[_Stage]:
@@ -233,7 +229,7 @@ def _unpack(e: _Emitter, base: str, bus: str, px: list[Sig], offs: list[tuple[in
             continue
         name = e.fresh(f"{base}_c{c}")
         e.lines.append(f"  wire signed [{w - 1}:0] {name} = $signed({bus}[{off + w - 1}:{off}]);")
-        out.append(Sig(name, s.lo, s.hi))
+        out.append(Sig(name, s.lo, s.hi, zeros=s.zeros))
     return out
 
 
@@ -242,7 +238,9 @@ def _masked(e: _Emitter, s: Sig, ok: str | None) -> Sig:
     if ok is None or s.const == 0:
         return s
     lo, hi = min(s.lo, 0), max(s.hi, 0)
-    return e.wire("pad", lo, hi, lambda w: f"{ok} ? {e.ext(s, w)} : {e.lit(0, w)}")
+    out = e.wire("pad", lo, hi, lambda w: f"{ok} ? {e.ext(s, w)} : {e.lit(0, w)}")
+    out.zeros = s.zeros if out.const is None else 0
+    return out
 
 
 def _max(e: _Emitter, a: Sig, b: Sig) -> Sig:
@@ -254,6 +252,7 @@ def _max(e: _Emitter, a: Sig, b: Sig) -> Sig:
     w = max(a.width, b.width)
     out = e.wire("mx", lo, hi, lambda _: f"({e.ext(a, w)} > {e.ext(b, w)}) ? {e.ext(a, w)} : {e.ext(b, w)}",
                  width=w)
+    out.zeros = min(a.zeros, b.zeros) if out.const is None else 0
     return e._time(out, (a, b), e._d("adder", w) + e._d("luts"))  # a comparison, then the select
 
 
@@ -293,7 +292,10 @@ def _elementwise(e: _Emitter, x: list[Sig], frac: int, x_type: FixedType, layers
     for layer in layers:
         if isinstance(layer, ReLU):
             x = [e.relu(v) for v in x]
-        if getattr(layer, "result_type", None) is not None:
+        if isinstance(layer, Quant) and layer.per_element:
+            x = e.cast_each(x, frac, wire_types(layer, len(x)), layer.result_type, "pe")[0]
+            frac, x_type = layer.result_type.frac, layer.result_type
+        elif getattr(layer, "result_type", None) is not None:
             x = [e.cast(v, frac, layer.result_type) for v in x]
             frac, x_type = layer.result_type.frac, layer.result_type
     return x, x_type
@@ -307,11 +309,70 @@ def _elementwise_timed(e: _Emitter, x: list[Sig], frac: int, x_type: FixedType, 
         if isinstance(layer, ReLU):
             x, k = e.relu_all(x, base)
             extra += k
-        if getattr(layer, "result_type", None) is not None:
+        if isinstance(layer, Quant) and layer.per_element:
+            x, k = e.cast_each(x, frac, wire_types(layer, len(x)), layer.result_type, base)
+            extra += k
+            frac, x_type = layer.result_type.frac, layer.result_type
+        elif getattr(layer, "result_type", None) is not None:
             x, k = e.cast_all(x, frac, layer.result_type, base)
             extra += k
             frac, x_type = layer.result_type.frac, layer.result_type
     return x, x_type, extra
+
+
+def _input_elementwise(e: _Emitter, blocks: list[str], px: list[Sig], in_t: FixedType, layers: list[Layer],
+                       shape: tuple[int, ...]) -> tuple[list[Sig], FixedType]:
+    """``_elementwise`` on the input pixels, where a per-element Quant's formats may also change from pixel to
+    pixel (HGQ's input quantizers): each pixel's formats chosen by its position in the image."""
+    x_type, frac = in_t, in_t.frac
+    for layer in layers:
+        if isinstance(layer, Quant) and layer.per_element:
+            types = element_types(layer).reshape(-1, len(px))
+            if not all(list(row) == list(types[0]) for row in types[1:]):
+                px = _positional_cast(e, blocks, px, frac, layer, types)
+                frac, x_type = layer.result_type.frac, layer.result_type
+                continue
+        px, x_type = _elementwise(e, px, frac, x_type, [layer])
+        frac = x_type.frac
+    return px, x_type
+
+
+def _positional_cast(e: _Emitter, blocks: list[str], px: list[Sig], frac: int, layer: Quant, types: np.ndarray
+                     ) -> list[Sig]:
+    """Each input channel cast to every format it takes somewhere in the image, then the one of the pixel's
+    position picked by a counter of the input's pixels (``in_pos``, which counts ``in_valid`` beats)."""
+    n = types.shape[0]
+    cw = _bits(n - 1)
+    e.lines.append(f"  reg [{cw - 1}:0] in_pos;")
+    blocks.append(f"  always @(posedge clk) begin\n    if (rst) in_pos <= {_u(0, cw)};\n    else if (in_valid) "
+                  f"in_pos <= (in_pos == {_u(n - 1, cw)}) ? {_u(0, cw)} : in_pos + {_u(1, cw)};\n  end")
+    env = layer.result_type
+    out = []
+    for c, v in enumerate(px):
+        formats = list(dict.fromkeys(types[:, c]))  # distinct, in order of first position
+        cands = e.cast_each([v] * len(formats), frac, formats, env, "pe")[0]
+        if len(cands) == 1:
+            out.append(cands[0])
+            continue
+        lo, hi = min(q.lo for q in cands), max(q.hi for q in cands)
+        sel = e.fresh(f"in_sel{c}")
+        sw = _bits(len(formats) - 1)
+        index = {f: k for k, f in enumerate(formats)}
+        cases = "\n".join(f"      {_u(p, cw)}: {sel} = {_u(index[f], sw)};" for p, f in enumerate(types[:, c]))
+        e.lines.append(f"  reg [{sw - 1}:0] {sel};")
+        blocks.append(f"  always @* begin\n    case (in_pos)\n{cases}\n      default: {sel} = {_u(0, sw)};\n"
+                      f"    endcase\n  end")
+
+        def mux(w: int, cands: list[Sig] = cands, sel: str = sel, sw: int = sw) -> str:
+            expr = e.ext(cands[-1], w)
+            for k in range(len(cands) - 2, -1, -1):
+                expr = f"({sel} == {_u(k, sw)}) ? {e.ext(cands[k], w)} : {expr}"
+            return expr
+
+        y = e._time(e.wire("pos", lo, hi, mux), tuple(q for q in cands if q.const is None), e._d("luts"))
+        y.zeros = min(q.zeros for q in cands) if y.const is None else 0
+        out.append(y)
+    return out
 
 
 # ---- window stages ----------------------------------------------------------------------------
@@ -552,7 +613,7 @@ def emit_stream_verilog(net: Network, top: str | None = None, adder_regs_every: 
         e.lines.append(f"  wire signed [{w - 1}:0] x0_{c} = {src};")
         px.append(Sig(f"x0_{c}", in_t.min_int, in_t.max_int))
     e.prefix = "in"
-    px, x_type = _elementwise(e, px, in_t.frac, in_t, stages[0].post)
+    px, x_type = _input_elementwise(e, blocks, px, in_t, stages[0].post, net.input_shape)
     valid = "in_valid"
     layers_info, design_stages, multipliers, dense_lats = [], [], {}, []
     shape = net.input_shape

@@ -40,13 +40,15 @@ def uses_dsp(w: int, mapping: str) -> bool:
 class Sig:
     """A value in the netlist: a wire (``expr`` is its name) or a constant, with its exact range.
 
-    ``w`` is the declared width when it is wider than the range needs (rounding results)."""
+    ``w`` is the declared width when it is wider than the range needs (rounding results); ``zeros`` low bits
+    are known to be 0 (an HGQ element held at a finer binary point than its own), which an adder graph drops."""
 
     expr: str
     lo: int
     hi: int
     const: int | None = None
     w: int | None = None
+    zeros: int = 0
 
     @property
     def width(self) -> int:
@@ -174,7 +176,7 @@ class _Emitter:
             self.at[name] = self.model.clk_to_q
         self.lines.append(f"  reg signed [{w - 1}:0] {name};")
         self.regs.append(f"    {name} <= {s.expr};")
-        return self._note("copy", Sig(name, s.lo, s.hi), a=s)
+        return self._note("copy", Sig(name, s.lo, s.hi, zeros=s.zeros), a=s)
 
     # ---- arithmetic ------------------------------------------------------------------
     def add(self, a: Sig, b: Sig) -> Sig:
@@ -231,6 +233,7 @@ class _Emitter:
             return const_sig(0)
         msb = x.width - 1
         out = self.wire("r", 0, x.hi, lambda w: f"{x.expr}[{msb}] ? {self.lit(0, w)} : $signed({x.expr}[{w - 1}:0])")
+        out.zeros = x.zeros
         return self._time(out, (x,), self._d("luts"))
 
     def cast(self, x: Sig, src_frac: int, t: FixedType) -> Sig:
@@ -271,6 +274,43 @@ class _Emitter:
                if q.const is None and t.overflow == "SAT" and (q.lo < t.min_int or q.hi > t.max_int)]
         rounded, k2 = self.fit(rounded, max(sat, default=0.0), base)
         return [self._overflow(q, t) for q in rounded], k1 + k2
+
+    def cast_each(self, xs: list[Sig], src_frac: int, types: list[FixedType | None], env: FixedType, base: str
+                  ) -> tuple[list[Sig], int]:
+        """A per-element cast (HGQ): element j to its own ``types[j]`` (None: the constant 0), held at ``env``'s
+        binary point with its unused low bits marked in ``Sig.zeros``; registers placed as ``cast_all`` does."""
+        timed = self.model is not None and bool(self.clock_mhz)
+        live = [(v, t) for v, t in zip(xs, types) if t is not None and v.const is None]
+        k1 = k2 = 0
+        if timed:
+            xs, k1 = self.fit(xs, max((round_delay(self.model, v.width + 1, src_frac - t.frac, t.quant)
+                                       for v, t in live), default=0.0), base)
+        rounded = []
+        for v, t in zip(xs, types):
+            if t is None or v.const is not None:
+                rounded.append(v)
+                continue
+            lo, hi = (int(b) for b in round_shift(np.array([v.lo, v.hi], dtype=object), src_frac - t.frac, t.quant))
+            rounded.append(self._round(v, src_frac - t.frac, t.quant, lo, hi))
+        if timed:
+            sat = [saturate_delay(self.model, q.width, q.lo < t.min_int and q.hi > t.max_int)
+                   for q, t in zip(rounded, types) if t is not None and q.const is None and t.overflow == "SAT"
+                   and (q.lo < t.min_int or q.hi > t.max_int)]
+            rounded, k2 = self.fit(rounded, max(sat, default=0.0), base)
+        out = []
+        for q, v, t in zip(rounded, xs, types):
+            if t is None:
+                out.append(const_sig(0))
+                continue
+            y = self.cast(v, src_frac, t) if v.const is not None else self._overflow(q, t)
+            z = env.frac - t.frac  # >= 0: env holds every element's format
+            if z and y.const is not None:
+                y = const_sig(y.const << z)
+            elif z:
+                y = self._round(y, -z, "TRN", y.lo << z, y.hi << z)
+                y.zeros = z
+            out.append(y)
+        return out, k1 + k2
 
     def relu_all(self, xs: list[Sig], base: str) -> tuple[list[Sig], int]:
         xs, k = self.fit(xs, self._d("luts") if any(v.const is None and v.lo < 0 < v.hi for v in xs) else 0.0, base)
@@ -357,9 +397,6 @@ def stages_of(net: Network) -> list[Stage]:
             if len(net.input_shape) != 1:
                 raise BackendError(f"layer {layer.name!r}: RTL emission supports 1-D (Dense) networks only")
             continue
-        if isinstance(layer, Quant) and layer.per_element:
-            raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are not supported by the "
-                               "RTL emitter yet")
         if role is None:
             raise BackendError(
                 f"layer {layer.name!r} ({layer.kind}): the RTL emitter supports Dense, ReLU and Quant layers; "
@@ -431,6 +468,10 @@ def emit_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0
                     x, k = e.cast_all(x, frac, layer.result_type, f"{_ident(layer.name)}_p")
                     lat += k
                     frac, x_type = layer.result_type.frac, layer.result_type
+            elif isinstance(layer, Quant) and layer.per_element:
+                x, k = e.cast_each(x, frac, wire_types(layer, len(x)), layer.result_type, f"{_ident(layer.name)}_p")
+                lat += k
+                frac, x_type = layer.result_type.frac, layer.result_type
             elif isinstance(layer, Quant):
                 x, k = e.cast_all(x, frac, layer.result_type, f"{_ident(layer.name)}_p")
                 lat += k
@@ -502,6 +543,24 @@ def _timing_args(clock_mhz: float | None, family: str | None, every: int) -> tup
     if model is not None and clock_mhz is not None:
         model.budget(clock_mhz)  # a bad clock fails here, with its value
     return model, None if every else clock_mhz  # the manual spacing overrides the clock
+
+
+def element_types(layer: Quant) -> np.ndarray:
+    """Each element's own format (None where its width is 0) of a per-element Quant, in the tensor's shape."""
+    out = np.empty(layer.element_width.shape, dtype=object)
+    for t, mask in layer.element_formats():
+        out[mask] = t
+    return out
+
+
+def wire_types(layer: Quant, n: int) -> list[FixedType | None]:
+    """The formats of the ``n`` wires a per-element Quant acts on: a flat vector's elements, or a pixel's channels
+    when the formats do not change from pixel to pixel (the per-channel case)."""
+    t = element_types(layer).reshape(-1, n)
+    if not all(list(row) == list(t[0]) for row in t[1:]):
+        raise BackendError(f"layer {layer.name!r}: per-element formats that change from pixel to pixel are built at the "
+                           "network's input only; make the formats per channel inside the stream")
+    return list(t[0])
 
 
 def tail_steps(t: FixedType, layers: list[Layer]) -> list[tuple[str, FixedType | None]]:
@@ -613,6 +672,7 @@ def _cmvm_datapath(e: _Emitter, layer: Dense, x: list[Sig], shift: int, bias_shi
     emitter's clock and delay model, or every ``every`` adder levels."""
     w = layer.weight.astype(np.int64)
     dsp = np.vectorize(lambda c: c != 0 and uses_dsp(int(c), mapping), otypes=[bool])(w) if w.size else None
+    x, w = _own_points(e, x, w)
     graph = optimize(w, [v.lo for v in x], [v.hi for v in x], layer.bias.astype(np.int64) << bias_shift, shift,
                      dsp, depth_slack)
     tail_ns = 0.0
@@ -648,6 +708,23 @@ def _cmvm_datapath(e: _Emitter, layer: Dense, x: list[Sig], shift: int, bias_shi
     counts = {"dsp": sum(n.op == "mul" for n in graph.nodes), "adders": len(graph.adders), "shared": graph.shared,
               "adder_depth": graph.depth, "terms": graph.stats["terms"], "nonzero": int(np.count_nonzero(w))}
     return outs, last, counts
+
+
+def _own_points(e: _Emitter, x: list[Sig], w: np.ndarray) -> tuple[list[Sig], np.ndarray]:
+    """Inputs whose low bits are known zeros (``Sig.zeros``: HGQ elements) enter the adder graph at their own
+    binary point, without those bits, and their weight rows move up by as many bits: ``x * c == (x >> z) * (c << z)``."""
+    if not any(v.zeros and v.const is None for v in x):
+        return x, w
+    w = w.copy()
+    out = []
+    for i, v in enumerate(x):
+        z = v.zeros if v.const is None else 0
+        if z and np.any(w[i]):
+            v = e._time(e.wire("z", v.lo >> z, v.hi >> z, lambda n, v=v, z=z: f"$signed({v.expr}[{z + n - 1}:{z}])"),
+                        (v,), 0.0)
+            w[i] = w[i] << z
+        out.append(v)
+    return out, w
 
 
 def _delayed(e: _Emitter, sigs: list[Sig], cycle: list[int], delays: dict[tuple[int, int], Sig], k: int, to: int,
