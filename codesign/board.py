@@ -13,11 +13,12 @@ from importlib import resources
 
 import yaml
 
+from codesign import families
 from codesign.errors import BoardError
 
 VENDORS = ("xilinx", "intel", "lattice", "gowin")
-SYNTH_FAMILIES = ("xc7", "xcup", "cyclonev", "ecp5", "ice40", "gowin")
-PNR_ARCHES = ("ecp5", "ice40", "gowin")  # nextpnr-ecp5, nextpnr-ice40, nextpnr-himbaechel (Gowin)
+SYNTH_FAMILIES = families.SYNTH_FAMILIES  # each family's facts: codesign.families
+PNR_ARCHES = families.PNR_ARCHES  # nextpnr-ecp5, nextpnr-ice40, nextpnr-himbaechel (Gowin)
 PIN_ROLES = ("clk", "uart_rx", "uart_tx")  # every pnr entry names these; ``led`` is a list of pins
 _REQUIRED = ("name", "vendor", "family", "part", "lut", "ff", "dsp", "bram", "clock_mhz", "synth_family", "source")
 

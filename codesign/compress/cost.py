@@ -27,12 +27,12 @@ from codesign.core.layers import MULT_MAPPINGS, BatchNorm, Dense, Quant, ReLU, W
 from codesign.core.network import Network
 from codesign.core.timing import MODELS, delay_model, schedule_graph, tail_cuts, tail_delay
 from codesign.errors import LayerError
+from codesign.families import FAMILIES
 
 # Yosys maps a multiply to a DSP only when its operands (and, on AMD, its product) are wide
 # enough (mul2dsp's DSP_A/B/Y_MINWIDTH in synth_xilinx and synth_intel_alm); a narrower one
 # becomes LUT logic. Operands as wreduce leaves them: the input, the constant's own width.
-DSP_MIN_WIDTHS = {"xc7": (2, 2, 9), "xcup": (2, 2, 9), "cyclonev": (4, 4, 0),  # input, constant, product
-                  "ecp5": (2, 2, 0), "ice40": (2, 2, 11), "gowin": (4, 4, 0)}  # synth_lattice, synth_ice40 -dsp, synth_gowin
+DSP_MIN_WIDTHS = {name: f.dsp_min_widths for name, f in FAMILIES.items()}  # input, constant, product
 
 
 @lru_cache(maxsize=None)
