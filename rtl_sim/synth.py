@@ -32,6 +32,7 @@ from codesign.core.layers import Dense, Output
 from codesign.core.network import Network
 from codesign.errors import BackendError, ToolFailedError, ToolNotFoundError
 from codesign.tools import Tool, find_yosys, run_tool
+from rtl_sim.choice import DatapathChoice
 
 # the synthesis command of each family a board may name, and its flags (codesign.families)
 SYNTH_COMMANDS = {name: f.synth for name, f in FAMILIES.items()}
@@ -222,17 +223,21 @@ def synthesize_layers(net: Network, family: str, dsp: bool = True, tool: Tool | 
 
 
 def layer_jobs(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Tool | None = None,
-               mult: str | None = None, abc9_script: str | None = FAST_ABC9_SCRIPT, clock_mhz: float | None = None
-               ) -> tuple[dict[bool, dict[str, dict[str, Any]]], list[jobs.Job]]:
+               mult: str | None = None, abc9_script: str | None = FAST_ABC9_SCRIPT, clock_mhz: float | None = None,
+               choice: DatapathChoice | None = None) -> tuple[dict[bool, dict[str, dict[str, Any]]], list[jobs.Job]]:
     """What synthesizing each Dense stage of ``net`` in each DSP mode takes: the results the cache
     holds already (by mode, then layer), and one Yosys job for each of the others, whose tag is
     ``(layer, dsp, cache key)``: the driver stores the result (``store``) when it comes back. ``clock_mhz``:
-    each stage pipelined for that clock by ``family``'s delay model, as the RTL step emits it."""
+    each stage pipelined for that clock by ``family``'s delay model; ``choice`` (instead): each stage emitted with
+    the datapath the RTL step chose (``rtl_sim.choice``)."""
     from codesign.core.timing import MODELS
     from rtl_sim.stream import emit_stream_verilog, is_streaming
     from rtl_sim.verilog import emit_verilog
 
-    timing = {"clock_mhz": clock_mhz, "family": family} if clock_mhz and family in MODELS else {}
+    if choice is not None:
+        emit = choice.emit_kwargs()
+    else:
+        emit = {"clock_mhz": clock_mhz, "family": family} if clock_mhz and family in MODELS else {}
 
     given, tool = tool, tool or find_yosys()
     done: dict[bool, dict[str, dict[str, Any]]] = {dsp: {} for dsp in dsp_modes}
@@ -241,9 +246,9 @@ def layer_jobs(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Too
     for dsp in dsp_modes:
         for name, sub in stages:
             if is_streaming(sub):  # a stage of a streaming CNN, its output the pixel stream it makes
-                d = emit_stream_verilog(sub, mult=mult, stream_out=True, **timing)
+                d = emit_stream_verilog(sub, mult=mult, stream_out=True, **emit)
             else:
-                d = emit_verilog(sub, mult=mult, **timing)
+                d = emit_verilog(sub, mult=mult, **emit)
             key = cache_key(tool.version, synth_command(family, d.top, dsp), abc9_script, d.verilog)
             hit = cached(key)
             if hit is not None:
@@ -259,11 +264,12 @@ def layer_jobs(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Too
 def synthesize_layer_modes(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Tool | None = None,
                            mult: str | None = None, abc9_script: str | None = FAST_ABC9_SCRIPT,
                            on_done: Callable[[str], None] | None = None, cluster: str | jobs.Executor | None = None,
-                           clock_mhz: float | None = None) -> dict[bool, dict[str, dict[str, Any]]]:
+                           clock_mhz: float | None = None, choice: DatapathChoice | None = None
+                           ) -> dict[bool, dict[str, dict[str, Any]]]:
     """``synthesize_layers`` for each DSP-inference mode, all layers and modes as one set of jobs (so
     no core idles between modes); results by mode, then by layer. The driver consults the cache
     before dispatching and fills it with what comes back."""
-    done, todo = layer_jobs(net, family, dsp_modes, tool, mult, abc9_script, clock_mhz)
+    done, todo = layer_jobs(net, family, dsp_modes, tool, mult, abc9_script, clock_mhz, choice)
     for res in done.values():
         for name in res:
             if on_done:

@@ -260,24 +260,21 @@ def step_rtl(art: Artifact, adder_regs_every: int = 0, progress: Reporter = SILE
              datapath: str = "cmvm", clock_mhz: float | None = None) -> dict[str, Any]:
     """Emit the Verilog; its pipeline registers placed for ``clock_mhz`` (default: the board's clock) by the
     board family's delay model (``codesign.core.timing``), or every ``adder_regs_every`` adder levels."""
-    from codesign.core.timing import MODELS
+    from rtl_sim.choice import DatapathChoice
     from rtl_sim.cosim import write_rtl
 
     art.require()
     t0 = time.perf_counter()
     net = Network.load(art.dir)
     board = art.report()["board"]
-    family = load_board(board["name"]).synth_family
-    clock = clock_mhz or board.get("clock_mhz")
-    if family not in MODELS:  # no delay model for this family: unpipelined, and the report says no timing
-        family, clock = None, None
+    choice = DatapathChoice.for_board(load_board(board["name"]).synth_family, clock_mhz or board.get("clock_mhz"),
+                                      datapath, adder_regs_every)
     with art.step("rtl", "rtl") as tmp:
         with progress.status("emitting Verilog"):
-            d = write_rtl(net, tmp, adder_regs_every=adder_regs_every, datapath=datapath, clock_mhz=clock,
-                          family=family)
+            d = write_rtl(net, tmp, **choice.emit_kwargs())
     res = {"top": d.top, "files": [f"rtl/{d.top}.v", f"rtl/{d.top}_axis.v", f"rtl/{d.top}_uart.v"], "latency_cycles": d.latency,
            "adder_regs_every": adder_regs_every, "datapath": datapath, "multipliers": d.multipliers,
-           "clock_mhz": clock, "timing": d.timing}
+           "clock_mhz": choice.clock_mhz, "timing": d.timing, "choice": choice.to_json()}
     if getattr(d, "cycles_per_image", None):
         res["cycles_per_image"] = d.cycles_per_image
     art.update(rtl=res)
@@ -329,9 +326,11 @@ def step_formal(art: Artifact, timeout_s: int = 300, progress: Reporter = SILENT
 
 def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, progress: Reporter = SILENT,
                   cluster: str | jobs.Executor | None = None) -> dict[str, Any]:
-    """Analytic estimate and Yosys synthesis per layer (with and without DSP inference), the Yosys
-    runs as jobs on ``cluster`` (``codesign.jobs.executor``; the cache answers unchanged layers)."""
+    """Analytic estimate and Yosys synthesis per layer (with and without DSP inference) of the datapath the RTL
+    step chose (``rtl_sim.choice``; the default one when no RTL step ran), the Yosys runs as jobs on ``cluster``
+    (``codesign.jobs.executor``; the cache answers unchanged layers)."""
     from codesign.tools import find_yosys
+    from rtl_sim.choice import DatapathChoice
     from rtl_sim.synth import (
         COUNTS,
         stage_networks,
@@ -343,16 +342,17 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
     t0 = time.perf_counter()
     net = Network.load(art.dir)
     b = load_board(board or art.report()["board"]["name"])
-    rtl = art.report().get("rtl") or {}  # the registers the RTL step placed are priced as it placed them
-    analytic = network_cost(net, b, regs_every=rtl.get("adder_regs_every", 0), clock_mhz=rtl.get("clock_mhz") or 0)
+    rtl = art.report().get("rtl") or {}  # the datapath and registers the RTL step chose are priced and synthesized
+    choice = DatapathChoice.from_report(rtl, load_board(art.report()["board"]["name"]).synth_family)
+    analytic = network_cost(net, b, regs_every=choice.adder_regs_every, clock_mhz=choice.clock_mhz or 0,
+                            datapath=choice.datapath)
     est: dict[str, Any] = {"analytic": total_cost(analytic), "analytic_layers": {k: v.as_dict() for k, v in analytic.items()}}
     with art.step("estimate", "estimate") as tmp:
         if synth:
             find_yosys()  # before the step's folder is made
             with progress.bar("Yosys synthesis per layer", total=2 * len(stage_networks(net))) as bar:
                 by_dsp = synthesize_layer_modes(net, b.synth_family, (True, False), cluster=cluster,
-                                                on_done=lambda name: bar.advance(info=name),
-                                                clock_mhz=rtl.get("clock_mhz") if not rtl.get("adder_regs_every") else None)
+                                                on_done=lambda name: bar.advance(info=name), choice=choice)
             runs = {"dsp_mapped": by_dsp[True], "lut_only": by_dsp[False]}
             layers: dict[str, Any] = {}
             for mode, res in runs.items():
