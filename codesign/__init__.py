@@ -18,7 +18,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "compress_network": ("codesign.app.flow", "compress_network"),
     "run_flow": ("codesign.app.flow", "run_flow"),
+    "FlowOptions": ("codesign.app.flow", "FlowOptions"),
     "run_sweep": ("codesign.app.sweep", "run_sweep"),
+    "SweepOptions": ("codesign.app.sweep", "SweepOptions"),
     "step_compress": ("codesign.app.flow", "step_compress"),
     "step_hls": ("codesign.app.flow", "step_hls"),
     "step_rtl": ("codesign.app.flow", "step_rtl"),

@@ -199,9 +199,10 @@ def run(args: argparse.Namespace) -> Any:
         data = args.data if args.data is not None else (flow.DEFAULT_DATA if args.model is None
                                                          else BUILTIN_DATA.get(str(args.model)))
         budget = args.budget if args.budget is not None else (flow.DEFAULT_BUDGET if args.model is None else None)
-        result = flow.run_flow(args.out, model, data, args.board, budget, args.backend, args.weights,
-                               args.trust_pickle, args.input_type, args.force, args.samples, args.method,
-                               synth=not args.no_synth, progress=rep, cluster=args.cluster, clock_mhz=args.clock)
+        options = flow.FlowOptions(args.backend, args.weights, args.trust_pickle, args.input_type, args.force,
+                                   args.samples, args.method, synth=not args.no_synth, progress=rep,
+                                   cluster=args.cluster, clock_mhz=args.clock)
+        result = flow.run_flow(args.out, model, data, args.board, budget, options)
         rep.print(f"report: {Artifact(args.out).dir / 'report.html'}")
         return result
     if args.cmd == "compress":
@@ -217,14 +218,12 @@ def run(args: argparse.Namespace) -> Any:
         return flow.step_compress(art, args.model, args.data, budget, args.method, args.weights,
                                   args.trust_pickle, args.input_type, progress=rep, loaded=net)
     if args.cmd == "sweep":
-        from codesign.app.sweep import run_sweep
+        from codesign.app.sweep import SweepOptions, run_sweep, search_settings
 
-        from codesign.app.sweep import search_settings
-
-        search = search_settings(args.precisions, args.schedule)
-        result = run_sweep(args.out, args.model, args.data, args.board, args.budgets, args.method, args.weights,
-                           args.trust_pickle, args.input_type, args.force, progress=rep, cluster=args.cluster,
-                           cpus_per_job=args.cpus_per_job, **search)
+        options = SweepOptions(args.method, args.weights, args.trust_pickle, args.input_type, args.force,
+                               progress=rep, cluster=args.cluster, cpus_per_job=args.cpus_per_job,
+                               search=search_settings(args.precisions, args.schedule))
+        result = run_sweep(args.out, args.model, args.data, args.board, args.budgets, options)
         rep.print(f"sweep: {Artifact(args.out).dir / 'sweep.html'}")
         return result
     art = Artifact(args.dir)

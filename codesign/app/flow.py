@@ -430,17 +430,38 @@ def step_export(art: Artifact, onnx_path: str | Path, float64: bool = True) -> d
     return res
 
 
+@dataclasses.dataclass(frozen=True)
+class FlowOptions:
+    """How ``run_flow`` runs, beyond what it compresses for which board (``codesign flow``'s options)."""
+
+    backend: str | None = None  # the HLS backend (default: the board vendor's)
+    weights: str | None = None  # a Keras .json model's weights file
+    trust: bool = False  # unpickle a PyTorch module file
+    input_type: str | None = None  # the input's fixed-point type, e.g. "ap_fixed<8,3>"
+    force: bool = False  # overwrite a non-empty output directory
+    samples: int | None = None  # verification samples (default: the whole test split)
+    method: str = "hardware"  # the compression method
+    synth: bool = True  # Yosys: fit the compressed network on synthesis and count the estimate
+    progress: Reporter = SILENT
+    cluster: str | None = None  # where the Yosys and co-simulation jobs run (codesign.jobs.executor)
+    clock_mhz: float | None = None  # the design's clock (default: the board's): places the pipeline registers
+
+
 def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEFAULT_DATA,
-             board: str = DEFAULT_BOARD, budget: str | dict | None = None, backend: str | None = None,
-             weights: str | None = None, trust: bool = False, input_type: str | None = None, force: bool = False,
-             samples: int | None = None, method: str = "hardware", synth: bool = True,
-             progress: Reporter = SILENT, cluster: str | None = None, clock_mhz: float | None = None) -> dict[str, Any]:
+             board: str = DEFAULT_BOARD, budget: str | dict | None = None, options: FlowOptions | None = None,
+             **overrides: Any) -> dict[str, Any]:
     """load -> compress -> hls -> rtl -> cosim -> estimate -> report, in ``out``; the Yosys runs (and
-    the shards of a large co-simulation) are jobs on ``cluster`` (``codesign.jobs.executor``). ``clock_mhz``
-    (default: the board's clock) places the pipeline registers, and compression prices them."""
+    the shards of a large co-simulation) are jobs on ``options.cluster`` (``codesign.jobs.executor``).
+    ``options.clock_mhz`` (default: the board's clock) places the pipeline registers, and compression prices
+    them. ``overrides`` are ``FlowOptions`` fields given by name (``run_flow(..., synth=False)``)."""
     from codesign.app.report import write_report
     from codesign.tools import preflight
 
+    if options is not None and not isinstance(options, FlowOptions):
+        raise TypeError(f"run_flow: options must be a FlowOptions, not {options!r}; give the rest by name")
+    o = dataclasses.replace(options or FlowOptions(), **overrides)
+    backend, weights, trust, input_type, progress = o.backend, o.weights, o.trust, o.input_type, o.progress
+    clock_mhz, synth = o.clock_mhz, o.synth
     b = load_board(board)
     if clock_mhz is not None:
         if not clock_mhz > 0:  # before anything is written
@@ -458,15 +479,15 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
         from rtl_sim.pnr import find_nextpnr, find_packer
 
         find_nextpnr(b.pnr.arch), find_packer(b.pnr.arch)
-    with jobs.executor(cluster) as ex:  # before anything is written: a bad --cluster or a missing Ray fails first
+    with jobs.executor(o.cluster) as ex:  # before anything is written: a bad --cluster or a missing Ray fails first
         art = Artifact(out)
-        art.claim(force)
-        step_compress(art, model, data, bud, method, weights, trust, input_type, progress=progress, loaded=net,
+        art.claim(o.force)
+        step_compress(art, model, data, bud, o.method, weights, trust, input_type, progress=progress, loaded=net,
                       synth=synth)
         if has_hls_backend(b):
-            step_hls(art, backend, samples, progress=progress)
+            step_hls(art, backend, o.samples, progress=progress)
         step_rtl(art, progress=progress, clock_mhz=clock_mhz)
-        step_cosim(art, samples, progress=progress, cluster=ex)
+        step_cosim(art, o.samples, progress=progress, cluster=ex)
         step_estimate(art, synth=synth, progress=progress, cluster=ex)
         if b.pnr is not None:
             step_implement(art, progress=progress)

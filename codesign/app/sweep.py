@@ -13,7 +13,7 @@ import html
 import itertools
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -193,28 +193,56 @@ def _run_points(ex: jobs.Executor, art: Artifact, net: Network, ds: Dataset, boa
     return [p.to_json() for p in points]
 
 
+@dataclass(frozen=True)
+class SweepOptions:
+    """How ``run_sweep`` runs, beyond what it compresses for which board at which budgets."""
+
+    method: str = "hardware"  # the compression method
+    weights: str | None = None  # a Keras .json model's weights file
+    trust: bool = False  # unpickle a PyTorch module file
+    input_type: str | None = None  # the input's fixed-point type
+    force: bool = False  # overwrite a non-empty output directory
+    seed: int = 0  # the data split's and the search's seed
+    progress: Reporter = SILENT
+    cluster: str | jobs.Executor | None = None  # where the points and their Yosys runs go (codesign.jobs.executor)
+    cpus_per_job: int = 1
+    search: dict[str, Any] = field(default_factory=dict)  # to codesign.compress.search.compress
+
+
+def sweep_options(options: SweepOptions | None, overrides: dict[str, Any]) -> SweepOptions:
+    """``options`` with ``overrides``: a ``SweepOptions`` field by name replaces it, any other name is a search
+    setting added to ``search``."""
+    if options is not None and not isinstance(options, SweepOptions):
+        raise TypeError(f"run_sweep: options must be a SweepOptions, not {options!r}; give the rest by name")
+    o = options or SweepOptions()
+    names = {f.name for f in fields(SweepOptions)}
+    search = {**o.search, **{k: v for k, v in overrides.items() if k not in names}}
+    return replace(o, **{k: v for k, v in overrides.items() if k in names}, search=search)
+
+
 def run_sweep(out: str | Path, model: Any, data: str, board: str | Board, budgets: str | list[str],
-              method: str = "hardware", weights: str | None = None, trust: bool = False,
-              input_type: str | None = None, force: bool = False, seed: int = 0,
-              progress: Reporter = SILENT, cluster: str | jobs.Executor | None = None, cpus_per_job: int = 1,
-              **search: Any) -> dict[str, Any]:
+              options: SweepOptions | None = None, **overrides: Any) -> dict[str, Any]:
     """Compress ``model`` at each budget, synthesize each result, and plot the Pareto front.
 
-    The points and their layers' Yosys runs are jobs on ``cluster`` (``codesign.jobs.executor``:
+    The points and their layers' Yosys runs are jobs on ``options.cluster`` (``codesign.jobs.executor``:
     local processes, or Ray), ``cpus_per_job`` CPUs each. A point whose job fails (after one
     retry) is recorded in ``sweep.json`` with its error, the others finish, and then
-    ``JobsFailedError`` is raised. ``search`` goes to :func:`codesign.compress.search.compress`
-    (precisions, schedule, ...)."""
+    ``JobsFailedError`` is raised. ``options.search`` goes to :func:`codesign.compress.search.compress`
+    (precisions, schedule, ...). ``overrides`` are ``SweepOptions`` fields by name; any other name is a search
+    setting (``run_sweep(..., cluster="ray", epochs=2)``)."""
     from codesign.importers.data import check_fits, load_dataset, shaped_for
     from codesign.importers.load import load, model_name
 
+    o = sweep_options(options, overrides)
+    method, weights, trust, input_type, seed = o.method, o.weights, o.trust, o.input_type, o.seed
+    progress, cluster = o.progress, o.cluster
     b = load_board(board)
     specs = expand_budgets(budgets)
     budgets_ = [Budget.parse(s, b) for s in specs]  # parsed once: malformed budgets fail before anything is written
     t_in = FixedType.parse(input_type) if input_type else None
-    with jobs.executor(cluster, cpus_per_job) as ex:  # before anything is written: Ray may be missing
+    with jobs.executor(cluster, o.cpus_per_job) as ex:  # before anything is written: Ray may be missing
         art = Artifact(out)
-        art.claim(force)
+        art.claim(o.force)
         t0 = time.perf_counter()
         with art.step("sweep"):
             net = load(model, weights=weights, trust=trust, input_type=input_type)
