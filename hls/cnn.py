@@ -36,10 +36,11 @@ import numpy as np
 
 from codesign.core.fixed import FixedType
 from codesign.core.kinds import handler
-from codesign.core.layers import (AvgPool, Conv, Conv1D, Conv2D, Dense, Flatten, GlobalAvgPool, Layer, MaxPool, ReLU,
-                                  Weighted)
+from codesign.core.layers import (AvgPool, Conv, Conv1D, Conv2D, Dense, Flatten, GlobalAvgPool, Layer, MaxPool, Quant,
+                                  ReLU, Weighted)
 from codesign.core.reference import avg_exact_type, output_type
 from codesign.errors import BackendError
+from hls import hgq
 
 FLATTEN_PASS = "codesign_drop_flatten_transpose"
 MODEL_FLAG = "CodesignChannelsLastFlatten"  # our key in hls4ml's Model config: which flattens keep our order
@@ -145,6 +146,7 @@ def _flatten_modules(layer: Flatten, shape: tuple[int, ...], float_exact: Any) -
 CNN_MODULES: dict[type[Layer], Callable[..., list[tuple[str, Any]]]] = {
     Conv: _conv_modules, Dense: _dense_modules, MaxPool: _pool_modules, AvgPool: _pool_modules,
     GlobalAvgPool: _global_pool_modules, ReLU: _relu_modules, Flatten: _flatten_modules,
+    Quant: hgq.element_quant_modules,  # per-element formats only: a per-tensor Quant is folded (hls_layers)
 }
 CNN_LAYERS = tuple(CNN_MODULES)
 

@@ -25,10 +25,10 @@ from typing import Any
 
 from codesign.core.fixed import FixedType
 from codesign.core.kinds import handler
-from codesign.core.layers import Add, AvgPool, Concatenate, Dense, GlobalAvgPool, Layer, ReLU
+from codesign.core.layers import Add, AvgPool, Concatenate, Dense, GlobalAvgPool, Layer, Quant, ReLU
 from codesign.core.network import INPUT, Network
 from codesign.errors import BackendError
-from hls import cnn
+from hls import cnn, hgq
 
 MERGE_OPS: dict[type[Layer], str] = {Add: "add", Concatenate: "cat"}  # the HLS stage's merges: each kind's torch op
 MERGES = tuple(MERGE_OPS)
@@ -86,7 +86,8 @@ def _mlp_relu(layer: ReLU, float_exact: Any) -> list[tuple[str, Any]]:
 
 
 # The HLS stage's table for a branched MLP (io_parallel): each kind's torch modules.
-MLP_MODULES: dict[type[Layer], Callable[..., list[tuple[str, Any]]]] = {Dense: _mlp_dense, ReLU: _mlp_relu}
+MLP_MODULES: dict[type[Layer], Callable[..., list[tuple[str, Any]]]] = {Dense: _mlp_dense, ReLU: _mlp_relu,
+                                                                         Quant: hgq.element_quant_modules}
 
 
 def torch_graph_module(hw: Network, conv: bool, float_exact: Any) -> tuple[Any, dict[str, str]]:

@@ -34,7 +34,7 @@ from codesign.core.layers import Dense, Flatten, Layer, Output, Quant, ReLU, Wei
 from codesign.core.network import INPUT, Network
 from codesign.errors import BackendError, LayerError
 from codesign.tools import quiet_import
-from hls import cnn, compressed, graph
+from hls import cnn, compressed, graph, hgq
 
 BACKENDS = {"xilinx": ("vitis", "vivado"), "intel": ("quartus", "oneapi")}
 _HLS4ML_NAMES = {"vitis": "Vitis", "vivado": "Vivado", "quartus": "Quartus", "oneapi": "oneAPI"}
@@ -108,10 +108,7 @@ def hls_layers(net: Network) -> list[Layer]:
         if dropped(layer):
             alias[layer.name] = srcs[0]
             continue
-        if isinstance(layer, Quant) and layer.per_element:
-            raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are not wired into the HLS "
-                               "projects yet")
-        if isinstance(layer, Quant):
+        if isinstance(layer, Quant) and not layer.per_element:  # per element: a layer of its own (hls.hgq)
             prev = out.get(srcs[0])
             if isinstance(prev, (Weighted, ReLU)) and prev.result_type is None and readers(srcs[0]) == 1:
                 out[srcs[0]] = _copy_with(prev, result_type=layer.result_type)
@@ -276,6 +273,9 @@ def write_project(net: Network, board: Board, backend: str, out_dir: str | Path,
         layers = graph.lower_for_backend(hw_network(net, layers), backend) if branched else cnn.lower_for_backend(
             layers, tuple(net.input_shape), net.input_type, backend)
     plans = layer_plans(layers, backend, form, conv)
+    per_element = [l for l in layers if isinstance(l, Quant) and l.per_element]
+    for layer in per_element:
+        hgq.check_backend(layer, backend)
     if any(p.get("Compression") for p in plans.values()):
         compressed.register_fixes()
     names: dict[str, str] = {}  # hls4ml's names of the merge layers (torch.fx's), by IR name
@@ -297,6 +297,8 @@ def write_project(net: Network, board: Board, backend: str, out_dir: str | Path,
     with _quiet():
         cfg = hls4ml.utils.config_from_pytorch_model(model, input_shape=shape, granularity="name", backend=name,
                                                      default_precision="ap_fixed<16,6>")
+    if per_element:  # hls4ml's bit-exact pass would re-derive every precision around them: keep the IR's
+        cfg["Model"]["BitExact"] = False
     if conv:  # the stream is channels-last already; the converter moves torch's kernels to hls4ml's layout
         cfg["Model"]["ChannelsLastConversion"] = "internal"
         cfg["Model"][cnn.MODEL_FLAG] = cnn.flatten_names(layers)
@@ -351,6 +353,8 @@ def _check_applied(hmodel: Any, layers: list[Layer], plans: dict[str, dict[str, 
     """hls4ml silently falls back in places (e.g. strategy names): verify what it actually built."""
     for layer in layers:
         node = hmodel.graph.get((names or {}).get(layer.name, layer.name))
+        if node is None and isinstance(layer, Quant) and layer.per_element:
+            continue  # hls4ml fuses a per-element quantizer into the distributed-arithmetic kernel that reads it
         if node is None:
             raise BackendError(f"hls4ml dropped layer {layer.name!r} from the project")
         if layer.name in plans:

@@ -70,6 +70,28 @@ def test_elements_enter_the_adder_graph_at_their_own_binary_point():
     assert "_z_" in v  # the narrowed views of the per-element inputs
 
 
+@pytest.mark.parametrize("build", [tiny_hgq_cnn, pytest.param(tiny_hgq_mlp, marks=pytest.mark.slow)])  # the MLP
+# goes through hls4ml's own FixedPointQuantizer, fused into the next distributed-arithmetic kernel: one build in CI
+def test_per_element_formats_c_simulate_bit_exact(build, tmp_path):
+    from codesign.board import load_board
+    from hls.csim import csim_check
+    from hls.project import write_project
+
+    net = build()
+    p = write_project(net, load_board("vcu118"), "vitis", tmp_path / "hls")
+    r = csim_check(p, net, verification_inputs(net, None, 2000), cache=tmp_path / "cache")
+    assert r["samples"] == 2000 and r["mismatches"] == 0 and r["csim_bit_exact"], r["first_mismatch"]
+
+
+def test_per_element_formats_on_intel_backends_are_refused_naming_the_layer(tmp_path):
+    from codesign.board import load_board
+    from codesign.errors import BackendError
+    from hls.project import write_project
+
+    with pytest.raises(BackendError, match=r"layer 'q_in': per-element quantizer formats \(HGQ\) are built with ap_fixed"):
+        write_project(tiny_hgq_cnn(), load_board("de10-nano"), "quartus", tmp_path / "hls")
+
+
 @pytest.mark.slow  # two MNIST CNNs of 784-cycle images: about a minute of Verilator each
 @pytest.mark.parametrize("name", ["hgq_mnist_homogeneous", "hgq_mnist_heterogeneous"])
 def test_hgq_mnist_examples_cosimulate_bit_exact_on_2000_samples(name, tmp_path):

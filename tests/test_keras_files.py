@@ -259,17 +259,6 @@ def test_per_element_formats_survive_save_and_load(tmp_path):
     assert np.all(net.forward(x)[:, 1] == 0)  # width 0: the constant 0
 
 
-def test_backends_refuse_per_element_formats_rather_than_take_them_per_tensor(tmp_path):
-    from codesign.board import load_board
-    from codesign.errors import BackendError
-    from hls.project import write_project
-    from rtl_sim.cosim import write_rtl
-
-    write_rtl(_hetero_dense_net(), tmp_path / "rtl")  # the RTL builds them (tests/test_hgq.py)
-    with pytest.raises(BackendError, match=r"layer 'q': per-element quantizer formats \(HGQ\) are not wired into the HLS"):
-        write_project(_hetero_dense_net(), load_board("arty-a7-35"), "vitis", tmp_path / "hls")
-
-
 def test_conv1d_and_max_pooling1d_match_keras(rng):
     import_tf()
     m = tf.keras.Sequential([tf.keras.layers.InputLayer(input_shape=(12, 2)), tf.keras.layers.Conv1D(3, 3),
