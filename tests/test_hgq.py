@@ -92,6 +92,22 @@ def test_per_element_formats_on_intel_backends_are_refused_naming_the_layer(tmp_
         write_project(tiny_hgq_cnn(), load_board("de10-nano"), "quartus", tmp_path / "hls")
 
 
+def test_cost_model_drops_the_weights_of_width_0_elements():
+    """An element of width 0 is the constant 0: the weights reading it are priced as the nothing they build."""
+    from codesign.board import load_board
+    from codesign.compress.cost import network_cost
+    from codesign.compress.elements import constant_rows
+
+    net = tiny_hgq_mlp()
+    assert {k: list(np.flatnonzero(v)) for k, v in constant_rows(net).items()} == {"d1": [3], "d2": [3]}
+    wide = tiny_hgq_mlp()
+    for q in (wide.layers[0], wide.layers[3]):
+        q.element_width = np.where(q.element_width == 0, 2, q.element_width)
+        q.element_integer = np.where(q.element_width == 2, 1, q.element_integer)
+    board = load_board("vcu118")
+    assert network_cost(net, board)["d1"].lut < network_cost(wide, board)["d1"].lut
+
+
 @pytest.mark.slow  # two MNIST CNNs of 784-cycle images: about a minute of Verilator each
 @pytest.mark.parametrize("name", ["hgq_mnist_homogeneous", "hgq_mnist_heterogeneous"])
 def test_hgq_mnist_examples_cosimulate_bit_exact_on_2000_samples(name, tmp_path):

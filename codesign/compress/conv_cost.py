@@ -38,6 +38,7 @@ import numpy as np
 
 from codesign.board import Board
 from codesign.compress.cost import LayerCost, dense_cost
+from codesign.compress.elements import constant_rows, without_rows
 from codesign.core.fixed import FixedType
 from codesign.core.kinds import handler, lookup
 from codesign.core.layers import (AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Layer, MaxPool, Merge, Output, Quant,
@@ -280,6 +281,7 @@ def _weighted_entry(c: _Ctx) -> dict[str, Any]:
     t_in, shape, live = c.t_of[c.src], c.shape_of[c.src], c.live_of[c.src]
     t_out, relu, _ = _out_type(c.net, c.types, c.i)
     dense = kernel_dense(layer) if isinstance(layer, Conv) else layer
+    dense = without_rows(dense, constant_rows(c.net).get(layer.name))  # HGQ's width-0 elements build nothing
     kc = dense_cost(dense, t_in, family, c.mapping, t_out, relu, c.regs_every, clock_mhz=c.board.clock_mhz)
     entry = {"name": layer.name, "kind": layer.kind, "kernel": kc.as_dict(),
              "lut": kc.lut, "ff": kc.ff, "dsp": kc.dsp, "bram": 0.0}

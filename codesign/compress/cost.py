@@ -20,6 +20,7 @@ from importlib import resources
 import numpy as np
 
 from codesign.board import Board
+from codesign.compress.elements import constant_rows, without_rows
 from codesign.core.arith import CSD_MAX_DIGITS, csd_count, signed_widths
 from codesign.core.cmvm import DEFAULT_DEPTH_SLACK, optimize
 from codesign.core.fixed import FixedType
@@ -344,6 +345,7 @@ def dense_stages(net: Network) -> list[tuple[Dense, FixedType, FixedType | None,
     out = []
     t_in = net.input_type
     layers = net.layers
+    zero_rows = constant_rows(net)  # HGQ's width-0 elements: their weights build nothing
     for i, layer in enumerate(layers):
         if isinstance(layer, Dense):
             relu = i + 1 < len(layers) and isinstance(layers[i + 1], ReLU)
@@ -351,7 +353,7 @@ def dense_stages(net: Network) -> list[tuple[Dense, FixedType, FixedType | None,
             while j + 1 < len(layers) and isinstance(layers[j + 1], (ReLU, Quant)):
                 j += 1
                 out_t = types[j]
-            out.append((layer, t_in, out_t, relu))
+            out.append((without_rows(layer, zero_rows.get(layer.name)), t_in, out_t, relu))
         elif isinstance(layer, (Weighted, BatchNorm)):
             raise LayerError(f"layer {layer.name!r} ({layer.kind}): the cost model prices Dense networks")
         t_in = types[i] if types[i] is not None else t_in
