@@ -108,6 +108,14 @@ def test_cost_model_drops_the_weights_of_width_0_elements():
     assert network_cost(net, board)["d1"].lut < network_cost(wide, board)["d1"].lut
 
 
+def test_qonnx_export_refuses_per_element_formats_saying_why(tmp_path):
+    from codesign.core.onnx_export import network_to_onnx
+    from codesign.errors import UnsupportedLayerError
+
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'q_in'.*one bit width and one signedness"):
+        network_to_onnx(tiny_hgq_mlp(), tmp_path / "m.onnx")
+
+
 @pytest.mark.slow  # two MNIST CNNs of 784-cycle images: about a minute of Verilator each
 @pytest.mark.parametrize("name", ["hgq_mnist_homogeneous", "hgq_mnist_heterogeneous"])
 def test_hgq_mnist_examples_cosimulate_bit_exact_on_2000_samples(name, tmp_path):

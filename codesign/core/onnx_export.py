@@ -212,8 +212,9 @@ class _Builder:
             elif isinstance(layer, (AvgPool, GlobalAvgPool)):
                 x, t = self.average(layer, x, t, shape, nonneg, lh)
             elif isinstance(layer, Quant) and layer.per_element:
-                raise UnsupportedLayerError(f"{where}: per-element formats have no QONNX equivalent (one Quant per "
-                                            "tensor); export a network with one type per tensor")
+                raise UnsupportedLayerError(f"{where}: per-element formats (HGQ) have no QONNX equivalent: a Quant node "
+                                            "has one bit width and one signedness (qonnx 1.0 reads bit_width as a "
+                                            "scalar); export a network with one type per tensor")
             elif isinstance(layer, Quant):
                 if t is not None:
                     x = self.quant(x, layer.result_type, layer.name, t, nonneg, where)
