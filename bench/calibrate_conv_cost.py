@@ -126,7 +126,8 @@ def digits_cnn_designs(out: Path) -> list[str]:
     import torch
 
     from codesign.board import load_board
-    from codesign.compress.channels import channel_scores, prune_channels, prune_weights, shrink_cnn, weight_scores
+    from codesign.compress.channels import channel_scores, prune_channels, shrink
+    from codesign.compress.prune import prune_weights, scores
     from codesign.compress.qat import Precision
     from codesign.compress.qcnn import assign_types, network_from_qcnn, qcnn_from_network
     from codesign.importers.builtin import builtin_model
@@ -144,10 +145,10 @@ def digits_cnn_designs(out: Path) -> list[str]:
         if prune == "channels":
             prune_channels(m, channel_scores(m, d.X_train, d.y_train, d.task, board, "lut"), 4)
         elif prune == "weights":
-            prune_weights(m, weight_scores(m, d.X_train, "hardware"), 700)
+            prune_weights(m, scores(m, d.X_train, d.y_train, d.task, "hardware"), 700)
         assign_types(m, prec, d.X_train)
         path = out / f"digits-cnn-{name}"
-        shrink_cnn(network_from_qcnn(m, f"dcnn_{name}", {})).save(path)
+        shrink(network_from_qcnn(m, f"dcnn_{name}", {})).save(path)
         dirs.append(str(path))
     return dirs
 

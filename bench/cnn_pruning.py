@@ -1,13 +1,16 @@
-"""Channel pruning against unstructured pruning on digits-cnn at one fixed budget (one run each).
+"""Channel pruning against unstructured pruning on a CNN at one fixed budget (one run each).
 
-Both go through the same budget search (``codesign.compress.search.compress``, which hands a CNN
-to ``codesign.compress.cnn_search``): "structured" removes whole channels (their filter, the next
-layer's input channel, their share of the line buffers), "hardware" removes single kernel and
-Dense weights by importance per LUT. Printed and written to bench/results/cnn_pruning.json:
-test accuracy (float and compressed), channels kept, kernel sparsity, the analytic LUTs and, when
-the streaming RTL emitter and Yosys are there, the Yosys LUTs of the whole streaming design.
+Both go through the one budget search (``codesign.compress.search.compress``, the MLP's loop:
+screen-then-refine, equalization, loss-per-LUT ranking), then the flow's fit on Yosys
+(``codesign.app.flow.fit_on_synthesis``: pruned further while synthesis puts it over the budget):
+"structured" removes whole channels (their filter, the next layer's input channel, their share of
+the line buffers; channels tied across an Add together), "hardware" removes single kernel and
+Dense weights by loss per LUT. Printed and written to bench/results/cnn_pruning*.json: test
+accuracy (float and compressed), channels kept, kernel sparsity, the analytic LUTs and the Yosys
+counts of the streaming design (the sum over its stages, as the flow judges the fit).
 
-    .venv/bin/python bench/cnn_pruning.py [--board pynq-z2] [--budget lut=0.1,dsp=0] [--no-synth]
+    .venv/bin/python bench/cnn_pruning.py [--model digits-cnn|digits-resnet] [--board pynq-z2]
+        [--budget lut=0.1,dsp=0] [--methods structured,hardware] [--no-synth]
 """
 
 from __future__ import annotations
@@ -20,21 +23,18 @@ from _common import write_results
 METHODS = ("structured", "hardware")
 
 
-def yosys_luts(net, family: str) -> dict | None:
-    """Yosys counts of the whole streaming design (None when the emitter or Yosys is missing)."""
-    try:
-        from rtl_sim.stream import emit_stream_verilog
-        from rtl_sim.synth import synthesize
-    except ImportError:
-        return None
-    d = emit_stream_verilog(net, mult="lut")
-    r = synthesize(d.verilog, d.top, family, dsp=False)
-    srl = sum(n for k, n in r["cells"].items() if "SRL" in k.upper())  # shift-register LUTs
-    return {"lut": r["lut"], "srl_lut": srl, "ff": r["ff"], "dsp": r["dsp"], "tool": r["tool"]}
+def yosys_counts(net, family: str) -> dict:
+    """Yosys counts of the streaming design, summed over its stages (what the flow judges the fit on)."""
+    from rtl_sim.synth import synthesize_layers, total_counts
+
+    c = total_counts(synthesize_layers(net, family, dsp=False))
+    return {k: c[k] for k in ("lut", "ff", "dsp") if k in c}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="digits-cnn")
+    ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--board", default="pynq-z2")
     ap.add_argument("--budget", default="lut=0.1,dsp=0")
     ap.add_argument("--seed", type=int, default=0)
@@ -42,6 +42,7 @@ def main() -> None:
     args = ap.parse_args()
     from codesign.board import load_board
     from codesign.budget import Budget
+    from codesign.app.flow import fit_on_synthesis
     from codesign.compress.channels import channel_report
     from codesign.compress.search import compress
     from codesign.importers.builtin import builtin_model
@@ -51,30 +52,40 @@ def main() -> None:
     board = load_board(args.board)
     budget = Budget.parse(args.budget, board)
     data = load_digits_dataset(args.seed)
-    net = builtin_model("digits-cnn", seed=args.seed)
+    net = builtin_model(args.model, seed=args.seed)
     rows = []
-    for method in METHODS:
+    for method in args.methods.split(","):
         r = compress(net, data, budget, method=method, seed=args.seed)
+        searched = {"accuracy": round(r.score, 4), "analytic": r.cost}
+        if not args.no_synth:
+            r = fit_on_synthesis(r, net, data, budget)
         row = {"method": method, "float_accuracy": round(r.float_score, 4), "accuracy": round(r.score, 4),
                "analytic": r.cost, "precision": r.precision.weight_bits, "seconds": round(r.seconds, 1),
-               "sparsity": round(r.network.sparsity, 4), "epochs": getattr(r, "epochs", None),
+               "sparsity": round(r.network.sparsity, 4), "epochs": r.epochs, "searched": searched,
+               "tightened": r.network.metadata.get("tightened"),
                "candidates": [{"weight_bits": h["precision"]["weight_bits"], "fits": h["fits"], "cost": h["cost"],
                                "val": round(h["val"], 4) if "val" in h else None} for h in r.history],
                "layers": [{k: v for k, v in L.items() if k in ("name", "kept", "pruned", "sparsity")}
                           for L in channel_report(r.network, net)]}
         if not args.no_synth:
-            row["yosys"] = yosys_luts(r.network, board.synth_family)
+            row["yosys"] = yosys_counts(r.network, board.synth_family)
+            row["fits_on_yosys"] = all(row["yosys"].get(k, 0) <= v for k, v in budget.limits.items())
         rows.append(row)
         y = row.get("yosys") or {}
         print(f"{method:<11} acc {r.float_score:.3f} -> {r.score:.3f}  analytic LUT {r.cost['lut']:>6}  "
               f"Yosys LUT {y.get('lut', 'n/a')!s:>6}  {r.precision.weight_bits}-bit  "
               f"channels {[L['kept'] for L in row['layers']]}  {r.seconds:.0f} s", flush=True)
-    a, b = rows
-    winner = max(rows, key=lambda r: r["accuracy"])
-    print(f"at {args.budget} on {board.name} ({budget.limits['lut']} LUT): {winner['method']} wins by "
-          f"{abs(a['accuracy'] - b['accuracy']) * 100:.1f} accuracy points")
-    name = "cnn_pruning" + ("" if args.budget == "lut=0.1,dsp=0" else "_" + args.budget.replace("=", "").replace(",", "_"))
-    write_results(name, t0, board=board.name, budget=budget.limits, rows=rows, winner=winner["method"])
+    if len(rows) == 2:
+        a, b = rows
+        winner = max(rows, key=lambda r: r["accuracy"])
+        print(f"at {args.budget} on {board.name} ({budget.limits['lut']} LUT): {winner['method']} wins by "
+              f"{abs(a['accuracy'] - b['accuracy']) * 100:.1f} accuracy points")
+    name = "cnn_pruning" + ("" if args.model == "digits-cnn" else "_" + args.model.replace("digits-", ""))
+    name += "" if args.budget == "lut=0.1,dsp=0" else "_" + args.budget.replace("=", "").replace(",", "_")
+    if args.methods != ",".join(METHODS):
+        name += "_" + args.methods.replace(",", "_")
+    write_results(name, t0, model=args.model, board=board.name, budget=budget.limits, rows=rows,
+                  winner=max(rows, key=lambda r: r["accuracy"])["method"])
 
 
 if __name__ == "__main__":

@@ -124,15 +124,16 @@ def scratch(net, data, budget, prec, epochs: int, seed: int = SEED):
     """A narrower dense network of the same depth trained from scratch to ``budget``: (network, epochs)."""
     import torch
 
-    from codesign.compress.qat import QDense, QMLP, assign_types, network_from_qmlp, qmlp_from_network
+    from codesign.compress.qat import QDense
+    from codesign.compress.qcnn import QCNN, assign_types, network_from_qcnn, qcnn_from_network
     from codesign.compress.search import _cost, _Search, fewest_to_fit, self_prune, shrink, train
 
     board = budget.board
     aim = {k: int(v * 0.96) if k == "lut" else v for k, v in budget.limits.items()}
-    teacher = qmlp_from_network(net)
+    teacher = qcnn_from_network(net)
     widths = [s.weight.shape[1] for s in teacher.stages]
 
-    def build(scale: float, init: str) -> QMLP:
+    def build(scale: float, init: str) -> QCNN:
         ws = [max(2, round(w * scale)) for w in widths[:-1]] + [widths[-1]]
         torch.manual_seed(seed)
         stages, n_in = [], teacher.stages[0].weight.shape[0]
@@ -149,7 +150,7 @@ def scratch(net, data, budget, prec, epochs: int, seed: int = SEED):
             if t.relu:
                 stages[-1].relu_name = getattr(t, "relu_name", f"{t.name}_relu")
             n_in = w
-        return QMLP(stages, None, teacher.head)
+        return QCNN(stages, teacher.input_shape, None, teacher.head)
 
     def est(scale: float) -> int:
         m = build(scale, "teacher")
@@ -165,7 +166,7 @@ def scratch(net, data, budget, prec, epochs: int, seed: int = SEED):
             lo, hi = (mid, hi) if est(mid) * ratio <= aim["lut"] else (lo, mid)
         return lo
 
-    def fit(scale: float, ep: int) -> QMLP:
+    def fit(scale: float, ep: int) -> QCNN:
         model = build(scale, "random")
         f_ep = max(1, ep * 3 // 10)  # float first, so QAT starts from sensible ranges
         train(model, data, f_ep, 3e-3, seed, teacher)
@@ -181,7 +182,7 @@ def scratch(net, data, budget, prec, epochs: int, seed: int = SEED):
         assign_types(model, prec, data.X_train)
         return model
 
-    def unmask(model: QMLP) -> None:  # a weight that rounded to zero may grow back (no pruning here)
+    def unmask(model: QCNN) -> None:  # a weight that rounded to zero may grow back (no pruning here)
         for st in model.stages:
             st.mask.fill_(1.0)
 
@@ -201,7 +202,7 @@ def scratch(net, data, budget, prec, epochs: int, seed: int = SEED):
         train(model, data, 5, 5e-4, seed + 500 + trims, teacher)
         assign_types(model, prec, data.X_train)
         spent, trims = spent + 5, trims + 1
-    out = shrink(network_from_qmlp(model, net.name, {"method": "scratch", "width_scale": round(scale, 3)}))
+    out = shrink(network_from_qcnn(model, net.name, {"method": "scratch", "width_scale": round(scale, 3)}))
     return out, spent, scale, trims, probe
 
 

@@ -11,24 +11,26 @@ from codesign.app.flow import compress_network as compress  # the API edge: name
 from codesign.compress.search import Schedule, shrink
 from codesign.compress.cost import network_cost, total_cost
 from codesign.errors import BudgetError
-from codesign.compress.qat import Precision, assign_types, network_from_qmlp, qmlp_from_network
-from codesign.compress.prune import prune_neurons, prune_weights, scores
+from codesign.compress.qat import Precision
+from codesign.compress.qcnn import assign_types, network_from_qcnn, qcnn_from_network
+from codesign.compress.channels import channel_scores, prune_channels
+from codesign.compress.prune import prune_weights, scores
 from codesign.budget import parse_budget
 from tests.conftest import MODELS
 
 
 @pytest.fixture
 def qat_model(digits_float, digits):
-    model = qmlp_from_network(digits_float)
+    model = qcnn_from_network(digits_float)
     assign_types(model, Precision(4, 6, 10, digits.input_type), digits.X_train)
     return model
 
 
 @pytest.mark.parametrize("prec", [Precision(3, 6, 10), Precision(4, 8, 12), Precision(8, 10, 16)])
 def test_qat_forward_equals_the_integer_reference_bit_for_bit(digits_float, digits, prec):
-    model = qmlp_from_network(digits_float)
+    model = qcnn_from_network(digits_float)
     assign_types(model, Precision(prec.weight_bits, prec.act_bits, prec.out_bits, digits.input_type), digits.X_train)
-    net = network_from_qmlp(model, "q", {})
+    net = network_from_qcnn(model, "q", {})
     with torch.no_grad():
         qat = model(torch.tensor(digits.X_test, dtype=torch.float64)).numpy()
     assert np.array_equal(qat, net.forward(digits.X_test))
@@ -61,11 +63,13 @@ def test_masks_survive_fine_tuning(qat_model, digits):
 
 def test_structured_pruning_removes_the_inputs_of_the_next_layer(qat_model, digits):
     alive_before = qat_model.stages[0].mask.numpy().any(axis=0)
-    assert prune_neurons(qat_model, digits.X_train, 5) == 5
+    ranked = channel_scores(qat_model, digits.X_train, digits.y_train, digits.task, load_board("arty-a7-35"), "lut",
+                            hardware=False)
+    assert prune_channels(qat_model, ranked, 5) == 5
     alive = qat_model.stages[0].mask.numpy().any(axis=0)
     removed = np.flatnonzero(alive_before & ~alive)
     assert len(removed) == 5 and not qat_model.stages[1].mask.numpy()[removed].any()
-    net = shrink(network_from_qmlp(qat_model, "s", {}))
+    net = shrink(network_from_qcnn(qat_model, "s", {}))
     fc1, fc2 = net.layers[0], net.layers[2]
     assert fc1.weight.shape[1] == fc2.weight.shape[0] <= 32 - 5
 

@@ -14,13 +14,12 @@ from codesign.compress.channels import (
     channel_report,
     channel_scores,
     prune_channels,
-    prune_weights,
     remove_unit,
-    shrink_cnn,
-    weight_scores,
+    shrink,
 )
 from codesign.compress.conv_cost import cnn_parts, kernel_dense, live_outputs
 from codesign.compress.cost import dense_cost, network_cost, total_cost
+from codesign.compress.prune import prune_weights, scores
 from codesign.compress.qat import Precision
 from codesign.compress.qcnn import assign_types, network_from_qcnn, qcnn_from_network
 from codesign.compress.quantize import quantize_network
@@ -48,7 +47,7 @@ def small_cnn(rng, c1=4, c2=6, padding="valid") -> Network:
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    """Small tensors: one torch thread is faster than two on a busy machine (see cnn_search.TRAIN_THREADS)."""
+    """Small tensors: one torch thread is faster than two on a busy machine (see search.CNN_TRAIN_THREADS)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -135,22 +134,22 @@ def _live_channel(qcnn, stage: int) -> int:
 
 
 def test_removing_a_channel_removes_the_next_convs_input_channel(qcnn, images):
-    before = shrink_cnn(network_from_qcnn(qcnn, "q", {}))
+    before = shrink(network_from_qcnn(qcnn, "q", {}))
     j = _live_channel(qcnn, 0)
     remove_unit(qcnn, 0, j)
     assert not qcnn.weighted()[1].mask.numpy()[:, :, j, :].any()
     net = network_from_qcnn(qcnn, "q", {})
-    small = shrink_cnn(net)
+    small = shrink(net)
     n = before.layer("conv1").weight.shape[-1] - 1
     assert small.layer("conv1").weight.shape[-1] == n and small.layer("conv2").weight.shape[-2] == n
     assert np.array_equal(small.forward(images.X_test), net.forward(images.X_test))
 
 
 def test_removing_a_channel_before_flatten_removes_its_dense_rows(qcnn, images):
-    before = shrink_cnn(network_from_qcnn(qcnn, "q", {}))
+    before = shrink(network_from_qcnn(qcnn, "q", {}))
     remove_unit(qcnn, 1, _live_channel(qcnn, 1))  # conv2's output is 1x1: one row of fc per channel
     net = network_from_qcnn(qcnn, "q", {})
-    small = shrink_cnn(net)
+    small = shrink(net)
     n = before.layer("conv2").weight.shape[-1] - 1
     assert small.layer("conv2").weight.shape[-1] == n and small.layer("fc").weight.shape[0] == n
     assert np.array_equal(small.forward(images.X_test), net.forward(images.X_test))
@@ -164,16 +163,16 @@ def test_shrink_drops_a_channel_that_never_rises_above_zero(qcnn, images):
         conv1.weight[..., 0] = -conv1.weight[..., 0].abs()  # inputs are non-negative: the sum stays <= 0
         conv1.bias[0] = -1.0
     net = network_from_qcnn(qcnn, "q", {})
-    small = shrink_cnn(net)
+    small = shrink(net)
     assert small.layer("conv1").weight.shape[-1] < net.layer("conv1").weight.shape[-1]
     assert np.array_equal(small.forward(images.X_test), net.forward(images.X_test))
 
 
 def test_a_pruned_channel_costs_less_in_both_layers(qcnn):
-    net = shrink_cnn(network_from_qcnn(qcnn, "q", {}))
+    net = shrink(network_from_qcnn(qcnn, "q", {}))
     before = {p["name"]: p for p in cnn_parts(net, BOARD, "lut")}
     remove_unit(qcnn, 0, _live_channel(qcnn, 0))
-    after = {p["name"]: p for p in cnn_parts(shrink_cnn(network_from_qcnn(qcnn, "q", {})), BOARD, "lut")}
+    after = {p["name"]: p for p in cnn_parts(shrink(network_from_qcnn(qcnn, "q", {})), BOARD, "lut")}
     assert after["conv1"]["kernel"]["lut"] < before["conv1"]["kernel"]["lut"]
     assert after["conv2"]["kernel"]["lut"] < before["conv2"]["kernel"]["lut"]
     line = lambda parts: parts["conv2"]["stream"]["delay_line"]["bits"]  # noqa: E731
@@ -202,7 +201,8 @@ def test_hardware_channel_scores_rank_every_prunable_channel(qcnn, images):
 
 
 def test_unstructured_pruning_masks_kernel_weights_and_they_stay_zero(qcnn, images):
-    assert prune_weights(qcnn, weight_scores(qcnn, images.X_train[:200], "hardware"), 60) == 60
+    ranked = scores(qcnn, images.X_train[:200], images.y_train[:200], images.task, "hardware")
+    assert prune_weights(qcnn, ranked, 60) == 60
     masks = [s.mask.clone() for s in qcnn.weighted()]
     train(qcnn, images, 1, 1e-2, seed=0)
     for stage, m in zip(qcnn.weighted(), masks):
@@ -246,7 +246,7 @@ def test_digits_cnn_compresses_to_95_percent_within_a_third_of_pynq_z2(digits):
     q = r.network
     X = digits.X_test.reshape(-1, *q.input_shape)
     small = copy.deepcopy(q)
-    assert np.array_equal(shrink_cnn(small).forward(X), q.forward(X))
+    assert np.array_equal(shrink(small).forward(X), q.forward(X))
 
 
 def _stream_yosys(net, datapath):
@@ -276,7 +276,7 @@ def digits_cnn_q4(digits):
     d = shaped_for(digits, net.input_shape)
     model = qcnn_from_network(net)
     assign_types(model, Precision(4, 6, 10, d.input_type), d.X_train)
-    return shrink_cnn(network_from_qcnn(model, "digits_cnn_q4", {}))
+    return shrink(network_from_qcnn(model, "digits_cnn_q4", {}))
 
 
 @pytest.mark.slow
@@ -284,3 +284,72 @@ def test_streaming_cnn_cost_is_within_15_percent_of_yosys(digits_cnn_q4):
     model = total_cost(network_cost(digits_cnn_q4, BOARD, "lut"))
     yosys = _stream_yosys(digits_cnn_q4, None)  # the emitters' default kernel datapath
     assert abs(model["lut"] / yosys["lut"] - 1) <= 0.15 and abs(model["ff"] / yosys["ff"] - 1) <= 0.15
+
+
+@pytest.fixture(scope="module")
+def cnn_searched(cnn_float, digits):
+    """The small CNN searched by the one loop (one precision, TINY schedule) into 3/4 of its typed cost."""
+    model = qcnn_from_network(cnn_float)
+    assign_types(model, Precision(4, 6, 10, digits.input_type), digits.X_train.reshape(-1, 8, 8, 1))
+    start = total_cost(network_cost(network_from_qcnn(model, "q", {}), BOARD, "lut"))
+    budget = Budget.parse(f"lut={start['lut'] * 3 // 4},dsp=0", BOARD)
+    return budget, compress(cnn_float, digits, budget, schedule=TINY, precisions=(Precision(4, 6, 10),))
+
+
+def test_a_cnn_synthesis_puts_over_the_budget_is_tightened_by_the_model_error_found(cnn_searched, cnn_float,
+                                                                                   digits):
+    from codesign.compress.search import tighten
+
+    budget, r = cnn_searched
+    measured = {"lut": int(r.cost["lut"] * 1.15), "dsp": 0}  # as if Yosys counted 15 % more than the model
+    t = tighten(r, cnn_float, digits, budget, measured, TINY)
+    aim = int(budget.limits["lut"] * (1 - TINY.headroom) / 1.15)
+    assert t.cost["lut"] <= aim < r.cost["lut"]
+    assert t.network.n_nonzero < r.network.n_nonzero and t.precision == r.precision
+    assert t.history[-1]["tightened"]["lut"] == pytest.approx(1.15, abs=1e-3) and t.epochs > r.epochs
+    assert set(t.network.metadata["channels"]) == {"conv1", "conv2", "fc"}
+
+
+def test_a_kernel_weights_importance_is_the_loss_its_removal_costs_to_second_order(qcnn, images):
+    """``loss_importance`` of a kernel weight is ``w² · mean_n g_n²`` with ``g_n`` its per-sample gradient
+    (summed over every pixel the kernel serves), checked against autograd sample by sample."""
+    from codesign.compress.prune import loss_importance
+
+    X, y = images.X_train[:12], images.y_train[:12]
+    imp = loss_importance(qcnn, X, y, "classification")
+    conv2 = qcnn.weighted()[1]
+    g2 = torch.zeros_like(conv2.weight)
+    for i in range(len(X)):
+        qcnn.zero_grad()
+        out = qcnn(torch.tensor(X[i : i + 1]))
+        torch.nn.functional.cross_entropy(out, torch.as_tensor(y[i : i + 1])).backward()
+        g2 += conv2.weight.grad**2  # the straight-through gradient reaches the weight as at its sums
+    with torch.no_grad():
+        want = (conv2.effective_weight() ** 2 * g2 / len(X)).numpy()
+    assert imp[1].shape == tuple(conv2.weight.shape)
+    assert np.allclose(imp[1], want, rtol=1e-9, atol=1e-15)
+
+
+def test_kernel_weights_are_ranked_by_loss_per_lut(qcnn, images):
+    from codesign.compress.prune import loss_importance, weight_costs
+
+    X, y = images.X_train[:200], images.y_train[:200]
+    imp, costs = loss_importance(qcnn, X, y, "classification"), weight_costs(qcnn, BOARD.synth_family, 50.0)
+    ranked = scores(qcnn, X, y, "classification", "hardware", BOARD.synth_family)
+    for k, stage in enumerate(qcnn.weighted()):
+        live = stage.mask.numpy() > 0
+        assert np.array_equal(ranked[k][live], (imp[k] / np.maximum(costs[k], 1e-3))[live])
+        assert np.all(np.isinf(ranked[k][~live]))
+
+
+def test_equalization_leaves_a_cnns_float_function_unchanged_and_balances_its_channels(cnn_float, images):
+    from codesign.compress.qcnn import equalize
+
+    model = qcnn_from_network(cnn_float)
+    x = torch.tensor(images.X_test[:256])
+    with torch.no_grad():
+        before = model(x)
+        equalize(model)
+        assert torch.allclose(model(x), before, rtol=1e-10, atol=1e-12)
+        c1, c2 = model.weighted()[:2]
+        assert torch.allclose(c1.weight.abs().amax(dim=(0, 1, 2)), c2.weight.abs().amax(dim=(0, 1, 3)), rtol=0.05)

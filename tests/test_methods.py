@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from codesign.app.flow import compress_network as compress
-from codesign.compress.qat import Precision, equalize, qmlp_from_network
+from codesign.compress.qat import Precision
+from codesign.compress.qcnn import equalize, qcnn_from_network
 from codesign.compress.search import Schedule
 from codesign.core.layers import BatchNorm, Dense, Output, ReLU
 from codesign.core.network import Network
@@ -29,7 +30,7 @@ def _bn_mlp(rng) -> Network:
 
 
 def test_equalization_leaves_the_float_function_unchanged(rng):
-    model = qmlp_from_network(_bn_mlp(rng))
+    model = qcnn_from_network(_bn_mlp(rng))
     x = torch.tensor(rng.normal(0, 1, (256, 16)))
     with torch.no_grad():
         before = model(x)
@@ -38,7 +39,7 @@ def test_equalization_leaves_the_float_function_unchanged(rng):
 
 
 def test_equalization_balances_each_neurons_weight_ranges_across_the_two_layers(rng):
-    model = qmlp_from_network(_bn_mlp(rng))
+    model = qcnn_from_network(_bn_mlp(rng))
     equalize(model)
     with torch.no_grad():
         for a, b in zip(model.stages, model.stages[1:]):

@@ -1,17 +1,16 @@
-"""Pruning a CNN: whole channels (filters), or single kernel and Dense weights; and the shrink.
+"""Pruning whole units: the neurons of a Dense layer and the channels (filters) of a convolution; and the shrink.
 
-Structured (channel) pruning removes output channel ``j`` of a convolution: its filter, its
-bias, and everything the next weighted layer reads of it (input channel ``j`` of the next
-convolution, or the rows Flatten makes of channel ``j`` in the Dense after it). ``shrink``
-then removes the channel from the exported network for real, so the kernel datapath, the line
-buffers and the window registers of the next layer all lose it.
+Removing output unit ``j`` of a weighted layer removes its weights (a filter), its bias, and
+everything the next weighted layer reads of it (input channel ``j`` of the next convolution,
+the rows Flatten makes of channel ``j`` in the Dense after it, or row ``j`` of the next Dense);
+units tied by merges go together (``qcnn.unit_groups``). ``shrink`` then removes the unit from
+the exported network for real, so the datapath, the line buffers and the window registers of
+the next layer all lose it.
 
-Hardware-aware scores are importance per LUT from the cost model, as ``prune.scores`` is for
-Dense: a channel's price is what the cost model saves when it goes (priced on the exported network, with and without it); its
-importance is how much the loss rises without it, measured on training samples, which compares
-across layers (a first-layer channel feeds everything after it). A weight's importance is ``|w| * mean|x|`` over the windows that multiply it, summed over output
-positions (one kernel weight serves every output pixel), its price the LUTs of its CSD digits
-in its output's sum (the same pricing as ``prune.weight_costs``).
+A unit's hardware-aware score is its measured importance (how much the loss rises without it, on
+training samples, which compares across layers: a first-layer channel feeds everything after it)
+per LUT the cost model saves when it goes (priced on the exported network, with and without it).
+Single weights are ``prune``'s.
 """
 
 from __future__ import annotations
@@ -24,122 +23,11 @@ from torch.nn import functional as F
 
 from codesign.board import Board
 from codesign.compress.conv_cost import kernel_dense, live_outputs
-from codesign.compress.cost import term_lut, total_cost
-from codesign.compress.qat import QDense
-from codesign.compress.qcnn import (QCNN, QConv, consumers, network_from_qcnn, stage_input_types, stage_inputs,
-                                    unit_groups, unit_rows)
-from codesign.compress.prune import EXTRA_DIGIT_PRICE, METHODS
-from codesign.core.arith import CSD_MAX_DIGITS, csd_count
-from codesign.core.fixed import FixedType
+from codesign.compress.cost import total_cost
+from codesign.compress.qcnn import QCNN, QConv, consumers, network_from_qcnn, unit_groups, unit_rows
 from codesign.core.layers import Conv, ReLU, Weighted
 from codesign.core.network import Network
 from codesign.core.reference import exact_accum_type
-from codesign.errors import ConfigError
-
-
-def _positions(stage: QDense, x: torch.Tensor) -> int:
-    """Output positions a weight of ``stage`` serves (1 for a Dense)."""
-    if not isinstance(stage, QConv):
-        return 1
-    with torch.no_grad():
-        return int(np.prod(stage.linear(x[:1]).shape[1:-1]))
-
-
-def window_magnitudes(stage: QDense, x: torch.Tensor) -> np.ndarray:
-    """Mean |input| of every weight of ``stage`` over the data (shape of the weight without c_out)."""
-    a = x.abs()
-    if not isinstance(stage, QConv):
-        return a.mean(dim=0).numpy()
-    ax = torch.movedim(a, -1, 1)
-    if any(stage.pads):
-        ax = F.pad(ax, stage.pads)
-    ax = torch.movedim(ax, 1, -1)  # N, spatial..., C (padded)
-    k = stage.weight.shape[:-2]
-    out = np.zeros((*k, a.shape[-1]))
-    with torch.no_grad():
-        n_out = stage.linear(x[:1]).shape[1:-1]
-    for off in np.ndindex(*k):
-        sl = tuple(slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(off, stage.strides, n_out))
-        out[off] = ax[(slice(None), *sl)].mean(dim=tuple(range(ax.dim() - 1))).numpy()
-    return out
-
-
-def _dense_view(stage: QDense) -> tuple[np.ndarray, int | None]:
-    """Integers of the effective weight as a ``(rows, c_out)`` matrix and its type's width (None: float)."""
-    with torch.no_grad():
-        w = stage.effective_weight().numpy()
-    w = w.reshape(-1, w.shape[-1])
-    if stage.weight_type is None:
-        return w, None
-    return np.round(np.ldexp(w, stage.weight_type.frac)).astype(np.int64), stage.weight_type.width
-
-
-def weight_costs(model: QCNN, family: str, dsp_price: float) -> list[np.ndarray]:
-    """LUT-equivalent cost of keeping each weight (its output's term price per CSD digit), weight-shaped."""
-    out = []
-    for stage, t_in in zip(model.stages, stage_input_types(model)):
-        if not isinstance(stage, QDense):
-            continue
-        t_in = t_in or FixedType(9, 4)
-        w, wbits = _dense_view(stage)
-        if wbits is None:
-            digits, wbits = np.where(w != 0, 3.0, 0.0), 8
-        else:
-            digits = csd_count(w).astype(np.float64)
-        terms = digits.sum(axis=0)
-        acc = t_in.width + wbits + np.ceil(np.log2(np.count_nonzero(w, axis=0) + 1))
-        lut = (1.0 + EXTRA_DIGIT_PRICE * np.maximum(digits - 1, 0)) * term_lut(family, t_in, wbits, terms, acc)[None, :]
-        cost = np.where(digits > CSD_MAX_DIGITS, dsp_price, lut)
-        out.append(np.where(w != 0, np.maximum(cost, 1e-3), 0.0).reshape(stage.weight.shape))
-    return out
-
-
-def weight_scores(model: QCNN, X: np.ndarray, method: str, family: str = "xc7",
-                  dsp_price: float = 50.0) -> list[np.ndarray]:
-    """Per weight of every weighted stage (weight-shaped); lower is pruned first, masked weights +inf."""
-    if method not in METHODS:
-        raise ConfigError(f"pruning method must be one of {METHODS}, not {method!r}")
-    inputs = stage_inputs(model, X)
-    costs = weight_costs(model, family, dsp_price) if method == "hardware" else None
-    out = []
-    for k, stage in enumerate(model.weighted()):
-        x = inputs[list(model.stages).index(stage)]
-        with torch.no_grad():
-            w = (stage.weight * stage.mask).numpy()
-        if method == "magnitude":
-            s = np.abs(w)
-        else:
-            imp = np.abs(w) * window_magnitudes(stage, x)[..., None] * _positions(stage, x)
-            s = imp / np.maximum(costs[k], 1e-3)
-        out.append(np.where(stage.mask.numpy() > 0, s, np.inf))
-    return out
-
-
-def prune_weights(model: QCNN, score: list[np.ndarray], n: int, keep_per_output: int = 1) -> int:
-    """Mask the ``n`` lowest-scoring weights over the network; every output channel keeps at least
-    ``keep_per_output`` weights. Returns how many were pruned."""
-    stages = model.weighted()
-    flat = np.concatenate([s.reshape(-1) for s in score])
-    n = int(min(n, np.isfinite(flat).sum()))
-    if n <= 0:
-        return 0
-    offsets = np.cumsum([0] + [s.size for s in score])
-    kept = [s.mask.numpy().reshape(-1, s.mask.shape[-1]).sum(axis=0) for s in stages]
-    pruned = 0
-    masks = [s.mask.view(-1, s.mask.shape[-1]) for s in stages]
-    for idx in np.argsort(flat, kind="stable"):
-        if pruned >= n or not np.isfinite(flat[idx]):
-            break
-        k = int(np.searchsorted(offsets, idx, side="right") - 1)
-        r = int(idx - offsets[k])
-        i, j = divmod(r, masks[k].shape[1])
-        if kept[k][j] <= keep_per_output:
-            continue
-        with torch.no_grad():
-            masks[k][i, j] = 0.0
-        kept[k][j] -= 1
-        pruned += 1
-    return pruned
 
 
 def alive_units(model: QCNN) -> list[np.ndarray]:
@@ -209,7 +97,7 @@ def channel_scores(model: QCNN, X: np.ndarray, y: np.ndarray, task: str, board: 
     alive = alive_units(model)
     hardware = hardware and model.quantized
     if hardware:
-        base = total_cost(_costs(shrink_cnn(network_from_qcnn(model, "c", {})), board, mapping))
+        base = total_cost(_costs(shrink(network_from_qcnn(model, "c", {})), board, mapping))
     out = []
     for k, j in prunable_units(model):
         if alive[k].sum() <= min_width or not alive[k][j]:
@@ -219,7 +107,7 @@ def channel_scores(model: QCNN, X: np.ndarray, y: np.ndarray, task: str, board: 
         imp = max(_loss(trial, x, yt, task) - base_loss, 0.0)
         saved = 1.0
         if hardware:
-            cost = total_cost(_costs(shrink_cnn(network_from_qcnn(trial, "c", {})), board, mapping))
+            cost = total_cost(_costs(shrink(network_from_qcnn(trial, "c", {})), board, mapping))
             saved = max((base["lut"] - cost["lut"]) + dsp_price * (base["dsp"] - cost["dsp"]), 1.0)
         out.append((imp / saved, -saved, k, int(j)))  # of equal scores, the costlier goes first
     out.sort()
@@ -250,7 +138,7 @@ def prune_channels(model: QCNN, ranked: list[tuple[float, int, int]], n: int, mi
     return done
 
 
-def shrink_cnn(net: Network) -> Network:
+def shrink(net: Network) -> Network:
     """Drop the units (channels, neurons) that can no longer affect the output: no weights and no bias,
     or before a ReLU never above zero for any input (their value is exactly 0), or nothing reads them. The next layer loses the matching inputs, and
     accumulator types are recomputed exactly (the outputs are unchanged, bit for bit). A network with branches

@@ -1,6 +1,6 @@
-"""Quantization-aware training for CNNs: a torch model whose forward equals the integer reference.
+"""Quantization-aware training: the one torch model, for any graph, whose forward equals the integer reference.
 
-The CNN counterpart of ``qat.QMLP``: convolutions, pooling, Flatten and the Dense tail as
+An MLP is a chain of Dense stages; a CNN adds convolutions, pooling, Flatten and merges as
 torch stages over channels-last float64 tensors (the IR's layout, so masks, channel indices
 and Flatten order are the IR's). Every fixed-point value and every exact sum of them is a
 float64, so ``fake_quant`` at the same points as the reference (weights, bias, the cast of
@@ -25,20 +25,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from codesign.compress.qat import Precision, QDense, fake_quant, trained_type
+from codesign.compress.qat import Precision, QDense, activate, fake_quant, trained_type
 from codesign.compress.quantize import fixed_for_values, fold_batchnorm
 from codesign.core import fixed
 from codesign.core.fixed import FixedType
 from codesign.core import reference
-from codesign.core.layers import (Add, Concatenate, Conv, Conv1D, Conv2D, Dense, Flatten, Layer, MaxPool, MaxPool1D,
-                                  MaxPool2D, Merge, Output, ReLU)
+from codesign.core.kinds import handler
+from codesign.core.layers import (Add, AvgPool, Concatenate, Conv, Conv1D, Conv2D, Dense, Flatten, GlobalAvgPool, Layer,
+                                  MaxPool, MaxPool1D, MaxPool2D, Merge, Output, ReLU)
 from codesign.core.network import INPUT, Network
 from codesign.core.reference import exact_accum_type
 from codesign.errors import ConfigError, LayerError
-
-# the layers the CNN path trains (AvgPool/GlobalAvgPool join through ``_pool_kinds`` once the IR has them)
-SUPPORTED = ("Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool1D",
-             "GlobalAvgPool2D", "Flatten", "Dense", "ReLU", "Add", "Concatenate", "BatchNorm (folded)")
 
 
 class QConv(QDense):
@@ -63,28 +60,6 @@ class QConv(QDense):
         conv = F.conv2d if self.ndim == 2 else F.conv1d
         y = conv(x, wt, self.effective_bias(), stride=self.strides)
         return torch.movedim(y, 1, -1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _activate(self, self.linear(x))
-
-
-def dense_linear(layer: QDense, x: torch.Tensor) -> torch.Tensor:
-    return x @ layer.effective_weight() + layer.effective_bias()
-
-
-def linear(layer: QDense, x: torch.Tensor) -> torch.Tensor:
-    """The exact accumulator of a weighted stage (conv or Dense)."""
-    return layer.linear(x) if isinstance(layer, QConv) else dense_linear(layer, x)
-
-
-def _activate(layer: QDense, y: torch.Tensor) -> torch.Tensor:
-    if layer.result_type is not None:
-        y = fake_quant(y, layer.result_type)
-    if layer.relu:
-        y = torch.relu(y)
-        if layer.relu_type is not None:
-            y = fake_quant(y, layer.relu_type)
-    return y
 
 
 class QPool(nn.Module):
@@ -160,7 +135,7 @@ class QMerge(nn.Module):
         return torch.stack(xs).sum(dim=0) if self.kind == "Add" else torch.cat(xs, dim=-1)
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        return _activate(self, self.exact(xs))
+        return activate(self, self.exact(xs))
 
     def assign(self, xs: list[torch.Tensor], prec: Precision) -> None:
         """A ReLU's cast to ``act_bits`` (the sum before it stays exact), or an Add's result to ``act_bits``."""
@@ -187,12 +162,15 @@ class QCNN(nn.Module):
         self.input_shape = tuple(input_shape)
         self.input_type = input_type
         self.head = head
+        self.equalized = False  # whether the search equalized it (``equalize_if_better``)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.trace(x)[-1]
 
-    def trace(self, x: torch.Tensor, each: Callable[[int, Any], None] | None = None) -> list[torch.Tensor]:
-        """Every stage's output for a batch; ``each(i, stage_input)`` sees each stage's input first."""
+    def trace(self, x: torch.Tensor, each: Callable[[int, Any], None] | None = None,
+              run: Callable[[nn.Module, Any], torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Every stage's output for a batch; ``each(i, stage_input)`` sees each stage's input first, and
+        ``run(stage, stage_input)``, when given, computes each stage's output in its place."""
         x = x.reshape(x.shape[0], *self.input_shape)
         if self.input_type is not None:
             x = fake_quant(x, self.input_type)
@@ -202,7 +180,7 @@ class QCNN(nn.Module):
             arg = ins if isinstance(stage, QMerge) else ins[0]
             if each is not None:
                 each(i, arg)
-            outs.append(stage(arg))
+            outs.append(stage(arg) if run is None else run(stage, arg))
         return outs
 
     @property
@@ -243,6 +221,19 @@ def _float_layers(net: Network) -> Network:
     return Network(net.name, net.input_shape, layers, None, dict(net.metadata))
 
 
+# the training surrogate of each layer kind: a builder from the IR layer (and the shape it reads) to its torch
+# stage. ReLU fuses into the stage it reads and Output is the head; BatchNorm is folded before the lookup.
+SURROGATES: dict[type, Callable[[Any, tuple[int, ...]], nn.Module]] = {
+    Conv: lambda layer, shape: QConv(layer, shape),
+    Dense: lambda layer, shape: QDense(layer.name, layer.weight, layer.bias, layer.mask),
+    MaxPool: lambda layer, shape: QPool(layer),
+    AvgPool: lambda layer, shape: QAvgPool(layer, shape),  # exact: power-of-two windows
+    GlobalAvgPool: lambda layer, shape: QAvgPool(layer, shape),
+    Flatten: lambda layer, shape: QFlatten(layer.name),
+    Merge: lambda layer, shape: QMerge(layer),
+}
+
+
 def qcnn_from_network(net: Network) -> QCNN:
     """A float QCNN from a CNN Network (fixed-point weights become their values; BatchNorm folded)."""
     fnet = _float_layers(net)
@@ -257,20 +248,7 @@ def qcnn_from_network(net: Network) -> QCNN:
                 _fuse_relu(layer, sources, readers, stages)
             at[layer.name] = src[0]
             continue
-        if isinstance(layer, Conv):
-            stage = QConv(layer, in_shapes[0])
-        elif isinstance(layer, Dense):
-            stage = QDense(layer.name, layer.weight, layer.bias, layer.mask)
-        elif isinstance(layer, MaxPool):
-            stage = QPool(layer)
-        elif isinstance(layer, Flatten):
-            stage = QFlatten(layer.name)
-        elif isinstance(layer, Merge):
-            stage = QMerge(layer)
-        elif "AvgPool" in layer.kind:  # average pooling (exact: power-of-two windows)
-            stage = QAvgPool(layer, in_shapes[0])
-        else:
-            raise LayerError(f"layer {layer.name!r} ({layer.kind}): CNN compression supports {', '.join(SUPPORTED)}")
+        stage = handler(SURROGATES, layer, "the training surrogate (compression)")(layer, in_shapes[0])
         at[layer.name] = len(stages)
         stages.append(stage)
         srcs.append(src)
@@ -339,7 +317,7 @@ def assign_types(model: QCNN, prec: Precision, X_calib: np.ndarray) -> None:
         stage.mask.mul_((stage.effective_weight() != 0).to(stage.mask.dtype))
         stage.bias_type = trained_type(stage.bias_type, stage.bias.numpy(), max(prec.weight_bits, prec.act_bits))
         stage.result_type, stage.relu_type = None, None
-        pre = linear(stage, x)
+        pre = stage.linear(x)
         if stage.relu:
             stage.relu_type = fixed_for_values(torch.relu(pre).numpy(), prec.act_bits, signed=False)
         elif i not in into_merge:
@@ -509,3 +487,67 @@ def unit_groups(model: QCNN) -> dict[tuple[int, int], UnitGroup]:
             continue
         out[min(prod)] = UnitGroup(sorted(prod), rd)
     return out
+
+
+def equalize(model: QCNN, iters: int = 4) -> None:
+    """Cross-layer equalization (Nagel et al., "Data-Free Quantization", 2019): scale each unit's (neuron's
+    or channel's) incoming weights and bias by 1/s and what the next weighted stage reads of it by s, s > 0,
+    so that its weight ranges in the two stages are balanced. A ReLU and max- or average pooling commute with
+    a positive scale, so the float function is unchanged; what changes is how many of the layer's few weight
+    levels each unit gets. A folded BatchNorm scales whole columns by factors far apart, and with one weight
+    type per layer the narrow columns round to zero at 3-4 bits. A graph is left as it is (an Add would need
+    one scale for all its operands)."""
+    if not model.is_chain:
+        return
+    stages = model.weighted()
+    with torch.no_grad():
+        for _ in range(iters):
+            for c in consumers(model):
+                a, b = stages[c.stage], stages[c.next_stage]
+                if not a.relu:
+                    continue
+                units = a.weight.shape[-1]
+                r1 = (a.weight * a.mask).reshape(-1, units).abs().amax(dim=0)
+                rows = _by_unit(b.weight * b.mask, c, units)  # (rows per unit, units, rest)
+                r2 = rows.abs().amax(dim=(0, 2))
+                ok = (r1 > 0) & (r2 > 0)
+                s = torch.where(ok, torch.sqrt(r1 / torch.where(ok, r2, 1.0)), torch.ones_like(r1))
+                a.weight.div_(s)
+                a.bias.div_(s)
+                if c.conv_input:
+                    b.weight.mul_(s[:, None])  # input-channel axis -2
+                else:
+                    _by_unit(b.weight, c, units).mul_(s[None, :, None])
+
+
+def _by_unit(w: torch.Tensor, c: Consumer, units: int) -> torch.Tensor:
+    """The next stage's weight (a view) as ``(rows per unit, units, rest)``: a conv's input-channel axis, or a
+    Dense's rows grouped as Flatten made them (row ``r`` is unit ``r % units``)."""
+    if c.conv_input:
+        return torch.movedim(w, -2, 0).reshape(1, units, -1)
+    return w.view(c.group, units, w.shape[-1])
+
+
+def quantization_error(model: QCNN, prec: Precision, X: np.ndarray) -> float:
+    """Mean squared error of the output quantized at ``prec`` (before any training), relative to the
+    float output's mean square, on ``X``."""
+    q = copy.deepcopy(model)
+    assign_types(q, prec, X)
+    x = torch.tensor(X, dtype=torch.float64)
+    with torch.no_grad():
+        f = model(x)
+        return float(((q(x) - f) ** 2).mean() / max(float((f**2).mean()), 1e-30))
+
+
+def equalize_if_better(model: QCNN, prec: Precision, X: np.ndarray) -> bool:
+    """Equalize ``model`` (in place) when that lowers its quantization error at ``prec`` on ``X``.
+
+    It does on folded BatchNorm and on hls4ml's jet tagger (at 3-bit weights the error falls from
+    0.48 to 0.14 on a 64-64-32-10 BatchNorm MLP, 1.86 to 0.39 on the jet tagger), and it does not on
+    the built-in digits MLP (0.11 against 0.22), whose neurons' ranges are already balanced."""
+    trial = copy.deepcopy(model)
+    equalize(trial)
+    if quantization_error(trial, prec, X) >= quantization_error(model, prec, X):
+        return False
+    model.load_state_dict(trial.state_dict())
+    return True

@@ -1,18 +1,26 @@
-"""Compression under a resource budget: the co-design search.
+"""Compression under a resource budget: the co-design search, one loop for MLPs and CNNs.
 
-For each candidate precision (cheapest first), the network is trained quantization-aware,
-then pruned gradually with fine-tuning between steps until the analytic cost model says it
-fits the budget; the candidate with the best validation score wins. Accuracy is reported
-on the test split only. A budget that even the smallest reachable network misses is an
-error naming the smallest cost reached and the resource that binds.
+For each candidate precision (cheapest first), the network is trained quantization-aware
+(``qcnn.QCNN``, any graph), then pruned gradually with fine-tuning between steps until the
+analytic cost model says it fits the budget; the candidate with the best validation score wins.
+With several precisions each is first screened on a short schedule and the best searched again
+on a long one. Accuracy is reported on the test split only. A budget that even the smallest
+reachable network misses is an error naming the smallest cost reached and the resource that binds.
+
+The unit pruning removes is the choice of ``method``: single weights ("hardware": loss per LUT;
+"magnitude": |w|) of Dense layers and kernels alike, or whole neurons and channels ("structured":
+measured loss per LUT saved). Steps are sized against the cost model: an MLP's by a count of units
+from a sparsity schedule, a CNN's by a cost goal, since a channel takes its share of two layers and
+its line buffers and the cost is far from proportional to what is pruned.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -20,26 +28,16 @@ from torch import nn
 
 from codesign.board import Board
 from codesign.budget import Budget
+from codesign.compress.channels import alive_units, channel_report, channel_scores, prune_channels, shrink
 from codesign.compress.cost import binding_resource, fits, network_cost, total_cost
-from codesign.compress.prune import (
-    polynomial_schedule,
-    prune_neurons,
-    prune_weights,
-    scores,
-)
-from codesign.compress.qat import (
-    QMLP,
-    Precision,
-    assign_types,
-    equalize_if_better,
-    network_from_qmlp,
-    qmlp_from_network,
-)
+from codesign.compress.prune import METHODS, polynomial_schedule, prune_weights, scores
+from codesign.compress.qat import Precision
+from codesign.compress.qcnn import QCNN, assign_types, equalize_if_better, is_cnn, network_from_qcnn, qcnn_from_network
 from codesign.compress.quantize import integer_bits_for
 from codesign.core.fixed import FixedType
 from codesign.core.network import Network
-from codesign.errors import BudgetError
-from codesign.importers.data import Dataset, check_fits
+from codesign.errors import BudgetError, ConfigError
+from codesign.importers.data import Dataset, check_fits, shaped_for
 from codesign.progress import SILENT, Reporter
 
 PRECISIONS = (Precision(3, 6, 10), Precision(4, 6, 10), Precision(4, 8, 12), Precision(6, 8, 12), Precision(8, 10, 14))
@@ -57,7 +55,7 @@ class CompressResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     epochs: int = 0  # training passes over the training split, all candidates together (the training budget)
-    model: Any = field(default=None, repr=False)  # the trained QMLP behind ``network`` (what ``tighten`` continues)
+    model: Any = field(default=None, repr=False)  # the trained QCNN behind ``network`` (what ``tighten`` continues)
 
 
 def default_input_type(X: np.ndarray, bits: int = 16) -> FixedType:
@@ -82,7 +80,7 @@ def _loss(out: torch.Tensor, y: torch.Tensor, task: str, teacher_out: torch.Tens
     return loss
 
 
-def train(model: QMLP, data: Dataset, epochs: int, lr: float, seed: int, teacher: QMLP | None = None,
+def train(model: QCNN, data: Dataset, epochs: int, lr: float, seed: int, teacher: QCNN | None = None,
           alpha: float = 0.5) -> None:
     """Fine-tune in float64 with Adam; masks stay applied, so pruned weights stay zero."""
     X = torch.tensor(data.X_train, dtype=torch.float64)
@@ -105,7 +103,7 @@ def train(model: QMLP, data: Dataset, epochs: int, lr: float, seed: int, teacher
     model.eval()
 
 
-def score(model: QMLP | Network, X: np.ndarray, y: np.ndarray, task: str) -> float:
+def score(model: QCNN | Network, X: np.ndarray, y: np.ndarray, task: str) -> float:
     """Accuracy for classification, negative MSE for regression."""
     if isinstance(model, Network):
         out = model.forward(X)
@@ -117,23 +115,10 @@ def score(model: QMLP | Network, X: np.ndarray, y: np.ndarray, task: str) -> flo
     return -float(np.mean((out.reshape(len(y), -1) - y.reshape(len(y), -1)) ** 2))
 
 
-def _cost(model: QMLP, board: Board, mapping: str) -> dict[str, int]:
-    """The cost of the network the search would return now: without the neurons pruning has cut off."""
-    net = shrink(network_from_qmlp(model, "candidate", {}))
+def _cost(model: QCNN, board: Board, mapping: str) -> dict[str, int]:
+    """The cost of the network the search would return now: without the units pruning has cut off."""
+    net = shrink(network_from_qcnn(model, "candidate", {}))
     return total_cost(network_cost(net, board, mapping))
-
-
-def smallest_cost(net: Network, board: Board, input_type: FixedType, X: np.ndarray, mapping: str) -> dict[str, int]:
-    """The cost of the smallest network the search can reach: cheapest precision, one weight per output."""
-    model = qmlp_from_network(net)
-    assign_types(model, _with_input(PRECISIONS[0], input_type), X[:256])
-    with torch.no_grad():
-        for layer in model.stages:
-            m = torch.zeros_like(layer.mask)
-            best = torch.argmax(torch.abs(layer.weight * layer.mask), dim=0)
-            m[best, torch.arange(m.shape[1])] = 1.0
-            layer.mask.copy_(m)
-    return _cost(model, board, mapping)
 
 
 def _with_input(p: Precision, t: FixedType) -> Precision:
@@ -172,36 +157,95 @@ LR_QAT, LR_FINETUNE, LR_FINAL, LR_TRIM = 3e-3, 1e-3, 5e-4, 2e-4
 SEED_QAT, SEED_STEP, SEED_FINAL, SEED_TRIM, SEED_TIGHTEN = 1, 100, 7, 1000, 5000
 
 
+# CNN training runs cost ~10x an MLP's per epoch (float64 convolutions): the default schedule is shorter
+CNN_SCHEDULE_EPOCHS = {"epochs": 30, "finetune_epochs": 4, "final_epochs": 20, "prune_steps": 8, "extra_steps": 6}
+# The tensors of a small CNN are too small for intra-op threads to pay: on a busy 2-core machine
+# one thread trained digits-cnn 4x faster (wall and CPU) than torch's default of two.
+CNN_TRAIN_THREADS = 1
+MIN_WIDTH = 1  # units (neurons, channels) every layer keeps under structured pruning
+
+
+def schedule_for(net: Network, schedule: Schedule) -> Schedule:
+    """The CNN default schedule for a CNN when ``schedule`` is the default, else ``schedule`` as given."""
+    return replace(schedule, **CNN_SCHEDULE_EPOCHS) if is_cnn(net) and schedule == Schedule() else schedule
+
+
+@contextlib.contextmanager
+def _threads(cnn: bool) -> Iterator[None]:
+    """``CNN_TRAIN_THREADS`` torch threads while a CNN trains; an MLP keeps torch's default."""
+    threads = torch.get_num_threads()
+    if cnn:
+        torch.set_num_threads(CNN_TRAIN_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @dataclass(frozen=True)
 class _Search:
-    """What every step of one search shares."""
+    """What every step of one search shares; ``method`` chooses the unit pruning removes, ``by_cost`` how a
+    step is sized (a cost goal, for a CNN, or a count)."""
 
     data: Dataset
     budget: Budget
     aim: dict[str, int]
     method: str
     mapping: str
-    teacher: QMLP | None
+    teacher: QCNN | None
     seed: int
     spent: list[int] = field(default_factory=lambda: [0])  # epochs trained so far (mutable in a frozen context)
+    by_cost: bool = False
 
-    def cost(self, model: QMLP) -> dict[str, int]:
+    def cost(self, model: QCNN) -> dict[str, int]:
         return _cost(model, self.budget.board, self.mapping)
 
-    def train(self, model: QMLP, epochs: int, lr: float, seed: int) -> None:
+    def train(self, model: QCNN, epochs: int, lr: float, seed: int) -> None:
         train(model, self.data, epochs, lr, seed, self.teacher)
         self.spent[0] += epochs
 
-    def prune_step(self, model: QMLP, prec: Precision, n: int, epochs: int, lr: float, seed: int) -> dict[str, int]:
-        """Prune about ``n`` weights (fewer when fewer fit), fine-tune, re-type; the new cost."""
-        self_prune(model, self.data, self.method, *fewest_to_fit(model, self, n))
+    def items(self, model: QCNN) -> int:
+        """What pruning counts: alive units (structured) or kept weights."""
+        if self.method == "structured":
+            return int(sum(a.sum() for a in alive_units(model)[:-1]))
+        return int(sum(s.mask.sum().item() for s in model.weighted()))
+
+    def rank(self, model: QCNN) -> Any:
+        """The pruning order of the model as it is now: units by measured loss per LUT saved (structured), or
+        weights by ``prune.scores``."""
+        d = self.data
+        if self.method == "structured":
+            return channel_scores(model, d.X_train, d.y_train, d.task, self.budget.board, self.mapping,
+                                  min_width=MIN_WIDTH)
+        return scores(model, d.X_train, d.y_train, d.task, self.method, self.budget.board.synth_family)
+
+    def prune_step(self, model: QCNN, prec: Precision, n: int | None, epochs: int, lr: float, seed: int,
+                   aim: dict[str, int] | None = None) -> dict[str, int]:
+        """Prune ``n`` units (None: as many as it takes to fit ``aim``), fewer when fewer of the same ranking
+        already fit ``aim`` (default: the search's), fine-tune, re-type; the new cost."""
+        self_prune(model, self.data, self.method, *fewest_to_fit(model, self, n, aim))
         self.train(model, epochs, lr, seed)
         assign_types(model, prec, self.data.X_train)
         return self.cost(model)
 
 
-def _kept(model: QMLP) -> int:
-    return int(sum(layer.mask.sum().item() for layer in model.stages))
+def _floor(net: Network, ctx: _Search, prec: Precision) -> dict[str, int]:
+    """The cost of the smallest network the search reaches: cheapest precision, and one weight per output
+    (weights) or ``MIN_WIDTH`` units per layer (structured)."""
+    model = qcnn_from_network(net)
+    assign_types(model, prec, ctx.data.X_train[:256])
+    if ctx.method == "structured":
+        prune_channels(model, [(0.0, k, j) for k, a in enumerate(alive_units(model)[:-1]) for j in np.flatnonzero(a)],
+                       10**9, MIN_WIDTH)
+    else:
+        with torch.no_grad():
+            for s in model.weighted():
+                m = s.mask.view(-1, s.mask.shape[-1])
+                best = torch.argmax(torch.abs((s.weight * s.mask).view(-1, m.shape[1])), dim=0)
+                keep = torch.zeros_like(m)
+                keep[best, torch.arange(m.shape[1])] = 1.0
+                m.copy_(keep)
+    return ctx.cost(model)
 
 
 def compress(net: Network, data: Dataset, budget: Budget, method: str = "hardware", seed: int = 0,
@@ -212,35 +256,40 @@ def compress(net: Network, data: Dataset, budget: Budget, method: str = "hardwar
     For each precision (cheapest first): QAT, then pruning steps until the cost model says it
     fits, a final fine-tune, and trims if that moved it over. The search aims
     ``schedule.headroom`` below the LUT and FF limits, a margin for the analytic model's error;
-    the flow then judges the fit on the synthesized design."""
-    from codesign.compress.qcnn import is_cnn
+    the flow then judges the fit on the synthesized design (``tighten``)."""
+    if method not in METHODS:
+        raise ConfigError(f"pruning method must be one of {METHODS}, not {method!r}")
+    with _threads(is_cnn(net)):
+        return _compress(net, data, budget, method, seed, input_type, precisions or PRECISIONS,
+                         schedule_for(net, schedule), progress)
 
-    if is_cnn(net):  # convolutions and pooling: the streaming-CNN search (same loop, channels as units)
-        from codesign.compress.cnn_search import compress_cnn
 
-        return compress_cnn(net, data, budget, method, seed, input_type, precisions, schedule, progress)
+def _compress(net: Network, data: Dataset, budget: Budget, method: str, seed: int, input_type: FixedType | None,
+              precisions: tuple[Precision, ...], schedule: Schedule, progress: Reporter) -> CompressResult:
     t_start = time.perf_counter()
     torch.manual_seed(seed)
     board, limits = budget.board, budget.limits
     if not limits:
         raise BudgetError("compress needs a budget, e.g. --budget lut=0.25,dsp=0")
+    data = shaped_for(data, net.input_shape)  # flat digits for an 8x8x1 CNN; others are left to check_fits
     check_fits(data, net.input_shape, net.output_shape[-1], net.name)
     mapping = "lut" if budget.lut_only else "auto"
     t_in = input_type or net.input_type or data.input_type or default_input_type(data.X_train)
 
-    teacher = qmlp_from_network(net)
+    teacher = qcnn_from_network(net)
     float_score = score(teacher, data.X_test, data.y_test, data.task)
-    floor = smallest_cost(net, board, t_in, data.X_train, mapping)
+    aim = {k: int(v * (1 - schedule.headroom)) if k in ("lut", "ff") else v for k, v in limits.items()}
+    ctx = _Search(data, budget, aim, method, mapping, teacher if schedule.distill else None, seed, by_cost=is_cnn(net))
+    floor = _floor(net, ctx, _with_input(precisions[0], t_in))
     if not fits(floor, limits):
         res = binding_resource(floor, limits)
+        what = f"{MIN_WIDTH} unit per layer" if method == "structured" else "one weight per output"
         raise BudgetError(
             f"budget {_fmt(limits)} is infeasible on {board.name}: the smallest network the search reaches "
-            f"(precision {PRECISIONS[0].weight_bits}-bit weights, one weight per output) costs {_fmt(floor)}; "
+            f"(precision {precisions[0].weight_bits}-bit weights, {what}) costs {_fmt(floor)}; "
             f"{res} binds ({floor[res]} > {limits[res]})"
         )
-    aim = {k: int(v * (1 - schedule.headroom)) if k in ("lut", "ff") else v for k, v in limits.items()}
-    ctx = _Search(data, budget, aim, method, mapping, teacher if schedule.distill else None, seed)
-    best: tuple[float, QMLP, Precision, dict[str, int]] | None = None
+    best: tuple[float, QCNN, Precision, dict[str, int]] | None = None
     history: list[dict[str, Any]] = []
     worse = 0
     multi = len(precisions) > 1 and schedule.screen < 1.0
@@ -276,16 +325,26 @@ def compress(net: Network, data: Dataset, budget: Budget, method: str = "hardwar
         res = binding_resource(cheapest, limits)
         raise BudgetError(
             f"budget {_fmt(limits)} not reached on {board.name}: the smallest network after pruning costs "
-            f"{_fmt(cheapest)}; {res} binds ({cheapest[res]} > {limits[res]})"
-        )
+            f"{_fmt(cheapest)}; {res} binds ({cheapest[res]} > {aim[res]}, the limit less the cost model's "
+            f"{schedule.headroom:.0%} headroom)")
     _, model, prec, cost = best
     meta = dict(net.metadata, compressed=True, method=method, distill=schedule.distill, seed=seed, board=board.name,
                 budget=limits, precision=_prec_dict(prec))
-    out = shrink(network_from_qmlp(model, net.name, meta))
+    out = _export(model, net, net.name, meta)
     test = score(out, data.X_test, data.y_test, data.task)
     return CompressResult(out, float_score, test, "accuracy" if data.task == "classification" else "neg_mse",
                           total_cost(network_cost(out, board, mapping)), limits, prec, history,
                           time.perf_counter() - t_start, ctx.spent[0], model)
+
+
+def _export(model: QCNN, original: Network, name: str, meta: dict) -> Network:
+    """The trained model as the Network the search returns (dead units shrunk away); a CNN's records the
+    channels kept and pruned per layer against ``original``, for the report."""
+    out = shrink(network_from_qcnn(model, name, meta))
+    if is_cnn(original):
+        out.metadata["channels"] = {r["name"]: {"kept": r["kept"], "pruned": r["pruned"],
+                                                "sparsity": float(r["sparsity"])} for r in channel_report(out, original)}
+    return out
 
 
 def tighten(r: CompressResult, net: Network, data: Dataset, budget: Budget, measured: dict[str, int],
@@ -297,6 +356,12 @@ def tighten(r: CompressResult, net: Network, data: Dataset, budget: Budget, meas
     under-prices some sparse low-bit ones by up to 15 % (bench/methods.py); a search aimed below
     the budget on the model then lands above it on Yosys. Continuing from the trained network
     costs a few fine-tunes, where searching again would cost the whole schedule."""
+    with _threads(is_cnn(net)):
+        return _tighten(r, net, shaped_for(data, net.input_shape), budget, measured, schedule_for(net, schedule))
+
+
+def _tighten(r: CompressResult, net: Network, data: Dataset, budget: Budget, measured: dict[str, int],
+             schedule: Schedule) -> CompressResult:
     t_start = time.perf_counter()
     model = copy.deepcopy(r.model)
     mapping = "lut" if budget.lut_only else "auto"
@@ -306,10 +371,10 @@ def tighten(r: CompressResult, net: Network, data: Dataset, budget: Budget, meas
     meta = r.network.metadata
     seed = int(meta.get("seed", 0))
     ctx = _Search(data, budget, aim, meta.get("method", "hardware"), mapping,
-                  qmlp_from_network(net) if meta.get("distill", True) else None, seed)
+                  qcnn_from_network(net) if meta.get("distill", True) else None, seed, by_cost=is_cnn(net))
     cost, steps = ctx.cost(model), 0
     while not fits(cost, aim) and steps < schedule.prune_steps + schedule.extra_steps:
-        cost = ctx.prune_step(model, r.precision, max(1, _kept(model) // 30), schedule.finetune_epochs, LR_FINETUNE,
+        cost = ctx.prune_step(model, r.precision, _small_step(ctx, model), schedule.finetune_epochs, LR_FINETUNE,
                               seed + SEED_TIGHTEN + steps)
         steps += 1
     if not fits(cost, aim):
@@ -321,7 +386,7 @@ def tighten(r: CompressResult, net: Network, data: Dataset, budget: Budget, meas
     if not fits(_trim(ctx, model, r.precision, ctx.cost(model), schedule, seed + SEED_TIGHTEN + 100), aim):
         raise BudgetError(f"budget {_fmt(budget.limits)} not reached on {budget.board.name} after synthesis: "
                           f"the final fine-tune moved the network above {_fmt(aim)}")
-    out = shrink(network_from_qmlp(model, r.network.name, dict(r.network.metadata, tightened=_fmt_err(err))))
+    out = _export(model, net, r.network.name, dict(r.network.metadata, tightened=_fmt_err(err)))
     history = r.history + [{"tightened": {k: round(v, 3) for k, v in err.items()}, "aim": aim, "steps": steps,
                             "epochs": ctx.spent[0]}]
     return replace(r, network=out, score=score(out, data.X_test, data.y_test, data.task),
@@ -329,11 +394,16 @@ def tighten(r: CompressResult, net: Network, data: Dataset, budget: Budget, meas
                    seconds=r.seconds + time.perf_counter() - t_start, epochs=r.epochs + ctx.spent[0], model=model)
 
 
+def _small_step(ctx: _Search, model: QCNN, share: int = 30) -> int | None:
+    """A trim's size: a ``share``-th of the units (a count), or, sized by cost, as few as fit the aim (None)."""
+    return None if ctx.by_cost else max(1, ctx.items(model) // share)
+
+
 def _fmt_err(err: dict[str, float]) -> str:
     return ",".join(f"{k}×{v:.3f}" for k, v in err.items() if v > 1.0) or "nothing"
 
 
-def _refine(ctx: _Search, teacher: QMLP, best: tuple, k: int, sch: Schedule, history: list[dict[str, Any]]) -> tuple:
+def _refine(ctx: _Search, teacher: QCNN, best: tuple, k: int, sch: Schedule, history: list[dict[str, Any]]) -> tuple:
     """The screened best precision searched again from the float network on the longer schedule;
     the better of the two by validation score (the refined one on a tie)."""
     prec = best[2]
@@ -346,28 +416,35 @@ def _refine(ctx: _Search, teacher: QMLP, best: tuple, k: int, sch: Schedule, his
     return (val, model, prec, cost) if val is not None and val >= best[0] else best
 
 
-def _candidate(ctx: _Search, model: QMLP, prec: Precision, k: int, sch: Schedule) -> tuple[QMLP, dict[str, int]]:
+def _candidate(ctx: _Search, model: QCNN, prec: Precision, k: int, sch: Schedule) -> tuple[QCNN, dict[str, int]]:
     """One precision's candidate: QAT, pruning until it fits the aim, final fine-tune, trims; and its cost."""
     seed = ctx.seed
     model.equalized = sch.equalize and equalize_if_better(model, prec, ctx.data.X_train[:1024])
     assign_types(model, prec, ctx.data.X_train)
     ctx.train(model, sch.epochs, LR_QAT, seed + SEED_QAT * k)
     cost = ctx.cost(model)
-    total = _kept(model)
+    start, total = dict(cost), ctx.items(model)
     res = binding_resource(cost, ctx.aim)
-    # cost is roughly proportional to the kept weights: aim a little below the budget
-    target = min(0.98, max(0.0, 1.0 - 0.9 * ctx.aim[res] / max(cost[res], 1)))
+    # counted steps: cost is roughly proportional to the kept weights, so aim a little below the budget;
+    # cost goals: each step's goal falls from the unpruned cost to the aim along the same schedule
+    target = 1.0 if ctx.by_cost else min(0.98, max(0.0, 1.0 - 0.9 * ctx.aim[res] / max(cost[res], 1)))
     steps = 0
     for goal in polynomial_schedule(target, sch.prune_steps):
         if fits(cost, ctx.aim):
             break
-        n = _kept(model) - int(round(total * (1.0 - goal)))
-        cost = ctx.prune_step(model, prec, n, sch.finetune_epochs, LR_FINETUNE, seed + SEED_STEP * k + steps)
+        if ctx.by_cost:
+            n, step_aim = None, {r: int(max(v, start.get(r, 0) - goal * (start.get(r, 0) - v))) for r, v in ctx.aim.items()}
+        else:
+            n, step_aim = ctx.items(model) - int(round(total * (1.0 - goal))), None
+        cost = ctx.prune_step(model, prec, n, sch.finetune_epochs, LR_FINETUNE, seed + SEED_STEP * k + steps, step_aim)
         steps += 1
     while not fits(cost, ctx.aim) and steps < sch.prune_steps + sch.extra_steps:
-        cost = ctx.prune_step(model, prec, max(1, _kept(model) // 10), sch.finetune_epochs, LR_FINETUNE,
+        before = ctx.items(model)
+        cost = ctx.prune_step(model, prec, _small_step(ctx, model, 10), sch.finetune_epochs, LR_FINETUNE,
                               seed + SEED_STEP * k + steps)
         steps += 1
+        if ctx.items(model) == before:
+            break  # nothing left to prune
     if not fits(cost, ctx.aim):
         return model, cost
     ctx.train(model, sch.final_epochs, LR_FINAL, seed + SEED_FINAL * k)
@@ -375,35 +452,52 @@ def _candidate(ctx: _Search, model: QMLP, prec: Precision, k: int, sch: Schedule
     return model, _trim(ctx, model, prec, ctx.cost(model), sch, seed + SEED_TRIM * k)
 
 
-def _trim(ctx: _Search, model: QMLP, prec: Precision, cost: dict[str, int], sch: Schedule, seed: int) -> dict[str, int]:
+def _trim(ctx: _Search, model: QCNN, prec: Precision, cost: dict[str, int], sch: Schedule, seed: int) -> dict[str, int]:
     """Fine-tuning moves weights, which can change their price: small pruning steps until it fits
-    the aim again (at most ``sch.extra_steps``); the cost after them."""
+    the aim again (at most ``sch.extra_steps``), then at most three cuts without fine-tuning, which
+    cannot move it over again; the cost after them."""
     for trim in range(sch.extra_steps):
         if fits(cost, ctx.aim):
             break
-        cost = ctx.prune_step(model, prec, max(1, _kept(model) // 30), sch.finetune_epochs // 2, LR_TRIM, seed + trim)
+        cost = ctx.prune_step(model, prec, _small_step(ctx, model), sch.finetune_epochs // 2, LR_TRIM, seed + trim)
+    for _ in range(3):
+        if fits(cost, ctx.aim):
+            break
+        cost = ctx.prune_step(model, prec, _small_step(ctx, model), 0, LR_TRIM, 0)
     return cost
 
 
-def fewest_to_fit(model: QMLP, ctx: _Search, n: int) -> tuple[int, list[np.ndarray] | None]:
-    """``n``, or fewer when pruning fewer of the same weights already brings the cost within ``aim``;
-    and the ranking they were chosen by (ranked once: the trials prune copies by it).
+def fewest_to_fit(model: QCNN, ctx: _Search, n: int | None,
+                  aim: dict[str, int] | None = None) -> tuple[int, Any]:
+    """``n`` units, or fewer when pruning fewer of the same already brings the cost within ``aim`` (default
+    the search's); with ``n`` None, the fewest that do (everything prunable when nothing fits). And the
+    ranking they were chosen by (ranked once: the trials prune copies by it).
 
     A pruning step sized by the schedule can land far below the budget (cost is not proportional
     to the kept weights: each output's logic stays until its last weight goes), and weights
     pruned below the budget are accuracy given away. The cost model takes milliseconds, so the
     step is bisected on copies before it is taken."""
-    ranking = rank(model, ctx.data, ctx.method, ctx.budget.board)
+    ranking = ctx.rank(model)
+    aim = ctx.aim if aim is None else aim
 
     def fits_after(k: int) -> bool:
         trial = copy.deepcopy(model)
         self_prune(trial, ctx.data, ctx.method, k, ranking)
-        return fits(ctx.cost(trial), ctx.aim)
+        return fits(ctx.cost(trial), aim)
 
-    if n <= 1 or not fits_after(n):
-        return n, ranking
-    lo, hi = 0, n  # pruning hi weights fits, pruning lo does not
-    while hi - lo > max(1, n // 64):
+    if n is None:  # double, then bisect
+        top = ctx.items(model)
+        hi = 1
+        while hi < top and not fits_after(hi):
+            hi *= 2
+        if hi >= top:
+            return top, ranking
+        lo, tol = hi // 2, max(1, top // 256)  # pruning lo does not fit (or lo = 0), pruning hi does
+    else:
+        if n <= 1 or not fits_after(n):
+            return n, ranking
+        lo, hi, tol = 0, n, max(1, n // 64)
+    while hi - lo > tol:
         mid = (lo + hi) // 2
         if fits_after(mid):
             hi = mid
@@ -412,50 +506,14 @@ def fewest_to_fit(model: QMLP, ctx: _Search, n: int) -> tuple[int, list[np.ndarr
     return hi, ranking
 
 
-def rank(model: QMLP, data: Dataset, method: str, board: Board) -> list[np.ndarray] | None:
-    """The weights' pruning scores (``prune.scores``); None for the structured method, which ranks neurons."""
-    if method == "structured":
-        return None
-    return scores(model, data.X_train, data.y_train, data.task, method, board.synth_family)
-
-
-def self_prune(model: QMLP, data: Dataset, method: str, n: int, ranking: list[np.ndarray] | None) -> None:
-    """Remove about ``n`` more weights by ``ranking`` (whole neurons for the structured method)."""
+def self_prune(model: QCNN, data: Dataset, method: str, n: int, ranking: Any) -> None:
+    """Remove about ``n`` more units by ``ranking``: weights, or whole neurons and channels (structured)."""
     if n <= 0:
         return
     if method == "structured":
-        per_neuron = max(1.0, sum(l.mask.sum().item() for l in model.stages) / sum(l.mask.shape[1] for l in model.stages))
-        prune_neurons(model, data.X_train, max(1, int(n / per_neuron)))
+        prune_channels(model, ranking, n, MIN_WIDTH)
     else:
         prune_weights(model, ranking, n)
-
-
-def shrink(net: Network) -> Network:
-    """Drop hidden neurons that can no longer affect the output (no inputs and no bias, or no
-    outgoing weights), so structured pruning really removes them from the next layer too."""
-    from codesign.core.layers import Dense
-
-    layers = copy.deepcopy(net.layers)
-    dense_idx = [i for i, l in enumerate(layers) if isinstance(l, Dense)]
-    for a, b in zip(dense_idx, dense_idx[1:]):
-        d, nxt = layers[a], layers[b]
-        dead_in = ~d.weight.any(axis=0) & (d.bias == 0)
-        unused = ~nxt.weight.any(axis=1)
-        keep = ~(dead_in | unused)
-        if keep.all() or keep.sum() == 0:
-            continue
-        d.weight, d.bias, d.mask = d.weight[:, keep], d.bias[keep], d.mask[:, keep]
-        nxt.weight, nxt.mask = nxt.weight[keep, :], nxt.mask[keep, :]
-    out = Network(net.name, net.input_shape, layers, net.input_type, net.metadata)
-    # accumulator types depend on the (unchanged) weights only through their sums: recompute exactly
-    from codesign.core.reference import exact_accum_type
-
-    t = out.input_type
-    for layer, tt in zip(out.layers, out.tensor_types()):
-        if isinstance(layer, Dense) and t is not None:
-            layer.accum_type = exact_accum_type(layer, t)
-        t = tt if tt is not None else t
-    return out
 
 
 def _prec_dict(p: Precision) -> dict[str, Any]:
