@@ -739,6 +739,7 @@ def stream_stages(net: Network) -> list[tuple[str, Network]]:
     stage (a streaming design too), then each later Dense stage as a flat network (``emit_verilog``)."""
     stages = plan(net, collect=False)
     out: list[tuple[str, Network]] = []
+    carry = _element_formats(None, stages[0].post)
     for k, st in enumerate(stages[1:], 1):
         layers = [st.layer, *st.post]
         if st.kind == "dense" and stages[k - 1].kind == "collect":
@@ -749,5 +750,44 @@ def stream_stages(net: Network) -> list[tuple[str, Network]]:
             layers = stages[0].post + layers  # element-wise layers on the input belong to the first stage
         in_shape = (int(np.prod(st.in_shape)),) if st.kind == "dense" else st.in_shape
         in_t = net.input_type if k == 1 else st.in_type
-        out.append((layers[0].name, Network(f"{net.name}_{layers[0].name}", in_shape, layers, in_t)))
+        name = layers[0].name
+        given = _carried(carry, tuple(in_shape)) if k > 1 else []
+        layers = given + layers  # the stage's inputs keep their HGQ formats (a cast that is wiring on them)
+        carry = _element_formats(carry if isinstance(st.layer, MaxPool) else None, layers[len(given):])
+        out.append((name, Network(f"{net.name}_{name}", in_shape, layers, in_t)))
     return out
+
+
+def _element_formats(carry: tuple[Quant, bool] | None, layers: list[Layer]) -> tuple[Quant, bool] | None:
+    """The per-element Quant whose formats the output of ``layers`` still holds (``carry`` before them), and whether
+    a ReLU followed it: the last one, through ReLUs and max pooling (which keep a value on its grid); any other
+    layer ends it."""
+    for layer in layers:
+        if isinstance(layer, Quant) and layer.per_element:
+            carry = (layer, False)
+        elif isinstance(layer, ReLU) and carry is not None:
+            carry = (carry[0], True)
+        elif not isinstance(layer, (ReLU, MaxPool)):
+            carry = None
+    return carry
+
+
+def _carried(carry: tuple[Quant, bool] | None, shape: tuple[int, ...]) -> list[Layer]:
+    """The carried formats as a truncating, wrapping cast of a stage input of ``shape`` (the same elements, a
+    flattened view of them, or per channel where they do not change from pixel to pixel), and the ReLU that
+    followed them, so the stage sees its inputs' exact ranges; nothing if they do not fit."""
+    if carry is None:
+        return []
+    q, relu = carry
+    arrays = [q.element_width, q.element_integer, q.element_signed]
+    if q.element_width.shape != shape:
+        rows = [a.reshape(-1, a.shape[-1]) for a in arrays]
+        if q.element_width.size == int(np.prod(shape)) and (len(shape) == 1 or shape[-1] == q.element_width.shape[-1]):
+            arrays = [a.reshape(shape) for a in arrays]
+        elif shape[-1] == rows[0].shape[-1] and all((r == r[0]).all() for r in rows):
+            arrays = [np.broadcast_to(r[0], shape) for r in rows]
+        else:
+            return []
+    cast = Quant(f"{q.name}_formats", q.result_type.with_modes("TRN", "WRAP"), element_width=arrays[0],
+                 element_integer=arrays[1], element_signed=arrays[2])
+    return [cast, ReLU(f"{q.name}_formats_relu")] if relu else [cast]

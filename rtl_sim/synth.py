@@ -185,7 +185,7 @@ def run_synthesis(verilog: str, top: str, family: str, dsp: bool = True, tool: T
 def stage_networks(net: Network) -> list[tuple[str, Network]]:
     """One network per Dense stage (with its ReLU/Quant), its input type the previous stage's output; for a
     CNN, one per stage of the streaming design (``rtl_sim.stream.stream_stages``)."""
-    from rtl_sim.stream import is_streaming, stream_stages
+    from rtl_sim.stream import _carried, _element_formats, is_streaming, stream_stages
 
     if not net.is_chain:  # a branched network (rtl_sim.branches): synthesized whole, its merges join the stages
         return [(net.layers[0].name, net)]
@@ -204,10 +204,12 @@ def stage_networks(net: Network) -> list[tuple[str, Network]]:
         prev_t = t
     if cur:
         stages.append((cur, t_in))
-    out = []
+    out, carry = [], None
     for layers, t in stages:
         shape = (layers[0].weight.shape[0],) if isinstance(layers[0], Dense) else net.input_shape
-        out.append((layers[0].name, Network(f"{net.name}_{layers[0].name}", shape, list(layers), t)))
+        given = _carried(carry, shape) if out else []  # HGQ formats of the inputs, kept (a wiring cast)
+        out.append((layers[0].name, Network(f"{net.name}_{layers[0].name}", shape, given + list(layers), t)))
+        carry = _element_formats(None, layers)
     return out
 
 

@@ -92,6 +92,22 @@ def test_per_element_formats_on_intel_backends_are_refused_naming_the_layer(tmp_
         write_project(tiny_hgq_cnn(), load_board("de10-nano"), "quartus", tmp_path / "hls")
 
 
+@pytest.mark.parametrize("build", [tiny_hgq_cnn, tiny_hgq_mlp])
+def test_per_layer_synthesis_units_build_the_same_adder_graphs_as_the_whole_design(build):
+    """Each stage synthesized alone takes its inputs in their HGQ formats, not the tensor's envelope."""
+    from rtl_sim.stream import emit_stream_verilog, is_streaming
+    from rtl_sim.synth import stage_networks
+    from rtl_sim.verilog import emit_verilog
+
+    def emit(n, **kw):
+        return emit_stream_verilog(n, **kw) if is_streaming(n) else emit_verilog(n)
+
+    net = build()
+    whole = emit(net).multipliers
+    parts = {k: v for _, sub in stage_networks(net) for k, v in emit(sub, stream_out=True).multipliers.items()}
+    assert parts == whole
+
+
 def test_cost_model_drops_the_weights_of_width_0_elements():
     """An element of width 0 is the constant 0: the weights reading it are priced as the nothing they build."""
     from codesign.board import load_board
