@@ -163,7 +163,7 @@ def fit_on_synthesis(r: CompressResult, net: Network, ds: Dataset, budget: Budge
     from rtl_sim.synth import synthesize_layers, total_counts
 
     for _ in range(REFITS):
-        if r.model is None:  # the streaming-CNN search has no continuation; its fit is reported as it is
+        if r.model is None:  # a result without its trained model cannot be continued; its fit is reported as it is
             return r
         with progress.status("synthesizing the compressed network to check its fit"):
             counts = total_counts(synthesize_layers(r.network, budget.board.synth_family, dsp=not budget.lut_only))
