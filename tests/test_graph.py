@@ -10,14 +10,14 @@ from codesign.core.fixed import FixedType
 from codesign.core.layers import Add, Concatenate, Dense, Output, ReLU
 from codesign.core.network import INPUT, Network
 from codesign.errors import LayerError
+from tests.builders import random_dense
 
 W = FixedType.parse("ap_fixed<4,1>")
 B = FixedType.parse("ap_fixed<8,3>")
 
 
 def _dense(name, n_in, n_out, seed, **kw):
-    rng = np.random.default_rng(seed)
-    return Dense(name, rng.integers(-8, 8, (n_in, n_out)), rng.integers(-64, 64, n_out), weight_type=W, bias_type=B, **kw)
+    return random_dense(np.random.default_rng(seed), name, n_in, n_out, W, B, biases=(-64, 64), **kw)
 
 
 def residual_net(result_type=None):

@@ -27,6 +27,7 @@ from codesign.core.verify import verification_inputs
 from codesign.errors import BackendError
 from hls.csim import csim_check
 from hls.project import hls_layers, write_project
+from tests.builders import random_dense
 from tests.test_graph import residual_net
 
 T = FixedType
@@ -48,8 +49,7 @@ def _conv(rng: np.random.Generator, name: str, k: int, c_in: int, c_out: int, cl
 
 def _dense_tail(rng: np.random.Generator, name: str, shape: tuple[int, ...], layers: list, it: FixedType) -> Dense:
     n = Network("probe", shape, list(layers), input_type=it).output_shape[0]
-    return Dense(name, weight=_ints(rng, WT, (n, 3)), bias=_ints(rng, BT, (3,)), weight_type=WT, bias_type=BT,
-                 result_type=T(9, 4, True, "RND", "SAT"))
+    return random_dense(rng, name, n, 3, WT, BT, result_type=T(9, 4, True, "RND", "SAT"))
 
 
 def residual_cnn(seed: int = 0) -> Network:

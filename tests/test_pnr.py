@@ -14,6 +14,7 @@ from codesign.core.layers import Dense, Output, ReLU
 from codesign.core.network import Network
 from codesign.errors import BoardError
 from rtl_sim.pnr import board_top, constraints, module_ports, shift_register_top
+from tests.builders import random_dense
 
 OPEN_BOARDS = {"ulx3s-85f": ("LFE5U-85F", "ecp5"), "orangecrab-25f": ("LFE5U-25F", "ecp5"),
                "icebreaker": ("iCE40UP5K", "ice40"), "tangnano9k": ("GW1NR-LV9", "gowin")}
@@ -23,10 +24,8 @@ def tiny_mlp(mult: str = "auto", n_in: int = 4, n_hidden: int = 3, in_bits: int 
     """4-3-2, 4-bit weights: a few dozen LUT4, so synthesis and place and route take seconds."""
     r = np.random.default_rng(3)
     wt, out_t = FixedType(4, 1), FixedType(8, 4, True, "RND_CONV", "SAT")
-    l1 = Dense("fc1", r.integers(-8, 8, size=(n_in, n_hidden)), r.integers(-4, 4, size=n_hidden), weight_type=wt,
-               bias_type=wt, result_type=out_t, mult=mult)
-    l2 = Dense("fc2", r.integers(-8, 8, size=(n_hidden, 2)), r.integers(-4, 4, size=2), weight_type=wt,
-               bias_type=wt, result_type=out_t, mult=mult)
+    l1 = random_dense(r, "fc1", n_in, n_hidden, wt, biases=(-4, 4), result_type=out_t, mult=mult)
+    l2 = random_dense(r, "fc2", n_hidden, 2, wt, biases=(-4, 4), result_type=out_t, mult=mult)
     return Network("tiny_mlp", (n_in,), [l1, ReLU("relu1"), l2, Output("out")], FixedType(in_bits, 2))
 
 

@@ -11,6 +11,7 @@ from codesign.core.fixed import FixedType
 from codesign.core.layers import Conv1D, Conv2D, Dense, Flatten, Output, Quant, ReLU
 from codesign.core.network import Network
 from codesign.core.reference import exact_accum_type
+from tests.builders import random_dense
 
 
 def float_eval(net: Network, x: np.ndarray) -> np.ndarray:
@@ -34,12 +35,8 @@ def float_eval(net: Network, x: np.ndarray) -> np.ndarray:
 def random_dense_net(rng, sizes, wbits, rbits, quant, overflow, sparsity=0.5) -> Network:
     layers = []
     for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-        wt = FixedType(wbits, 1)
-        w = rng.integers(wt.min_int, wt.max_int + 1, size=(a, b))
-        w[rng.random(w.shape) < sparsity] = 0
-        bias = rng.integers(wt.min_int, wt.max_int + 1, size=b)
-        rt = FixedType(rbits, 3, True, quant, overflow)
-        layers.append(Dense(f"d{i}", w, bias, weight_type=wt, bias_type=wt, result_type=rt))
+        layers.append(random_dense(rng, f"d{i}", a, b, FixedType(wbits, 1), sparsity=sparsity,
+                                   result_type=FixedType(rbits, 3, True, quant, overflow)))
         if i < len(sizes) - 2:
             layers.append(ReLU(f"r{i}", FixedType(rbits - 1, 2, False, quant, "SAT")))
     layers.append(Output("out", "linear"))

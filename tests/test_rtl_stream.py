@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from codesign.core.fixed import FixedType
-from codesign.core.layers import (AvgPool1D, AvgPool2D, BatchNorm, Conv1D, Conv2D, Dense, Flatten, GlobalAvgPool1D,
+from codesign.core.layers import (AvgPool1D, AvgPool2D, BatchNorm, Conv1D, Conv2D, Flatten, GlobalAvgPool1D,
                                   GlobalAvgPool2D, Layer, MaxPool1D, MaxPool2D, Output, ReLU)
 from codesign.core.network import Network
 from codesign.core.verify import verification_inputs
@@ -21,6 +21,7 @@ from codesign.errors import BackendError, LayerError
 from codesign.tools import find_verilator
 from rtl_sim.cosim import cosimulate, describe_mismatch, run_cocotb, write_rtl, load_design
 from rtl_sim.stream import emit_stream_verilog
+from tests.builders import random_dense
 from tests.conftest import MODELS
 
 WT = FixedType(6, 1)  # kernel and Dense weights: integers in [-32, 31]
@@ -34,8 +35,8 @@ def _conv(rng, name, cls, k, c_in, c_out, sparsity=0.3, **kw):
 
 
 def _dense(rng, name, n_in, n_out):
-    return Dense(name, rng.integers(-32, 32, size=(n_in, n_out)), rng.integers(-10, 10, size=n_out), weight_type=WT,
-                 bias_type=WT, result_type=FixedType(12, 5, True, "RND_CONV", "SAT"))
+    return random_dense(rng, name, n_in, n_out, WT, biases=(-10, 10),
+                        result_type=FixedType(12, 5, True, "RND_CONV", "SAT"))
 
 
 def tiny_cnn(seed: int = 1) -> Network:
