@@ -30,22 +30,34 @@ def da4ml_verilog(stage, name: str) -> tuple[str, int]:
     from da4ml.codegen.rtl.rtl_model import VerilogModel
     from da4ml.trace import FixedVariableArray, HWConfig, comb_trace
 
-    from codesign.core.layers import ReLU
+    from codesign.core.layers import Dense, ReLU
 
-    layer, t_in = stage.layers[0], stage.input_type
+    front = [l for l in stage.layers[:next(j for j, l in enumerate(stage.layers) if isinstance(l, Dense))]]
+    layer, t_in = stage.layers[len(front)], stage.input_type
     w = layer.weight * 2.0 ** -layer.weight_type.frac
     b = layer.bias * 2.0 ** -layer.bias_type.frac
     n = w.shape[0]
+    k, i, f = np.full(n, int(t_in.signed)), np.full(n, t_in.integer - int(t_in.signed)), np.full(n, t_in.frac)
+    if front:  # HGQ: each input in its own format (the stage's first layer casts to them), so da4ml takes them so
+        q = front[0]
+        k = q.element_signed.astype(int)
+        i = np.where(q.element_width > 0, q.element_integer - k, 0)
+        f = np.where(q.element_width > 0, q.element_width - q.element_integer, 0)
     # the options hls4ml's distributed-arithmetic pass uses
-    inp = FixedVariableArray.from_kif(np.full(n, int(t_in.signed)), np.full(n, t_in.integer - int(t_in.signed)),
-                                      np.full(n, t_in.frac), HWConfig(1, -1, -1),
+    inp = FixedVariableArray.from_kif(k, i, f, HWConfig(1, -1, -1),
                                       solver_options={"hard_dc": 2, "search_all_decompose_dc": True})
-    product = inp @ w + b
+    x = inp.relu() if any(isinstance(l, ReLU) for l in front) else inp
+    product = x @ w + b
     depth = _da4ml_adder_depth(comb_trace(inp, product))  # the matrix product's, as ours is counted
     v = product
-    for lyr, t in zip(stage.layers, stage.tensor_types()):
+    for lyr, t in list(zip(stage.layers, stage.tensor_types()))[len(front):]:
         if isinstance(lyr, ReLU):
             v = v.relu()
+        if getattr(lyr, "per_element", False):  # HGQ: each output to its own format (width 0: the constant 0)
+            ek = lyr.element_signed.astype(int)
+            v = v.quantize(ek, np.where(lyr.element_width > 0, lyr.element_integer - ek, 0),
+                           np.where(lyr.element_width > 0, lyr.element_width - lyr.element_integer, 0), t.overflow,
+                           t.quant)
         v = _quantize(v, t)
     sol = comb_trace(inp, v)
     _check_same_function(sol, stage)
@@ -77,11 +89,15 @@ def _quantize(v, t):
 
 def _check_same_function(sol, stage, n: int = 2000) -> None:
     """da4ml's solution equals our reference on ``n`` random inputs, corners included."""
+    from codesign.core.network import Network
+
     t = stage.input_type
     lo, hi = t.min_int, t.max_int
     rng = np.random.default_rng(0)
     q = rng.integers(lo, hi + 1, size=(n, stage.input_shape[0]))
     q[0], q[1] = lo, hi
+    if getattr(stage.layers[0], "per_element", False):  # HGQ: the inputs that arrive are in their formats
+        q = Network(stage.name, stage.input_shape, stage.layers[:1], t).forward_int(q).values
     ours = stage.forward_int(q).as_float()
     theirs = np.array([sol(row * 2.0 ** -t.frac) for row in q], dtype=np.float64)
     if not np.array_equal(ours, theirs):
@@ -102,6 +118,12 @@ def _da4ml_adder_depth(sol) -> int:
     return max(depth, default=0)
 
 
+def _dense(stage):
+    from codesign.core.layers import Dense
+
+    return next(l for l in stage.layers if isinstance(l, Dense))
+
+
 def _csd_depth(layer) -> int:
     """The per-weight datapath's adder depth: a balanced tree over each output's CSD terms."""
     from codesign.core.arith import csd_count
@@ -110,7 +132,31 @@ def _csd_depth(layer) -> int:
     return int(np.ceil(np.log2(max(int(terms.max()), 1))))
 
 
-NETWORKS = ("digits default flow", "jet qkeras 6-bit")
+NETWORKS = ("digits default flow", "jet qkeras 6-bit", "hgq mnist heterogeneous")
+
+
+def hgq_dense_stages() -> list[tuple[str, object]]:
+    """The Dense stages of hls4ml's heterogeneous HGQ example as flat networks, each opening with the cast to
+    its inputs' own formats (``stage_networks``' per-layer units; a flattened image's formats flattened)."""
+    import codesign
+    from codesign.core.layers import Dense, Flatten, Quant
+    from codesign.core.network import Network
+    from rtl_sim.synth import stage_networks
+
+    from _common import MODELS
+
+    out = []
+    for _, sub in stage_networks(codesign.load(MODELS / "hgq_mnist_heterogeneous.h5")):
+        if not any(isinstance(l, Dense) for l in sub.layers):
+            continue
+        layers = [l for l in sub.layers if not isinstance(l, Flatten)]
+        q = layers[0]
+        if isinstance(q, Quant) and q.per_element and q.element_width.ndim > 1:
+            layers[0] = Quant(q.name, q.result_type, element_width=q.element_width.reshape(-1),
+                              element_integer=q.element_integer.reshape(-1), element_signed=q.element_signed.reshape(-1))
+        dense = next(l for l in layers if isinstance(l, Dense))
+        out.append((dense.name, Network(f"hgq_{dense.name}", (dense.weight.shape[0],), layers, sub.input_type)))
+    return out
 
 
 def main() -> None:
@@ -133,10 +179,13 @@ def main() -> None:
 
     t0 = time.perf_counter()
     jobs = []
-    for net_name, net in networks().items():
+    nets = {n: None for n in args.networks if n == "hgq mnist heterogeneous"}
+    if any(n != "hgq mnist heterogeneous" for n in args.networks):
+        nets.update(networks())
+    for net_name, net in nets.items():
         if net_name not in args.networks:
             continue
-        for lname, stage in stage_networks(net):
+        for lname, stage in (hgq_dense_stages() if net is None else stage_networks(net)):
             src, depth = da4ml_verilog(stage, f"da_{lname}")
             jobs.append((net_name, lname, stage, src, depth))
 
@@ -150,7 +199,8 @@ def main() -> None:
             d = emit_verilog(sub, mult="lut", datapath=dp, **slack)
             out[f"{dp}_emit_s"] = time.perf_counter() - t
             out[dp] = synthesize(d.verilog, d.top, "xc7", dsp=False)
-            out[f"{dp}_depth"] = d.multipliers[lname].get("adder_depth", _csd_depth(sub.layers[0]))
+            out[f"{dp}_depth"] = d.multipliers[lname].get("adder_depth", _csd_depth(sub.layers[0] if sub.layers[0].name
+                                                                                     == lname else _dense(sub)))
             out[f"{dp}_adders"] = d.multipliers[lname].get("adders")
         out["da4ml"] = synthesize(da_src, f"da_{lname}", "xc7", dsp=False, flatten=True)
         out["da4ml_depth"] = da_depth
@@ -176,7 +226,8 @@ def main() -> None:
         c, o, t = (sum(r[k] for r in sel) for k in ("csd_lut", "ours_lut", "da4ml_lut"))
         secs = sum(r["cmvm_emit_s"] for r in sel)
         print(f"{net_name:<22}{'TOTAL':<8}{c:>9,}{o:>10,}{t:>11,}{o / max(t, 1):>12.2f}{'':>22}{secs:>8.2f}")
-    write_results("da4ml_compare", t0, rows=rows)
+    name = "da4ml_compare_hgq" if args.networks == ["hgq mnist heterogeneous"] else "da4ml_compare"
+    write_results(name, t0, rows=rows)
 
 
 if __name__ == "__main__":
