@@ -2,8 +2,9 @@
 
     python bench/da4ml_compare.py
 
-For each Dense layer of the embedded default network and of hls4ml's 6-bit QKeras jet
-tagger, da4ml (if installed) builds its constant-matrix-vector-multiply RTL for the same
+For each Dense layer of the embedded default network, of hls4ml's 6-bit QKeras jet
+tagger and of hls4ml's heterogeneous HGQ example (``--networks "hgq mnist heterogeneous"``, each input
+in its own HGQ format for both; written to ``da4ml_compare_hgq.json``), da4ml (if installed) builds its constant-matrix-vector-multiply RTL for the same
 quantized weights and input type; both are synthesized with the same Yosys (synth_xilinx
 xc7, no DSPs) and the table prints our LUTs / da4ml's LUTs. Like for like: da4ml traces the same
 function as our stage (the matrix product, then the ReLU and the rounding and overflow to each
