@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -192,13 +193,34 @@ def native_stderr_silenced():
         os.close(devnull)
 
 
+def tensorflow_defaults() -> None:
+    """Set TensorFlow's environment defaults where unset (it reads them only when first imported)."""
+    for k, v in TENSORFLOW_ENV.items():
+        os.environ.setdefault(k, v)
+
+
+@contextlib.contextmanager
+def tool_environ(env: dict[str, str]) -> Iterator[None]:
+    """``env`` in this process's environment while a library that reads it from there runs a tool (cocotb's
+    runner finds Verilator through PATH and VERILATOR_ROOT, and make's flags in MAKEFLAGS); restored after."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def quiet_import(name: str, also: tuple[str, ...] = ()) -> ModuleType:
     """Import a module that may pull in TensorFlow (hls4ml, tf-keras), with TensorFlow's
     environment defaults set and its native start-up logging kept off our stderr. Optional
-    modules in ``also`` are imported the same way when installed. This is the one place the
-    toolkit sets process environment variables (TensorFlow reads them only at import)."""
-    for k, v in TENSORFLOW_ENV.items():
-        os.environ.setdefault(k, v)
+    modules in ``also`` are imported the same way when installed. This module is where the
+    toolkit sets process environment variables (with ``codesign.jobs``; docs/architecture.md)."""
+    tensorflow_defaults()
     with native_stderr_silenced():
         mod = importlib.import_module(name)
         for extra in also:

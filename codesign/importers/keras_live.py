@@ -17,14 +17,13 @@ from codesign.errors import ModelFileError
 from codesign.core.fixed import FixedType
 from codesign.importers.keras_files import KerasFile, short_weight_name
 from codesign.importers.keras_import import network_from_config, plan
-from codesign.tools import TENSORFLOW_ENV, quiet_import
+from codesign.tools import quiet_import, tensorflow_defaults
 from codesign.core.network import Network
 
 
 def import_tf() -> Any:
     """TensorFlow with legacy (Keras 2) Keras for QKeras, its native start-up lines kept off stderr."""
-    for k, v in TENSORFLOW_ENV.items():
-        os.environ.setdefault(k, v)
+    tensorflow_defaults()
     if os.environ["TF_USE_LEGACY_KERAS"] != "1":
         raise ModelFileError("TF_USE_LEGACY_KERAS must be 1 for QKeras (Keras-2 only); unset it or set it to 1")
     try:
