@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -232,47 +234,94 @@ def _flat(args: Any) -> list[Any]:
     return out
 
 
+@dataclass
+class _Op:
+    """One ATen operation being read: its name and node, the tensors it reads (``data``), and the importer's
+    helpers (``param``: a parameter's array, ``new_name``, ``where``: the node for messages)."""
+
+    op: str
+    node: Any
+    data: list[dict[str, Any]]
+    param: Any
+    new_name: Any
+    where: Any
+    out_shape: tuple[int, ...] | None
+
+
 def _layer_for(op: str, node: Any, data: list[dict[str, Any]], param: Any, new_name: Any, where: Any,
                out_shape: tuple[int, ...] | None) -> tuple[Layer | None, np.ndarray | None]:
     """The IR layer for one ATen operation on the tensors ``data``, and the row permutation its output carries."""
-    x = data[0]
-    if op in ("add", "add_", "cat", "concat"):
+    if op in _MERGE_OPS:
         return _merge_layer(op, node, data, new_name, where), None
     if len(data) > 1:
         raise UnsupportedLayerError(f"{where(node)}: operation {op!r} on {len(data)} computed tensors; supported: "
                                     f"{SUPPORTED}")
-    if op == "linear":
-        w, b = param(node.args[1]), param(node.args[2] if len(node.args) > 2 else None)
-        w = w.T
-        if x["perm"] is not None:
-            w = w[x["perm"]]
-        return Dense(new_name("dense", node), w, b), None
-    if op in ("conv1d", "conv2d", "convolution"):
-        return _conv_layer(node, op, param, new_name("conv", node), where(node), x["shape"], out_shape), None
-    if op in _POOL_OPS:
-        return _pool_layer(node, op, new_name("pool", node), where(node), x["shape"], out_shape), None
-    if op in ("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm"):
-        a = node.args
-        eps = a[7] if op == "batch_norm" else a[-1]
-        w, b, mean, var = param(a[1]), param(a[2]), param(a[3]), param(a[4])
-        n = mean.shape[0]
-        if x["perm"] is not None:
-            raise UnsupportedLayerError(f"{where(node)}: BatchNorm1d directly after flattening a feature map")
-        return BatchNorm(new_name("bn", node), np.ones(n) if w is None else w, np.zeros(n) if b is None else b,
-                         mean, var, float(eps)), None
-    if op in ("relu", "relu_"):
-        return ReLU(new_name("relu", node)), x["perm"]
-    if op in ("flatten", "view", "reshape", "_unsafe_view"):
-        if out_shape is None or len(out_shape) != 1:
-            raise UnsupportedLayerError(f"{where(node)}: only a flatten to (N, features) is supported, got {out_shape}")
-        if len(x["shape"]) <= 1:
-            return None, None
-        chw = x["shape"]
-        perm = np.arange(int(np.prod(chw))).reshape(chw).transpose(*range(1, len(chw)), 0).ravel()
-        return Flatten(new_name("flatten", node)), perm
-    if op in ("softmax", "_softmax", "log_softmax", "_log_softmax"):
-        return Output(new_name("softmax", node), "softmax"), None
-    raise UnsupportedLayerError(f"{where(node)}: unsupported operation {op!r}; supported: {SUPPORTED}")
+    if op not in ATEN_LAYERS:
+        raise UnsupportedLayerError(f"{where(node)}: unsupported operation {op!r}; supported: {SUPPORTED}")
+    return ATEN_LAYERS[op](_Op(op, node, data, param, new_name, where, out_shape))
+
+
+def _linear(o: _Op) -> tuple[Layer | None, np.ndarray | None]:
+    x, node = o.data[0], o.node
+    w, b = o.param(node.args[1]), o.param(node.args[2] if len(node.args) > 2 else None)
+    w = w.T
+    if x["perm"] is not None:
+        w = w[x["perm"]]
+    return Dense(o.new_name("dense", node), w, b), None
+
+
+def _conv(o: _Op) -> tuple[Layer | None, np.ndarray | None]:
+    return _conv_layer(o.node, o.op, o.param, o.new_name("conv", o.node), o.where(o.node), o.data[0]["shape"],
+                       o.out_shape), None
+
+
+def _pooling(o: _Op) -> tuple[Layer | None, np.ndarray | None]:
+    return _pool_layer(o.node, o.op, o.new_name("pool", o.node), o.where(o.node), o.data[0]["shape"], o.out_shape), None
+
+
+def _batch_norm(o: _Op) -> tuple[Layer | None, np.ndarray | None]:
+    a = o.node.args
+    eps = a[7] if o.op == "batch_norm" else a[-1]
+    w, b, mean, var = o.param(a[1]), o.param(a[2]), o.param(a[3]), o.param(a[4])
+    n = mean.shape[0]
+    if o.data[0]["perm"] is not None:
+        raise UnsupportedLayerError(f"{o.where(o.node)}: BatchNorm1d directly after flattening a feature map")
+    return BatchNorm(o.new_name("bn", o.node), np.ones(n) if w is None else w, np.zeros(n) if b is None else b,
+                     mean, var, float(eps)), None
+
+
+def _relu(o: _Op) -> tuple[Layer | None, np.ndarray | None]:
+    return ReLU(o.new_name("relu", o.node)), o.data[0]["perm"]
+
+
+def _flatten(o: _Op) -> tuple[Layer | None, np.ndarray | None]:
+    x = o.data[0]
+    if o.out_shape is None or len(o.out_shape) != 1:
+        raise UnsupportedLayerError(f"{o.where(o.node)}: only a flatten to (N, features) is supported, "
+                                    f"got {o.out_shape}")
+    if len(x["shape"]) <= 1:
+        return None, None
+    chw = x["shape"]
+    perm = np.arange(int(np.prod(chw))).reshape(chw).transpose(*range(1, len(chw)), 0).ravel()
+    return Flatten(o.new_name("flatten", o.node)), perm
+
+
+def _softmax(o: _Op) -> tuple[Layer | None, np.ndarray | None]:
+    return Output(o.new_name("softmax", o.node), "softmax"), None
+
+
+# The PyTorch importer's table: each ATen operation of one tensor and the builder of its IR layer (the merges,
+# ``_MERGE_OPS``, read two or more).
+_MERGE_OPS = ("add", "add_", "cat", "concat")
+ATEN_LAYERS: dict[str, Callable[[_Op], tuple[Layer | None, np.ndarray | None]]] = {
+    "linear": _linear,
+    **dict.fromkeys(("conv1d", "conv2d", "convolution"), _conv),
+    **dict.fromkeys(_POOL_OPS, _pooling),
+    **dict.fromkeys(("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm"), _batch_norm),
+    **dict.fromkeys(("relu", "relu_"), _relu),
+    **dict.fromkeys(("flatten", "view", "reshape", "_unsafe_view"), _flatten),
+    **dict.fromkeys(("softmax", "_softmax", "log_softmax", "_log_softmax"), _softmax),
+}
 
 
 def _merge_layer(op: str, node: Any, data: list[dict[str, Any]], new_name: Any, where: Any) -> Layer:
