@@ -70,8 +70,9 @@ def test_elements_enter_the_adder_graph_at_their_own_binary_point():
     assert "_z_" in v  # the narrowed views of the per-element inputs
 
 
-@pytest.mark.parametrize("build", [tiny_hgq_cnn, pytest.param(tiny_hgq_mlp, marks=pytest.mark.slow)])  # the MLP
-# goes through hls4ml's own FixedPointQuantizer, fused into the next distributed-arithmetic kernel: one build in CI
+@pytest.mark.slow  # a project write and a g++ build each (~30 s here); CI co-simulates the per-element RTL above
+@pytest.mark.parametrize("build", [tiny_hgq_cnn, tiny_hgq_mlp])  # the CNN through our io_stream layer, the MLP
+# through hls4ml's own FixedPointQuantizer (fused into the next distributed-arithmetic kernel)
 def test_per_element_formats_c_simulate_bit_exact(build, tmp_path):
     from codesign.board import load_board
     from hls.csim import csim_check
