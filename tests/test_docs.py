@@ -15,7 +15,7 @@ import codesign
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "docs" / "tutorial.ipynb"
-TUTORIAL_TIMEOUT_S = 1800  # per cell; the whole notebook: 6.4 CPU-minutes, 1,222 s on 2 cores at load average ~25
+TUTORIAL_TIMEOUT_S = 1800  # per cell; the whole notebook: 611 s on 2 cores at load average ~17
 
 
 def test_api_reference_names_every_public_name():
