@@ -167,23 +167,46 @@ def module_precisions(layer: Layer, t: FixedType, shape: tuple[int, ...], weight
                       out: dict[str, dict[str, str]]) -> FixedType:
     """Put the precisions of one layer's modules (``layer_modules``) for an input of type ``t`` and ``shape`` into
     ``out``; return the layer's result type."""
-    if isinstance(layer, Weighted):
-        if isinstance(layer, Conv) and any(p != (0, 0) for p in layer.pads(shape[:-1])):
-            out[layer.name + PAD_SUFFIX] = {"result": t.to_hls()}
-        out[layer.name], res = weighted(layer, t)
-    elif isinstance(layer, MaxPool):
-        res = t
-        out[layer.name] = {"accum": t.to_hls(), "result": t.to_hls()}
-    elif isinstance(layer, (AvgPool, GlobalAvgPool)):
-        k = _shift(layer, shape)
-        res = layer.result_type or avg_exact_type(t, k)
-        out[layer.name] = {"accum": avg_accum_type(t, k).to_hls(), "result": res.to_hls()}
-        if isinstance(layer, GlobalAvgPool):
-            out[layer.name + GLOBAL_FLATTEN_SUFFIX] = {"result": res.to_hls()}
-    else:  # ReLU (its cast), Flatten (the type passes through)
-        res = getattr(layer, "result_type", None) or t
-        out[layer.name] = {"result": res.to_hls()}
+    return handler(CNN_PRECISIONS, layer, "hls4ml's CNN precisions here", BackendError)(layer, t, shape, weighted, out)
+
+
+def _weighted_precisions(layer: Weighted, t: FixedType, shape: tuple[int, ...], weighted: Any,
+                         out: dict[str, dict[str, str]]) -> FixedType:
+    if isinstance(layer, Conv) and any(p != (0, 0) for p in layer.pads(shape[:-1])):
+        out[layer.name + PAD_SUFFIX] = {"result": t.to_hls()}
+    out[layer.name], res = weighted(layer, t)
     return res
+
+
+def _max_pool_precisions(layer: MaxPool, t: FixedType, shape: tuple[int, ...], weighted: Any,
+                         out: dict[str, dict[str, str]]) -> FixedType:
+    out[layer.name] = {"accum": t.to_hls(), "result": t.to_hls()}
+    return t
+
+
+def _avg_pool_precisions(layer: AvgPool | GlobalAvgPool, t: FixedType, shape: tuple[int, ...], weighted: Any,
+                         out: dict[str, dict[str, str]]) -> FixedType:
+    k = _shift(layer, shape)
+    res = layer.result_type or avg_exact_type(t, k)
+    out[layer.name] = {"accum": avg_accum_type(t, k).to_hls(), "result": res.to_hls()}
+    if isinstance(layer, GlobalAvgPool):
+        out[layer.name + GLOBAL_FLATTEN_SUFFIX] = {"result": res.to_hls()}
+    return res
+
+
+def _cast_precisions(layer: ReLU | Flatten, t: FixedType, shape: tuple[int, ...], weighted: Any,
+                     out: dict[str, dict[str, str]]) -> FixedType:
+    """ReLU (its cast), Flatten (the type passes through)."""
+    res = getattr(layer, "result_type", None) or t
+    out[layer.name] = {"result": res.to_hls()}
+    return res
+
+
+# The HLS stage's precisions for CNNs: each kind's hls4ml precision strings, exactly the IR's types.
+CNN_PRECISIONS: dict[type[Layer], Callable[..., FixedType]] = {
+    Weighted: _weighted_precisions, MaxPool: _max_pool_precisions, AvgPool: _avg_pool_precisions,
+    GlobalAvgPool: _avg_pool_precisions, ReLU: _cast_precisions, Flatten: _cast_precisions,
+}
 
 
 def conv_plan(layer: Conv, backend: str, form: str = "auto") -> dict[str, Any]:

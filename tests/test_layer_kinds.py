@@ -35,6 +35,7 @@ STAGES = {
                            tuple(k for k in hls.project.SUPPORTED if k != "ReLU")),
     "cost (stream)": (conv_cost.CNN_PARTS, (*rtl_sim.stream.STREAM_LAYER_NAMES, *MERGES)),
     "HLS (CNN and graph)": ({**hls.cnn.CNN_MODULES, **hls.graph.MERGE_OPS}, hls.project.SUPPORTED),
+    "HLS precisions (CNN and graph)": (hls.cnn.CNN_PRECISIONS, tuple(k for k in hls.project.SUPPORTED if k not in MERGES)),
     "HLS (branched MLP)": (hls.graph.MLP_MODULES, ("Dense", "ReLU")),
     "RTL (stream)": (rtl_sim.stream.STREAM_STAGES, rtl_sim.stream.STREAM_LAYER_NAMES),
     "RTL (MLP)": (rtl_sim.verilog.MLP_STAGES, MLP_KINDS),
