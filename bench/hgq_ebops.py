@@ -76,8 +76,9 @@ def ebops(net) -> dict[str, int]:
     return out
 
 
-def stage_luts(net, family: str) -> dict[str, int]:
-    """Yosys LUTs of each stage of our streaming RTL (the layer that opens it, with its element-wise layers)."""
+def stage_luts(net, family: str) -> dict[str, tuple[int, list[str]]]:
+    """Yosys LUTs of each stage of our streaming RTL (the layer that opens it, with its element-wise layers), and
+    the names of the stage's layers."""
     from rtl_sim.stream import emit_stream_verilog, is_streaming
     from rtl_sim.synth import stage_networks, synthesize
     from rtl_sim.verilog import emit_verilog
@@ -85,7 +86,7 @@ def stage_luts(net, family: str) -> dict[str, int]:
     out = {}
     for name, sub in stage_networks(net):
         d = emit_stream_verilog(sub, stream_out=True) if is_streaming(sub) else emit_verilog(sub)
-        out[name] = int(synthesize(d.verilog, d.top, family, dsp=False)["lut"])
+        out[name] = (int(synthesize(d.verilog, d.top, family, dsp=False)["lut"]), [l.name for l in sub.layers])
     return out
 
 
@@ -100,13 +101,11 @@ def main() -> None:
     for m in MODELS_RUN:
         net = codesign.load(MODELS / f"{m}.h5")
         e, luts = ebops(net), stage_luts(net, args.family)
-        for name, lut in luts.items():
-            layers = [l.name for l in net.layers]
-            # a stage opened by a pooling or collect layer holds the weighted layer that follows it
-            weighted = next((n for n in layers[layers.index(name):] if n in e), None)
+        for name, (lut, layers) in luts.items():
+            weighted = next((n for n in layers if n in e), None)  # a pooling stage has none
             rows.append({"model": m, "stage": name, "layer": weighted, "ebops": e.get(weighted),
                          "yosys_lut": lut})
-        tot_e, tot_l = sum(e.values()), sum(luts.values())
+        tot_e, tot_l = sum(e.values()), sum(v[0] for v in luts.values())
         rows.append({"model": m, "stage": "total", "layer": None, "ebops": tot_e, "yosys_lut": tot_l})
         print(f"{m}: EBOPs {tot_e:,}  Yosys LUTs {tot_l:,}  LUT/EBOP {tot_l / max(tot_e, 1):.2f}")
         for name, v in e.items():
