@@ -1,6 +1,7 @@
 """HGQ's per-element formats through the backends: each element rounded and saturated on its own wire, at its
 own binary point into the adder graph, bit-exact against the reference in Verilator."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,15 @@ def test_hgq_mnist_examples_cosimulate_bit_exact_on_2000_samples(name, tmp_path)
     q = verification_inputs(net, None, 2000)
     r = cosimulate(net, tmp_path / "rtl", tmp_path / "cosim", q, mode="bulk")
     assert r.samples == 2000 and r.mismatches == 0 and r.bit_exact, describe_mismatch(r)
+
+
+@pytest.mark.slow  # the whole flow on an MNIST CNN: HLS project, g++ build, Verilator build (about 6 minutes here)
+def test_the_heterogeneous_hgq_example_goes_through_the_flow_bit_exact(tmp_path):
+    from codesign.app.flow import run_flow
+
+    run_flow(tmp_path / "run", str(MODELS / "hgq_mnist_heterogeneous.h5"), None, "vcu118", samples=2000, synth=False,
+             energy=False)
+    rep = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert rep["hls"]["csim_bit_exact"] and rep["hls"]["samples"] == 2000 and rep["hls"]["mismatches"] == 0
+    assert rep["cosim"]["bit_exact"] and rep["cosim"]["samples"] == 2000 and rep["cosim"]["mismatches"] == 0
+
