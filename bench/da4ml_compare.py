@@ -154,7 +154,8 @@ def hgq_dense_stages() -> list[tuple[str, object]]:
         q = layers[0]
         if isinstance(q, Quant) and q.per_element and q.element_width.ndim > 1:
             layers[0] = Quant(q.name, q.result_type, element_width=q.element_width.reshape(-1),
-                              element_integer=q.element_integer.reshape(-1), element_signed=q.element_signed.reshape(-1))
+                              element_integer=q.element_integer.reshape(-1),
+                              element_signed=q.element_signed.reshape(-1))
         dense = next(l for l in layers if isinstance(l, Dense))
         out.append((dense.name, Network(f"hgq_{dense.name}", (dense.weight.shape[0],), layers, sub.input_type)))
     return out

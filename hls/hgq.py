@@ -38,8 +38,8 @@ _registered: list[bool] = []
 
 def check_backend(layer: Quant, backend: str) -> None:
     if backend not in BACKENDS:
-        raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are built with ap_fixed casts on "
-                           f"Vitis/Vivado; {backend} is not wired; use --backend vitis")
+        raise BackendError(f"layer {layer.name!r}: per-element quantizer formats (HGQ) are built with ap_fixed casts "
+                           f"on Vitis/Vivado; {backend} is not wired; use --backend vitis")
 
 
 def kbi(layer: Quant) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

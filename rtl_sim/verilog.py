@@ -558,8 +558,8 @@ def wire_types(layer: Quant, n: int) -> list[FixedType | None]:
     when the formats do not change from pixel to pixel (the per-channel case)."""
     t = element_types(layer).reshape(-1, n)
     if not all(list(row) == list(t[0]) for row in t[1:]):
-        raise BackendError(f"layer {layer.name!r}: per-element formats that change from pixel to pixel are built at the "
-                           "network's input only; make the formats per channel inside the stream")
+        raise BackendError(f"layer {layer.name!r}: per-element formats that change from pixel to pixel are built at "
+                           "the network's input only; make the formats per channel inside the stream")
     return list(t[0])
 
 
@@ -712,7 +712,8 @@ def _cmvm_datapath(e: _Emitter, layer: Dense, x: list[Sig], shift: int, bias_shi
 
 def _own_points(e: _Emitter, x: list[Sig], w: np.ndarray) -> tuple[list[Sig], np.ndarray]:
     """Inputs whose low bits are known zeros (``Sig.zeros``: HGQ elements) enter the adder graph at their own
-    binary point, without those bits, and their weight rows move up by as many bits: ``x * c == (x >> z) * (c << z)``."""
+    binary point, without those bits, and their weight rows move up by as many bits:
+    ``x * c == (x >> z) * (c << z)``."""
     if not any(v.zeros and v.const is None for v in x):
         return x, w
     w = w.copy()

@@ -89,8 +89,8 @@ def carrier_type(q: Quant) -> FixedType:
     and then through ``q`` is HGQ's forward bit for bit (RND and TRN; half to even needs the float's tie)."""
     env = q.result_type
     if env.quant == "RND_CONV":
-        raise UnsupportedLayerError(f"layer {q.name!r} (FixedPointQuantizer): a per-element input quantizer that rounds "
-                                    "half to even (RND_CONV) has no exact fixed-point input type; use RND or TRN")
+        raise UnsupportedLayerError(f"layer {q.name!r} (FixedPointQuantizer): a per-element input quantizer that "
+                                    "rounds half to even (RND_CONV) has no exact fixed-point input type; use RND or TRN")
     return FixedType(env.width + 1, env.integer, env.signed, "TRN", env.overflow)
 
 
