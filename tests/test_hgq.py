@@ -53,6 +53,36 @@ def tiny_hgq_mlp() -> Network:
     return Network("tiny_hgq_mlp", (5,), [q_in, d1, ReLU("r1"), q1, d2, Output("out")], FixedType(8, 4))
 
 
+@pytest.mark.parametrize("quant, overflow", [("RND", "WRAP"), ("TRN", "WRAP"), ("RND", "SAT"), ("TRN", "SAT")])
+def test_the_carrier_input_type_then_the_per_element_cast_rounds_floats_as_hgq_does(quant, overflow):
+    """Truncating to one more fractional bit, then rounding per element, equals rounding the float per element."""
+    from codesign.core import fixed
+    from codesign.importers.hgq import carrier_type
+
+    q = Quant("q", FixedType(7, 3, True, quant, overflow), element_width=np.array([3, 7, 5, 1, 0]),
+              element_integer=np.array([1, 3, 2, 1, 0]), element_signed=np.array([False, True, True, False, False]))
+    net = Network("n", (5,), [q, Output("out")], carrier_type(q))
+    r = np.random.default_rng(6)
+    x = np.concatenate([r.uniform(-20, 20, size=(4000, 5)), np.round(r.uniform(-20, 20, size=(2000, 5)) * 16) / 16])
+    want = np.zeros_like(x)  # HGQ's forward: each element's float rounded straight to its own format
+    for j in range(5):
+        w, i, sg = int(q.element_width[j]), int(q.element_integer[j]), bool(q.element_signed[j])
+        if w:
+            t = FixedType(w, i, sg, quant, overflow)
+            want[:, j] = fixed.to_float(fixed.quantize(x[:, j], t), t)
+    assert np.array_equal(net.forward(x), want)
+
+
+def test_a_half_to_even_per_element_input_quantizer_is_refused():
+    from codesign.errors import UnsupportedLayerError
+    from codesign.importers.hgq import carrier_type
+
+    q = Quant("q", FixedType(4, 2, True, "RND_CONV", "WRAP"), element_width=np.array([3, 4]),
+              element_integer=np.array([1, 2]), element_signed=np.array([True, True]))
+    with pytest.raises(UnsupportedLayerError, match="layer 'q' .*half to even"):
+        carrier_type(q)
+
+
 @pytest.mark.parametrize("build", [tiny_hgq_cnn, pytest.param(tiny_hgq_mlp, marks=pytest.mark.slow)])  # the MLP's
 # flat emitter shares cast_each and the adder-graph entry with the stream: one Verilator build in CI
 def test_per_element_formats_cosimulate_bit_exact(build, tmp_path):
