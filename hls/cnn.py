@@ -206,6 +206,7 @@ def _cast_precisions(layer: ReLU | Flatten, t: FixedType, shape: tuple[int, ...]
 CNN_PRECISIONS: dict[type[Layer], Callable[..., FixedType]] = {
     Weighted: _weighted_precisions, MaxPool: _max_pool_precisions, AvgPool: _avg_pool_precisions,
     GlobalAvgPool: _avg_pool_precisions, ReLU: _cast_precisions, Flatten: _cast_precisions,
+    Quant: _cast_precisions,  # per-element formats (hls.hgq): the cast's envelope; a per-tensor Quant is folded
 }
 
 
