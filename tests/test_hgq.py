@@ -116,6 +116,20 @@ def test_per_element_formats_c_simulate_bit_exact(build, tmp_path):
     assert r["samples"] == 2000 and r["mismatches"] == 0 and r["csim_bit_exact"], r["first_mismatch"]
 
 
+@pytest.mark.parametrize("build", [tiny_hgq_cnn, tiny_hgq_mlp])
+def test_the_hls_project_keeps_each_per_element_quantizer_as_a_layer_in_its_envelope(build):
+    """The hls4ml project's plan (no hls4ml run): each per-element Quant is a layer of its own, its result the
+    envelope its cast is held in (the C simulation of the generated project is the slow test above)."""
+    from hls.project import hls_layers, layer_precisions
+
+    net = build()
+    layers = hls_layers(net)
+    per = [l for l in net.layers if isinstance(l, Quant) and l.per_element]
+    assert [l.name for l in layers if isinstance(l, Quant)] == [l.name for l in per]
+    precisions = layer_precisions(net, layers)
+    assert all(precisions[l.name] == {"result": l.result_type.to_hls()} for l in per)
+
+
 def test_per_element_formats_on_intel_backends_are_refused_naming_the_layer(tmp_path):
     from codesign.board import load_board
     from codesign.errors import BackendError
