@@ -170,7 +170,7 @@ class _Emitter:
         w = s.width
         if not self.clocked:  # the combinational form, for equivalence proofs
             self.lines.append(f"  wire signed [{w - 1}:0] {name} = {s.expr};")
-            return self._note("copy", self._time(Sig(name, s.lo, s.hi), (s,), 0.0), a=s)
+            return self._note("copy", self._time(Sig(name, s.lo, s.hi, zeros=s.zeros), (s,), 0.0), a=s)
         if self.model is not None:
             self.crit = max(self.crit, self.arrival(s))
             self.at[name] = self.model.clk_to_q
