@@ -16,6 +16,7 @@ counts of the streaming design (the sum over its stages, as the flow judges the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 from _common import write_results
@@ -38,13 +39,14 @@ def main() -> None:
     ap.add_argument("--board", default="pynq-z2")
     ap.add_argument("--budget", default="lut=0.1,dsp=0")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--refine", type=float, default=None, help="the refine factor of the schedule (default: the search's)")
     ap.add_argument("--no-synth", action="store_true")
     args = ap.parse_args()
     from codesign.board import load_board
     from codesign.budget import Budget
     from codesign.app.flow import fit_on_synthesis
     from codesign.compress.channels import channel_report
-    from codesign.compress.search import compress
+    from codesign.compress.search import Schedule, compress, schedule_for
     from codesign.importers.builtin import builtin_model
     from codesign.importers.data import load_digits_dataset
 
@@ -55,7 +57,10 @@ def main() -> None:
     net = builtin_model(args.model, seed=args.seed)
     rows = []
     for method in args.methods.split(","):
-        r = compress(net, data, budget, method=method, seed=args.seed)
+        schedule = schedule_for(net, Schedule())
+        if args.refine is not None:
+            schedule = dataclasses.replace(schedule, refine=args.refine)
+        r = compress(net, data, budget, method=method, seed=args.seed, schedule=schedule)
         searched = {"accuracy": round(r.score, 4), "analytic": r.cost}
         if not args.no_synth:
             r = fit_on_synthesis(r, net, data, budget)
@@ -82,6 +87,8 @@ def main() -> None:
               f"{abs(a['accuracy'] - b['accuracy']) * 100:.1f} accuracy points")
     name = "cnn_pruning" + ("" if args.model == "digits-cnn" else "_" + args.model.replace("digits-", ""))
     name += "" if args.budget == "lut=0.1,dsp=0" else "_" + args.budget.replace("=", "").replace(",", "_")
+    if args.refine is not None:
+        name += f"_refine{args.refine:g}"
     if args.methods != ",".join(METHODS):
         name += "_" + args.methods.replace(",", "_")
     write_results(name, t0, model=args.model, board=board.name, budget=budget.limits, rows=rows,

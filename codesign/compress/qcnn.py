@@ -196,8 +196,8 @@ class QCNN(nn.Module):
 
 
 def is_cnn(net: Network) -> bool:
-    """True when the network has convolutions or pooling, or branches (the CNN compression path: its stages
-    follow the graph)."""
+    """True when the network has convolutions or pooling, or branches: what the search sizes its steps by cost
+    for, trains on one thread and gives the shorter CNN schedule (``search.schedule_for``)."""
     return not net.is_chain or len(net.input_shape) > 1 or any(isinstance(l, (Conv, MaxPool)) or "Pool" in l.kind for l in net.layers)
 
 
