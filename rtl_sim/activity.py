@@ -17,8 +17,10 @@ charges it per flip-flop and cycle.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import re
 import subprocess
 import tempfile
@@ -76,11 +78,12 @@ def yosys_share(tool: Tool) -> Path:
 # ---- the netlist -------------------------------------------------------------------------------------
 def netlist_script(top: str, family: str, dsp: bool) -> str:
     """The estimate step's synthesis command, without I/O buffers, then the mapped netlist as Verilog and
-    JSON (private names enumerated, so both files name every net alike and Verilator traces them)."""
+    JSON. Every net but the ports gets a short enumerated name, so both files name it alike and Verilator
+    traces it (ECP5's mapping names nets after their cells' ports; Verilator 5.048 fails on the longest)."""
     cmd = synth_command(family, top, dsp)
     if family in ("xc7", "xcup"):
         cmd += " -noiopad -noclkbuf"
-    return (f"read_verilog -sv {top}.v; {cmd}; rename -enumerate -pattern n%_; "
+    return (f"read_verilog -sv {top}.v; {cmd}; rename -hide; rename -enumerate -pattern n%_; "
             "write_verilog -noattr netlist.v; write_json netlist.json")
 
 
@@ -103,7 +106,10 @@ def synth_netlist(verilog: str, top: str, family: str, dsp: bool = True, tool: T
         res = {"top": top, "family": family, "verilog": (work / "netlist.v").read_text(),
                "nets": net_table(mapped, top, family)}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(res))
+    fd, tmp_path = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.")  # atomic: runs may share the cache
+    with os.fdopen(fd, "w") as f:
+        json.dump(res, f)
+    os.replace(tmp_path, cache)
     return res
 
 
@@ -174,17 +180,20 @@ def build_netlist_sim(netlist: dict[str, Any], design: Design, tool: Tool | None
     key = hashlib.sha256((netlist["verilog"] + harness + lib.read_text() + tool.version).encode()).hexdigest()[:16]
     obj = tools.cache_dir("activity") / key
     exe = obj / "harness"
-    if exe.is_file():
-        return exe
     obj.mkdir(parents=True, exist_ok=True)
-    (obj / "netlist.v").write_text(netlist["verilog"])
-    (obj / "harness.cpp").write_text(harness)
-    args = ["--cc", "--exe", "--build", "-j", "2", "-Wno-fatal", "--trace-saif",
-            "--trace-max-width", "1000000", "--top-module", design.top, "-Mdir", str(obj),
-            "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "-CFLAGS", "-O0", "-o", "harness.tmp",
-            str(obj / "netlist.v"), str(lib), str(obj / "harness.cpp")]
-    run_tool(tool, args, obj, f"Verilator build of the {design.top} netlist")
-    (obj / "harness.tmp").replace(exe)
+    with open(obj / ".lock", "w") as lock:  # one build per key at a time; concurrent runs share it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if exe.is_file():
+            return exe
+        (obj / "netlist.v").write_text(netlist["verilog"])
+        (obj / "harness.cpp").write_text(harness)
+        # -O0: the generated C++ of a netlist is large and runs for a few thousand cycles only
+        args = ["--cc", "--exe", "--build", "-j", "2", "-Wno-fatal", "--trace-saif",
+                "--trace-max-width", "1000000", "--top-module", design.top, "-Mdir", str(obj), f"-I{lib.parent}",
+                "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "-CFLAGS", "-O0", "-o", "harness.tmp",
+                str(obj / "netlist.v"), str(lib), str(obj / "harness.cpp")]
+        run_tool(tool, args, obj, f"Verilator build of the {design.top} netlist")
+        (obj / "harness.tmp").replace(exe)
     return exe
 
 

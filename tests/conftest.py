@@ -81,7 +81,8 @@ def default_run(tmp_path_factory):
     from codesign.app.cli import main
 
     out = tmp_path_factory.mktemp("flow") / "run"
-    return main(["flow", "--out", str(out), "--quiet"]), out
+    # the energy step (a Verilator build per layer's netlist) is tested on a copy, behind slow (test_energy)
+    return main(["flow", "--out", str(out), "--quiet", "--no-energy"]), out
 
 
 @pytest.fixture(scope="session")

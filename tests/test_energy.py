@@ -111,3 +111,25 @@ def test_saif_parsing_reads_the_design_instance_only():
  )
 )"""
     assert parse_saif(text, "top") == {("a", 3): 7, ("n12_", 0): 4}
+
+
+@pytest.mark.slow
+def test_estimate_reports_energy_per_layer_of_the_default_flow(default_run, tmp_path, capsys):
+    """``codesign estimate`` on (a copy of) the embedded default's run: energy per inference per layer from its
+    netlists' activity, the dynamic/static split and its range, in report.json and report.html."""
+    import json
+    import shutil
+
+    from codesign.app.cli import main
+
+    code, out = default_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    assert main(["estimate", str(run)]) == 0 and "energy:" in capsys.readouterr().out
+    assert main(["report", str(run)]) == 0
+    rep = json.loads((run / "report.json").read_text())
+    e = rep["energy"]
+    assert code == 0 and list(e["mid"]["dynamic_layers_j"]) == list(rep["estimate"]["synth"]["layers"])
+    assert e["low"]["total_j"] < e["mid"]["total_j"] < e["high"]["total_j"]
+    assert e["mid"]["total_j"] == pytest.approx(e["mid"]["dynamic_j"] + e["mid"]["static_j"])
+    assert "energy per inference" in (run / "report.html").read_text() and (run / "energy.png").is_file()

@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-synth", action="store_true", help="skip Yosys synthesis (analytic estimate only)")
     p.add_argument("--clock", type=_mhz, default=None, metavar="MHZ",
                    help="target clock: pipeline registers placed for it by the delay model (default: the board's)")
+    p.add_argument("--no-energy", action="store_true",
+                   help="skip the energy step (the Yosys netlist simulated for its switching activity)")
     cluster_args(p)
     model_args(p)
     _common(p)
@@ -139,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--board", default=None)
     p.add_argument("--no-synth", action="store_true")
+    p.add_argument("--no-energy", action="store_true", help="skip energy per inference (netlist activity)")
     cluster_args(p)
     _common(p)
 
@@ -201,7 +204,7 @@ def run(args: argparse.Namespace) -> Any:
         budget = args.budget if args.budget is not None else (flow.DEFAULT_BUDGET if args.model is None else None)
         options = flow.FlowOptions(args.backend, args.weights, args.trust_pickle, args.input_type, args.force,
                                    args.samples, args.method, synth=not args.no_synth, progress=rep,
-                                   cluster=args.cluster, clock_mhz=args.clock)
+                                   cluster=args.cluster, clock_mhz=args.clock, energy=not args.no_energy)
         result = flow.run_flow(args.out, model, data, args.board, budget, options)
         rep.print(f"report: {Artifact(args.out).dir / 'report.html'}")
         return result
@@ -239,7 +242,15 @@ def run(args: argparse.Namespace) -> Any:
             res = dict(res, formal=flow.step_formal(art, args.formal_timeout, progress=rep))
         return res
     if args.cmd == "estimate":
-        return flow.step_estimate(art, args.board, synth=not args.no_synth, progress=rep, cluster=args.cluster)
+        res = flow.step_estimate(art, args.board, synth=not args.no_synth, progress=rep, cluster=args.cluster)
+        from codesign.app.energy import energy_supported, energy_text, step_energy
+        from codesign.core.network import Network
+
+        if not args.no_synth and not args.no_energy and energy_supported(art.report()["board"]["name"],
+                                                                          Network.load(art.dir)):
+            res = dict(res, energy=step_energy(art, progress=rep))
+            rep.print(f"energy: {energy_text(res['energy'])}")
+        return res
     if args.cmd == "export":
         res = flow.step_export(art, args.onnx, float64=not args.float32)
         rep.print(f"QONNX: {res['onnx']}")

@@ -445,6 +445,7 @@ class FlowOptions:
     progress: Reporter = SILENT
     cluster: str | None = None  # where the Yosys and co-simulation jobs run (codesign.jobs.executor)
     clock_mhz: float | None = None  # the design's clock (default: the board's): places the pipeline registers
+    energy: bool = True  # energy per inference from the synthesized netlist's activity (codesign.app.energy)
 
 
 def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEFAULT_DATA,
@@ -491,6 +492,11 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
         step_estimate(art, synth=synth, progress=progress, cluster=ex)
         if b.pnr is not None:
             step_implement(art, progress=progress)
+        if synth and o.energy:
+            from codesign.app.energy import energy_supported, step_energy
+
+            if energy_supported(b.name, Network.load(art.dir)):
+                step_energy(art, progress=progress)
     write_report(art)
     rep = art.report()
     if rep.get("fits_budget") is False:

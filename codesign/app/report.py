@@ -133,6 +133,10 @@ def summary_items(rep: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if rep.get("implement"):
         items.append(("place and route", implement_text(rep["implement"])))
+    if rep.get("energy"):
+        from codesign.app.energy import energy_text
+
+        items.append(("energy per inference", energy_text(rep["energy"])))
     return items
 
 
@@ -232,6 +236,12 @@ def write_report(art: Artifact) -> None:
     (art.dir / "sparsity.png").write_bytes(sp_png)
     if graph_png is not None:
         (art.dir / "graph.png").write_bytes(graph_png)
+    energy_png = None
+    if rep.get("energy"):
+        from codesign.app.energy import plot_energy
+
+        energy_png = plot_energy(rep["energy"])
+        (art.dir / "energy.png").write_bytes(energy_png)
     items = summary_items(rep)
     rows = layer_rows(rep)
     md = [f"# fpga-codesign report: {rep.get('network', {}).get('name')}", ""]
@@ -247,6 +257,8 @@ def write_report(art: Artifact) -> None:
     md += ["", "![resources](resources.png)", "", "![sparsity](sparsity.png)", ""]
     if graph_png is not None:
         md += ["![graph](graph.png)", ""]
+    if energy_png is not None:
+        md += ["![energy](energy.png)", ""]
     for n in rep.get("notes") or []:
         md.append(f"> {n}")
     (art.dir / "report.md").write_text("\n".join(md) + "\n")
@@ -267,6 +279,7 @@ th{{background:#f0f0f0}}td:first-child,th:first-child{{text-align:left}}
 <h2>Resources</h2><img alt="resources per layer" src="data:image/png;base64,{b64(res_png)}">
 <h2>Sparsity</h2><img alt="sparsity pattern" src="data:image/png;base64,{b64(sp_png)}">
 {'' if graph_png is None else f'<h2>Graph</h2><img alt="layers and shortcuts" src="data:image/png;base64,{b64(graph_png)}">'}
+{'' if energy_png is None else f'<h2>Energy</h2><img alt="dynamic energy per layer" src="data:image/png;base64,{b64(energy_png)}">'}
 {''.join(f'<p><em>{esc(n)}</em></p>' for n in rep.get('notes') or [])}
 </body></html>"""
     (art.dir / "report.html").write_text(page)
