@@ -42,7 +42,7 @@ from rtl_sim.verilog import Design, emit_verilog
 # the cell simulation models Yosys ships, per synthesis family (paths under Yosys's share directory)
 SIM_LIBRARIES = {"xc7": "xilinx/cells_sim.v", "xcup": "xilinx/cells_sim.v", "ecp5": "ecp5/cells_sim.v"}
 # cell-name prefix -> resource kind, per family; carry-chain outputs that only feed the next carry cell are
-# "carry_chain" (a dedicated wire, no routing)
+# "carry_chain" (a wire inside the carry column, no routing)
 CELL_KINDS = {
     "xilinx": [("LUT", "lut"), ("INV", "lut"), ("MUXF", "lut"), ("SRL", "lut"), ("CARRY", "carry"), ("FD", "ff"),
                ("DSP48", "dsp"), ("RAMB", "bram")],
@@ -50,6 +50,7 @@ CELL_KINDS = {
              ("TRELLIS_DPR", "lut"), ("MULT18", "dsp"), ("ALU54", "dsp"), ("DP16KD", "bram")],
 }
 CHAIN_PORTS = ("CI", "CIN", "CYINIT", "PCIN", "ACIN", "BCIN", "CARRYCASCIN")
+NET_TABLE_VERSION = 2  # bump when net_table's attribution changes: the cached netlists are re-read
 KINDS = ("input", "lut", "carry", "carry_chain", "ff", "dsp", "bram")
 ACTIVITY_FAMILIES = tuple(SIM_LIBRARIES)
 
@@ -94,7 +95,7 @@ def synth_netlist(verilog: str, top: str, family: str, dsp: bool = True, tool: T
                            f"{', '.join(SIM_LIBRARIES)}")
     tool = tool or find_yosys()
     script = netlist_script(top, family, dsp)
-    key = hashlib.sha256(f"{tool.version}\n{script}\n{verilog}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{NET_TABLE_VERSION}\n{tool.version}\n{script}\n{verilog}".encode()).hexdigest()[:24]
     cache = tools.cache_dir("activity") / f"netlist-{key}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
@@ -154,7 +155,7 @@ def net_table(mapped: dict[str, Any], top: str, family: str) -> list[list]:
     rows = []
     for b, (name, i) in named.items():
         kind = driver[b]
-        if kind == "carry" and not loads.get(b) and chain_loads.get(b):
+        if kind == "carry" and not loads.get(b):  # the chain's own carries (CO into the next CI, or unused)
             kind = "carry_chain"
         rows.append([name, i, kind, loads.get(b, 0)])
     return rows
