@@ -1,5 +1,7 @@
 """The search's training plan (screen every precision, refine the best) and cross-layer equalization."""
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -67,3 +69,18 @@ def test_screen_and_refine_are_deterministic_for_a_seed(refined, digits_float):
     assert again.history == refined.history
     for x, y in zip(refined.network.weighted_layers(), again.network.weighted_layers()):
         assert np.array_equal(x.weight, y.weight) and np.array_equal(x.bias, y.bias)
+
+
+@pytest.mark.parametrize("refined_val, kept", [(0.955, "refined"), (0.96, "refined"), (0.945, "screened")])
+def test_the_refined_candidate_is_kept_unless_the_screened_one_is_clearly_better(monkeypatch, digits, refined_val,
+                                                                                 kept):
+    """Within ``CLEAR_DROP`` (a point: two validation images of digits) the seven-times-longer training wins."""
+    from codesign.compress import search
+
+    refined = types.SimpleNamespace(name="refined", equalized=False)
+    monkeypatch.setattr(search, "_candidate", lambda ctx, model, prec, k, sch: (refined, {"lut": 1}))
+    monkeypatch.setattr(search, "score", lambda *args: refined_val)
+    ctx = search._Search(digits, None, {"lut": 10}, "hardware", "lut", None, 0)
+    screened = types.SimpleNamespace(name="screened")
+    best = search._refine(ctx, None, (0.96, screened, PRECS[0], {"lut": 1}), 2, TINY, [])
+    assert best[1].name == kept
