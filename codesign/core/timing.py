@@ -21,6 +21,7 @@ nothing here has been checked against Vivado or Quartus.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -257,6 +258,10 @@ def schedule_graph(graph: AdderGraph, model: DelayModel | None, clock_mhz: float
     if limit is not None and at + tail_ns > limit and at > tcq:
         last += 1
         at = tcq
+    if limit is not None and model is not None:  # the same cycles, fewer flip-flops: move nodes later by their slack
+        _retime(graph, model, cycle, arr, last, set(outs), limit, tail_ns, start)
+        crit = _cut_arrivals(graph, cycle, arr)
+        at = max((arr[k] if cycle[k] == last else tcq for k in outs), default=tcq)
     for k in outs:
         if cycle[k] < last:
             crit = max(crit, arr[k])
@@ -270,3 +275,122 @@ def schedule_graph(graph: AdderGraph, model: DelayModel | None, clock_mhz: float
         need[k] = max(need[k], last)
     bits = sum((need[k] - cycle[k]) * graph.nodes[k].width for k in range(n) if graph.nodes[k].op != "const")
     return GraphSchedule(cycle, arr, last, int(bits), crit + (model.setup if model else 0.0))
+
+
+def _cut_arrivals(graph: AdderGraph, cycle: list[int], arr: list[float]) -> float:
+    """The longest arrival of an operand that ends its path at a register (it feeds a later cycle)."""
+    crit = 0.0
+    for k, node in enumerate(graph.nodes):
+        if node.op == "add":
+            for i in (node.a, node.b):
+                if graph.nodes[i].op != "const" and cycle[i] < cycle[k]:
+                    crit = max(crit, arr[i])
+    return crit
+
+
+def _retime(graph: AdderGraph, model: DelayModel, cycle: list[int], arr: list[float], last: int, outs: set[int],
+            limit: float, tail_ns: float, start: float) -> None:
+    """Area-aware register placement, in place: a min-area retiming (Leiserson and Saxe's, with fan-out sharing)
+    of the as-soon-as-possible schedule at the same latency. Each adder's cycle ``r`` may move anywhere the
+    period allows; a value is held ``m - r`` cycles, ``m`` its last reader's cycle, at ``width`` bits a cycle;
+    minimise the held bits subject to ``r(reader) >= r(node)`` and ``r(v) >= r(u) + 1`` for every path u -> v
+    whose delay (from the register, through u and v) exceeds the period. The constraints are differences, so
+    the linear program's optimum is integral (its dual is a min-cost flow); ``arr`` is re-timed for the result.
+    A schedule that does not check out keeps ``cycle`` as it was."""
+    from scipy.optimize import linprog  # the only linear program in the project
+
+    nodes, tcq = graph.nodes, model.clk_to_q
+    live = [k for k, n in enumerate(nodes) if n.op != "const"]
+    if not any(nodes[k].op == "add" for k in live) or last == 0:
+        return
+    sink = len(nodes)  # the output register after the tail logic, in cycle ``last``
+    users: dict[int, list[int]] = {k: [] for k in live + [sink]}
+    for k in live:
+        if nodes[k].op == "add":
+            for i in {nodes[k].a, nodes[k].b}:
+                if nodes[i].op != "const":
+                    users[i].append(k)
+    for k in outs:
+        users[k].append(sink)
+    delay = {k: model.adder(nodes[k].width) if nodes[k].op == "add" else 0.0 for k in live}
+    delay[sink] = tail_ns
+    begin = {k: (start if nodes[k].op == "input" else start + model.product() if nodes[k].op == "mul" else tcq)
+             for k in live}
+    apart: set[tuple[int, int]] = set()  # (u, v): the path u -> v does not fit one cycle
+    for u in live:
+        reach = {u: tcq if (nodes[u].op != "add" and begin[u] <= tcq) else begin[u] + delay[u]}
+        todo = list(set(users[u]))  # a register's output is measured from its readers' adders on
+        heapq.heapify(todo)
+        while todo:
+            w = heapq.heappop(todo)
+            if w in reach or (u, w) in apart:
+                continue
+            t = max(reach[p] for p in _preds(graph, w, sink, outs) if p in reach) + delay[w]
+            if t > limit + 1e-9 and (w != sink or t - delay[w] > tcq):
+                apart.add((u, w))
+                continue
+            reach[w] = t
+            for x in users.get(w, []):
+                heapq.heappush(todo, x)
+    col = {k: c for c, k in enumerate(live)}  # r variables
+    mcol = {k: len(live) + c for c, k in enumerate(live)}  # m variables
+    nv = 2 * len(live)
+    rows, rhs = [], []
+
+    def le(pairs: list[tuple[int, float]], b: float) -> None:
+        rows.append(pairs)
+        rhs.append(b)
+
+    for u in live:
+        for v in users[u]:
+            rv = col[v] if v != sink else None
+            le([(mcol[u], -1.0)] + ([(rv, 1.0)] if rv is not None else []), -last if rv is None else 0.0)
+            if rv is not None:
+                le([(col[u], 1.0), (rv, -1.0)], 0.0)
+    for u, v in apart:
+        if v == sink:
+            le([(col[u], 1.0)], last - 1)
+        elif u != v:
+            le([(col[u], 1.0), (col[v], -1.0)], -1.0)
+    from scipy.sparse import coo_matrix
+    data = [(r, c, x) for r, row in enumerate(rows) for c, x in row]
+    a = coo_matrix(([x for _, _, x in data], ([r for r, _, _ in data], [c for _, c, _ in data])), shape=(len(rows), nv))
+    cost = [0.0] * nv
+    for k in live:
+        cost[col[k]] -= nodes[k].width
+        cost[mcol[k]] += nodes[k].width
+    bounds = [((0, 0) if nodes[k].op != "add" else (0, last)) for k in live] + [(0, last)] * len(live)
+    res = linprog(cost, A_ub=a.tocsr(), b_ub=rhs, bounds=bounds, method="highs-ds")
+    if res.status != 0:
+        return
+    new = list(cycle)
+    for k in live:
+        new[k] = int(round(res.x[col[k]]))
+    if not _check(graph, model, new, outs, last, limit, tail_ns, start, apart, cycle):
+        return
+    cycle[:] = new
+    for k in live:  # the arrivals of the new schedule
+        n = nodes[k]
+        if n.op == "add":
+            ops = [i for i in (n.a, n.b) if nodes[i].op != "const"]
+            arr[k] = max((arr[i] if cycle[i] == cycle[k] else tcq for i in ops), default=tcq) + delay[k]
+
+
+def _preds(graph: AdderGraph, w: int, sink: int, outs: set[int]) -> list[int]:
+    if w == sink:
+        return list(outs)
+    n = graph.nodes[w]
+    return [i for i in (n.a, n.b) if graph.nodes[i].op != "const"]
+
+
+def _check(graph: AdderGraph, model: DelayModel, new: list[int], outs: set[int], last: int, limit: float,
+           tail_ns: float, start: float, apart: set, old: list[int]) -> bool:
+    """The retimed schedule keeps every reader at or after its operands and no path it makes longer than before
+    past the period (the linear program's solution, checked rather than trusted)."""
+    for k, n in enumerate(graph.nodes):
+        if n.op == "add":
+            for i in (n.a, n.b):
+                if graph.nodes[i].op != "const" and new[i] > new[k]:
+                    return False
+    return all(new[k] <= last for k in outs) and all(
+        (new[v] > new[u]) if v < len(graph.nodes) else new[u] < last for u, v in apart if u != v or v >= len(graph.nodes))
