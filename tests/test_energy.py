@@ -125,7 +125,7 @@ def test_estimate_reports_energy_per_layer_of_the_default_flow(default_run, tmp_
     code, out = default_run
     run = tmp_path / "run"
     shutil.copytree(out, run)
-    assert main(["estimate", str(run)]) == 0 and "energy:" in capsys.readouterr().out
+    assert main(["estimate", str(run)]) == 0 and "energy:" in capsys.readouterr().err  # the progress console
     assert main(["report", str(run)]) == 0
     rep = json.loads((run / "report.json").read_text())
     e = rep["energy"]
