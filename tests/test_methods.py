@@ -71,10 +71,10 @@ def test_screen_and_refine_are_deterministic_for_a_seed(refined, digits_float):
         assert np.array_equal(x.weight, y.weight) and np.array_equal(x.bias, y.bias)
 
 
-@pytest.mark.parametrize("refined_val, kept", [(0.955, "refined"), (0.96, "refined"), (0.945, "screened")])
-def test_the_refined_candidate_is_kept_unless_the_screened_one_is_clearly_better(monkeypatch, digits, refined_val,
-                                                                                 kept):
-    """Within ``CLEAR_DROP`` (a point: two validation images of digits) the seven-times-longer training wins."""
+@pytest.mark.parametrize("refined_val, kept", [(0.965, "refined"), (0.96, "refined"), (0.955, "screened")])
+def test_the_refined_candidate_is_kept_unless_the_screened_one_scores_higher(monkeypatch, digits, refined_val, kept):
+    """The better of the two on validation, the refined one on a tie. (Keeping the refined one within
+    ``CLEAR_DROP`` was tried: on digits-cnn channel pruning at lut=0.1 it tested 96.9 % against 98.1 %.)"""
     from codesign.compress import search
 
     refined = types.SimpleNamespace(name="refined", equalized=False)
