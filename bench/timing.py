@@ -86,7 +86,8 @@ def place_and_route(d, freq: float, work: Path, seed: int = 1) -> dict:
     rep = json.loads((work / "report.json").read_text())
     fmax = min(v["achieved"] for v in rep["fmax"].values())
     util = rep["utilization"]
-    path = max(rep.get("critical_paths", []), key=lambda c: sum(s["delay"] for s in c["path"]), default=None)
+    paths = [c for c in rep.get("critical_paths", []) if "<async>" not in (c.get("from", ""), c.get("to", ""))]
+    path = max(paths, key=lambda c: sum(s["delay"] for s in c["path"]), default=None)  # clock to clock, not IO
     parts: dict[str, float] = {}
     cells: list[str] = []
     if path:
@@ -95,10 +96,39 @@ def place_and_route(d, freq: float, work: Path, seed: int = 1) -> dict:
             if s["type"] == "logic":
                 cells.append(s["from"]["cell"])
     wrapper_ff = d.n_in * d.in_type.width + d.n_out * d.out_type.width + 2
+    fanout = _fanouts(work / "top.json")
+    nets = [fanout.get(s["net"], 0) for s in path["path"] if s["type"] == "routing" and s.get("net")] if path else []
     return {"fmax_mhz": round(fmax, 1), "critical_path_ns": round(1000.0 / fmax, 3), "path_parts_ns": parts,
-            "path_logic_cells": len(cells), "lut4": util["TRELLIS_COMB"]["used"],
+            "path_logic_cells": len(cells), "path_segments": _segments(path, fanout), "path_net_fanouts": nets, "lut4": util["TRELLIS_COMB"]["used"],
             "ff": util["TRELLIS_FF"]["used"] - wrapper_ff, "ff_wrapper": wrapper_ff,
             "synth_s": round(t1 - t0, 1), "pnr_s": round(time.perf_counter() - t1, 1)}
+
+
+def _fanouts(netlist: Path) -> dict[str, int]:
+    """Each net's number of sinks in Yosys's JSON netlist (the routing delay's calibration data)."""
+    mod = json.loads(netlist.read_text())["modules"]["bench_top"]
+    bits: dict[int, int] = {}
+    for cell in mod["cells"].values():
+        for port, d in cell.get("port_directions", {}).items():
+            if d == "input":
+                for b in cell["connections"][port]:
+                    if isinstance(b, int):
+                        bits[b] = bits.get(b, 0) + 1
+    out: dict[str, int] = {}
+    for name, n in mod["netnames"].items():
+        out[name] = max((bits.get(b, 0) for b in n["bits"] if isinstance(b, int)), default=0)
+        for i, b in enumerate(n["bits"]):  # nextpnr names a bus's nets name[i]
+            if isinstance(b, int):
+                out[f"{name}[{i}]"] = bits.get(b, 0)
+    return out
+
+
+def _segments(path: dict | None, fanout: dict[str, int]) -> list[list]:
+    """The critical path as [type, delay, from cell type or net fan-out] rows, for the delay fit."""
+    if not path:
+        return []
+    return [[s["type"], round(s["delay"], 3), fanout.get(s.get("net", ""), 0) if s["type"] == "routing"
+             else s.get("from", {}).get("cell", "")[-24:]] for s in path["path"]]
 
 
 def emit(net, point: str):
