@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> Any:
         from codesign.core.network import Network
 
         if not args.no_synth and not args.no_energy and energy_supported(art.report()["board"]["name"],
-                                                                          Network.load(art.dir)):
+                                                                          Network.load(art.dir), art.report()):
             res = dict(res, energy=step_energy(art, progress=rep))
             rep.print(f"energy: {energy_text(res['energy'])}")
         return res

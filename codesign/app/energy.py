@@ -18,13 +18,15 @@ from codesign.progress import SILENT, Reporter
 ENERGY_SAMPLES = 1000  # the activity settles within a few hundred samples (docs/energy.md)
 
 
-def energy_supported(board_name: str, net: Network) -> bool:
-    """Whether the flow can price this design: a family with coefficients and cell models, a chain of Dense stages."""
+def energy_supported(board_name: str, net: Network, rep: dict[str, Any] | None = None) -> bool:
+    """Whether this design can be priced: a family with coefficients and cell models, a chain of Dense stages,
+    and (given report.json's ``rep``) RTL with a clock to price it at."""
     from rtl_sim.activity import ACTIVITY_FAMILIES
     from rtl_sim.stream import is_streaming
 
     fam = load_board(board_name).synth_family
-    return fam in COEFFICIENTS and fam in ACTIVITY_FAMILIES and net.is_chain and not is_streaming(net)
+    timed = rep is None or bool((rep.get("rtl") or {}).get("timing"))
+    return fam in COEFFICIENTS and fam in ACTIVITY_FAMILIES and net.is_chain and not is_streaming(net) and timed
 
 
 def step_energy(art: Artifact, samples: int | None = None, progress: Reporter = SILENT) -> dict[str, Any]:

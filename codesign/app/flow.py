@@ -495,7 +495,7 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
         if synth and o.energy:
             from codesign.app.energy import energy_supported, step_energy
 
-            if energy_supported(b.name, Network.load(art.dir)):
+            if energy_supported(b.name, Network.load(art.dir), art.report()):
                 step_energy(art, progress=progress)
     write_report(art)
     rep = art.report()
