@@ -154,3 +154,39 @@ def test_a_clock_that_is_not_a_positive_frequency_is_refused(clock, tmp_path, ca
     with pytest.raises(SystemExit) as e:
         main(["rtl", str(tmp_path), "--clock", clock])
     assert e.value.code == 2 and f"must be a clock in MHz above 0, e.g. 100 or 250, not {clock!r}" in capsys.readouterr().err
+
+
+def test_a_value_held_three_or_more_cycles_is_priced_as_shift_register_luts_on_xilinx_only():
+    """Yosys maps a delay run of 3+ registers to SRL LUTs on xc7 (shregmap); synth_ecp5 keeps flip-flops."""
+    from codesign.compress.cost import pipeline_ffs, pipeline_srls
+    from codesign.core.fixed import FixedType
+    from codesign.core.layers import Dense
+
+    w = np.zeros((16, 2), dtype=np.int64)
+    w[0, 0] = w[1, 0] = 1  # output 0: one adder in the first cycle, read in the last
+    w[:, 1] = np.arange(16) * 2 + 1  # output 1: several adder levels
+    wt = FixedType(8, 4)
+    layer = Dense("d", w.astype(float), np.zeros(2), weight_type=wt, bias_type=wt)
+    x = FixedType(8, 0)
+    (ff_x, cycles), srl_x = pipeline_ffs(layer, x, "xc7", None, 1), pipeline_srls(layer, x, "xc7", None, 1)
+    (ff_e, _), srl_e = pipeline_ffs(layer, x, "ecp5", None, 1), pipeline_srls(layer, x, "ecp5", None, 1)
+    assert cycles >= 3 and srl_e == 0 and srl_x > 0
+    assert ff_e - ff_x == srl_x * cycles  # each SRL bit replaces its run's flip-flops
+
+
+def test_the_retimed_placement_holds_fewer_bits_at_the_same_latency_and_period(small_mlp):
+    """Min-area retiming moves adders later within their slack: fewer held bits, same cycles, period met."""
+    import codesign.core.timing as timing
+    from codesign.compress.cost import _shared_graph
+
+    layer, model = small_mlp.layers[0], delay_model("ecp5")
+    graph, _ = _shared_graph(layer, small_mlp.input_type, layer.mult)
+    retimed = timing.schedule_graph(graph, model, 200)
+    asap = timing._retime
+    try:
+        timing._retime = lambda *a, **k: None
+        plain = timing.schedule_graph(graph, model, 200)
+    finally:
+        timing._retime = asap
+    assert retimed.last == plain.last and retimed.reg_bits < plain.reg_bits
+    assert retimed.critical_ns <= model.budget(200) + model.setup + 1e-9

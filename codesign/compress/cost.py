@@ -247,11 +247,17 @@ def pipeline_ffs(layer: Dense, in_type: FixedType, family: str, clock_mhz: float
     ``clock_mhz``, or every ``regs_every`` adder levels; (0, 0) when neither asks for registers or the family
     has no delay model. Each delayed value is one register per cycle it waits, its exact width in FFs, plus
     the stage's valid bit per added cycle."""
+    return _pipeline(layer, in_type, family, clock_mhz, regs_every, mapping, out_type, relu)[:2]
+
+
+def _pipeline(layer: Dense, in_type: FixedType, family: str, clock_mhz: float | None, regs_every: int,
+              mapping: str | None, out_type: FixedType | None, relu: bool) -> tuple[int, int, int]:
+    """(flip-flops, cycles, shift-register LUTs) of ``pipeline_ffs``'s placement, cached."""
     if not regs_every and not (clock_mhz and family in MODELS):
-        return 0, 0
+        return 0, 0, 0
     w = layer.weight.astype(np.int64)
     if not np.any(w):
-        return 0, 0
+        return 0, 0, 0
     mapping = mapping or layer.mult
     key = (w.tobytes(), w.shape, layer.bias.astype(np.int64).tobytes(), layer.weight_type, layer.bias_type, in_type,
            mapping, family, clock_mhz, regs_every, out_type, relu)
@@ -265,7 +271,8 @@ def pipeline_ffs(layer: Dense, in_type: FixedType, family: str, clock_mhz: float
             tail = max((tail_delay(model, graph.nodes[r.node].lo << r.shift, graph.nodes[r.node].hi << r.shift, frac,
                                    steps + [("cast", out_type)]) for r in graph.outputs if r.node >= 0), default=0.0)
         sched = schedule_graph(graph, model, None if regs_every else clock_mhz, regs_every, None, tail)
-        bits, cycles = sched.reg_bits, sched.last
+        bits, srl = _held_bits(graph, sched, family)
+        cycles = sched.last
         if model is not None and out_type is not None and not regs_every:  # registers in the output logic
             outs = [r for r in graph.outputs if r.node >= 0 and graph.nodes[r.node].op != "const"]
             at = max((sched.arrival[r.node] if sched.cycle[r.node] == sched.last else model.clk_to_q for r in outs),
@@ -275,11 +282,43 @@ def pipeline_ffs(layer: Dense, in_type: FixedType, family: str, clock_mhz: float
                         for r in outs), default=0)
             bits += cuts * sum(graph.nodes[r.node].width + r.shift for r in outs)
             cycles += cuts
-        _PIPELINES[key] = (bits + cycles, cycles)
+        _PIPELINES[key] = (bits + cycles, cycles, srl)
     return _PIPELINES[key]
 
 
-_PIPELINES: dict[tuple, tuple[int, int]] = {}  # a cache of pure results, not configuration
+def pipeline_srls(layer: Dense, in_type: FixedType, family: str, clock_mhz: float | None, regs_every: int = 0,
+                  mapping: str | None = None, out_type: FixedType | None = None, relu: bool = False) -> int:
+    """The shift-register LUTs of the same placement: on families with SRLs, a value held 3 or more cycles
+    between two readers is one LUT per bit (Yosys's shregmap), not that many flip-flops (``pipeline_ffs``
+    leaves those out)."""
+    return _pipeline(layer, in_type, family, clock_mhz, regs_every, mapping, out_type, relu)[2]
+
+
+def _held_bits(graph, sched, family: str) -> tuple[int, int]:
+    """The placement's delay registers as (flip-flops, shift-register LUTs): each value's delay chain runs from
+    its cycle to its last reader's, tapped at every cycle something reads it (``conv_cost.delay_line``'s rule)."""
+    from codesign.compress.conv_cost import delay_line  # conv_cost imports this module
+
+    taps: dict[int, set[int]] = {}
+    for k, node in enumerate(graph.nodes):
+        if node.op == "add":
+            for i in (node.a, node.b):
+                if graph.nodes[i].op != "const":
+                    taps.setdefault(i, {sched.cycle[i]}).add(sched.cycle[k])
+    for r in graph.outputs:
+        if r.node >= 0 and graph.nodes[r.node].op != "const":
+            taps.setdefault(r.node, {sched.cycle[r.node]}).add(sched.last)
+    fam = FAMILIES.get(family)
+    # the LUT4 families' scripts (synth_ecp5/ice40/gowin) run no shregmap: their delay lines stay flip-flops
+    as_family = family if fam is not None and fam.srl and not fam.lut4_cells else "cyclonev"
+    ff = srl = 0.0
+    for k, t in taps.items():
+        d = delay_line(t, graph.nodes[k].width, as_family)
+        ff, srl = ff + d["ff"], srl + d["srl"]
+    return int(ff), int(srl)
+
+
+_PIPELINES: dict[tuple, tuple[int, int, int]] = {}  # a cache of pure results, not configuration
 
 
 def _graph_operands(layer: Dense, in_type: FixedType, mapping: str) -> tuple[tuple, int]:
@@ -323,6 +362,7 @@ def dense_cost(layer: Dense, in_type: FixedType, family: str, mapping: str | Non
     ff += 1  # the stage's valid bit
     if datapath == "cmvm":
         ff += pipeline_ffs(layer, in_type, family, clock_mhz, regs_every, mapping, out_type, relu)[0]
+        lut += pipeline_srls(layer, in_type, family, clock_mhz, regs_every, mapping, out_type, relu)
     elif regs_every:
         w = layer.weight
         terms = int((w != 0).sum(axis=0).max(initial=1))
