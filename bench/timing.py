@@ -99,7 +99,8 @@ def place_and_route(d, freq: float, work: Path, seed: int = 1) -> dict:
     fanout = _fanouts(work / "top.json")
     nets = [fanout.get(s["net"], 0) for s in path["path"] if s["type"] == "routing" and s.get("net")] if path else []
     return {"fmax_mhz": round(fmax, 1), "critical_path_ns": round(1000.0 / fmax, 3), "path_parts_ns": parts,
-            "path_logic_cells": len(cells), "path_segments": _segments(path, fanout), "path_net_fanouts": nets, "lut4": util["TRELLIS_COMB"]["used"],
+            "path_logic_cells": len(cells), "path_segments": _segments(path, fanout), "path_net_fanouts": nets,
+            "lut4": util["TRELLIS_COMB"]["used"],
             "ff": util["TRELLIS_FF"]["used"] - wrapper_ff, "ff_wrapper": wrapper_ff,
             "synth_s": round(t1 - t0, 1), "pnr_s": round(time.perf_counter() - t1, 1)}
 

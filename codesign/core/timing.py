@@ -392,5 +392,6 @@ def _check(graph: AdderGraph, model: DelayModel, new: list[int], outs: set[int],
             for i in (n.a, n.b):
                 if graph.nodes[i].op != "const" and new[i] > new[k]:
                     return False
+    sink = len(graph.nodes)
     return all(new[k] <= last for k in outs) and all(
-        (new[v] > new[u]) if v < len(graph.nodes) else new[u] < last for u, v in apart if u != v or v >= len(graph.nodes))
+        (new[v] > new[u]) if v < sink else new[u] < last for u, v in apart if u != v or v >= sink)
