@@ -154,14 +154,15 @@ def plan(net: Network, collect: bool = True) -> list[_Stage]:
     if len(net.input_shape) < 2:
         raise BackendError(f"network {net.name!r}: the streaming RTL takes a (length, channels) or (height, width, "
                            f"channels) input, not {net.input_shape}; emit_verilog builds flat inputs")
+    for layer in net.layers:  # before the types: a kind the reference has no type rule for is still ours to refuse
+        refuse_unbuilt(layer)
+        if lookup(STREAM_STAGES, type(layer)) is None:
+            raise BackendError(f"layer {layer.name!r} ({layer.kind}): not supported by the streaming RTL emitter; "
+                               f"supported: {', '.join(STREAM_LAYER_NAMES)}")
     stages = [_Stage(None, "input", net.input_shape, net.input_type, out_type=net.input_type)]
     shape, t = net.input_shape, net.input_type
     for layer, out_shape, out_t in zip(net.layers, net.shapes(), net.tensor_types()):
-        refuse_unbuilt(layer)
         role = lookup(STREAM_STAGES, type(layer))
-        if role is None:
-            raise BackendError(f"layer {layer.name!r} ({layer.kind}): not supported by the streaming RTL emitter; "
-                               f"supported: {', '.join(STREAM_LAYER_NAMES)}")
         if role == "head" or (isinstance(layer, Flatten) and len(shape) == 1):
             continue  # the head is not hardware; a Flatten of a flat tensor is nothing
         # the layers' own shape checks already keep window layers before the end of the stream and Dense after it

@@ -49,33 +49,12 @@ def rng(request) -> np.random.Generator:
 
 @pytest.fixture(scope="session", autouse=True)
 def _fresh_cache(tmp_path_factory):
-    """Built-in models and synthesis results go to a fresh cache, so first-use paths are tested. Under
-    pytest-xdist the run's workers share one (every cache entry is written atomically or under a lock),
-    so a built-in model is trained and a design synthesized once per run, not once per worker."""
+    """Built-in models and synthesis results go to a fresh cache, so first-use paths are tested (one per run: under
+    pytest-xdist its workers share it; every cache entry is written atomically or under a lock)."""
     base = tmp_path_factory.getbasetemp()
     cache = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "codesign-cache"
     cache.mkdir(exist_ok=True)
     os.environ["CODESIGN_CACHE"] = str(cache)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``--dist loadgroup``), tests that share an expensive fixture run on one worker, so
-    the fixture is built once: the default flow's run, each module's module-scoped fixtures (a sweep, a set of
-    syntheses) and, where neither decides, the Ray instance. Everything else is handed out test by test."""
-    if config.getoption("dist", "no") == "no":
-        return
-    for item in items:
-        names = set(getattr(item, "fixturenames", ()))
-        defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-        if "default_run" in names:
-            group = "default_run"
-        elif any(d and d[-1].scope == "module" for d in defs.values()):
-            group = item.module.__name__
-        elif "ray_session" in names:
-            group = "ray"
-        else:
-            continue
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
