@@ -249,7 +249,7 @@ def run_sweep(out: str | Path, model: Any, data: str, board: str | Board, budget
             ds = shaped_for(load_dataset(data, seed), net.input_shape)
             check_fits(ds, net.input_shape, net.output_shape[-1], net.name)
             with progress.bar("sweep", total=len(specs)) as bar:
-                points = _run_points(ex, art, net, ds, b, specs, budgets_, method, seed, t_in, search, bar)
+                points = _run_points(ex, art, net, ds, b, specs, budgets_, method, seed, t_in, o.search, bar)
             ok = [i for i, p in enumerate(points) if not p.get("failed")]
             front = {ok[i] for i in pareto_front([points[i] for i in ok])}
             for i in ok:
