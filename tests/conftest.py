@@ -49,12 +49,8 @@ def rng(request) -> np.random.Generator:
 
 @pytest.fixture(scope="session", autouse=True)
 def _fresh_cache(tmp_path_factory):
-    """Built-in models and synthesis results go to a fresh cache, so first-use paths are tested (one per run: under
-    pytest-xdist its workers share it; every cache entry is written atomically or under a lock)."""
-    base = tmp_path_factory.getbasetemp()
-    cache = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "codesign-cache"
-    cache.mkdir(exist_ok=True)
-    os.environ["CODESIGN_CACHE"] = str(cache)
+    """Built-in models and synthesis results go to a fresh cache, so first-use paths are tested."""
+    os.environ["CODESIGN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")
