@@ -1,0 +1,383 @@
+"""Folded Dense layers: a layer computes one input vector over R cycles, its weights in a memory.
+
+A network's Dense layers each get a reuse factor R (``reuse``). A layer with R = 1 is the fully
+parallel adder graph of ``rtl_sim.verilog``; a whole network at R = 1 is exactly ``emit_verilog``'s
+design. A layer with R > 1 is folded, hls4ml's compressed-dense idea in RTL:
+
+- Only the nonzero weights are stored, with the index of their input, in the column-major order of the
+  weight matrix (output by output). The ``nnz`` items are cut into ``M = ceil(nnz / R)`` units of
+  ``C = ceil(nnz / M) <= R`` consecutive items each (the last padded with zero weights): a pruned weight
+  saves memory and cycles. ``C`` is the layer's cycles per vector.
+- One memory of depth ``C`` holds, per cycle, every unit's weight, the local select of its input
+  (among the few inputs that unit reads: at most ``C`` of them) and a "first item of an output" bit.
+  It is read synchronously (the address is the counter's next value), so Yosys may map it to block
+  RAM; on xc7 Yosys maps a ROM of depth 64 or less to LUT6 (a distributed ROM), deeper ones to
+  RAMB18E1/RAMB36E1 (``docs/guide/folding.md`` has the measured cells).
+- Unit ``m`` is one multiply-accumulate: ``prod <= x[sel] * w`` (a ``*`` that synthesis maps to a DSP
+  or to LUTs by the family's rule), ``acc <= (first ? 0 : acc) + prod``. Each run of items of one output
+  inside a unit is a *segment*; its sum is written into that segment's partial register at its last
+  item's cycle. An output whose items straddle units has a partial per unit; after the last cycle the
+  partials of each output, its bias, the layer's rounding/saturation and the ReLU/Quant layers after
+  it make the layer's output register. Every register is as wide as the exact range it can hold
+  (from the weights and the input ranges, as ``codesign.core.reference.exact_accum_type``), so
+  nothing overflows and the result is the reference's, bit for bit.
+
+Handshake: valid/ready at the input, a fixed schedule inside, a valid pulse at the output (no
+backpressure, as the fully parallel design). ``in_ready`` is high at most every ``P = max_l C_l``
+cycles (the II: the slowest layer sets it); a sample is taken when ``in_valid && in_ready``. Each
+layer starts when its input register loads (the previous layer's output register, which holds for
+``P >= C`` cycles, so no extra buffer is needed) and loads its own output register ``C + 2`` cycles
+later (``1`` for a parallel layer), which starts the next layer. The latency from the input sample to
+``out_valid`` is ``1 + sum_l (C_l + 2 or 1)`` cycles, and one result leaves every ``P`` cycles.
+
+This module depends only on the IR and ``rtl_sim.verilog``: it never imports ``hls``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from codesign.core.arith import signed_width
+from codesign.core.cmvm import DEFAULT_DEPTH_SLACK
+from codesign.core.fixed import FixedType
+from codesign.core.layers import Dense, Quant, ReLU
+from codesign.core.network import Network
+from codesign.errors import BackendError
+from rtl_sim.verilog import Design, Sig, Stage, _Emitter, _exact, _header, _ident, const_sig, dense_datapath, \
+    emit_verilog, output_assigns, stages_of
+
+
+@dataclass
+class Segment:
+    """A run of one output's items inside one unit: its partial sum is written at cycle ``last``."""
+
+    unit: int
+    col: int
+    first: int
+    last: int
+    lo: int
+    hi: int
+
+
+@dataclass
+class LayerPlan:
+    """How one Dense layer is folded: its units, their items per cycle and the segments."""
+
+    name: str
+    reuse: int  # the R asked for
+    cycles: int  # C <= R: cycles per vector
+    units: int  # M multiply-accumulate units
+    nonzero: int
+    items: np.ndarray  # (M, C, 2): input index (-1: padding) and weight of each unit's item at each cycle
+    selects: list[list[int]]  # per unit, the inputs it reads (its select indexes this list)
+    segments: list[Segment]
+    acc_range: list[tuple[int, int]]  # per unit, the range its accumulator holds
+    prod_range: list[tuple[int, int]]  # per unit, the range of its products
+    weight_bits: int = 0
+    select_bits: list[int] = field(default_factory=list)
+
+    @property
+    def word_bits(self) -> int:
+        """Bits of one memory word: every unit's weight, select and first bit."""
+        return sum(self.weight_bits + s + 1 for s in self.select_bits)
+
+
+def plan_layer(layer: Dense, reuse: int, x_lo: list[int], x_hi: list[int]) -> LayerPlan:
+    """Fold ``layer`` for inputs in ``[x_lo[i], x_hi[i]]`` at reuse factor ``reuse``."""
+    if reuse < 1:
+        raise BackendError(f"layer {layer.name!r}: reuse factor must be >= 1, not {reuse}")
+    w = layer.weight.astype(np.int64)
+    cols, rows = np.nonzero(w.T)  # column-major: output by output, inputs in order
+    items = [(int(i), int(w[i, j]), int(j)) for j, i in zip(cols, rows)]
+    nnz = len(items)
+    m = math.ceil(nnz / reuse) if nnz else 0
+    c = math.ceil(nnz / m) if m else 1
+    grid = np.zeros((m, c, 2), dtype=np.int64)
+    grid[:, :, 0] = -1
+    segments: list[Segment] = []
+    selects, acc_range, prod_range = [], [], []
+    for u in range(m):
+        mine = items[u * c:(u + 1) * c]
+        sel: list[int] = []
+        alo = ahi = plo = phi = 0
+        for k, (i, wt, j) in enumerate(mine):
+            grid[u, k] = (i, wt)
+            if i not in sel:
+                sel.append(i)
+            a, b = wt * x_lo[i], wt * x_hi[i]
+            lo, hi = min(a, b), max(a, b)
+            plo, phi = min(plo, lo), max(phi, hi)
+            if segments and segments[-1].unit == u and segments[-1].col == j:
+                s = segments[-1]
+                s.last, s.lo, s.hi = k, s.lo + lo, s.hi + hi
+            else:
+                s = Segment(u, j, k, k, lo, hi)
+                segments.append(s)
+            alo, ahi = min(alo, s.lo), max(ahi, s.hi)  # every prefix of a segment, so the register never wraps
+        selects.append(sel)
+        acc_range.append((alo, max(ahi, phi)))
+        prod_range.append((plo, phi))
+    wmin, wmax = (int(w.min()), int(w.max())) if w.size else (0, 0)
+    return LayerPlan(layer.name, reuse, c, m, nnz, grid, selects, segments, acc_range, prod_range,
+                     signed_width(min(wmin, 0), max(wmax, 0)), [_bits(len(s)) for s in selects])
+
+
+def _bits(n: int) -> int:
+    """Bits of a select among ``n`` choices (0 for one)."""
+    return (n - 1).bit_length()
+
+
+@dataclass
+class FoldedDesign(Design):
+    """A network with folded layers: the II (cycles per sample) and each layer's fold."""
+
+    ii: int = 1
+    reuse: dict[str, int] = field(default_factory=dict)
+    folds: dict[str, dict] = field(default_factory=dict)  # per Dense: units, cycles, memory depth and width
+
+
+def reuse_of(net: Network, reuse: int | dict[str, int]) -> dict[str, int]:
+    """The reuse factor of each Dense layer: one for all, or by layer name (missing names: 1)."""
+    names = [l.name for l in net.layers if isinstance(l, Dense)]
+    if isinstance(reuse, int):
+        return {n: reuse for n in names}
+    unknown = sorted(set(reuse) - set(names))
+    if unknown:
+        raise BackendError(f"reuse factors for {', '.join(unknown)}: no such Dense layer in {net.name!r} "
+                           f"(its Dense layers: {', '.join(names)})")
+    return {n: int(reuse.get(n, 1)) for n in names}
+
+
+def emit_folded_verilog(net: Network, reuse: int | dict[str, int], top: str | None = None) -> Design:
+    """Verilog for ``net`` with each Dense layer folded by its reuse factor (module docstring). All factors 1:
+    ``emit_verilog``'s fully parallel design, unchanged."""
+    rs = reuse_of(net, reuse)
+    if all(r == 1 for r in rs.values()):
+        return emit_verilog(net, top)
+    if len(net.input_shape) != 1 or not net.is_chain:
+        raise BackendError(f"network {net.name!r}: folded layers are built for chains of Dense layers (flat input)")
+    top = top or _ident(net.name)
+    stages = stages_of(net)
+    e = _Emitter(clocked=True)
+    in_t = net.input_type
+    n_in = net.input_shape[0]
+    x = []
+    for i in range(n_in):
+        sl = f"in_data[{i * in_t.width + in_t.width - 1}:{i * in_t.width}]"
+        e.lines.append(f"  wire signed [{signed_width(in_t.min_int, in_t.max_int) - 1}:0] in_{i} = "
+                       + (f"$signed({sl});" if in_t.signed else f"$signed({{1'b0, {sl}}});"))
+        x.append(Sig(f"in_{i}", in_t.min_int, in_t.max_int))
+    x_type, frac = in_t, in_t.frac
+    if not any(isinstance(l, Dense) for l in stages[0].layers):  # element-wise layers on the input, before its register
+        e.prefix = "in"
+        x, frac, x_type = _post(e, stages[0].layers, x, frac, x_type)
+        stages = stages[1:]
+    ld = "in_take"
+    x = _load(e, x, "x0", ld)
+    lat, cycles, folds, design_stages = 1, [], {}, []
+    for si, st in enumerate(stages):
+        dense = st.layers[0]
+        t = dense.result_type or dense.accum_type or _exact(dense, x_type)
+        r = rs[dense.name]
+        e.prefix = _ident(dense.name)
+        if r == 1:
+            acc, acc_frac, extra, _ = dense_datapath(e, dense, x, x_type, 0, dense.mult, "cmvm", DEFAULT_DEPTH_SLACK)
+            if extra:
+                raise BackendError(f"layer {dense.name!r}: an unregistered adder graph came back with {extra} stages")
+            done = f"{e.prefix}_done"
+            e.lines.append(f"  reg {done};")
+            e.regs.append(f"    {done} <= rst ? 1'b0 : {ld};")
+            c, steps = 1, 1
+            folds[dense.name] = {"reuse": 1, "cycles": 1, "units": 0, "parallel": True}
+        else:
+            plan = plan_layer(dense, r, [v.lo for v in x], [v.hi for v in x])
+            acc, acc_frac, done = _folded_layer(e, dense, plan, x, x_type, ld)
+            c, steps = plan.cycles, plan.cycles + 2
+            folds[dense.name] = {"reuse": r, "cycles": plan.cycles, "units": plan.units, "nonzero": plan.nonzero,
+                                 "memory_depth": plan.cycles, "memory_width": plan.word_bits,
+                                 "partials": len(plan.segments), "parallel": False}
+        cycles.append(c)
+        e.prefix = _ident(dense.name)
+        y, frac, x_type = _post(e, st.layers, acc, acc_frac, x_type, t)
+        x = _load(e, y, f"y{si}_{_ident(dense.name)}", done)
+        ld = done
+        lat += steps
+        design_stages.append({"name": dense.name, "layers": [l.name for l in st.layers], "type": x_type.to_hls(),
+                              "n": len(x), "latency": lat, "cycles": c,
+                              "signals": [v.expr if v.const is None else None for v in x],
+                              "consts": [v.const for v in x]})
+    ii = max(cycles)
+    verilog = _module(net, top, e, in_t, x_type, n_in, x, ld, lat, ii)
+    return FoldedDesign(top, verilog, in_t, x_type, n_in, len(x), lat, design_stages,
+                        {k: v for k, v in folds.items()}, "folded", None, ii, rs, folds)
+
+
+def _post(e: _Emitter, layers: list, x: list[Sig], frac: int, x_type: FixedType, t: FixedType | None = None
+          ) -> tuple[list[Sig], int, FixedType]:
+    """The stage's rounding to ``t`` (a Dense's result type) and its ReLU/Quant layers, as combinational logic."""
+    if t is not None:
+        x, _ = e.cast_all(x, frac, t, "p")
+        frac, x_type = t.frac, t
+    for layer in layers:
+        if isinstance(layer, Quant) and layer.per_element:
+            raise BackendError(f"layer {layer.name!r}: per-element formats are not built in folded layers; "
+                               "fold the network without them or use reuse 1")
+        if isinstance(layer, ReLU):
+            x, _ = e.relu_all(x, "p")
+        if isinstance(layer, (ReLU, Quant)) and layer.result_type is not None:
+            x, _ = e.cast_all(x, frac, layer.result_type, "p")
+            frac, x_type = layer.result_type.frac, layer.result_type
+    return x, frac, x_type
+
+
+def _load(e: _Emitter, xs: list[Sig], base: str, enable: str) -> list[Sig]:
+    """Registers that take ``xs`` when ``enable`` is high (constants stay constants)."""
+    out = []
+    for j, v in enumerate(xs):
+        if v.const is not None:
+            out.append(v)
+            continue
+        name = f"{base}_{j}"
+        e.lines.append(f"  reg signed [{v.width - 1}:0] {name};")
+        e.regs.append(f"    if ({enable}) {name} <= {v.expr};")
+        out.append(Sig(name, v.lo, v.hi))
+    return out
+
+
+def _folded_layer(e: _Emitter, layer: Dense, plan: LayerPlan, x: list[Sig], x_type: FixedType, ld: str
+                  ) -> tuple[list[Sig], int, str]:
+    """The counter, the weight memory, the units and the partial registers of one folded layer; returns each
+    output's exact sum (before rounding), its fractional bits and the signal that loads the layer's output."""
+    p = f"{_ident(layer.name)}_f"
+    c, lines, regs = plan.cycles, e.lines, e.regs
+    cw = max(_bits(c), 1)
+    lines += [f"  reg {p}_busy;", f"  reg [{cw - 1}:0] {p}_cnt;", f"  wire {p}_last = {p}_cnt == {cw}'d{c - 1};",
+              f"  wire [{cw - 1}:0] {p}_nx = {ld} ? {cw}'d0 : ({p}_busy && !{p}_last) ? {p}_cnt + {cw}'d1 : {cw}'d0;"]
+    regs += [f"    {p}_busy <= rst ? 1'b0 : ({ld} || ({p}_busy && !{p}_last));", f"    {p}_cnt <= {p}_nx;"]
+    wb = plan.weight_bits
+    fields = []  # per unit: (weight lsb, select lsb, first bit)
+    pos = 0
+    for u in range(plan.units):
+        sb = plan.select_bits[u]
+        fields.append((pos, pos + wb, pos + wb + sb))
+        pos += wb + sb + 1
+    width = max(pos, 1)
+    words = []
+    for k in range(c):
+        word = 0
+        for u in range(plan.units):
+            i, wt = (int(v) for v in plan.items[u, k])
+            first = any(s.unit == u and s.first == k for s in plan.segments)
+            sel = plan.selects[u].index(i) if i >= 0 else 0
+            word |= (wt & ((1 << wb) - 1)) << fields[u][0] | sel << fields[u][1] | int(first) << fields[u][2]
+        words.append(word)
+    q = f"{p}_q"
+    if c == 1:
+        lines.append(f"  wire [{width - 1}:0] {q} = {width}'h{words[0]:x};")
+    else:  # the weight memory: read synchronously at the counter's next value, so it may be a block RAM
+        lines.append(f"  reg [{width - 1}:0] {p}_mem [0:{c - 1}];")
+        lines.append("  initial begin")
+        lines += [f"    {p}_mem[{k}] = {width}'h{wd:x};" for k, wd in enumerate(words)]
+        lines.append("  end")
+        lines.append(f"  reg [{width - 1}:0] {q};")
+        regs.append(f"    {q} <= {p}_mem[{p}_nx];")
+    lines += [f"  reg {p}_v1;", f"  reg [{cw - 1}:0] {p}_k1;"]
+    regs += [f"    {p}_v1 <= rst ? 1'b0 : {p}_busy;", f"    {p}_k1 <= {p}_cnt;"]
+    sums: dict[int, list[Sig]] = {}
+    for u in range(plan.units):
+        _unit(e, p, u, plan, x, q, fields[u], sums)
+    done = f"{p}_done"
+    lines += [f"  reg {done};"]
+    regs.append(f"    {done} <= rst ? 1'b0 : ({p}_v1 && {p}_k1 == {cw}'d{c - 1});")
+    pf = x_type.frac + layer.weight_type.frac
+    frac = max(pf, layer.bias_type.frac)
+    outs = []
+    for j in range(layer.weight.shape[1]):
+        acc = None
+        for s in sums.get(j, []):
+            acc = s if acc is None else e.add(acc, s)
+        acc = acc or const_sig(0)
+        b = int(layer.bias[j]) << (frac - layer.bias_type.frac)
+        outs.append(e.shift_add(acc, frac - pf, const_sig(b), 0, False))
+    return outs, frac, done
+
+
+def _unit(e: _Emitter, p: str, u: int, plan: LayerPlan, x: list[Sig], q: str, fld: tuple[int, int, int],
+          sums: dict[int, list[Sig]]) -> None:
+    """One multiply-accumulate unit: its input select, product register, accumulator and partial registers."""
+    lines, regs = e.lines, e.regs
+    wb, sb = plan.weight_bits, plan.select_bits[u]
+    n = f"{p}{u}"
+    srcs = [x[i] for i in plan.selects[u]]
+    aw = max(v.width for v in srcs)
+    lines.append(f"  wire signed [{wb - 1}:0] {n}_w = {q}[{fld[0] + wb - 1}:{fld[0]}];")
+    if len(srcs) == 1:
+        lines.append(f"  wire signed [{aw - 1}:0] {n}_a = {e.ext(srcs[0], aw)};")
+    else:
+        lines.append(f"  wire [{sb - 1}:0] {n}_s = {q}[{fld[1] + sb - 1}:{fld[1]}];")
+        lines.append(f"  reg signed [{aw - 1}:0] {n}_a;")
+        arms = " ".join(f"{sb}'d{k}: {n}_a = {e.ext(v, aw)};" for k, v in enumerate(srcs[1:], start=1))
+        lines.append(f"  always @* begin case ({n}_s) {arms} default: {n}_a = {e.ext(srcs[0], aw)}; endcase end")
+    pw = signed_width(*plan.prod_range[u])
+    accw = max(signed_width(*plan.acc_range[u]), pw)
+    lines += [f"  reg signed [{pw - 1}:0] {n}_p;", f"  reg {n}_f1;", f"  reg signed [{accw - 1}:0] {n}_acc;",
+              f"  wire signed [{accw - 1}:0] {n}_h = {n}_acc & {{{accw}{{!{n}_f1}}}};",
+              f"  wire signed [{accw - 1}:0] {n}_an = {n}_h + {n}_p;"]
+    regs += [f"    {n}_p <= {n}_a * {n}_w;", f"    {n}_f1 <= {q}[{fld[2]}];", f"    if ({p}_v1) {n}_acc <= {n}_an;"]
+    cw = max(_bits(plan.cycles), 1)
+    for si, s in enumerate(x for x in plan.segments if x.unit == u):
+        sw = signed_width(s.lo, s.hi)
+        if s.lo == s.hi:  # a segment of zero-range products: its sum is a constant
+            sums.setdefault(s.col, []).append(const_sig(s.lo))
+            continue
+        name = f"{n}_part{si}"
+        lines.append(f"  reg signed [{sw - 1}:0] {name};")
+        regs.append(f"    if ({p}_v1 && {p}_k1 == {cw}'d{s.last}) {name} <= {n}_an[{sw - 1}:0];")
+        sums.setdefault(s.col, []).append(Sig(name, s.lo, s.hi))
+
+
+def _module(net: Network, top: str, e: _Emitter, in_t: FixedType, out_t: FixedType, n_in: int, x: list[Sig],
+            done: str, lat: int, ii: int) -> str:
+    """The top module: ports, the input's ready/take logic (one sample every ``ii`` cycles), the layers."""
+    n_out = len(x)
+    gw = max(_bits(ii), 1)
+    ready = ("  assign in_ready = 1'b1;\n" if ii == 1 else
+             f"  reg [{gw - 1}:0] in_gap;\n  assign in_ready = in_gap == {gw}'d0;\n"
+             f"  always @(posedge clk) begin\n    if (rst) in_gap <= {gw}'d0;\n"
+             f"    else if (in_take) in_gap <= {gw}'d{ii - 1};\n    else if (in_gap != {gw}'d0) in_gap <= in_gap - {gw}'d1;\n"
+             "  end\n")
+    header = _header(net, top, in_t, out_t, n_in, n_out, lat).replace(
+        "initiation interval 1", f"initiation interval {ii} (in_ready)")
+    return f"""{header}
+// A folded design (rtl_sim.folded): in_valid/in_ready at the input, a fixed schedule inside.
+/* verilator lint_off UNUSEDSIGNAL */
+/* verilator lint_off WIDTHEXPAND */
+/* verilator lint_off WIDTHTRUNC */
+module {top} (
+  input  wire clk,
+  input  wire rst,
+  input  wire in_valid,
+  output wire in_ready,
+  input  wire [{n_in * in_t.width - 1}:0] in_data,
+  output reg  out_valid,
+  output wire [{n_out * out_t.width - 1}:0] out_data
+);
+  wire in_take = in_valid && in_ready;
+{ready}{chr(10).join(e.lines)}
+
+  always @(posedge clk) begin
+{chr(10).join(e.regs)}
+  end
+
+  always @(posedge clk) out_valid <= rst ? 1'b0 : {done};
+
+{chr(10).join(output_assigns(x, out_t))}
+endmodule
+/* verilator lint_on WIDTHTRUNC */
+/* verilator lint_on WIDTHEXPAND */
+/* verilator lint_on UNUSEDSIGNAL */
+`default_nettype wire
+"""
