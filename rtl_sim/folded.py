@@ -8,8 +8,9 @@ design. A layer with R > 1 is folded, hls4ml's compressed-dense idea in RTL:
   weight matrix (output by output). The ``nnz`` items are cut into ``M = ceil(nnz / R)`` units of
   ``C = ceil(nnz / M) <= R`` consecutive items each (the last padded with zero weights): a pruned weight
   saves memory and cycles. ``C`` is the layer's cycles per vector.
-- One memory of depth ``C`` holds, per cycle, every unit's weight, the local select of its input
-  (among the few inputs that unit reads: at most ``C`` of them) and a "first item of an output" bit.
+- One memory of depth ``C`` holds, per cycle, every unit's weight and a "first item of an output" bit,
+  and the select of each input group's multiplexer: units that read the same input at every cycle
+  (in a dense layer, the units a column apart) share one multiplexer over the at most ``C`` inputs they read.
   It is read synchronously (the address is the counter's next value), so Yosys may map it to block
   RAM; on xc7 Yosys maps a ROM of depth 64 or less to LUT6 (a distributed ROM), deeper ones to
   RAMB18E1/RAMB36E1 (``docs/guide/folding.md`` has the measured cells).
@@ -35,99 +36,17 @@ This module depends only on the IR and ``rtl_sim.verilog``: it never imports ``h
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from codesign.core.arith import signed_width
 from codesign.core.cmvm import DEFAULT_DEPTH_SLACK
 from codesign.core.fixed import FixedType
+from codesign.core.fold import LayerPlan, bits as _bits, plan_layer
 from codesign.core.layers import Dense, Quant, ReLU
 from codesign.core.network import Network
 from codesign.errors import BackendError
 from rtl_sim.verilog import Design, Sig, Stage, _Emitter, _exact, _header, _ident, const_sig, dense_datapath, \
     emit_verilog, output_assigns, stages_of
-
-
-@dataclass
-class Segment:
-    """A run of one output's items inside one unit: its partial sum is written at cycle ``last``."""
-
-    unit: int
-    col: int
-    first: int
-    last: int
-    lo: int
-    hi: int
-
-
-@dataclass
-class LayerPlan:
-    """How one Dense layer is folded: its units, their items per cycle and the segments."""
-
-    name: str
-    reuse: int  # the R asked for
-    cycles: int  # C <= R: cycles per vector
-    units: int  # M multiply-accumulate units
-    nonzero: int
-    items: np.ndarray  # (M, C, 2): input index (-1: padding) and weight of each unit's item at each cycle
-    selects: list[list[int]]  # per unit, the inputs it reads (its select indexes this list)
-    segments: list[Segment]
-    acc_range: list[tuple[int, int]]  # per unit, the range its accumulator holds
-    prod_range: list[tuple[int, int]]  # per unit, the range of its products
-    weight_bits: int = 0
-    select_bits: list[int] = field(default_factory=list)
-
-    @property
-    def word_bits(self) -> int:
-        """Bits of one memory word: every unit's weight, select and first bit."""
-        return sum(self.weight_bits + s + 1 for s in self.select_bits)
-
-
-def plan_layer(layer: Dense, reuse: int, x_lo: list[int], x_hi: list[int]) -> LayerPlan:
-    """Fold ``layer`` for inputs in ``[x_lo[i], x_hi[i]]`` at reuse factor ``reuse``."""
-    if reuse < 1:
-        raise BackendError(f"layer {layer.name!r}: reuse factor must be >= 1, not {reuse}")
-    w = layer.weight.astype(np.int64)
-    cols, rows = np.nonzero(w.T)  # column-major: output by output, inputs in order
-    items = [(int(i), int(w[i, j]), int(j)) for j, i in zip(cols, rows)]
-    nnz = len(items)
-    m = math.ceil(nnz / reuse) if nnz else 0
-    c = math.ceil(nnz / m) if m else 1
-    grid = np.zeros((m, c, 2), dtype=np.int64)
-    grid[:, :, 0] = -1
-    segments: list[Segment] = []
-    selects, acc_range, prod_range = [], [], []
-    for u in range(m):
-        mine = items[u * c:(u + 1) * c]
-        sel: list[int] = []
-        alo = ahi = plo = phi = 0
-        for k, (i, wt, j) in enumerate(mine):
-            grid[u, k] = (i, wt)
-            if i not in sel:
-                sel.append(i)
-            a, b = wt * x_lo[i], wt * x_hi[i]
-            lo, hi = min(a, b), max(a, b)
-            plo, phi = min(plo, lo), max(phi, hi)
-            if segments and segments[-1].unit == u and segments[-1].col == j:
-                s = segments[-1]
-                s.last, s.lo, s.hi = k, s.lo + lo, s.hi + hi
-            else:
-                s = Segment(u, j, k, k, lo, hi)
-                segments.append(s)
-            alo, ahi = min(alo, s.lo), max(ahi, s.hi)  # every prefix of a segment, so the register never wraps
-        selects.append(sel)
-        acc_range.append((alo, max(ahi, phi)))
-        prod_range.append((plo, phi))
-    wmin, wmax = (int(w.min()), int(w.max())) if w.size else (0, 0)
-    return LayerPlan(layer.name, reuse, c, m, nnz, grid, selects, segments, acc_range, prod_range,
-                     signed_width(min(wmin, 0), max(wmax, 0)), [_bits(len(s)) for s in selects])
-
-
-def _bits(n: int) -> int:
-    """Bits of a select among ``n`` choices (0 for one)."""
-    return (n - 1).bit_length()
 
 
 @dataclass
@@ -258,21 +177,21 @@ def _folded_layer(e: _Emitter, layer: Dense, plan: LayerPlan, x: list[Sig], x_ty
               f"  wire [{cw - 1}:0] {p}_nx = {ld} ? {cw}'d0 : ({p}_busy && !{p}_last) ? {p}_cnt + {cw}'d1 : {cw}'d0;"]
     regs += [f"    {p}_busy <= rst ? 1'b0 : ({ld} || ({p}_busy && !{p}_last));", f"    {p}_cnt <= {p}_nx;"]
     wb = plan.weight_bits
-    fields = []  # per unit: (weight lsb, select lsb, first bit)
-    pos = 0
-    for u in range(plan.units):
-        sb = plan.select_bits[u]
-        fields.append((pos, pos + wb, pos + wb + sb))
-        pos += wb + sb + 1
-    width = max(pos, 1)
+    fields = [(u * (wb + 1), u * (wb + 1) + wb) for u in range(plan.units)]  # per unit: weight lsb, first bit
+    # per group: its select's lsb, after every unit's fields
+    gpos = [plan.units * (wb + 1) + sum(plan.select_bits[:g]) for g in range(len(plan.selects))]
+    width = max(plan.word_bits, 1)
+    firsts = {(s.unit, s.first) for s in plan.segments}
     words = []
     for k in range(c):
         word = 0
         for u in range(plan.units):
-            i, wt = (int(v) for v in plan.items[u, k])
-            first = any(s.unit == u and s.first == k for s in plan.segments)
-            sel = plan.selects[u].index(i) if i >= 0 else 0
-            word |= (wt & ((1 << wb) - 1)) << fields[u][0] | sel << fields[u][1] | int(first) << fields[u][2]
+            wt = int(plan.items[u, k, 1])
+            word |= (wt & ((1 << wb) - 1)) << fields[u][0] | int((u, k) in firsts) << fields[u][1]
+        for g, sel in enumerate(plan.selects):
+            if plan.select_bits[g]:
+                i = int(plan.items[plan.group.index(g), k, 0])
+                word |= (sel.index(i) if i >= 0 else 0) << gpos[g]
         words.append(word)
     q = f"{p}_q"
     if c == 1:
@@ -286,9 +205,11 @@ def _folded_layer(e: _Emitter, layer: Dense, plan: LayerPlan, x: list[Sig], x_ty
         regs.append(f"    {q} <= {p}_mem[{p}_nx];")
     lines += [f"  reg {p}_v1;", f"  reg [{cw - 1}:0] {p}_k1;"]
     regs += [f"    {p}_v1 <= rst ? 1'b0 : {p}_busy;", f"    {p}_k1 <= {p}_cnt;"]
+    for g, sel in enumerate(plan.selects):
+        _select(e, f"{p}g{g}", [x[i] for i in sel], q, gpos[g], plan.select_bits[g])
     sums: dict[int, list[Sig]] = {}
     for u in range(plan.units):
-        _unit(e, p, u, plan, x, q, fields[u], sums)
+        _unit(e, p, u, plan, f"{p}g{plan.group[u]}_a", q, fields[u], sums)
     done = f"{p}_done"
     lines += [f"  reg {done};"]
     regs.append(f"    {done} <= rst ? 1'b0 : ({p}_v1 && {p}_k1 == {cw}'d{c - 1});")
@@ -305,28 +226,31 @@ def _folded_layer(e: _Emitter, layer: Dense, plan: LayerPlan, x: list[Sig], x_ty
     return outs, frac, done
 
 
-def _unit(e: _Emitter, p: str, u: int, plan: LayerPlan, x: list[Sig], q: str, fld: tuple[int, int, int],
-          sums: dict[int, list[Sig]]) -> None:
-    """One multiply-accumulate unit: its input select, product register, accumulator and partial registers."""
-    lines, regs = e.lines, e.regs
-    wb, sb = plan.weight_bits, plan.select_bits[u]
-    n = f"{p}{u}"
-    srcs = [x[i] for i in plan.selects[u]]
+def _select(e: _Emitter, n: str, srcs: list[Sig], q: str, lsb: int, sb: int) -> None:
+    """One input group's multiplexer ``{n}_a``: its select from the memory word."""
     aw = max(v.width for v in srcs)
-    lines.append(f"  wire signed [{wb - 1}:0] {n}_w = {q}[{fld[0] + wb - 1}:{fld[0]}];")
     if len(srcs) == 1:
-        lines.append(f"  wire signed [{aw - 1}:0] {n}_a = {e.ext(srcs[0], aw)};")
-    else:
-        lines.append(f"  wire [{sb - 1}:0] {n}_s = {q}[{fld[1] + sb - 1}:{fld[1]}];")
-        lines.append(f"  reg signed [{aw - 1}:0] {n}_a;")
-        arms = " ".join(f"{sb}'d{k}: {n}_a = {e.ext(v, aw)};" for k, v in enumerate(srcs[1:], start=1))
-        lines.append(f"  always @* begin case ({n}_s) {arms} default: {n}_a = {e.ext(srcs[0], aw)}; endcase end")
+        e.lines.append(f"  wire signed [{aw - 1}:0] {n}_a = {e.ext(srcs[0], aw)};")
+        return
+    e.lines.append(f"  wire [{sb - 1}:0] {n}_s = {q}[{lsb + sb - 1}:{lsb}];")
+    e.lines.append(f"  reg signed [{aw - 1}:0] {n}_a;")
+    arms = " ".join(f"{sb}'d{k}: {n}_a = {e.ext(v, aw)};" for k, v in enumerate(srcs[1:], start=1))
+    e.lines.append(f"  always @* begin case ({n}_s) {arms} default: {n}_a = {e.ext(srcs[0], aw)}; endcase end")
+
+
+def _unit(e: _Emitter, p: str, u: int, plan: LayerPlan, a: str, q: str, fld: tuple[int, int],
+          sums: dict[int, list[Sig]]) -> None:
+    """One multiply-accumulate unit on input ``a``: its product register, accumulator and partial registers."""
+    lines, regs = e.lines, e.regs
+    wb = plan.weight_bits
+    n = f"{p}{u}"
+    lines.append(f"  wire signed [{wb - 1}:0] {n}_w = {q}[{fld[0] + wb - 1}:{fld[0]}];")
     pw = signed_width(*plan.prod_range[u])
     accw = max(signed_width(*plan.acc_range[u]), pw)
     lines += [f"  reg signed [{pw - 1}:0] {n}_p;", f"  reg {n}_f1;", f"  reg signed [{accw - 1}:0] {n}_acc;",
               f"  wire signed [{accw - 1}:0] {n}_h = {n}_acc & {{{accw}{{!{n}_f1}}}};",
               f"  wire signed [{accw - 1}:0] {n}_an = {n}_h + {n}_p;"]
-    regs += [f"    {n}_p <= {n}_a * {n}_w;", f"    {n}_f1 <= {q}[{fld[2]}];", f"    if ({p}_v1) {n}_acc <= {n}_an;"]
+    regs += [f"    {n}_p <= {a} * {n}_w;", f"    {n}_f1 <= {q}[{fld[1]}];", f"    if ({p}_v1) {n}_acc <= {n}_an;"]
     cw = max(_bits(plan.cycles), 1)
     for si, s in enumerate(x for x in plan.segments if x.unit == u):
         sw = signed_width(s.lo, s.hi)

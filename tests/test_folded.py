@@ -12,7 +12,8 @@ from codesign.core.fixed import FixedType
 from codesign.core.layers import Output, ReLU
 from codesign.core.network import Network
 from codesign.errors import BackendError
-from rtl_sim.folded import FoldedDesign, emit_folded_verilog, plan_layer, reuse_of
+from codesign.core.fold import plan_layer
+from rtl_sim.folded import FoldedDesign, emit_folded_verilog, reuse_of
 from rtl_sim.verilog import emit_verilog
 from tests.builders import random_dense
 
