@@ -84,3 +84,31 @@ def test_the_refined_candidate_is_kept_unless_the_screened_one_scores_higher(mon
     screened = types.SimpleNamespace(name="screened")
     best = search._refine(ctx, None, (0.96, screened, PRECS[0], {"lut": 1}), 2, TINY, [])
     assert best[1].name == kept
+
+
+@pytest.mark.parametrize("refined_vals, kept", [((0.955, 0.965), "tied"), ((0.965, 0.955), "best"),
+                                                ((0.965, 0.965), "tied"), ((0.95, 0.95), "screened")],
+                         ids=["tied-refines-higher", "best-refines-higher", "level-lower-loss", "both-below-screen"])
+def test_a_candidate_level_with_the_best_at_the_screen_is_refined_too(monkeypatch, digits, refined_vals, kept):
+    """Both are refined; the higher refined validation score wins (level: the lower validation loss), and
+    the screened best stays when no refined one reaches it."""
+    from codesign.compress import search
+
+    made = iter([types.SimpleNamespace(name="best", equalized=False), types.SimpleNamespace(name="tied", equalized=False)])
+    vals = iter(refined_vals)
+    monkeypatch.setattr(search, "_candidate", lambda ctx, model, prec, k, sch: (next(made), {"lut": 1}))
+    monkeypatch.setattr(search, "score", lambda *args: next(vals))
+    monkeypatch.setattr(search, "_val_loss", lambda model, data: {"best": 0.2, "tied": 0.1}[model.name])
+    ctx = search._Search(digits, None, {"lut": 10}, "hardware", "lut", None, 0)
+    screened, other = types.SimpleNamespace(name="screened"), types.SimpleNamespace(name="other")
+    history: list = []
+    best = search._refine(ctx, None, (0.96, screened, PRECS[0], {"lut": 1}), 2, TINY, history,
+                          [(0.96, other, PRECS[1], {"lut": 1})])
+    assert best[1].name == kept and [h.get("tie", False) for h in history] == [False, True]
+
+
+@pytest.mark.parametrize("a, b, level", [(210, 210, True), (210, 209, False)])
+def test_screened_scores_are_level_on_the_same_count_of_validation_samples_right(a, b, level):
+    from codesign.compress.search import _level
+
+    assert _level(a / 216, b / 216, 216, "classification") is level
