@@ -209,14 +209,19 @@ def test_a_design_synthesis_puts_over_the_budget_is_pruned_by_the_model_error_fo
 def test_the_flow_prunes_until_yosys_says_the_design_fits(small_budget_result, digits_float, digits):
     from codesign.app.flow import fit_on_synthesis
     from codesign.budget import Budget
-    from rtl_sim.synth import synthesize_layers, total_counts
+    from rtl_sim.choice import DatapathChoice
+    from rtl_sim.synth import synthesize_layer_modes, total_counts
 
     budget, r = small_budget_result
-    first = total_counts(synthesize_layers(r.network, "xc7", dsp=False))["lut"]
-    tight = Budget(budget.board, {"lut": int(first * 0.9), "dsp": 0})  # a budget it misses on Yosys by 10 %
+    built = DatapathChoice.for_board("xc7", budget.board.clock_mhz)  # pipelined as the RTL step emits it
+
+    def yosys_luts(net):
+        return total_counts(synthesize_layer_modes(net, "xc7", (False,), choice=built)[False])["lut"]
+
+    tight = Budget(budget.board, {"lut": int(yosys_luts(r.network) * 0.9), "dsp": 0})  # missed on Yosys by 10 %
     t = fit_on_synthesis(r, digits_float, digits, tight)
     assert "tightened" in t.history[-1]
-    assert total_counts(synthesize_layers(t.network, "xc7", dsp=False))["lut"] <= tight.limits["lut"]
+    assert yosys_luts(t.network) <= tight.limits["lut"]
 
 
 @pytest.mark.slow  # about 3 minutes; CI runs the digits case above, bench/quality.py reports this one

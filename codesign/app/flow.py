@@ -158,15 +158,20 @@ REFITS = 2  # rounds of synthesis and tightening before the flow reports that th
 def fit_on_synthesis(r: CompressResult, net: Network, ds: Dataset, budget: Budget,
                      progress: Reporter = SILENT) -> CompressResult:
     """``r``, pruned further (``search.tighten``) until Yosys puts it within the budget, at most
-    ``REFITS`` times; the synthesized layers stay in the cache for the estimate step."""
+    ``REFITS`` times. The layers are synthesized as the RTL step will emit them (pipelined for the board's
+    clock), so the fit is judged on the design that is built and they stay in the cache for the estimate step."""
     from codesign.compress.search import tighten
-    from rtl_sim.synth import synthesize_layers, total_counts
+    from rtl_sim.choice import DatapathChoice
+    from rtl_sim.synth import synthesize_layer_modes, total_counts
 
+    b = budget.board
+    choice = DatapathChoice.for_board(b.synth_family, b.clock_mhz)
     for _ in range(REFITS):
         if r.model is None:  # a result without its trained model cannot be continued; its fit is reported as it is
             return r
         with progress.status("synthesizing the compressed network to check its fit"):
-            counts = total_counts(synthesize_layers(r.network, budget.board.synth_family, dsp=not budget.lut_only))
+            dsp = not budget.lut_only
+            counts = total_counts(synthesize_layer_modes(r.network, b.synth_family, (dsp,), choice=choice)[dsp])
         if fits(counts, budget.limits):
             return r
         with progress.status(f"over the budget on Yosys ({counts['lut']:,} LUTs): pruning further"):
