@@ -47,7 +47,7 @@ def small_cnn(rng, c1=4, c2=6, padding="valid") -> Network:
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    """Small tensors: one torch thread is faster than two on a busy machine (see search.CNN_TRAIN_THREADS)."""
+    """Small tensors: one torch thread is faster than two on a busy machine (see search.TRAIN_THREADS)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

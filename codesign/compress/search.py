@@ -159,9 +159,11 @@ SEED_QAT, SEED_STEP, SEED_FINAL, SEED_TRIM, SEED_TIGHTEN = 1, 100, 7, 1000, 5000
 
 # CNN training runs cost ~10x an MLP's per epoch (float64 convolutions): the default schedule is shorter
 CNN_SCHEDULE_EPOCHS = {"epochs": 30, "finetune_epochs": 4, "final_epochs": 20, "prune_steps": 8, "extra_steps": 6}
-# The tensors of a small CNN are too small for intra-op threads to pay: on a busy 2-core machine
-# one thread trained digits-cnn 4x faster (wall and CPU) than torch's default of two.
-CNN_TRAIN_THREADS = 1
+# The tensors of the networks we train (batches of 64, layers of tens of units or channels) are too small
+# for intra-op threads to pay, and when the cores are shared the threads wait on each other: on a busy 2-core
+# machine one thread trained digits-cnn 4x and the digits MLP 5-20x faster (wall and CPU) than torch's
+# default of two. One thread also gives the same float sums (and the same trained network) on any machine.
+TRAIN_THREADS = 1
 MIN_WIDTH = 1  # units (neurons, channels) every layer keeps under structured pruning
 
 
@@ -171,11 +173,10 @@ def schedule_for(net: Network, schedule: Schedule) -> Schedule:
 
 
 @contextlib.contextmanager
-def _threads(cnn: bool) -> Iterator[None]:
-    """``CNN_TRAIN_THREADS`` torch threads while a CNN trains; an MLP keeps torch's default."""
+def _train_threads() -> Iterator[None]:
+    """``TRAIN_THREADS`` torch threads while the search trains, torch's count again after."""
     threads = torch.get_num_threads()
-    if cnn:
-        torch.set_num_threads(CNN_TRAIN_THREADS)
+    torch.set_num_threads(TRAIN_THREADS)
     try:
         yield
     finally:
@@ -259,7 +260,7 @@ def compress(net: Network, data: Dataset, budget: Budget, method: str = "hardwar
     the flow then judges the fit on the synthesized design (``tighten``)."""
     if method not in METHODS:
         raise ConfigError(f"pruning method must be one of {METHODS}, not {method!r}")
-    with _threads(is_cnn(net)):
+    with _train_threads():
         return _compress(net, data, budget, method, seed, input_type, precisions or PRECISIONS,
                          schedule_for(net, schedule), progress)
 
@@ -359,7 +360,7 @@ def tighten(r: CompressResult, net: Network, data: Dataset, budget: Budget, meas
     under-prices some sparse low-bit ones by up to 15 % (bench/methods.py); a search aimed below
     the budget on the model then lands above it on Yosys. Continuing from the trained network
     costs a few fine-tunes, where searching again would cost the whole schedule."""
-    with _threads(is_cnn(net)):
+    with _train_threads():
         return _tighten(r, net, shaped_for(data, net.input_shape), budget, measured, schedule_for(net, schedule))
 
 
