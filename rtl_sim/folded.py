@@ -11,9 +11,12 @@ design. A layer with R > 1 is folded, hls4ml's compressed-dense idea in RTL:
 - One memory of depth ``C`` holds, per cycle, every unit's weight and a "first item of an output" bit,
   and the select of each input group's multiplexer: units that read the same input at every cycle
   (in a dense layer, the units a column apart) share one multiplexer over the at most ``C`` inputs they read.
-  It is read synchronously (the address is the counter's next value), so Yosys may map it to block
-  RAM; on xc7 Yosys maps a ROM of depth 64 or less to LUT6 (a distributed ROM), deeper ones to
-  RAMB18E1/RAMB36E1 (``docs/guide/folding.md`` has the measured cells).
+  It is read synchronously (the address is the counter's next value), so it may be a block RAM. Left
+  to itself (``memory="auto"``) Yosys's xc7 script builds these shallow, wide ROMs as LUTs (one LUT per
+  word bit up to depth 64, three at 128) and their output register as flip-flops; ``memory="block"``
+  (``rom_style``) makes them RAMB18E1 (a 16 x 300-bit ROM: 9 RAMB18E1, no LUT). Yosys has no LUTRAM
+  mapping for a ROM on xc7 (``rom_style="distributed"``: "no valid mapping"). ``docs/guide/folding.md``
+  has the measured cells.
 - Unit ``m`` is one multiply-accumulate: ``prod <= x[sel] * w`` (a ``*`` that synthesis maps to a DSP
   or to LUTs by the family's rule), ``acc <= (first ? 0 : acc) + prod``. Each run of items of one output
   inside a unit is a *segment*; its sum is written into that segment's partial register at its last
@@ -41,12 +44,15 @@ from dataclasses import dataclass, field
 from codesign.core.arith import signed_width
 from codesign.core.cmvm import DEFAULT_DEPTH_SLACK
 from codesign.core.fixed import FixedType
-from codesign.core.fold import LayerPlan, bits as _bits, plan_layer
+from codesign.core.fold import LayerPlan, bits as _bits, layout, memory_words, plan_layer
 from codesign.core.layers import Dense, Quant, ReLU
 from codesign.core.network import Network
 from codesign.errors import BackendError
 from rtl_sim.verilog import Design, Sig, Stage, _Emitter, _exact, _header, _ident, const_sig, dense_datapath, \
     emit_verilog, output_assigns, stages_of
+
+
+MEMORY_STYLES = ("auto", "block", "logic")
 
 
 @dataclass
@@ -58,9 +64,12 @@ class FoldedDesign(Design):
     folds: dict[str, dict] = field(default_factory=dict)  # per Dense: units, cycles, memory depth and width
 
 
-def reuse_of(net: Network, reuse: int | dict[str, int]) -> dict[str, int]:
-    """The reuse factor of each Dense layer: one for all, or by layer name (missing names: 1)."""
+def reuse_of(net: Network, reuse: int | dict[str, int] | None) -> dict[str, int]:
+    """The reuse factor of each Dense layer: one for all, by layer name (missing names: 1), or (None) each
+    layer's own ``reuse`` (the IR's, as the HLS project reads it)."""
     names = [l.name for l in net.layers if isinstance(l, Dense)]
+    if reuse is None:
+        return {l.name: int(l.reuse) for l in net.layers if isinstance(l, Dense)}
     if isinstance(reuse, int):
         return {n: reuse for n in names}
     unknown = sorted(set(reuse) - set(names))
@@ -70,9 +79,13 @@ def reuse_of(net: Network, reuse: int | dict[str, int]) -> dict[str, int]:
     return {n: int(reuse.get(n, 1)) for n in names}
 
 
-def emit_folded_verilog(net: Network, reuse: int | dict[str, int], top: str | None = None) -> Design:
-    """Verilog for ``net`` with each Dense layer folded by its reuse factor (module docstring). All factors 1:
-    ``emit_verilog``'s fully parallel design, unchanged."""
+def emit_folded_verilog(net: Network, reuse: int | dict[str, int] | None = None, top: str | None = None,
+                        memory: str = "auto") -> Design:
+    """Verilog for ``net`` with each Dense layer folded by its reuse factor (module docstring; None: each layer's
+    own ``reuse``). All factors 1: ``emit_verilog``'s fully parallel design, unchanged. ``memory``: the weight
+    memories' ``rom_style`` for Yosys ("auto": Yosys's choice, "block": block RAM, "logic": LUTs)."""
+    if memory not in MEMORY_STYLES:
+        raise BackendError(f"weight memory style {memory!r}: use one of {', '.join(MEMORY_STYLES)}")
     rs = reuse_of(net, reuse)
     if all(r == 1 for r in rs.values()):
         return emit_verilog(net, top)
@@ -113,7 +126,7 @@ def emit_folded_verilog(net: Network, reuse: int | dict[str, int], top: str | No
             folds[dense.name] = {"reuse": 1, "cycles": 1, "units": 0, "parallel": True}
         else:
             plan = plan_layer(dense, r, [v.lo for v in x], [v.hi for v in x])
-            acc, acc_frac, done = _folded_layer(e, dense, plan, x, x_type, ld)
+            acc, acc_frac, done = _folded_layer(e, dense, plan, x, x_type, ld, memory)
             c, steps = plan.cycles, plan.cycles + 2
             folds[dense.name] = {"reuse": r, "cycles": plan.cycles, "units": plan.units, "nonzero": plan.nonzero,
                                  "memory_depth": plan.cycles, "memory_width": plan.word_bits,
@@ -166,8 +179,8 @@ def _load(e: _Emitter, xs: list[Sig], base: str, enable: str) -> list[Sig]:
     return out
 
 
-def _folded_layer(e: _Emitter, layer: Dense, plan: LayerPlan, x: list[Sig], x_type: FixedType, ld: str
-                  ) -> tuple[list[Sig], int, str]:
+def _folded_layer(e: _Emitter, layer: Dense, plan: LayerPlan, x: list[Sig], x_type: FixedType, ld: str,
+                  memory: str = "auto") -> tuple[list[Sig], int, str]:
     """The counter, the weight memory, the units and the partial registers of one folded layer; returns each
     output's exact sum (before rounding), its fractional bits and the signal that loads the layer's output."""
     p = f"{_ident(layer.name)}_f"
@@ -176,28 +189,15 @@ def _folded_layer(e: _Emitter, layer: Dense, plan: LayerPlan, x: list[Sig], x_ty
     lines += [f"  reg {p}_busy;", f"  reg [{cw - 1}:0] {p}_cnt;", f"  wire {p}_last = {p}_cnt == {cw}'d{c - 1};",
               f"  wire [{cw - 1}:0] {p}_nx = {ld} ? {cw}'d0 : ({p}_busy && !{p}_last) ? {p}_cnt + {cw}'d1 : {cw}'d0;"]
     regs += [f"    {p}_busy <= rst ? 1'b0 : ({ld} || ({p}_busy && !{p}_last));", f"    {p}_cnt <= {p}_nx;"]
-    wb = plan.weight_bits
-    fields = [(u * (wb + 1), u * (wb + 1) + wb) for u in range(plan.units)]  # per unit: weight lsb, first bit
-    # per group: its select's lsb, after every unit's fields
-    gpos = [plan.units * (wb + 1) + sum(plan.select_bits[:g]) for g in range(len(plan.selects))]
+    fields, gpos = layout(plan)
     width = max(plan.word_bits, 1)
-    firsts = {(s.unit, s.first) for s in plan.segments}
-    words = []
-    for k in range(c):
-        word = 0
-        for u in range(plan.units):
-            wt = int(plan.items[u, k, 1])
-            word |= (wt & ((1 << wb) - 1)) << fields[u][0] | int((u, k) in firsts) << fields[u][1]
-        for g, sel in enumerate(plan.selects):
-            if plan.select_bits[g]:
-                i = int(plan.items[plan.group.index(g), k, 0])
-                word |= (sel.index(i) if i >= 0 else 0) << gpos[g]
-        words.append(word)
+    words = memory_words(plan)
     q = f"{p}_q"
     if c == 1:
         lines.append(f"  wire [{width - 1}:0] {q} = {width}'h{words[0]:x};")
     else:  # the weight memory: read synchronously at the counter's next value, so it may be a block RAM
-        lines.append(f"  reg [{width - 1}:0] {p}_mem [0:{c - 1}];")
+        style = "" if memory == "auto" else f'(* rom_style = "{memory}" *) '
+        lines.append(f"  {style}reg [{width - 1}:0] {p}_mem [0:{c - 1}];")
         lines.append("  initial begin")
         lines += [f"    {p}_mem[{k}] = {width}'h{wd:x};" for k, wd in enumerate(words)]
         lines.append("  end")

@@ -3,11 +3,13 @@ latency it promises, and the cost model (codesign.compress.fold_cost)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
+from codesign.compress.fold_cost import network_folded_cost
 from codesign.core.fixed import FixedType
 from codesign.core.layers import Output, ReLU
 from codesign.core.network import Network
@@ -82,3 +84,39 @@ def test_mixed_reuse_is_bit_exact_with_promised_ii_and_latency(net):
     assert r.mismatches == 0
     assert (r.latency_cycles, r.ii) == (d.latency, d.ii) == (1 + (2 + 2) + 1 + (4 + 2), 4)
     assert r.bit_exact
+
+
+def test_block_memory_style_asks_yosys_for_block_ram(net):
+    v = emit_folded_verilog(net, 4, memory="block").verilog
+    assert v.count('(* rom_style = "block" *)') == 3 and "rom_style" not in emit_folded_verilog(net, 4).verilog
+
+
+def test_unknown_memory_style_names_the_choices(net):
+    with pytest.raises(BackendError, match="block"):
+        emit_folded_verilog(net, 4, memory="distributed")
+
+
+def test_without_factors_each_layer_folds_by_its_own_reuse(net):
+    layers = [dataclasses.replace(l, reuse=MIXED[l.name]) if l.name in MIXED else l for l in net.layers]
+    own = Network(net.name, net.input_shape, layers, net.input_type)
+    assert emit_folded_verilog(own).verilog == emit_folded_verilog(net, MIXED).verilog
+
+
+def test_cost_model_folds_as_the_rtl(net):
+    d = emit_folded_verilog(net, MIXED)
+    c = network_folded_cost(net, MIXED, "xc7")
+    assert c["ii"] == d.ii and {n: v["units"] for n, v in c["layers"].items()} == \
+        {n: f["units"] for n, f in d.folds.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dsp", [False, True])
+def test_cost_model_tracks_yosys_on_a_folded_network(net, dsp):
+    """An estimate: FF within 5 %, LUT within 25 %, DSP exact (the family's DSP rule)."""
+    from rtl_sim.synth import synthesize
+
+    d = emit_folded_verilog(net, 4)
+    y = synthesize(d.verilog, d.top, "xc7", dsp=dsp)
+    c = network_folded_cost(net, 4, "xc7", dsp=dsp)
+    assert c["dsp"] == y["dsp"]
+    assert abs(c["ff"] / y["ff"] - 1) <= 0.05 and abs(c["lut"] / y["lut"] - 1) <= 0.25

@@ -98,3 +98,39 @@ def plan_layer(layer: Dense, reuse: int, x_lo: list[int], x_hi: list[int]) -> La
 def bits(n: int) -> int:
     """Bits of a select among ``n`` choices (0 for one)."""
     return (n - 1).bit_length()
+
+
+def layout(plan: LayerPlan) -> tuple[list[tuple[int, int]], list[int]]:
+    """Where each field sits in a memory word: per unit its weight's lsb and its first bit, per group its
+    select's lsb (after every unit's fields)."""
+    wb = plan.weight_bits
+    units = [(u * (wb + 1), u * (wb + 1) + wb) for u in range(plan.units)]
+    groups = [plan.units * (wb + 1) + sum(plan.select_bits[:g]) for g in range(len(plan.selects))]
+    return units, groups
+
+
+def memory_words(plan: LayerPlan) -> list[int]:
+    """The weight memory's contents, one word per cycle (``layout`` gives the fields)."""
+    units, groups = layout(plan)
+    wb = plan.weight_bits
+    firsts = {(s.unit, s.first) for s in plan.segments}
+    words = []
+    for k in range(plan.cycles):
+        word = 0
+        for u in range(plan.units):
+            wt = int(plan.items[u, k, 1])
+            word |= (wt & ((1 << wb) - 1)) << units[u][0] | int((u, k) in firsts) << units[u][1]
+        for g, sel in enumerate(plan.selects):
+            if plan.select_bits[g]:
+                i = int(plan.items[plan.group.index(g), k, 0])
+                word |= (sel.index(i) if i >= 0 else 0) << groups[g]
+        words.append(word)
+    return words
+
+
+def live_columns(plan: LayerPlan) -> int:
+    """Memory bits that are neither constant over the words nor a copy of another bit: what synthesis keeps
+    of a ROM built in logic (its read register included)."""
+    words = memory_words(plan)
+    cols = {tuple((w >> b) & 1 for w in words) for b in range(plan.word_bits)}
+    return sum(1 for c in cols if len(set(c)) > 1)

@@ -1,0 +1,158 @@
+"""The cost of a folded Dense layer (``rtl_sim.folded``): its weight memory, MAC units, partials and control.
+
+A folded layer is priced from the same plan the RTL is built from (``codesign.core.fold.plan_layer``), so
+the units, their product/accumulator widths, the input multiplexers, the memory's depth and width and the
+partial registers are the emitter's, not guesses. Flip-flops are counted from that structure; LUTs are
+priced per bit of each part with coefficients fitted against Yosys (``bench/folding.py``, xc7; other
+families use xc7's LUT prices and their own memory geometry, marked ``calibrated: False``).
+
+Memories: the weight ROM is ``C`` words (the cycles per vector) of ``word_bits``. As LUTs (Yosys's own choice
+for these shallow ROMs on xc7, ``memory="auto"``) a bit takes one LUT per 64 words (LUT6) or 16 (LUT4
+families) and the read register one FF; as block RAM (``memory="block"``) the word is cut into the
+family's widest port (xc7 RAMB18E1: 36 bits x 512; ECP5 DP16KD and Gowin's BSRAM: 36 x 512; Cyclone V
+M10K: 40 x 256; iCE40 SB_RAM40_4K: 16 x 256). ``bram`` is counted as the synthesis counts do: in RAMB36
+(two RAMB18) on AMD parts, in blocks elsewhere.
+
+A multiplier is a DSP when the family's DSP rule (``codesign.families``: Yosys's minimum operand and
+product widths) holds and DSPs are allowed; else a LUT multiplier, priced per partial-product bit.
+Not wired into the search: ``folded_cost`` is what it would call per layer and R.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from codesign.core.arith import signed_width
+from codesign.core.fixed import FixedType
+from codesign.core.fold import LayerPlan, live_columns, plan_layer
+from codesign.core.layers import Dense
+from codesign.core.network import Network
+from codesign.errors import LayerError
+from codesign.families import FAMILIES
+
+# LUT per bit of each part, fitted on xc7 (bench/folding.py: the digits MLP at R = 4, 16, 64, 256 and
+# bench/results/folding.json); the FFs are the structure's.
+LUT_PER = {
+    "mult_bit": 0.55,  # per partial-product bit (input bits x weight bits) of a LUT multiplier
+    "acc_bit": 1.0,  # the accumulator's adder (its clear folds into the adder's LUT)
+    "mux_bit": 0.4,  # per bit per extra input of a unit group's input multiplexer
+    "rom_bit": 1.0,  # per word bit per LUT's depth of a ROM built in LUTs
+    "partial_add_bit": 1.0,  # adding an output's partials and its bias
+    "out_bit": 1.5,  # rounding, saturation and ReLU per output bit
+    "control": 12.0,  # counter, busy/valid and the partials' write enables
+}
+CALIBRATED = ("xc7", "xcup")
+# per family: (LUT inputs, block RAM port width, depth at that width, blocks counted per block used)
+MEMORY = {"xc7": (6, 36, 512, 0.5), "xcup": (6, 36, 512, 0.5), "ecp5": (4, 36, 512, 1.0),
+          "gowin": (4, 36, 512, 1.0), "cyclonev": (6, 40, 256, 1.0), "ice40": (4, 16, 256, 1.0)}
+
+
+def memory_cost(depth: int, width: int, family: str, memory: str = "auto") -> dict[str, float]:
+    """A ROM of ``depth`` words of ``width`` bits with a registered read: as LUTs ("auto"/"logic") or block RAM."""
+    k, port, deep, per_block = MEMORY[family]
+    if depth <= 1:  # a constant word: wires
+        return {"lut": 0.0, "ff": 0.0, "bram": 0.0}
+    if memory == "block":
+        blocks = math.ceil(width / port) * math.ceil(depth / deep)
+        return {"lut": 0.0, "ff": 0.0, "bram": blocks * per_block}
+    per_bit = math.ceil(depth / 2 ** k)
+    per_bit += per_bit - 1 if per_bit > 1 else 0  # the mux over the LUTs' outputs
+    return {"lut": LUT_PER["rom_bit"] * per_bit * width, "ff": float(width), "bram": 0.0}
+
+
+def _is_dsp(a_bits: int, w_bits: int, p_bits: int, family: str, dsp: bool) -> bool:
+    """The family's DSP rule (Yosys's mul2dsp minimum widths) for one MAC unit's multiply."""
+    ma, mw, mp = FAMILIES[family].dsp_min_widths
+    return dsp and min(a_bits, w_bits) >= min(ma, mw) and max(a_bits, w_bits) >= max(ma, mw) and p_bits >= mp
+
+
+def plan_features(plan: LayerPlan, layer: Dense, x_lo: list[int], x_hi: list[int], out_type: FixedType,
+                  family: str, dsp: bool = True, memory: str = "auto") -> dict[str, float]:
+    """What one folded layer is made of: the bits each LUT price (``LUT_PER``) applies to, its flip-flops
+    (counted from the structure), DSPs and memory (``x_lo``/``x_hi``: the inputs' integer ranges)."""
+    if family not in MEMORY:
+        raise LayerError(f"layer {layer.name!r}: no folded-layer prices for family {family!r}; "
+                         f"families: {', '.join(MEMORY)}")
+    f = dict.fromkeys(LUT_PER, 0.0)
+    f["control"] = 1.0
+    ff = n_dsp = 0.0
+    for sel in plan.selects:  # one multiplexer per input group
+        f["mux_bit"] += max(signed_width(x_lo[i], x_hi[i]) for i in sel) * (len(sel) - 1)
+    for u in range(plan.units):
+        aw = max(signed_width(x_lo[i], x_hi[i]) for i in plan.selects[plan.group[u]])
+        pw = signed_width(*plan.prod_range[u])
+        accw = max(signed_width(*plan.acc_range[u]), pw)
+        if _is_dsp(aw, plan.weight_bits, pw, family, dsp):
+            n_dsp += 1  # the product register sits in the DSP
+        else:
+            f["mult_bit"] += aw * plan.weight_bits
+            ff += pw
+        f["acc_bit"] += accw
+        ff += accw + 1  # the accumulator and the first-item bit
+    parts: dict[int, list[int]] = {}
+    for s in plan.segments:
+        if s.lo != s.hi:
+            parts.setdefault(s.col, []).append(signed_width(s.lo, s.hi))
+    ff += sum(sum(ws) for ws in parts.values())
+    for j in range(layer.weight.shape[1]):
+        ws = parts.get(j, [])
+        f["partial_add_bit"] += max(len(ws) - 1 + (1 if int(layer.bias[j]) else 0), 0) * (max(ws, default=0) + 1)
+    n_out = layer.weight.shape[1]
+    f["out_bit"] = float(out_type.width * n_out)
+    cw = max((plan.cycles - 1).bit_length(), 1)
+    ff += out_type.width * n_out + 2 * cw + 4  # the output register, the counter and its copy, valid/busy/done
+    # built in logic, a ROM keeps only its live bits (a constant or repeated bit is no LUT and no FF)
+    width = plan.word_bits if memory == "block" else live_columns(plan)
+    mem = memory_cost(plan.cycles, width, family, memory)
+    f["rom_bit"] = mem["lut"] / LUT_PER["rom_bit"]
+    return {**f, "ff": ff + mem["ff"], "dsp": n_dsp, "bram": mem["bram"]}
+
+
+def plan_cost(plan: LayerPlan, layer: Dense, x_lo: list[int], x_hi: list[int], out_type: FixedType,
+              family: str, dsp: bool = True, memory: str = "auto") -> dict[str, Any]:
+    """LUT/FF/DSP/BRAM of one folded layer's plan (``plan_features`` priced)."""
+    f = plan_features(plan, layer, x_lo, x_hi, out_type, family, dsp, memory)
+    lut = sum(LUT_PER[k] * f[k] for k in LUT_PER)
+    return {"lut": round(lut), "ff": round(f["ff"]), "dsp": int(f["dsp"]), "bram": f["bram"],
+            "units": plan.units, "cycles": plan.cycles, "memory_bits": plan.cycles * plan.word_bits,
+            "features": f, "calibrated": family in CALIBRATED}
+
+
+def folded_cost(layer: Dense, in_type: FixedType, reuse: int, family: str, out_type: FixedType | None = None,
+                relu_input: bool = False, dsp: bool = True, memory: str = "auto") -> dict[str, Any]:
+    """LUT/FF/DSP/BRAM of ``layer`` folded at ``reuse`` for inputs of ``in_type`` (``relu_input``: they come out
+    of a ReLU, so none is negative) with its result in ``out_type`` (default: its result type), plus the
+    fold's ``cycles`` (the layer's II) and ``units``. The hook the budget search would call per layer and R."""
+    n_in = layer.weight.shape[0]
+    lo = 0 if relu_input or not in_type.signed else in_type.min_int
+    x_lo, x_hi = [lo] * n_in, [in_type.max_int] * n_in
+    plan = plan_layer(layer, reuse, x_lo, x_hi)
+    out_type = out_type or layer.result_type or layer.accum_type
+    if out_type is None:
+        raise LayerError(f"layer {layer.name!r}: no result type to price its output register; quantize it first")
+    return plan_cost(plan, layer, x_lo, x_hi, out_type, family, dsp, memory)
+
+
+def network_folded_cost(net: Network, reuse: int | dict[str, int], family: str, dsp: bool = True,
+                        memory: str = "auto") -> dict[str, Any]:
+    """Per Dense layer and in total: each layer folded at its reuse (R = 1 layers priced by ``cost.dense_cost``),
+    the II (the slowest layer's cycles) and the sum of LUT/FF/DSP/BRAM."""
+    from codesign.compress.cost import dense_cost, dense_stages
+
+    layers: dict[str, dict[str, Any]] = {}
+    relu_in = False
+    for layer, t_in, out_t, relu in dense_stages(net):
+        r = reuse if isinstance(reuse, int) else int(reuse.get(layer.name, 1))
+        if r == 1:
+            c = dense_cost(layer, t_in, family, None if dsp else "lut", out_t, relu, clock_mhz=0)
+            layers[layer.name] = {**c.as_dict(), "cycles": 1, "units": 0}
+            layers[layer.name]["ff"] += out_t.width * layer.weight.shape[1]  # the folded design's stage register
+        else:
+            layers[layer.name] = folded_cost(layer, t_in, r, family, out_t, relu_in, dsp, memory)
+        relu_in = relu
+    tot = {k: sum(v[k] for v in layers.values()) for k in ("lut", "ff", "dsp", "bram")}
+    ii = max(v["cycles"] for v in layers.values())
+    if ii > 1:  # the input register and the in_ready counter of a folded design
+        tot["ff"] += net.input_shape[0] * net.input_type.width + max((ii - 1).bit_length(), 1)
+    return {**tot, "ii": ii, "layers": layers}
