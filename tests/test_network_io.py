@@ -71,3 +71,13 @@ def test_pruned_weights_are_stored_as_zero_and_mask_is_kept():
 
     d = Dense("d", np.ones((2, 2)), np.zeros(2), mask=np.array([[True, False], [False, True]]))
     assert d.weight.tolist() == [[1, 0], [0, 1]] and d.mask.sum() == 2
+
+
+@pytest.mark.parametrize("name", ["directory", "network.json"])
+def test_a_saved_network_loads_by_its_directory_or_its_json_file(digits_q, tmp_path, name):
+    import codesign
+
+    digits_q.save(tmp_path)
+    back = codesign.load(tmp_path if name == "directory" else tmp_path / "network.json")
+    q = digits_q.quantize_input(np.zeros((1, 64)))
+    assert np.array_equal(back.forward_int(q).values, digits_q.forward_int(q).values)

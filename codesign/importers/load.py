@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from codesign.core.fixed import FixedType
-from codesign.core.network import NETWORK_JSON, Network
+from codesign.core.network import NETWORK_JSON, WEIGHTS_NPZ, Network
 from codesign.errors import ModelFileError
 from codesign.importers.builtin import BUILTIN_MODELS, builtin_model
 
@@ -42,6 +42,8 @@ def load(
         if not path.exists():
             hint = f"; built-in models: {', '.join(BUILTIN_MODELS)}" if path.suffix == "" else ""
             raise ModelFileError(f"model file {s!r} does not exist{hint}")
+        if path.name == NETWORK_JSON and (path.parent / WEIGHTS_NPZ).is_file():  # a saved network, named by its file
+            return Network.load(path.parent)
         suffix = path.suffix.lower()
         if suffix in TORCH_SUFFIXES:
             from codesign.importers.torch_import import load_torch_file
