@@ -7,8 +7,12 @@ compression: 64-28-13-10, 842 nonzero 4-bit weights). Every layer gets the same 
 ``synth_xilinx -family xc7`` with ``-nodsp`` (the flow's budget allows no DSP) and with DSPs. Written to
 ``bench/results/folding.json``.
 
+Two random networks (``small``: the tests' 12-9-7-5, 8-bit inputs; ``mid``: 32-16-10) at R = 2, 4, 8, 32 join
+the digits rows as calibration points: ``--fit`` refits the cost model's LUT prices (``fold_cost.LUT_PER``,
+least squares on the relative error, non-negative) over every row and prints them with each row's error.
+
     python bench/folding.py                      # R = 1, 4, 16, 64, 256 (about half an hour on 2 cores)
-    python bench/folding.py --reuse 4,16 --no-dsp
+    python bench/folding.py --reuse 4,16 --no-dsp --no-calibration
 """
 
 from __future__ import annotations
@@ -20,14 +24,20 @@ import time
 from pathlib import Path
 
 import _common  # noqa: F401  (the repository on sys.path)
+import numpy as np
 from _common import write_results
+from scipy.optimize import nnls
 
-from codesign.compress.fold_cost import network_folded_cost
+from codesign.compress.fold_cost import LUT_PER, network_folded_cost
+from codesign.core.fixed import FixedType
+from codesign.core.layers import Output, ReLU
+from codesign.core.network import Network
 from codesign.core.verify import verification_inputs
 from codesign.importers.data import load_digits_dataset
 from rtl_sim.folded import emit_folded_verilog
 from rtl_sim.folded_sim import cosimulate_folded
 from rtl_sim.synth import synthesize
+from tests.builders import random_dense
 
 FAMILY = "xc7"
 SAMPLES = 2000
@@ -47,10 +57,44 @@ def digits_network():
     return Network.load(d)
 
 
-def measure(net, reuse: int, dsp_modes: tuple[bool, ...], q) -> dict:
+def calibration_networks() -> dict[str, Network]:
+    """The random networks the cost model is also fitted on (``small`` is tests/test_folded.py's)."""
+    rng = np.random.default_rng(3)
+    small = [random_dense(rng, "fc1", 12, 9, "ap_fixed<6,2>", sparsity=0.4,
+                          result_type=FixedType(10, 4, True, "RND_CONV", "SAT")), ReLU("r1"),
+             random_dense(rng, "fc2", 9, 7, "ap_fixed<5,1>", "ap_fixed<8,3>", sparsity=0.3,
+                          result_type=FixedType(9, 3, True, "RND", "WRAP")), ReLU("r2"),
+             random_dense(rng, "fc3", 7, 5, "ap_fixed<7,3>", sparsity=0.2), Output("out")]
+    rng = np.random.default_rng(7)
+    mid = [random_dense(rng, "fc1", 32, 16, "ap_fixed<8,3>", sparsity=0.5,
+                        result_type=FixedType(12, 5, True, "RND", "SAT")), ReLU("r1"),
+           random_dense(rng, "fc2", 16, 10, "ap_fixed<6,2>", sparsity=0.2), Output("out")]
+    return {"small": Network("rnd_fold", (12,), small, FixedType(8, 3)),
+            "mid": Network("mid_fold", (32,), mid, FixedType(8, 3))}
+
+
+def fit(rows: list[dict], nets: dict[str, Network]) -> dict:
+    """The LUT prices that fit every row's Yosys LUTs best (relative error), and each row's error with them."""
+    keys = list(LUT_PER)
+    feats, lut, names = [], [], []
+    for row in rows:
+        for mode in ("nodsp", "dsp"):
+            if mode in row and row["reuse"] > 1:
+                c = network_folded_cost(nets[row["network"]], row["reuse"], FAMILY, dsp=mode == "dsp")
+                feats.append([sum(v["features"][k] for v in c["layers"].values()) for k in keys])
+                lut.append(row[mode]["lut"])
+                names.append(f"{row['network']} R={row['reuse']} {mode}")
+    A, y = np.array(feats, float), np.array(lut, float)
+    coef, _ = nnls(A / y[:, None], np.ones(len(y)))
+    err = A @ coef / y - 1
+    return {"lut_per": dict(zip(keys, coef.round(3).tolist())),
+            "errors": {n: round(float(e), 3) for n, e in zip(names, err)}}
+
+
+def measure(name: str, net: Network, reuse: int, dsp_modes: tuple[bool, ...], q) -> dict:
     """One R: the design's II/latency/fold, its co-simulation and its Yosys counts per DSP mode."""
     d = emit_folded_verilog(net, reuse)
-    row = {"reuse": reuse, "ii": getattr(d, "ii", 1), "latency": d.latency,
+    row = {"network": name, "reuse": reuse, "ii": getattr(d, "ii", 1), "latency": d.latency,
            "folds": getattr(d, "folds", {})}
     if reuse > 1:
         r = cosimulate_folded(net, d, q)
@@ -72,15 +116,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reuse", default="1,4,16,64,256", help="reuse factors, comma-separated")
     ap.add_argument("--no-dsp", action="store_true", help="only -nodsp synthesis")
+    ap.add_argument("--no-calibration", action="store_true", help="only the digits network")
+    ap.add_argument("--fit", action="store_true", help="refit the cost model's LUT prices and print them")
     args = ap.parse_args()
     t0 = time.perf_counter()
     net = digits_network()
     ds = load_digits_dataset()
     q = verification_inputs(net, ds.X_test, SAMPLES)
     modes = (False,) if args.no_dsp else (False, True)
-    rows = [measure(net, int(r), modes, q) for r in args.reuse.split(",")]
-    write_results("folding", t0, network="digits-mlp, default flow compression (64-28-13-10, 842 nonzero)",
-                  family=FAMILY, samples=len(q), rows=rows)
+    rows = [measure("digits", net, int(r), modes, q) for r in args.reuse.split(",")]
+    nets = {"digits": net}
+    if not args.no_calibration:
+        nets.update(calibration_networks())
+        for name in ("small", "mid"):
+            cq = verification_inputs(nets[name], None, SAMPLES)
+            rows += [measure(name, nets[name], r, modes, cq) for r in (2, 4, 8, 32)]
+    fitted = fit(rows, nets) if args.fit else None
+    if fitted:
+        print(fitted)
+    write_results("folding", t0, network="digits: digits-mlp, the default flow's compression (64-28-13-10, "
+                  "842 nonzero); small, mid: random calibration networks", family=FAMILY, samples=len(q),
+                  rows=rows, fit=fitted)
 
 
 if __name__ == "__main__":

@@ -23,11 +23,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from codesign.core.arith import signed_width
 from codesign.core.fixed import FixedType
 from codesign.core.fold import LayerPlan, live_columns, plan_layer
 from codesign.core.layers import Dense
 from codesign.core.network import Network
+from codesign.core.reference import exact_accum_type
 from codesign.errors import LayerError
 from codesign.families import FAMILIES
 
@@ -36,10 +39,12 @@ from codesign.families import FAMILIES
 LUT_PER = {
     "mult_bit": 0.55,  # per partial-product bit (input bits x weight bits) of a LUT multiplier
     "acc_bit": 1.0,  # the accumulator's adder (its clear folds into the adder's LUT)
+    "dsp_acc_bit": 0.0,  # the same beside a DSP multiply
     "mux_bit": 0.4,  # per bit per extra input of a unit group's input multiplexer
     "rom_bit": 1.0,  # per word bit per LUT's depth of a ROM built in LUTs
     "partial_add_bit": 1.0,  # adding an output's partials and its bias
-    "out_bit": 1.5,  # rounding, saturation and ReLU per output bit
+    "out_bit": 1.5,  # rounding and saturation per output bit, when the result type is not the exact sum's
+    "relu_bit": 1.0,  # a ReLU after the layer, per output bit
     "control": 12.0,  # counter, busy/valid and the partials' write enables
 }
 CALIBRATED = ("xc7", "xcup")
@@ -68,9 +73,11 @@ def _is_dsp(a_bits: int, w_bits: int, p_bits: int, family: str, dsp: bool) -> bo
 
 
 def plan_features(plan: LayerPlan, layer: Dense, x_lo: list[int], x_hi: list[int], out_type: FixedType,
-                  family: str, dsp: bool = True, memory: str = "auto") -> dict[str, float]:
+                  family: str, dsp: bool = True, memory: str = "auto", cast: bool = True, relu: bool = False
+                  ) -> dict[str, float]:
     """What one folded layer is made of: the bits each LUT price (``LUT_PER``) applies to, its flip-flops
-    (counted from the structure), DSPs and memory (``x_lo``/``x_hi``: the inputs' integer ranges)."""
+    (counted from the structure), DSPs and memory (``x_lo``/``x_hi``: the inputs' integer ranges; ``cast``:
+    the result is rounded or saturated; ``relu``: a ReLU follows)."""
     if family not in MEMORY:
         raise LayerError(f"layer {layer.name!r}: no folded-layer prices for family {family!r}; "
                          f"families: {', '.join(MEMORY)}")
@@ -84,11 +91,12 @@ def plan_features(plan: LayerPlan, layer: Dense, x_lo: list[int], x_hi: list[int
         pw = signed_width(*plan.prod_range[u])
         accw = max(signed_width(*plan.acc_range[u]), pw)
         if _is_dsp(aw, plan.weight_bits, pw, family, dsp):
-            n_dsp += 1  # the product register sits in the DSP
+            n_dsp += 1  # the product register sits in the DSP, and Yosys packs the accumulator's adder there
+            f["dsp_acc_bit"] += accw
         else:
             f["mult_bit"] += aw * plan.weight_bits
+            f["acc_bit"] += accw
             ff += pw
-        f["acc_bit"] += accw
         ff += accw + 1  # the accumulator and the first-item bit
     parts: dict[int, list[int]] = {}
     for s in plan.segments:
@@ -99,9 +107,11 @@ def plan_features(plan: LayerPlan, layer: Dense, x_lo: list[int], x_hi: list[int
         ws = parts.get(j, [])
         f["partial_add_bit"] += max(len(ws) - 1 + (1 if int(layer.bias[j]) else 0), 0) * (max(ws, default=0) + 1)
     n_out = layer.weight.shape[1]
-    f["out_bit"] = float(out_type.width * n_out)
+    f["out_bit"] = float(out_type.width * n_out) if cast else 0.0
+    f["relu_bit"] = float(out_type.width * n_out) if relu else 0.0
     cw = max((plan.cycles - 1).bit_length(), 1)
-    ff += out_type.width * n_out + 2 * cw + 4  # the output register, the counter and its copy, valid/busy/done
+    out_bits = out_type.width - (1 if relu and out_type.signed else 0)  # after a ReLU the sign bit is constant
+    ff += out_bits * n_out + 2 * cw + 4  # the output register, the counter and its copy, valid/busy/done
     # built in logic, a ROM keeps only its live bits (a constant or repeated bit is no LUT and no FF)
     width = plan.word_bits if memory == "block" else live_columns(plan)
     mem = memory_cost(plan.cycles, width, family, memory)
@@ -110,9 +120,10 @@ def plan_features(plan: LayerPlan, layer: Dense, x_lo: list[int], x_hi: list[int
 
 
 def plan_cost(plan: LayerPlan, layer: Dense, x_lo: list[int], x_hi: list[int], out_type: FixedType,
-              family: str, dsp: bool = True, memory: str = "auto") -> dict[str, Any]:
+              family: str, dsp: bool = True, memory: str = "auto", cast: bool = True, relu: bool = False
+              ) -> dict[str, Any]:
     """LUT/FF/DSP/BRAM of one folded layer's plan (``plan_features`` priced)."""
-    f = plan_features(plan, layer, x_lo, x_hi, out_type, family, dsp, memory)
+    f = plan_features(plan, layer, x_lo, x_hi, out_type, family, dsp, memory, cast, relu)
     lut = sum(LUT_PER[k] * f[k] for k in LUT_PER)
     return {"lut": round(lut), "ff": round(f["ff"]), "dsp": int(f["dsp"]), "bram": f["bram"],
             "units": plan.units, "cycles": plan.cycles, "memory_bits": plan.cycles * plan.word_bits,
@@ -120,10 +131,12 @@ def plan_cost(plan: LayerPlan, layer: Dense, x_lo: list[int], x_hi: list[int], o
 
 
 def folded_cost(layer: Dense, in_type: FixedType, reuse: int, family: str, out_type: FixedType | None = None,
-                relu_input: bool = False, dsp: bool = True, memory: str = "auto") -> dict[str, Any]:
+                relu_input: bool = False, dsp: bool = True, memory: str = "auto", relu: bool = False
+                ) -> dict[str, Any]:
     """LUT/FF/DSP/BRAM of ``layer`` folded at ``reuse`` for inputs of ``in_type`` (``relu_input``: they come out
-    of a ReLU, so none is negative) with its result in ``out_type`` (default: its result type), plus the
-    fold's ``cycles`` (the layer's II) and ``units``. The hook the budget search would call per layer and R."""
+    of a ReLU, so none is negative) with its result in ``out_type`` (default: its result type; ``relu``: a ReLU
+    follows), plus the fold's ``cycles`` (the layer's II) and ``units``. The hook the budget search would call
+    per layer and R."""
     n_in = layer.weight.shape[0]
     lo = 0 if relu_input or not in_type.signed else in_type.min_int
     x_lo, x_hi = [lo] * n_in, [in_type.max_int] * n_in
@@ -131,7 +144,9 @@ def folded_cost(layer: Dense, in_type: FixedType, reuse: int, family: str, out_t
     out_type = out_type or layer.result_type or layer.accum_type
     if out_type is None:
         raise LayerError(f"layer {layer.name!r}: no result type to price its output register; quantize it first")
-    return plan_cost(plan, layer, x_lo, x_hi, out_type, family, dsp, memory)
+    exact = exact_accum_type(layer, in_type)
+    cast = out_type.frac < exact.frac or out_type.integer < exact.integer  # rounding or saturation logic
+    return plan_cost(plan, layer, x_lo, x_hi, out_type, family, dsp, memory, cast, relu)
 
 
 def network_folded_cost(net: Network, reuse: int | dict[str, int], family: str, dsp: bool = True,
@@ -146,13 +161,14 @@ def network_folded_cost(net: Network, reuse: int | dict[str, int], family: str, 
         r = reuse if isinstance(reuse, int) else int(reuse.get(layer.name, 1))
         if r == 1:
             c = dense_cost(layer, t_in, family, None if dsp else "lut", out_t, relu, clock_mhz=0)
-            layers[layer.name] = {**c.as_dict(), "cycles": 1, "units": 0}
-            layers[layer.name]["ff"] += out_t.width * layer.weight.shape[1]  # the folded design's stage register
+            layers[layer.name] = {**c.as_dict(), "cycles": 1, "units": 0}  # its output register included
         else:
-            layers[layer.name] = folded_cost(layer, t_in, r, family, out_t, relu_in, dsp, memory)
+            layers[layer.name] = folded_cost(layer, t_in, r, family, out_t, relu_in, dsp, memory, relu)
         relu_in = relu
     tot = {k: sum(v[k] for v in layers.values()) for k in ("lut", "ff", "dsp", "bram")}
     ii = max(v["cycles"] for v in layers.values())
-    if ii > 1:  # the input register and the in_ready counter of a folded design
-        tot["ff"] += net.input_shape[0] * net.input_type.width + max((ii - 1).bit_length(), 1)
+    if ii > 1:  # the input register (the inputs some weight reads) and the in_ready counter of a folded design
+        first = dense_stages(net)[0][0]
+        read = int(np.count_nonzero(np.any(first.weight != 0, axis=1)))
+        tot["ff"] += read * net.input_type.width + max((ii - 1).bit_length(), 1)
     return {**tot, "ii": ii, "layers": layers}
