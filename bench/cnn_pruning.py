@@ -24,11 +24,14 @@ from _common import write_results
 METHODS = ("structured", "hardware")
 
 
-def yosys_counts(net, family: str) -> dict:
-    """Yosys counts of the streaming design, summed over its stages (what the flow judges the fit on)."""
-    from rtl_sim.synth import synthesize_layers, total_counts
+def yosys_counts(net, board) -> dict:
+    """Yosys counts of the streaming design as the RTL step emits it for the board's clock, summed over its
+    stages (what the flow's fit on synthesis judges)."""
+    from rtl_sim.choice import DatapathChoice
+    from rtl_sim.synth import synthesize_layer_modes, total_counts
 
-    c = total_counts(synthesize_layers(net, family, dsp=False))
+    choice = DatapathChoice.for_board(board.synth_family, board.clock_mhz)
+    c = total_counts(synthesize_layer_modes(net, board.synth_family, (False,), choice=choice)[False])
     return {k: c[k] for k in ("lut", "ff", "dsp") if k in c}
 
 
@@ -73,7 +76,7 @@ def main() -> None:
                "layers": [{k: v for k, v in L.items() if k in ("name", "kept", "pruned", "sparsity")}
                           for L in channel_report(r.network, net)]}
         if not args.no_synth:
-            row["yosys"] = yosys_counts(r.network, board.synth_family)
+            row["yosys"] = yosys_counts(r.network, board)
             row["fits_on_yosys"] = all(row["yosys"].get(k, 0) <= v for k, v in budget.limits.items())
         rows.append(row)
         y = row.get("yosys") or {}
