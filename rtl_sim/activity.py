@@ -33,21 +33,15 @@ import numpy as np
 from codesign import tools
 from codesign.core.network import Network
 from codesign.errors import BackendError, ToolFailedError
+from codesign.families import FAMILIES
 from codesign.tools import Tool, find_verilator, find_yosys, run_tool
 from rtl_sim.cosim import _harness_source, _n_words, pack_words, unpack_words
 from rtl_sim.synth import synth_command
 from rtl_sim.verilog import Design, emit_verilog
 
-# the cell simulation models Yosys ships, per synthesis family (paths under Yosys's share directory)
-SIM_LIBRARIES = {"xc7": "xilinx/cells_sim.v", "xcup": "xilinx/cells_sim.v", "ecp5": "ecp5/cells_sim.v"}
-# cell-name prefix -> resource kind, per family; carry-chain outputs that only feed the next carry cell are
-# "carry_chain" (a wire inside the carry column, no routing)
-CELL_KINDS = {
-    "xilinx": [("LUT", "lut"), ("INV", "lut"), ("MUXF", "lut"), ("SRL", "lut"), ("CARRY", "carry"), ("FD", "ff"),
-               ("DSP48", "dsp"), ("RAMB", "bram")],
-    "ecp5": [("LUT4", "lut"), ("PFUMX", "lut"), ("L6MUX", "lut"), ("CCU2", "carry"), ("TRELLIS_FF", "ff"),
-             ("TRELLIS_DPR", "lut"), ("MULT18", "dsp"), ("ALU54", "dsp"), ("DP16KD", "bram")],
-}
+# the cell simulation models and each cell's resource kind are the family's (``codesign.families``); carry-chain
+# outputs that only feed the next carry cell are "carry_chain" (a wire inside the carry column, no routing)
+SIM_LIBRARIES = {name: f.sim_cells for name, f in FAMILIES.items() if f.sim_cells}
 CHAIN_PORTS = ("CI", "CIN", "CYINIT", "PCIN", "ACIN", "BCIN", "CARRYCASCIN")
 NET_TABLE_VERSION = 2  # bump when net_table's attribution changes: the cached netlists are re-read
 KINDS = ("input", "lut", "carry", "carry_chain", "ff", "dsp", "bram")
@@ -55,7 +49,7 @@ ACTIVITY_FAMILIES = tuple(SIM_LIBRARIES)
 
 
 def _kind_table(family: str) -> list[tuple[str, str]]:
-    return CELL_KINDS["xilinx" if family in ("xc7", "xcup") else family]
+    return list(FAMILIES[family].cell_kinds)
 
 
 def yosys_share(tool: Tool) -> Path:
@@ -134,7 +128,7 @@ def net_table(mapped: dict[str, Any], top: str, family: str) -> list[list]:
         kind = next((k for prefix, k in kinds if cell["type"].upper().startswith(prefix)), None)
         if kind is None:
             raise BackendError(f"netlist of {top}: cell type {cell['type']!r} has no resource kind; add it to "
-                               f"rtl_sim.activity.CELL_KINDS")
+                               f"its family's cell_kinds (codesign.families)")
         for port, bits in cell["connections"].items():
             out = cell["port_directions"].get(port) == "output"
             for b in bits:
