@@ -8,7 +8,8 @@ empty synthesis cache, then once more on Ray with the cache warm (a repeated swe
 time includes starting and stopping its instance. The figures of every point must be identical.
 
 Flows: the embedded default `codesign flow` alone (all CPUs), then two started together, each
-pinned to one CPU (`taskset`), so each sizes its torch and BLAS thread pools to that one CPU.
+pinned to one CPU (`taskset`), so each sizes its torch and BLAS thread pools to that one CPU, then
+two started together unpinned, as two users or two terminals would start them.
 The machine is shared: its load average is printed beside every figure.
 Writes bench/results/cluster_sweep.json.
 """
@@ -52,8 +53,8 @@ def sweep(cluster: str, out: Path) -> dict:
             "figures": figures(r)}
 
 
-def flows(n: int, cache: Path, tmp: Path) -> dict:
-    """``n`` default flows started together; with n > 1 each pinned to its own CPU."""
+def flows(n: int, cache: Path, tmp: Path, pin: bool = True) -> dict:
+    """``n`` default flows started together; with n > 1 and ``pin`` each pinned to its own CPU."""
     cpus = sorted(os.sched_getaffinity(0))
     procs = []
     l0, t0 = load(), time.perf_counter()
@@ -63,7 +64,7 @@ def flows(n: int, cache: Path, tmp: Path) -> dict:
         env = dict(os.environ, CODESIGN_CACHE=str(c), PYTHONPATH=str(ROOT))
         cmd = [sys.executable, "-m", "codesign.app.cli", "flow", "--out", str(tmp / f"flow-{n}-{i}"), "--force",
                "--quiet"]
-        if n > 1:
+        if n > 1 and pin:
             cmd = ["taskset", "-c", str(cpus[i % len(cpus)]), *cmd]
         procs.append((subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True),
                       time.perf_counter()))
@@ -77,7 +78,7 @@ def flows(n: int, cache: Path, tmp: Path) -> dict:
 
     compress = [json.loads((tmp / f"flow-{n}-{i}" / "report.json").read_text())["timings_s"]["compress"]
                 for i in range(n)]
-    return {"flows": n, "wall_s": walls, "compress_s": compress, "load_before": l0, "load_after": load()}
+    return {"flows": n, "pinned": n > 1 and pin, "wall_s": walls, "compress_s": compress, "load_before": l0, "load_after": load()}
 
 
 def main() -> None:
@@ -116,13 +117,16 @@ def main() -> None:
         if not args.skip_flows:
             one = flows(1, cache, tmp)
             two = flows(2, cache, tmp)
-            ratio = max(two["wall_s"]) / one["wall_s"][0]
+            free = flows(2, cache, tmp, pin=False)
+            ratio, ratio_free = (max(r["wall_s"]) / one["wall_s"][0] for r in (two, free))
             print(f"{'codesign flow':<30}{'wall s':>16}{'compress s':>16}{'load':>12}")
-            for r in (one, two):
-                print(f"{str(r['flows']) + ' at once':<30}{', '.join(map(str, r['wall_s'])):>16}"
+            for r in (one, two, free):
+                at_once = f"{r['flows']} at once" + (", pinned" if r["pinned"] else ", unpinned" * (r["flows"] > 1))
+                print(f"{at_once:<30}{', '.join(map(str, r['wall_s'])):>16}"
                       f"{', '.join(map(str, r['compress_s'])):>16}{r['load_before']:>6.1f}-{r['load_after']:<5.1f}")
-            print(f"two concurrent flows / one: {ratio:.2f}x")
-            res["flows"] = {"one": one, "two": two, "ratio": round(ratio, 2)}
+            print(f"two concurrent flows / one: {ratio:.2f}x pinned, {ratio_free:.2f}x unpinned")
+            res["flows"] = {"one": one, "two": two, "two_unpinned": free, "ratio": round(ratio, 2),
+                            "ratio_unpinned": round(ratio_free, 2)}
     write_results("cluster_sweep", t_all, **res)
 
 
