@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -229,7 +230,8 @@ def layer_jobs(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Too
                choice: DatapathChoice | None = None) -> tuple[dict[bool, dict[str, dict[str, Any]]], list[jobs.Job]]:
     """What synthesizing each Dense stage of ``net`` in each DSP mode takes: the results the cache
     holds already (by mode, then layer), and one Yosys job for each of the others, whose tag is
-    ``(layer, dsp, cache key)``: the driver stores the result (``store``) when it comes back. ``clock_mhz``:
+    ``(layer, the DSP modes it answers, cache key)``: the driver stores the result (``store``) when it comes back.
+    A stage with no product (an adder graph) is one job for both modes. ``clock_mhz``:
     each stage pipelined for that clock by ``family``'s delay model; ``choice`` (instead): each stage emitted with
     the datapath the RTL step chose (``rtl_sim.choice``)."""
     from codesign.core.timing import MODELS
@@ -243,7 +245,7 @@ def layer_jobs(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Too
 
     given, tool = tool, tool or find_yosys()
     done: dict[bool, dict[str, dict[str, Any]]] = {dsp: {} for dsp in dsp_modes}
-    todo: list[jobs.Job] = []
+    pending: dict[str, tuple[str, list[bool], tuple]] = {}  # cache key -> (layer, the modes it answers, job args)
     stages = stage_networks(net)
     for dsp in dsp_modes:
         for name, sub in stages:
@@ -251,16 +253,25 @@ def layer_jobs(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Too
                 d = emit_stream_verilog(sub, mult=mult, stream_out=True, **emit)
             else:
                 d = emit_verilog(sub, mult=mult, **emit)
-            key = cache_key(tool.version, synth_command(family, d.top, dsp), abc9_script, d.verilog)
+            # without a product there is nothing for a DSP to take: both modes are one netlist, synthesized once
+            as_dsp = dsp and multiplies(d.verilog)
+            key = cache_key(tool.version, synth_command(family, d.top, as_dsp), abc9_script, d.verilog)
             hit = cached(key)
             if hit is not None:
                 done[dsp][name] = hit
+            elif key in pending:
+                pending[key][1].append(dsp)
             else:
-                todo.append(jobs.Job(f"yosys {name}" + ("" if dsp else " (no DSP)"), run_synthesis,
-                                     (d.verilog, d.top, family, dsp),
-                                     {"tool": given, "abc9_script": abc9_script, "version": tool.version},
-                                     tag=(name, dsp, key)))
+                pending[key] = (name, [dsp], (d.verilog, d.top, family, as_dsp))
+    todo = [jobs.Job(f"yosys {name}" + ("" if args[3] else " (no DSP)"), run_synthesis, args,
+                     {"tool": given, "abc9_script": abc9_script, "version": tool.version}, tag=(name, tuple(modes), key))
+            for key, (name, modes, args) in pending.items()]
     return done, todo
+
+
+def multiplies(verilog: str) -> bool:
+    """Whether the Verilog has a ``*`` operator (comments and ``(* attributes *)`` aside)."""
+    return "*" in re.sub(r"//[^\n]*|/\*.*?\*/|\(\*.*?\*\)", "", verilog, flags=re.S)
 
 
 def synthesize_layer_modes(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Tool | None = None,
@@ -281,11 +292,12 @@ def synthesize_layer_modes(net: Network, family: str, dsp_modes: tuple[bool, ...
             for j in todo:
                 ex.submit(j)
             for o in ex.as_completed():
-                name, dsp, key = o.job.tag
+                name, modes, key = o.job.tag
                 if not o.ok:
                     raise ToolFailedError(f"Yosys synthesis of layer {name!r} failed: {o.error}")
                 store(key, o.value)
-                done[dsp][name] = o.value
+                for dsp in modes:
+                    done[dsp][name] = o.value
                 if on_done:
                     on_done(name)
     order = [name for name, _ in stage_networks(net)]

@@ -33,3 +33,15 @@ def test_estimate_synthesizes_the_datapath_the_rtl_step_chose(tmp_path, monkeypa
     stages = [sub for _, sub in stage_networks(net)]
     assert [d.verilog for d in emitted] == [real(s, **choice.emit_kwargs()).verilog for s in stages] * 2  # DSP, LUT
     assert [d.verilog for d in emitted[:len(stages)]] != [real(s).verilog for s in stages]
+
+
+@pytest.mark.parametrize("mult, jobs_per_stage", [(None, 1), ("dsp", 2)], ids=["adder-graph", "dsp-products"])
+def test_a_stage_without_products_is_synthesized_once_for_both_dsp_modes(monkeypatch, mult, jobs_per_stage):
+    """An adder graph has nothing a DSP could take, so the DSP mode's netlist is the LUT mode's: one Yosys job
+    answers both; a stage with ``*`` products is synthesized in each mode."""
+    monkeypatch.setattr(rtl_sim.synth, "cached", lambda key: None)
+    net = small_mlp()
+    done, todo = rtl_sim.synth.layer_jobs(net, "xc7", (True, False), mult=mult)
+    stages = len(stage_networks(net))
+    assert len(todo) == jobs_per_stage * stages and not any(done.values())
+    assert sorted(m for j in todo for m in j.tag[1]) == [False] * stages + [True] * stages
