@@ -91,8 +91,9 @@ def fit(rows: list[dict], nets: dict[str, Network]) -> dict:
             "errors": {n: round(float(e), 3) for n, e in zip(names, err)}}
 
 
-def measure(name: str, net: Network, reuse: int, dsp_modes: tuple[bool, ...], q) -> dict:
-    """One R: the design's II/latency/fold, its co-simulation and its Yosys counts per DSP mode."""
+def measure(name: str, net: Network, reuse: int, dsp_modes: tuple[bool, ...], q, block: bool = False) -> dict:
+    """One R: the design's II/latency/fold, its co-simulation and its Yosys counts per DSP mode (``block``: and
+    with its weight ROMs in block RAM)."""
     d = emit_folded_verilog(net, reuse)
     row = {"network": name, "reuse": reuse, "ii": getattr(d, "ii", 1), "latency": d.latency,
            "folds": getattr(d, "folds", {})}
@@ -108,7 +109,15 @@ def measure(name: str, net: Network, reuse: int, dsp_modes: tuple[bool, ...], q)
         row["dsp" if dsp else "nodsp"] = {**{k: s[k] for k in ("lut", "ff", "dsp", "carry", "bram")},
                                           "memory_cells": mem, "yosys_s": round(time.perf_counter() - t0, 1),
                                           "model": {k: model[k] for k in ("lut", "ff", "dsp", "bram")}}
-        print(reuse, "dsp" if dsp else "nodsp", row["dsp" if dsp else "nodsp"], flush=True)
+        print(name, reuse, "dsp" if dsp else "nodsp", row["dsp" if dsp else "nodsp"], flush=True)
+    if block and reuse > 1:  # the weight ROMs as block RAM (rom_style), no DSP
+        d = emit_folded_verilog(net, reuse, memory="block")
+        s = synthesize(d.verilog, d.top, FAMILY, dsp=False)
+        model = network_folded_cost(net, reuse, FAMILY, dsp=False, memory="block")
+        row["block_nodsp"] = {**{k: s[k] for k in ("lut", "ff", "dsp", "carry", "bram")},
+                              "memory_cells": {k: v for k, v in s["cells"].items() if "RAM" in k.upper()},
+                              "model": {k: model[k] for k in ("lut", "ff", "dsp", "bram")}}
+        print(name, reuse, "block", row["block_nodsp"], flush=True)
     return row
 
 
@@ -124,7 +133,7 @@ def main() -> None:
     ds = load_digits_dataset()
     q = verification_inputs(net, ds.X_test, SAMPLES)
     modes = (False,) if args.no_dsp else (False, True)
-    rows = [measure("digits", net, int(r), modes, q) for r in args.reuse.split(",")]
+    rows = [measure("digits", net, int(r), modes, q, block=True) for r in args.reuse.split(",")]
     nets = {"digits": net}
     if not args.no_calibration:
         nets.update(calibration_networks())

@@ -34,18 +34,22 @@ from codesign.core.reference import exact_accum_type
 from codesign.errors import LayerError
 from codesign.families import FAMILIES
 
-# LUT per bit of each part, fitted on xc7 (bench/folding.py: the digits MLP at R = 4, 16, 64, 256 and
-# bench/results/folding.json); the FFs are the structure's.
+# LUT per unit of each part, fitted on xc7 by ``bench/folding.py --fit`` (non-negative least squares on the
+# relative error over 24 Yosys runs: the digits MLP at R = 4, 16, 64, 256 and two random networks at R = 2, 4,
+# 8, 32, each with and without DSPs; LUT error -19 % to +23 %, mean |error| 9 %, bench/results/folding.json).
+# An array multiplier in LUTs is (weight bits - 1) adders of the product's width; a DSP unit's accumulator
+# stays in LUTs beside it. A zero price is a part the fit found absorbed elsewhere (ABC merges the rounding
+# and the partials' sums into the adders around them); the FFs are the structure's.
 LUT_PER = {
-    "mult_bit": 0.55,  # per partial-product bit (input bits x weight bits) of a LUT multiplier
-    "acc_bit": 1.0,  # the accumulator's adder (its clear folds into the adder's LUT)
-    "dsp_acc_bit": 0.0,  # the same beside a DSP multiply
-    "mux_bit": 0.4,  # per bit per extra input of a unit group's input multiplexer
-    "rom_bit": 1.0,  # per word bit per LUT's depth of a ROM built in LUTs
-    "partial_add_bit": 1.0,  # adding an output's partials and its bias
-    "out_bit": 1.5,  # rounding and saturation per output bit, when the result type is not the exact sum's
-    "relu_bit": 1.0,  # a ReLU after the layer, per output bit
-    "control": 12.0,  # counter, busy/valid and the partials' write enables
+    "mult_bit": 1.11,  # per product bit per weight bit beyond the first, of a LUT multiplier
+    "acc_bit": 1.73,  # per accumulator bit of a LUT-multiplier unit (its adder, the clear, the product's sum)
+    "dsp_acc_bit": 1.9,  # per accumulator bit of a DSP unit
+    "mux_bit": 0.52,  # per input bit per extra input of a unit group's input multiplexer
+    "rom_bit": 1.67,  # per live ROM bit per LUT's depth (the ROM built in logic)
+    "partial_add_bit": 0.18,  # adding an output's partials and its bias, per operand bit
+    "out_bit": 0.0,  # rounding and saturation per output bit, when the result type is not the exact sum's
+    "relu_bit": 0.0,  # a ReLU after the layer, per output bit
+    "control": 12.0,  # counter, busy/valid and the partials' write enables (not fitted)
 }
 CALIBRATED = ("xc7", "xcup")
 # per family: (LUT inputs, block RAM port width, depth at that width, blocks counted per block used)
@@ -94,7 +98,7 @@ def plan_features(plan: LayerPlan, layer: Dense, x_lo: list[int], x_hi: list[int
             n_dsp += 1  # the product register sits in the DSP, and Yosys packs the accumulator's adder there
             f["dsp_acc_bit"] += accw
         else:
-            f["mult_bit"] += aw * plan.weight_bits
+            f["mult_bit"] += pw * (plan.weight_bits - 1)
             f["acc_bit"] += accw
             ff += pw
         ff += accw + 1  # the accumulator and the first-item bit
@@ -166,6 +170,7 @@ def network_folded_cost(net: Network, reuse: int | dict[str, int], family: str, 
             layers[layer.name] = folded_cost(layer, t_in, r, family, out_t, relu_in, dsp, memory, relu)
         relu_in = relu
     tot = {k: sum(v[k] for v in layers.values()) for k in ("lut", "ff", "dsp", "bram")}
+    tot["bram"] = math.ceil(tot["bram"])  # as the synthesis counts do: two RAMB18 to a block, rounded up
     ii = max(v["cycles"] for v in layers.values())
     if ii > 1:  # the input register (the inputs some weight reads) and the in_ready counter of a folded design
         first = dense_stages(net)[0][0]
