@@ -120,3 +120,16 @@ def test_cost_model_tracks_yosys_on_a_folded_network(net, dsp):
     c = network_folded_cost(net, 4, "xc7", dsp=dsp)
     assert c["dsp"] == y["dsp"]
     assert abs(c["ff"] / y["ff"] - 1) <= 0.05 and abs(c["lut"] / y["lut"] - 1) <= 0.25
+
+
+@pytest.mark.slow
+def test_default_flow_network_folded_is_bit_exact_on_the_digits_test_set(default_run, digits):
+    from codesign.core.verify import verification_inputs
+    from rtl_sim.folded_sim import cosimulate_folded
+
+    code, out = default_run
+    assert code == 0
+    net = Network.load(out)
+    d = emit_folded_verilog(net, 16)
+    r = cosimulate_folded(net, d, verification_inputs(net, digits.X_test, 2000))
+    assert (r.samples, r.mismatches, r.latency_cycles, r.ii) == (2000, 0, d.latency, d.ii) and r.bit_exact
