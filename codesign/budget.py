@@ -1,4 +1,5 @@
-"""Resource budgets: ``lut=0.5,dsp=0.25`` (fractions of the board) or ``lut=20000`` (counts)."""
+"""Resource budgets: ``lut=0.5,dsp=0.25`` (fractions of the board) or ``lut=20000`` (counts), and an energy
+per inference with its unit, ``energy=50nJ`` (held in picojoules)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,31 @@ from dataclasses import dataclass, field
 from codesign.board import Board
 from codesign.errors import BudgetError
 
-RESOURCES = ("lut", "dsp", "ff", "bram")
+RESOURCES = ("lut", "dsp", "ff", "bram", "energy")
 _ITEM = re.compile(r"^\s*([a-z]+)\s*=\s*([0-9]*\.?[0-9]+)\s*(%?)\s*$")
+_ENERGY = re.compile(r"^\s*energy\s*=\s*(.*?)\s*$")
+_ENERGY_VALUE = re.compile(r"^([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(pJ|nJ|uJ|µJ|mJ)$")
+ENERGY_UNITS_PJ = {"pJ": 1.0, "nJ": 1e3, "uJ": 1e6, "µJ": 1e6, "mJ": 1e9}  # the budget holds energy in pJ
+
+
+def parse_energy(value: str) -> int:
+    """An energy per inference with its unit (``50nJ``, ``2.5uJ``) in picojoules."""
+    m = _ENERGY_VALUE.match(str(value).strip())
+    if not m:
+        raise BudgetError(f"malformed energy budget {value!r}: write a number and a unit per inference, e.g. "
+                          "'energy=50nJ' or 'energy=2.5uJ' (units: pJ, nJ, uJ, mJ)")
+    pj = float(m.group(1)) * ENERGY_UNITS_PJ[m.group(2)]
+    if pj < 1:
+        raise BudgetError(f"energy budget {value!r} is below 1 pJ per inference; give at least 1pJ")
+    return int(round(pj))
+
+
+def format_energy(pj: float) -> str:
+    """Picojoules as the budget writes them: ``1.25nJ``."""
+    for unit in ("mJ", "uJ", "nJ"):
+        if pj >= ENERGY_UNITS_PJ[unit]:
+            return f"{pj / ENERGY_UNITS_PJ[unit]:.4g}{unit}"
+    return f"{pj:.4g}pJ"
 
 
 def parse_budget(spec: str | dict | None, board: Board) -> dict[str, int]:
@@ -21,6 +45,10 @@ def parse_budget(spec: str | dict | None, board: Board) -> dict[str, int]:
     else:
         items = []
         for part in spec.split(","):
+            e = _ENERGY.match(part)
+            if e:
+                items.append(("energy", e.group(1)))
+                continue
             m = _ITEM.match(part)
             if not m:
                 raise BudgetError(
@@ -34,6 +62,9 @@ def parse_budget(spec: str | dict | None, board: Board) -> dict[str, int]:
     for key, value in items:
         if key not in RESOURCES:
             raise BudgetError(f"unknown resource {key!r} in budget; resources: {', '.join(RESOURCES)}")
+        if key == "energy":
+            out[key] = parse_energy(value)
+            continue
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise BudgetError(f"budget for {key} must be a non-negative number, not {value!r}")
         total = getattr(board, key)
@@ -47,7 +78,7 @@ def parse_budget(spec: str | dict | None, board: Board) -> dict[str, int]:
 
 
 def format_budget(budget: dict[str, int]) -> str:
-    return ",".join(f"{k}={v}" for k, v in budget.items()) or "none"
+    return ",".join(f"{k}={format_energy(v) if k == 'energy' else v}" for k, v in budget.items()) or "none"
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", default=None, help=f"model file or built-in name (default: {DEFAULT_MODEL})")
     p.add_argument("--data", default=None, help="built-in name or .npz (default with no MODEL or a built-in one: digits)")
     p.add_argument("--board", default=DEFAULT_BOARD)
-    p.add_argument("--budget", default=None, help="e.g. lut=0.5,dsp=0.25 or lut=20000")
+    p.add_argument("--budget", default=None, help="e.g. lut=0.5,dsp=0.25 or lut=20000; energy=50nJ (per inference, "
+                   "priced by the fast activity model, checked on the simulated netlist)")
     p.add_argument("--backend", default=None, help="vitis|vivado (Xilinx), quartus|oneapi (Intel)")
     p.add_argument("--out", default="codesign-out")
     p.add_argument("--force", action="store_true", help="replace a previous run in --out")
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--data", required=True)
     p.add_argument("--board", default=DEFAULT_BOARD)
-    p.add_argument("--budget", required=True)
+    p.add_argument("--budget", required=True, help="e.g. lut=0.5,dsp=0.25, lut=20000 or energy=50nJ")
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true")
     model_args(p)

@@ -64,7 +64,12 @@ def step_energy(art: Artifact, samples: int | None = None, progress: Reporter = 
            "toggles per net from its SAIF trace", "layers": {a["stage"]: {k: a[k] for k in (
                "toggle_rate", "toggles_per_inference", "nets", "ff")} for a in acts}, **e,
            "seconds": round(time.perf_counter() - t0, 1)}
-    art.update(energy=res)
+    limit = (rep.get("budget") or {}).get("energy")  # --budget energy=...: pJ per inference, judged on the simulation
+    fit = {}
+    if limit:
+        res["budget_pj"], res["fits_budget"] = limit, e["mid"]["total_j"] * 1e12 <= limit
+        fit = {"fits_budget": bool(rep.get("fits_budget", True)) and res["fits_budget"]}
+    art.update(energy=res, **fit)
     art.timing("energy", time.perf_counter() - t0)
     return res
 
@@ -78,7 +83,9 @@ def energy_text(e: dict[str, Any] | None) -> str:
     return (f"{nj(m['total_j'])} per inference ({nj(lo['total_j'])}–{nj(hi['total_j'])}): dynamic {nj(m['dynamic_j'])} "
             f"+ static {nj(m['static_j'])}; {m['power_w'] * 1e3:,.3g} mW at {e['clock_mhz']:g} MHz, "
             f"{e['inferences_per_s']:,.0f} inferences/s; toggle rate {e['toggle_rate']:.1%} (vectorless "
-            f"{e['vectorless_toggle_rate']:.1%} would give {nj(m['vectorless_dynamic_j'])} dynamic)")
+            f"{e['vectorless_toggle_rate']:.1%} would give {nj(m['vectorless_dynamic_j'])} dynamic)"
+            + (f"; {'within' if e['fits_budget'] else 'OVER'} the energy budget of {nj(e['budget_pj'] * 1e-12)}"
+               if "budget_pj" in e else ""))
 
 
 def plot_energy(e: dict[str, Any]) -> bytes:

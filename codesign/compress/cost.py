@@ -21,6 +21,7 @@ import numpy as np
 
 from codesign.board import Board
 from codesign.compress.elements import constant_rows, without_rows
+from codesign.core.activity_model import layer_graph
 from codesign.core.arith import CSD_MAX_DIGITS, csd_count, signed_widths
 from codesign.core.cmvm import DEFAULT_DEPTH_SLACK, optimize
 from codesign.core.fixed import FixedType
@@ -332,14 +333,14 @@ def _graph_operands(layer: Dense, in_type: FixedType, mapping: str) -> tuple[tup
 
 
 def _shared_graph(layer: Dense, in_type: FixedType, mapping: str):
-    """The layer's shared adder graph as the emitter builds it from the input type's range, and its frac."""
-    args, frac = _graph_operands(layer, in_type, mapping)
-    return optimize(*args, DEFAULT_DEPTH_SLACK), frac
+    """The layer's shared adder graph as the emitter builds it from the input type's range, and its frac
+    (built once for this model and the energy model's activity: ``activity_model.layer_graph``)."""
+    return layer_graph(layer, in_type, mapping)
 
 
 def _uncached_ratio(layer: Dense, in_type: FixedType, mapping: str) -> float:
     args, _ = _graph_operands(layer, in_type, mapping)
-    shared = optimize(*args, DEFAULT_DEPTH_SLACK).adder_bits()
+    shared = _shared_graph(layer, in_type, mapping)[0].adder_bits()
     plain = optimize(*args, cse=False).adder_bits()
     return shared / plain if plain else 1.0
 

@@ -27,9 +27,10 @@ import torch
 from torch import nn
 
 from codesign.board import Board
-from codesign.budget import Budget
+from codesign.budget import Budget, format_budget
 from codesign.compress.channels import alive_units, channel_report, channel_scores, prune_channels, shrink
 from codesign.compress.cost import binding_resource, fits, network_cost, total_cost
+from codesign.compress.energy_cost import with_energy
 from codesign.compress.prune import METHODS, polynomial_schedule, prune_weights, scores
 from codesign.compress.qat import Precision
 from codesign.compress.qcnn import QCNN, assign_types, equalize_if_better, is_cnn, network_from_qcnn, qcnn_from_network
@@ -115,10 +116,11 @@ def score(model: QCNN | Network, X: np.ndarray, y: np.ndarray, task: str) -> flo
     return -float(np.mean((out.reshape(len(y), -1) - y.reshape(len(y), -1)) ** 2))
 
 
-def _cost(model: QCNN, board: Board, mapping: str) -> dict[str, int]:
-    """The cost of the network the search would return now: without the units pruning has cut off."""
+def _cost(model: QCNN, board: Board, mapping: str, energy_X: np.ndarray | None = None) -> dict[str, int]:
+    """The cost of the network the search would return now: without the units pruning has cut off; with
+    ``energy_X`` (an energy budget), its energy per inference in pJ by the fast activity model."""
     net = shrink(network_from_qcnn(model, "candidate", {}))
-    return total_cost(network_cost(net, board, mapping))
+    return with_energy(total_cost(network_cost(net, board, mapping)), net, board, energy_X, mapping)
 
 
 def _with_input(p: Precision, t: FixedType) -> Precision:
@@ -199,7 +201,8 @@ class _Search:
     by_cost: bool = False
 
     def cost(self, model: QCNN) -> dict[str, int]:
-        return _cost(model, self.budget.board, self.mapping)
+        energy_X = self.data.X_val if "energy" in self.budget.limits else None
+        return _cost(model, self.budget.board, self.mapping, energy_X)
 
     def train(self, model: QCNN, epochs: int, lr: float, seed: int) -> None:
         train(model, self.data, epochs, lr, seed, self.teacher)
@@ -280,7 +283,9 @@ def _compress(net: Network, data: Dataset, budget: Budget, method: str, seed: in
     teacher = qcnn_from_network(net)
     float_score = score(teacher, data.X_test, data.y_test, data.task)
     aim = {k: int(v * (1 - schedule.headroom)) if k in ("lut", "ff") else v for k, v in limits.items()}
-    ctx = _Search(data, budget, aim, method, mapping, teacher if schedule.distill else None, seed, by_cost=is_cnn(net))
+    # energy is not proportional to the kept weights (the part's static energy is a floor): steps by cost goals
+    ctx = _Search(data, budget, aim, method, mapping, teacher if schedule.distill else None, seed,
+                  by_cost=is_cnn(net) or "energy" in limits)
     floor = _floor(net, ctx, _with_input(precisions[0], t_in))
     if not fits(floor, limits):
         res = binding_resource(floor, limits)
@@ -336,8 +341,10 @@ def _compress(net: Network, data: Dataset, budget: Budget, method: str, seed: in
                 budget=limits, precision=_prec_dict(prec))
     out = _export(model, net, net.name, meta)
     test = score(out, data.X_test, data.y_test, data.task)
+    energy_X = data.X_val if "energy" in limits else None
     return CompressResult(out, float_score, test, "accuracy" if data.task == "classification" else "neg_mse",
-                          total_cost(network_cost(out, board, mapping)), limits, prec, history,
+                          with_energy(total_cost(network_cost(out, board, mapping)), out, board, energy_X, mapping),
+                          limits, prec, history,
                           time.perf_counter() - t_start, ctx.spent[0], model)
 
 
@@ -552,4 +559,4 @@ def _prec_dict(p: Precision) -> dict[str, Any]:
 
 
 def _fmt(d: dict[str, int]) -> str:
-    return ",".join(f"{k}={v}" for k, v in d.items())
+    return format_budget(d)
