@@ -36,6 +36,10 @@ def _mhz(v: str) -> float:
     return f
 
 
+REUSE_HELP = ("fold the Dense layers: R cycles per sample for every layer, name=R,... per layer, or auto (the "
+              "smallest II that fits the budget by the cost model); default: fully parallel")
+
+
 def cluster_args(p: argparse.ArgumentParser, per_job: bool = False) -> None:
     from codesign.jobs import CLUSTERS, ENV_CLUSTER
 
@@ -75,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target clock: pipeline registers placed for it by the delay model (default: the board's)")
     p.add_argument("--no-energy", action="store_true",
                    help="skip the energy step (the Yosys netlist simulated for its switching activity)")
+    p.add_argument("--reuse", default=None, help=REUSE_HELP)
     cluster_args(p)
     model_args(p)
     _common(p)
@@ -118,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target clock: pipeline registers placed for it by the delay model (default: the board's)")
     p.add_argument("--datapath", default="cmvm", choices=["cmvm", "csd"],
                    help="cmvm: one shared adder graph per layer (default); csd: one multiplier per weight")
+    p.add_argument("--reuse", default=None, help=REUSE_HELP)
     _common(p)
 
     p = sub.add_parser("cosim", help="co-simulate the Verilog in Verilator against the reference")
@@ -205,7 +211,8 @@ def run(args: argparse.Namespace) -> Any:
         budget = args.budget if args.budget is not None else (flow.DEFAULT_BUDGET if args.model is None else None)
         options = flow.FlowOptions(args.backend, args.weights, args.trust_pickle, args.input_type, args.force,
                                    args.samples, args.method, synth=not args.no_synth, progress=rep,
-                                   cluster=args.cluster, clock_mhz=args.clock, energy=not args.no_energy)
+                                   cluster=args.cluster, clock_mhz=args.clock, energy=not args.no_energy,
+                                   reuse=args.reuse)
         result = flow.run_flow(args.out, model, data, args.board, budget, options)
         rep.print(f"report: {Artifact(args.out).dir / 'report.html'}")
         return result
@@ -236,7 +243,8 @@ def run(args: argparse.Namespace) -> Any:
     if args.cmd == "hls":
         return flow.step_hls(art, args.backend, args.samples, args.form, progress=rep)
     if args.cmd == "rtl":
-        return flow.step_rtl(art, args.adder_regs_every, progress=rep, datapath=args.datapath, clock_mhz=args.clock)
+        return flow.step_rtl(art, args.adder_regs_every, progress=rep, datapath=args.datapath, clock_mhz=args.clock,
+                             reuse=args.reuse)
     if args.cmd == "cosim":
         res = flow.step_cosim(art, args.samples, args.mode, progress=rep, cluster=args.cluster)
         if args.formal:

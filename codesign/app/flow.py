@@ -262,14 +262,28 @@ def _csim_with_progress(project: Any, net: Network, q: np.ndarray, progress: Rep
 
 
 def step_rtl(art: Artifact, adder_regs_every: int = 0, progress: Reporter = SILENT,
-             datapath: str = "cmvm", clock_mhz: float | None = None) -> dict[str, Any]:
+             datapath: str = "cmvm", clock_mhz: float | None = None, reuse: str | None = None) -> dict[str, Any]:
     """Emit the Verilog; its pipeline registers placed for ``clock_mhz`` (default: the board's clock) by the
-    board family's delay model (``codesign.core.timing``), or every ``adder_regs_every`` adder levels."""
+    board family's delay model (``codesign.core.timing``), or every ``adder_regs_every`` adder levels.
+    ``reuse`` (``--reuse R|name=R,...|auto``): the Dense layers folded by ``codesign.app.fold_step``."""
     from rtl_sim.choice import DatapathChoice
     from rtl_sim.cosim import write_rtl
 
     art.require()
     t0 = time.perf_counter()
+    if reuse is not None:
+        from codesign.app import fold_step
+
+        factors = fold_step.apply_reuse(art, reuse)
+        if any(r > 1 for r in factors.values()):
+            net = Network.load(art.dir)
+            with art.step("rtl", "rtl") as tmp:
+                with progress.status(f"emitting the folded Verilog (reuse {factors})"):
+                    d = fold_step.write_folded_rtl(net, tmp)
+            res = fold_step.rtl_section(d, clock_mhz or art.report()["board"].get("clock_mhz"))
+            art.update(rtl=res)
+            art.timing("rtl", time.perf_counter() - t0)
+            return res
     net = Network.load(art.dir)
     board = art.report()["board"]
     choice = DatapathChoice.for_board(load_board(board["name"]).synth_family, clock_mhz or board.get("clock_mhz"),
@@ -282,6 +296,8 @@ def step_rtl(art: Artifact, adder_regs_every: int = 0, progress: Reporter = SILE
            "clock_mhz": choice.clock_mhz, "timing": d.timing, "choice": choice.to_json()}
     if getattr(d, "cycles_per_image", None):
         res["cycles_per_image"] = d.cycles_per_image
+    if reuse is not None:  # --reuse chose every layer fully parallel
+        res.update(reuse=factors, ii=1)
     art.update(rtl=res)
     art.timing("rtl", time.perf_counter() - t0)
     return res
@@ -298,9 +314,13 @@ def step_cosim(art: Artifact, samples: int | None = None, mode: str = "bulk", pr
     t0 = time.perf_counter()
     net = Network.load(art.dir)
     q = verification_samples(art, net, samples)
+    from codesign.app import fold_step
+
+    folded = fold_step.is_folded(art.report().get("rtl"))
     with art.step("cosim", "cosim") as tmp:
-        with progress.status(f"co-simulating {len(q)} samples in Verilator ({mode})"):
-            r = cosimulate(net, art.dir / "rtl", tmp, q, mode=mode, cluster=cluster)
+        with progress.status(f"co-simulating {len(q)} samples in Verilator ({'folded' if folded else mode})"):
+            r = (fold_step.cosim_folded(net, art.dir / "rtl", q) if folded
+                 else cosimulate(net, art.dir / "rtl", tmp, q, mode=mode, cluster=cluster))
         res = r.to_json()
         (tmp / "result.json").write_text(json.dumps(res, indent=1))
     art.update(cosim=res)
@@ -348,12 +368,24 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
     net = Network.load(art.dir)
     b = load_board(board or art.report()["board"]["name"])
     rtl = art.report().get("rtl") or {}  # the datapath and registers the RTL step chose are priced and synthesized
-    choice = DatapathChoice.from_report(rtl, load_board(art.report()["board"]["name"]).synth_family)
-    analytic = network_cost(net, b, regs_every=choice.adder_regs_every, clock_mhz=choice.clock_mhz or 0,
-                            datapath=choice.datapath)
-    est: dict[str, Any] = {"analytic": total_cost(analytic), "analytic_layers": {k: v.as_dict() for k, v in analytic.items()}}
-    with art.step("estimate", "estimate") as tmp:
+    from codesign.app import fold_step
+
+    folded = fold_step.is_folded(rtl)
+    if folded:  # one top: its control and memories do not split into per-layer stages
         if synth:
+            find_yosys()
+        with progress.status("pricing and synthesizing the folded design whole (Yosys)"):
+            est = fold_step.estimate_folded(net, rtl, b.synth_family, synth,
+                                            dsp=(art.report().get("budget") or {}).get("dsp", b.dsp) > 0)
+    else:
+        choice = DatapathChoice.from_report(rtl, load_board(art.report()["board"]["name"]).synth_family)
+        analytic = network_cost(net, b, regs_every=choice.adder_regs_every, clock_mhz=choice.clock_mhz or 0,
+                                datapath=choice.datapath)
+        est = {"analytic": total_cost(analytic), "analytic_layers": {k: v.as_dict() for k, v in analytic.items()}}
+    with art.step("estimate", "estimate") as tmp:
+        if synth and folded:
+            (tmp / "synth.json").write_text(json.dumps(est["synth"], indent=1))
+        elif synth:
             find_yosys()  # before the step's folder is made
             with progress.bar("Yosys synthesis per layer", total=2 * len(stage_networks(net))) as bar:
                 by_dsp = synthesize_layer_modes(net, b.synth_family, (True, False), cluster=cluster,
@@ -451,6 +483,7 @@ class FlowOptions:
     cluster: str | None = None  # where the Yosys and co-simulation jobs run (codesign.jobs.executor)
     clock_mhz: float | None = None  # the design's clock (default: the board's): places the pipeline registers
     energy: bool = True  # energy per inference from the synthesized netlist's activity (codesign.app.energy)
+    reuse: str | None = None  # --reuse R|name=R,...|auto: Dense layers folded (codesign.app.fold_step)
 
 
 def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEFAULT_DATA,
@@ -480,6 +513,10 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
         check_backend(b, backend)
     with progress.status(f"loading {model}"):  # a model file that cannot be read leaves no directory behind
         net = load(model, weights=weights, trust=trust, input_type=input_type)
+    if o.reuse is not None:  # a bad --reuse fails before anything is written
+        from codesign.app.fold_step import parse_reuse
+
+        parse_reuse(o.reuse, net)
     preflight(cosim=True, synth=synth)  # a missing tool is reported before minutes of compression
     if b.pnr is not None:  # the flow ends with place and route: its tools too
         from rtl_sim.pnr import find_nextpnr, find_packer
@@ -490,9 +527,14 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
         art.claim(o.force)
         step_compress(art, model, data, bud, o.method, weights, trust, input_type, progress=progress, loaded=net,
                       synth=synth)
+        reuse = None
+        if o.reuse is not None:  # before the HLS step, which writes the same ReuseFactor
+            from codesign.app.fold_step import apply_reuse
+
+            reuse = ",".join(f"{k}={v}" for k, v in apply_reuse(art, o.reuse).items())
         if has_hls_backend(b):
             step_hls(art, backend, o.samples, progress=progress)
-        step_rtl(art, progress=progress, clock_mhz=clock_mhz)
+        step_rtl(art, progress=progress, clock_mhz=clock_mhz, reuse=reuse)
         step_cosim(art, o.samples, progress=progress, cluster=ex)
         step_estimate(art, synth=synth, progress=progress, cluster=ex)
         if b.pnr is not None:
