@@ -112,3 +112,21 @@ def test_screened_scores_are_level_on_the_same_count_of_validation_samples_right
     from codesign.compress.search import _level
 
     assert _level(a / 216, b / 216, 216, "classification") is level
+
+
+@pytest.mark.parametrize("tied, starts", [(False, ["float"]), (True, ["screened", "other"])], ids=["no-tie", "tie"])
+def test_a_tie_refine_continues_from_the_screened_networks(monkeypatch, digits, tied, starts):
+    """Without a tie the refine starts from the float network, as before; on a tie each candidate continues
+    from its screened network (digits-resnet at lut=0.3: 96.9 % refined from float, 97.8 % continued)."""
+    from codesign.compress import search
+
+    seen = []
+    refined = types.SimpleNamespace(name="refined", equalized=False)
+    monkeypatch.setattr(search, "_candidate", lambda ctx, model, prec, k, sch: (seen.append(model.name), (refined, {"lut": 1}))[1])
+    monkeypatch.setattr(search, "score", lambda *args: 0.97)
+    monkeypatch.setattr(search, "_val_loss", lambda model, data: 0.1)
+    ctx = search._Search(digits, None, {"lut": 10}, "hardware", "lut", None, 0)
+    teacher, screened = types.SimpleNamespace(name="float"), types.SimpleNamespace(name="screened")
+    other = [(0.96, types.SimpleNamespace(name="other"), PRECS[1], {"lut": 1})] if tied else []
+    search._refine(ctx, teacher, (0.96, screened, PRECS[0], {"lut": 1}), 2, TINY, [], other)
+    assert seen == starts

@@ -416,18 +416,22 @@ def _fmt_err(err: dict[str, float]) -> str:
 
 def _refine(ctx: _Search, teacher: QCNN, best: tuple, k: int, sch: Schedule, history: list[dict[str, Any]],
             tied: list[tuple] | tuple = ()) -> tuple:
-    """The screened best precision searched again from the float network on the longer schedule, and each
-    screened candidate ``tied`` with it on validation too (seeds ``k``, ``k`` + 1, ...); the best refined one by
-    validation score (of refined ones level on it, the lower validation loss) if it scores at least the
-    screened best, else the screened best.
+    """The screened best precision searched again from the float network on the longer schedule; the better
+    of the two by validation score (the refined on a tie). With candidates ``tied`` with it on validation,
+    each of them and the best is refined instead by continuing from its screened network (seeds ``k``,
+    ``k`` + 1, ...), and the best refined one by validation score (level: the lower validation loss) is kept
+    if it scores at least the screened best.
 
     Ties are refined because the short screen cannot separate them and the cheaper one need not train
-    further best: digits-resnet at lut=0.3 screened its 4- and 6-bit candidates both at 210 of 216. The extra
-    refine is spent only on a tie, so a search without one runs as before."""
+    further best; they continue from the screen because a refine from float lost what the screen had found:
+    digits-resnet at lut=0.3 screened its 4- and 6-bit candidates both at 210 of 216 (the 6-bit at 98.6 % on
+    test); refined from float the 6-bit won at 212 but tested 96.9 %, continued 213 and 97.8 %
+    (docs/benchmarks/cnn-pruning.md). Without a tie the search runs as before."""
     refined = []
     for i, c in enumerate([best, *tied]):
         prec, before = c[2], ctx.spent[0]
-        model, cost = _candidate(ctx, copy.deepcopy(teacher), prec, k + i, sch.scaled(sch.refine))
+        start = c[1] if tied else teacher
+        model, cost = _candidate(ctx, copy.deepcopy(start), prec, k + i, sch.scaled(sch.refine))
         val = score(model, ctx.data.X_val, ctx.data.y_val, ctx.data.task) if fits(cost, ctx.aim) else None
         history.append({"precision": _prec_dict(prec), "refined": True, "fits": val is not None, "cost": cost,
                         "epochs": ctx.spent[0] - before, "equalized": model.equalized,
