@@ -250,10 +250,15 @@ def build_bulk(design: Design, tool: Tool | None = None) -> Path:
     """The C++ streaming harness compiled with Verilator, in this machine's cache (keyed by a hash
     of the RTL, the harness and Verilator's version; one build at a time per key, so concurrent
     jobs on one machine share it)."""
+    return build_harness(design, _harness_source(design), tool)
+
+
+def build_harness(design: Design, harness: str, tool: Tool | None = None, prefix: str = "") -> Path:
+    """``design`` with the C++ ``harness`` compiled by Verilator into this machine's cache, keyed by both and
+    Verilator's version (``prefix`` names the harness kind in the folder's name)."""
     tool = tool or find_verilator()
-    harness = _harness_source(design)
     key = hashlib.sha256((design.verilog + harness + tool.version).encode()).hexdigest()[:16]
-    obj = tools.cache_dir("bulk") / key  # absolute: Verilator runs in the build folder
+    obj = tools.cache_dir("bulk") / f"{prefix}{key}"  # absolute: Verilator runs in the build folder
     exe, stamp = obj / "harness", obj / "hash.txt"
     obj.mkdir(parents=True, exist_ok=True)
     with open(obj / ".lock", "w") as lock:

@@ -8,8 +8,6 @@ measured latency and II against the design's.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import subprocess
 import tempfile
 import time
@@ -18,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from codesign import tools
 from codesign.core.network import Network
 from codesign.core.verify import compare_with_reference
 from codesign.errors import ToolFailedError
-from codesign.tools import Tool, find_verilator, first_error_line, run_tool
-from rtl_sim.cosim import CosimResult, _n_words, _port_code, pack_words, unpack_words
+from codesign.tools import Tool, find_verilator, first_error_line
+from rtl_sim.cosim import CosimResult, _n_words, _port_code, build_harness, pack_words, unpack_words
 from rtl_sim.folded import FoldedDesign
 
 
@@ -37,25 +34,7 @@ def harness_source(design: FoldedDesign) -> str:
 
 def build(design: FoldedDesign, tool: Tool | None = None) -> Path:
     """The harness compiled with Verilator, in this machine's cache (keyed by the RTL, harness and Verilator)."""
-    tool = tool or find_verilator()
-    harness = harness_source(design)
-    key = hashlib.sha256((design.verilog + harness + tool.version).encode()).hexdigest()[:16]
-    obj = tools.cache_dir("bulk") / f"folded-{key}"
-    exe, stamp = obj / "harness", obj / "hash.txt"
-    obj.mkdir(parents=True, exist_ok=True)
-    with open(obj / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if exe.is_file() and stamp.is_file() and stamp.read_text() == key:
-            return exe
-        vfile = obj / f"{design.top}.v"
-        vfile.write_text(design.verilog)
-        (obj / "harness.cpp").write_text(harness)
-        args = ["--cc", "--exe", "--build", "-j", "2", "-Wno-fatal", "--top-module", design.top, "-Mdir", str(obj),
-                "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "-CFLAGS", "-O1", "-o", "harness",
-                str(vfile), str(obj / "harness.cpp")]
-        run_tool(tool, args, obj, f"Verilator build of {vfile.name}")
-        stamp.write_text(key)
-    return exe
+    return build_harness(design, harness_source(design), tool, prefix="folded-")
 
 
 def cosimulate_folded(net: Network, design: FoldedDesign, q: np.ndarray, tool: Tool | None = None) -> CosimResult:
