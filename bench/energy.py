@@ -267,9 +267,31 @@ def compare(t0: float) -> None:
               + (f"  simulated {sim['total_nj']:.3f} nJ (dynamic {sim['dynamic_nj']:.3f}, fast {r['fast_error']:+.1%})"
                  if sim else "  (not simulated)"))
     print(json.dumps(diff))
+    plot(rows, ROOT / "docs" / "benchmarks" / "energy.png")
     write_results("energy", t0, board=BOARD, family=FAMILY, clock_mhz=CLOCK, inferences_per_s=CLOCK * 1e6,
                   samples=len(ds.X_test), energy_budget_pj=e_lut, designs=rows, pruning_difference=diff,
                   calibration=CALIBRATION[FAMILY]["source"])
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> None:
+    """Accuracy against energy per inference: simulated (filled) and fast model (open), each design."""
+    from codesign.app.plots import new_figure, png_bytes
+
+    fig = new_figure(figsize=(6.4, 3.6), dpi=110)
+    ax = fig.subplots()
+    for r, c in zip(rows, ("tab:gray", "tab:blue", "tab:green")):
+        ax.scatter([r["fast"]["total_nj"]], [r["accuracy"] * 100], facecolors="none", edgecolors=c, s=60)
+        if r["simulated"]:
+            ax.scatter([r["simulated"]["total_nj"]], [r["accuracy"] * 100], color=c, s=30, label=r["design"])
+        else:
+            ax.scatter([], [], color=c, label=r["design"] + " (fast model only)")
+    ax.set_xscale("log")
+    ax.set_xlabel("energy per inference, nJ (dynamic + static, mid; open: fast model)")
+    ax.set_ylabel("test accuracy, %")
+    ax.set_title(f"digits MLP on the {BOARD} (xc7, {CLOCK:g} MHz, 1 inference/cycle)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.write_bytes(png_bytes(fig))
 
 
 def main() -> None:
