@@ -550,5 +550,8 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
         basis = rep["estimate"].get("synth", rep["estimate"]["analytic"])
         over = {k: f"{basis.get(k, 0):,} > {v:,}" for k, v in (rep.get("budget") or b.resources()).items()
                 if basis.get(k, 0) > v}
+        e = rep.get("energy") or {}
+        if e.get("fits_budget") is False:  # judged on the simulated netlist's energy, mid
+            over["energy"] = f"{e['mid']['total_j'] * 1e12:,.0f} pJ > {e['budget_pj']:,} pJ (simulated)"
         raise VerificationError(f"the design does not fit ({rep['fits_judged_on']}): {over}; see {art.dir / 'report.html'}")
     return rep
