@@ -50,6 +50,10 @@ def step_energy(art: Artifact, samples: int | None = None, progress: Reporter = 
         raise BackendError(f"{art.dir}: no timing in report.json; run 'codesign rtl {art.dir}' first")
     choice = DatapathChoice.from_report(rep.get("rtl") or {}, b.synth_family)  # the Verilog rtl/ holds
     q = verification_samples(art, net, samples or ENERGY_SAMPLES)[: samples or ENERGY_SAMPLES]
+    if rep.get("data") and not samples:  # the data set's samples only: the corner and random vectors after them
+        from codesign.importers.data import load_dataset, shaped_for  # switch more than real data does
+
+        q = q[: max(len(shaped_for(load_dataset(rep["data"], 0), net.input_shape).X_test), 1)]
     with art.step("energy", "energy") as tmp:
         with progress.status(f"simulating the Yosys netlist of each layer on {len(q)} samples (Verilator, SAIF)"):
             acts = [a.to_json() for a in network_activity(net, q, b.synth_family, emit=choice.emit_kwargs())]
