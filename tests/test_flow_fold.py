@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -72,3 +73,16 @@ def test_estimate_prices_the_folded_design_and_synthesizes_it_whole(tmp_path, mo
     assert runs == [(verilog, top, False), (verilog, top, True)]  # one top per DSP mode, no per-layer stages
     cost = network_folded_cost(_random_net(), MIXED, "xc7", True)
     assert est["analytic"] == {k: cost[k] for k in ("lut", "ff", "dsp", "bram")} and est["analytic_ii"] == 4
+
+
+@pytest.mark.slow
+def test_default_flow_folded_by_the_cli_is_bit_exact_on_the_test_set_and_synthesized_whole(default_run, tmp_path):
+    code, out = default_run
+    assert code == 0
+    art = Artifact(shutil.copytree(out, tmp_path / "run"))
+    assert main(["rtl", str(art.dir), "--reuse", "16", "--quiet"]) == 0
+    assert main(["cosim", str(art.dir), "--samples", "2000", "--quiet"]) == 0
+    assert main(["estimate", str(art.dir), "--no-energy", "--quiet"]) == 0
+    rep = art.report()
+    assert rep["cosim"]["bit_exact"] and (rep["cosim"]["samples"], rep["cosim"]["ii"]) == (2000, 16)
+    assert rep["estimate"]["synth"]["method"].startswith("the folded design") and rep["estimate"]["synth"]["lut"] > 0
