@@ -44,6 +44,13 @@ def test_rtl_reuse_then_cosim_is_bit_exact_at_the_designed_ii(tmp_path, capsys):
     assert (rep["timing"]["ii"], rep["timing"]["inferences_per_s"]) == (4, round(100e6 / 4))
 
 
+def test_rtl_without_reuse_folds_by_the_saved_networks_own_factors(tmp_path):
+    """After a ``--reuse`` run the network keeps its factors (HLS writes them): a plain ``codesign rtl`` agrees."""
+    art = _artifact(tmp_path)
+    flow.step_rtl(art, reuse=SPEC)
+    assert (flow.step_rtl(art)["reuse"], art.report()["rtl"]["ii"]) == (MIXED, 4)
+
+
 @pytest.mark.parametrize("spec", ["0", "fc1=0", "fc9=2", "fc1=x", "-1"])
 def test_a_bad_reuse_is_a_one_line_error_naming_the_parameter(tmp_path, capsys, spec):
     art = _artifact(tmp_path)

@@ -21,6 +21,7 @@ from codesign.board import Board, load_board
 from codesign.budget import Budget
 from codesign.compress.cost import fits, network_cost, total_cost
 from codesign.core.fixed import FixedType
+from codesign.core.layers import Dense
 from codesign.core.network import Network
 from codesign.errors import BackendError, CodesignError, ConfigError, VerificationError
 from codesign.importers.data import Dataset, check_fits, load_dataset, shaped_for
@@ -271,6 +272,9 @@ def step_rtl(art: Artifact, adder_regs_every: int = 0, progress: Reporter = SILE
 
     art.require()
     t0 = time.perf_counter()
+    if reuse is None:  # the saved network's own reuse factors (a folded run's, or an import's hints), as HLS reads them
+        folds = {l.name: int(l.reuse) for l in Network.load(art.dir).layers if isinstance(l, Dense) and l.reuse > 1}
+        reuse = ",".join(f"{k}={v}" for k, v in folds.items()) or None
     if reuse is not None:
         from codesign.app import fold_step
 
