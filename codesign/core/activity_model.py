@@ -142,24 +142,6 @@ def layer_graph(layer: Dense, in_type: FixedType, mapping: str) -> tuple[AdderGr
     return _GRAPHS[key]
 
 
-def node_values(graph: AdderGraph, x: np.ndarray) -> list[np.ndarray | int]:
-    """Every node's value for integer inputs ``x`` (samples x n_in), exactly (``AdderGraph.evaluate``'s rule)."""
-    big = x.dtype == object or max((n.width for n in graph.nodes), default=1) > 62
-    dt = object if big else np.int64
-    vals: list[np.ndarray | int] = []
-    for n in graph.nodes:
-        if n.op == "input":
-            vals.append(x[:, n.a].astype(dt))
-        elif n.op == "const":
-            vals.append(n.value)
-        elif n.op == "mul":
-            vals.append(x[:, n.a].astype(dt) * n.value)
-        else:
-            a, b = vals[n.a] * (1 << n.sa), vals[n.b] * (1 << n.sb)
-            vals.append(a - b if n.sub else a + b)
-    return vals
-
-
 def _adder_toggles(graph: AdderGraph, vals: list, n: int) -> dict[str, float]:
     """Propagate, sum and carry toggles of every adder, over the bits that are not a plain wire of one operand."""
     out = {"propagate": 0.0, "sum": 0.0, "carry": 0.0, "product": 0.0, "sum_fanout": 0.0}
@@ -272,7 +254,7 @@ def stage_features(net: Network, q: np.ndarray, clock_mhz: float | None = None, 
         layer = net.layers[i]
         graph, frac = layer_graph(layer, x_t, mapping or layer.mult)
         xv = np.asarray(x).reshape(n, -1)
-        vals = node_values(graph, xv.astype(object) if xv.dtype == object else xv.astype(np.int64))
+        vals = graph.node_values(xv.astype(object) if xv.dtype == object else xv.astype(np.int64))
         f = dict.fromkeys(FEATURES, 0.0)
         tin = [_toggles(xv[:, k], x_t.width) for k in range(xv.shape[1])]
         f["input"] = sum(tin)

@@ -83,8 +83,8 @@ class AdderGraph:
         """Sum of the adders' exact widths (what their LUTs and carry chains scale with)."""
         return sum(n.width for n in self.adders)
 
-    def evaluate(self, x: np.ndarray) -> np.ndarray:
-        """The outputs for integer inputs ``x`` (samples x n_in), exactly (Python ints when wide)."""
+    def node_values(self, x: np.ndarray) -> list[np.ndarray | int]:
+        """Every node's value for integer inputs ``x`` (samples x n_in), exactly (Python ints when wide)."""
         x = np.asarray(x)
         big = max((n.width for n in self.nodes), default=1) > 62 or x.dtype == object
         dt = object if big else np.int64
@@ -99,6 +99,13 @@ class AdderGraph:
             else:
                 a, b = vals[n.a] * (1 << n.sa), vals[n.b] * (1 << n.sb)
                 vals.append(a - b if n.sub else a + b)
+        return vals
+
+    def evaluate(self, x: np.ndarray) -> np.ndarray:
+        """The outputs for integer inputs ``x`` (samples x n_in), exactly (Python ints when wide)."""
+        x = np.asarray(x)
+        vals = self.node_values(x)
+        dt = object if max((n.width for n in self.nodes), default=1) > 62 or x.dtype == object else np.int64
         out = np.zeros((len(x), len(self.outputs)), dtype=dt)
         for j, r in enumerate(self.outputs):
             if r.node >= 0:
