@@ -58,11 +58,12 @@ def flows(n: int, cache: Path, tmp: Path, pin: bool = True) -> dict:
     cpus = sorted(os.sched_getaffinity(0))
     procs = []
     l0, t0 = load(), time.perf_counter()
+    tag = f"{n}{'p' if pin else 'u'}"  # each measurement its own caches and output folders
     for i in range(n):
-        c = tmp / f"cache-{n}-{i}"
+        c = tmp / f"cache-{tag}-{i}"
         shutil.copytree(cache, c, ignore=shutil.ignore_patterns("synth", "bulk"))  # the trained model only
         env = dict(os.environ, CODESIGN_CACHE=str(c), PYTHONPATH=str(ROOT))
-        cmd = [sys.executable, "-m", "codesign.app.cli", "flow", "--out", str(tmp / f"flow-{n}-{i}"), "--force",
+        cmd = [sys.executable, "-m", "codesign.app.cli", "flow", "--out", str(tmp / f"flow-{tag}-{i}"), "--force",
                "--quiet"]
         if n > 1 and pin:
             cmd = ["taskset", "-c", str(cpus[i % len(cpus)]), *cmd]
@@ -76,7 +77,7 @@ def flows(n: int, cache: Path, tmp: Path, pin: bool = True) -> dict:
         walls.append(round(time.perf_counter() - t0, 1))
     import json
 
-    compress = [json.loads((tmp / f"flow-{n}-{i}" / "report.json").read_text())["timings_s"]["compress"]
+    compress = [json.loads((tmp / f"flow-{tag}-{i}" / "report.json").read_text())["timings_s"]["compress"]
                 for i in range(n)]
     return {"flows": n, "pinned": n > 1 and pin, "wall_s": walls, "compress_s": compress, "load_before": l0, "load_after": load()}
 
