@@ -12,7 +12,10 @@ budget and the same training budget (epochs over the training split):
 3. ``structured``: whole neurons removed (same loop and precision);
 4. ``scratch``: a narrower network of the same shape (every hidden width scaled alike, dense),
    trained from random weights, float then QAT at (1)'s precision, distilled from the float
-   model like the others, its width chosen so the cost model puts it at the budget.
+   model like the others, its width chosen so the cost model puts it at the budget;
+5. ``digits``: the search of (1) with per-weight widths (``method="digits"``, its own precision
+   choice and schedule, as (1)): besides pruning, it rounds single weights to fewer CSD digits,
+   ranked with the pruning by loss per LUT (codesign/compress/digits.py).
 
 (2)-(4) get the epochs (1) spent, spread over their own schedule. Each result is synthesized
 with Yosys per layer (LUT-only, as the flow's ``lut_only`` count) and compared at those LUTs:
@@ -35,7 +38,7 @@ import numpy as np
 from _common import MODELS, ROOT, machine, write_results
 
 BOARD = "pynq-z2"
-METHODS = ("hardware", "magnitude", "structured", "scratch")
+METHODS = ("hardware", "magnitude", "structured", "scratch", "digits")
 # LUT budgets (absolute, 0 DSP): from where the networks start to break to where they are near float
 CASES = {
     "bn-64-48-24": (10640,),  # the issue's network at its budget (20 % of a PYNQ-Z2)
@@ -228,6 +231,11 @@ def run_point(case: str, lut: int, methods: tuple[str, ...]) -> list[dict]:
     hw = fit_on_synthesis(compress(net, data, budget, method="hardware", seed=SEED), net, data, budget)
     rows.append(_row(case, lut, "hardware", hw.network, hw.score, hw.float_score, hw.epochs, t0,
                      precision=hw.precision.weight_bits))
+    if "digits" in methods:  # the same search, same seed and schedule, per-weight digit counts
+        t0 = time.perf_counter()
+        dg = fit_on_synthesis(compress(net, data, budget, method="digits", seed=SEED), net, data, budget)
+        rows.append(_row(case, lut, "digits", dg.network, dg.score, hw.float_score, dg.epochs, t0,
+                         precision=dg.precision.weight_bits))
     sch = scaled_schedule(hw.epochs)
     for m in ("magnitude", "structured"):
         if m not in methods:
@@ -252,12 +260,14 @@ def run_point(case: str, lut: int, methods: tuple[str, ...]) -> list[dict]:
 def _row(case, lut, method, net, acc, float_acc, epochs, t0, **extra) -> dict:
     from codesign.board import load_board
     from codesign.compress.cost import network_cost, total_cost
+    from codesign.core.arith import csd_count
 
     r = {"case": case, "budget_lut": lut, "method": method, "accuracy": acc, "float": float_acc, "epochs": epochs,
          "seconds": round(time.perf_counter() - t0, 1), **extra}
     if net is not None:
         r["model_lut"] = total_cost(network_cost(net, load_board(BOARD), "lut"))["lut"]
         r["nonzero"] = int(sum(int(np.count_nonzero(l.weight)) for l in net.weighted_layers()))
+        r["csd_digits"] = int(sum(int(csd_count(l.weight).sum()) for l in net.weighted_layers()))
         r["widths"] = [int(l.weight.shape[1]) for l in net.weighted_layers()]
         r["network"] = net
         if net.metadata.get("tightened"):
@@ -310,7 +320,8 @@ def plot(rows: list[dict], path) -> None:
 
     cases = list(dict.fromkeys(r["case"] for r in rows))
     fig, axes = plt.subplots(1, len(cases), figsize=(4.2 * len(cases), 3.6), squeeze=False)
-    styles = {"hardware": ("C0", "o"), "magnitude": ("C1", "s"), "structured": ("C2", "^"), "scratch": ("C3", "x")}
+    styles = {"hardware": ("C0", "o"), "magnitude": ("C1", "s"), "structured": ("C2", "^"), "scratch": ("C3", "x"),
+              "digits": ("C4", "D")}
     for ax, case in zip(axes[0], cases):
         for m in METHODS:
             pts = sorted((r["yosys_lut"], 100 * r["accuracy"]) for r in rows
@@ -334,6 +345,8 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--workers", type=int, default=2, help="budget points compressed at once (one CPU each)")
+    ap.add_argument("--budgets", nargs="+", type=int, help="LUT budgets instead of each case's own")
+    ap.add_argument("--name", default="methods", help="results file name (bench/results/NAME.{json,md,png})")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--report", action="store_true", help="table and plot from the finished points only")
     args = ap.parse_args()
@@ -341,12 +354,13 @@ def main() -> None:
     print(f"machine: {machine()}", flush=True)
     for case in args.cases:  # train the BatchNorm MLPs once, before the workers need them
         load_case(case)
-    points = [(c, lut) for c in args.cases for lut in CASES[c]]
+    budgets = {c: tuple(args.budgets or CASES[c]) for c in args.cases}
+    points = [(c, lut) for c in args.cases for lut in budgets[c]]
     rows: list[dict] = []
     todo = []
     for c, lut in points:  # points finished by an earlier run of the same code are read back
         done = _load_point(c, lut)
-        if done is not None:
+        if done is not None and {r["method"] for r in done} >= set(args.methods):
             rows += done
         elif not args.report:
             todo.append((c, lut))
@@ -362,16 +376,16 @@ def main() -> None:
             print(f"[{i + 1}/{len(todo)} points, {time.perf_counter() - t0:.0f} s]", flush=True)
     compress_s = time.perf_counter() - t0
     rows = [r for r in rows if r["method"] in args.methods]
-    order = {(c, lut): i for i, (c, lut) in enumerate((c, l) for c in args.cases for l in CASES[c])}
+    order = {(c, lut): i for i, (c, lut) in enumerate((c, l) for c in args.cases for l in budgets[c])}
     rows.sort(key=lambda r: (order[(r["case"], r["budget_lut"])], METHODS.index(r["method"])))
     n_test = {c: len(load_case(c)[1].y_test) for c in args.cases}
     md = table(rows, n_test)
     print(md)
     res = ROOT / "bench" / "results"
-    (res / "methods.md").write_text(md + "\n")
+    (res / f"{args.name}.md").write_text(md + "\n")
     if not args.no_plot and rows:
-        plot(rows, res / "methods.png")
-    write_results("methods", t0, board=BOARD, compress_seconds=round(compress_s, 1), rows=rows,
+        plot(rows, res / f"{args.name}.png")
+    write_results(args.name, t0, board=BOARD, compress_seconds=round(compress_s, 1), rows=rows,
                   datapath=_datapath())
 
 

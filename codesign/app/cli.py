@@ -37,7 +37,8 @@ def _mhz(v: str) -> float:
 
 
 REUSE_HELP = ("fold the Dense layers: R cycles per sample for every layer, name=R,... per layer, or auto (the "
-              "smallest II that fits the budget by the cost model); default: fully parallel")
+              "smallest II that fits the budget by the cost model); default: the saved network's factors (flow: fully "
+              "parallel when that fits the budget, else auto)")
 
 
 def cluster_args(p: argparse.ArgumentParser, per_job: bool = False) -> None:
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--weights", help="Keras weights .h5 for a .json model (default: <stem>_weights.h5 beside it)")
         p.add_argument("--trust-pickle", action="store_true", help="allow unpickling a full .pt module (runs its code)")
         p.add_argument("--input-type", help="input fixed-point type, e.g. 'ap_fixed<16,6>' (QKeras models)")
-        p.add_argument("--method", default="hardware", choices=["hardware", "magnitude", "structured"])
+        p.add_argument("--method", default="hardware", choices=["hardware", "magnitude", "structured", "digits"])
 
     p = sub.add_parser("flow", help="load -> compress -> hls -> rtl -> cosim -> estimate -> report")
     p.add_argument("model", nargs="?", default=None, help=f"model file or built-in name (default: {DEFAULT_MODEL})")

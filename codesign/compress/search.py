@@ -8,8 +8,9 @@ on a long one. Accuracy is reported on the test split only. A budget that even t
 reachable network misses is an error naming the smallest cost reached and the resource that binds.
 
 The unit pruning removes is the choice of ``method``: single weights ("hardware": loss per LUT;
-"magnitude": |w|) of Dense layers and kernels alike, or whole neurons and channels ("structured":
-measured loss per LUT saved). Steps are sized against the cost model: an MLP's by a count of units
+"magnitude": |w|) of Dense layers and kernels alike, whole neurons and channels ("structured":
+measured loss per LUT saved), or CSD digits ("digits": the hardware ranking, where a weight may also
+lose its lowest digit instead of all of them: per-weight widths on the layer's grid, ``digits``). Steps are sized against the cost model: an MLP's by a count of units
 from a sparsity schedule, a CNN's by a cost goal, since a channel takes its share of two layers and
 its line buffers and the cost is far from proportional to what is pruned.
 """
@@ -30,8 +31,9 @@ from codesign.board import Board
 from codesign.budget import Budget, format_budget
 from codesign.compress.channels import alive_units, channel_report, channel_scores, prune_channels, shrink
 from codesign.compress.cost import binding_resource, fits, network_cost, total_cost
+from codesign.compress.digits import DIGITS, digit_count, digit_scores, hold, remove_digits
 from codesign.compress.energy_cost import with_energy
-from codesign.compress.prune import METHODS, polynomial_schedule, prune_weights, scores
+from codesign.compress.prune import METHODS as PRUNE_METHODS, polynomial_schedule, prune_weights, scores
 from codesign.compress.qat import Precision
 from codesign.compress.qcnn import QCNN, assign_types, equalize_if_better, is_cnn, network_from_qcnn, qcnn_from_network
 from codesign.compress.quantize import integer_bits_for
@@ -41,6 +43,7 @@ from codesign.errors import BudgetError, ConfigError
 from codesign.importers.data import Dataset, check_fits, shaped_for
 from codesign.progress import SILENT, Reporter
 
+METHODS = (*PRUNE_METHODS, DIGITS)  # digits: the hardware ranking, plus rounding single weights to fewer CSD digits
 PRECISIONS = (Precision(3, 6, 10), Precision(4, 6, 10), Precision(4, 8, 12), Precision(6, 8, 12), Precision(8, 10, 14))
 
 
@@ -100,6 +103,7 @@ def train(model: QCNN, data: Dataset, epochs: int, lr: float, seed: int, teacher
             opt.zero_grad()
             loss = _loss(model(X[b]), y[b], data.task, None if t_out is None else t_out[b], alpha)
             loss.backward()
+            hold(model)  # weights a digit step rounded stay where it put them
             opt.step()
     model.eval()
 
@@ -212,6 +216,8 @@ class _Search:
         """What pruning counts: alive units (structured) or kept weights."""
         if self.method == "structured":
             return int(sum(a.sum() for a in alive_units(model)[:-1]))
+        if self.method == DIGITS:
+            return digit_count(model)
         return int(sum(s.mask.sum().item() for s in model.weighted()))
 
     def rank(self, model: QCNN) -> Any:
@@ -221,6 +227,8 @@ class _Search:
         if self.method == "structured":
             return channel_scores(model, d.X_train, d.y_train, d.task, self.budget.board, self.mapping,
                                   min_width=MIN_WIDTH)
+        if self.method == DIGITS:
+            return digit_scores(model, d.X_train, d.y_train, d.task, self.budget.board.synth_family)
         return scores(model, d.X_train, d.y_train, d.task, self.method, self.budget.board.synth_family)
 
     def prune_step(self, model: QCNN, prec: Precision, n: int | None, epochs: int, lr: float, seed: int,
@@ -553,6 +561,8 @@ def self_prune(model: QCNN, data: Dataset, method: str, n: int, ranking: Any) ->
         return
     if method == "structured":
         prune_channels(model, ranking, n, MIN_WIDTH)
+    elif method == DIGITS:
+        remove_digits(model, ranking, n)
     else:
         prune_weights(model, ranking, n)
 
