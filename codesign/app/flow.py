@@ -89,7 +89,7 @@ def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, m
     before claiming the directory. With ``synth``, the compressed network is synthesized and, if
     Yosys puts it over the budget, pruned further (``fit_on_synthesis``). ``search`` goes to
     :func:`codesign.compress.search.compress` (``precisions``, ``schedule``: a shorter search)."""
-    from codesign.compress.quantize import quantize_network
+    from codesign.compress.quantize import CALIBRATION_SAMPLES, calibration_inputs, constant_output, quantize_network
     from codesign.compress.search import compress, default_input_type
 
     t0 = time.perf_counter()
@@ -133,13 +133,21 @@ def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, m
                 calib = ds.X_train if ds is not None else None
                 with progress.status("quantizing at the default precision"):
                     small = quantize_network(net, t_in, DEFAULT_WEIGHT_BITS, result_bits=DEFAULT_RESULT_BITS, calib=calib)
+                sized_on = "the data" if ds is not None else (
+                    f"{CALIBRATION_SAMPLES} random inputs uniform over the input type (no data set)")
                 precision_note = (f"default precision (no budget): {DEFAULT_WEIGHT_BITS}-bit weights, "
-                                  f"{DEFAULT_RESULT_BITS}-bit results sized on the data, input {t_in}")
+                                  f"{DEFAULT_RESULT_BITS}-bit results sized on {sized_on}, input {t_in}")
             if ds is not None:
                 fnet = net
                 accuracy = {"metric": "accuracy" if ds.task == "classification" else "neg_mse",
                             "float": _score(fnet, ds) if not fnet.quantized else None,
                             "compressed": _score(small, ds), "test_samples": int(len(ds.y_test))}
+        probe = ds.X_train[:CALIBRATION_SAMPLES] if ds is not None else calibration_inputs(small.input_type,
+                                                                                           net.input_shape)
+        if constant_output(net, probe):  # the hardware is then a constant too: say why before synthesis shows it
+            notes.append(f"the {'float ' if not net.quantized else ''}model gives the same output for all {len(probe)} "
+                         f"{'training' if ds is not None else 'random'} inputs: its weights do not pass the input "
+                         f"through, so the design computes a constant and synthesis removes its datapath")
         small.metadata["precision_note"] = precision_note
         small.save(art.dir)
         cost = total_cost(network_cost(small, b))
@@ -536,6 +544,10 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
             from codesign.app.fold_step import apply_reuse
 
             reuse = ",".join(f"{k}={v}" for k, v in apply_reuse(art, o.reuse).items())
+        else:  # fully parallel when it fits, else folded by itself (the report's notes say so)
+            from codesign.app.fold_step import fold_when_over
+
+            reuse = fold_when_over(art)
         if has_hls_backend(b):
             step_hls(art, backend, o.samples, progress=progress)
         step_rtl(art, progress=progress, clock_mhz=clock_mhz, reuse=reuse)

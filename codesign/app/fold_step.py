@@ -140,3 +140,31 @@ def estimate_folded(net: Network, rtl: dict[str, Any], family: str, synth: bool,
                         **{k: dsp_run[k] for k in COUNTS}, "lut_only": {k: lut_run[k] for k in COUNTS},
                         "method": "the folded design synthesized whole, as one top"}
     return est
+
+
+def foldable(net: Network) -> bool:
+    """Whether ``rtl_sim.folded`` builds the network folded: a chain with Dense layers on a flat input."""
+    return len(net.input_shape) == 1 and net.is_chain and any(isinstance(l, Dense) for l in net.layers)
+
+
+def fold_when_over(art: Artifact) -> str | None:
+    """``--reuse``'s factors of ``auto`` when the compressed network's fully parallel design (report.json's
+    analytic price) is over the budget (the board's resources without one) and it can be folded, with a note in
+    the report saying so; None when it fits (or is not a Dense chain). What the flow does without ``--reuse``."""
+    from codesign.compress.fold_cost import network_folded_cost
+
+    rep = art.report()
+    if rep.get("fits_budget") is not False:
+        return None
+    net = Network.load(art.dir)
+    if not foldable(net):
+        return None
+    board = load_board(rep["board"]["name"])
+    limits, cost = rep.get("budget") or board.resources(), rep["estimate"]["analytic"]
+    over = ", ".join(f"{k} {cost.get(k, 0):,} > {v:,}" for k, v in limits.items() if cost.get(k, 0) > v)
+    reuse = apply_reuse(art, "auto")
+    ii = network_folded_cost(net, reuse, board.synth_family, limits.get("dsp", board.dsp) > 0)["ii"]
+    note = (f"the fully parallel design does not fit ({over}, cost model): the flow folded the Dense layers by "
+            f"itself (--reuse auto: the smallest II whose folded design fits), II {ii} cycles")
+    art.update(notes=[*(rep.get("notes") or []), note])
+    return ",".join(f"{k}={v}" for k, v in reuse.items())

@@ -21,6 +21,7 @@ Not wired into the search: ``folded_cost`` is what it would call per layer and R
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -164,7 +165,8 @@ def network_folded_cost(net: Network, reuse: int | dict[str, int], family: str, 
     for layer, t_in, out_t, relu in dense_stages(net):
         r = reuse if isinstance(reuse, int) else int(reuse.get(layer.name, 1))
         if r == 1:
-            c = dense_cost(layer, t_in, family, None if dsp else "lut", out_t, relu, clock_mhz=0)
+            # the layer's own reuse (a folded run's, saved with it) would price dense_cost's time-multiplexed form
+            c = dense_cost(replace(layer, reuse=1), t_in, family, None if dsp else "lut", out_t, relu, clock_mhz=0)
             layers[layer.name] = {**c.as_dict(), "cycles": 1, "units": 0}  # its output register included
         else:
             layers[layer.name] = folded_cost(layer, t_in, r, family, out_t, relu_in, dsp, memory, relu)
