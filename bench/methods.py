@@ -213,8 +213,9 @@ def _fits(cost: dict, aim: dict) -> bool:
     return all(cost.get(k, 0) <= v for k, v in aim.items())
 
 
-def run_point(case: str, lut: int, methods: tuple[str, ...]) -> list[dict]:
-    """Every method at one budget of one network (a worker process's job): rows with networks."""
+def run_point(case: str, lut: int, methods: tuple[str, ...], seed: int = SEED) -> list[dict]:
+    """Every method at one budget of one network (a worker process's job): rows with networks. ``seed`` is the
+    searches' (the data split and the BatchNorm MLPs' training keep ``SEED``)."""
     import torch
 
     torch.set_num_threads(1)
@@ -228,12 +229,12 @@ def run_point(case: str, lut: int, methods: tuple[str, ...]) -> list[dict]:
     budget = Budget.parse({"lut": lut, "dsp": 0}, load_board(BOARD))
     rows = []
     t0 = time.perf_counter()
-    hw = fit_on_synthesis(compress(net, data, budget, method="hardware", seed=SEED), net, data, budget)
+    hw = fit_on_synthesis(compress(net, data, budget, method="hardware", seed=seed), net, data, budget)
     rows.append(_row(case, lut, "hardware", hw.network, hw.score, hw.float_score, hw.epochs, t0,
                      precision=hw.precision.weight_bits))
     if "digits" in methods:  # the same search, same seed and schedule, per-weight digit counts
         t0 = time.perf_counter()
-        dg = fit_on_synthesis(compress(net, data, budget, method="digits", seed=SEED), net, data, budget)
+        dg = fit_on_synthesis(compress(net, data, budget, method="digits", seed=seed), net, data, budget)
         rows.append(_row(case, lut, "digits", dg.network, dg.score, hw.float_score, dg.epochs, t0,
                          precision=dg.precision.weight_bits))
     sch = scaled_schedule(hw.epochs)
@@ -242,7 +243,7 @@ def run_point(case: str, lut: int, methods: tuple[str, ...]) -> list[dict]:
             continue
         t0 = time.perf_counter()
         try:
-            r = compress(net, data, budget, method=m, seed=SEED, precisions=(hw.precision,), schedule=sch)
+            r = compress(net, data, budget, method=m, seed=seed, precisions=(hw.precision,), schedule=sch)
             r = fit_on_synthesis(r, net, data, budget)
             rows.append(_row(case, lut, m, r.network, r.score, hw.float_score, r.epochs, t0))
         except BudgetError as e:
@@ -347,6 +348,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="budget points compressed at once (one CPU each)")
     ap.add_argument("--budgets", nargs="+", type=int, help="LUT budgets instead of each case's own")
     ap.add_argument("--name", default="methods", help="results file name (bench/results/NAME.{json,md,png})")
+    ap.add_argument("--seed", type=int, default=SEED, help="the searches' seed (hardware, digits, magnitude, structured)")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--report", action="store_true", help="table and plot from the finished points only")
     args = ap.parse_args()
@@ -359,7 +361,7 @@ def main() -> None:
     rows: list[dict] = []
     todo = []
     for c, lut in points:  # points finished by an earlier run of the same code are read back
-        done = _load_point(c, lut)
+        done = _load_point(c, lut, args.seed)
         if done is not None and {r["method"] for r in done} >= set(args.methods):
             rows += done
         elif not args.report:
@@ -367,11 +369,11 @@ def main() -> None:
     print(f"{len(rows) and len({(r['case'], r['budget_lut']) for r in rows})} points from earlier runs, "
           f"{len(todo)} to compute", flush=True)
     with cf.ProcessPoolExecutor(max(1, args.workers), mp_context=mp.get_context("spawn")) as ex:
-        futs = [ex.submit(run_point, c, lut, tuple(args.methods)) for c, lut in todo]
+        futs = [ex.submit(run_point, c, lut, tuple(args.methods), args.seed) for c, lut in todo]
         for i, f in enumerate(cf.as_completed(futs)):
             point = f.result()
             synthesize(point)  # at once, so an interrupted run keeps every finished point
-            _save_point(point)
+            _save_point(point, args.seed)
             rows += point
             print(f"[{i + 1}/{len(todo)} points, {time.perf_counter() - t0:.0f} s]", flush=True)
     compress_s = time.perf_counter() - t0
@@ -389,7 +391,7 @@ def main() -> None:
                   datapath=_datapath())
 
 
-def _point_file(case: str, lut: int):
+def _point_file(case: str, lut: int, seed: int = SEED):
     """Where one point's rows are kept: keyed by the compression code, this script and the RTL emitter."""
     import hashlib
 
@@ -399,20 +401,21 @@ def _point_file(case: str, lut: int):
     for f in sorted((ROOT / "codesign" / "compress").glob("*.py")) + [ROOT / "bench" / "methods.py",
                                                                        ROOT / "rtl_sim" / "verilog.py"]:
         h.update(f.read_bytes())
-    return cache_dir() / "bench-methods" / "points" / h.hexdigest()[:12] / f"{case}-{lut}.json"
+    return cache_dir() / "bench-methods" / "points" / h.hexdigest()[:12] / (
+        f"{case}-{lut}.json" if seed == SEED else f"{case}-{lut}-seed{seed}.json")
 
 
-def _load_point(case: str, lut: int) -> list[dict] | None:
+def _load_point(case: str, lut: int, seed: int = SEED) -> list[dict] | None:
     import json
 
-    p = _point_file(case, lut)
+    p = _point_file(case, lut, seed)
     return json.loads(p.read_text()) if p.is_file() else None
 
 
-def _save_point(rows: list[dict]) -> None:
+def _save_point(rows: list[dict], seed: int = SEED) -> None:
     import json
 
-    p = _point_file(rows[0]["case"], rows[0]["budget_lut"])
+    p = _point_file(rows[0]["case"], rows[0]["budget_lut"], seed)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(rows, default=float))
 
