@@ -148,23 +148,28 @@ def foldable(net: Network) -> bool:
 
 
 def fold_when_over(art: Artifact) -> str | None:
-    """``--reuse``'s factors of ``auto`` when the compressed network's fully parallel design (report.json's
-    analytic price) is over the budget (the board's resources without one) and it can be folded, with a note in
-    the report saying so; None when it fits (or is not a Dense chain). What the flow does without ``--reuse``."""
-    from codesign.compress.fold_cost import network_folded_cost
+    """The reuse factors the flow gives a network whose fully parallel design (report.json's analytic price) is over
+    the budget's LUT/DSP/BRAM (the board's without one), less the compression search's headroom on LUTs for the cost
+    model's error: the smallest-II fold within the same limits, saved on DIR's network with a note in the report.
+    None when the parallel design fits, or the network is not a Dense chain or carries its own factors already."""
+    from codesign.compress.fold_choice import smallest_fitting_fold, with_reuse
+    from codesign.compress.search import Schedule
 
-    rep = art.report()
-    if rep.get("fits_budget") is not False:
-        return None
-    net = Network.load(art.dir)
-    if not foldable(net):
+    rep, net = art.report(), Network.load(art.dir)
+    if not foldable(net) or any(l.reuse > 1 for l in net.layers if isinstance(l, Dense)):
         return None
     board = load_board(rep["board"]["name"])
-    limits, cost = rep.get("budget") or board.resources(), rep["estimate"]["analytic"]
-    over = ", ".join(f"{k} {cost.get(k, 0):,} > {v:,}" for k, v in limits.items() if cost.get(k, 0) > v)
-    reuse = apply_reuse(art, "auto")
-    ii = network_folded_cost(net, reuse, board.synth_family, limits.get("dsp", board.dsp) > 0)["ii"]
-    note = (f"the fully parallel design does not fit ({over}, cost model): the flow folded the Dense layers by "
-            f"itself (--reuse auto: the smallest II whose folded design fits), II {ii} cycles")
+    limits = {k: v for k, v in (rep.get("budget") or board.resources()).items() if k in ("lut", "dsp", "bram")}
+    limits.setdefault("bram", board.bram)
+    aim = {k: int(v * (1 - Schedule().headroom)) if k == "lut" else v for k, v in limits.items()}
+    cost = rep["estimate"]["analytic"]
+    if all(cost.get(k, 0) <= v for k, v in aim.items()):
+        return None
+    fold = smallest_fitting_fold(net, aim, board.synth_family, dsp=limits.get("dsp", board.dsp) > 0)
+    with_reuse(net, fold.reuse).save(art.dir)
+    over = ", ".join(f"{k} {cost.get(k, 0):,} > {v:,}" for k, v in aim.items() if cost.get(k, 0) > v)
+    note = (f"the fully parallel design does not fit ({over}: the cost model's price against the limit less "
+            f"{Schedule().headroom:.0%} headroom): the flow folded the Dense layers by itself, the smallest II whose "
+            f"folded design fits: II {fold.ii} cycles (reuse {', '.join(f'{k}={v}' for k, v in fold.reuse.items())})")
     art.update(notes=[*(rep.get("notes") or []), note])
-    return ",".join(f"{k}={v}" for k, v in reuse.items())
+    return ",".join(f"{k}={v}" for k, v in fold.reuse.items())
