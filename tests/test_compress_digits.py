@@ -51,11 +51,18 @@ def test_a_rounded_weight_stays_on_the_grid_through_fine_tuning_and_matches_the_
     assert np.array_equal(qat, net.forward(digits.X_test))
 
 
-@pytest.mark.slow  # about 10 s of training alone (30 s on a loaded machine); the step itself is tested above
-def test_the_digits_search_fits_its_budget_with_fewer_digits_per_weight(digits_float, digits):
+@pytest.fixture(scope="module")
+def searched(digits_float, digits):
+    """The digits MLP searched with ``method="digits"`` on a short schedule at 6-bit weights."""
     budget = Budget.parse("lut=0.25,dsp=0", load_board("arty-a7-35"))
     r = compress(digits_float, digits, budget, method="digits", seed=0, schedule=SHORT,
                  precisions=(Precision(6, 8, 12),))
+    return budget, r
+
+
+@pytest.mark.slow  # about 10 s of training alone (30 s on a loaded machine); the step itself is tested above
+def test_the_digits_search_fits_its_budget_with_fewer_digits_per_weight(searched, digits):
+    budget, r = searched
     assert r.cost["lut"] <= budget.limits["lut"] and r.network.metadata["method"] == "digits"
     w = np.concatenate([l.weight[l.weight != 0] for l in r.network.weighted_layers()])
     assert np.mean(csd_count(w)) < 1.5  # 6-bit weights unrounded average about 2 digits
@@ -65,13 +72,11 @@ def test_the_digits_search_fits_its_budget_with_fewer_digits_per_weight(digits_f
 
 
 @pytest.mark.slow
-def test_a_digits_search_result_cosimulates_bit_exact(digits_float, digits, tmp_path):
+def test_a_digits_search_result_cosimulates_bit_exact(searched, digits, tmp_path):
     from codesign.core.verify import verification_inputs
     from rtl_sim.cosim import cosimulate, describe_mismatch, write_rtl
 
-    budget = Budget.parse("lut=0.25,dsp=0", load_board("arty-a7-35"))
-    net = compress(digits_float, digits, budget, method="digits", seed=0, schedule=SHORT,
-                   precisions=(Precision(6, 8, 12),)).network
+    net = searched[1].network
     write_rtl(net, tmp_path / "rtl")
     q = verification_inputs(net, digits.X_test, 2000)
     r = cosimulate(net, tmp_path / "rtl", tmp_path / "cosim", q, mode="bulk")
