@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class Node:
     sub: bool = False
     value: int = 0
 
-    @property
+    @cached_property  # read for every pricing and placement; a node never changes
     def width(self) -> int:
         return signed_width(self.lo, self.hi)
 
@@ -248,22 +249,36 @@ def _pattern(t1: _Term, t2: _Term) -> tuple[tuple[int, int, int, int], int, int]
     return (a, ka - m, b, kb - m, da * db), m, da
 
 
+def _pair_key(t1: _Term, t2: _Term) -> tuple[int, int, int, int, int]:
+    """``_pattern(t1, t2)[0]`` alone, written out: the CSE loop forms millions of them."""
+    a, ka, da = t1
+    b, kb, db = t2
+    if b < a or (b == a and kb < ka):
+        a, ka, da, b, kb, db = b, kb, db, a, ka, da
+    m = ka if ka < kb else kb
+    return (a, ka - m, b, kb - m, da * db)
+
+
 def _eliminate(g: _Builder, terms: list[list[_Term]], consts: list[int], bound: int | None) -> None:
     """Greedy CSE over all outputs' terms, in place: most frequent, narrowest pattern first."""
-    # live terms per output, by a term id; occurrences of each pattern as (output, id1, id2)
+    # live terms per output, by a term id; occurrences of each pattern as (output, id1, id2), and each live
+    # pair's pattern, so that removing a term does not form its patterns again
     live: list[dict[int, _Term]] = [dict(enumerate(tj)) for tj in terms]
     next_id = [len(tj) for tj in terms]
     occ: dict[tuple, set[tuple[int, int, int]]] = {}
+    pair_key: dict[tuple[int, int, int], tuple] = {}
     kraft = [sum(1 << g.nodes[t[0]].depth for t in tj) + (1 if consts[j] else 0) for j, tj in enumerate(terms)]
 
     def pairs_of(j: int, tid: int) -> list[tuple]:
-        """Record the patterns term ``tid`` of output ``j`` forms with the output's other terms."""
+        """Record the patterns term ``tid`` (the output's newest) forms with the output's other terms."""
         t = live[j][tid]
         keys = []
         for other, u in live[j].items():
             if other != tid:
-                key = _pattern(t, u)[0]
-                occ.setdefault(key, set()).add((j, min(tid, other), max(tid, other)))
+                key = _pair_key(t, u)
+                site = (j, other, tid) if other < tid else (j, tid, other)
+                occ.setdefault(key, set()).add(site)
+                pair_key[site] = key
                 keys.append(key)
         return keys
 
@@ -272,16 +287,23 @@ def _eliminate(g: _Builder, terms: list[list[_Term]], consts: list[int], bound: 
         for x, tid in enumerate(ids):
             t = live[j][tid]
             for other in ids[x + 1:]:
-                occ.setdefault(_pattern(t, live[j][other])[0], set()).add((j, tid, other))
+                key = _pair_key(t, live[j][other])
+                occ.setdefault(key, set()).add((j, tid, other))
+                pair_key[(j, tid, other)] = key
 
     ref_bits = max(np.mean([max(n.width, 1) for n in g.nodes]) * 2, 1.0)
 
+    widths: dict[tuple, int] = {}  # a pattern's nodes never change, nor its adder's width
+
     def width_of(key: tuple) -> int:
+        if key in widths:
+            return widths[key]
         a, sa, b, sb, s = key
         na, nb = g.nodes[a], g.nodes[b]
         lo = (na.lo << sa) + (-(nb.hi << sb) if s < 0 else nb.lo << sb)
         hi = (na.hi << sa) + (-(nb.lo << sb) if s < 0 else nb.hi << sb)
-        return signed_width(lo, hi)
+        widths[key] = signed_width(lo, hi)
+        return widths[key]
 
     def priority(key: tuple, n: int) -> float:
         # a pattern built once saves one adder per further occurrence; of equally frequent
@@ -322,12 +344,12 @@ def _eliminate(g: _Builder, terms: list[list[_Term]], consts: list[int], bound: 
             base, sign = _pattern(live[j][t1], live[j][t2])[1:]
             da, db = g.nodes[live[j][t1][0]].depth, g.nodes[live[j][t2][0]].depth
             for tid in (t1, t2):
-                t = live[j].pop(tid)
-                for other, u in live[j].items():
-                    k2 = _pattern(t, u)[0]
-                    sset = occ.get(k2)
+                live[j].pop(tid)
+                for other in live[j]:
+                    site = (j, other, tid) if other < tid else (j, tid, other)
+                    sset = occ.get(pair_key.pop(site))
                     if sset is not None:
-                        sset.discard((j, min(tid, other), max(tid, other)))
+                        sset.discard(site)
             new = next_id[j]
             next_id[j] += 1
             live[j][new] = (node, base, sign)

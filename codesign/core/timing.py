@@ -317,6 +317,7 @@ def _retime(graph: AdderGraph, model: DelayModel, cycle: list[int], arr: list[fl
     begin = {k: (start if nodes[k].op == "input" else start + model.product() if nodes[k].op == "mul" else tcq)
              for k in live}
     apart: set[tuple[int, int]] = set()  # (u, v): the path u -> v does not fit one cycle
+    preds = {w: _preds(graph, w, sink, outs) for w in users}
     for u in live:
         reach = {u: tcq if (nodes[u].op != "add" and begin[u] <= tcq) else begin[u] + delay[u]}
         todo = list(set(users[u]))  # a register's output is measured from its readers' adders on
@@ -325,7 +326,7 @@ def _retime(graph: AdderGraph, model: DelayModel, cycle: list[int], arr: list[fl
             w = heapq.heappop(todo)
             if w in reach or (u, w) in apart:
                 continue
-            t = max(reach[p] for p in _preds(graph, w, sink, outs) if p in reach) + delay[w]
+            t = max(reach[p] for p in preds[w] if p in reach) + delay[w]
             if t > limit + 1e-9 and (w != sink or t - delay[w] > tcq):
                 apart.add((u, w))
                 continue
@@ -335,10 +336,14 @@ def _retime(graph: AdderGraph, model: DelayModel, cycle: list[int], arr: list[fl
     col = {k: c for c, k in enumerate(live)}  # r variables
     mcol = {k: len(live) + c for c, k in enumerate(live)}  # m variables
     nv = 2 * len(live)
-    rows, rhs = [], []
+    row_of, col_of, coef, rhs = [], [], [], []  # the constraints "sum of coef * variable <= rhs", one per row
 
     def le(pairs: list[tuple[int, float]], b: float) -> None:
-        rows.append(pairs)
+        r = len(rhs)
+        for c, x in pairs:
+            row_of.append(r)
+            col_of.append(c)
+            coef.append(x)
         rhs.append(b)
 
     for u in live:
@@ -353,8 +358,7 @@ def _retime(graph: AdderGraph, model: DelayModel, cycle: list[int], arr: list[fl
         elif u != v:
             le([(col[u], 1.0), (col[v], -1.0)], -1.0)
     from scipy.sparse import coo_matrix
-    data = [(r, c, x) for r, row in enumerate(rows) for c, x in row]
-    a = coo_matrix(([x for _, _, x in data], ([r for r, _, _ in data], [c for _, c, _ in data])), shape=(len(rows), nv))
+    a = coo_matrix((coef, (row_of, col_of)), shape=(len(rhs), nv))
     cost = [0.0] * nv
     for k in live:
         cost[col[k]] -= nodes[k].width
