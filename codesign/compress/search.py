@@ -123,8 +123,21 @@ def score(model: QCNN | Network, X: np.ndarray, y: np.ndarray, task: str) -> flo
 def _cost(model: QCNN, board: Board, mapping: str, energy_X: np.ndarray | None = None) -> dict[str, int]:
     """The cost of the network the search would return now: without the units pruning has cut off; with
     ``energy_X`` (an energy budget), its energy per inference in pJ by the fast activity model."""
-    net = shrink(network_from_qcnn(model, "candidate", {}))
+    return _price(shrink(network_from_qcnn(model, "candidate", {})), board, mapping, energy_X)
+
+
+def _price(net: Network, board: Board, mapping: str, energy_X: np.ndarray | None) -> dict[str, int]:
     return with_energy(total_cost(network_cost(net, board, mapping)), net, board, energy_X, mapping)
+
+
+def _fits(model: QCNN, board: Board, mapping: str, aim: dict[str, int], energy_X: np.ndarray | None) -> bool:
+    """``fits(_cost(...), aim)``, deciding from the unpipelined price where that already misses: pipelining only
+    adds (flip-flops, and shift-register LUTs), and its register placement is most of the price's time."""
+    net = shrink(network_from_qcnn(model, "candidate", {}))
+    if net.is_chain and len(net.input_shape) == 1 and set(aim) <= {"lut", "dsp"}:
+        if not fits(total_cost(network_cost(net, board, mapping, clock_mhz=0)), aim):
+            return False
+    return fits(_price(net, board, mapping, energy_X), aim)
 
 
 def _with_input(p: Precision, t: FixedType) -> Precision:
@@ -207,6 +220,10 @@ class _Search:
     def cost(self, model: QCNN) -> dict[str, int]:
         energy_X = self.data.X_val if "energy" in self.budget.limits else None
         return _cost(model, self.budget.board, self.mapping, energy_X)
+
+    def fits(self, model: QCNN, aim: dict[str, int]) -> bool:
+        energy_X = self.data.X_val if "energy" in self.budget.limits else None
+        return _fits(model, self.budget.board, self.mapping, aim, energy_X)
 
     def train(self, model: QCNN, epochs: int, lr: float, seed: int) -> None:
         train(model, self.data, epochs, lr, seed, self.teacher)
@@ -532,7 +549,7 @@ def fewest_to_fit(model: QCNN, ctx: _Search, n: int | None,
     def fits_after(k: int) -> bool:
         trial = copy.deepcopy(model)
         self_prune(trial, ctx.data, ctx.method, k, ranking)
-        return fits(ctx.cost(trial), aim)
+        return ctx.fits(trial, aim)
 
     if n is None:  # double, then bisect
         top = ctx.items(model)
