@@ -1,6 +1,8 @@
 """Energy per inference against accuracy: the dense 16-bit baseline, the LUT-budgeted and the energy-budgeted
 compressions of the default digits network, each priced by simulating its Yosys netlist (``rtl_sim.activity``)
-and by the fast activity model (``codesign.core.activity_model``); and the fast model's calibration.
+and by the fast activity model (``codesign.core.activity_model``); and the fast model's calibration. The jet
+tagger (hls4ml's 16-64-32-32-5) likewise: its float model's 16-bit baseline, the QKeras 6-bit network as imported
+and a LUT-budgeted compression of the float one, scored by agreement with the float model (``quality.jet_data``).
 
 Every design is the xc7 datapath the default flow builds for the Arty A7-35 (pipelined for its 100 MHz clock,
 LUT-only, II = 1), fed consecutive samples of the digits test set (random inputs for the random networks).
@@ -9,7 +11,8 @@ coefficients (``codesign.core.energy``). Written to ``bench/results/energy.json`
 ``bench/results/energy_calibration.json`` (the fit and its residuals); the simulated activity is kept in
 ``bench/results/energy_activity.json`` so a second run only re-prices.
 
-    python bench/energy.py                 # calibration data, fit check, and the three digits designs
+    python bench/energy.py                 # the three digits designs and the three jet tagger designs
+    python bench/energy.py --networks jet  # re-run one network (the other's last results are kept)
     python bench/energy.py --calibrate     # refit the fast model's factors (prints CALIBRATION for the module)
 """
 
@@ -114,6 +117,11 @@ def simulated(net: Network, q: np.ndarray, emit: dict) -> list[dict[str, Any]]:
     return store[key]
 
 
+def is_simulated(net: Network, q: np.ndarray, emit: dict) -> bool:
+    """Whether ``net``'s activity on ``q`` is already in ACTIVITY (pricing it again costs nothing)."""
+    return ACTIVITY.is_file() and _key(net, q, emit) in json.loads(ACTIVITY.read_text())
+
+
 def sim_energy(acts: list[dict], part: str) -> dict[str, Any]:
     return energy_per_inference(acts, FAMILY, part, CLOCK, CLOCK * 1e6)
 
@@ -197,14 +205,17 @@ def calibrate() -> dict[str, Any]:
 
 # ---- the comparison --------------------------------------------------------------------------------------
 BASELINE_SIM_LUTS = 25_000  # above this the baseline's netlist simulation takes too long here: fast model only
+SIMULATE_LARGE = False  # --simulate-large: simulate the jet designs above BASELINE_SIM_LUTS too (hours here)
 
 
-def design_row(name: str, net: Network, ds: Any, board: Any, simulate: bool) -> dict[str, Any]:
-    """One design's accuracy, size, LUTs and energy (simulated and fast)."""
+def design_row(name: str, net: Network, ds: Any, board: Any, simulate: bool,
+               q: np.ndarray | None = None) -> dict[str, Any]:
+    """One design's accuracy (agreement for the jet tagger), size, LUTs and energy (simulated and fast) on the
+    quantized inputs ``q`` (default: the whole digits test set)."""
     from codesign.compress.cost import network_cost, total_cost
     from codesign.compress.search import score
 
-    q = digits_test(net, len(ds.X_test))
+    q = digits_test(net, len(ds.X_test)) if q is None else q
     cost = total_cost(network_cost(net, board, "lut"))
     fast = fast_energy(net, q, FAMILY, board.part, CLOCK)
     row: dict[str, Any] = {
@@ -220,7 +231,7 @@ def design_row(name: str, net: Network, ds: Any, board: Any, simulate: bool) -> 
         sim = sim_energy(simulated(net, q, EMIT), board.part)
         row["simulated"] = {"dynamic_nj": sim["mid"]["dynamic_j"] * 1e9, "total_nj": sim["mid"]["total_j"] * 1e9,
                             "range_total_nj": [sim["low"]["total_j"] * 1e9, sim["high"]["total_j"] * 1e9],
-                            "toggle_rate": sim["toggle_rate"],
+                            "toggle_rate": sim["toggle_rate"], "netlist_lut": netlist_luts(simulated(net, q, EMIT)),
                             "layers_nj": {k: v * 1e9 for k, v in sim["mid"]["dynamic_layers_j"].items()}}
         row["fast_error"] = row["fast"]["dynamic_nj"] / row["simulated"]["dynamic_nj"] - 1
     else:
@@ -230,11 +241,26 @@ def design_row(name: str, net: Network, ds: Any, board: Any, simulate: bool) -> 
     return row
 
 
+def netlist_luts(acts: list[dict]) -> int:
+    """LUT cells of the simulated Yosys netlists (all stages)."""
+    return sum(n for a in acts for c, n in a["cells"].items() if c.startswith("LUT"))
+
+
+def ratios(rows: list[dict[str, Any]]) -> None:
+    """Each row's total and dynamic energy over the baseline's (rows[0]), simulated where it was, else fast."""
+    def e(r: dict, k: str) -> float:
+        return (r["simulated"] or r["fast"])[k]
+
+    for r in rows:
+        r["ratio_to_baseline"] = {k: round(e(r, k) / e(rows[0], k), 4) for k in ("total_nj", "dynamic_nj")}
+
+
 def kept_inputs(net: Network) -> set[int]:
     return set(np.flatnonzero(np.any(net.weighted_layers()[0].weight != 0, axis=1)).tolist())
 
 
-def compare(t0: float) -> None:
+def compare_digits(board: Any) -> dict[str, Any]:
+    """The digits MLP: the dense 16-bit baseline, the LUT-budgeted and the energy-budgeted compressions."""
     from codesign.budget import format_energy
     from codesign.compress.cost import network_cost, total_cost
     from codesign.compress.energy_cost import energy_pj
@@ -243,7 +269,6 @@ def compare(t0: float) -> None:
     from codesign.importers.builtin import builtin_model
     from codesign.importers.data import load_dataset
 
-    board = load_board(BOARD)
     ds = load_dataset("digits", 0)
     flt = builtin_model("digits-mlp")
     base = quantize_network(flt, default_input_type(ds.X_train), 16, result_bits=16, calib=ds.X_train)
@@ -261,25 +286,85 @@ def compare(t0: float) -> None:
             "nonzero_per_layer_lut": {k: v["nonzero"] for k, v in rows[1]["layers"].items()},
             "nonzero_per_layer_energy": {k: v["nonzero"] for k, v in rows[2]["layers"].items()},
             "precision_lut": lut.metadata.get("precision"), "precision_energy": energy.metadata.get("precision")}
-    for r in rows:
-        sim = r["simulated"]
-        print(f"{r['design']:40s} acc {r['accuracy']:.3f}  LUT {r['analytic_lut']:6,}  fast {r['fast']['total_nj']:.3f} nJ"
-              + (f"  simulated {sim['total_nj']:.3f} nJ (dynamic {sim['dynamic_nj']:.3f}, fast {r['fast_error']:+.1%})"
-                 if sim else "  (not simulated)"))
     print(json.dumps(diff))
-    plot(rows, ROOT / "docs" / "benchmarks" / "energy.png")
+    return {"score": "test accuracy", "samples": len(ds.X_test), "energy_budget_pj": e_lut, "designs": rows,
+            "pruning_difference": diff}
+
+
+JET_BUDGET = "lut=0.5,dsp=0"  # 10,400 of the Arty A7-35's 20,800 LUTs
+
+
+def compare_jet(board: Any) -> dict[str, Any]:
+    """hls4ml's jet tagger: the float model's dense 16-bit baseline, the QKeras 6-bit network as imported, and a
+    LUT-budgeted compression of the float one; agreement with the float model's argmax in place of accuracy."""
+    import codesign
+    from codesign.budget import Budget
+    from codesign.compress.cost import network_cost, total_cost
+    from codesign.compress.quantize import quantize_network
+    from codesign.compress.search import compress
+    from quality import jet_data
+
+    flt, ds = jet_data()
+    base = quantize_network(flt, "ap_fixed<16,6,AP_RND_CONV,AP_SAT>", 16, result_bits=16, calib=ds.X_train)
+    qk = codesign.load(ROOT / "tests" / "models" / "qkeras_3layer.json")
+    d = Path(tempfile.gettempdir()) / "codesign-bench-energy" / f"jet-{JET_BUDGET}"
+    if not (d / "network.json").is_file():
+        compress(flt, ds, Budget.parse(JET_BUDGET, board), seed=0).network.save(d)
+    lut = Network.load(d)
+
+    def q(net: Network) -> np.ndarray:  # energy on the first SAMPLES held-out inputs; agreement on all of them
+        return net.quantize_input(ds.X_test[:SAMPLES]).reshape(SAMPLES, -1)
+
+    def small(net: Network) -> bool:  # as for the digits baseline: large netlists only if asked or already done
+        return (SIMULATE_LARGE or is_simulated(net, q(net), EMIT)
+                or total_cost(network_cost(net, board, "lut"))["lut"] <= BASELINE_SIM_LUTS)
+
+    rows = [design_row(name, net, ds, board, small(net), q(net)) for name, net in
+            (("dense 16-bit baseline", base), ("QKeras 6-bit, as imported", qk), (f"LUT-budgeted ({JET_BUDGET})", lut))]
+    return {"score": "agreement with the float model (random N(0,1) inputs)", "samples": SAMPLES,
+            "agreement_samples": len(ds.X_test), "lut_budget": JET_BUDGET, "designs": rows}
+
+
+NETWORKS = {"digits": compare_digits, "jet": compare_jet}
+
+
+def compare(t0: float, networks: list[str]) -> None:
+    """Run ``networks``, keep the others' results from the last bench/results/energy.json, plot and write it."""
+    board = load_board(BOARD)
+    old = json.loads((ROOT / "bench" / "results" / "energy.json").read_text()) \
+        if (ROOT / "bench" / "results" / "energy.json").is_file() else {}
+    results = old.get("networks") or ({"digits": {k: old[k] for k in ("samples", "energy_budget_pj", "designs",
+                                                                        "pruning_difference")}} if old else {})
+    for name in networks:
+        results[name] = res = NETWORKS[name](board)
+        ratios(res["designs"])
+        for r in res["designs"]:
+            sim = r["simulated"]
+            print(f"{name:6s} {r['design']:40s} score {r['accuracy']:.3f}  LUT {r['analytic_lut']:7,}  "
+                  f"fast {r['fast']['total_nj']:.3f} nJ  x{r['ratio_to_baseline']['total_nj']:.3f}"
+                  + (f"  simulated {sim['total_nj']:.3f} nJ (dynamic {sim['dynamic_nj']:.3f}, fast {r['fast_error']:+.1%})"
+                     if sim else "  (not simulated)"), flush=True)
+    for res in results.values():  # kept results from before the ratios were recorded
+        ratios(res["designs"])
+    plot(results, ROOT / "docs" / "benchmarks" / "energy.png")
     write_results("energy", t0, board=BOARD, family=FAMILY, clock_mhz=CLOCK, inferences_per_s=CLOCK * 1e6,
-                  samples=len(ds.X_test), energy_budget_pj=e_lut, designs=rows, pruning_difference=diff,
-                  calibration=CALIBRATION[FAMILY]["source"])
+                  networks=results, calibration=CALIBRATION[FAMILY]["source"])
 
 
-def plot(rows: list[dict[str, Any]], out: Path) -> None:
-    """Accuracy against energy per inference: simulated (filled) and fast model (open), each design."""
+def plot(results: dict[str, dict[str, Any]], out: Path) -> None:
+    """Score against energy per inference, one panel per network: simulated (filled) and fast model (open)."""
     from codesign.app.plots import new_figure, png_bytes
 
-    fig = new_figure(figsize=(6.4, 3.6), dpi=110)
-    ax = fig.subplots()
-    for r, c in zip(rows, ("tab:gray", "tab:blue", "tab:green")):
+    fig = new_figure(figsize=(6.4 * len(results), 3.6), dpi=110)
+    axes = fig.subplots(1, len(results), squeeze=False)[0]
+    for ax, (name, res) in zip(axes, results.items()):
+        _panel(ax, name, res)
+    fig.tight_layout()
+    out.write_bytes(png_bytes(fig))
+
+
+def _panel(ax: Any, name: str, res: dict[str, Any]) -> None:
+    for r, c in zip(res["designs"], ("tab:gray", "tab:blue", "tab:green")):
         ax.scatter([r["fast"]["total_nj"]], [r["accuracy"] * 100], facecolors="none", edgecolors=c, s=60)
         if r["simulated"]:
             ax.scatter([r["simulated"]["total_nj"]], [r["accuracy"] * 100], color=c, s=30, label=r["design"])
@@ -287,22 +372,27 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
             ax.scatter([], [], color=c, label=r["design"] + " (fast model only)")
     ax.set_xscale("log")
     ax.set_xlabel("energy per inference, nJ (dynamic + static, mid; open: fast model)")
-    ax.set_ylabel("test accuracy, %")
-    ax.set_title(f"digits MLP on the {BOARD} (xc7, {CLOCK:g} MHz, 1 inference/cycle)", fontsize=9)
+    ax.set_ylabel(f"{res.get('score', 'test accuracy').split(' (')[0]}, %")
+    title = {"digits": "digits MLP", "jet": "jet tagger"}.get(name, name)
+    ax.set_title(f"{title} on the {BOARD} (xc7, {CLOCK:g} MHz, 1 inference/cycle)", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    out.write_bytes(png_bytes(fig))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calibrate", action="store_true", help="refit the fast model's factors and print them")
+    ap.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS),
+                    help="the networks to (re)run; the others' last results are kept")
+    ap.add_argument("--simulate-large", action="store_true",
+                    help=f"simulate the jet designs above {BASELINE_SIM_LUTS:,} analytic LUTs too (slow)")
     args = ap.parse_args()
     t0 = time.perf_counter()
+    global SIMULATE_LARGE
+    SIMULATE_LARGE = args.simulate_large
     if args.calibrate:
         calibrate()
         return
-    compare(t0)
+    compare(t0, args.networks)
 
 
 if __name__ == "__main__":
