@@ -219,7 +219,7 @@ def test_the_flow_prunes_until_yosys_says_the_design_fits(small_budget_result, d
         return total_counts(synthesize_layer_modes(net, "xc7", (False,), choice=built)[False])["lut"]
 
     tight = Budget(budget.board, {"lut": int(yosys_luts(r.network) * 0.9), "dsp": 0})  # missed on Yosys by 10 %
-    t = fit_on_synthesis(r, digits_float, digits, tight)
+    t = fit_on_synthesis(r, digits_float, digits, tight, schedule=SHORT)
     assert "tightened" in t.history[-1]
     assert yosys_luts(t.network) <= tight.limits["lut"]
 

@@ -15,8 +15,8 @@ from codesign.compress.search import Schedule
 from codesign.app.sweep import expand_budgets, pareto_front, run_sweep, search_settings
 
 # the smallest real search: one precision, short training
-SEARCH = {"precisions": (Precision(4, 6, 10),), "schedule": Schedule(epochs=8, final_epochs=4)}
-SEARCH_CLI = ["--precisions", "4/6/10", "--schedule", "epochs=8,final_epochs=4"]
+SEARCH = {"precisions": (Precision(4, 6, 10),), "schedule": Schedule(epochs=8, finetune_epochs=2, final_epochs=4)}
+SEARCH_CLI = ["--precisions", "4/6/10", "--schedule", "epochs=8,finetune_epochs=2,final_epochs=4"]
 BUDGETS = "lut=0.04,0.08,dsp=0"
 
 

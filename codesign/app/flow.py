@@ -29,7 +29,7 @@ from codesign.importers.load import load, model_name
 from codesign.progress import SILENT, Reporter
 
 if TYPE_CHECKING:
-    from codesign.compress.search import CompressResult
+    from codesign.compress.search import CompressResult, Schedule
 
 DEFAULT_MODEL = "digits-mlp"
 DEFAULT_DATA = "digits"
@@ -114,7 +114,7 @@ def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, m
             r = compress(net, ds, budget, method=method, seed=seed, input_type=t_in_given, progress=progress,
                          **(search or {}))
             if synth:
-                r = fit_on_synthesis(r, net, ds, budget, progress)
+                r = fit_on_synthesis(r, net, ds, budget, progress, (search or {}).get("schedule"))
                 if r.history and "tightened" in r.history[-1]:
                     notes.append(f"synthesis put the search's result over the budget (cost model off by "
                                  f"{r.network.metadata['tightened']}): pruned further to fit on Yosys")
@@ -165,11 +165,12 @@ REFITS = 2  # rounds of synthesis and tightening before the flow reports that th
 
 
 def fit_on_synthesis(r: CompressResult, net: Network, ds: Dataset, budget: Budget,
-                     progress: Reporter = SILENT) -> CompressResult:
-    """``r``, pruned further (``search.tighten``) until Yosys puts it within the budget, at most
-    ``REFITS`` times. The layers are synthesized as the RTL step will emit them (pipelined for the board's
-    clock), so the fit is judged on the design that is built and they stay in the cache for the estimate step."""
-    from codesign.compress.search import tighten
+                     progress: Reporter = SILENT, schedule: Schedule | None = None) -> CompressResult:
+    """``r``, pruned further (``search.tighten``, fine-tuned on ``schedule``: the search's, default the default)
+    until Yosys puts it within the budget, at most ``REFITS`` times. The layers are synthesized as the RTL step
+    will emit them (pipelined for the board's clock), so the fit is judged on the design that is built and they
+    stay in the cache for the estimate step."""
+    from codesign.compress.search import Schedule, tighten
     from rtl_sim.choice import DatapathChoice
     from rtl_sim.synth import synthesize_layer_modes, total_counts
 
@@ -184,7 +185,7 @@ def fit_on_synthesis(r: CompressResult, net: Network, ds: Dataset, budget: Budge
         if fits(counts, budget.limits):
             return r
         with progress.status(f"over the budget on Yosys ({counts['lut']:,} LUTs): pruning further"):
-            r = tighten(r, net, ds, budget, counts)
+            r = tighten(r, net, ds, budget, counts, schedule or Schedule())
     return r
 
 
