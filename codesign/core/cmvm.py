@@ -244,9 +244,7 @@ def _pattern(t1: _Term, t2: _Term) -> tuple[tuple[int, int, int, int], int, int]
     occurrence: ``t1 + t2 == sign * (pattern << base)``."""
     if (t2[0], t2[1]) < (t1[0], t1[1]):
         t1, t2 = t2, t1
-    (a, ka, da), (b, kb, db) = t1, t2
-    m = min(ka, kb)
-    return (a, ka - m, b, kb - m, da * db), m, da
+    return _pair_key(t1, t2), min(t1[1], t2[1]), t1[2]
 
 
 def _pair_key(t1: _Term, t2: _Term) -> tuple[int, int, int, int, int]:
