@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 import codesign
@@ -67,7 +68,6 @@ def _check_tutorial_outputs(nb) -> None:
 
 
 def test_committed_tutorial_holds_its_outputs():
-    nbformat = pytest.importorskip("nbformat")
     _check_tutorial_outputs(nbformat.read(NOTEBOOK, as_version=4))
 
 
@@ -77,7 +77,6 @@ def test_tutorial_code_compiles_and_names_only_public_api():
     import ast
     import importlib
 
-    nbformat = pytest.importorskip("nbformat")
     cells = [c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code"]
     missing = []
     for src in cells:
@@ -93,8 +92,8 @@ def test_tutorial_code_compiles_and_names_only_public_api():
 
 @pytest.mark.slow  # about 70 s on the CI machine: a whole compress/HLS/RTL/co-simulation/synthesis run
 def test_tutorial_notebook_runs(tmp_path):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient
+
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=TUTORIAL_TIMEOUT_S, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
