@@ -10,7 +10,7 @@ to one, so 2 pins suffice and every path inside the core is register to register
 
     python bench/timing.py                       # everything (about an hour on 2 cores)
     python bench/timing.py --networks digits --points none,150,250
-    python bench/timing.py --fit                 # refit the ecp5 delays from the runs' critical paths
+    python bench/timing.py --fit bench/results/timing_fit_runs.json   # the ecp5 routing fitted on those runs
 """
 
 from __future__ import annotations
@@ -238,13 +238,39 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
+def fit(rows: list[dict]) -> dict:
+    """The ecp5 model's routing, fitted on the critical paths of ``rows``: the first net out of the launching
+    register, the nets between logic cells (a carry chain's internal hops, 0 ns, left out) and the last net into
+    the capturing flip-flop with its setup. The carry and LUT delays are nextpnr's own and not fitted."""
+    first, inner, last = [], [], []
+    for r in rows:
+        seg = r.get("path_segments") or []
+        if len(seg) < 4:
+            continue
+        first.append(seg[1][1])
+        last.append(seg[-2][1] + seg[-1][1])
+        inner += [s[1] for s in seg[2:-2] if s[0] == "routing" and s[1] > 0]
+    if not first:
+        sys.exit("no critical paths with segments to fit")
+    net = sum(inner) / len(inner)
+    launch = sum(first) / len(first)
+    return {"paths": len(first), "first_net_ns": round(launch, 3), "net_ns": round(net, 3),
+            "last_net_and_setup_ns": round(sorted(last)[len(last) // 2], 3),
+            "clk_to_q_with_launch_ns": round(0.525 + launch - net, 3)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--networks", default="digits,cnn,jet")
     ap.add_argument("--points", default="none,every1,every2,100,150,200,250,300")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--fresh", action="store_true", help="forget earlier runs")
+    ap.add_argument("--fit", metavar="RUNS", help="print the ecp5 routing fitted on a runs file (e.g. "
+                    "bench/results/timing_fit_runs.json) and exit")
     a = ap.parse_args()
+    if a.fit:
+        print(json.dumps(fit(json.loads(Path(a.fit).read_text())), indent=1))
+        return
     if a.fresh and RUNS.exists():
         RUNS.unlink()
     t0 = time.perf_counter()

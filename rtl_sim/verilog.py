@@ -154,13 +154,15 @@ class _Emitter:
             return f"$signed({s.expr}[{w - 1}:0])"
         return f"$signed({{{{{w - sw}{{{s.expr}[{sw - 1}]}}}}, {s.expr}}})"
 
-    def wire(self, base: str, lo: int, hi: int, expr_of_w, width: int | None = None) -> Sig:
-        """A new wire for ``[lo, hi]`` (declared ``width`` bits when given) driven by ``expr_of_w(w)``."""
+    def wire(self, base: str, lo: int, hi: int, expr_of_w, width: int | None = None, adder: bool = False) -> Sig:
+        """A new wire for ``[lo, hi]`` (declared ``width`` bits when given) driven by ``expr_of_w(w)``; an
+        ``adder``'s wire is kept, its own carry chain, where the delay model prices it so (``own_chains``)."""
         if lo == hi:
             return const_sig(lo)
         name = self.fresh(base)
         w = width or signed_width(lo, hi)
-        self.lines.append(f"  wire signed [{w - 1}:0] {name} = {expr_of_w(w)};")
+        keep = "(* keep *) " if adder and self.model is not None and self.model.own_chains else ""
+        self.lines.append(f"  {keep}wire signed [{w - 1}:0] {name} = {expr_of_w(w)};")
         return Sig(name, lo, hi, w=width)
 
     def register(self, s: Sig, base: str) -> Sig:
@@ -183,7 +185,7 @@ class _Emitter:
         if a.const is not None and b.const is not None:
             return const_sig(a.const + b.const)
         lo, hi = a.lo + b.lo, a.hi + b.hi
-        out = self.wire("s", lo, hi, lambda w: f"{self.ext(a, w)} + {self.ext(b, w)}")
+        out = self.wire("s", lo, hi, lambda w: f"{self.ext(a, w)} + {self.ext(b, w)}", adder=True)
         return self._note("add", self._time(out, (a, b), self._d("adder", signed_width(lo, hi))),
                           a=a, sa=0, b=b, sb=0, sub=False)
 
@@ -202,7 +204,8 @@ class _Emitter:
         if b.const == 0:
             out = self._time(self.wire("s", lo, hi, lambda w: term(a, sa, w)), (a,), 0.0)
         else:
-            out = self.wire("s", lo, hi, lambda w: f"{term(a, sa, w)} {'-' if sub else '+'} {term(b, sb, w)}")
+            out = self.wire("s", lo, hi, lambda w: f"{term(a, sa, w)} {'-' if sub else '+'} {term(b, sb, w)}",
+                            adder=True)
             out = self._time(out, (a, b), self._d("adder", signed_width(lo, hi)))
         return self._note("add", out, a=a, sa=sa, b=b, sb=sb, sub=sub)
 
