@@ -1,5 +1,6 @@
-"""Resource budgets: ``lut=0.5,dsp=0.25`` (fractions of the board) or ``lut=20000`` (counts), and an energy
-per inference with its unit, ``energy=50nJ`` (held in picojoules)."""
+"""Resource budgets: ``lut=0.5,dsp=0.25`` (fractions of the board) or ``lut=20000`` (counts), an energy
+per inference with its unit, ``energy=50nJ`` (held in picojoules), and a throughput: ``ii=4`` (at most one
+sample every 4 cycles) or ``--throughput`` in inferences/s at the board's clock (held as the II)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from codesign.board import Board
-from codesign.errors import BudgetError
+from codesign.errors import BudgetError, ConfigError
 
 RESOURCES = ("lut", "dsp", "ff", "bram", "energy")
 _ITEM = re.compile(r"^\s*([a-z]+)\s*=\s*([0-9]*\.?[0-9]+)\s*(%?)\s*$")
@@ -77,6 +78,45 @@ def parse_budget(spec: str | dict | None, board: Board) -> dict[str, int]:
     return out
 
 
+def parse_ii(value: object) -> int:
+    """``ii=N``: the initiation interval the design must keep, a whole number of cycles of at least 1."""
+    s = str(value).strip()
+    if not s.isdigit() or int(s) < 1:
+        raise ConfigError(f"budget ii={s}: the initiation interval is a whole number of cycles of at least 1 "
+                          "(e.g. 'ii=4'), or give --throughput in inferences/s")
+    return int(s)
+
+
+def ii_for_throughput(throughput: object, clock_mhz: float) -> int:
+    """``--throughput`` in inferences/s as the largest II that keeps it at ``clock_mhz``."""
+    try:
+        rate = float(str(throughput))
+    except ValueError:
+        rate = float("nan")
+    if not 0 < rate < float("inf"):
+        raise ConfigError(f"--throughput {throughput!r}: give inferences per second, a number above 0, e.g. 1e6")
+    ii = int(clock_mhz * 1e6 // rate)
+    if ii < 1:
+        raise ConfigError(f"--throughput {rate:g} inferences/s is above one per cycle at the {clock_mhz:g} MHz clock "
+                          f"({clock_mhz * 1e6:g}/s at most)")
+    return ii
+
+
+def split_ii(spec: str | dict | None) -> tuple[str | dict | None, int | None]:
+    """The budget without its ``ii`` term, and that term (None when absent)."""
+    if isinstance(spec, dict):
+        rest = {k: v for k, v in spec.items() if k != "ii"}
+        return rest, parse_ii(spec["ii"]) if "ii" in spec else None
+    if not spec:
+        return spec, None
+    parts = spec.split(",")
+    iis = [p.partition("=")[2] for p in parts if p.partition("=")[0].strip() == "ii"]
+    if len(iis) > 1:
+        raise ConfigError(f"budget {spec!r} gives ii twice; give one initiation interval")
+    rest = ",".join(p for p in parts if p.partition("=")[0].strip() != "ii")
+    return rest, parse_ii(iis[0]) if iis else None
+
+
 def format_budget(budget: dict[str, int]) -> str:
     return ",".join(f"{k}={format_energy(v) if k == 'energy' else v}" for k, v in budget.items()) or "none"
 
@@ -87,13 +127,25 @@ class Budget:
 
     board: Board
     limits: dict[str, int] = field(default_factory=dict)
+    ii: int | None = None  # the initiation interval the design must keep (cycles per sample), None: any
 
     @classmethod
-    def parse(cls, spec: "str | dict | Budget | None", board: Board) -> "Budget":
-        """A budget string or dict (fractions are of ``board``); a Budget is returned as it is."""
+    def parse(cls, spec: "str | dict | Budget | None", board: Board, throughput: object = None) -> "Budget":
+        """A budget string or dict (fractions are of ``board``; ``ii=N`` the II to keep), and ``throughput`` in
+        inferences/s at the board's clock as the II instead; a Budget is returned as it is."""
         if isinstance(spec, Budget):
             return spec
-        return cls(board, parse_budget(spec, board))
+        rest, ii = split_ii(spec)
+        if throughput is not None:
+            if ii is not None:
+                raise ConfigError(f"--budget ii={ii} and --throughput {throughput} both set the II: give one of them")
+            ii = ii_for_throughput(throughput, board.clock_mhz)
+        return cls(board, parse_budget(rest, board), ii)
+
+    @property
+    def terms(self) -> dict[str, int]:
+        """The limits and the II, as report.json's ``budget`` holds them."""
+        return {**self.limits, **({"ii": self.ii} if self.ii else {})}
 
     @property
     def lut_only(self) -> bool:
@@ -104,4 +156,4 @@ class Budget:
         return bool(self.limits)
 
     def __str__(self) -> str:
-        return format_budget(self.limits)
+        return format_budget(self.terms)

@@ -41,6 +41,10 @@ REUSE_HELP = ("fold the Dense layers: R cycles per sample for every layer, name=
               "parallel when that fits the budget, else auto)")
 
 
+THROUGHPUT_HELP = ("inferences/s the design must keep at the board's clock (--clock): the budget's ii, "
+                   "clock/throughput cycles per sample (instead of ii= in --budget)")
+
+
 def cluster_args(p: argparse.ArgumentParser, per_job: bool = False) -> None:
     from codesign.jobs import CLUSTERS, ENV_CLUSTER
 
@@ -70,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="built-in name or .npz (default with no MODEL or a built-in one: digits)")
     p.add_argument("--board", default=DEFAULT_BOARD)
     p.add_argument("--budget", default=None, help="e.g. lut=0.5,dsp=0.25 or lut=20000; energy=50nJ (per inference, "
-                   "priced by the fast activity model, checked on the simulated netlist)")
+                   "priced by the fast activity model, checked on the simulated netlist); ii=4: at most 4 cycles per "
+                   "sample (the search may fold the Dense layers)")
     p.add_argument("--backend", default=None, help="vitis|vivado (Xilinx), quartus|oneapi (Intel)")
     p.add_argument("--out", default="codesign-out")
     p.add_argument("--force", action="store_true", help="replace a previous run in --out")
@@ -81,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-energy", action="store_true",
                    help="skip the energy step (the Yosys netlist simulated for its switching activity)")
     p.add_argument("--reuse", default=None, help=REUSE_HELP)
+    p.add_argument("--throughput", default=None, metavar="INF_PER_S", help=THROUGHPUT_HELP)
     cluster_args(p)
     model_args(p)
     _common(p)
@@ -89,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--data", required=True)
     p.add_argument("--board", default=DEFAULT_BOARD)
-    p.add_argument("--budget", required=True, help="e.g. lut=0.5,dsp=0.25, lut=20000 or energy=50nJ")
+    p.add_argument("--budget", required=True, help="e.g. lut=0.5,dsp=0.25, lut=20000 or energy=50nJ; ii=4: at most "
+                   "4 cycles per sample (the search may fold the Dense layers)")
+    p.add_argument("--throughput", default=None, metavar="INF_PER_S", help=THROUGHPUT_HELP)
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true")
     model_args(p)
@@ -213,7 +221,7 @@ def run(args: argparse.Namespace) -> Any:
         options = flow.FlowOptions(args.backend, args.weights, args.trust_pickle, args.input_type, args.force,
                                    args.samples, args.method, synth=not args.no_synth, progress=rep,
                                    cluster=args.cluster, clock_mhz=args.clock, energy=not args.no_energy,
-                                   reuse=args.reuse)
+                                   reuse=args.reuse, throughput=args.throughput)
         result = flow.run_flow(args.out, model, data, args.board, budget, options)
         rep.print(f"report: {Artifact(args.out).dir / 'report.html'}")
         return result
@@ -223,7 +231,7 @@ def run(args: argparse.Namespace) -> Any:
         from codesign.budget import Budget
         from codesign.importers.load import load
 
-        budget = Budget.parse(args.budget, load_board(args.board))  # before anything is written
+        budget = Budget.parse(args.budget, load_board(args.board), args.throughput)  # before anything is written
         net = load(args.model, weights=args.weights, trust=args.trust_pickle, input_type=args.input_type)
         art = Artifact(args.out)
         art.claim(args.force)

@@ -113,7 +113,7 @@ def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, m
                 raise CodesignError("compression under a budget needs training data: pass --data")
             r = compress(net, ds, budget, method=method, seed=seed, input_type=t_in_given, progress=progress,
                          **(search or {}))
-            if synth:
+            if synth and "fold" not in r.network.metadata:  # a fold the search chose is synthesized whole, later
                 r = fit_on_synthesis(r, net, ds, budget, progress, (search or {}).get("schedule"))
                 if r.history and "tightened" in r.history[-1]:
                     notes.append(f"synthesis put the search's result over the budget (cost model off by "
@@ -150,12 +150,21 @@ def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, m
                          f"through, so the design computes a constant and synthesis removes its datapath")
         small.metadata["precision_note"] = precision_note
         small.save(art.dir)
-        cost = total_cost(network_cost(small, b))
+        fold = small.metadata.get("fold")
+        if fold:
+            from codesign.app.fold_step import estimate_folded, fold_note
+
+            notes.append(fold_note(small, fold, budget))
+            est = estimate_folded(small, {"reuse": {l.name: l.reuse for l in small.layers if isinstance(l, Dense)}},
+                                  b.synth_family, False, dsp=not budget.lut_only)
+        else:
+            est = {"analytic": total_cost(network_cost(small, b)),
+                   "analytic_layers": {k: v.as_dict() for k, v in network_cost(small, b).items()}}
         art.update(
-            model=model_name(model), data=data, board=b.to_json(), budget=limits, method=method if limits else None,
+            model=model_name(model), data=data, board=b.to_json(), budget=budget.terms, method=method if limits else None,
             network=network_summary(small), accuracy=accuracy, precision=precision_note, notes=notes or None,
-            estimate={"analytic": cost, "analytic_layers": {k: v.as_dict() for k, v in network_cost(small, b).items()}},
-            fits_budget=fits(cost, limits or b.resources()), fits_judged_on="analytic",
+            estimate=est, fits_budget=fits(est["analytic"], limits or b.resources()), fits_judged_on="analytic",
+            **({"fold": fold} if fold else {}),
         )
     art.timing("compress", time.perf_counter() - t0)
     return art.report()
@@ -421,6 +430,8 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
     rep = art.report()
     limits = rep.get("budget") or b.resources()
     judged = {k: est.get("synth", {}).get(k, est["analytic"].get(k, 0)) for k in limits}
+    if "ii" in limits:  # the budget's II, judged on the design the RTL step built
+        judged["ii"] = int(rtl.get("ii") or 1)
     art.update(estimate=est, fits_budget=fits(judged, limits), fits_judged_on="synth" if synth else "analytic")
     art.timing("estimate", time.perf_counter() - t0)
     return est
@@ -497,6 +508,7 @@ class FlowOptions:
     clock_mhz: float | None = None  # the design's clock (default: the board's): places the pipeline registers
     energy: bool = True  # energy per inference from the synthesized netlist's activity (codesign.app.energy)
     reuse: str | None = None  # --reuse R|name=R,...|auto: Dense layers folded (codesign.app.fold_step)
+    throughput: str | float | None = None  # --throughput: inferences/s at the clock, the budget's II
 
 
 def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEFAULT_DATA,
@@ -519,7 +531,7 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
         if not clock_mhz > 0:  # before anything is written
             raise ConfigError(f"clock {clock_mhz!r} MHz: give a positive frequency, e.g. --clock 100")
         b = dataclasses.replace(b, clock_mhz=float(clock_mhz))  # the design's clock, which the cost model prices
-    bud = Budget.parse(budget, b)  # parsed once, here: a malformed budget fails before anything is written
+    bud = Budget.parse(budget, b, o.throughput)  # parsed once, here: a malformed budget fails before anything is written
     if backend:
         from hls.project import check_backend
 
@@ -564,7 +576,7 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
     write_report(art)
     rep = art.report()
     if rep.get("fits_budget") is False:
-        basis = rep["estimate"].get("synth", rep["estimate"]["analytic"])
+        basis = {**rep["estimate"].get("synth", rep["estimate"]["analytic"]), "ii": (rep.get("rtl") or {}).get("ii") or 1}
         over = {k: f"{basis.get(k, 0):,} > {v:,}" for k, v in (rep.get("budget") or b.resources()).items()
                 if basis.get(k, 0) > v}
         e = rep.get("energy") or {}

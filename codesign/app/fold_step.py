@@ -58,7 +58,8 @@ def auto_reuse(net: Network, report: dict[str, Any], board: Board) -> dict[str, 
 
     limits = {k: v for k, v in (report.get("budget") or board.resources()).items() if k in ("lut", "dsp", "bram")}
     limits.setdefault("bram", board.bram)
-    fold = smallest_fitting_fold(net, limits, board.synth_family, dsp=limits.get("dsp", board.dsp) > 0)
+    fold = smallest_fitting_fold(net, limits, board.synth_family, dsp=limits.get("dsp", board.dsp) > 0,
+                                 max_ii=(report.get("budget") or {}).get("ii"))
     return fold.reuse
 
 
@@ -144,7 +145,20 @@ def estimate_folded(net: Network, rtl: dict[str, Any], family: str, synth: bool,
 
 def foldable(net: Network) -> bool:
     """Whether ``rtl_sim.folded`` builds the network folded: a chain with Dense layers on a flat input."""
-    return len(net.input_shape) == 1 and net.is_chain and any(isinstance(l, Dense) for l in net.layers)
+    from codesign.compress.fold_choice import foldable as dense_chain
+
+    return dense_chain(net)
+
+
+def fold_note(net: Network, fold: dict[str, Any], budget: Any) -> str:
+    """The report's note on the II the compression search chose (``net.metadata["fold"]``) and the term that bound it."""
+    reuse = ", ".join(f"{l.name}={l.reuse}" for l in net.layers if isinstance(l, Dense))
+    aim = f" (budget ii={budget.ii})" if budget.ii else " (no ii in the budget)"
+    bound = {"none": "no budget term: it fits unpruned", "ii": "the budget's ii"}.get(fold["bound_by"], fold["bound_by"])
+    if fold["ii"] == 1:
+        return f"the compression search kept the design fully parallel, II 1{aim}: {fold['reason']}"
+    return (f"the compression search folded the Dense layers to II {fold['ii']} cycles{aim}, reuse {reuse}: "
+            f"{fold['reason']}; bound by {bound}")
 
 
 def fold_when_over(art: Artifact) -> str | None:
@@ -165,7 +179,8 @@ def fold_when_over(art: Artifact) -> str | None:
     cost = rep["estimate"]["analytic"]
     if all(cost.get(k, 0) <= v for k, v in aim.items()):
         return None
-    fold = smallest_fitting_fold(net, aim, board.synth_family, dsp=limits.get("dsp", board.dsp) > 0)
+    fold = smallest_fitting_fold(net, aim, board.synth_family, dsp=limits.get("dsp", board.dsp) > 0,
+                                 max_ii=(rep.get("budget") or {}).get("ii"))
     with_reuse(net, fold.reuse).save(art.dir)
     over = ", ".join(f"{k} {cost.get(k, 0):,} > {v:,}" for k, v in aim.items() if cost.get(k, 0) > v)
     note = (f"the fully parallel design does not fit ({over}: the cost model's price against the limit less "

@@ -5,6 +5,14 @@ The slowest layer sets the II, so a layer folded to fewer cycles than the II onl
 at most ``R`` cycles), the least area that keeps up. The choice is then one number, the II, and the smallest
 one whose folded cost (``fold_cost.network_folded_cost``) is within the limits is taken; ``T = 1`` is the fully
 parallel design. The cost model's error is the caller's headroom, as in the compression search.
+
+Inside the budget search (``choose_fold``) each candidate precision picks its II once, after its
+quantization-aware training and before any pruning: on a short ladder of IIs (up to the budget's ``ii``), the
+smallest II whose unpruned design fits, else the one that is least over (it leaves the most weights to keep),
+ties to the smaller II. Without an ``ii`` in the budget a candidate is folded only when its fully parallel
+design is more than ``FOLD_OVER`` times its budget: pruning would have to take more than half of it, and
+folding keeps the weights that pruning would cut. The search's precision loop then compares the candidates,
+folded or not, by their validation accuracy.
 """
 
 from __future__ import annotations
@@ -20,6 +28,10 @@ from codesign.core.network import Network
 from codesign.errors import BudgetError
 
 RESOURCES = ("lut", "ff", "dsp", "bram")
+# without an ii in the budget, a candidate is folded only when its fully parallel price is over this many times
+# its budget (on the resource most over): the default digits search (lut=0.25,dsp=0) is at most 1.8x over at the
+# precisions it screens and stays fully parallel; hls4ml's 16-100^5-5 MLP at 8 bits on a zcu102 is 5.5x over
+FOLD_OVER = 2.0
 
 
 @dataclass(frozen=True)
@@ -71,8 +83,75 @@ def smallest_fitting_fold(net: Network, limits: dict[str, int], family: str, dsp
                       + "; allow a longer II, prune it, or give a larger budget")
 
 
+def designed_ii(net: Network) -> int:
+    """The II of ``net`` folded by its layers' own ``reuse``: the slowest layer's ``ceil(nnz / ceil(nnz / R))``."""
+    def cycles(l: Dense) -> int:
+        nnz = int(np.count_nonzero(l.weight))
+        return -(-nnz // -(-nnz // l.reuse)) if nnz else 1
+    return max((cycles(l) for l in net.layers if isinstance(l, Dense)), default=1)
+
+
 def with_reuse(net: Network, reuse: dict[str, int]) -> Network:
     """``net`` with each Dense layer's ``reuse`` set (what the RTL and HLS steps read)."""
     layers = [replace(l, reuse=int(reuse[l.name])) if isinstance(l, Dense) and l.name in reuse else l
               for l in net.layers]
     return Network(net.name, net.input_shape, layers, net.input_type, metadata=dict(net.metadata))
+
+
+def foldable(net: Network) -> bool:
+    """Whether ``rtl_sim.folded`` builds the network folded: a chain with Dense layers on a flat input."""
+    return len(net.input_shape) == 1 and net.is_chain and any(isinstance(l, Dense) for l in net.layers)
+
+
+def folded_price(net: Network, ii: int, family: str, dsp: bool = True) -> dict[str, int]:
+    """LUT/FF/DSP/BRAM of ``net`` folded to a target II (``reuse_at``), and the II it reaches (``ii``)."""
+    c = network_folded_cost(net, reuse_at(net, ii), family, dsp)
+    return {**{k: int(c[k]) for k in RESOURCES}, "ii": int(c["ii"])}
+
+
+def over_ratio(cost: dict[str, int], limits: dict[str, int]) -> float:
+    """How many times its limit the resource most over it costs (a zero limit with a cost: infinity)."""
+    r = [cost.get(k, 0) / v if v else (float("inf") if cost.get(k, 0) else 0.0) for k, v in limits.items()
+         if k in RESOURCES]
+    return max(r, default=0.0)
+
+
+@dataclass(frozen=True)
+class FoldChoice:
+    """The target II a candidate is priced at (1: fully parallel), its price there and why it was chosen."""
+
+    ii: int
+    cost: dict[str, int]
+    reason: str
+    bound_by: str  # the budget term that set the II: a resource (a smaller II is over it), "ii" or "none"
+
+
+def choose_fold(net: Network, parallel: dict[str, int], aim: dict[str, int], family: str, dsp: bool,
+                ii_aim: int | None) -> FoldChoice:
+    """The II a search candidate (``net``, unpruned, priced ``parallel`` fully parallel) is folded to under
+    ``aim`` (the budget less headroom) and ``ii_aim`` (the budget's ``ii``, None: any): see the module's doc."""
+    if fits(parallel, aim):
+        return FoldChoice(1, parallel, "the fully parallel design fits the budget", "none")
+    if ii_aim is None and over_ratio(parallel, aim) <= FOLD_OVER:
+        return FoldChoice(1, parallel, f"the fully parallel design is within {FOLD_OVER:g}x its budget "
+                          f"({_over(parallel, aim)}): pruned rather than folded", "none")
+    priced = [(1, parallel)] + [(t, folded_price(net, t, family, dsp)) for t in candidate_iis(net, ii_aim)[1:]]
+    for (prev, pc), (t, c) in zip(priced, priced[1:]):
+        if fits(c, aim):
+            return FoldChoice(t, c, f"the smallest II at which the unpruned network fits (at II {prev}: "
+                              f"{_over(pc, aim)})", binding(pc, aim))
+    t, c = min(priced, key=lambda p: (over_ratio(p[1], aim), p[0]))
+    capped = t == ii_aim
+    why = f"no II {f'up to the budget ii={ii_aim} ' if ii_aim else ''}fits unpruned: the least over ({_over(c, aim)}), pruned"
+    return FoldChoice(t, c, why, "ii" if capped else binding(c, aim))
+
+
+def _over(cost: dict[str, int], limits: dict[str, int]) -> str:
+    return ", ".join(f"{k} {cost.get(k, 0):,} > {v:,}" for k, v in limits.items()
+                     if k in RESOURCES and cost.get(k, 0) > v)
+
+
+def binding(cost: dict[str, int], limits: dict[str, int]) -> str:
+    """The resource most over its limit."""
+    r = {k: over_ratio({k: cost.get(k, 0)}, {k: v}) for k, v in limits.items() if k in RESOURCES}
+    return max(r, key=r.get) if r else "none"

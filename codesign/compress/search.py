@@ -33,6 +33,8 @@ from codesign.compress.channels import alive_units, channel_report, channel_scor
 from codesign.compress.cost import binding_resource, fits, network_cost, total_cost
 from codesign.compress.digits import DIGITS, digit_count, digit_scores, hold, remove_digits
 from codesign.compress.energy_cost import with_energy
+from codesign.compress.fold_choice import (candidate_iis, choose_fold, designed_ii, foldable, folded_price, over_ratio,
+                                          reuse_at, with_reuse)
 from codesign.compress.prune import METHODS as PRUNE_METHODS, polynomial_schedule, prune_weights, scores
 from codesign.compress.qat import Precision
 from codesign.compress.qcnn import QCNN, assign_types, equalize_if_better, is_cnn, network_from_qcnn, qcnn_from_network
@@ -122,11 +124,19 @@ def score(model: QCNN | Network, X: np.ndarray, y: np.ndarray, task: str) -> flo
 
 def _cost(model: QCNN, board: Board, mapping: str, energy_X: np.ndarray | None = None) -> dict[str, int]:
     """The cost of the network the search would return now: without the units pruning has cut off; with
-    ``energy_X`` (an energy budget), its energy per inference in pJ by the fast activity model."""
-    return _price(shrink(network_from_qcnn(model, "candidate", {})), board, mapping, energy_X)
+    ``energy_X`` (an energy budget), its energy per inference in pJ by the fast activity model. A candidate
+    the search folded (``fold_ii``, set by ``_choose_fold``) is priced folded to that II."""
+    return _price(shrink(network_from_qcnn(model, "candidate", {})), board, mapping, energy_X, _fold_ii(model))
 
 
-def _price(net: Network, board: Board, mapping: str, energy_X: np.ndarray | None) -> dict[str, int]:
+def _fold_ii(model: QCNN) -> int:
+    """The target II the search chose for this candidate (1: fully parallel, or not chosen yet)."""
+    return getattr(model, "fold_ii", None) or 1
+
+
+def _price(net: Network, board: Board, mapping: str, energy_X: np.ndarray | None, ii: int = 1) -> dict[str, int]:
+    if ii > 1:  # no energy term with a fold: _choose_fold keeps such a candidate fully parallel
+        return folded_price(net, ii, board.synth_family, dsp=mapping != "lut")
     return with_energy(total_cost(network_cost(net, board, mapping)), net, board, energy_X, mapping)
 
 
@@ -134,10 +144,10 @@ def _fits(model: QCNN, board: Board, mapping: str, aim: dict[str, int], energy_X
     """``fits(_cost(...), aim)``, deciding from the unpipelined price where that already misses: pipelining only
     adds (flip-flops, and shift-register LUTs), and its register placement is most of the price's time."""
     net = shrink(network_from_qcnn(model, "candidate", {}))
-    if net.is_chain and len(net.input_shape) == 1 and set(aim) <= {"lut", "dsp"}:
+    if net.is_chain and len(net.input_shape) == 1 and set(aim) <= {"lut", "dsp"} and _fold_ii(model) == 1:
         if not fits(total_cost(network_cost(net, board, mapping, clock_mhz=0)), aim):
             return False
-    return fits(_price(net, board, mapping, energy_X), aim)
+    return fits(_price(net, board, mapping, energy_X, _fold_ii(model)), aim)
 
 
 def _with_input(p: Precision, t: FixedType) -> Precision:
@@ -274,7 +284,31 @@ def _floor(net: Network, ctx: _Search, prec: Precision) -> dict[str, int]:
                 keep = torch.zeros_like(m)
                 keep[best, torch.arange(m.shape[1])] = 1.0
                 m.copy_(keep)
-    return ctx.cost(model)
+    cost = ctx.cost(model)
+    if (ctx.budget.ii or not fits(cost, ctx.budget.limits)) and _may_fold(ctx, net):  # and folded at the longest II
+        model.fold_ii = candidate_iis(shrink(network_from_qcnn(model, "floor", {})), ctx.budget.ii)[-1]
+        cost = min(cost, ctx.cost(model), key=lambda c: over_ratio(c, ctx.budget.limits))
+    return cost
+
+
+def _may_fold(ctx: _Search, net: Network) -> bool:
+    """Whether the search may fold this network: a Dense chain on a flat input, and no energy term (the folded
+    design has no energy model yet)."""
+    return foldable(net) and "energy" not in ctx.budget.limits
+
+
+def _choose_fold(ctx: _Search, model: QCNN, cost: dict[str, int]) -> dict[str, int]:
+    """The II this candidate is priced at from now on (``fold_choice.choose_fold``, once: a candidate continued
+    from a screened one keeps its II), recorded on the model; its price there."""
+    if getattr(model, "fold_ii", None) is not None:
+        return cost
+    net = shrink(network_from_qcnn(model, "candidate", {}))
+    if not _may_fold(ctx, net):
+        model.fold_ii, model.fold = 1, None
+        return cost
+    c = choose_fold(net, cost, ctx.aim, ctx.budget.board.synth_family, ctx.mapping != "lut", ctx.budget.ii)
+    model.fold_ii, model.fold = c.ii, (c if c.ii > 1 or ctx.budget.ii else None)
+    return c.cost if c.ii > 1 else cost
 
 
 def compress(net: Network, data: Dataset, budget: Budget, method: str = "hardware", seed: int = 0,
@@ -300,6 +334,11 @@ def _compress(net: Network, data: Dataset, budget: Budget, method: str, seed: in
     board, limits = budget.board, budget.limits
     if not limits:
         raise BudgetError("compress needs a budget, e.g. --budget lut=0.25,dsp=0")
+    if budget.ii and not foldable(net):
+        raise ConfigError(f"budget ii={budget.ii}: network {net.name!r} is not a chain of Dense layers on a flat input, "
+                          "the only networks that fold yet; leave ii out")
+    if budget.ii and "energy" in limits:
+        raise ConfigError(f"budget ii={budget.ii} with energy: a folded design has no energy model yet; give one of them")
     data = shaped_for(data, net.input_shape)  # flat digits for an 8x8x1 CNN; others are left to check_fits
     check_fits(data, net.input_shape, net.output_shape[-1], net.name)
     mapping = "lut" if budget.lut_only else "auto"
@@ -334,14 +373,17 @@ def _compress(net: Network, data: Dataset, budget: Budget, method: str, seed: in
             val = score(model, data.X_val, data.y_val, data.task) if fits(cost, aim) else None
             history.append({"precision": _prec_dict(prec), "fits": val is not None, "cost": cost,
                             "epochs": ctx.spent[0] - before, "equalized": model.equalized,
-                            **({"val": val} if val is not None else {})})
+                            **({"val": val} if val is not None else {}),
+                            **({"ii": _fold_ii(model)} if _fold_ii(model) > 1 else {})})
             if val is None:
                 bar.advance(info=f"{prec.weight_bits}b weights: no fit")
                 continue
             bar.advance(info=f"{prec.weight_bits}b weights: val {val:.3f}")
             clear = best is not None and data.task == "classification" and val < best[0] - CLEAR_DROP
             fitting.append((val, model, prec, cost))
-            if best is None or val > best[0]:
+            smaller_ii = best is not None and _fold_ii(model) < _fold_ii(best[1]) and _level(
+                val, best[0], len(data.y_val), data.task)  # a tie goes to the faster design
+            if best is None or val > best[0] or smaller_ii:
                 best, worse = (val, model, prec, cost), 0
             else:
                 worse += 1
@@ -368,8 +410,7 @@ def _compress(net: Network, data: Dataset, budget: Budget, method: str, seed: in
     test = score(out, data.X_test, data.y_test, data.task)
     energy_X = data.X_val if "energy" in limits else None
     return CompressResult(out, float_score, test, "accuracy" if data.task == "classification" else "neg_mse",
-                          with_energy(total_cost(network_cost(out, board, mapping)), out, board, energy_X, mapping),
-                          limits, prec, history,
+                          _price(out, board, mapping, energy_X, _fold_ii(model)), limits, prec, history,
                           time.perf_counter() - t_start, ctx.spent[0], model)
 
 
@@ -377,6 +418,11 @@ def _export(model: QCNN, original: Network, name: str, meta: dict) -> Network:
     """The trained model as the Network the search returns (dead units shrunk away); a CNN's records the
     channels kept and pruned per layer against ``original``, for the report."""
     out = shrink(network_from_qcnn(model, name, meta))
+    if _fold_ii(model) > 1:  # the search's fold: each Dense layer's reuse, what the RTL and HLS steps build
+        out = with_reuse(out, reuse_at(out, _fold_ii(model)))
+    if getattr(model, "fold", None) is not None:
+        f = model.fold
+        out.metadata["fold"] = {"ii": designed_ii(out), "target_ii": f.ii, "reason": f.reason, "bound_by": f.bound_by}
     if is_cnn(original):
         out.metadata["channels"] = {r["name"]: {"kept": r["kept"], "pruned": r["pruned"],
                                                 "sparsity": float(r["sparsity"])} for r in channel_report(out, original)}
@@ -488,7 +534,7 @@ def _candidate(ctx: _Search, model: QCNN, prec: Precision, k: int, sch: Schedule
     model.equalized = sch.equalize and equalize_if_better(model, prec, ctx.data.X_train[:1024])
     assign_types(model, prec, ctx.data.X_train)
     ctx.train(model, sch.epochs, LR_QAT, seed + SEED_QAT * k)
-    cost = ctx.cost(model)
+    cost = _choose_fold(ctx, model, ctx.cost(model))
     start, total = dict(cost), ctx.items(model)
     res = binding_resource(cost, ctx.aim)
     # counted steps: cost is roughly proportional to the kept weights, so aim a little below the budget;
