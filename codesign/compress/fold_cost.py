@@ -15,7 +15,7 @@ M10K: 40 x 256; iCE40 SB_RAM40_4K: 16 x 256). ``bram`` is counted as the synthes
 
 A multiplier is a DSP when the family's DSP rule (``codesign.families``: Yosys's minimum operand and
 product widths) holds and DSPs are allowed; else a LUT multiplier, priced per partial-product bit.
-Not wired into the search: ``folded_cost`` is what it would call per layer and R.
+The budget search prices a candidate it folds with ``network_folded_cost`` (``fold_choice.folded_price``).
 """
 
 from __future__ import annotations
@@ -140,8 +140,7 @@ def folded_cost(layer: Dense, in_type: FixedType, reuse: int, family: str, out_t
                 ) -> dict[str, Any]:
     """LUT/FF/DSP/BRAM of ``layer`` folded at ``reuse`` for inputs of ``in_type`` (``relu_input``: they come out
     of a ReLU, so none is negative) with its result in ``out_type`` (default: its result type; ``relu``: a ReLU
-    follows), plus the fold's ``cycles`` (the layer's II) and ``units``. The hook the budget search would call
-    per layer and R."""
+    follows), plus the fold's ``cycles`` (the layer's II) and ``units``."""
     n_in = layer.weight.shape[0]
     lo = 0 if relu_input or not in_type.signed else in_type.min_int
     x_lo, x_hi = [lo] * n_in, [in_type.max_int] * n_in
