@@ -117,6 +117,11 @@ def split_ii(spec: str | dict | None) -> tuple[str | dict | None, int | None]:
     return rest, parse_ii(iis[0]) if iis else None
 
 
+def resource_limits(terms: dict[str, int] | None, board: Board) -> dict[str, int]:
+    """report.json's budget terms as resource limits: its resources (not ``ii``), the whole board's without any."""
+    return {k: v for k, v in (terms or {}).items() if k != "ii"} or board.resources()
+
+
 def format_budget(budget: dict[str, int]) -> str:
     return ",".join(f"{k}={format_energy(v) if k == 'energy' else v}" for k, v in budget.items()) or "none"
 

@@ -121,3 +121,38 @@ def test_with_an_ii_the_search_prices_the_fold_and_the_network_carries_its_reuse
                      if isinstance(l, Dense)}
     priced = network_folded_cost(out, reuse, FAMILY)
     assert folded_result.cost["lut"] == priced["lut"] <= 1200 and folded_result.cost["ii"] == fold["ii"]
+
+
+def test_the_flow_builds_the_fold_the_search_chose_and_its_report_says_why(tmp_path):
+    from codesign.app import flow
+    from codesign.app.artifact import Artifact
+
+    net, ds = _mlp_task()
+    data = tmp_path / "teacher.npz"
+    np.savez(data, X_train=np.concatenate([ds.X_train, ds.X_val]), y_train=np.concatenate([ds.y_train, ds.y_val]),
+             X_test=ds.X_test, y_test=ds.y_test)
+    art = Artifact(tmp_path / "a")
+    art.claim()
+    rep = flow.step_compress(art, "mlp", str(data), Budget.parse("lut=1200,dsp=20,ii=16", ARTY), loaded=net,
+                             search={"precisions": (Precision(6, 8, 12),), "schedule": SHORT})
+    fold = rep["fold"]
+    assert rep["budget"] == {"lut": 1200, "dsp": 20, "ii": 16} and rep["estimate"]["analytic_ii"] == fold["ii"]
+    assert any(f"folded the Dense layers to II {fold['ii']} cycles (budget ii=16)" in n and "bound by" in n
+               for n in rep["notes"])
+    rtl = flow.step_rtl(art)  # no --reuse: the saved network's factors
+    assert rtl["kind"] == "folded" and rtl["ii"] == fold["ii"] <= 16
+
+
+def test_without_a_search_an_ii_caps_the_flows_own_fold_and_names_it_when_none_fits(tmp_path):
+    from codesign.app import flow
+    from codesign.app.artifact import Artifact
+    from codesign.app.fold_step import fold_when_over
+    from codesign.errors import BudgetError
+    from tests.test_flow_autofold import _float_net
+
+    art = Artifact(tmp_path / "a")
+    art.claim()
+    flow.step_compress(art, "mlp", None, Budget.parse("ii=2", ARTY), loaded=_float_net(64))  # 46,872 LUT parallel
+    assert art.report()["budget"] == {"ii": 2}
+    with pytest.raises(BudgetError, match=r"network 'mlp' does not fit at II <= 2 even folded to II 2 on xc7: lut"):
+        fold_when_over(art)

@@ -18,7 +18,7 @@ import numpy as np
 from codesign import jobs
 from codesign.app.artifact import Artifact
 from codesign.board import Board, load_board
-from codesign.budget import Budget
+from codesign.budget import Budget, resource_limits
 from codesign.compress.cost import fits, network_cost, total_cost
 from codesign.core.fixed import FixedType
 from codesign.core.layers import Dense
@@ -428,7 +428,7 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
         basis = est.get("synth", est["analytic"])
         est["utilization_pct"] = {k: round(100.0 * basis.get(k, 0) / v, 2) for k, v in res_board.items() if v}
     rep = art.report()
-    limits = rep.get("budget") or b.resources()
+    limits = {**resource_limits(rep.get("budget"), b), **{k: v for k, v in (rep.get("budget") or {}).items() if k == "ii"}}
     judged = {k: est.get("synth", {}).get(k, est["analytic"].get(k, 0)) for k in limits}
     if "ii" in limits:  # the budget's II, judged on the design the RTL step built
         judged["ii"] = int(rtl.get("ii") or 1)
@@ -577,7 +577,8 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
     rep = art.report()
     if rep.get("fits_budget") is False:
         basis = {**rep["estimate"].get("synth", rep["estimate"]["analytic"]), "ii": (rep.get("rtl") or {}).get("ii") or 1}
-        over = {k: f"{basis.get(k, 0):,} > {v:,}" for k, v in (rep.get("budget") or b.resources()).items()
+        over = {k: f"{basis.get(k, 0):,} > {v:,}" for k, v in {**resource_limits(rep.get("budget"), b),
+                                                               **(rep.get("budget") or {})}.items()
                 if basis.get(k, 0) > v}
         e = rep.get("energy") or {}
         if e.get("fits_budget") is False:  # judged on the simulated netlist's energy, mid

@@ -17,6 +17,7 @@ from typing import Any
 
 from codesign.app.artifact import Artifact
 from codesign.board import Board, load_board
+from codesign.budget import resource_limits
 from codesign.core.fixed import FixedType
 from codesign.core.layers import Dense
 from codesign.core.network import Network
@@ -56,7 +57,7 @@ def auto_reuse(net: Network, report: dict[str, Any], board: Board) -> dict[str, 
     """The smallest-II fold whose cost-model price is within the budget's LUT/DSP/BRAM (the board's without one)."""
     from codesign.compress.fold_choice import smallest_fitting_fold
 
-    limits = {k: v for k, v in (report.get("budget") or board.resources()).items() if k in ("lut", "dsp", "bram")}
+    limits = {k: v for k, v in resource_limits(report.get("budget"), board).items() if k in ("lut", "dsp", "bram")}
     limits.setdefault("bram", board.bram)
     fold = smallest_fitting_fold(net, limits, board.synth_family, dsp=limits.get("dsp", board.dsp) > 0,
                                  max_ii=(report.get("budget") or {}).get("ii"))
@@ -173,7 +174,7 @@ def fold_when_over(art: Artifact) -> str | None:
     if not foldable(net) or any(l.reuse > 1 for l in net.layers if isinstance(l, Dense)):
         return None
     board = load_board(rep["board"]["name"])
-    limits = {k: v for k, v in (rep.get("budget") or board.resources()).items() if k in ("lut", "dsp", "bram")}
+    limits = {k: v for k, v in resource_limits(rep.get("budget"), board).items() if k in ("lut", "dsp", "bram")}
     limits.setdefault("bram", board.bram)
     aim = {k: int(v * (1 - Schedule().headroom)) if k == "lut" else v for k, v in limits.items()}
     cost = rep["estimate"]["analytic"]
