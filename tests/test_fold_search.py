@@ -156,3 +156,15 @@ def test_without_a_search_an_ii_caps_the_flows_own_fold_and_names_it_when_none_f
     assert art.report()["budget"] == {"ii": 2}
     with pytest.raises(BudgetError, match=r"network 'mlp' does not fit at II <= 2 even folded to II 2 on xc7: lut"):
         fold_when_over(art)
+
+
+@pytest.mark.slow
+def test_flow_with_an_ii_budget_folds_the_digits_mlp_bit_exact_at_the_designed_ii(tmp_path):
+    """docs/guide/folding.md's run: lut=0.1,dsp=0.5,ii=64 on the Arty, 95.8 % at II 64 (93.9 % fully parallel)."""
+    from codesign.app import flow
+
+    rep = flow.run_flow(tmp_path / "run", "digits-mlp", "digits", "arty-a7-35", "lut=0.1,dsp=0.5,ii=64", samples=2000,
+                        energy=False)
+    assert rep["rtl"]["kind"] == "folded" and 1 < rep["rtl"]["ii"] <= 64 and rep["fold"]["ii"] == rep["rtl"]["ii"]
+    assert rep["hls"]["csim_bit_exact"] and rep["cosim"]["bit_exact"] and rep["cosim"]["ii"] == rep["rtl"]["ii"]
+    assert rep["fits_budget"] and rep["fits_judged_on"] == "synth"
