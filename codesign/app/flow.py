@@ -113,7 +113,7 @@ def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, m
                 raise CodesignError("compression under a budget needs training data: pass --data")
             r = compress(net, ds, budget, method=method, seed=seed, input_type=t_in_given, progress=progress,
                          **(search or {}))
-            if synth and "fold" not in r.network.metadata:  # a fold the search chose is synthesized whole, later
+            if synth and (r.network.metadata.get("fold") or {}).get("ii", 1) == 1:  # a fold is synthesized whole, later
                 r = fit_on_synthesis(r, net, ds, budget, progress, (search or {}).get("schedule"))
                 if r.history and "tightened" in r.history[-1]:
                     notes.append(f"synthesis put the search's result over the budget (cost model off by "
@@ -155,6 +155,7 @@ def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, m
             from codesign.app.fold_step import estimate_folded, fold_note
 
             notes.append(fold_note(small, fold, budget))
+        if fold and fold["ii"] > 1:
             est = estimate_folded(small, {"reuse": {l.name: l.reuse for l in small.layers if isinstance(l, Dense)}},
                                   b.synth_family, False, dsp=not budget.lut_only)
         else:
