@@ -51,7 +51,7 @@ def test_equalization_balances_each_neurons_weight_ranges_across_the_two_layers(
 
 @pytest.fixture(scope="module")
 def refined(digits_float):
-    return compress(digits_float, "digits", "arty-a7-35", "lut=0.5,dsp=0", seed=1, schedule=TINY, precisions=PRECS)
+    return compress(digits_float, "digits", "arty-a7-35", "lut=0.2,dsp=0", seed=1, schedule=TINY, precisions=PRECS)
 
 
 def test_the_best_screened_precision_is_searched_again_on_the_longer_schedule(refined):
@@ -65,10 +65,16 @@ def test_the_best_screened_precision_is_searched_again_on_the_longer_schedule(re
 
 
 def test_screen_and_refine_are_deterministic_for_a_seed(refined, digits_float):
-    again = compress(digits_float, "digits", "arty-a7-35", "lut=0.5,dsp=0", seed=1, schedule=TINY, precisions=PRECS)
+    again = compress(digits_float, "digits", "arty-a7-35", "lut=0.2,dsp=0", seed=1, schedule=TINY, precisions=PRECS)
     assert again.history == refined.history
     for x, y in zip(refined.network.weighted_layers(), again.network.weighted_layers()):
         assert np.array_equal(x.weight, y.weight) and np.array_equal(x.bias, y.bias)
+
+
+def test_a_screened_best_that_reaches_the_float_networks_validation_score_is_not_refined(digits_float):
+    r = compress(digits_float, "digits", "arty-a7-35", "lut=0.5,dsp=0", seed=1, schedule=TINY, precisions=PRECS)
+    assert len(r.history) == 2 and not any(h.get("refined") for h in r.history)
+    assert max(h["val"] for h in r.history if h["fits"]) == 1.0  # the float network's on this split: 216 of 216
 
 
 @pytest.mark.parametrize("refined_val, kept", [(0.965, "refined"), (0.96, "refined"), (0.955, "screened")])

@@ -393,9 +393,12 @@ def _compress(net: Network, data: Dataset, budget: Budget, method: str, seed: in
                 bar.advance(info="past the best precision")
                 break
         if multi and best is not None:
-            tied = [c for c in fitting if c[1] is not best[1] and _level(c[0], best[0], len(data.y_val), data.task)]
-            best = _refine(ctx, teacher, best, len(precisions), schedule, history, tied)
-            bar.advance(info=f"{best[2].weight_bits}b weights refined: val {best[0]:.3f}")
+            if _reached_teacher(best[0], teacher, data):
+                bar.advance(info=f"{best[2].weight_bits}b weights: val {best[0]:.3f} reached the float network's; not refined")
+            else:
+                tied = [c for c in fitting if c[1] is not best[1] and _level(c[0], best[0], len(data.y_val), data.task)]
+                best = _refine(ctx, teacher, best, len(precisions), schedule, history, tied)
+                bar.advance(info=f"{best[2].weight_bits}b weights refined: val {best[0]:.3f}")
     if best is None:
         cheapest = min((h["cost"] for h in history), key=lambda c: c.get(binding_resource(c, limits), 0))
         res = binding_resource(cheapest, limits)
@@ -513,6 +516,15 @@ def _refine(ctx: _Search, teacher: QCNN, best: tuple, k: int, sch: Schedule, his
         return best
     top = refined[0] if len(refined) == 1 else max(refined, key=lambda c: (c[0], -_val_loss(c[1], ctx.data)))
     return top if top[0] >= best[0] else best
+
+
+def _reached_teacher(val: float, teacher: QCNN, data: Dataset) -> bool:
+    """Whether a screened candidate's validation score is at least the float network's: then the refine is
+    not run. Distillation from that network has nothing left to teach it, and validation cannot show a
+    refined one better than the screened one it must beat (the default flow: the 4-bit candidate screened at
+    211 of 216, the float network 209; refined from float it scored 204 and was dropped, 60 % of the
+    search's time)."""
+    return val >= score(teacher, data.X_val, data.y_val, data.task)
 
 
 def _level(a: float, b: float, n: int, task: str) -> bool:
