@@ -12,7 +12,7 @@ from codesign.budget import Budget
 from codesign.compress.fold_choice import FOLD_OVER, candidate_iis, choose_fold, designed_ii, folded_price
 from codesign.compress.fold_cost import network_folded_cost
 from codesign.compress.qat import Precision
-from codesign.compress.search import Schedule, compress
+from codesign.compress.search import Schedule
 from codesign.core.layers import Dense, Output, ReLU
 from codesign.core.network import Network
 from codesign.errors import ConfigError
@@ -106,55 +106,60 @@ SHORT = Schedule(epochs=3, finetune_epochs=1, final_epochs=1, prune_steps=2, ext
 
 
 @pytest.fixture(scope="module")
-def folded_result():
+def folded_run(tmp_path_factory):
+    """The flow's compress step on the tiny MLP at lut=1200,dsp=20,ii=16 (one short search, one precision)."""
+    from codesign.app import flow
+    from codesign.app.artifact import Artifact
+
     net, ds = _mlp_task()
-    r = compress(net, ds, Budget.parse("lut=1200,dsp=20,ii=16", ARTY), precisions=(Precision(6, 8, 12),),
-                 schedule=SHORT)
-    return r
+    tmp = tmp_path_factory.mktemp("fold_search")
+    data = tmp / "teacher.npz"
+    np.savez(data, X_train=np.concatenate([ds.X_train, ds.X_val]), y_train=np.concatenate([ds.y_train, ds.y_val]),
+             X_test=ds.X_test, y_test=ds.y_test)
+    art = Artifact(tmp / "a")
+    art.claim()
+    flow.step_compress(art, "mlp", str(data), Budget.parse("lut=1200,dsp=20,ii=16", ARTY), loaded=net,
+                       search={"precisions": (Precision(6, 8, 12),), "schedule": SHORT})
+    return art
 
 
-def test_with_an_ii_the_search_prices_the_fold_and_the_network_carries_its_reuse(folded_result):
-    out, fold = folded_result.network, folded_result.network.metadata["fold"]
+def test_with_an_ii_the_search_prices_the_fold_and_the_network_carries_its_reuse(folded_run):
+    out = Network.load(folded_run.dir)
+    fold, est = out.metadata["fold"], folded_run.report()["estimate"]
     reuse = {l.name: l.reuse for l in out.layers if isinstance(l, Dense)}
     assert fold["target_ii"] > 1 and fold["ii"] == designed_ii(out) <= 16
     assert reuse == {l.name: min(fold["target_ii"], int(np.count_nonzero(l.weight))) for l in out.layers
                      if isinstance(l, Dense)}
     priced = network_folded_cost(out, reuse, FAMILY)
-    assert folded_result.cost["lut"] == priced["lut"] <= 1200 and folded_result.cost["ii"] == fold["ii"]
+    assert est["analytic"]["lut"] == priced["lut"] <= 1200 and est["analytic_ii"] == fold["ii"]
 
 
-def test_the_flow_builds_the_fold_the_search_chose_and_its_report_says_why(tmp_path):
+def test_the_flow_builds_the_fold_the_search_chose_and_its_report_says_why(folded_run):
     from codesign.app import flow
-    from codesign.app.artifact import Artifact
 
-    net, ds = _mlp_task()
-    data = tmp_path / "teacher.npz"
-    np.savez(data, X_train=np.concatenate([ds.X_train, ds.X_val]), y_train=np.concatenate([ds.y_train, ds.y_val]),
-             X_test=ds.X_test, y_test=ds.y_test)
-    art = Artifact(tmp_path / "a")
-    art.claim()
-    rep = flow.step_compress(art, "mlp", str(data), Budget.parse("lut=1200,dsp=20,ii=16", ARTY), loaded=net,
-                             search={"precisions": (Precision(6, 8, 12),), "schedule": SHORT})
+    rep = folded_run.report()
     fold = rep["fold"]
-    assert rep["budget"] == {"lut": 1200, "dsp": 20, "ii": 16} and rep["estimate"]["analytic_ii"] == fold["ii"]
+    assert rep["budget"] == {"lut": 1200, "dsp": 20, "ii": 16}
     assert any(f"folded the Dense layers to II {fold['ii']} cycles (budget ii=16)" in n and "bound by" in n
                for n in rep["notes"])
-    rtl = flow.step_rtl(art)  # no --reuse: the saved network's factors
+    rtl = flow.step_rtl(folded_run)  # no --reuse: the saved network's factors
     assert rtl["kind"] == "folded" and rtl["ii"] == fold["ii"] <= 16
 
 
 def test_without_a_search_an_ii_caps_the_flows_own_fold_and_names_it_when_none_fits(tmp_path):
-    from codesign.app import flow
     from codesign.app.artifact import Artifact
     from codesign.app.fold_step import fold_when_over
+    from codesign.compress.quantize import quantize_network
+    from codesign.core.fixed import FixedType
     from codesign.errors import BudgetError
     from tests.test_flow_autofold import _float_net
 
     art = Artifact(tmp_path / "a")
     art.claim()
-    flow.step_compress(art, "mlp", None, Budget.parse("ii=2", ARTY), loaded=_float_net(64))  # 46,872 LUT parallel
-    assert art.report()["budget"] == {"ii": 2}
-    with pytest.raises(BudgetError, match=r"network 'mlp' does not fit at II <= 2 even folded to II 2 on xc7: lut"):
+    quantize_network(_float_net(32), FixedType(16, 6, True, "RND_CONV", "SAT"), 8, result_bits=16).save(art.dir)
+    # as the compress step records a parallel design over the whole board, with only an ii in the budget
+    art.update(board=ARTY.to_json(), budget={"ii": 2}, estimate={"analytic": {"lut": 10**6, "dsp": 0}})
+    with pytest.raises(BudgetError, match=r"network 'mlp' does not fit at II <= 2 even folded to II 2 on xc7: dsp"):
         fold_when_over(art)
 
 
