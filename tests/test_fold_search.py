@@ -173,3 +173,17 @@ def test_flow_with_an_ii_budget_folds_the_digits_mlp_bit_exact_at_the_designed_i
     assert rep["rtl"]["kind"] == "folded" and 1 < rep["rtl"]["ii"] <= 64 and rep["fold"]["ii"] == rep["rtl"]["ii"]
     assert rep["hls"]["csim_bit_exact"] and rep["cosim"]["bit_exact"] and rep["cosim"]["ii"] == rep["rtl"]["ii"]
     assert rep["fits_budget"] and rep["fits_judged_on"] == "synth"
+
+
+def test_an_ii_on_a_network_that_does_not_fold_is_refused_before_anything_is_written(tmp_path):
+    from codesign.core.layers import Flatten
+
+    rng = np.random.default_rng(0)
+    img = Network("img", (4, 4, 1), [Flatten("flat"), Dense("fc", rng.normal(size=(16, 3)), np.zeros(3)),
+                                     Output("out")])
+    from codesign.app import flow
+
+    with pytest.raises(ConfigError, match=r"^budget ii=8: network 'img' is not a chain of Dense layers on a flat "
+                                          r"input, the only networks that fold yet; leave ii out$"):
+        flow.run_flow(tmp_path / "o", img, None, "arty-a7-35", "lut=0.5,ii=8")
+    assert not (tmp_path / "o").exists()

@@ -539,6 +539,10 @@ def run_flow(out: str | Path, model: Any = DEFAULT_MODEL, data: str | None = DEF
         check_backend(b, backend)
     with progress.status(f"loading {model}"):  # a model file that cannot be read leaves no directory behind
         net = load(model, weights=weights, trust=trust, input_type=input_type)
+    if bud.ii:  # an ii on a network that does not fold fails before anything is written
+        from codesign.compress.fold_choice import require_foldable
+
+        require_foldable(net, bud.ii)
     if o.reuse is not None:  # a bad --reuse fails before anything is written
         from codesign.app.fold_step import parse_reuse
 

@@ -25,7 +25,7 @@ import numpy as np
 from codesign.compress.fold_cost import network_folded_cost
 from codesign.core.layers import Dense
 from codesign.core.network import Network
-from codesign.errors import BudgetError
+from codesign.errors import BudgetError, ConfigError
 
 RESOURCES = ("lut", "ff", "dsp", "bram")
 # without an ii in the budget, a candidate is folded only when its fully parallel price is over this many times
@@ -101,6 +101,13 @@ def with_reuse(net: Network, reuse: dict[str, int]) -> Network:
 def foldable(net: Network) -> bool:
     """Whether ``rtl_sim.folded`` builds the network folded: a chain with Dense layers on a flat input."""
     return len(net.input_shape) == 1 and net.is_chain and any(isinstance(l, Dense) for l in net.layers)
+
+
+def require_foldable(net: Network, ii: int | None) -> None:
+    """A budget ``ii`` on a network that does not fold yet (a CNN or a graph) is a one-line error."""
+    if ii and not foldable(net):
+        raise ConfigError(f"budget ii={ii}: network {net.name!r} is not a chain of Dense layers on a flat input, "
+                          "the only networks that fold yet; leave ii out")
 
 
 def folded_price(net: Network, ii: int, family: str, dsp: bool = True) -> dict[str, int]:

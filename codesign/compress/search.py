@@ -34,7 +34,7 @@ from codesign.compress.cost import binding_resource, fits, network_cost, total_c
 from codesign.compress.digits import DIGITS, digit_count, digit_scores, hold, remove_digits
 from codesign.compress.energy_cost import with_energy
 from codesign.compress.fold_choice import (candidate_iis, choose_fold, designed_ii, foldable, folded_price, over_ratio,
-                                          reuse_at, with_reuse)
+                                          require_foldable, reuse_at, with_reuse)
 from codesign.compress.prune import METHODS as PRUNE_METHODS, polynomial_schedule, prune_weights, scores
 from codesign.compress.qat import Precision
 from codesign.compress.qcnn import QCNN, assign_types, equalize_if_better, is_cnn, network_from_qcnn, qcnn_from_network
@@ -334,9 +334,7 @@ def _compress(net: Network, data: Dataset, budget: Budget, method: str, seed: in
     board, limits = budget.board, budget.limits
     if not limits:
         raise BudgetError("compress needs a budget, e.g. --budget lut=0.25,dsp=0")
-    if budget.ii and not foldable(net):
-        raise ConfigError(f"budget ii={budget.ii}: network {net.name!r} is not a chain of Dense layers on a flat input, "
-                          "the only networks that fold yet; leave ii out")
+    require_foldable(net, budget.ii)
     if budget.ii and "energy" in limits:
         raise ConfigError(f"budget ii={budget.ii} with energy: a folded design has no energy model yet; give one of them")
     data = shaped_for(data, net.input_shape)  # flat digits for an 8x8x1 CNN; others are left to check_fits
