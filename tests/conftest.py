@@ -39,31 +39,41 @@ def pytest_report_header(config):
     return f"codesign test seed: {SEED} (set CODESIGN_TEST_SEED to change it)"
 
 
-# `pytest -n 2` (pytest-xdist, the README's command): each file's tests run on one worker, so its module
-# fixtures are built once, and the files that share one of these session fixtures run on the same worker, so
-# it is built once too (the default flow takes about 100 s). Their group goes first: it is the longest.
-SHARED_FIXTURES = ("default_run", "ray_session")
+# `pytest -n 2` (pytest-xdist, in addopts): each test file runs on one worker, so its module fixtures are
+# built once, and the files that share one of these session fixtures run on one worker, so it is built once
+# too (the default flow takes about 100 s); their group goes first, being the longest. The scheduler sees only
+# test ids, so the files are named here, and collection fails when a file uses the fixture but is not listed.
+SHARED_FIXTURE_FILES = {
+    "default_run": {"test_compress.py", "test_energy.py", "test_flow.py", "test_flow_fold.py", "test_folded.py",
+                    "test_formal.py", "test_rtl.py", "test_uart.py"},
+    "ray_session": {"test_jobs.py", "test_sweep.py"},
+}
 
 
-def _worker_groups(items: list) -> dict[Path, str]:
-    """Each test file's xdist group: its own path, or the group of the files it shares a fixture with."""
-    group = {it.path: str(it.path.name) for it in items}
-    for name in SHARED_FIXTURES:
-        sharing = {group[it.path] for it in items if name in it.fixturenames}
-        for path, g in group.items():
-            if g in sharing:
-                group[path] = name
-    return group
+def worker_group(nodeid: str) -> str:
+    """The xdist work unit a test belongs to: its file, or the group of files sharing a session fixture."""
+    file = Path(nodeid.split("::", 1)[0]).name
+    return next((f for f, files in SHARED_FIXTURE_FILES.items() if file in files), file)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return SharedFixtureScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return
-    group = _worker_groups(items)
-    first = {g: i for i, g in enumerate(SHARED_FIXTURES)}
-    items.sort(key=lambda it: first.get(group[it.path], len(first)))  # stable: files keep their order
     for it in items:
-        it.add_marker(pytest.mark.xdist_group(group[it.path]))
+        for name, files in SHARED_FIXTURE_FILES.items():
+            if name in it.fixturenames and it.path.name not in files:
+                raise pytest.UsageError(f"{it.path.name} uses the session fixture {name!r}: add the file to "
+                                        f"SHARED_FIXTURE_FILES[{name!r}] in tests/conftest.py")
+    order = list(SHARED_FIXTURE_FILES)
+    items.sort(key=lambda it: order.index(g) if (g := worker_group(it.nodeid)) in order else len(order))
 
 
 @pytest.fixture

@@ -141,8 +141,22 @@ def test_an_interrupt_seen_by_an_extension_still_exits_130_under_python_m(tmp_pa
     assert "codesign: interrupted" in proc.stderr
 
 
-def test_ctrl_c_leaves_the_directory_marked_incomplete(tmp_path):
-    out = tmp_path / "o"
+def test_an_interrupt_an_extension_turned_into_an_import_error_exits_130(monkeypatch, capsys):
+    from codesign.app import cli
+
+    def run(args):  # scipy's HiGHS module, interrupted while sklearn imports it, raises this
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise ImportError("initialization failed") from e
+
+    monkeypatch.setattr(cli, "run", run)
+    assert cli.main(["flow", "--quiet"]) == 130
+    assert "codesign: interrupted" in capsys.readouterr().err
+
+
+def test_ctrl_c_leaves_the_directory_marked_incomplete(tmp_path, digits_float):
+    out = tmp_path / "o"  # digits_float: the built-in model is in the cache, so the flow starts its steps at once
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "codesign.app.cli", "flow", "--out", str(out), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)

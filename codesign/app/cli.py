@@ -299,6 +299,18 @@ def run(args: argparse.Namespace) -> Any:
     raise AssertionError(args.cmd)
 
 
+def _caused_by_interrupt(e: BaseException) -> bool:
+    """Whether Ctrl-C raised ``e``: an extension module interrupted while it initializes re-raises the
+    KeyboardInterrupt as an ImportError caused by it (scipy's HiGHS does, under sklearn's import)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     from codesign import jobs
 
@@ -310,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"codesign: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
+        print("codesign: interrupted; the output directory is marked incomplete", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if not _caused_by_interrupt(e):
+            raise
         print("codesign: interrupted; the output directory is marked incomplete", file=sys.stderr)
         return 130
     if args.json and result is not None:
