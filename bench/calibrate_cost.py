@@ -31,6 +31,7 @@ from _common import ROOT, write_results
 from codesign.board import SYNTH_FAMILIES
 
 from codesign.compress.calibration import random_layers
+from codesign.core.timing import MODELS
 from codesign.compress.cost import DSP_FEATURES, FEATURES, LUT_FEATURES, coefficients, output_features, priced_luts
 from codesign.core.layers import ReLU
 from codesign.core.network import Network
@@ -109,8 +110,8 @@ def main() -> None:
     nets += [(n, dict(m, split="holdout")) for n, m in sweep(hold_seeds, args.layers, mult, args.formats)]
     tool = find_yosys()
 
-    def synth(item):
-        d = emit_verilog(item[0])
+    def synth(item):  # with the family's delay model, as the flow emits for it (ECP5: each adder its own chain)
+        d = emit_verilog(item[0], family=args.family if args.family in MODELS else None)
         return synthesize(d.verilog, d.top, args.family, dsp=args.dsp, tool=tool)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
