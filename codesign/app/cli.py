@@ -321,10 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     except CodesignError as e:
         print(f"codesign: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("codesign: interrupted; the output directory is marked incomplete", file=sys.stderr)
-        return 130
-    except Exception as e:
+    except (KeyboardInterrupt, Exception) as e:
         if not _caused_by_interrupt(e):
             raise
         print("codesign: interrupted; the output directory is marked incomplete", file=sys.stderr)
