@@ -64,8 +64,9 @@ async def stream_samples(dut) -> None:
 
 @cocotb.test()
 async def stream_images(dut) -> None:
-    """A streaming CNN: drive pixel beats (after ``gaps[i]`` idle cycles each, when given); record every
-    result and, per watched stage, every value it presents while its valid is high."""
+    """A streaming CNN: drive pixel beats (after ``gaps[i]`` idle cycles each, when given; a folded design's
+    ``pace`` > 1: a beat is taken when ``in_ready`` is high, in_valid held until then); record every result and,
+    per watched stage, every value it presents while its valid is high."""
     job = json.load(open(os.environ["CODESIGN_COSIM_JOB"]))
     words = [int(v) for v in job["inputs"]]
     gaps = job.get("gaps") or [0] * len(words)
@@ -76,19 +77,21 @@ async def stream_images(dut) -> None:
     outputs, out_cycles, in_cycles = [], [], []
     records: list[list] = [[] for _ in watch]
     cycle, sent, idle = 0, 0, gaps[0] if gaps else 0
-    limit = len(words) + sum(gaps) + int(job["latency"]) + 64
+    pace = int(job.get("pace") or 1)
+    limit = len(words) * pace + sum(gaps) + int(job["latency"]) + 64
     while len(outputs) < n_out and cycle < limit:
         beat = sent < len(words) and idle == 0
         dut.in_valid.value = int(beat)
         if beat:
             dut.in_data.value = words[sent]
+        take = beat and (pace == 1 or bool(int(dut.in_ready.value)))  # in_ready: a register, settled here
         await RisingEdge(dut.clk)
         await FallingEdge(dut.clk)
-        if beat:
+        if take:
             in_cycles.append(cycle)
             sent += 1
             idle = gaps[sent] if sent < len(words) else 0
-        elif sent < len(words):
+        elif sent < len(words) and not beat:
             idle -= 1
         if int(dut.out_valid.value):
             outputs.append(str(dut.out_data.value.to_unsigned()))

@@ -40,7 +40,8 @@ def write_rtl(net: Network, out_dir: str | Path, adder_regs_every: int = 0, mult
               datapath: str = "cmvm", clock_mhz: float | None = None, family: str | None = None) -> Design:
     """Write ``<top>.v``, ``<top>_axis.v`` (``rtl_sim.axis``), ``<top>_uart.v`` (``rtl_sim.uart``) and
     ``design.json`` into ``out_dir`` (a CNN, i.e. a network with a spatial input, gets the streaming design
-    of ``rtl_sim.stream``)."""
+    of ``rtl_sim.stream``, folded where its layers' reuse says so: no wrappers yet for that one, whose
+    ``in_ready`` they do not read)."""
     if is_streaming(net):
         d = emit_stream_verilog(net, adder_regs_every=adder_regs_every, mult=mult, datapath=datapath,
                                 clock_mhz=clock_mhz, family=family)
@@ -50,8 +51,9 @@ def write_rtl(net: Network, out_dir: str | Path, adder_regs_every: int = 0, mult
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{d.top}.v").write_text(d.verilog)
-    (out / f"{d.top}_axis.v").write_text(emit_axis_wrapper(d))
-    (out / f"{d.top}_uart.v").write_text(emit_uart_top(d))
+    if _pace(d) == 1:
+        (out / f"{d.top}_axis.v").write_text(emit_axis_wrapper(d))
+        (out / f"{d.top}_uart.v").write_text(emit_uart_top(d))
     meta = asdict(d)
     meta.pop("verilog")
     meta["in_type"], meta["out_type"] = d.in_type.to_hls(), d.out_type.to_hls()
@@ -152,6 +154,7 @@ def run_cocotb(design: Design, rtl_dir: Path, work: Path, q: np.ndarray, tool: T
     stream = isinstance(design, StreamDesign)
     if stream:
         job = {"inputs": [str(v) for v in ints], "latency": design.latency, "per_out": design.pixels, "gaps": gaps,
+               "pace": _pace(design),
                "watch": [{"valid": st["valid"], "signals": st["signals"]} for st in design.stages]}
     else:
         job = {"inputs": [str(v) for v in ints], "latency": design.latency,
@@ -283,8 +286,14 @@ def _harness_source(design: Design, trace_saif: bool = False) -> str:
     return (tmpl.replace("@TOP@", design.top).replace("@TRACE_SAIF@", "1" if trace_saif else "0")
             .replace("@IN_WORDS@", str(iw)).replace("@OUT_WORDS@", str(ow))
             .replace("@LATENCY@", str(design.latency)).replace("@PER_OUT@", str(getattr(design, "pixels", 1)))
+            .replace("@PACE@", str(_pace(design))).replace("@READY@", "top->in_ready" if _pace(design) > 1 else "true")
             .replace("@SET_INPUT@", _port_code("top->in_data", design.in_width, "s", write=True))
             .replace("@GET_OUTPUT@", _port_code("top->out_data", design.out_width, "o", write=False)))
+
+
+def _pace(design: Design) -> int:
+    """Cycles per input beat: a folded streaming design's (``rtl_sim.stream_fold``), which has ``in_ready``; else 1."""
+    return int(getattr(design, "cycles_per_pixel", 1))
 
 
 def _port_code(port: str, bits: int, arr: str, write: bool) -> str:

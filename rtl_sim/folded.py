@@ -108,7 +108,7 @@ def emit_folded_verilog(net: Network, reuse: int | dict[str, int] | None = None,
         x, frac, x_type = _post(e, stages[0].layers, x, frac, x_type)
         stages = stages[1:]
     ld = "in_take"
-    x = _load(e, x, "x0", ld)
+    x = hold(e, x, "x0", ld)
     lat, cycles, folds, design_stages = 1, [], {}, []
     for si, st in enumerate(stages):
         dense = st.layers[0]
@@ -126,7 +126,7 @@ def emit_folded_verilog(net: Network, reuse: int | dict[str, int] | None = None,
             folds[dense.name] = {"reuse": 1, "cycles": 1, "units": 0, "parallel": True}
         else:
             plan = plan_layer(dense, r, [v.lo for v in x], [v.hi for v in x])
-            acc, acc_frac, done = _folded_layer(e, dense, plan, x, x_type, ld, memory)
+            acc, acc_frac, done = folded_layer(e, dense, plan, x, x_type, ld, memory)
             c, steps = plan.cycles, plan.cycles + 2
             folds[dense.name] = {"reuse": r, "cycles": plan.cycles, "units": plan.units, "nonzero": plan.nonzero,
                                  "memory_depth": plan.cycles, "memory_width": plan.word_bits,
@@ -134,7 +134,7 @@ def emit_folded_verilog(net: Network, reuse: int | dict[str, int] | None = None,
         cycles.append(c)
         e.prefix = _ident(dense.name)
         y, frac, x_type = _post(e, st.layers, acc, acc_frac, x_type, t)
-        x = _load(e, y, f"y{si}_{_ident(dense.name)}", done)
+        x = hold(e, y, f"y{si}_{_ident(dense.name)}", done)
         ld = done
         lat += steps
         design_stages.append({"name": dense.name, "layers": [l.name for l in st.layers], "type": x_type.to_hls(),
@@ -165,7 +165,7 @@ def _post(e: _Emitter, layers: list, x: list[Sig], frac: int, x_type: FixedType,
     return x, frac, x_type
 
 
-def _load(e: _Emitter, xs: list[Sig], base: str, enable: str) -> list[Sig]:
+def hold(e: _Emitter, xs: list[Sig], base: str, enable: str) -> list[Sig]:
     """Registers that take ``xs`` when ``enable`` is high (constants stay constants)."""
     out = []
     for j, v in enumerate(xs):
@@ -179,7 +179,7 @@ def _load(e: _Emitter, xs: list[Sig], base: str, enable: str) -> list[Sig]:
     return out
 
 
-def _folded_layer(e: _Emitter, layer: Dense, plan: LayerPlan, x: list[Sig], x_type: FixedType, ld: str,
+def folded_layer(e: _Emitter, layer: Dense, plan: LayerPlan, x: list[Sig], x_type: FixedType, ld: str,
                   memory: str = "auto") -> tuple[list[Sig], int, str]:
     """The counter, the weight memory, the units and the partial registers of one folded layer; returns each
     output's exact sum (before rounding), its fractional bits and the signal that loads the layer's output."""

@@ -37,6 +37,7 @@ from codesign.core.layers import (AvgPool, BatchNorm, Conv, Dense, Flatten, Glob
 from codesign.core.network import Network
 from codesign.core.reference import exact_accum_type
 from codesign.errors import BackendError
+from rtl_sim.stream_fold import Pace, folded_dense_stage, folded_kernel, make_pace
 from rtl_sim.verilog import (Design, Sig, _Emitter, _ident, _timing_args, const_sig, dense_datapath, element_types,
                              output_assigns, tail_steps, wire_types)
 
@@ -60,6 +61,8 @@ class StreamDesign(Design):
     in_shape: list[int] = field(default_factory=list)
     pixels: int = 1  # input beats per image
     cycles_per_image: int = 1  # the designed throughput with images back to back
+    cycles_per_pixel: int = 1  # a folded design's pace (rtl_sim.stream_fold): it takes a pixel every so many cycles
+    reuse: dict[str, int] = field(default_factory=dict)  # a folded design's reuse factors by layer (R > 1 only)
     outputs_per_image: int = 1  # more for a design whose output is the stream itself (stream_out)
     layers: list[dict] = field(default_factory=list)  # each window stage: geometry, line buffer, timing
     fifos: list[dict] = field(default_factory=list)  # each merge operand's FIFO: depth, bits (rtl_sim.branches)
@@ -322,7 +325,7 @@ def _elementwise_timed(e: _Emitter, x: list[Sig], frac: int, x_type: FixedType, 
 
 
 def _input_elementwise(e: _Emitter, blocks: list[str], px: list[Sig], in_t: FixedType, layers: list[Layer],
-                       shape: tuple[int, ...]) -> tuple[list[Sig], FixedType]:
+                       shape: tuple[int, ...], v_in: str = "in_valid") -> tuple[list[Sig], FixedType]:
     """``_elementwise`` on the input pixels, where a per-element Quant's formats may also change from pixel to
     pixel (HGQ's input quantizers): each pixel's formats chosen by its position in the image."""
     x_type, frac = in_t, in_t.frac
@@ -330,7 +333,7 @@ def _input_elementwise(e: _Emitter, blocks: list[str], px: list[Sig], in_t: Fixe
         if isinstance(layer, Quant) and layer.per_element:
             types = element_types(layer).reshape(-1, len(px))
             if not all(list(row) == list(types[0]) for row in types[1:]):
-                px = _positional_cast(e, blocks, px, frac, layer, types)
+                px = _positional_cast(e, blocks, px, frac, layer, types, v_in)
                 frac, x_type = layer.result_type.frac, layer.result_type
                 continue
         px, x_type = _elementwise(e, px, frac, x_type, [layer])
@@ -338,14 +341,14 @@ def _input_elementwise(e: _Emitter, blocks: list[str], px: list[Sig], in_t: Fixe
     return px, x_type
 
 
-def _positional_cast(e: _Emitter, blocks: list[str], px: list[Sig], frac: int, layer: Quant, types: np.ndarray
-                     ) -> list[Sig]:
+def _positional_cast(e: _Emitter, blocks: list[str], px: list[Sig], frac: int, layer: Quant, types: np.ndarray,
+                     v_in: str = "in_valid") -> list[Sig]:
     """Each input channel cast to every format it takes somewhere in the image, then the one of the pixel's
-    position picked by a counter of the input's pixels (``in_pos``, which counts ``in_valid`` beats)."""
+    position picked by a counter of the input's pixels (``in_pos``, which counts ``v_in`` beats)."""
     n = types.shape[0]
     cw = _bits(n - 1)
     e.lines.append(f"  reg [{cw - 1}:0] in_pos;")
-    blocks.append(f"  always @(posedge clk) begin\n    if (rst) in_pos <= {_u(0, cw)};\n    else if (in_valid) "
+    blocks.append(f"  always @(posedge clk) begin\n    if (rst) in_pos <= {_u(0, cw)};\n    else if ({v_in}) "
                   f"in_pos <= (in_pos == {_u(n - 1, cw)}) ? {_u(0, cw)} : in_pos + {_u(1, cw)};\n  end")
     env = layer.result_type
     out = []
@@ -380,7 +383,10 @@ def _positional_cast(e: _Emitter, blocks: list[str], px: list[Sig], frac: int, l
 class _Window:
     """The control, delay line and taps of one window stage (see the module docstring for the timing)."""
 
-    def __init__(self, e: _Emitter, blocks: list[str], p: str, g: Geometry, v_in: str, px: list[Sig]):
+    def __init__(self, e: _Emitter, blocks: list[str], p: str, g: Geometry, v_in: str, px: list[Sig],
+                 slot: str | None = None, held: bool = False):
+        """``slot``: tail ticks only where it is high (a folded stream's phase, ``rtl_sim.stream_fold``); ``held``:
+        the window is read after its tick, one pixel further down the delay line (a folded kernel)."""
         self.e, self.g, self.p = e, g, p
         HW, F = g.HW, g.tail
         EW = _bits(HW + F - 1)
@@ -397,7 +403,7 @@ class _Window:
             # tail ticks: idle cycles until the next image's first pixel arrives, then only its pixels, so the
             # next image's pixels stay contiguous in the delay line (_nx: that image has begun)
             e.lines.append(f"  reg {p}_tail, {p}_nx;\n  reg [{EW - 1}:0] {p}_tb;")
-            e.lines.append(f"  wire {self.tick} = {v_in} | ({p}_tail & ~{p}_nx);")
+            e.lines.append(f"  wire {self.tick} = {v_in} | ({p}_tail & ~{p}_nx{f' & {slot}' if slot else ''});")
             e.lines.append(f"  wire {p}_hit = ({p}_e < {_u(HW, EW)}) ? ({head}) : "
                            f"({p}_tail && {self.tick} && ({p}_tb == {p}_e));")
             ctrl += [f"    if ({v_in} && {p}_a == {_u(HW - 1, EW)}) begin",
@@ -432,14 +438,18 @@ class _Window:
         # the delay line: pixel j ticks ago in {p}_lb[j]
         bus, bw, offs = _pack(e, f"{p}_px", px)
         self.line_buffer_bits = bw * g.delay
-        needed = sorted({g.tap_delay(dy, dx) for dy in range(g.kh) for dx in range(g.kw)} - {0})
-        L = g.delay
+        needed = sorted({g.tap_delay(dy, dx) for dy in range(g.kh) for dx in range(g.kw)} - ({-1} if held else {0}))
+        L = g.delay + held
         if bw and L:
             _shift_register(e, blocks, f"{p}_lb", bw, L, self.tick, bus)
-        taps: dict[int, list[Sig]] = {0: px}
+        taps: dict[int, list[Sig]] = {} if held else {0: px}
         for d in needed:
-            taps[d] = _unpack(e, f"t{d}", f"{p}_lb{d}", px, offs) if bw else list(px)
+            taps[d] = _unpack(e, f"t{d}", f"{p}_lb{d + held}", px, offs) if bw else list(px)
         self.taps = taps
+        if held:  # the padding masks of the window being read: its output position, registered at its tick
+            e.lines.append(f"  reg [{oyw - 1}:0] {p}_oyh;\n  reg [{oxw - 1}:0] {p}_oxh;")
+            blocks.append(f"  always @(posedge clk) if ({p}_hit) begin {p}_oyh <= {p}_oy; {p}_oxh <= {p}_ox; end")
+            self.oy, self.ox = f"{p}_oyh", f"{p}_oxh"
 
     def _ok(self, lo_ok: int, hi_ok: int, var: str, w: int, n: int) -> str | None | bool:
         """The condition ``lo_ok <= var <= hi_ok`` for ``var`` in ``[0, n-1]``: None (always), False (never)."""
@@ -477,15 +487,26 @@ class _Window:
 
 
 def _window_stage(e: _Emitter, blocks: list[str], si: int, st: _Stage, v_in: str, px: list[Sig],
-                  every: int, mult: str | None, dp: dict) -> tuple[str, list[Sig], dict]:
-    """One window stage: control, delay line, kernel, fused element-wise layers, output registers."""
+                  every: int, mult: str | None, dp: dict, pace: Pace | None = None, phase: int = 0
+                  ) -> tuple[str, list[Sig], dict]:
+    """One window stage: control, delay line, kernel, fused element-wise layers, output registers. ``pace``: a
+    folded stream's (``rtl_sim.stream_fold``), its ticks at ``phase``; a convolution with reuse > 1 folded."""
     layer = st.layer
     g = geometry(layer, st.in_shape)
     p = f"L{si}_{_ident(layer.name)}"
-    win = _Window(e, blocks, p, g, v_in, px)
+    fold = pace is not None and isinstance(layer, Conv) and pace.r(layer.name) > 1
+    win = _Window(e, blocks, p, g, v_in, px, pace.slot(e, phase) if pace is not None else None, fold)
     taps = win.window()
-    extra, counts = 0, {}
-    if isinstance(layer, Conv):
+    extra, counts, start, steps = 0, {}, win.hit, 0
+    if fold:
+        kern = Dense(layer.name, weight=layer.weight.reshape(-1, layer.weight.shape[-1]), bias=layer.bias,
+                     weight_type=layer.weight_type, bias_type=layer.bias_type, reuse=layer.reuse)
+        t = layer.result_type or layer.accum_type or exact_accum_type(layer, st.in_type)
+        e.prefix = p
+        y, frac, start, c = folded_kernel(e, pace, kern, [s for tap in taps for s in tap], st.in_type, win.hit)
+        y, extra = e.cast_all(y, frac, t, f"{p}_p")
+        steps, counts = c + 2, {"folded": pace.folds[layer.name]}
+    elif isinstance(layer, Conv):
         kern = Dense(layer.name, weight=layer.weight.reshape(-1, layer.weight.shape[-1]), bias=layer.bias,
                      weight_type=layer.weight_type, bias_type=layer.bias_type, accum_type=layer.accum_type,
                      result_type=layer.result_type, mult=layer.mult)
@@ -509,12 +530,12 @@ def _window_stage(e: _Emitter, blocks: list[str], si: int, st: _Stage, v_in: str
     extra += k
     e.prefix = ""
     y = [e.register(v, f"{p}_o") for v in y]
-    valid = _reg_chain(e, f"{p}_v", win.hit, 1 + extra, blocks)
+    valid = _reg_chain(e, f"{p}_v", start, 1 + extra, blocks)
     out_shape = [g.Ho, g.Wo, len(y)] if len(st.in_shape) == 3 else [g.Wo, len(y)]
     info = {"name": layer.name, "kind": layer.kind, "layers": [layer.name] + [l.name for l in st.post],
             "in_shape": list(st.in_shape), "out_shape": out_shape, "kernel": [g.kh, g.kw], "strides": [g.sh, g.sw],
             "pads": [g.pt, g.pb, g.pl, g.pr], "line_buffer_pixels": g.delay, "line_buffer_bits": win.line_buffer_bits,
-            "tail_ticks": g.tail, "kernel_latency": 1 + extra, "valid": valid,
+            "tail_ticks": g.tail, "kernel_latency": steps + 1 + extra, "valid": valid,
             "signals": [None if v.const is not None else v.expr for v in y], "consts": [v.const for v in y],
             "n": g.Ho * g.Wo, "type": t.to_hls(), "datapath": counts}
     return valid, y, info
@@ -589,14 +610,17 @@ def _dense_stage(e: _Emitter, blocks: list[str], si: int, st: _Stage, v_in: str,
 # ---- the design --------------------------------------------------------------------------------
 def emit_stream_verilog(net: Network, top: str | None = None, adder_regs_every: int = 0, mult: str | None = None,
                         datapath: str | None = None, stream_out: bool = False, clock_mhz: float | None = None,
-                        family: str | None = None) -> StreamDesign:
+                        family: str | None = None, memory: str = "auto") -> StreamDesign:
     """Streaming Verilog for a CNN (see the module docstring): ``in_valid``/``in_data`` one pixel per beat,
     ``out_valid``/``out_data`` one result per image. ``adder_regs_every`` and ``mult`` as in ``emit_verilog``;
     ``datapath`` is handed to ``dense_datapath`` when given. ``stream_out``: a network that ends on the stream
     presents each output pixel as it is made (one window stage alone, for per-layer synthesis) instead of
     collecting the image's output. ``clock_mhz``/``family``: each kernel's and Dense's adder-graph registers
-    placed by the delay model, as in ``emit_verilog``. A network whose stream branches and rejoins is built by ``rtl_sim.branches``."""
-    if not net.is_chain:  # ``stream_out`` does not apply: a branched design always collects its output
+    placed by the delay model, as in ``emit_verilog``. A network whose stream branches and rejoins is built by ``rtl_sim.branches``.
+    A convolution or Dense layer with ``reuse`` > 1 is folded (``rtl_sim.stream_fold``: the design then takes a pixel
+    every ``cycles_per_pixel`` cycles through ``in_ready``; ``memory`` is its weight memories' ``rom_style``)."""
+    if not net.is_chain:
+        make_pace(net, 1)  # a branched network with folded layers is refused  # ``stream_out`` does not apply: a branched design always collects its output
         from rtl_sim.branches import emit_graph_stream
 
         return emit_graph_stream(net, top, adder_regs_every, mult, datapath, clock_mhz=clock_mhz, family=family)
@@ -604,6 +628,9 @@ def emit_stream_verilog(net: Network, top: str | None = None, adder_regs_every: 
     top = top or _ident(net.name)
     dp = {} if datapath is None else {"datapath": datapath}
     e, blocks = _Emitter(True, None, *_timing_args(clock_mhz, family, adder_regs_every)), []
+    pixels = int(np.prod(net.input_shape[:-1]))
+    pace = make_pace(net, pixels, memory)
+    valid = pace.counter(e, blocks) if pace.folded else "in_valid"
     in_t = net.input_type
     c_in = net.input_shape[-1]
     px = []
@@ -614,13 +641,15 @@ def emit_stream_verilog(net: Network, top: str | None = None, adder_regs_every: 
         e.lines.append(f"  wire signed [{w - 1}:0] x0_{c} = {src};")
         px.append(Sig(f"x0_{c}", in_t.min_int, in_t.max_int))
     e.prefix = "in"
-    px, x_type = _input_elementwise(e, blocks, px, in_t, stages[0].post, net.input_shape)
-    valid = "in_valid"
+    px, x_type = _input_elementwise(e, blocks, px, in_t, stages[0].post, net.input_shape, valid)
     layers_info, design_stages, multipliers, dense_lats = [], [], {}, []
     shape = net.input_shape
+    phase, held = 0, False  # the phase the next window stage's inputs arrive at; the Dense input held a whole image
     for si, st in enumerate(stages[1:], 1):
         if st.kind == "window":
-            valid, px, info = _window_stage(e, blocks, si, st, valid, px, adder_regs_every, mult, dp)
+            valid, px, info = _window_stage(e, blocks, si, st, valid, px, adder_regs_every, mult, dp,
+                                            pace if pace.folded else None, phase)
+            phase += info["kernel_latency"]
             x_type = FixedType.parse(info["type"])
             if info["datapath"]:
                 multipliers[st.layer.name] = info["datapath"]
@@ -630,7 +659,16 @@ def emit_stream_verilog(net: Network, top: str | None = None, adder_regs_every: 
         elif st.kind == "collect":
             n_pos = int(np.prod(shape[:-1]))
             valid, x, x_type, _ = _collect(e, blocks, st, valid, px, n_pos)
+        elif pace.r(st.layer.name) > 1:
+            valid, x, x_type, counts, lat = folded_dense_stage(e, blocks, si, st, valid, x, pace, held)
+            held = True
+            dense_lats.append(lat)
+            multipliers[st.layer.name] = {"folded": counts}
+            design_stages.append({"name": st.layer.name, "layers": [st.layer.name] + [l.name for l in st.post],
+                                  "valid": valid, "signals": [None if v.const is not None else v.expr for v in x],
+                                  "consts": [v.const for v in x], "n": 1, "type": x_type.to_hls()})
         else:
+            held = False
             valid, x, x_type, counts, lat = _dense_stage(e, blocks, si, st, valid, x, st.in_type,
                                                          adder_regs_every, mult, dp)
             dense_lats.append(lat)
@@ -647,21 +685,22 @@ def emit_stream_verilog(net: Network, top: str | None = None, adder_regs_every: 
                               "consts": [v.const for v in x], "n": 1, "type": x_type.to_hls()})
     if stages[-1].kind in ("input", "window"):  # stream_out: the last stage's pixels are the output
         x = px
-    pixels = int(np.prod(net.input_shape[:-1]))
-    latency = schedule(net, stages, layers_info, dense_lats)
+    latency = schedule(net, stages, layers_info, dense_lats, pace.period)
     per_image = int(np.prod(shape[:-1])) if stages[-1].kind in ("input", "window") else 1
-    verilog = _module(net, top, e, blocks, in_t, c_in, x, x_type, valid, pixels, latency)
+    verilog = _module(net, top, e, blocks, in_t, c_in, x, x_type, valid, pixels, latency, pace.period)
     return StreamDesign(top, verilog, in_t, x_type, c_in, len(x), latency, design_stages, multipliers,
-                        timing=e.timing(latency, float(pixels)), in_shape=list(net.input_shape), pixels=pixels,
-                        cycles_per_image=pixels, outputs_per_image=per_image, layers=layers_info)
+                        timing=e.timing(latency, float(pixels * pace.period)), in_shape=list(net.input_shape),
+                        pixels=pixels, cycles_per_image=pixels * pace.period, outputs_per_image=per_image,
+                        layers=layers_info, cycles_per_pixel=pace.period,
+                        reuse={k: v for k, v in pace.reuse.items() if v > 1})
 
 
-def window_cycles(g: Geometry, cycles: list[int], period: int, kernel_latency: int) -> list[int]:
+def window_cycles(g: Geometry, cycles: list[int], period: int, kernel_latency: int, step: int = 1) -> list[int]:
     """The cycles a window stage presents its outputs of image 0, given the cycles its input positions arrive
-    (images ``period`` cycles apart, back to back)."""
-    # ticks after the image's last pixel: idle cycles until the next image's first pixel, then its pixels
+    (images ``period`` cycles apart, back to back; a folded stream's ticks ``step`` cycles apart at least)."""
+    # ticks after the image's last pixel: idle slots until the next image's first pixel, then its pixels
     nxt = [c + period for c in cycles]
-    after = list(range(cycles[-1] + 1, nxt[0])) + nxt
+    after = list(range(cycles[-1] + step, nxt[0], step)) + nxt
     out = []
     for oy in range(g.Ho):
         for ox in range(g.Wo):
@@ -670,19 +709,20 @@ def window_cycles(g: Geometry, cycles: list[int], period: int, kernel_latency: i
     return out
 
 
-def schedule(net: Network, stages: list[_Stage], layers_info: list[dict], dense_lats: list[int]) -> int:
+def schedule(net: Network, stages: list[_Stage], layers_info: list[dict], dense_lats: list[int], pace: int = 1) -> int:
     """The designed latency: cycles from an image's first pixel in to its result out with images back to back,
     from the stages' timing rules (the co-simulation measures it). The last image of a stream can finish
     sooner: its tails take idle cycles instead of waiting for the next image's pixels."""
-    period = int(np.prod(net.input_shape[:-1]))
-    cycles = list(range(period))  # the cycle each input pixel is valid
+    period = int(np.prod(net.input_shape[:-1])) * pace
+    cycles = list(range(0, period, pace))  # the cycle each input pixel is valid (taken, when folded)
     wi = 0
     lat = 0
     for st in stages[1:]:
         if st.kind == "window":
             info = layers_info[wi]
             wi += 1
-            cycles = window_cycles(geometry(st.layer, tuple(info["in_shape"])), cycles, period, info["kernel_latency"])
+            cycles = window_cycles(geometry(st.layer, tuple(info["in_shape"])), cycles, period, info["kernel_latency"],
+                                   pace)
         elif st.kind == "collect":
             lat = cycles[-1]
     if stages[-1].kind in ("input", "window"):  # stream_out: the first output pixel
@@ -692,15 +732,20 @@ def schedule(net: Network, stages: list[_Stage], layers_info: list[dict], dense_
 
 
 def _module(net: Network, top: str, e: _Emitter, blocks: list[str], in_t: FixedType, c_in: int, x: list[Sig],
-            out_t: FixedType, valid: str, pixels: int, latency: int) -> str:
+            out_t: FixedType, valid: str, pixels: int, latency: int, pace: int = 1) -> str:
     outs = output_assigns(x, out_t)
     ow = out_t.width
     shape = "x".join(map(str, net.input_shape))
+    if pace > 1:  # a folded design (rtl_sim.stream_fold): a pixel every ``pace`` cycles, taken when in_ready is high
+        when = (f"one image every {pixels * pace} cycles back to back;\n//           a pixel is taken when in_valid && "
+                f"in_ready (in_ready: one cycle in {pace})")
+        ready = "  output wire in_ready,\n"
+    else:
+        when, ready = f"one image every {pixels} cycles back to back;\n//           never stalls (in_valid may drop at any beat)", ""
     return f"""// {top}: streaming CNN generated by fpga-codesign from network {net.name!r}. Do not edit.
 // in_data : one pixel of {shape} per in_valid beat, raster order, {c_in} x {in_t.to_hls()}, channel c at bits [c*{in_t.width} +: {in_t.width}]
 // out_data: {len(x)} x {out_t.to_hls()} per image, element j at bits [j*{ow} +: {ow}]
-// latency : {latency} cycles from an image's first pixel to out_valid; one image every {pixels} cycles back to back;
-//           never stalls (in_valid may drop at any beat)
+// latency : {latency} cycles from an image's first pixel to out_valid; {when}
 `default_nettype none
 // Exact-width rounding drops low bits on purpose, pruned inputs are never read and a line buffer's
 // padding taps are not all used, so partly used wires are expected here:
@@ -709,7 +754,7 @@ module {top} (
   input  wire clk,
   input  wire rst,
   input  wire in_valid,
-  input  wire [{c_in * in_t.width - 1}:0] in_data,
+{ready}  input  wire [{c_in * in_t.width - 1}:0] in_data,
   output wire out_valid,
   output wire [{len(x) * ow - 1}:0] out_data
 );

@@ -95,6 +95,13 @@ def plan_layer(layer: Dense, reuse: int, x_lo: list[int], x_hi: list[int]) -> La
                      signed_width(min(wmin, 0), max(wmax, 0)), [bits(len(s)) for s in selects])
 
 
+def fold_cycles(weight: np.ndarray, reuse: int) -> int:
+    """Cycles per vector of a layer with ``weight`` folded at ``reuse``: ``ceil(nnz / ceil(nnz / R))`` (1 at R = 1
+    or with no nonzero weight), what ``plan_layer`` schedules."""
+    nnz = int(np.count_nonzero(weight))
+    return -(-nnz // -(-nnz // reuse)) if nnz and reuse > 1 else 1
+
+
 def bits(n: int) -> int:
     """Bits of a select among ``n`` choices (0 for one)."""
     return (n - 1).bit_length()

@@ -2,7 +2,8 @@
 // synthesized netlist) it also writes a SAIF trace of every net, opened after reset.
 // Streams every input beat of inputs.bin back to back (one per clock), writes outputs.bin
 // (one result per PER_OUT beats: 1 for a Dense design, the pixels of an image for a streaming
-// CNN), and prints the measured latency and the span from the first result to the last.
+// CNN), and prints the measured latency and the span from the first result to the last. A folded design
+// (READY: its in_ready port) takes a beat only when in_ready is high; in_valid stays high until it does.
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -22,6 +23,8 @@ static const int IN_WORDS = @IN_WORDS@;
 static const int OUT_WORDS = @OUT_WORDS@;
 static const long LATENCY = @LATENCY@;
 static const long PER_OUT = @PER_OUT@;
+static const long PACE = @PACE@;  // cycles per beat at most
+#define READY() @READY@
 
 int main(int argc, char** argv) {
     if (argc != 3 + TRACE_SAIF) {
@@ -53,7 +56,7 @@ int main(int argc, char** argv) {
     uint64_t t = 0;
 #endif
     long sent = 0, got = 0, cycle = 0, first_in = -1, first_out = -1, last_out = -1, max_gap = 0;
-    const long limit = n + LATENCY + 64;
+    const long limit = n * PACE + LATENCY + 64;
     while (got < n_out && cycle < limit) {
         if (sent < n) {
             const uint32_t* s = &in[static_cast<size_t>(sent) * IN_WORDS];
@@ -62,8 +65,9 @@ int main(int argc, char** argv) {
         } else {
             top->in_valid = 0;
         }
+        const bool take = sent < n && READY();  // in_ready is a register's output: settled since the last edge
         top->clk = 1; top->eval(); DUMP();
-        if (sent < n) { if (first_in < 0) first_in = cycle; ++sent; }
+        if (take) { if (first_in < 0) first_in = cycle; ++sent; }
         if (top->out_valid && got < n_out) {
             uint32_t* o = &out[static_cast<size_t>(got) * OUT_WORDS];
 @GET_OUTPUT@
