@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from codesign.core.fold import fold_cycles, plan_layer
+from codesign.core.fold import plan_layer, stream_pace
 from codesign.core.layers import Conv, Dense
 from codesign.core.network import Network
 from codesign.errors import BackendError
@@ -42,18 +42,6 @@ from rtl_sim.verilog import Sig, _Emitter, _ident
 def stream_reuse(net: Network) -> dict[str, int]:
     """Each convolution's and Dense layer's reuse factor (its own ``reuse``)."""
     return {l.name: int(l.reuse) for l in net.layers if isinstance(l, (Conv, Dense))}
-
-
-def stream_pace(net: Network, pixels: int) -> int:
-    """Cycles per input pixel of ``net`` folded by its layers' own reuse: the slowest convolution's cycles per
-    window, or a Dense's cycles per vector spread over the image's pixels (module docstring); 1 unfolded."""
-    p = 1
-    for l in net.layers:
-        if isinstance(l, Conv):
-            p = max(p, fold_cycles(l.weight, int(l.reuse)))
-        elif isinstance(l, Dense):
-            p = max(p, -(-fold_cycles(l.weight, int(l.reuse)) // pixels))
-    return p
 
 
 @dataclass
@@ -104,7 +92,7 @@ def make_pace(net: Network, pixels: int, memory: str = "auto") -> Pace:
     if folded and not net.is_chain:
         raise BackendError(f"network {net.name!r}: layers {', '.join(folded)} have reuse > 1, but a branched "
                            "streaming network is built fully parallel only; set their reuse to 1")
-    return Pace(stream_pace(net, pixels), reuse, memory)
+    return Pace(stream_pace(net.layers, pixels), reuse, memory)
 
 
 def folded_kernel(e: _Emitter, pace: Pace, kern: Dense, x: list[Sig], x_type, ld: str

@@ -235,6 +235,7 @@ def layer_jobs(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Too
     each stage pipelined for that clock by ``family``'s delay model; ``choice`` (instead): each stage emitted with
     the datapath the RTL step chose (``rtl_sim.choice``)."""
     from codesign.core.timing import MODELS
+    from rtl_sim.folded import emit_folded_verilog
     from rtl_sim.stream import emit_stream_verilog, is_streaming
     from rtl_sim.verilog import emit_verilog
 
@@ -251,6 +252,8 @@ def layer_jobs(net: Network, family: str, dsp_modes: tuple[bool, ...], tool: Too
         for name, sub in stages:
             if is_streaming(sub):  # a stage of a streaming CNN, its output the pixel stream it makes
                 d = emit_stream_verilog(sub, mult=mult, stream_out=True, **emit)
+            elif is_streaming(net) and any(l.reuse > 1 for l in sub.layers if isinstance(l, Dense)):
+                d = emit_folded_verilog(sub, None)  # a folded CNN's later Dense stage, as rtl_sim.stream_fold builds it
             else:
                 d = emit_verilog(sub, mult=mult, **emit)
             # without a product there is nothing for a DSP to take: both modes are one netlist, synthesized once

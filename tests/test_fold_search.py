@@ -175,7 +175,7 @@ def test_flow_with_an_ii_budget_folds_the_digits_mlp_bit_exact_at_the_designed_i
     assert rep["fits_budget"] and rep["fits_judged_on"] == "synth"
 
 
-def test_an_ii_on_a_network_that_does_not_fold_is_refused_before_anything_is_written(tmp_path):
+def test_an_ii_a_network_cannot_reach_is_refused_before_anything_is_written(tmp_path):
     from codesign.core.layers import Flatten
 
     rng = np.random.default_rng(0)
@@ -183,7 +183,7 @@ def test_an_ii_on_a_network_that_does_not_fold_is_refused_before_anything_is_wri
                                      Output("out")])
     from codesign.app import flow
 
-    with pytest.raises(ConfigError, match=r"^budget ii=8: network 'img' is not a chain of Dense layers on a flat "
-                                          r"input, the only networks that fold yet; leave ii out$"):
+    with pytest.raises(ConfigError, match=r"^budget ii=8: network 'img' streams 16 pixels per image, one a cycle at "
+                                          r"most, so its II \(cycles per image\) is at least 16; give ii >= 16$"):
         flow.run_flow(tmp_path / "o", img, None, "arty-a7-35", "lut=0.5,ii=8")
     assert not (tmp_path / "o").exists()

@@ -155,12 +155,13 @@ def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, m
             from codesign.app.fold_step import estimate_folded, fold_note
 
             notes.append(fold_note(small, fold, budget))
-        if fold and fold["ii"] > 1:
+        if fold and fold["ii"] > 1 and len(small.input_shape) == 1:  # a folded CNN: the CNN cost model, below
             est = estimate_folded(small, {"reuse": {l.name: l.reuse for l in small.layers if isinstance(l, Dense)}},
                                   b.synth_family, False, dsp=not budget.lut_only)
-        else:
-            est = {"analytic": total_cost(network_cost(small, b)),
-                   "analytic_layers": {k: v.as_dict() for k, v in network_cost(small, b).items()}}
+        else:  # a folded CNN's MAC units priced without DSPs where the budget allows none, as the search priced them
+            mapping = "lut" if fold and fold["ii"] > 1 and budget.lut_only else None
+            est = {"analytic": total_cost(network_cost(small, b, mapping)),
+                   "analytic_layers": {k: v.as_dict() for k, v in network_cost(small, b, mapping).items()}}
         art.update(
             model=model_name(model), data=data, board=b.to_json(), budget=budget.terms, method=method if limits else None,
             network=network_summary(small), accuracy=accuracy, precision=precision_note, notes=notes or None,
@@ -291,8 +292,10 @@ def step_rtl(art: Artifact, adder_regs_every: int = 0, progress: Reporter = SILE
 
     art.require()
     t0 = time.perf_counter()
-    if reuse is None:  # the saved network's own reuse factors (a folded run's, or an import's hints), as HLS reads them
-        folds = {l.name: int(l.reuse) for l in Network.load(art.dir).layers if isinstance(l, Dense) and l.reuse > 1}
+    saved = Network.load(art.dir)
+    if reuse is None and len(saved.input_shape) == 1:  # the saved network's own reuse factors (a folded run's, or an
+        # import's hints), as HLS reads them; a streaming CNN's are read by its emitter (rtl_sim.stream_fold)
+        folds = {l.name: int(l.reuse) for l in saved.layers if isinstance(l, Dense) and l.reuse > 1}
         reuse = ",".join(f"{k}={v}" for k, v in folds.items()) or None
     if reuse is not None:
         from codesign.app import fold_step
@@ -314,11 +317,16 @@ def step_rtl(art: Artifact, adder_regs_every: int = 0, progress: Reporter = SILE
     with art.step("rtl", "rtl") as tmp:
         with progress.status("emitting Verilog"):
             d = write_rtl(net, tmp, **choice.emit_kwargs())
-    res = {"top": d.top, "files": [f"rtl/{d.top}.v", f"rtl/{d.top}_axis.v", f"rtl/{d.top}_uart.v"], "latency_cycles": d.latency,
+    files = [f"rtl/{p.name}" for p in sorted((art.dir / "rtl").glob(f"{d.top}*.v"))]
+    res = {"top": d.top, "files": files, "latency_cycles": d.latency,
            "adder_regs_every": adder_regs_every, "datapath": datapath, "multipliers": d.multipliers,
            "clock_mhz": choice.clock_mhz, "timing": d.timing, "choice": choice.to_json()}
     if getattr(d, "cycles_per_image", None):
         res["cycles_per_image"] = d.cycles_per_image
+    if getattr(d, "reuse", None):  # a folded streaming CNN (rtl_sim.stream_fold): its II per image
+        res.update(ii=d.cycles_per_image, cycles_per_pixel=d.cycles_per_pixel, reuse=d.reuse,
+                   folds={k: v["folded"] for k, v in d.multipliers.items() if "folded" in v},
+                   note="no AXI-stream or UART wrapper yet for a folded CNN (it takes a pixel when in_ready is high)")
     if reuse is not None:  # --reuse chose every layer fully parallel
         res.update(reuse=factors, ii=1)
     art.update(rtl=res)
@@ -402,8 +410,11 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
                                             dsp=(art.report().get("budget") or {}).get("dsp", b.dsp) > 0)
     else:
         choice = DatapathChoice.from_report(rtl, load_board(art.report()["board"]["name"]).synth_family)
-        analytic = network_cost(net, b, regs_every=choice.adder_regs_every, clock_mhz=choice.clock_mhz or 0,
-                                datapath=choice.datapath)
+        # a folded CNN's MAC units (a "*" each) take no DSP where the budget allows none: priced and counted so
+        no_dsp = (len(net.input_shape) > 1 and any(int(r) > 1 for r in (rtl.get("reuse") or {}).values())
+                  and (art.report().get("budget") or {}).get("dsp", b.dsp) == 0)
+        analytic = network_cost(net, b, "lut" if no_dsp else None, regs_every=choice.adder_regs_every,
+                                clock_mhz=choice.clock_mhz or 0, datapath=choice.datapath)
         est = {"analytic": total_cost(analytic), "analytic_layers": {k: v.as_dict() for k, v in analytic.items()}}
     with art.step("estimate", "estimate") as tmp:
         if synth and folded:
@@ -422,8 +433,10 @@ def step_estimate(art: Artifact, board: str | None = None, synth: bool = True, p
             first = next(iter(runs["dsp_mapped"].values()))
             est["synth"] = {"tool": first["tool"], "abc9_script": first["abc9_script"], "target": b.synth_family,
                             "note": b.synth_note or None,
-                            **tot["dsp_mapped"], "lut_only": tot["lut_only"], "layers": layers,
-                            "method": "each layer synthesized as its own top; totals are the sums"}
+                            **tot["lut_only" if no_dsp else "dsp_mapped"], "lut_only": tot["lut_only"], "layers": layers,
+                            "method": "each layer synthesized as its own top; totals are the sums"
+                            + ("; a folded CNN under a budget of no DSPs: the counts without DSP inference" if no_dsp
+                               else "")}
             (tmp / "synth.json").write_text(json.dumps(est["synth"], indent=1))
         res_board = {k: getattr(b, k) for k in ("lut", "ff", "dsp", "bram")}
         basis = est.get("synth", est["analytic"])

@@ -19,7 +19,7 @@ from codesign.app.artifact import Artifact
 from codesign.board import Board, load_board
 from codesign.budget import resource_limits
 from codesign.core.fixed import FixedType
-from codesign.core.layers import Dense
+from codesign.core.layers import Conv, Dense
 from codesign.core.network import Network
 from codesign.errors import ConfigError
 
@@ -145,20 +145,23 @@ def estimate_folded(net: Network, rtl: dict[str, Any], family: str, synth: bool,
 
 
 def foldable(net: Network) -> bool:
-    """Whether ``rtl_sim.folded`` builds the network folded: a chain with Dense layers on a flat input."""
-    from codesign.compress.fold_choice import foldable as dense_chain
+    """Whether ``rtl_sim.folded`` builds the network folded: a chain with Dense layers on a flat input (a streaming
+    CNN folds in its own emitter, ``rtl_sim.stream_fold``)."""
+    from codesign.compress.fold_choice import foldable as folds
 
-    return dense_chain(net)
+    return len(net.input_shape) == 1 and folds(net)
 
 
 def fold_note(net: Network, fold: dict[str, Any], budget: Any) -> str:
     """The report's note on the II the compression search chose (``net.metadata["fold"]``) and the term that bound it."""
-    reuse = ", ".join(f"{l.name}={l.reuse}" for l in net.layers if isinstance(l, Dense))
+    reuse = ", ".join(f"{l.name}={l.reuse}" for l in net.layers if isinstance(l, (Conv, Dense)))
     aim = f" (budget ii={budget.ii})" if budget.ii else " (no ii in the budget)"
     bound = {"none": "no budget term: it fits unpruned", "ii": "the budget's ii"}.get(fold["bound_by"], fold["bound_by"])
     if fold["ii"] == 1:
         return f"the compression search kept the design fully parallel, II 1{aim}: {fold['reason']}"
-    return (f"the compression search folded the Dense layers to II {fold['ii']} cycles{aim}, reuse {reuse}: "
+    what = "convolutions and Dense layers" if len(net.input_shape) > 1 else "Dense layers"
+    per = " per image" if len(net.input_shape) > 1 else ""
+    return (f"the compression search folded the {what} to II {fold['ii']} cycles{per}{aim}, reuse {reuse}: "
             f"{fold['reason']}; bound by {bound}")
 
 

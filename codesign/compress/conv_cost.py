@@ -25,13 +25,19 @@ With the kernels on the datapath ``cost.dense_cost`` is fitted on ("csd"), the n
 of digits-cnn at 4 bits is +2.9 % LUT, -2.1 % FF against Yosys; the emitters' default
 shared-subexpression kernels ("cmvm") take 35-78 % fewer LUTs than ``dense_cost`` says, which
 is the Dense model's to follow. Cyclone V's prices are xc7's until measured.
+
+A convolution or Dense layer with ``reuse`` R > 1 is folded (``rtl_sim.stream_fold``): its kernel is priced by
+``fold_cost.plan_cost`` on the plan the RTL is built from (weight memory, multiply-accumulate units, partials,
+control), by the family's DSP rule, and its window stage adds what folding adds to it: the delay line one
+pixel longer, the registered output position and, once per design, the phase counter; a folded Dense after
+the stream adds the register that holds its input vector for the image's time.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -282,14 +288,41 @@ def _weighted_entry(c: _Ctx) -> dict[str, Any]:
     t_out, relu, _ = _out_type(c.net, c.types, c.i)
     dense = kernel_dense(layer) if isinstance(layer, Conv) else layer
     dense = without_rows(dense, constant_rows(c.net).get(layer.name))  # HGQ's width-0 elements build nothing
-    kc = dense_cost(dense, t_in, family, c.mapping, t_out, relu, c.regs_every, clock_mhz=c.board.clock_mhz)
-    entry = {"name": layer.name, "kind": layer.kind, "kernel": kc.as_dict(),
-             "lut": kc.lut, "ff": kc.ff, "dsp": kc.dsp, "bram": 0.0}
+    if int(layer.reuse) > 1 and len(c.net.input_shape) > 1:  # folded in the stream
+        entry = _folded_kernel_entry(c, replace(dense, reuse=1), int(layer.reuse), t_in, t_out, relu)
+    else:
+        kc = dense_cost(dense, t_in, family, c.mapping, t_out, relu, c.regs_every, clock_mhz=c.board.clock_mhz)
+        entry = {"name": layer.name, "kind": layer.kind, "kernel": kc.as_dict(),
+                 "lut": kc.lut, "ff": kc.ff, "dsp": kc.dsp, "bram": 0.0}
     if isinstance(layer, Conv):
         s = window_parts(layer, shape, t_in, family, live)
-        entry.update(stream=s, lut=kc.lut + s["lut"], ff=kc.ff + s["ff"])
+        if int(layer.reuse) > 1:  # the window read one pixel further down, and its output position registered
+            H, W, kh, kw, sh, sw, *_ = _geometry(layer, shape)
+            Ho, Wo = s["out_shape"][:2]
+            extra = int(live.sum()) * t_in.width + _bits(Ho - 1) + _bits(Wo - 1)
+            s.update(ff=s["ff"] + extra, folded_window_ff=extra)
+        entry.update(stream=s, lut=entry["lut"] + s["lut"], ff=entry["ff"] + s["ff"])
     c.live_of[layer.name] = live_outputs(dense, t_in, relu)
     return entry
+
+
+def _folded_kernel_entry(c: _Ctx, dense: Dense, reuse: int, t_in: FixedType, t_out: FixedType, relu: bool
+                         ) -> dict[str, Any]:
+    """A folded kernel or Dense (``fold_cost.folded_cost`` on the plan the RTL builds); a Dense after the stream also
+    holds its input vector, and the first folded layer carries the design's phase counter."""
+    from codesign.compress.fold_cost import folded_cost
+
+    family = c.board.synth_family
+    fc = folded_cost(dense, t_in, reuse, family, t_out, False, c.mapping != "lut", relu=relu)
+    ff = float(fc["ff"])
+    if not isinstance(c.layer, Conv):  # the held input: the inputs some weight reads
+        ff += int(np.count_nonzero(np.any(dense.weight != 0, axis=1))) * t_in.width
+    first = next(l.name for l in c.net.layers if isinstance(l, (Conv, Dense)) and int(l.reuse) > 1)
+    if c.layer.name == first:
+        ff += _bits(max(fc["cycles"], 2) - 1)
+    kernel = {k: fc[k] for k in ("lut", "ff", "dsp", "bram", "units", "cycles", "memory_bits", "calibrated")}
+    return {"name": c.layer.name, "kind": c.layer.kind, "kernel": {**kernel, "reuse": reuse, "folded": True},
+            "lut": float(fc["lut"]), "ff": ff, "dsp": float(fc["dsp"]), "bram": float(fc["bram"])}
 
 
 def _merge_entry(c: _Ctx) -> dict[str, Any]:

@@ -13,6 +13,13 @@ ties to the smaller II. Without an ``ii`` in the budget a candidate is folded on
 design is more than ``FOLD_OVER`` times its budget: pruning would have to take more than half of it, and
 folding keeps the weights that pruning would cut. The search's precision loop then compares the candidates,
 folded or not, by their validation accuracy.
+
+A streaming CNN (``rtl_sim.stream_fold``) folds the same way, its II counted in cycles per image: at a target
+``T`` (a multiple of the image's pixels) each convolution takes ``R = min(T / pixels, its nonzero weights)``, so
+the stream takes a pixel every ``T / pixels`` cycles, and each Dense after the stream, which computes once per
+image, ``R = min(T, its nonzero weights)``. Its first folded candidate, ``T = pixels``, keeps the convolutions
+parallel and the image's throughput, and folds only the Dense layers over the image's time; ``T = 1`` stays
+the fully parallel design. Its price is the CNN cost model's (``conv_cost``) on the folded layers.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from codesign.compress.fold_cost import network_folded_cost
-from codesign.core.layers import Dense
+from codesign.core.fold import stream_pace
+from codesign.core.layers import Conv, Dense
 from codesign.core.network import Network
 from codesign.errors import BudgetError, ConfigError
 
@@ -43,11 +51,28 @@ class Fold:
     cost: dict[str, Any]
 
 
+def _streaming(net: Network) -> bool:
+    return len(net.input_shape) > 1
+
+
+def pixels(net: Network) -> int:
+    """Input beats per sample: a streaming CNN's pixels per image, 1 for a flat input."""
+    return int(np.prod(net.input_shape[:-1])) if _streaming(net) else 1
+
+
 def candidate_iis(net: Network, max_ii: int | None = None) -> list[int]:
     """The IIs worth trying, ascending: 1, 2, 3, 4, 6, 8, 12, 16, ... (a step of about 1.4x) up to the largest
-    layer's nonzero count (where every layer is one unit) or ``max_ii``."""
+    layer's nonzero count (where every layer is one unit) or ``max_ii``. A streaming CNN's: 1 (parallel), then
+    ``pixels`` times that ladder, up to its largest convolution's nonzero count per pixel."""
+    if _streaming(net):
+        n = pixels(net)
+        top = max((int(np.count_nonzero(l.weight)) for l in net.layers if isinstance(l, Conv)), default=1)
+        return [1] + [n * p for p in _ladder(max(1, min(top, (max_ii or n * top) // n)))]
     top = max((int(np.count_nonzero(l.weight)) for l in net.layers if isinstance(l, Dense)), default=1)
-    top = max(1, min(top, max_ii or top))
+    return _ladder(max(1, min(top, max_ii or top)))
+
+
+def _ladder(top: int) -> list[int]:
     out, t = [], 1
     while t < top:
         out.append(t)
@@ -56,8 +81,17 @@ def candidate_iis(net: Network, max_ii: int | None = None) -> list[int]:
 
 
 def reuse_at(net: Network, ii: int) -> dict[str, int]:
-    """Each Dense layer's reuse factor for a target II: the II, capped at its nonzero weights (one unit)."""
-    return {l.name: max(1, min(ii, int(np.count_nonzero(l.weight)))) for l in net.layers if isinstance(l, Dense)}
+    """Each Dense layer's reuse factor for a target II: the II, capped at its nonzero weights (one unit). A
+    streaming CNN's convolutions take the II per pixel instead (its Dense layers compute once per image)."""
+    def cap(l, t: int) -> int:
+        return max(1, min(t, int(np.count_nonzero(l.weight))))
+
+    if _streaming(net):
+        if ii == 1:
+            return {l.name: 1 for l in net.layers if isinstance(l, (Conv, Dense))}
+        return {l.name: cap(l, ii // pixels(net) if isinstance(l, Conv) else ii) for l in net.layers
+                if isinstance(l, (Conv, Dense))}
+    return {l.name: cap(l, ii) for l in net.layers if isinstance(l, Dense)}
 
 
 def fits(cost: dict[str, Any], limits: dict[str, int]) -> bool:
@@ -84,7 +118,13 @@ def smallest_fitting_fold(net: Network, limits: dict[str, int], family: str, dsp
 
 
 def designed_ii(net: Network) -> int:
-    """The II of ``net`` folded by its layers' own ``reuse``: the slowest layer's ``ceil(nnz / ceil(nnz / R))``."""
+    """The II of ``net`` folded by its layers' own ``reuse``: the slowest layer's ``ceil(nnz / ceil(nnz / R))``;
+    a streaming CNN's in cycles per image (1 when no layer is folded, as an MLP's fully parallel design)."""
+    if _streaming(net):
+        if all(int(l.reuse) == 1 for l in net.layers if isinstance(l, (Conv, Dense))):
+            return 1
+        return stream_pace(net.layers, pixels(net)) * pixels(net)
+
     def cycles(l: Dense) -> int:
         nnz = int(np.count_nonzero(l.weight))
         return -(-nnz // -(-nnz // l.reuse)) if nnz else 1
@@ -92,26 +132,41 @@ def designed_ii(net: Network) -> int:
 
 
 def with_reuse(net: Network, reuse: dict[str, int]) -> Network:
-    """``net`` with each Dense layer's ``reuse`` set (what the RTL and HLS steps read)."""
-    layers = [replace(l, reuse=int(reuse[l.name])) if isinstance(l, Dense) and l.name in reuse else l
+    """``net`` with each Dense (and convolution) layer's ``reuse`` set (what the RTL and HLS steps read)."""
+    layers = [replace(l, reuse=int(reuse[l.name])) if isinstance(l, (Conv, Dense)) and l.name in reuse else l
               for l in net.layers]
     return Network(net.name, net.input_shape, layers, net.input_type, metadata=dict(net.metadata))
 
 
 def foldable(net: Network) -> bool:
-    """Whether ``rtl_sim.folded`` builds the network folded: a chain with Dense layers on a flat input."""
-    return len(net.input_shape) == 1 and net.is_chain and any(isinstance(l, Dense) for l in net.layers)
+    """Whether the network is built folded: a chain with Dense layers on a flat input (``rtl_sim.folded``) or a
+    streaming CNN chain with a convolution or Dense layer (``rtl_sim.stream_fold``)."""
+    kinds = (Conv, Dense) if _streaming(net) else (Dense,)
+    return net.is_chain and any(isinstance(l, kinds) for l in net.layers)
 
 
 def require_foldable(net: Network, ii: int | None) -> None:
-    """A budget ``ii`` on a network that does not fold yet (a CNN or a graph) is a one-line error."""
+    """A budget ``ii`` on a network that does not fold yet (a graph), or shorter than a streaming CNN's pixels per
+    image, is a one-line error."""
     if ii and not foldable(net):
-        raise ConfigError(f"budget ii={ii}: network {net.name!r} is not a chain of Dense layers on a flat input, "
-                          "the only networks that fold yet; leave ii out")
+        raise ConfigError(f"budget ii={ii}: network {net.name!r} is neither a chain of Dense layers nor a streaming "
+                          "CNN chain, the networks that fold yet; leave ii out")
+    if ii and ii < pixels(net):
+        raise ConfigError(f"budget ii={ii}: network {net.name!r} streams {pixels(net)} pixels per image, one a cycle "
+                          f"at most, so its II (cycles per image) is at least {pixels(net)}; give ii >= {pixels(net)}")
 
 
-def folded_price(net: Network, ii: int, family: str, dsp: bool = True) -> dict[str, int]:
-    """LUT/FF/DSP/BRAM of ``net`` folded to a target II (``reuse_at``), and the II it reaches (``ii``)."""
+def folded_price(net: Network, ii: int, family: str, dsp: bool = True, board: Any = None) -> dict[str, int]:
+    """LUT/FF/DSP/BRAM of ``net`` folded to a target II (``reuse_at``), and the II it reaches (``ii``). A streaming
+    CNN is priced by the CNN cost model, which needs the ``board``."""
+    if _streaming(net):
+        from codesign.compress.cost import network_cost, total_cost
+
+        if board is None:
+            raise ConfigError(f"network {net.name!r}: pricing a folded CNN needs its board")
+        folded = with_reuse(net, reuse_at(net, ii))
+        tot = total_cost(network_cost(folded, board, None if dsp else "lut"))
+        return {**{k: int(tot[k]) for k in RESOURCES}, "ii": designed_ii(folded)}
     c = network_folded_cost(net, reuse_at(net, ii), family, dsp)
     return {**{k: int(c[k]) for k in RESOURCES}, "ii": int(c["ii"])}
 
@@ -134,7 +189,7 @@ class FoldChoice:
 
 
 def choose_fold(net: Network, parallel: dict[str, int], aim: dict[str, int], family: str, dsp: bool,
-                ii_aim: int | None) -> FoldChoice:
+                ii_aim: int | None, board: Any = None) -> FoldChoice:
     """The II a search candidate (``net``, unpruned, priced ``parallel`` fully parallel) is folded to under
     ``aim`` (the budget less headroom) and ``ii_aim`` (the budget's ``ii``, None: any): see the module's doc."""
     if fits(parallel, aim):
@@ -142,7 +197,7 @@ def choose_fold(net: Network, parallel: dict[str, int], aim: dict[str, int], fam
     if ii_aim is None and over_ratio(parallel, aim) <= FOLD_OVER:
         return FoldChoice(1, parallel, f"the fully parallel design is within {FOLD_OVER:g}x its budget "
                           f"({_over(parallel, aim)}): pruned rather than folded", "none")
-    priced = [(1, parallel)] + [(t, folded_price(net, t, family, dsp)) for t in candidate_iis(net, ii_aim)[1:]]
+    priced = [(1, parallel)] + [(t, folded_price(net, t, family, dsp, board)) for t in candidate_iis(net, ii_aim)[1:]]
     for (prev, pc), (t, c) in zip(priced, priced[1:]):
         if fits(c, aim):
             return FoldChoice(t, c, f"the smallest II at which the unpruned network fits (at II {prev}: "

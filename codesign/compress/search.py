@@ -136,7 +136,7 @@ def _fold_ii(model: QCNN) -> int:
 
 def _price(net: Network, board: Board, mapping: str, energy_X: np.ndarray | None, ii: int = 1) -> dict[str, int]:
     if ii > 1:  # no energy term with a fold: _choose_fold keeps such a candidate fully parallel
-        return folded_price(net, ii, board.synth_family, dsp=mapping != "lut")
+        return folded_price(net, ii, board.synth_family, dsp=mapping != "lut", board=board)
     return with_energy(total_cost(network_cost(net, board, mapping)), net, board, energy_X, mapping)
 
 
@@ -292,8 +292,8 @@ def _floor(net: Network, ctx: _Search, prec: Precision) -> dict[str, int]:
 
 
 def _may_fold(ctx: _Search, net: Network) -> bool:
-    """Whether the search may fold this network: a Dense chain on a flat input, and no energy term (the folded
-    design has no energy model yet)."""
+    """Whether the search may fold this network: a Dense chain on a flat input or a streaming CNN chain, and no
+    energy term (the folded design has no energy model yet)."""
     return foldable(net) and "energy" not in ctx.budget.limits
 
 
@@ -306,7 +306,8 @@ def _choose_fold(ctx: _Search, model: QCNN, cost: dict[str, int]) -> dict[str, i
     if not _may_fold(ctx, net):
         model.fold_ii, model.fold = 1, None
         return cost
-    c = choose_fold(net, cost, ctx.aim, ctx.budget.board.synth_family, ctx.mapping != "lut", ctx.budget.ii)
+    c = choose_fold(net, cost, ctx.aim, ctx.budget.board.synth_family, ctx.mapping != "lut", ctx.budget.ii,
+                    ctx.budget.board)
     model.fold_ii, model.fold = c.ii, (c if c.ii > 1 or ctx.budget.ii else None)
     return c.cost if c.ii > 1 else cost
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from codesign.core.arith import signed_width
-from codesign.core.layers import Dense
+from codesign.core.layers import Conv, Dense
 from codesign.errors import LayerError
 
 
@@ -100,6 +100,19 @@ def fold_cycles(weight: np.ndarray, reuse: int) -> int:
     or with no nonzero weight), what ``plan_layer`` schedules."""
     nnz = int(np.count_nonzero(weight))
     return -(-nnz // -(-nnz // reuse)) if nnz and reuse > 1 else 1
+
+
+def stream_pace(layers: list, pixels: int) -> int:
+    """Cycles per input pixel of a streaming CNN folded by its layers' own ``reuse`` (``rtl_sim.stream_fold``): the
+    slowest convolution's cycles per window, or a Dense's cycles per vector spread over the image's ``pixels``
+    (it computes once per image); 1 when nothing is folded."""
+    p = 1
+    for l in layers:
+        if isinstance(l, Conv):
+            p = max(p, fold_cycles(l.weight, int(l.reuse)))
+        elif isinstance(l, Dense):
+            p = max(p, -(-fold_cycles(l.weight, int(l.reuse)) // pixels))
+    return p
 
 
 def bits(n: int) -> int:
