@@ -131,3 +131,36 @@ def test_an_ii_budget_on_a_cnn_is_accepted_in_cycles_per_image():
     with pytest.raises(ConfigError, match=r"^budget ii=20: network 'tiny_cnn' streams 36 pixels per image, one a "
                                           r"cycle at most, so its II \(cycles per image\) is at least 36; give ii >= 36$"):
         require_foldable(net, 20)
+
+
+@pytest.mark.slow
+def test_hls4ml_c_simulation_of_a_folded_cnn_with_the_same_reuse_factor_is_bit_exact(tmp_path):
+    from hls.csim import csim_check
+    from hls.project import write_project
+
+    net = folded(tiny_cnn(), {"conv1": 2, "conv2": 4, "fc": 8})
+    p = write_project(net, PYNQ, "vitis", tmp_path / "prj")
+    params = (p.directory / "firmware" / "parameters.h").read_text()
+    assert "reuse_factor = 4;" in params and "reuse_factor = 8;" in params
+    r = csim_check(p, net, verification_inputs(net, None, 500), cache=tmp_path / "csim")
+    assert r["csim_bit_exact"] and r["samples"] == 500
+
+
+@pytest.mark.slow
+def test_flow_folds_the_digits_cnn_into_two_percent_of_a_pynq_z2(tmp_path):
+    """docs/guide/folding.md's run: lut=0.02,dsp=0 (1,064 LUTs), fully parallel 2,285 LUTs at 95.8 %."""
+    from codesign.app import flow
+
+    rep = flow.run_flow(tmp_path / "run", "digits-cnn", "digits", "pynq-z2", "lut=0.02,dsp=0", samples=2000)
+    assert rep["rtl"]["ii"] == rep["fold"]["ii"] > 64 and rep["rtl"]["cycles_per_pixel"] > 1
+    assert rep["hls"]["csim_bit_exact"] and rep["cosim"]["bit_exact"] and rep["cosim"]["ii"] == rep["rtl"]["ii"]
+    assert rep["fits_budget"] and rep["fits_judged_on"] == "synth" and rep["estimate"]["synth"]["dsp"] == 0
+    assert rep["accuracy"]["compressed"] >= 0.95
+
+
+def test_reuse_on_a_cnn_is_a_one_line_error_pointing_to_the_budgets_ii():
+    from codesign.app.fold_step import parse_reuse
+
+    with pytest.raises(ConfigError, match=r"^--reuse 4: network 'tiny_cnn' is a streaming CNN, which --reuse does not "
+                                          r"fold yet; give the budget an ii"):
+        parse_reuse("4", tiny_cnn())

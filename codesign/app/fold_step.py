@@ -29,7 +29,10 @@ KIND = "folded"
 
 def parse_reuse(spec: str, net: Network) -> int | dict[str, int] | str:
     """``--reuse``: a whole number for every Dense layer, ``name=R,...`` or ``auto``; a bad value is a one-line
-    ConfigError naming the parameter."""
+    ConfigError naming the parameter. A streaming CNN is folded by its layers' own reuse (the search's ``ii=``)."""
+    if len(net.input_shape) > 1:
+        raise ConfigError(f"--reuse {spec}: network {net.name!r} is a streaming CNN, which --reuse does not fold yet; "
+                          "give the budget an ii (e.g. --budget lut=0.1,ii=N) and the search folds it")
     names = [l.name for l in net.layers if isinstance(l, Dense)]
     s = str(spec).strip()
     if s == "auto":
