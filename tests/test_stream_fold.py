@@ -141,7 +141,8 @@ def test_hls4ml_c_simulation_of_a_folded_cnn_with_the_same_reuse_factor_is_bit_e
     net = folded(tiny_cnn(), {"conv1": 2, "conv2": 4, "fc": 8})
     p = write_project(net, PYNQ, "vitis", tmp_path / "prj")
     params = (p.directory / "firmware" / "parameters.h").read_text()
-    assert "reuse_factor = 4;" in params and "reuse_factor = 8;" in params
+    assert "reuse_factor = 2;" in params and "reuse_factor = 4;" in params  # the convolutions' (hls4ml's own
+    # rule may move a Dense's factor to one that divides its size: hls.project._valid_reuse)
     r = csim_check(p, net, verification_inputs(net, None, 500), cache=tmp_path / "csim")
     assert r["csim_bit_exact"] and r["samples"] == 500
 
