@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", default=DEFAULT_BOARD)
     p.add_argument("--budget", default=None, help="e.g. lut=0.5,dsp=0.25 or lut=20000; energy=50nJ (per inference, "
                    "priced by the fast activity model, checked on the simulated netlist); ii=4: at most 4 cycles per "
-                   "sample (the search may fold the Dense layers)")
+                   "sample (the search may fold the Dense layers; a CNN's convolutions too, its ii in cycles per image)")
     p.add_argument("--backend", default=None, help="vitis|vivado (Xilinx), quartus|oneapi (Intel)")
     p.add_argument("--out", default="codesign-out")
     p.add_argument("--force", action="store_true", help="replace a previous run in --out")
@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--board", default=DEFAULT_BOARD)
     p.add_argument("--budget", required=True, help="e.g. lut=0.5,dsp=0.25, lut=20000 or energy=50nJ; ii=4: at most "
-                   "4 cycles per sample (the search may fold the Dense layers)")
+                   "4 cycles per sample (the search may fold the Dense layers; a CNN's convolutions too, its ii in cycles per "
+                   "image)")
     p.add_argument("--throughput", default=None, metavar="INF_PER_S", help=THROUGHPUT_HELP)
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true")
