@@ -11,13 +11,23 @@ Two random networks (``small``: the tests' 12-9-7-5, 8-bit inputs; ``mid``: 32-1
 the digits rows as calibration points: ``--fit`` refits the cost model's LUT prices (``fold_cost.LUT_PER``,
 least squares on the relative error, non-negative) over every row and prints them with each row's error.
 
+``--hls4ml`` adds what hls4ml itself would choose for its 16-100^5-5 MLP on a board (``hls4ml`` in the results):
+the configuration ``hls4ml.utils.config_from_keras_model`` writes by default and the reuse factor each Dense keeps
+after the Vitis backend's own validation (``convert_from_keras_model``), the smallest reuse factors the backend
+accepts that keep every layer at most ``UNROLL_LIMIT`` multipliers, and their multiplier counts. hls4ml gives
+no resource estimate without the vendor's HLS tool (its reports are Vivado/Vitis HLS's), so the multipliers are
+what it would build: one DSP each at its default ``fixed<16,6>``. Our side (the flow's fold on the same board, its
+II and Yosys counts) is read from ``bench/results/folding_mlp.json``.
+
     python bench/folding.py                      # R = 1, 4, 16, 64, 256 (about half an hour on 2 cores)
     python bench/folding.py --reuse 4,16 --no-dsp --no-calibration
+    python bench/folding.py --hls4ml-only        # only hls4ml's choice for the 16-100^5-5 MLP (a minute)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -40,6 +50,12 @@ from rtl_sim.synth import synthesize
 from tests.builders import random_dense
 
 FAMILY = "xc7"
+# Vivado/Vitis HLS stops unrolling (and partitioning) past 4,096 elements: a Dense of the Latency strategy with more
+# multipliers than that at its reuse factor fails synthesis (hls4ml#1013; hls4ml PR 600: "<= 4096 elements (the
+# usual partitioning limit)")
+UNROLL_LIMIT = 4096
+HLS4ML_MODEL = "KERAS_dense_16x100x100x100x100x100x5.json"
+HLS4ML_BOARD = "vcu118"
 SAMPLES = 2000
 MEMORY_CELLS = ("RAM", "ROM")  # LUTRAM/BRAM primitives Yosys may infer for the weight memory
 
@@ -121,13 +137,82 @@ def measure(name: str, net: Network, reuse: int, dsp_modes: tuple[bool, ...], q,
     return row
 
 
+def hls4ml_choice(board: str = HLS4ML_BOARD) -> dict:
+    """hls4ml's own configuration of its 16-100^5-5 MLP for ``board`` (module docstring)."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")  # hls4ml reads a Keras 3 model; its weights do not matter here
+    import hls4ml
+    import keras
+
+    from _common import MODELS
+    from codesign.board import load_board
+
+    arch = json.loads((MODELS / HLS4ML_MODEL).read_text())
+    x = inp = keras.Input((arch["config"]["layers"][0]["config"]["batch_input_shape"][1],))
+    for layer in arch["config"]["layers"]:
+        if layer["class_name"] == "Dense":
+            c = layer["config"]
+            x = keras.layers.Dense(c["units"], activation=c.get("activation"), name=c["name"])(x)
+    model = keras.Model(inp, x)
+    b = load_board(board)
+    cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+    with tempfile.TemporaryDirectory() as d:
+        hm = hls4ml.converters.convert_from_keras_model(model, hls_config=cfg, backend="Vitis", output_dir=d,
+                                                        part=b.part, io_type="io_parallel")
+        dense = [(l.name, l.get_attr("n_in"), l.get_attr("n_out"), l.get_attr("reuse_factor"), l.get_attr("strategy"))
+                 for l in hm.get_layers() if l.class_name == "Dense"]
+    backend = hls4ml.backends.get_backend("Vitis")
+    layers, every = [], None
+    for name, n_in, n_out, rf, strategy in dense:
+        valid = backend.get_valid_reuse_factors(n_in, n_out)
+        ok = [r for r in valid if n_in * n_out / r <= UNROLL_LIMIT]
+        every = set(ok) if every is None else every & set(ok)
+        layers.append({"name": name, "n_in": n_in, "n_out": n_out, "default_reuse": rf, "strategy": strategy,
+                       "multipliers_default": n_in * n_out // rf, "smallest_valid_reuse": ok[0],
+                       "multipliers_smallest": n_in * n_out // ok[0]})
+    one = min(every)
+    mults = {"default": sum(l["multipliers_default"] for l in layers),
+             "smallest_per_layer": sum(l["multipliers_smallest"] for l in layers),
+             "smallest_one_for_all": sum(l["n_in"] * l["n_out"] // one for l in layers)}
+    return {"board": board, "part": b.part, "dsp_on_board": b.dsp, "hls4ml": hls4ml.__version__,
+            "model_config": cfg["Model"], "layers": layers, "smallest_one_reuse_for_all": one,
+            "ii": {"default": max(l["default_reuse"] for l in layers),
+                   "smallest_per_layer": max(l["smallest_valid_reuse"] for l in layers), "smallest_one_for_all": one},
+            "multipliers": mults, "over_unroll_limit_at_default": [l["name"] for l in layers
+                                                                   if l["multipliers_default"] > UNROLL_LIMIT],
+            "resource_estimate": "none: hls4ml reports resources only from the vendor HLS tool's synthesis reports",
+            "ours": ours_on(board)}
+
+
+def ours_on(board: str) -> dict | None:
+    """The flow's fold of the same network on ``board`` (bench/folding_mlp.py's row), if it was measured."""
+    from _common import ROOT
+
+    p = ROOT / "bench" / "results" / "folding_mlp.json"
+    rows = json.loads(p.read_text()).get("rows", []) if p.is_file() else []
+    row = next((r for r in rows if r.get("board") == board), None)
+    return None if row is None else {k: row.get(k) for k in ("ii", "reuse", "synth", "analytic", "cosim", "budget")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reuse", default="1,4,16,64,256", help="reuse factors, comma-separated")
     ap.add_argument("--no-dsp", action="store_true", help="only -nodsp synthesis")
     ap.add_argument("--no-calibration", action="store_true", help="only the digits network")
     ap.add_argument("--fit", action="store_true", help="refit the cost model's LUT prices and print them")
+    ap.add_argument("--hls4ml-only", action="store_true", help="only hls4ml's choice for its 16-100^5-5 MLP, kept "
+                    "beside the stored rows")
     args = ap.parse_args()
+    if args.hls4ml_only:
+        from _common import ROOT
+
+        res = json.loads((ROOT / "bench" / "results" / "folding.json").read_text())
+        res["hls4ml"] = hls4ml_choice()
+        print(json.dumps(res["hls4ml"], indent=1))
+        res.pop("machine", None)
+        write_results("folding", None, **res)
+        return
     t0 = time.perf_counter()
     net = digits_network()
     ds = load_digits_dataset()
@@ -143,7 +228,7 @@ def main() -> None:
     fitted = fit(rows, nets) if args.fit else None
     if fitted:
         print(fitted)
-    write_results("folding", t0, network="digits: digits-mlp, the default flow's compression (64-28-13-10, "
+    write_results("folding", t0, hls4ml=hls4ml_choice(), network="digits: digits-mlp, the default flow's compression (64-28-13-10, "
                   "842 nonzero); small, mid: random calibration networks", family=FAMILY, samples=len(q),
                   rows=rows, fit=fitted)
 
