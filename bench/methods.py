@@ -124,93 +124,21 @@ def scaled_schedule(epochs: int):
 
 
 def scratch(net, data, budget, prec, epochs: int, seed: int = SEED):
-    """A narrower dense network of the same depth trained from scratch to ``budget``: (network, epochs)."""
-    import torch
+    """A narrower dense network of the same depth trained from scratch to ``budget`` on ``epochs`` (its width
+    probe included): the search's narrow start (codesign/compress/narrow.py) as a method of its own, trimmed
+    by magnitude if it ends above. (network, epochs, width scale, probe ratio)."""
+    from codesign.compress.narrow import narrow_candidate
+    from codesign.compress.qcnn import network_from_qcnn, qcnn_from_network
+    from codesign.compress.search import Schedule, _Search, _trim, shrink
 
-    from codesign.compress.qat import QDense
-    from codesign.compress.qcnn import QCNN, assign_types, network_from_qcnn, qcnn_from_network
-    from codesign.compress.search import _cost, _Search, fewest_to_fit, self_prune, shrink, train
-
-    board = budget.board
-    aim = {k: int(v * 0.96) if k == "lut" else v for k, v in budget.limits.items()}
+    sch = Schedule()
+    aim = {k: int(v * (1 - sch.headroom)) if k in ("lut", "ff") else v for k, v in budget.limits.items()}
     teacher = qcnn_from_network(net)
-    widths = [s.weight.shape[1] for s in teacher.stages]
-
-    def build(scale: float, init: str) -> QCNN:
-        ws = [max(2, round(w * scale)) for w in widths[:-1]] + [widths[-1]]
-        torch.manual_seed(seed)
-        stages, n_in = [], teacher.stages[0].weight.shape[0]
-        for k, (w, t) in enumerate(zip(ws, teacher.stages)):
-            if init == "teacher":  # the teacher's first neurons: weights of a trained net's statistics
-                rows = min(n_in, t.weight.shape[0])
-                W = t.weight.detach().numpy()[:rows, :w]
-                b = t.bias.detach().numpy()[:w]
-            else:
-                lin = torch.nn.Linear(n_in, w, dtype=torch.float64)
-                W, b = lin.weight.detach().numpy().T.copy(), lin.bias.detach().numpy().copy()
-            stages.append(QDense(t.name, W, b, np.ones_like(W)))
-            stages[-1].relu = t.relu
-            if t.relu:
-                stages[-1].relu_name = getattr(t, "relu_name", f"{t.name}_relu")
-            n_in = w
-        return QCNN(stages, teacher.input_shape, None, teacher.head)
-
-    def est(scale: float) -> int:
-        m = build(scale, "teacher")
-        assign_types(m, prec, data.X_train[:512])
-        return _cost(m, board, "lut")["lut"]
-
-    def widest(ratio: float) -> float:  # the widest scale whose estimate, times ratio, fits the aim
-        lo, hi = 0.0, 1.0
-        if est(hi) * ratio <= aim["lut"]:
-            return hi
-        for _ in range(12):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if est(mid) * ratio <= aim["lut"] else (lo, mid)
-        return lo
-
-    def fit(scale: float, ep: int) -> QCNN:
-        model = build(scale, "random")
-        f_ep = max(1, ep * 3 // 10)  # float first, so QAT starts from sensible ranges
-        train(model, data, f_ep, 3e-3, seed, teacher)
-        spent, chunk = f_ep, 0
-        while spent < ep:  # QAT in chunks, the types re-sized to the moving weights between them
-            n = min(max(10, (ep - f_ep) // 8), ep - spent)
-            unmask(model)
-            assign_types(model, prec, data.X_train)
-            lr = 3e-3 if spent < ep * 0.6 else 1e-3 if spent < ep * 0.85 else 5e-4
-            train(model, data, n, lr, seed + 11 + chunk, teacher)
-            spent, chunk = spent + n, chunk + 1
-        unmask(model)
-        assign_types(model, prec, data.X_train)
-        return model
-
-    def unmask(model: QCNN) -> None:  # a weight that rounded to zero may grow back (no pruning here)
-        for st in model.stages:
-            st.mask.fill_(1.0)
-
-    # Trained from scratch at low precision, many weights round to zero (assign_types prunes them),
-    # so a trained net costs less than one of the teacher's weights at the same width: a short
-    # probe run measures that ratio, and the width is set from it (the probe is not counted).
-    s0 = widest(1.0)
-    probe = max(10, epochs // 5)
-    ratio = _cost(fit(s0, probe), board, "lut")["lut"] / max(est(s0), 1)
-    scale = widest(ratio)
-    model, spent = fit(scale, epochs), epochs
     ctx = _Search(data, budget, aim, "magnitude", "lut", teacher, seed)
-    trims = 0
-    while not _fits(_cost(model, board, "lut"), aim) and trims < 8:  # over the aim after all: trim
-        kept = int(sum(s.mask.sum().item() for s in model.stages))
-        self_prune(model, data, "magnitude", *fewest_to_fit(model, ctx, max(1, kept // 20)))
-        train(model, data, 5, 5e-4, seed + 500 + trims, teacher)
-        assign_types(model, prec, data.X_train)
-        spent, trims = spent + 5, trims + 1
-    out = shrink(network_from_qcnn(model, net.name, {"method": "scratch", "width_scale": round(scale, 3)}))
-    return out, spent, scale, trims, probe
-
-
-def _fits(cost: dict, aim: dict) -> bool:
-    return all(cost.get(k, 0) <= v for k, v in aim.items())
+    model, _, info = narrow_candidate(ctx, teacher, prec, epochs,
+                                      lambda m: _trim(ctx, m, prec, ctx.cost(m), sch, seed + 500))
+    out = shrink(network_from_qcnn(model, net.name, {"method": "scratch", "width_scale": info.scale}))
+    return out, ctx.spent[0], info.scale, info.probe_ratio
 
 
 def run_point(case: str, lut: int, methods: tuple[str, ...], seed: int = SEED) -> list[dict]:
@@ -226,7 +154,7 @@ def run_point(case: str, lut: int, methods: tuple[str, ...], seed: int = SEED) -
     from codesign.errors import BudgetError
 
     net, data = load_case(case)
-    budget = Budget.parse({"lut": lut, "dsp": 0}, load_board(BOARD))
+    budget = Budget.parse({"lut": lut, "dsp": 0, "ii": 1}, load_board(BOARD))  # fully parallel, as every method
     rows = []
     t0 = time.perf_counter()
     hw = fit_on_synthesis(compress(net, data, budget, method="hardware", seed=seed), net, data, budget)
@@ -250,9 +178,9 @@ def run_point(case: str, lut: int, methods: tuple[str, ...], seed: int = SEED) -
             rows.append({**_row(case, lut, m, None, None, hw.float_score, 0, t0), "error": str(e)})
     if "scratch" in methods:
         t0 = time.perf_counter()
-        out, spent, scale, trims, probe = scratch(net, data, budget, hw.precision, hw.epochs)
+        out, spent, scale, ratio = scratch(net, data, budget, hw.precision, hw.epochs, seed)
         rows.append(_row(case, lut, "scratch", out, score(out, data.X_test, data.y_test, data.task),
-                         hw.float_score, spent, t0, width_scale=round(scale, 3), trims=trims, probe_epochs=probe))
+                         hw.float_score, spent, t0, width_scale=round(scale, 3), probe_ratio=ratio))
     print(f"  {case} lut={lut}: " + ", ".join(f"{r['method']} {r['accuracy'] or float('nan'):.3f}" for r in rows)
           + f" ({sum(r['seconds'] for r in rows):.0f} s)", flush=True)
     return rows
@@ -313,6 +241,35 @@ def table(rows: list[dict], n_test: dict[str, int]) -> str:
     return "\n".join(out)
 
 
+def seeds_table(rows: list[dict], seeds: list[int]) -> str:
+    """Mean ± standard deviation over the seeds per method (Yosys LUTs: the mean), and ours against the best
+    other method by the mean: the difference of the paired per-seed scores, a win or a loss only outside one
+    standard deviation of that difference, else a tie."""
+    out = [f"| network | budget LUT | " + " | ".join(METHODS) + f" | ours − best other (pt, {len(seeds)} seeds) | verdict |",
+           "| --- | ---: | " + " | ".join("---:" for _ in METHODS) + " | ---: | --- |"]
+    for case in dict.fromkeys(r["case"] for r in rows):
+        for lut in sorted({r["budget_lut"] for r in rows if r["case"] == case}):
+            acc = {m: {r["seed"]: r["accuracy"] for r in rows if r["case"] == case and r["budget_lut"] == lut
+                       and r["method"] == m and r.get("accuracy") is not None} for m in METHODS}
+            lut_of = {m: [r["yosys_lut"] for r in rows if r["case"] == case and r["budget_lut"] == lut
+                          and r["method"] == m and "yosys_lut" in r] for m in METHODS}
+            cells = [f"{100 * np.mean(list(a.values())):.1f} ± {100 * np.std(list(a.values())):.1f} "
+                     f"({np.mean(lut_of[m]):,.0f})" if a else "–" for m, a in acc.items()]
+            others = {m: a for m, a in acc.items() if m != "hardware" and a}
+            verdict, diff = "–", "–"
+            if acc["hardware"] and others:
+                best = max(others, key=lambda m: np.mean(list(others[m].values())))
+                common = sorted(set(acc["hardware"]) & set(others[best]))
+                d = 100 * np.array([acc["hardware"][sd] - others[best][sd] for sd in common])
+                sd_d = float(np.std(d)) if len(d) > 1 else 0.0
+                verdict = "win" if d.mean() > sd_d else "loss" if d.mean() < -sd_d else "tie"
+                verdict += f" (vs {best})"
+                diff = f"{d.mean():+.1f} ± {sd_d:.1f}"
+            fl = next(r["float"] for r in rows if r["case"] == case)
+            out.append(f"| {case} (float {100 * fl:.1f}) | {lut:,} | " + " | ".join(cells) + f" | {diff} | {verdict} |")
+    return "\n".join(out)
+
+
 def plot(rows: list[dict], path) -> None:
     import matplotlib
 
@@ -325,11 +282,16 @@ def plot(rows: list[dict], path) -> None:
               "digits": ("C4", "D")}
     for ax, case in zip(axes[0], cases):
         for m in METHODS:
-            pts = sorted((r["yosys_lut"], 100 * r["accuracy"]) for r in rows
-                         if r["case"] == case and r["method"] == m and r.get("accuracy") is not None)
+            mine = [r for r in rows if r["case"] == case and r["method"] == m and r.get("accuracy") is not None]
+            pts = []  # per budget: mean Yosys LUTs, mean accuracy and its spread over the seeds
+            for lut in sorted({r["budget_lut"] for r in mine}):
+                at = [r for r in mine if r["budget_lut"] == lut]
+                accs = [100 * r["accuracy"] for r in at]
+                pts.append((np.mean([r["yosys_lut"] for r in at]), np.mean(accs), np.std(accs)))
             if pts:
                 c, mk = styles[m]
-                ax.plot(*zip(*pts), marker=mk, color=c, label=m)
+                x, y, e = zip(*pts)
+                ax.errorbar(x, y, yerr=e if max(e) > 0 else None, marker=mk, color=c, label=m, capsize=2)
         fl = next(r["float"] for r in rows if r["case"] == case)
         ax.axhline(100 * fl, color="gray", ls=":", lw=1, label="float")
         ax.set_title(case)
@@ -348,7 +310,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="budget points compressed at once (one CPU each)")
     ap.add_argument("--budgets", nargs="+", type=int, help="LUT budgets instead of each case's own")
     ap.add_argument("--name", default="methods", help="results file name (bench/results/NAME.{json,md,png})")
-    ap.add_argument("--seed", type=int, default=SEED, help="the searches' seed (hardware, digits, magnitude, structured)")
+    ap.add_argument("--seed", type=int, default=SEED, help="the searches' seed (every method)")
+    ap.add_argument("--seeds", type=int, help="run seeds 0..N-1 and report mean and spread per cell (overrides --seed)")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--report", action="store_true", help="table and plot from the finished points only")
     args = ap.parse_args()
@@ -357,31 +320,31 @@ def main() -> None:
     for case in args.cases:  # train the BatchNorm MLPs once, before the workers need them
         load_case(case)
     budgets = {c: tuple(args.budgets or CASES[c]) for c in args.cases}
-    points = [(c, lut) for c in args.cases for lut in budgets[c]]
+    seeds = list(range(args.seeds)) if args.seeds else [args.seed]
+    points = [(c, lut, sd) for c in args.cases for lut in budgets[c] for sd in seeds]
     rows: list[dict] = []
     todo = []
-    for c, lut in points:  # points finished by an earlier run of the same code are read back
-        done = _load_point(c, lut, args.seed)
+    for c, lut, sd in points:  # points finished by an earlier run of the same code are read back
+        done = _load_point(c, lut, sd)
         if done is not None and {r["method"] for r in done} >= set(args.methods):
-            rows += done
+            rows += [{**r, "seed": sd} for r in done]
         elif not args.report:
-            todo.append((c, lut))
-    print(f"{len(rows) and len({(r['case'], r['budget_lut']) for r in rows})} points from earlier runs, "
-          f"{len(todo)} to compute", flush=True)
+            todo.append((c, lut, sd))
+    print(f"{len(points) - len(todo)} points from earlier runs, {len(todo)} to compute", flush=True)
     with cf.ProcessPoolExecutor(max(1, args.workers), mp_context=mp.get_context("spawn")) as ex:
-        futs = [ex.submit(run_point, c, lut, tuple(args.methods), args.seed) for c, lut in todo]
+        futs = {ex.submit(run_point, c, lut, tuple(args.methods), sd): sd for c, lut, sd in todo}
         for i, f in enumerate(cf.as_completed(futs)):
             point = f.result()
             synthesize(point)  # at once, so an interrupted run keeps every finished point
-            _save_point(point, args.seed)
-            rows += point
+            _save_point(point, futs[f])
+            rows += [{**r, "seed": futs[f]} for r in point]
             print(f"[{i + 1}/{len(todo)} points, {time.perf_counter() - t0:.0f} s]", flush=True)
     compress_s = time.perf_counter() - t0
     rows = [r for r in rows if r["method"] in args.methods]
     order = {(c, lut): i for i, (c, lut) in enumerate((c, l) for c in args.cases for l in budgets[c])}
     rows.sort(key=lambda r: (order[(r["case"], r["budget_lut"])], METHODS.index(r["method"])))
     n_test = {c: len(load_case(c)[1].y_test) for c in args.cases}
-    md = table(rows, n_test)
+    md = table(rows, n_test) if len(seeds) == 1 else seeds_table(rows, seeds)
     print(md)
     res = ROOT / "bench" / "results"
     (res / f"{args.name}.md").write_text(md + "\n")

@@ -35,6 +35,7 @@ from codesign.compress.digits import DIGITS, digit_count, digit_scores, hold, re
 from codesign.compress.energy_cost import with_energy
 from codesign.compress.fold_choice import (candidate_iis, choose_fold, designed_ii, foldable, folded_price, over_ratio,
                                           require_foldable, reuse_at, with_reuse)
+from codesign.compress.narrow import narrow_candidate, narrow_wanted
 from codesign.compress.prune import METHODS as PRUNE_METHODS, polynomial_schedule, prune_weights, scores
 from codesign.compress.qat import Precision
 from codesign.compress.qcnn import QCNN, assign_types, equalize_if_better, is_cnn, network_from_qcnn, qcnn_from_network
@@ -46,6 +47,7 @@ from codesign.importers.data import Dataset, check_fits, shaped_for
 from codesign.progress import SILENT, Reporter
 
 METHODS = (*PRUNE_METHODS, DIGITS)  # digits: the hardware ranking, plus rounding single weights to fewer CSD digits
+NARROW_METHODS = ("hardware", DIGITS)  # the searches that may take a narrow start; the baselines stay pure pruning
 PRECISIONS = (Precision(3, 6, 10), Precision(4, 6, 10), Precision(4, 8, 12), Precision(6, 8, 12), Precision(8, 10, 14))
 
 
@@ -398,6 +400,10 @@ def _compress(net: Network, data: Dataset, budget: Budget, method: str, seed: in
                 tied = [c for c in fitting if c[1] is not best[1] and _level(c[0], best[0], len(data.y_val), data.task)]
                 best = _refine(ctx, teacher, best, len(precisions), schedule, history, tied)
                 bar.advance(info=f"{best[2].weight_bits}b weights refined: val {best[0]:.3f}")
+            if method in NARROW_METHODS and _fold_ii(best[1]) == 1 and narrow_wanted(
+                    best[1], best[0], teacher, score(teacher, data.X_val, data.y_val, data.task), data.task):
+                bar.advance(0, info=f"{best[2].weight_bits}b weights: training a narrower dense network")
+                best = _narrow(ctx, teacher, best, schedule, history)
     if best is None:
         cheapest = min((h["cost"] for h in history), key=lambda c: c.get(binding_resource(c, limits), 0))
         res = binding_resource(cheapest, limits)
@@ -515,6 +521,27 @@ def _refine(ctx: _Search, teacher: QCNN, best: tuple, k: int, sch: Schedule, his
         return best
     top = refined[0] if len(refined) == 1 else max(refined, key=lambda c: (c[0], -_val_loss(c[1], ctx.data)))
     return top if top[0] >= best[0] else best
+
+
+def _narrow(ctx: _Search, teacher: QCNN, best: tuple, sch: Schedule, history: list[dict[str, Any]]) -> tuple:
+    """``best`` or a narrower dense network trained from scratch at its precision on the refine's epochs
+    (``narrow``), whichever validates better (``best`` on a tie)."""
+    prec, before = best[2], ctx.spent[0]
+    long = sch.scaled(sch.refine)
+    epochs = long.epochs + long.finetune_epochs * long.prune_steps + long.final_epochs
+
+    def trim(model: QCNN) -> dict[str, int]:
+        return _trim(ctx, model, prec, ctx.cost(model), sch, ctx.seed + SEED_TRIM + 900)
+
+    model, cost, info = narrow_candidate(ctx, teacher, prec, epochs, trim)
+    val = score(model, ctx.data.X_val, ctx.data.y_val, ctx.data.task) if fits(cost, ctx.aim) else None
+    history.append({"precision": _prec_dict(prec), "narrow": {"scale": info.scale, "widths": list(info.widths),
+                    "probe_ratio": info.probe_ratio}, "fits": val is not None, "cost": cost,
+                    "epochs": ctx.spent[0] - before, **({"val": val} if val is not None else {})})
+    if val is not None and val > best[0]:
+        model.fold_ii, model.fold = 1, None
+        return val, model, prec, cost
+    return best
 
 
 def _reached_teacher(val: float, teacher: QCNN, data: Dataset) -> bool:

@@ -1,0 +1,160 @@
+"""A narrower dense start: the search's candidate for budgets where pruning leaves too little.
+
+At the smallest budgets the search prunes 85-90 % of a trained MLP's weights, and a dense network of
+the same depth with every hidden layer narrowed alike, trained from random weights at the same
+precision and distilled from the same float network, can score higher (bench/methods.py's
+``scratch``: bn-64-64-32 at 2,500 LUTs +2.2 pt, the jet tagger at 5,000 +1.1 pt, one seed each).
+``compress`` therefore trains one such network when its best candidate keeps under ``NARROW_KEPT`` of
+the float network's weights and validates ``NARROW_GAP`` or more below it, and keeps whichever
+validates better. The widths come from the cost model: the widest scale whose network fits the
+search's aim, corrected by a short probe run for the weights that training at low precision rounds to
+zero, or the larger weights it keeps where the float network's were small (either way the trained
+network's price differs from the one its width was chosen by).
+
+Multilayer perceptrons only (a chain of Dense stages): a CNN's channels are not narrowed here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import torch
+
+from codesign.compress.channels import shrink
+from codesign.compress.cost import fits, network_cost, total_cost
+from codesign.compress.qat import Precision, QDense
+from codesign.compress.qcnn import QCNN, assign_types, network_from_qcnn
+
+if TYPE_CHECKING:  # search imports this module; its context is only a type here
+    from codesign.compress.search import _Search
+
+NARROW_KEPT = 0.25  # the best candidate keeps under this fraction of the float network's weights ...
+NARROW_GAP = 0.01  # ... and validates at least this far below it (accuracy; any gap for a regression)
+FLOAT_SHARE = 0.3  # of the narrow network's epochs, trained in float first so QAT starts from sensible ranges
+PROBE_SHARE = 0.2  # the probe run that measures how much cheaper trained weights are than the teacher's
+LR_NARROW = (3e-3, 1e-3, 5e-4)  # Adam, stepped down at 60 % and 85 % of the QAT epochs
+SEED_NARROW = 3000
+
+
+@dataclass(frozen=True)
+class Narrow:
+    """What the narrow start tried: its width scale, widths, epochs and validation score."""
+
+    scale: float
+    widths: tuple[int, ...]
+    epochs: int
+    probe_ratio: float
+
+
+def narrowable(teacher: QCNN) -> bool:
+    """Whether the network is a chain of Dense stages (what this module narrows)."""
+    return all(isinstance(s, QDense) for s in teacher.stages) and all(
+        src == (i - 1,) for i, src in enumerate(teacher.sources))
+
+
+def kept_fraction(model: QCNN, teacher: QCNN) -> float:
+    """Nonzero weights of a candidate over the float network's weights."""
+    kept = sum(float(s.mask.sum()) for s in model.weighted())
+    return kept / max(sum(s.weight.numel() for s in teacher.weighted()), 1)
+
+
+def narrow_wanted(model: QCNN, val: float, teacher: QCNN, teacher_val: float, task: str) -> bool:
+    """Whether the best candidate is pruned hard enough, and far enough below float, to try a narrow start."""
+    gap = teacher_val - val
+    return narrowable(teacher) and kept_fraction(model, teacher) < NARROW_KEPT and (
+        gap >= NARROW_GAP if task == "classification" else gap > 0)
+
+
+def narrowed(teacher: QCNN, scale: float, seed: int, init: str = "random") -> QCNN:
+    """The teacher's chain with every hidden width times ``scale`` (at least 2), dense. ``init="teacher"``
+    takes the teacher's first neurons (weights with a trained network's statistics: what the cost model
+    prices before training); ``"random"`` torch's default initialisation."""
+    widths = [s.weight.shape[1] for s in teacher.stages]
+    ws = [max(2, round(w * scale)) for w in widths[:-1]] + [widths[-1]]
+    torch.manual_seed(seed)
+    stages, n_in = [], teacher.stages[0].weight.shape[0]
+    for w, t in zip(ws, teacher.stages):
+        if init == "teacher":
+            W = t.weight.detach().numpy()[:n_in, :w]
+            b = t.bias.detach().numpy()[:w]
+        else:
+            lin = torch.nn.Linear(n_in, w, dtype=torch.float64)
+            W, b = lin.weight.detach().numpy().T.copy(), lin.bias.detach().numpy().copy()
+        st = QDense(t.name, W, b, np.ones_like(W))
+        st.relu = t.relu
+        if hasattr(t, "relu_name"):
+            st.relu_name = t.relu_name
+        stages.append(st)
+        n_in = w
+    return QCNN(stages, teacher.input_shape, None, teacher.head)
+
+
+def widest_scale(priced: Callable[[float], dict[str, int]], aim: dict[str, int], ratio: float) -> float:
+    """The widest scale in (0, 1] whose price, LUTs and FFs times ``ratio``, fits ``aim`` (bisection to 1/256)."""
+    def ok(s: float) -> bool:
+        c = priced(s)
+        return fits({k: int(v * ratio) if k in ("lut", "ff") else v for k, v in c.items()}, aim)
+
+    if ok(1.0):
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(8):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
+def train_narrow(ctx: "_Search", model: QCNN, prec: Precision, epochs: int, seed: int) -> None:
+    """Float first, then QAT in chunks with the types re-sized to the moving weights between them; a weight
+    that rounded to zero may grow back (nothing is pruned here)."""
+    f_ep = max(1, int(epochs * FLOAT_SHARE))
+    ctx.train(model, f_ep, LR_NARROW[0], seed)
+    spent, chunk = f_ep, 0
+    while spent < epochs:
+        n = min(max(10, (epochs - f_ep) // 8), epochs - spent)
+        _unmask(model)
+        assign_types(model, prec, ctx.data.X_train)
+        lr = LR_NARROW[0] if spent < epochs * 0.6 else LR_NARROW[1] if spent < epochs * 0.85 else LR_NARROW[2]
+        ctx.train(model, n, lr, seed + 11 + chunk)
+        spent, chunk = spent + n, chunk + 1
+    _unmask(model)
+    assign_types(model, prec, ctx.data.X_train)
+
+
+def _unpipelined(ctx: "_Search", model: QCNN) -> dict[str, int]:
+    net = shrink(network_from_qcnn(model, "narrow", {}))
+    return total_cost(network_cost(net, ctx.budget.board, ctx.mapping, clock_mhz=0))
+
+
+def _unmask(model: QCNN) -> None:
+    with torch.no_grad():
+        for st in model.stages:
+            st.mask.fill_(1.0)
+
+
+def narrow_candidate(ctx: "_Search", teacher: QCNN, prec: Precision, epochs: int,
+                     trim: Callable[[QCNN], dict[str, int]]) -> tuple[QCNN, dict[str, int], Narrow]:
+    """A dense narrower network trained on ``epochs`` (the probe's included) at ``prec``, trimmed by ``trim``
+    (the search's pruning to its aim) if it still ends above; with its cost and what was tried."""
+    x = ctx.data.X_train[:512]
+
+    def priced(s: float) -> dict[str, int]:  # unpipelined: the bisection's many prices stay cheap; trim corrects
+        m = narrowed(teacher, s, ctx.seed, init="teacher")
+        assign_types(m, prec, x)
+        return _unpipelined(ctx, m)
+
+    s0 = widest_scale(priced, ctx.aim, 1.0)
+    probe_ep = max(10, int(epochs * PROBE_SHARE))
+    probe = narrowed(teacher, s0, ctx.seed)
+    train_narrow(ctx, probe, prec, probe_ep, ctx.seed + SEED_NARROW)
+    ratio = _unpipelined(ctx, probe).get("lut", 1) / max(priced(s0).get("lut", 1), 1)
+    scale = widest_scale(priced, ctx.aim, ratio)
+    model = narrowed(teacher, scale, ctx.seed)
+    train_narrow(ctx, model, prec, max(epochs - probe_ep, 10), ctx.seed + SEED_NARROW + 50)
+    cost = ctx.cost(model)
+    if not fits(cost, ctx.aim):
+        cost = trim(model)
+    widths = tuple(int(s.weight.shape[1]) for s in model.stages)
+    return model, cost, Narrow(round(scale, 3), widths, epochs, round(ratio, 3))
