@@ -6,12 +6,13 @@ partial registers are the emitter's, not guesses. Flip-flops are counted from th
 priced per bit of each part with coefficients fitted against Yosys (``bench/folding.py``, xc7; other
 families use xc7's LUT prices and their own memory geometry, marked ``calibrated: False``).
 
-Memories: the weight ROM is ``C`` words (the cycles per vector) of ``word_bits``. As LUTs (Yosys's own choice
-for these shallow ROMs on xc7, ``memory="auto"``) a bit takes one LUT per 64 words (LUT6) or 16 (LUT4
-families) and the read register one FF; as block RAM (``memory="block"``) the word is cut into the
-family's widest port (xc7 RAMB18E1: 36 bits x 512; ECP5 DP16KD and Gowin's BSRAM: 36 x 512; Cyclone V
-M10K: 40 x 256; iCE40 SB_RAM40_4K: 16 x 256). ``bram`` is counted as the synthesis counts do: in RAMB36
-(two RAMB18) on AMD parts, in blocks elsewhere.
+Memories: the weight ROM is ``C`` words (the cycles per vector) of ``word_bits``. In logic (``memory="auto"``
+up to ``AUTO_BLOCK_DEPTH`` words, Yosys's own choice for these shallow ROMs) a live bit costs ``ROM_LUTS`` (measured
+per depth) and its read register one FF; as block RAM (``memory="block"``, and Yosys's choice for deeper ROMs)
+the word is cut into the family's widest port (xc7 RAMB18E1: 36 bits x 512; ECP5 DP16KD and Gowin's BSRAM:
+36 x 512; Cyclone V M10K: 40 x 256; iCE40 SB_RAM40_4K: 16 x 256). ``bram`` is counted as the synthesis counts
+do: in RAMB36 (two RAMB18) on AMD parts, in blocks elsewhere. An input group's N:1 select costs ``SELECT_LUTS``
+per bit (measured per N).
 
 A multiplier is a DSP when the family's DSP rule (``codesign.families``: Yosys's minimum operand and
 product widths) holds and DSPs are allowed; else a LUT multiplier, priced per partial-product bit.
@@ -35,40 +36,73 @@ from codesign.core.reference import exact_accum_type
 from codesign.errors import LayerError
 from codesign.families import FAMILIES
 
-# LUT per unit of each part, fitted on xc7 by ``bench/folding.py --fit`` (non-negative least squares on the
-# relative error over 24 Yosys runs: the digits MLP at R = 4, 16, 64, 256 and two random networks at R = 2, 4,
-# 8, 32, each with and without DSPs; LUT error -19 % to +23 %, mean |error| 8 %, bench/results/folding.json).
-# An array multiplier in LUTs is (weight bits - 1) adders of the product's width; a DSP unit's accumulator
-# stays in LUTs beside it. A zero price: the fit gives that part no LUTs beyond what the other prices already
-# cover (the features are correlated; 24 runs do not separate them); the FFs are the structure's.
+# LUTs per bit of the two parts whose size, not their bit count, sets their logic, each synthesized alone in the
+# emitter's form (``bench/calibrate_fold.py --micro``, synth_xilinx; xc7 and xcup give the same counts,
+# bench/results/calibrate_fold.json): an N:1 input select (a case over registered inputs), by N, and one bit of a
+# ROM of D random words with a registered read, by D. Between the points: linear; past the last: in proportion.
+SELECT_LUTS = ((1, 0.0), (2, 1.0), (3, 2.0), (4, 2.0), (5, 2.0), (6, 3.0), (8, 3.0), (9, 4.0), (12, 5.0), (16, 6.0),
+               (17, 10.0), (24, 11.0), (32, 14.0), (33, 14.0), (48, 22.0), (64, 28.0), (65, 30.0), (100, 44.0),
+               (128, 54.0), (192, 83.0), (256, 102.0))
+ROM_LUTS = ((1, 0.0), (2, 0.0), (4, 0.0625), (8, 0.8125), (16, 1.0), (64, 1.0), (65, 1.0), (96, 3.0), (128, 3.0),
+            (160, 5.0), (192, 5.0), (256, 6.0))
+# deeper and at least as wide, Yosys's memory="auto" maps a ROM to block RAM (measured: 288, 320, 352 x 32 and
+# 300 x 200 words x bits in block RAM; 257 x 32 and 300 x 8 in LUTs)
+AUTO_BLOCK_DEPTH, AUTO_BLOCK_WIDTH = 256, 32
+LUT4_FAMILIES = ("ecp5", "gowin", "ice40")  # not measured: a LUT4 holds a quarter of a LUT6's ROM and half its select
+
+# LUT per unit of each feature, fitted by ``bench/calibrate_fold.py --fit`` (non-negative least squares on the
+# relative error over single folded layers on xcup and xc7 and bench/folding.py's networks on xc7, with and
+# without DSPs; bench/results/calibrate_fold.json). "select" and "rom" are the measured LUTs of those parts alone
+# (SELECT_LUTS, ROM_LUTS), priced by what they cost in a layer. An array multiplier in LUTs is (weight bits - 1)
+# adders of the product's width; a DSP unit's accumulator stays in LUTs beside it. A zero price: the fit gives
+# that part no LUTs beyond what the other prices already cover; the FFs are the structure's.
 LUT_PER = {
-    "mult_bit": 1.115,  # per product bit per weight bit beyond the first, of a LUT multiplier
-    "acc_bit": 1.667,  # per accumulator bit of a LUT-multiplier unit (its adder, the clear, the product's sum)
-    "dsp_acc_bit": 1.86,  # per accumulator bit of a DSP unit
-    "mux_bit": 0.522,  # per input bit per extra input of a unit group's input multiplexer
-    "rom_bit": 1.635,  # per live ROM bit per LUT's depth (the ROM built in logic)
-    "partial_add_bit": 0.232,  # adding an output's partials and its bias, per operand bit
+    "mult_pp": 2.379,  # per partial-product bit (input bits x weight bits) of a LUT multiplier
+    "mult_bit": 3.811,  # per product bit of a LUT multiplier (its last adder and sign extension)
+    "acc_bit": 0.0,  # per accumulator bit of a LUT-multiplier unit (its adder, the clear, the product's sum)
+    "dsp_acc_bit": 1.902,  # per accumulator bit of a DSP unit
+    "select": 0.778,  # per LUT of the input selects measured alone
+    "rom": 1.227,  # per LUT of the live ROM bits measured alone
+    "partial_add_bit": 0.369,  # adding an output's partials and its bias, per operand bit
     "out_bit": 0.0,  # rounding and saturation per output bit, when the result type is not the exact sum's
     "relu_bit": 0.0,  # a ReLU after the layer, per output bit
-    "control": 7.435,  # counter, busy/valid and the partials' write enables
+    "control": 0.0,  # counter, busy/valid and the partials' write enables
 }
 CALIBRATED = ("xc7", "xcup")
+# where a DSP unit's product register stays in flip-flops: Yosys packs it into the DSP48E1 on xc7 but not into the
+# DSP48E2 on xcup (bench/results/calibrate_fold.json: on xcup the layers have the same FFs with and without DSPs)
+DSP_PRODUCT_IN_FABRIC = ("xcup",)
 # per family: (LUT inputs, block RAM port width, depth at that width, blocks counted per block used)
 MEMORY = {"xc7": (6, 36, 512, 0.5), "xcup": (6, 36, 512, 0.5), "ecp5": (4, 36, 512, 1.0),
           "gowin": (4, 36, 512, 1.0), "cyclonev": (6, 40, 256, 1.0), "ice40": (4, 16, 256, 1.0)}
 
 
+def _measured(table: tuple[tuple[int, float], ...], n: float) -> float:
+    last_n, last = table[-1]
+    if n >= last_n:
+        return last * n / last_n
+    for (n0, v0), (n1, v1) in zip(table, table[1:]):
+        if n <= n1:
+            return v0 + (v1 - v0) * (n - n0) / (n1 - n0)
+    return 0.0
+
+
+def select_luts(n: int, family: str) -> float:
+    """LUTs per bit of an N:1 input select (``SELECT_LUTS``)."""
+    return _measured(SELECT_LUTS, n) * (2 if family in LUT4_FAMILIES else 1)
+
+
 def memory_cost(depth: int, width: int, family: str, memory: str = "auto") -> dict[str, float]:
-    """A ROM of ``depth`` words of ``width`` bits with a registered read: as LUTs ("auto"/"logic") or block RAM."""
+    """A ROM of ``depth`` words of ``width`` bits with a registered read: as LUTs ("auto"/"logic") or block RAM;
+    ``lut`` is the LUTs of its bits measured alone (``ROM_LUTS``), before ``LUT_PER["rom"]``."""
     k, port, deep, per_block = MEMORY[family]
     if depth <= 1:  # a constant word: wires
         return {"lut": 0.0, "ff": 0.0, "bram": 0.0}
-    if memory == "block":
+    if memory == "block" or (memory == "auto" and depth > AUTO_BLOCK_DEPTH and width >= AUTO_BLOCK_WIDTH):
         blocks = math.ceil(width / port) * math.ceil(depth / deep)
         return {"lut": 0.0, "ff": 0.0, "bram": blocks * per_block}
-    per_bit = math.ceil(depth / 2 ** k)
-    per_bit += per_bit - 1 if per_bit > 1 else 0  # the mux over the LUTs' outputs
-    return {"lut": LUT_PER["rom_bit"] * per_bit * width, "ff": float(width), "bram": 0.0}
+    per_bit = _measured(ROM_LUTS, depth * (4 if family in LUT4_FAMILIES else 1))
+    return {"lut": per_bit * width, "ff": float(width), "bram": 0.0}
 
 
 def _is_dsp(a_bits: int, w_bits: int, p_bits: int, family: str, dsp: bool) -> bool:
@@ -90,16 +124,21 @@ def plan_features(plan: LayerPlan, layer: Dense, x_lo: list[int], x_hi: list[int
     f["control"] = 1.0
     ff = n_dsp = 0.0
     for sel in plan.selects:  # one multiplexer per input group
-        f["mux_bit"] += max(signed_width(x_lo[i], x_hi[i]) for i in sel) * (len(sel) - 1)
+        f["select"] += max(signed_width(x_lo[i], x_hi[i]) for i in sel) * select_luts(len(sel), family)
+    # the weight a unit multiplies by is one of C words read at the counter: synthesis sees that through the ROM (its
+    # read register moves to the address), so a LUT multiplier is as wide as the counter's bits, not the weight's
+    rom_bits = max((plan.cycles - 1).bit_length(), 1) + 1
     for u in range(plan.units):
         aw = max(signed_width(x_lo[i], x_hi[i]) for i in plan.selects[plan.group[u]])
         pw = signed_width(*plan.prod_range[u])
         accw = max(signed_width(*plan.acc_range[u]), pw)
         if _is_dsp(aw, plan.weight_bits, pw, family, dsp):
-            n_dsp += 1  # the product register sits in the DSP, and Yosys packs the accumulator's adder there
+            n_dsp += 1
             f["dsp_acc_bit"] += accw
+            ff += pw if family in DSP_PRODUCT_IN_FABRIC else 0
         else:
-            f["mult_bit"] += pw * (plan.weight_bits - 1)
+            f["mult_pp"] += aw * min(plan.weight_bits, rom_bits)
+            f["mult_bit"] += pw
             f["acc_bit"] += accw
             ff += pw
         ff += accw + 1  # the accumulator and the first-item bit
@@ -118,9 +157,11 @@ def plan_features(plan: LayerPlan, layer: Dense, x_lo: list[int], x_hi: list[int
     out_bits = out_type.width - (1 if relu and out_type.signed else 0)  # after a ReLU the sign bit is constant
     ff += out_bits * n_out + 2 * cw + 4  # the output register, the counter and its copy, valid/busy/done
     # built in logic, a ROM keeps only its live bits (a constant or repeated bit is no LUT and no FF)
-    width = plan.word_bits if memory == "block" else live_columns(plan)
+    width = live_columns(plan)
+    if memory == "block" or (memory == "auto" and plan.cycles > AUTO_BLOCK_DEPTH and width >= AUTO_BLOCK_WIDTH):
+        width = plan.word_bits  # a block RAM stores every bit
     mem = memory_cost(plan.cycles, width, family, memory)
-    f["rom_bit"] = mem["lut"] / LUT_PER["rom_bit"]
+    f["rom"] = mem["lut"]
     return {**f, "ff": ff + mem["ff"], "dsp": n_dsp, "bram": mem["bram"]}
 
 
