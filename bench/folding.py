@@ -192,7 +192,8 @@ def ours_on(board: str) -> dict | None:
     p = ROOT / "bench" / "results" / "folding_mlp.json"
     rows = json.loads(p.read_text()).get("rows", []) if p.is_file() else []
     row = next((r for r in rows if r.get("board") == board), None)
-    return None if row is None else {k: row.get(k) for k in ("ii", "reuse", "synth", "analytic", "cosim", "budget")}
+    keys = ("ii", "reuse", "latency", "synth", "analytic", "analytic_now", "cosim", "budget", "stage_synthesis")
+    return None if row is None else {k: row.get(k) for k in keys}
 
 
 def main() -> None:
