@@ -71,7 +71,6 @@ def stage_synthesis(out: Path, family: str = "xcup", cached_only: bool = False) 
 
     stages, missing = {}, []
     for name, sn in stage_networks(Network.load(out)):
-        t0 = time.perf_counter()
         d = emit_folded_verilog(sn, None)
         key = cache_key(find_yosys().version, synth_command(family, d.top, True), FAST_ABC9_SCRIPT, d.verilog)
         if cached_only and cached(key) is None:
@@ -79,7 +78,7 @@ def stage_synthesis(out: Path, family: str = "xcup", cached_only: bool = False) 
             continue
         y = synthesize(d.verilog, d.top, family, dsp=True)
         m = network_folded_cost(sn, {l.name: l.reuse for l in sn.layers if hasattr(l, "reuse")}, family)
-        stages[name] = {"yosys": {k: y[k] for k in ("lut", "ff", "dsp", "bram")}, "seconds": round(time.perf_counter() - t0),
+        stages[name] = {"yosys": {k: y[k] for k in ("lut", "ff", "dsp", "bram")}, "seconds": y["seconds"],
                         "model": {k: m[k] for k in ("lut", "ff", "dsp", "bram")}}
         print(name, stages[name], flush=True)
     total = {w: {k: sum(v[w][k] for v in stages.values()) for k in ("lut", "ff", "dsp", "bram")} for w in ("yosys", "model")}
