@@ -113,7 +113,8 @@ def step_compress(art: Artifact, model: Any, data: str | None, budget: Budget, m
                 raise CodesignError("compression under a budget needs training data: pass --data")
             r = compress(net, ds, budget, method=method, seed=seed, input_type=t_in_given, progress=progress,
                          **(search or {}))
-            if synth and (r.network.metadata.get("fold") or {}).get("ii", 1) == 1:  # a fold is synthesized whole, later
+            # an MLP's fold is synthesized whole, later; a CNN's, folded or not, stage by stage, here and later
+            if synth and ((r.network.metadata.get("fold") or {}).get("ii", 1) == 1 or len(net.input_shape) > 1):
                 r = fit_on_synthesis(r, net, ds, budget, progress, (search or {}).get("schedule"))
                 if r.history and "tightened" in r.history[-1]:
                     notes.append(f"synthesis put the search's result over the budget (cost model off by "
