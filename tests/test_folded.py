@@ -112,14 +112,14 @@ def test_cost_model_folds_as_the_rtl(net):
 @pytest.mark.slow
 @pytest.mark.parametrize("dsp", [False, True])
 def test_cost_model_tracks_yosys_on_a_folded_network(net, dsp):
-    """An estimate: FF within 5 %, LUT within 25 %, DSP exact (the family's DSP rule)."""
+    """An estimate: FF within 5 %, LUT within 15 % (issue 32's bound; bench/calibrate_fold.py), DSP exact."""
     from rtl_sim.synth import synthesize
 
     d = emit_folded_verilog(net, 4)
     y = synthesize(d.verilog, d.top, "xc7", dsp=dsp)
     c = network_folded_cost(net, 4, "xc7", dsp=dsp)
     assert c["dsp"] == y["dsp"]
-    assert abs(c["ff"] / y["ff"] - 1) <= 0.05 and abs(c["lut"] / y["lut"] - 1) <= 0.25
+    assert abs(c["ff"] / y["ff"] - 1) <= 0.05 and abs(c["lut"] / y["lut"] - 1) <= 0.15
 
 
 @pytest.mark.slow
