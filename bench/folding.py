@@ -8,10 +8,11 @@ compression: 64-28-13-10, 842 nonzero 4-bit weights). Every layer gets the same 
 ``bench/results/folding.json``.
 
 Two random networks (``small``: the tests' 12-9-7-5, 8-bit inputs; ``mid``: 32-16-10) at R = 2, 4, 8, 32 join
-the digits rows as calibration points: ``--fit`` refits the cost model's LUT prices (``fold_cost.LUT_PER``,
-least squares on the relative error, non-negative) over every row and prints them with each row's error.
+the digits rows: ``--fit`` fits the cost model's LUT prices (``fold_cost.LUT_PER``, least squares on the relative
+error, non-negative) over these rows alone and prints them with each row's error. The shipped prices come from
+``bench/calibrate_fold.py``, which fits the random networks' rows here with single layers on xcup.
 
-``--hls4ml`` adds what hls4ml itself would choose for its 16-100^5-5 MLP on a board (``hls4ml`` in the results):
+``--hls4ml-only`` (and every full run) adds what hls4ml itself would choose for its 16-100^5-5 MLP on a board (``hls4ml`` in the results):
 the configuration ``hls4ml.utils.config_from_keras_model`` writes by default and the reuse factor each Dense keeps
 after the Vitis backend's own validation (``convert_from_keras_model``), the smallest reuse factors the backend
 accepts that keep every layer at most ``UNROLL_LIMIT`` multipliers, and their multiplier counts. hls4ml gives
