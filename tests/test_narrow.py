@@ -106,8 +106,9 @@ def test_the_baselines_never_train_a_narrow_start(small_float):
     assert not any("narrow" in h for h in r.history)
 
 
-def test_where_the_best_is_well_below_float_the_magnitude_ranking_is_tried_too(tight):
-    assert len([h for h in tight.history if h.get("ranking") == "magnitude"]) == 1
+def test_where_the_screened_best_is_well_below_float_the_magnitude_ranking_is_screened_too(tight):
+    screens = [h for h in tight.history if h.get("ranking") == "magnitude" and not h.get("refined")]
+    assert len(screens) == 1 and screens[0]["epochs"] < max(h["epochs"] for h in tight.history if h.get("refined"))
 
 
 def test_the_search_returns_the_candidate_that_validates_best_of_all_it_tried(tight):

@@ -181,7 +181,7 @@ class Schedule:
 
 
 CLEAR_DROP = 0.01  # a screened candidate this far below the best (validation accuracy) is past the peak
-RANKING_GAP = 0.01  # the best this far below the float network on validation: the magnitude ranking is tried too
+RANKING_GAP = 0.01  # the screened best this far below the float network on validation: the magnitude ranking is screened too
 
 # learning rates of the four kinds of training run (Adam)
 LR_QAT, LR_FINETUNE, LR_FINAL, LR_TRIM = 3e-3, 1e-3, 5e-4, 2e-4
@@ -399,12 +399,19 @@ def _compress(net: Network, data: Dataset, budget: Budget, method: str, seed: in
                 bar.advance(info=f"{best[2].weight_bits}b weights: val {best[0]:.3f} reached the float network's; not refined")
             else:
                 tied = [c for c in fitting if c[1] is not best[1] and _level(c[0], best[0], len(data.y_val), data.task)]
-                best = _refine(ctx, teacher, best, len(precisions), schedule, history, tied)
+                refine_ctx = ctx
+                if method == "hardware" and data.task == "classification" and (
+                        score(teacher, data.X_val, data.y_val, data.task) - best[0] >= RANKING_GAP):
+                    bar.advance(0, info=f"{best[2].weight_bits}b weights: screening the magnitude ranking")
+                    screened = _screen_magnitude(ctx, teacher, best, len(precisions), first, history)
+                    if screened[1] is not best[1]:
+                        best, tied, refine_ctx = screened, [], replace(ctx, method="magnitude")
+                n_before = len(history)
+                best = _refine(refine_ctx, teacher, best, len(precisions), schedule, history, tied)
+                for h in history[n_before:] if refine_ctx is not ctx else ():
+                    h["ranking"] = "magnitude"
                 bar.advance(info=f"{best[2].weight_bits}b weights refined: val {best[0]:.3f}")
             float_val = score(teacher, data.X_val, data.y_val, data.task)
-            if method == "hardware" and data.task == "classification" and float_val - best[0] >= RANKING_GAP:
-                bar.advance(0, info=f"{best[2].weight_bits}b weights: refining with weights ranked by magnitude")
-                best = _ranked_by_magnitude(ctx, teacher, best, len(precisions) + 1, schedule, history)
             if method in NARROW_METHODS and _fold_ii(best[1]) == 1 and narrow_wanted(
                     best[1], best[0], teacher, float_val, data.task):
                 bar.advance(0, info=f"{best[2].weight_bits}b weights: training a narrower dense network")
@@ -528,17 +535,17 @@ def _refine(ctx: _Search, teacher: QCNN, best: tuple, k: int, sch: Schedule, his
     return top if top[0] >= best[0] else best
 
 
-def _ranked_by_magnitude(ctx: _Search, teacher: QCNN, best: tuple, k: int, sch: Schedule,
-                         history: list[dict[str, Any]]) -> tuple:
-    """``best`` or its precision searched again from the float network on the refine's schedule with weights
-    pruned by magnitude (``prune.scores``' "magnitude"), whichever validates better (``best`` on a tie).
+def _screen_magnitude(ctx: _Search, teacher: QCNN, best: tuple, k: int, first: Schedule,
+                      history: list[dict[str, Any]]) -> tuple:
+    """``best`` or its precision screened again with weights pruned by magnitude (``prune.scores``'
+    "magnitude"), whichever validates better (``best`` on a tie); the refine then uses the winner's ranking.
 
     Which ranking wins depends on the network: loss per LUT lifted bn-64-64-32 at 2,500 LUTs from 66.7 to
     82.2 %, but on the digits MLP at 4-bit weights |w| won at 2,500 and 4,000 LUTs (docs/benchmarks/methods.md).
-    Validation decides, as it decides the precision; the extra run is spent only where the best candidate is
-    ``RANKING_GAP`` or more below the float network."""
+    Validation decides, as it decides the precision, on one more screen-length run, spent only where the
+    screened best is ``RANKING_GAP`` or more below the float network (where the refine runs anyway)."""
     prec, before = best[2], ctx.spent[0]
-    model, cost = _candidate(replace(ctx, method="magnitude"), copy.deepcopy(teacher), prec, k, sch.scaled(sch.refine))
+    model, cost = _candidate(replace(ctx, method="magnitude"), copy.deepcopy(teacher), prec, k, first)
     val = score(model, ctx.data.X_val, ctx.data.y_val, ctx.data.task) if fits(cost, ctx.aim) else None
     history.append({"precision": _prec_dict(prec), "ranking": "magnitude", "fits": val is not None,
                     "cost": cost, "epochs": ctx.spent[0] - before, "equalized": model.equalized,
