@@ -30,13 +30,18 @@ This module depends only on the IR and ``rtl_sim``'s emitters: it never imports 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from codesign.core.fixed import FixedType
 from codesign.core.fold import plan_layer, stream_pace
 from codesign.core.layers import Conv, Dense
 from codesign.core.network import Network
 from codesign.errors import BackendError
 from rtl_sim.folded import MEMORY_STYLES, folded_layer, hold
 from rtl_sim.verilog import Sig, _Emitter, _ident
+
+if TYPE_CHECKING:
+    from rtl_sim.stream import _Stage
 
 
 def stream_reuse(net: Network) -> dict[str, int]:
@@ -95,7 +100,7 @@ def make_pace(net: Network, pixels: int, memory: str = "auto") -> Pace:
     return Pace(stream_pace(net.layers, pixels), reuse, memory)
 
 
-def folded_kernel(e: _Emitter, pace: Pace, kern: Dense, x: list[Sig], x_type, ld: str
+def folded_kernel(e: _Emitter, pace: Pace, kern: Dense, x: list[Sig], x_type: FixedType, ld: str
                   ) -> tuple[list[Sig], int, str, int]:
     """A folded kernel (or Dense) on inputs ``x`` held from the cycle after ``ld`` for its C cycles: each output's
     exact sum, its fractional bits, the signal high when they are ready and C."""
@@ -106,8 +111,8 @@ def folded_kernel(e: _Emitter, pace: Pace, kern: Dense, x: list[Sig], x_type, ld
     return y, frac, done, plan.cycles
 
 
-def folded_dense_stage(e: _Emitter, blocks: list[str], si: int, st, v_in: str, x: list[Sig], pace: Pace,
-                       held: bool) -> tuple[str, list[Sig], object, dict, int]:
+def folded_dense_stage(e: _Emitter, blocks: list[str], si: int, st: _Stage, v_in: str, x: list[Sig], pace: Pace,
+                       held: bool) -> tuple[str, list[Sig], FixedType, dict, int]:
     """A Dense stage after the stream, folded: its input held at ``v_in`` (unless ``held``: a folded Dense's output
     register), the folded layer, its rounding and element-wise layers, and its output register loaded once per
     image. The valid, the values, their type, the fold and the stage's latency."""

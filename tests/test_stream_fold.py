@@ -62,6 +62,30 @@ def test_a_dense_tail_folded_over_the_image_keeps_the_parallel_throughput(tmp_pa
     assert res.bit_exact and res.ii == 36 and res.latency_cycles == d.latency
 
 
+def _two_dense_tail(seed: int = 4) -> Network:
+    """tiny_cnn with a Dense 4 -> ReLU -> Dense 3 -> Dense 3 tail: a folded Dense reading a folded one's held output,
+    then a parallel one after it."""
+    from codesign.core.fixed import FixedType
+    from codesign.core.layers import ReLU
+    from tests.builders import random_dense
+
+    rng = np.random.default_rng(seed)
+    base = tiny_cnn()
+    dense = [random_dense(rng, n, i, o, "ap_fixed<6,1>", biases=(-10, 10),
+                          result_type=FixedType(12, 5, True, "RND_CONV", "SAT")) for n, i, o in
+             (("fc2", 4, 3), ("fc3", 3, 3))]
+    layers = base.layers[:-1] + [ReLU("relu_fc"), dense[0], dense[1], base.layers[-1]]
+    return Network("tail_cnn", base.input_shape, layers, base.input_type)
+
+
+@pytest.mark.slow
+def test_folded_dense_layers_after_the_stream_read_each_others_held_outputs(tmp_path):
+    net = folded(_two_dense_tail(), {"conv2": 2, "fc": 40, "fc2": 9})
+    d, res = _cosim(net, tmp_path)
+    assert d.cycles_per_pixel == 2 and res.bit_exact, describe_mismatch(res)
+    assert (res.ii, res.latency_cycles) == (d.cycles_per_image, d.latency)
+
+
 def test_reuse_one_everywhere_is_the_parallel_design_unchanged():
     net = tiny_cnn()
     d = emit_stream_verilog(folded(net, {}))
