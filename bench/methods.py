@@ -1,18 +1,21 @@
 """Hardware-aware compression against the other ways to get a network of the same size.
 
-    python bench/methods.py [--cases digits-mlp bn-64-64-32 ...] [--workers 2] [--no-plot]
+    python bench/methods.py [--cases digits-mlp bn-64-64-32 ...] [--seeds 3] [--workers 2] [--no-plot]
 
-For each network and LUT budget (0 DSP, a PYNQ-Z2's xc7 fabric), four methods get the same
+For each network and LUT budget (0 DSP, fully parallel: `ii=1`, a PYNQ-Z2's xc7 fabric), the methods get the same
 budget and the same training budget (epochs over the training split):
 
-1. ``hardware``: our search as shipped (``codesign.compress``, its precisions and schedule);
+1. ``hardware``: our search as shipped (``codesign.compress``, its precisions and schedule; where its
+   screened best is 1 pt or more below float it also screens the magnitude ranking, and where the best
+   keeps under a quarter of the weights it also trains a narrower dense start: ``codesign/compress/narrow.py``);
 2. ``magnitude``: magnitude pruning + QAT at the precision (1) chose, the same search loop
    (polynomial schedule, fine-tuning, distillation) ranking weights by |w| instead of by
    importance per LUT: what the Keras/hls4ml pruning API does;
 3. ``structured``: whole neurons removed (same loop and precision);
 4. ``scratch``: a narrower network of the same shape (every hidden width scaled alike, dense),
    trained from random weights, float then QAT at (1)'s precision, distilled from the float
-   model like the others, its width chosen so the cost model puts it at the budget;
+   model like the others, its width chosen so the cost model puts it at the budget (the search's
+   narrow start, ``narrow.narrow_candidate``, on all of (1)'s epochs);
 5. ``digits``: the search of (1) with per-weight widths (``method="digits"``, its own precision
    choice and schedule, as (1)): besides pruning, it rounds single weights to fewer CSD digits,
    ranked with the pruning by loss per LUT (codesign/compress/digits.py).
@@ -23,7 +26,10 @@ the table gives accuracy and Yosys LUTs per budget and method, the plot accuracy
 LUTs. Networks: the built-in ``digits-mlp``, two PyTorch MLPs with BatchNorm trained here
 (64-64-32-10 and the issue's 64-48-24-10) on digits (accuracy on its 360-image test split),
 and hls4ml's float jet tagger (argmax agreement with the float model on held-out random
-inputs, as bench/quality.py). Writes bench/results/methods.{json,md,png}.
+inputs, as bench/quality.py). With ``--seeds N`` every method runs on seeds 0..N-1 (the same seeds
+for every method) and the table gives mean ± standard deviation per cell; ours against the best other
+method is a win or a loss only outside one standard deviation of the paired per-seed difference.
+Writes bench/results/methods.{json,md,png} (``--name``).
 """
 
 from __future__ import annotations
