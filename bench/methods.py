@@ -35,13 +35,13 @@ Writes bench/results/methods.{json,md,png} (``--name``).
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
-import multiprocessing as mp
+import contextlib
 import time
 
 import numpy as np
 
 from _common import MODELS, ROOT, machine, write_results
+from codesign import jobs
 
 BOARD = "pynq-z2"
 METHODS = ("hardware", "magnitude", "structured", "scratch", "digits")
@@ -313,7 +313,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    ap.add_argument("--workers", type=int, default=2, help="budget points compressed at once (one CPU each)")
+    ap.add_argument("--workers", type=int, default=2, help="budget points compressed at once on local processes (one CPU each)")
+    ap.add_argument("--cluster", default=None, help="local (default), ray, auto or ray://HOST:PORT: where the points run")
     ap.add_argument("--budgets", nargs="+", type=int, help="LUT budgets instead of each case's own")
     ap.add_argument("--name", default="methods", help="results file name (bench/results/NAME.{json,md,png})")
     ap.add_argument("--seed", type=int, default=SEED, help="the searches' seed (every method)")
@@ -337,13 +338,16 @@ def main() -> None:
         elif not args.report:
             todo.append((c, lut, sd))
     print(f"{len(points) - len(todo)} points from earlier runs, {len(todo)} to compute", flush=True)
-    with cf.ProcessPoolExecutor(max(1, args.workers), mp_context=mp.get_context("spawn")) as ex:
-        futs = {ex.submit(run_point, c, lut, tuple(args.methods), sd): sd for c, lut, sd in todo}
-        for i, f in enumerate(cf.as_completed(futs)):
-            point = f.result()
+    with _executor(args.cluster, args.workers) as ex:  # the toolkit's job layer: local processes or Ray
+        for c, lut, sd in todo:
+            ex.submit(jobs.Job(f"{c}-{lut}-seed{sd}", run_point, (c, lut, tuple(args.methods), sd), tag=sd))
+        for i, o in enumerate(ex.as_completed()):
+            if not o.ok:
+                raise SystemExit(f"point {o.job.name} failed: {o.error}")
+            point = o.value
             synthesize(point)  # at once, so an interrupted run keeps every finished point
-            _save_point(point, futs[f])
-            rows += [{**r, "seed": futs[f]} for r in point]
+            _save_point(point, o.job.tag)
+            rows += [{**r, "seed": o.job.tag} for r in point]
             print(f"[{i + 1}/{len(todo)} points, {time.perf_counter() - t0:.0f} s]", flush=True)
     compress_s = time.perf_counter() - t0
     rows = [r for r in rows if r["method"] in args.methods]
@@ -358,6 +362,21 @@ def main() -> None:
         plot(rows, res / f"{args.name}.png")
     write_results(args.name, t0, board=BOARD, compress_seconds=round(compress_s, 1), rows=rows,
                   datapath=_datapath())
+
+
+@contextlib.contextmanager
+def _executor(cluster: str | None, workers: int):
+    """``codesign.jobs.executor`` for ``cluster``; on local processes at most ``workers`` points at once (each
+    compression trains on one thread: the job layer sizes its thread pools to its one CPU)."""
+    if jobs.parse_cluster(cluster) is not None:
+        with jobs.executor(cluster) as ex:
+            yield ex
+        return
+    ex = jobs.Executor(jobs.LocalProcesses(max(1, workers)))
+    try:
+        yield ex
+    finally:
+        ex.close()
 
 
 def _point_file(case: str, lut: int, seed: int = SEED):
