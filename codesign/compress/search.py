@@ -395,27 +395,7 @@ def _compress(net: Network, data: Dataset, budget: Budget, method: str, seed: in
                 bar.advance(info="past the best precision")
                 break
         if multi and best is not None:
-            if _reached_teacher(best[0], teacher, data):
-                bar.advance(info=f"{best[2].weight_bits}b weights: val {best[0]:.3f} reached the float network's; not refined")
-            else:
-                tied = [c for c in fitting if c[1] is not best[1] and _level(c[0], best[0], len(data.y_val), data.task)]
-                refine_ctx = ctx
-                if method == "hardware" and data.task == "classification" and (
-                        score(teacher, data.X_val, data.y_val, data.task) - best[0] >= RANKING_GAP):
-                    bar.advance(0, info=f"{best[2].weight_bits}b weights: screening the magnitude ranking")
-                    screened = _screen_magnitude(ctx, teacher, best, len(precisions), first, history)
-                    if screened[1] is not best[1]:
-                        best, tied, refine_ctx = screened, [], replace(ctx, method="magnitude")
-                n_before = len(history)
-                best = _refine(refine_ctx, teacher, best, len(precisions), schedule, history, tied)
-                for h in history[n_before:] if refine_ctx is not ctx else ():
-                    h["ranking"] = "magnitude"
-                bar.advance(info=f"{best[2].weight_bits}b weights refined: val {best[0]:.3f}")
-            float_val = score(teacher, data.X_val, data.y_val, data.task)
-            if method in NARROW_METHODS and _fold_ii(best[1]) == 1 and narrow_wanted(
-                    best[1], best[0], teacher, float_val, data.task):
-                bar.advance(0, info=f"{best[2].weight_bits}b weights: training a narrower dense network")
-                best = _narrow(ctx, teacher, best, schedule, history)
+            best = _after_screen(ctx, teacher, best, fitting, len(precisions), schedule, first, history, bar)
     if best is None:
         cheapest = min((h["cost"] for h in history), key=lambda c: c.get(binding_resource(c, limits), 0))
         res = binding_resource(cheapest, limits)
@@ -533,6 +513,35 @@ def _refine(ctx: _Search, teacher: QCNN, best: tuple, k: int, sch: Schedule, his
         return best
     top = refined[0] if len(refined) == 1 else max(refined, key=lambda c: (c[0], -_val_loss(c[1], ctx.data)))
     return top if top[0] >= best[0] else best
+
+
+def _after_screen(ctx: _Search, teacher: QCNN, best: tuple, fitting: list[tuple], k: int, sch: Schedule,
+                  first: Schedule, history: list[dict[str, Any]], bar: Any) -> tuple:
+    """The screened best refined (``_refine``), with the extra candidates spent only where the validation gap
+    is: none once it reaches the float network; the magnitude ranking screened too 1 pt or more below it
+    (``_screen_magnitude``); a narrower dense start where it keeps under a quarter of the weights (``_narrow``)."""
+    data = ctx.data
+    float_val = score(teacher, data.X_val, data.y_val, data.task)
+    if _reached_teacher(best[0], teacher, data):
+        bar.advance(info=f"{best[2].weight_bits}b weights: val {best[0]:.3f} reached the float network's; not refined")
+        return best
+    tied = [c for c in fitting if c[1] is not best[1] and _level(c[0], best[0], len(data.y_val), data.task)]
+    refine_ctx = ctx
+    if ctx.method == "hardware" and data.task == "classification" and float_val - best[0] >= RANKING_GAP:
+        bar.advance(0, info=f"{best[2].weight_bits}b weights: screening the magnitude ranking")
+        screened = _screen_magnitude(ctx, teacher, best, k, first, history)
+        if screened[1] is not best[1]:
+            best, tied, refine_ctx = screened, [], replace(ctx, method="magnitude")
+    n_before = len(history)
+    best = _refine(refine_ctx, teacher, best, k, sch, history, tied)
+    for h in history[n_before:] if refine_ctx is not ctx else ():
+        h["ranking"] = "magnitude"
+    bar.advance(info=f"{best[2].weight_bits}b weights refined: val {best[0]:.3f}")
+    if ctx.method in NARROW_METHODS and _fold_ii(best[1]) == 1 and narrow_wanted(best[1], best[0], teacher, float_val,
+                                                                                   data.task):
+        bar.advance(0, info=f"{best[2].weight_bits}b weights: training a narrower dense network")
+        best = _narrow(ctx, teacher, best, sch, history)
+    return best
 
 
 def _screen_magnitude(ctx: _Search, teacher: QCNN, best: tuple, k: int, first: Schedule,
