@@ -117,4 +117,4 @@ def test_the_search_returns_the_candidate_that_validates_best_of_all_it_tried(ti
 
     d = load_dataset("digits", 1)
     vals = [h["val"] for h in tight.history if "val" in h]
-    assert score(tight.model, d.X_val, d.y_val, d.task) == pytest.approx(max(vals))
+    assert score(tight.model, d.X_val, d.y_val, d.task) == max(vals)  # the same model, the same sum

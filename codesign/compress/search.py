@@ -181,7 +181,7 @@ class Schedule:
 
 
 CLEAR_DROP = 0.01  # a screened candidate this far below the best (validation accuracy) is past the peak
-RANKING_GAP = 0.01  # the screened best this far below the float network on validation: the magnitude ranking is screened too
+RANKING_GAP = 0.01  # the screened best this far below float on validation: the magnitude ranking is screened too
 
 # learning rates of the four kinds of training run (Adam)
 LR_QAT, LR_FINETUNE, LR_FINAL, LR_TRIM = 3e-3, 1e-3, 5e-4, 2e-4
@@ -522,7 +522,7 @@ def _after_screen(ctx: _Search, teacher: QCNN, best: tuple, fitting: list[tuple]
     (``_screen_magnitude``); a narrower dense start where it keeps under a quarter of the weights (``_narrow``)."""
     data = ctx.data
     float_val = score(teacher, data.X_val, data.y_val, data.task)
-    if _reached_teacher(best[0], teacher, data):
+    if _reached_teacher(best[0], float_val):
         bar.advance(info=f"{best[2].weight_bits}b weights: val {best[0]:.3f} reached the float network's; not refined")
         return best
     tied = [c for c in fitting if c[1] is not best[1] and _level(c[0], best[0], len(data.y_val), data.task)]
@@ -584,13 +584,13 @@ def _narrow(ctx: _Search, teacher: QCNN, best: tuple, sch: Schedule, history: li
     return best
 
 
-def _reached_teacher(val: float, teacher: QCNN, data: Dataset) -> bool:
-    """Whether a screened candidate's validation score is at least the float network's: then the refine is
-    not run. Distillation from that network has nothing left to teach it, and validation cannot show a
+def _reached_teacher(val: float, float_val: float) -> bool:
+    """Whether a screened candidate's validation score is at least the float network's (``float_val``): then
+    the refine is not run. Distillation from that network has nothing left to teach it, and validation cannot show a
     refined one better than the screened one it must beat (the default flow: the 4-bit candidate screened at
     211 of 216, the float network 209; refined from float it scored 204 and was dropped, 60 % of the
     search's time)."""
-    return val >= score(teacher, data.X_val, data.y_val, data.task)
+    return val >= float_val
 
 
 def _level(a: float, b: float, n: int, task: str) -> bool:
