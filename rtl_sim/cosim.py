@@ -40,8 +40,7 @@ def write_rtl(net: Network, out_dir: str | Path, adder_regs_every: int = 0, mult
               datapath: str = "cmvm", clock_mhz: float | None = None, family: str | None = None) -> Design:
     """Write ``<top>.v``, ``<top>_axis.v`` (``rtl_sim.axis``), ``<top>_uart.v`` (``rtl_sim.uart``) and
     ``design.json`` into ``out_dir`` (a CNN, i.e. a network with a spatial input, gets the streaming design
-    of ``rtl_sim.stream``, folded where its layers' reuse says so: no wrappers yet for that one, whose
-    ``in_ready`` they do not read)."""
+    of ``rtl_sim.stream``, folded where its layers' reuse says so; the wrappers read a folded core's ``in_ready``)."""
     if is_streaming(net):
         d = emit_stream_verilog(net, adder_regs_every=adder_regs_every, mult=mult, datapath=datapath,
                                 clock_mhz=clock_mhz, family=family)
@@ -51,9 +50,8 @@ def write_rtl(net: Network, out_dir: str | Path, adder_regs_every: int = 0, mult
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{d.top}.v").write_text(d.verilog)
-    if _pace(d) == 1:
-        (out / f"{d.top}_axis.v").write_text(emit_axis_wrapper(d))
-        (out / f"{d.top}_uart.v").write_text(emit_uart_top(d))
+    (out / f"{d.top}_axis.v").write_text(emit_axis_wrapper(d))
+    (out / f"{d.top}_uart.v").write_text(emit_uart_top(d))
     meta = asdict(d)
     meta.pop("verilog")
     meta["in_type"], meta["out_type"] = d.in_type.to_hls(), d.out_type.to_hls()

@@ -14,6 +14,7 @@ from typing import Any
 
 from codesign.errors import ToolFailedError
 from codesign.tools import Tool, find_verilator, first_error_line
+from rtl_sim.axis import sample_period
 from rtl_sim.cosim import _tool_environ
 from rtl_sim.verilog import Design
 
@@ -68,7 +69,7 @@ def run_axis(d: Design, rtl_dir: Path, work: Path, words: list[int], tlast: list
     beat's cycle and every result beat (data, tlast, cycle). ``axis_file`` replaces the written wrapper."""
     rtl_dir = Path(rtl_dir)
     job = {"inputs": [str(v) for v in words], "tlast": tlast, "seed": seed, "p_valid": p_valid, "p_ready": p_ready,
-           "phase": phase, "quiet_limit": 4 * (d.latency + getattr(d, "pixels", 1)) + 8 * phase + 64}
+           "phase": phase, "quiet_limit": 4 * (d.latency + sample_period(d)) + 8 * phase + 64}
     sources = [rtl_dir / f"{d.top}.v", Path(axis_file or rtl_dir / f"{d.top}_axis.v")]
     return run_bench(sources, f"{d.top}_axis", "axis_stream", job, work)
 
@@ -81,7 +82,7 @@ def run_uart(d: Design, rtl_dir: Path, work: Path, requests: list[bytes], reply_
     rtl_dir = Path(rtl_dir)
     job = {"requests": [list(r) for r in requests], "reply_bytes": reply_bytes, "clks_per_bit": clks_per_bit,
            "idle_bits": idle_bits or [0] * len(requests), "answered": answered or [True] * len(requests),
-           "reply_timeout_bits": (d.latency + 3 * d.n_out + 64) // clks_per_bit + 64}
+           "reply_timeout_bits": (d.latency + sample_period(d) + 3 * d.n_out + 64) // clks_per_bit + 64}
     sources = [rtl_dir / f"{d.top}.v", rtl_dir / f"{d.top}_uart.v"]
     return run_bench(sources, f"{d.top}_uart", "uart_classify", job, work,
                      parameters={"CLKS_PER_BIT": clks_per_bit, "TIMEOUT_BITS": timeout_bits})

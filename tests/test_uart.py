@@ -1,6 +1,7 @@
 """The UART board top (rtl_sim/uart.py) driven through its serial pins in cocotb, with the host side
 (codesign/app/board_host.py) encoding the requests and decoding the replies: the class, the logits and
-the LEDs bit-exact against the reference; and the host side alone on byte streams.
+the LEDs bit-exact against the reference, for fully parallel and folded cores (whose beats wait in the
+top's queue for the core's in_ready); and the host side alone on byte streams.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ import numpy as np
 import pytest
 
 from codesign.app.board_host import Framing, Reply, classify, decode_reply, encode_sample
+from codesign.app.fold_step import write_folded_rtl
+from codesign.compress.fold_choice import with_reuse
 from codesign.core.fixed import FixedType
+from codesign.core.layers import Conv2D, Flatten, Output, ReLU
 from codesign.core.network import Network
 from codesign.core.verify import verification_inputs
 from codesign.errors import BackendError, DataError, ToolFailedError
 from codesign.tools import find_verilator
 from rtl_sim.cosim import write_rtl
+from rtl_sim.stream import emit_stream_verilog
 from rtl_sim.uart import REPLY_SYNC, REQUEST_SYNC, clks_per_bit, emit_uart_top
 from rtl_sim.wrapper_sim import run_uart
-from tests.test_rtl_stream import tiny_cnn
+from tests.test_rtl_stream import _conv, _dense, tiny_cnn
 
 TIMEOUT_BITS = 200  # the bench's request timeout (the default is 20,000 bit times)
 
@@ -30,10 +35,22 @@ def verilator():
     return find_verilator()
 
 
+def queued_cnn() -> Network:
+    """4x4x1 -> conv 3x3 valid (6, all 54 weights, reuse 54) -> ReLU -> flatten -> dense 3 (reuse 24): the core
+    takes a pixel every 54 cycles, slower than the pixels arrive at 4 clocks a bit (40 cycles a byte), so they
+    pile up in the UART top's queue (8 beats deep here; about 5 wait at once)."""
+    rng = np.random.default_rng(6)
+    layers = [_conv(rng, "conv", Conv2D, (3, 3), 1, 6, sparsity=0.0), ReLU("relu"), Flatten("flat"),
+              _dense(rng, "fc", 24, 3), Output("out", "argmax")]
+    return with_reuse(Network("queued_cnn", (4, 4, 1), layers, FixedType(8, 2)), {"conv": 54, "fc": 24})
+
+
 def _through_the_pins(net: Network, q: np.ndarray, root, junk: bool = False) -> tuple[list[Reply], dict]:
     """Write the RTL, send every sample as a request through uart_rx, decode each reply from uart_tx. With
-    ``junk``: a stray byte before the first request and a truncated request, abandoned, before them."""
-    d = write_rtl(net, root / "rtl")
+    ``junk``: a stray byte before the first request and a truncated request, abandoned, before them. A flat
+    network with a Dense layer at reuse > 1 is written folded (``codesign rtl``'s writer for it)."""
+    folded_mlp = len(net.input_shape) == 1 and any(getattr(l, "reuse", 1) > 1 for l in net.layers)
+    d = write_folded_rtl(net, root / "rtl") if folded_mlp else write_rtl(net, root / "rtl")
     f = Framing.from_rtl_dir(root / "rtl")
     requests = [encode_sample(x, f) for x in q]
     idle, answered = [0] * len(q), [True] * len(q)
@@ -86,6 +103,52 @@ def test_the_default_flow_network_classifies_1000_digits_bit_exact_through_the_p
     _check(net, q, replies, res["leds"])
     y = np.concatenate([digits.y_test, digits.y_val, digits.y_train])[:1000]
     print(f"board accuracy on 1,000 digits: {np.mean([r.cls for r in replies] == y):.3f}")
+
+
+def test_a_folded_mlp_classifies_bit_exact_through_the_serial_pins(small_mlp, tmp_path, verilator):
+    """The small MLP at reuse 4 (a sample every 4 cycles through in_ready), after junk as above."""
+    net = with_reuse(small_mlp, {"fc1": 4, "fc2": 4, "fc3": 4})
+    q = verification_inputs(net, None, 20, 5)
+    replies, res = _through_the_pins(net, q, tmp_path, junk=True)
+    _check(net, q, replies, res["leds"])
+
+
+def test_a_folded_cnns_pixels_wait_in_the_queue_and_classify_bit_exact(tmp_path, verilator):
+    net = queued_cnn()
+    d = emit_stream_verilog(net)
+    assert d.cycles_per_pixel == 54 and "localparam integer BEAT_CLKS = 1 * 9 * CLKS_PER_BIT;" in emit_uart_top(d)
+    q = verification_inputs(net, None, 6, 8)
+    replies, res = _through_the_pins(net, q, tmp_path)
+    _check(net, q, replies, res["leds"])
+
+
+@pytest.mark.slow  # a Verilator build of its own
+def test_a_queue_of_one_beat_loses_the_folded_cnns_pixels(tmp_path, verilator):
+    """The mutant: the same top with its queue cut to one beat must fail (the pixels pile up, as intended)."""
+    net = queued_cnn()
+    d = write_rtl(net, tmp_path / "rtl")
+    top = tmp_path / "rtl" / f"{d.top}_uart.v"
+    old = "localparam integer BQ_DEPTH = (BQ_NEED < BEATS) ? BQ_NEED : BEATS;"
+    assert top.read_text().count(old) == 1
+    top.write_text(top.read_text().replace(old, "localparam integer BQ_DEPTH = 1;"))
+    f = Framing.from_rtl_dir(tmp_path / "rtl")
+    q = verification_inputs(net, None, 4, 8)
+    res = run_uart(d, tmp_path / "rtl", tmp_path / "bench", [encode_sample(x, f) for x in q], f.reply_bytes,
+                   clks_per_bit=4, timeout_bits=TIMEOUT_BITS)
+    got = [decode_reply(bytes(r), f).logits.tolist() for r in res["replies"] if len(r) == f.reply_bytes]
+    assert res["timed_out"] or got != net.forward_int(q).values.reshape(len(q), -1).tolist()
+
+
+@pytest.mark.slow
+def test_a_folded_digits_mlp_classifies_1000_digits_bit_exact_through_the_pins(digits_q, digits, tmp_path, verilator):
+    """The digits MLP at the default precision, every Dense layer at reuse 8."""
+    net = with_reuse(digits_q, {l.name: 8 for l in digits_q.layers if hasattr(l, "reuse")})
+    x = np.concatenate([digits.X_test, digits.X_val, digits.X_train])[:1000]
+    q = net.quantize_input(x)
+    replies, res = _through_the_pins(net, q, tmp_path)
+    _check(net, q, replies, res["leds"])
+    y = np.concatenate([digits.y_test, digits.y_val, digits.y_train])[:1000]
+    print(f"folded board accuracy on 1,000 digits: {np.mean([r.cls for r in replies] == y):.3f}")
 
 
 # ---- the host side alone ------------------------------------------------------------------------

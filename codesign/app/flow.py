@@ -326,8 +326,7 @@ def step_rtl(art: Artifact, adder_regs_every: int = 0, progress: Reporter = SILE
         res["cycles_per_image"] = d.cycles_per_image
     if getattr(d, "reuse", None):  # a folded streaming CNN (rtl_sim.stream_fold): its II per image
         res.update(ii=d.cycles_per_image, cycles_per_pixel=d.cycles_per_pixel, reuse=d.reuse,
-                   folds={k: v["folded"] for k, v in d.multipliers.items() if "folded" in v},
-                   note="no AXI-stream or UART wrapper yet for a folded CNN (it takes a pixel when in_ready is high)")
+                   folds={k: v["folded"] for k, v in d.multipliers.items() if "folded" in v})
     if reuse is not None:  # --reuse chose every layer fully parallel
         res.update(reuse=factors, ii=1)
     art.update(rtl=res)

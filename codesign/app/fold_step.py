@@ -88,12 +88,17 @@ def is_folded(rtl: dict[str, Any] | None) -> bool:
 
 
 def write_folded_rtl(net: Network, out_dir: Path) -> Any:
-    """Emit the folded design by each Dense layer's ``reuse`` into ``out_dir`` (``<top>.v`` and design.json)."""
+    """Emit the folded design by each Dense layer's ``reuse`` into ``out_dir``: ``<top>.v``, its AXI4-Stream wrapper
+    ``<top>_axis.v`` and UART top ``<top>_uart.v`` (both read the core's ``in_ready``), and design.json."""
+    from rtl_sim.axis import emit_axis_wrapper
     from rtl_sim.folded import emit_folded_verilog
+    from rtl_sim.uart import emit_uart_top
 
     d = emit_folded_verilog(net, None)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{d.top}.v").write_text(d.verilog)
+    (out_dir / f"{d.top}_axis.v").write_text(emit_axis_wrapper(d))
+    (out_dir / f"{d.top}_uart.v").write_text(emit_uart_top(d))
     meta = asdict(d)
     meta.pop("verilog")
     meta["in_type"], meta["out_type"] = d.in_type.to_hls(), d.out_type.to_hls()
@@ -103,9 +108,9 @@ def write_folded_rtl(net: Network, out_dir: Path) -> Any:
 
 def rtl_section(d: Any, clock_mhz: float | None) -> dict[str, Any]:
     """report.json's ``rtl`` for a folded design."""
-    return {"kind": KIND, "top": d.top, "files": [f"rtl/{d.top}.v"], "latency_cycles": d.latency, "ii": d.ii,
-            "reuse": d.reuse, "folds": d.folds, "clock_mhz": clock_mhz, "timing": None,
-            "note": "no AXI-stream or UART wrapper yet for a folded design (it takes a sample every II cycles)"}
+    return {"kind": KIND, "top": d.top, "files": [f"rtl/{d.top}{s}.v" for s in ("", "_axis", "_uart")],
+            "latency_cycles": d.latency, "ii": d.ii, "reuse": d.reuse, "folds": d.folds, "clock_mhz": clock_mhz,
+            "timing": None}
 
 
 def load_folded(rtl_dir: Path) -> Any:
