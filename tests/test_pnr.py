@@ -83,14 +83,15 @@ def test_uart_top_gets_the_board_clock():
     assert kind == "uart" and "net_uart #(.CLK_HZ(12000000)) core" in text and "assign led[1:0] = core_led[1:0];" in text
 
 
-def _implement(tmp_path, board, capsys):
-    art = artifact_with_rtl(tmp_path, tiny_mlp(), board)
+def _implement(tmp_path, board, capsys, net: Network | None = None) -> dict:
+    art = artifact_with_rtl(tmp_path, net or tiny_mlp(), board)
     assert cli.main(["implement", str(art.dir), "--quiet"]) == 0, capsys.readouterr().err
     imp = art.report()["implement"]
     bit = art.dir / imp["bitstream"]
     assert bit.is_file() and bit.stat().st_size > 0 and (art.dir / "implement" / "pnr.json").is_file()
     assert imp["fmax_mhz"] > 0 and imp["critical_path_ns"] > 0 and imp["utilisation"]["lut"]["used"] > 0
     assert art.incomplete is None
+    return art.report()
 
 
 def test_tiny_mlp_implements_to_an_ecp5_bitstream(tmp_path, capsys):
@@ -101,6 +102,15 @@ def test_tiny_mlp_implements_to_an_ecp5_bitstream(tmp_path, capsys):
 @pytest.mark.parametrize("board", ["icebreaker", "tangnano9k"])
 def test_tiny_mlp_implements_to_a_bitstream(tmp_path, capsys, board):
     _implement(tmp_path, board, capsys)
+
+
+@pytest.mark.slow
+def test_a_folded_mlp_implements_to_an_ecp5_bitstream_behind_its_uart_top(tmp_path, capsys):
+    from codesign.compress.fold_choice import with_reuse
+
+    rep = _implement(tmp_path, "ulx3s-85f", capsys, with_reuse(tiny_mlp(), {"fc1": 4, "fc2": 3}))
+    assert rep["rtl"]["kind"] == "folded" and rep["rtl"]["ii"] == 4
+    assert (rep["implement"]["top"], rep["implement"]["wrapper"]) == ("tiny_mlp_uart", "uart")
 
 
 def test_network_over_the_ice40_dsp_blocks_exits_2_in_one_line(tmp_path, capsys):
