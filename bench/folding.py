@@ -23,6 +23,13 @@ II and Yosys counts) is read from ``bench/results/folding_mlp.json``.
     python bench/folding.py                      # R = 1, 4, 16, 64, 256 (about half an hour on 2 cores)
     python bench/folding.py --reuse 4,16 --no-dsp --no-calibration
     python bench/folding.py --hls4ml-only        # only hls4ml's choice for the 16-100^5-5 MLP (a minute)
+    python bench/folding.py --cnn                # the CNN's sweep (bench/folding_cnn.py), then the plot
+    python bench/folding.py --plot               # only the plot, from the stored results
+
+``--cnn`` folds the README's digits CNN at R = 1 ... 148 per pixel (``bench/folding_cnn.py`` says how), each row
+co-simulated on 200 images, synthesized per stage and priced; written to ``bench/results/folding_cnn.json``. The
+plot (``bench/results/folding.png``, copied to ``docs/benchmarks/folding.png``) draws Yosys's LUT, DSP and BRAM and
+the model's LUT error against the II, for the MLP (cycles per sample) and the CNN (cycles per image).
 """
 
 from __future__ import annotations
@@ -197,6 +204,64 @@ def ours_on(board: str) -> dict | None:
     return None if row is None else {k: row.get(k) for k in keys}
 
 
+def plot_series(mlp: dict, cnn: dict | None) -> list[dict]:
+    """The plotted series: per network and DSP mode, (II, Yosys counts, model LUT) per row."""
+    out = []
+    for name, res, unit in (("MLP (digits)", mlp, "sample"), ("CNN (digits-cnn)", cnn, "image")):
+        rows = [r for r in (res or {}).get("rows", []) if r.get("network") in ("digits", "digits-cnn")]
+        for mode, label in (("nodsp", "no DSP"), ("dsp", "DSPs"), ("block_nodsp", "no DSP, ROMs in block RAM")):
+            pts = [(r["ii"], r[mode]) for r in rows if mode in r]
+            if pts:
+                out.append({"label": f"{name}, {label}", "unit": unit, "ii": [p[0] for p in pts],
+                            **{k: [p[1][k] for p in pts] for k in ("lut", "dsp", "bram")},
+                            "model_lut": [p[1]["model"]["lut"] for p in pts]})
+    return out
+
+
+def plot(mlp: dict, cnn: dict | None, out: Path) -> None:
+    """LUT, DSP, BRAM and the model's LUT error against the II, log axes (``symlog`` where a count may be 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
+    for s in plot_series(mlp, cnn):
+        style = {"marker": "o" if s["unit"] == "sample" else "s", "linestyle": "-" if "MLP" in s["label"] else "--"}
+        axes[0].plot(s["ii"], s["lut"], label=s["label"], **style)
+        axes[1].plot(s["ii"], s["dsp"], **style)
+        axes[2].plot(s["ii"], s["bram"], **style)
+        axes[3].plot(s["ii"], [100 * (m / y - 1) for m, y in zip(s["model_lut"], s["lut"])], **style)
+    titles = ("LUT (Yosys)", "DSP (Yosys)", "BRAM, RAMB36 (Yosys)", "model LUT error, %")
+    for ax, title in zip(axes, titles):
+        ax.set_xscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("II (MLP: cycles per sample; CNN: cycles per image)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_yscale("log")
+    for ax in axes[1:3]:
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylim(bottom=0)
+    axes[3].axhspan(-15, 15, color="green", alpha=0.08)
+    fig.legend(loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
+def draw() -> None:
+    """The plot from the stored results, into bench/results and docs/benchmarks."""
+    import shutil
+
+    from _common import ROOT
+
+    res = ROOT / "bench" / "results"
+    cnn = res / "folding_cnn.json"
+    plot(json.loads((res / "folding.json").read_text()), json.loads(cnn.read_text()) if cnn.is_file() else None,
+         res / "folding.png")
+    shutil.copy(res / "folding.png", ROOT / "docs" / "benchmarks" / "folding.png")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reuse", default="1,4,16,64,256", help="reuse factors, comma-separated")
@@ -205,7 +270,20 @@ def main() -> None:
     ap.add_argument("--fit", action="store_true", help="refit the cost model's LUT prices and print them")
     ap.add_argument("--hls4ml-only", action="store_true", help="only hls4ml's choice for its 16-100^5-5 MLP, kept "
                     "beside the stored rows")
+    ap.add_argument("--cnn", action="store_true", help="only the CNN's sweep (bench/folding_cnn.py), then the plot")
+    ap.add_argument("--plot", action="store_true", help="only the plot, from the stored results")
     args = ap.parse_args()
+    if args.plot:
+        draw()
+        return
+    if args.cnn:
+        from folding_cnn import CNN_REUSE, cnn_sweep
+
+        t0 = time.perf_counter()
+        reuse = CNN_REUSE if args.reuse == ap.get_default("reuse") else tuple(int(r) for r in args.reuse.split(","))
+        write_results("folding_cnn", t0, **cnn_sweep(reuse, (False,) if args.no_dsp else (False, True)))
+        draw()
+        return
     if args.hls4ml_only:
         from _common import ROOT
 
@@ -233,6 +311,7 @@ def main() -> None:
     write_results("folding", t0, hls4ml=hls4ml_choice(), network="digits: digits-mlp, the default flow's compression (64-28-13-10, "
                   "842 nonzero); small, mid: random calibration networks", family=FAMILY, samples=len(q),
                   rows=rows, fit=fitted)
+    draw()
 
 
 if __name__ == "__main__":
