@@ -51,7 +51,13 @@ CASES = {
     "digits-mlp": (1500, 2500, 4000, 6500),
     "bn-64-64-32": (2500, 4000, 6500, 10640),
     "jet-float": (5000, 8000, 12000, 16000),
+    "digits-cnn": (1600, 2660, 4000),  # 2,660: 5 % of a PYNQ-Z2 (bench/cnn_pruning.py's point)
+    "digits-resnet": (8000, 16000),
 }
+CNN_CASES = ("digits-cnn", "digits-resnet")
+# the methods a CNN is compared on: channels (structured), single weights by loss per LUT (ours) or by |w|, and
+# a narrower CNN from scratch; the digits rounding is for Dense layers
+CNN_METHODS = ("hardware", "magnitude", "structured", "scratch")
 SEED = 0
 
 
@@ -106,8 +112,8 @@ def load_case(case: str):
     from codesign.importers.data import load_digits_dataset
     from codesign.tools import cache_dir
 
-    if case == "digits-mlp":
-        return builtin_model("digits-mlp"), load_digits_dataset(SEED)
+    if case == "digits-mlp" or case in CNN_CASES:
+        return builtin_model(case, seed=SEED), load_digits_dataset(SEED)
     if case == "jet-float":
         return jet_case()
     sizes = (64, *map(int, case.split("-")[1:]), 10)
@@ -118,15 +124,18 @@ def load_case(case: str):
 
 
 # ---- the four methods ----------------------------------------------------------------------
-def scaled_schedule(epochs: int):
-    """The search's schedule for one precision, stretched to spend about ``epochs`` epochs."""
-    from codesign.compress.search import Schedule
+def scaled_schedule(net, epochs: int):
+    """The search's schedule for one precision (a CNN's: the shorter CNN schedule), stretched to spend about
+    ``epochs`` epochs."""
+    from dataclasses import replace
 
-    base = Schedule()
+    from codesign.compress.search import Schedule, schedule_for
+
+    base = schedule_for(net, Schedule())
     one = base.epochs + base.finetune_epochs * base.prune_steps + base.final_epochs
-    f = max(epochs / one, 1.0)
-    return Schedule(epochs=round(base.epochs * f), finetune_epochs=round(base.finetune_epochs * f),
-                    final_epochs=round(base.final_epochs * f))
+    f = epochs / one  # fewer than one schedule too: a search that stopped early (at the float network) spent less
+    return replace(base, epochs=max(1, round(base.epochs * f)), finetune_epochs=max(1, round(base.finetune_epochs * f)),
+                   final_epochs=max(1, round(base.final_epochs * f)))
 
 
 def scratch(net, data, budget, prec, epochs: int, seed: int = SEED):
@@ -157,10 +166,12 @@ def run_point(case: str, lut: int, methods: tuple[str, ...], seed: int = SEED) -
     from codesign.board import load_board
     from codesign.budget import Budget
     from codesign.compress.search import compress, score
+    from codesign.compress.narrow import narrowable
+    from codesign.compress.qcnn import qcnn_from_network
     from codesign.errors import BudgetError
 
     net, data = load_case(case)
-    budget = Budget.parse({"lut": lut, "dsp": 0, "ii": 1}, load_board(BOARD))  # fully parallel, as every method
+    budget = Budget.parse(point_budget(net, lut), load_board(BOARD))
     rows = []
     t0 = time.perf_counter()
     hw = fit_on_synthesis(compress(net, data, budget, method="hardware", seed=seed), net, data, budget)
@@ -171,7 +182,7 @@ def run_point(case: str, lut: int, methods: tuple[str, ...], seed: int = SEED) -
         dg = fit_on_synthesis(compress(net, data, budget, method="digits", seed=seed), net, data, budget)
         rows.append(_row(case, lut, "digits", dg.network, dg.score, hw.float_score, dg.epochs, t0,
                          precision=dg.precision.weight_bits))
-    sch = scaled_schedule(hw.epochs)
+    sch = scaled_schedule(net, hw.epochs)
     for m in ("magnitude", "structured"):
         if m not in methods:
             continue
@@ -182,7 +193,10 @@ def run_point(case: str, lut: int, methods: tuple[str, ...], seed: int = SEED) -
             rows.append(_row(case, lut, m, r.network, r.score, hw.float_score, r.epochs, t0))
         except BudgetError as e:
             rows.append({**_row(case, lut, m, None, None, hw.float_score, 0, t0), "error": str(e)})
-    if "scratch" in methods:
+    if "scratch" in methods and not narrowable(qcnn_from_network(net)):
+        rows.append({**_row(case, lut, "scratch", None, None, hw.float_score, 0, time.perf_counter()),
+                     "error": "a branched network is not narrowed (its channels are tied across the merges)"})
+    elif "scratch" in methods:
         t0 = time.perf_counter()
         out, spent, scale, ratio = scratch(net, data, budget, hw.precision, hw.epochs, seed)
         rows.append(_row(case, lut, "scratch", out, score(out, data.X_test, data.y_test, data.task),
@@ -190,6 +204,15 @@ def run_point(case: str, lut: int, methods: tuple[str, ...], seed: int = SEED) -
     print(f"  {case} lut={lut}: " + ", ".join(f"{r['method']} {r['accuracy'] or float('nan'):.3f}" for r in rows)
           + f" ({sum(r['seconds'] for r in rows):.0f} s)", flush=True)
     return rows
+
+
+def point_budget(net, lut: int) -> dict:
+    """The budget every method gets at one point: ``lut`` LUTs, no DSP, and the fastest design. An MLP at II 1
+    (fully parallel); a streaming CNN at its pixels per image (a pixel a cycle: its Dense tail may fold over the
+    image at no cost in throughput, for every method alike); a branched CNN, which does not fold, with no II."""
+    from codesign.compress.fold_choice import foldable, pixels
+
+    return {"lut": lut, "dsp": 0, **({"ii": pixels(net)} if foldable(net) else {})}
 
 
 def _row(case, lut, method, net, acc, float_acc, epochs, t0, **extra) -> dict:
@@ -203,7 +226,7 @@ def _row(case, lut, method, net, acc, float_acc, epochs, t0, **extra) -> dict:
         r["model_lut"] = total_cost(network_cost(net, load_board(BOARD), "lut"))["lut"]
         r["nonzero"] = int(sum(int(np.count_nonzero(l.weight)) for l in net.weighted_layers()))
         r["csd_digits"] = int(sum(int(csd_count(l.weight).sum()) for l in net.weighted_layers()))
-        r["widths"] = [int(l.weight.shape[1]) for l in net.weighted_layers()]
+        r["widths"] = [int(l.weight.shape[-1]) for l in net.weighted_layers()]
         r["network"] = net
         if net.metadata.get("tightened"):
             r["tightened"] = net.metadata["tightened"]  # the cost model's error synthesis found, pruned away
@@ -212,11 +235,21 @@ def _row(case, lut, method, net, acc, float_acc, epochs, t0, **extra) -> dict:
 
 # ---- synthesis, table, plot ------------------------------------------------------------------
 def synthesize(rows: list[dict]) -> None:
-    from rtl_sim.synth import synthesize_layers, total_counts
+    """Yosys LUT-only counts per layer: an MLP's layers unpipelined; a CNN's stages as the flow emits and judges
+    them (pipelined for the board's clock, a folded tail folded: ``synthesize_layer_modes``)."""
+    from codesign.board import load_board
+    from rtl_sim.choice import DatapathChoice
+    from rtl_sim.synth import synthesize_layer_modes, synthesize_layers, total_counts
 
     todo = [r for r in rows if r.get("network") is not None]
+    b = load_board(BOARD)
     for i, r in enumerate(todo):
-        t = total_counts(synthesize_layers(r.pop("network"), "xc7", dsp=False))
+        net = r.pop("network")
+        if r["case"] in CNN_CASES:
+            choice = DatapathChoice.for_board(b.synth_family, b.clock_mhz)
+            t = total_counts(synthesize_layer_modes(net, b.synth_family, (False,), choice=choice)[False])
+        else:
+            t = total_counts(synthesize_layers(net, "xc7", dsp=False))
         r["yosys_lut"], r["yosys_dsp"], r["yosys_ff"] = t["lut"], t["dsp"], t["ff"]
         r["fits_yosys"] = t["lut"] <= r["budget_lut"] and t["dsp"] == 0
         if (i + 1) % 8 == 0 or i + 1 == len(todo):
@@ -312,7 +345,8 @@ def plot(rows: list[dict], path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                    help="the methods (a CNN's: those of CNN_METHODS among them)")
     ap.add_argument("--workers", type=int, default=2, help="budget points compressed at once on local processes (one CPU each)")
     ap.add_argument("--cluster", default=None, help="local (default), ray, auto or ray://HOST:PORT: where the points run")
     ap.add_argument("--budgets", nargs="+", type=int, help="LUT budgets instead of each case's own")
@@ -333,14 +367,14 @@ def main() -> None:
     todo = []
     for c, lut, sd in points:  # points finished by an earlier run of the same code are read back
         done = _load_point(c, lut, sd)
-        if done is not None and {r["method"] for r in done} >= set(args.methods):
+        if done is not None and {r["method"] for r in done} >= set(case_methods(c, args.methods)):
             rows += [{**r, "seed": sd} for r in done]
         elif not args.report:
             todo.append((c, lut, sd))
     print(f"{len(points) - len(todo)} points from earlier runs, {len(todo)} to compute", flush=True)
     with _executor(args.cluster, args.workers) as ex:  # the toolkit's job layer: local processes or Ray
         for c, lut, sd in todo:
-            ex.submit(jobs.Job(f"{c}-{lut}-seed{sd}", run_point, (c, lut, tuple(args.methods), sd), tag=sd))
+            ex.submit(jobs.Job(f"{c}-{lut}-seed{sd}", run_point, (c, lut, case_methods(c, args.methods), sd), tag=sd))
         for i, o in enumerate(ex.as_completed()):
             if not o.ok:
                 raise SystemExit(f"point {o.job.name} failed: {o.error}")
@@ -362,6 +396,10 @@ def main() -> None:
         plot(rows, res / f"{args.name}.png")
     write_results(args.name, t0, board=BOARD, compress_seconds=round(compress_s, 1), rows=rows,
                   datapath=_datapath())
+
+
+def case_methods(case: str, methods) -> tuple[str, ...]:
+    return tuple(m for m in methods if case not in CNN_CASES or m in CNN_METHODS)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from codesign.compress.narrow import NARROW_KEPT, kept_fraction, narrow_wanted, 
 from codesign.compress.qat import Precision
 from codesign.compress.qcnn import qcnn_from_network
 from codesign.compress.search import Schedule
-from codesign.core.layers import Conv2D, Dense, Flatten, Output, ReLU
+from codesign.core.layers import Add, Conv2D, Dense, Flatten, MaxPool2D, Output, ReLU
 from codesign.core.network import Network
 from codesign.importers.torch_import import network_from_module
 
@@ -59,12 +59,33 @@ def test_a_narrow_start_is_wanted_only_when_pruned_hard_and_below_the_float_netw
     assert not narrow_wanted(teacher, 0.90, teacher, 0.95, "classification")  # dense: not pruned hard
 
 
-def test_only_a_chain_of_dense_stages_is_narrowed(rng):
-    cnn = Network("cnn", (6, 6, 1), [Conv2D("conv", rng.normal(0, 0.5, (3, 3, 1, 2)), np.zeros(2)), ReLU("relu"),
-                                     Flatten("flat"), Dense("fc", rng.normal(0, 0.5, (32, 3)), np.zeros(3)),
-                                     Output("output", "linear")])
+def _cnn(rng) -> Network:
+    return Network("cnn", (6, 6, 1), [Conv2D("conv", rng.normal(0, 0.5, (3, 3, 1, 8)), np.zeros(8)), ReLU("relu"),
+                                      MaxPool2D("pool", (2, 2)), Flatten("flat"),
+                                      Dense("fc", rng.normal(0, 0.5, (32, 3)), np.zeros(3)), Output("output", "linear")])
+
+
+def test_a_chain_is_narrowed_and_a_branched_network_is_not(rng):
     assert narrowable(qcnn_from_network(_mlp(rng)))
-    assert not narrowable(qcnn_from_network(cnn))
+    assert narrowable(qcnn_from_network(_cnn(rng)))
+    branched = Network("res", (4,), [Dense("d", rng.normal(size=(4, 4))), ReLU("r"), Dense("e", rng.normal(size=(4, 4))),
+                                     Add("add", inputs=("e", "r")), Output("output", "linear")])
+    assert not narrowable(qcnn_from_network(branched))
+
+
+def test_narrowing_a_cnn_scales_its_channels_and_the_flattened_rows_with_them(rng):
+    model = narrowed(qcnn_from_network(_cnn(rng)), 0.5, seed=0)
+    conv, fc = model.weighted()
+    assert tuple(conv.weight.shape) == (3, 3, 1, 4)
+    assert tuple(fc.weight.shape) == (4 * 4, 3)  # 2x2 positions of 4 channels
+    assert model(torch.zeros(2, 36, dtype=torch.float64)).shape == (2, 3)
+
+
+def test_a_cnn_narrowed_by_one_from_the_teacher_is_the_teacher(rng):
+    teacher = qcnn_from_network(_cnn(rng))
+    X = torch.tensor(rng.normal(size=(5, 36)))
+    with torch.no_grad():
+        np.testing.assert_array_equal(narrowed(teacher, 1.0, 0, init="teacher")(X).numpy(), teacher(X).numpy())
 
 
 @pytest.fixture(scope="module")

@@ -114,8 +114,8 @@ def train(model: QCNN, data: Dataset, epochs: int, lr: float, seed: int, teacher
 
 def score(model: QCNN | Network, X: np.ndarray, y: np.ndarray, task: str) -> float:
     """Accuracy for classification, negative MSE for regression."""
-    if isinstance(model, Network):
-        out = model.forward(X)
+    if isinstance(model, Network):  # flat samples, as the search's QCNN reads them, in the network's own shape
+        out = model.forward(X.reshape(len(X), *model.input_shape) if X.ndim == 2 else X)
     else:
         with torch.no_grad():
             out = model(torch.tensor(X, dtype=torch.float64)).numpy()
