@@ -66,7 +66,8 @@ def run_axis(d: Design, rtl_dir: Path, work: Path, words: list[int], tlast: list
              ) -> dict[str, Any]:
     """Stream bus words (``words[i]`` with ``tlast[i]``) through ``<top>_axis`` with bursty random ``tvalid`` and
     ``m_axis_tready`` (probabilities drawn from ``p_valid``/``p_ready`` every ``phase`` cycles); every accepted
-    beat's cycle and every result beat (data, tlast, cycle). ``axis_file`` replaces the written wrapper."""
+    beat's cycle and every result beat (data, tlast, cycle); ``stuck``: the bench stopped at a beat refused for
+    longer than any correct wrapper refuses one (``quiet_limit`` cycles). ``axis_file`` replaces the written wrapper."""
     rtl_dir = Path(rtl_dir)
     job = {"inputs": [str(v) for v in words], "tlast": tlast, "seed": seed, "p_valid": p_valid, "p_ready": p_ready,
            "phase": phase, "quiet_limit": 4 * (d.latency + sample_period(d)) + 8 * phase + 64}

@@ -64,6 +64,10 @@ async def axis_stream(dut) -> None:
     n, sent, presenting = len(words), 0, False
     outputs, out_last, out_cycles, in_cycles = [], [], [], []
     cycle, quiet, quiet_limit = 0, 0, int(job["quiet_limit"])
+    # A beat presented and refused while no result is offered: a correct wrapper refuses only while its credits
+    # are in the core (their results come within its latency) or the core's in_ready is low (a few cycles), so a
+    # wait of quiet_limit cycles is a wrapper that leaked credits (a mutant): the bench stops and says so.
+    refused, stuck = 0, False
     while sent < n or quiet < quiet_limit:
         # between edges: the wrapper's outputs come from registers, so they hold for the coming edge
         if not presenting and sent < n and valid_gen():
@@ -85,10 +89,14 @@ async def axis_stream(dut) -> None:
             quiet = 0
         else:
             quiet += 1
+        refused = refused + 1 if presenting and not m_valid else 0
+        if refused >= quiet_limit:
+            stuck = True
+            break
         await FallingEdge(dut.aclk)
         cycle += 1
     _result({"outputs": outputs, "out_last": out_last, "out_cycles": out_cycles, "in_cycles": in_cycles,
-             "cycles": cycle, "tlast_error": int(dut.s_axis_tlast_error.value)})
+             "cycles": cycle, "tlast_error": int(dut.s_axis_tlast_error.value), "stuck": stuck})
 
 
 # ---- UART --------------------------------------------------------------------------------------
