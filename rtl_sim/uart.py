@@ -100,7 +100,8 @@ def _core(d: Design, bw: int, beat_bytes: int, beats: int) -> str:
   localparam integer BQ_NEED = (BEAT_CLKS >= PACE) ? 3 : BEATS + 2 - ((BEATS - 1) * BEAT_CLKS) / PACE;
   localparam integer BQ_DEPTH = (BQ_NEED < BEATS) ? BQ_NEED : BEATS;
   localparam integer BQ_AW = (BQ_DEPTH > 1) ? $clog2(BQ_DEPTH) : 1;
-  localparam [BQ_AW - 1:0] BQ_LAST = BQ_DEPTH - 1;
+  localparam integer BQ_LAST_I = BQ_DEPTH - 1;
+  localparam [BQ_AW - 1:0] BQ_LAST = BQ_LAST_I[BQ_AW - 1:0];
   reg [{bw - 1}:0] bq [0:BQ_DEPTH - 1];
   reg [BQ_AW - 1:0] bq_wp, bq_rp;
   reg [BQ_AW:0] bq_n;  // beats waiting
