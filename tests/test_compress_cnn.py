@@ -353,3 +353,34 @@ def test_equalization_leaves_a_cnns_float_function_unchanged_and_balances_its_ch
         assert torch.allclose(model(x), before, rtol=1e-10, atol=1e-12)
         c1, c2 = model.weighted()[:2]
         assert torch.allclose(c1.weight.abs().amax(dim=(0, 1, 2)), c2.weight.abs().amax(dim=(0, 1, 3)), rtol=0.05)
+
+
+def test_the_other_rankings_screened_below_float_include_whole_channels_for_a_cnn_only(qcnn):
+    from codesign.compress.search import screen_rankings
+
+    assert screen_rankings(qcnn) == ("magnitude", "structured")
+    mlp = Network("mlp", (4,), [Dense("fc", np.ones((4, 3))), Output("output", "linear")])
+    assert screen_rankings(qcnn_from_network(mlp)) == ("magnitude",)
+
+
+@pytest.fixture(scope="module")
+def cnn_tight(images, digits):
+    """The small CNN trained longer than ``cnn_float``, searched into 55 % of its typed cost (not folded: within
+    twice the budget), two precisions screened: well below the float network on validation."""
+    torch.manual_seed(0)
+    model = qcnn_from_network(small_cnn(np.random.default_rng(0)))
+    train(model, images, 30, 3e-3, seed=0)
+    cnn_float = network_from_qcnn(model, "small-cnn", {})
+    model = qcnn_from_network(cnn_float)
+    assign_types(model, Precision(4, 6, 10, digits.input_type), digits.X_train.reshape(-1, 8, 8, 1))
+    start = total_cost(network_cost(network_from_qcnn(model, "q", {}), BOARD, "lut"))
+    budget = Budget.parse(f"lut={start['lut'] * 55 // 100},dsp=0", BOARD)
+    return compress(cnn_float, digits, budget, schedule=TINY, precisions=(Precision(3, 6, 10), Precision(4, 6, 10)))
+
+
+def test_a_cnn_search_well_below_float_screens_channel_pruning_at_its_best_precision(cnn_tight):
+    r = cnn_tight
+    screens = [h for h in r.history if h.get("ranking") and not h.get("refined")]
+    best_screened = max((h for h in r.history if "ranking" not in h and "val" in h), key=lambda h: h["val"])
+    assert [h["ranking"] for h in screens] == ["magnitude", "structured"]
+    assert all(h["precision"] == best_screened["precision"] for h in screens)
