@@ -8,6 +8,7 @@ ReLU, max-pool 2, Dense 400->48, ReLU, Dense 48->10), saved with ``torch.export`
     codesign flow cnn28.pt2 --data digits28.npz --board arty-a7-35 --budget lut=0.2,dsp=0.2 --samples 500 --out run
 
     python bench/fold_cnn28.py [DIR]
+    python bench/fold_cnn28.py --price RUN      # the cost model now against the run's Yosys counts per stage
 """
 
 from __future__ import annotations
@@ -51,5 +52,28 @@ def main(out: Path) -> None:
     print(f"{out / 'cnn28.pt2'}: {weights} weights, float test accuracy {acc:.3f}; data {out / 'digits28.npz'}")
 
 
+def price(run: Path) -> None:
+    """The flow's run ``run`` (its compressed network and report) priced by the cost model as it is now, beside the
+    report's Yosys counts (each stage its own top, summed), with and without DSP inference."""
+    import json
+
+    import _common  # noqa: F401  (the repository on sys.path)
+    from codesign.board import load_board
+    from codesign.compress.cost import network_cost, total_cost
+    from codesign.core.network import Network
+
+    rep = json.loads((run / "report.json").read_text())
+    net, board = Network.load(run), load_board(rep["board"]["name"])
+    synth = rep["estimate"]["synth"]
+    for label, mapping, counts in (("DSPs on", None, synth), ("no DSP", "lut", synth["lut_only"])):
+        model = total_cost(network_cost(net, board, mapping))
+        print(f"{label}: " + ", ".join(f"{k} Yosys {counts[k]:,} model {model[k]:,}"
+                                       + (f" ({model[k] / counts[k] - 1:+.1%})" if k in ("lut", "ff") else "")
+                                       for k in ("lut", "ff", "dsp", "bram")))
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results" / "cnn28")
+    if sys.argv[1:2] == ["--price"]:
+        price(Path(sys.argv[2]))
+    else:
+        main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results" / "cnn28")

@@ -3,7 +3,8 @@ against the reuse factor R, each design co-simulated bit-exact in Verilator, and
 (``codesign.compress.fold_cost``) next to Yosys's counts.
 
 The network is ``codesign compress digits-mlp --data digits --budget lut=0.25,dsp=0`` (the default flow's
-compression: 64-28-13-10, 842 nonzero 4-bit weights). Every layer gets the same R; synthesis is
+compression: 64-28-13-10, 825 nonzero 4-bit weights, stored in ``tests/models/folded_digits_mlp``). Every layer gets
+the same R; synthesis is
 ``synth_xilinx -family xc7`` with ``-nodsp`` (the flow's budget allows no DSP) and with DSPs. Written to
 ``bench/results/folding.json``.
 
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -69,16 +69,11 @@ MEMORY_CELLS = ("RAM", "ROM")  # LUTRAM/BRAM primitives Yosys may infer for the 
 
 
 def digits_network():
-    """The default flow's compressed digits MLP (compressed once, cached in the temporary directory)."""
-    from codesign.app.cli import main
-    from codesign.core.network import Network
+    """The default flow's compressed digits MLP as stored in ``tests/models/folded_digits_mlp`` (the search may return
+    another network later: ``codesign compress digits-mlp --data digits --budget lut=0.25,dsp=0`` makes it again)."""
+    from _common import ROOT
 
-    d = Path(tempfile.gettempdir()) / "codesign-bench-folding" / "digits"
-    if not (d / "network.json").is_file():
-        args = ["compress", "digits-mlp", "--data", "digits", "--budget", "lut=0.25,dsp=0"]
-        if main([*args, "--out", str(d), "--force", "--quiet"]) != 0:
-            sys.exit("compressing digits-mlp failed")
-    return Network.load(d)
+    return Network.load(ROOT / "tests" / "models" / "folded_digits_mlp")
 
 
 def calibration_networks() -> dict[str, Network]:
@@ -262,6 +257,27 @@ def draw() -> None:
     shutil.copy(res / "folding.png", ROOT / "docs" / "benchmarks" / "folding.png")
 
 
+def reprice_all() -> None:
+    """The stored rows (MLP and CNN) priced again by the cost model as it is now; the Yosys counts and the
+    co-simulations kept."""
+    from _common import ROOT
+    from folding_cnn import reprice
+
+    res = ROOT / "bench" / "results"
+    mlp = json.loads((res / "folding.json").read_text())
+    nets = {"digits": digits_network(), **calibration_networks()}
+    for row in mlp["rows"]:
+        for mode in ("nodsp", "dsp", "block_nodsp"):
+            if mode in row:
+                c = network_folded_cost(nets[row["network"]], row["reuse"], FAMILY, dsp=mode == "dsp",
+                                        memory="block" if mode == "block_nodsp" else "auto")
+                row[mode]["model"] = {k: c[k] for k in ("lut", "ff", "dsp", "bram")}
+    cnn = reprice(json.loads((res / "folding_cnn.json").read_text()))
+    for name, r in (("folding", mlp), ("folding_cnn", cnn)):
+        r.pop("machine", None)
+        write_results(name, None, **r)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reuse", default="1,4,16,64,256", help="reuse factors, comma-separated")
@@ -272,8 +288,19 @@ def main() -> None:
                     "beside the stored rows")
     ap.add_argument("--cnn", action="store_true", help="only the CNN's sweep (bench/folding_cnn.py), then the plot")
     ap.add_argument("--plot", action="store_true", help="only the plot, from the stored results")
+    ap.add_argument("--cnn-compress", action="store_true", help="compress the CNN again into tests/models")
+    ap.add_argument("--reprice", action="store_true", help="price the stored CNN rows again (the model as it is now)")
     args = ap.parse_args()
     if args.plot:
+        draw()
+        return
+    if args.cnn_compress:
+        from folding_cnn import compress_again
+
+        compress_again()
+        return
+    if args.reprice:
+        reprice_all()
         draw()
         return
     if args.cnn:
@@ -308,8 +335,9 @@ def main() -> None:
     fitted = fit(rows, nets) if args.fit else None
     if fitted:
         print(fitted)
-    write_results("folding", t0, hls4ml=hls4ml_choice(), network="digits: digits-mlp, the default flow's compression (64-28-13-10, "
-                  "842 nonzero); small, mid: random calibration networks", family=FAMILY, samples=len(q),
+    write_results("folding", t0, hls4ml=hls4ml_choice(),
+                  network="digits: digits-mlp, the default flow's compression (64-28-13-10, 825 nonzero, "
+                  "tests/models/folded_digits_mlp); small, mid: random calibration networks", family=FAMILY, samples=len(q),
                   rows=rows, fit=fitted)
     draw()
 

@@ -1,8 +1,8 @@
 """The folded streaming CNN's sweep for ``bench/folding.py --cnn``: the README's digits CNN folded at several R.
 
 The network is the README's CNN flow's: ``codesign compress digits-cnn --data digits --board pynq-z2 --budget
-lut=0.02,dsp=0`` (3-bit weights, 6-bit activations, 316 nonzero weights: conv 3x3 1->5 and 5->9, Dense 36->10;
-compressed once, cached in the temporary directory). Its own fold is set aside: each row folds it as the budget
+lut=0.02,dsp=0`` (3-bit weights, 6-bit activations, 316 nonzero weights: conv 3x3 1->5 and 5->9, Dense 36->10),
+stored in ``tests/models/folded_digits_cnn``. Its own fold is set aside: each row folds it as the budget
 search does at a target II of ``64 * R`` cycles per image (``fold_choice.reuse_at``: each convolution at
 ``min(R, its nonzeros)``, the Dense tail at ``min(64 R, its nonzeros)``), from ``R = 1`` (only the Dense tail folded,
 one pixel a cycle) to the convolutions' full-kernel fold (one MAC unit each), plus the fully parallel design.
@@ -21,27 +21,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-import _common  # noqa: F401  (the repository on sys.path)
+import _common  # the repository on sys.path
 
 BOARD = "pynq-z2"
 CNN_REUSE = (1, 2, 4, 8, 16, 38, 74, 148)  # per pixel: 38 = conv1's nonzeros, 148 = conv2's (the full-kernel fold)
 CNN_SAMPLES = 200
+STORED = _common.ROOT / "tests" / "models" / "folded_digits_cnn"
 COMPRESS = ["compress", "digits-cnn", "--data", "digits", "--board", BOARD, "--budget", "lut=0.02,dsp=0"]
 
 
 def cnn_network():
-    """The README's CNN flow's compressed digits-cnn (compressed once, cached in the temporary directory), its
-    layers' own reuse factors set back to 1."""
-    from codesign.app.cli import main
+    """The README's CNN flow's compressed digits-cnn as stored in ``tests/models/folded_digits_cnn`` (the search may
+    return another network later; ``bench/folding.py --cnn-compress`` makes it again), its own reuse factors set to 1."""
     from codesign.compress.fold_choice import reuse_at, with_reuse
     from codesign.core.network import Network
 
-    d = Path(tempfile.gettempdir()) / "codesign-bench-folding" / "digits-cnn"
-    if not (d / "network.json").is_file():
-        if main([*COMPRESS, "--out", str(d), "--force", "--quiet"]) != 0:
-            sys.exit("compressing digits-cnn failed")
-    net = Network.load(d)
-    return with_reuse(net, reuse_at(net, 1))
+    return with_reuse(Network.load(STORED), reuse_at(Network.load(STORED), 1))
+
+
+def compress_again(out: Path = STORED) -> None:
+    """The README's CNN flow's compression, saved into ``out``."""
+    from codesign.app.cli import main
+
+    if main([*COMPRESS, "--out", str(out), "--force", "--quiet"]) != 0:
+        sys.exit("compressing digits-cnn failed")
 
 
 def measure_cnn(net, r: int | None, dsp_modes: tuple[bool, ...], q, work: Path) -> dict[str, Any]:
@@ -105,7 +108,8 @@ def reprice(res: dict[str, Any]) -> dict[str, Any]:
 
     net = cnn_network()
     for row in res["rows"]:
-        folded = with_reuse(net, reuse_at(net, 1 if row["reuse_per_pixel"] is None else pixels(net) * row["reuse_per_pixel"]))
+        r = row["reuse_per_pixel"]
+        folded = with_reuse(net, reuse_at(net, 1 if r is None else pixels(net) * r))
         for mode in ("nodsp", "dsp"):
             if mode in row:
                 row[mode].update(price(folded, mode == "dsp"))

@@ -320,9 +320,11 @@ def _folded_kernel_entry(c: _Ctx, dense: Dense, reuse: int, t_in: FixedType, t_o
     first = next(l.name for l in c.net.layers if isinstance(l, (Conv, Dense)) and int(l.reuse) > 1)
     if c.layer.name == first:
         ff += _bits(max(fc["cycles"], 2) - 1)
-    kernel = {k: fc[k] for k in ("lut", "ff", "dsp", "bram", "units", "cycles", "memory_bits", "calibrated")}
+    kernel = {k: fc[k] for k in ("lut", "ff", "dsp", "bram", "units", "cycles", "memory_bits", "calibrated",
+                                 "features")}
     return {"name": c.layer.name, "kind": c.layer.kind, "kernel": {**kernel, "reuse": reuse, "folded": True},
-            "lut": float(fc["lut"]), "ff": ff, "dsp": float(fc["dsp"]), "bram": float(fc["bram"])}
+            "lut": float(fc["lut"]), "ff": ff, "dsp": float(fc["dsp"]),
+            "bram": float(math.ceil(fc["bram"]))}  # a stage's RAMB18 count as RAMB36, rounded up, as Yosys's counts
 
 
 def _merge_entry(c: _Ctx) -> dict[str, Any]:

@@ -6,13 +6,15 @@ partial registers are the emitter's, not guesses. Flip-flops are counted from th
 priced per bit of each part with coefficients fitted against Yosys (``bench/folding.py``, xc7; other
 families use xc7's LUT prices and their own memory geometry, marked ``calibrated: False``).
 
-Memories: the weight ROM is ``C`` words (the cycles per vector) of ``word_bits``. In logic (``memory="auto"``
-up to ``AUTO_BLOCK_DEPTH`` words, Yosys's own choice for these shallow ROMs) a live bit costs ``ROM_LUTS`` (measured
-per depth) and its read register one FF; as block RAM (``memory="block"``, and Yosys's choice for deeper ROMs)
-the word is cut into the family's widest port (xc7 RAMB18E1: 36 bits x 512; ECP5 DP16KD and Gowin's BSRAM:
-36 x 512; Cyclone V M10K: 40 x 256; iCE40 SB_RAM40_4K: 16 x 256). ``bram`` is counted as the synthesis counts
-do: in RAMB36 (two RAMB18) on AMD parts, in blocks elsewhere. An input group's N:1 select costs ``SELECT_LUTS``
-per bit (measured per N).
+Memories: the weight ROM is ``C`` words (the cycles per vector) of ``word_bits``. In logic a live bit costs
+``ROM_LUTS`` (measured per depth) and its read register one FF; as block RAM it costs no LUT. Where the ROM goes
+with ``memory="auto"`` is Yosys's choice, which the model makes the same way: on AMD parts ``memory_libmap``'s
+costs (``xilinx_rom_blocks``: block RAM when the ROM's bits / 64 cost more than its cheapest RAMB18 or RAMB36
+layout); elsewhere (not measured) block RAM past ``AUTO_BLOCK_DEPTH`` words of ``AUTO_BLOCK_WIDTH`` bits or more.
+``memory="block"`` cuts the word into the family's widest port (xc7 RAMB18E1: 36 bits x 512; ECP5 DP16KD and
+Gowin's BSRAM: 36 x 512; Cyclone V M10K: 40 x 256; iCE40 SB_RAM40_4K: 16 x 256). ``bram`` is counted as the
+synthesis counts do: in RAMB36 (two RAMB18, rounded up) on AMD parts, in blocks elsewhere. An input group's N:1
+select costs ``SELECT_LUTS`` per bit (measured per N).
 
 A multiplier is a DSP when the family's DSP rule (``codesign.families``: Yosys's minimum operand and
 product widths) holds and DSPs are allowed; else a LUT multiplier, priced per partial-product bit.
@@ -29,7 +31,7 @@ import numpy as np
 
 from codesign.core.arith import signed_width
 from codesign.core.fixed import FixedType
-from codesign.core.fold import LayerPlan, live_columns, plan_layer
+from codesign.core.fold import LayerPlan, live_columns, memory_words, plan_layer
 from codesign.core.layers import Dense
 from codesign.core.network import Network
 from codesign.core.reference import exact_accum_type
@@ -45,25 +47,52 @@ SELECT_LUTS = ((1, 0.0), (2, 1.0), (3, 2.0), (4, 2.0), (5, 2.0), (6, 3.0), (8, 3
                (128, 54.0), (192, 83.0), (256, 102.0))
 ROM_LUTS = ((1, 0.0), (2, 0.0), (4, 0.0625), (8, 0.8125), (16, 1.0), (64, 1.0), (65, 1.0), (96, 3.0), (128, 3.0),
             (160, 5.0), (192, 5.0), (256, 6.0))
-# deeper and at least as wide, Yosys's memory="auto" maps a ROM to block RAM (measured: 288, 320, 352 x 32 and
-# 300 x 200 words x bits in block RAM; 257 x 32 and 300 x 8 in LUTs)
+# LUTs of one LUT-multiplier unit measured alone in the emitter's form (``bench/calibrate_fold.py --units``, xc7;
+# four units of random weights sharing a counter and ROM, per unit): a registered input times a weight read from the
+# ROM at the counter, the product registered, and an accumulator of (input + weight + 4) bits; by the counter's
+# address bits (C = 2, 4, 8 words), input bits (rows, UNIT_INPUT_BITS)
+# and weight bits (columns, UNIT_WEIGHT_BITS). Synthesis sees the weight through the ROM, a function of the address:
+# with one address bit the product is a choice between two constant multiples, with two it is still cheaper, and
+# from three the weight's full width is live (the multiplier a full array). Between the points: linear in each
+# width; past the last: in proportion; C > 8 words: the 3-bit row.
+UNIT_INPUT_BITS = (2, 4, 6, 8, 12, 16)
+UNIT_WEIGHT_BITS = (2, 3, 4, 6, 8)
+UNIT_LUTS = {
+    1: ((9, 11.8, 13.8, 18.8, 23.2), (12.8, 18.2, 22.8, 26.2, 32), (15.8, 23.8, 28, 48, 64.2),
+        (19.2, 29.2, 34.5, 61.8, 89.5), (25.2, 40.2, 46.8, 90.5, 129.5), (31.2, 51.2, 58.8, 120.2, 167.8)),
+    2: ((11.5, 17, 19.8, 26.5, 30.5), (19.5, 28.2, 39.8, 56.2, 68.2), (25.5, 39, 53, 87.2, 111.5),
+        (32.5, 48.5, 68, 108.5, 143.5), (44.5, 71.2, 97.8, 156.2, 200.8), (56.5, 93.2, 125.5, 204, 257.2)),
+    3: ((12.8, 19.2, 24.2, 32.2, 42), (21.2, 32.2, 49.2, 69.2, 91), (27.2, 44.2, 67.2, 99.2, 128),
+        (34.8, 53.2, 87.2, 126.2, 162), (46.8, 78.2, 123.2, 176.2, 235), (58.8, 102.2, 157.2, 225.2, 294)),
+}
+# deeper and at least as wide, a ROM is taken to be block RAM on the families whose choice is not modelled
 AUTO_BLOCK_DEPTH, AUTO_BLOCK_WIDTH = 256, 32
+# Yosys's memory_libmap on AMD parts (synth_xilinx, share/xilinx/brams_xc4v.txt, the same for xc7 and xcup): a ROM
+# left to soft logic costs its bits / 64 (synth_xilinx's -logic-cost-rom); a block layout costs 129 per RAMB18 and
+# 257 per RAMB36, + 2, + half the word's bits when its depth is split over blocks (the read mux); the cheapest wins.
+# Per block kind: its cost and the depth at each port width. Checked against Yosys 0.70's own costs (``debug
+# memory_libmap``) and mappings: 257 x 32 and 300 x 8 and 600 x 20 words x bits in logic, 288 x 32 in one RAMB18,
+# 1,024 x 9 in one, 3,280 x 13 in three (4,096 x 4 beside 2 x 2,048 x 9: cost 395.5, logic 666.25).
+XILINX_BLOCKS = {"RAMB18": (129, {1: 16384, 2: 8192, 4: 4096, 9: 2048, 18: 1024, 36: 512}),
+                 "RAMB36": (257, {1: 32768, 2: 16384, 4: 8192, 9: 4096, 18: 2048, 36: 1024, 72: 512})}
+XILINX_LOGIC_COST_ROM = 1 / 64
+XILINX_FAMILIES = ("xc7", "xcup")
 LUT4_FAMILIES = ("ecp5", "gowin", "ice40")  # not measured: a LUT4 holds a quarter of a LUT6's ROM and half its select
 
-# LUT per unit of each feature, fitted by ``bench/calibrate_fold.py --fit`` (non-negative least squares on the
-# relative error over single folded layers on xcup and xc7 and bench/folding.py's networks on xc7, with and
-# without DSPs; bench/results/calibrate_fold.json). "select" and "rom" are the measured LUTs of those parts alone
-# (SELECT_LUTS, ROM_LUTS), priced by what they cost in a layer. An array multiplier in LUTs is (weight bits - 1)
-# adders of the product's width; a DSP unit's accumulator stays in LUTs beside it. A zero price: the fit gives
-# that part no LUTs beyond what the other prices already cover; the FFs are the structure's.
+# LUT per unit of each feature, fitted by ``bench/calibrate_fold.py`` (non-negative least squares on the relative
+# error over single folded layers on xcup, bench/folding.py's random networks on xc7, with and without DSPs, and
+# bench/folding.py --cnn's folded digits CNN on xc7, per stage, the rest of its stream priced apart by the streaming
+# model; bench/results/calibrate_fold.json). "unit", "select" and "rom" are the measured LUTs of those parts alone
+# (UNIT_LUTS, SELECT_LUTS, ROM_LUTS), priced by what they cost in a layer; a DSP unit's accumulator stays in LUTs
+# beside it. A zero price: the fit gives that part no LUTs beyond what the other prices already cover; the FFs are
+# the structure's.
 LUT_PER = {
-    "mult_pp": 2.379,  # per partial-product bit (input bits x weight bits) of a LUT multiplier
-    "mult_bit": 3.811,  # per product bit of a LUT multiplier (its last adder and sign extension)
-    "acc_bit": 0.0,  # per accumulator bit of a LUT-multiplier unit (its adder, the clear, the product's sum)
-    "dsp_acc_bit": 1.902,  # per accumulator bit of a DSP unit
-    "select": 0.778,  # per LUT of the input selects measured alone
-    "rom": 1.227,  # per LUT of the live ROM bits measured alone
-    "partial_add_bit": 0.369,  # adding an output's partials and its bias, per operand bit
+    "unit": 1.068,  # per LUT of a LUT-multiplier unit measured alone (UNIT_LUTS)
+    "acc_bit": 1.551,  # per accumulator bit of a LUT-multiplier unit past the measured unit's
+    "dsp_acc_bit": 1.317,  # per accumulator bit of a DSP unit
+    "select": 0.815,  # per LUT of the input selects measured alone
+    "rom": 1.096,  # per LUT of the live ROM bits measured alone
+    "partial_add_bit": 0.738,  # adding an output's partials and its bias, per operand bit
     "out_bit": 0.0,  # rounding and saturation per output bit, when the result type is not the exact sum's
     "relu_bit": 0.0,  # a ReLU after the layer, per output bit
     "control": 0.0,  # counter, busy/valid and the partials' write enables
@@ -87,9 +116,58 @@ def _measured(table: tuple[tuple[int, float], ...], n: float) -> float:
     return 0.0
 
 
+def _axis(points: tuple[int, ...], v: float) -> tuple[int, int, float, float]:
+    """The two grid points around ``v`` (index, index, weight of the second) and the scale past the last."""
+    if v >= points[-1]:
+        return len(points) - 1, len(points) - 1, 0.0, v / points[-1]
+    if v <= points[0]:
+        return 0, 0, 0.0, 1.0
+    j = next(i for i, p in enumerate(points) if p >= v)
+    return j - 1, j, (v - points[j - 1]) / (points[j] - points[j - 1]), 1.0
+
+
+def unit_luts(input_bits: int, weight_bits: int, cycles: int) -> float:
+    """LUTs of one LUT-multiplier unit measured alone (``UNIT_LUTS``), without its ROM's bits (priced apart)."""
+    a = min(max((cycles - 1).bit_length(), 1), 3)
+    t = UNIT_LUTS[a]
+    i0, i1, fi, si = _axis(UNIT_INPUT_BITS, input_bits)
+    j0, j1, fj, sj = _axis(UNIT_WEIGHT_BITS, weight_bits)
+    row0 = t[i0][j0] + (t[i0][j1] - t[i0][j0]) * fj
+    row1 = t[i1][j0] + (t[i1][j1] - t[i1][j0]) * fj
+    rom = _measured(ROM_LUTS, 1 << a) * weight_bits  # the measured unit's own ROM of 2, 4 or 8 words
+    return max((row0 + (row1 - row0) * fi) * si * sj - rom, 0.0)
+
+
 def select_luts(n: int, family: str) -> float:
     """LUTs per bit of an N:1 input select (``SELECT_LUTS``)."""
     return _measured(SELECT_LUTS, n) * (2 if family in LUT4_FAMILIES else 1)
+
+
+def xilinx_rom_blocks(depth: int, width: int) -> tuple[float, float]:
+    """The cheapest block RAM layout of a ``depth`` x ``width`` ROM by ``memory_libmap``'s costs (``XILINX_BLOCKS``):
+    its cost and its blocks in RAMB36 (a RAMB18 is half). Columns of different port widths may sit side by side, each
+    as deep as it needs (3,280 x 13: a 4,096 x 4 RAMB18 beside two 2,048 x 9)."""
+    best = (math.inf, 0.0)
+    for kind, (cost, depth_at) in XILINX_BLOCKS.items():
+        # with every column as deep as the ROM in one block, or (a read mux: half a unit per bit) some cut in depth
+        for ports, mux in (({w: d for w, d in depth_at.items() if d >= depth}, 0.0), (depth_at, width / 2)):
+            cells = [0.0] + [math.inf] * width  # cells[x]: the fewest blocks holding x bits (or more) at this depth
+            for x in range(1, width + 1):
+                cells[x] = min((cells[max(x - w, 0)] + math.ceil(depth / d) for w, d in ports.items()),
+                               default=math.inf)
+            total = cells[width] * cost + 2 + mux
+            if total < best[0]:
+                best = (total, cells[width] * (0.5 if kind == "RAMB18" else 1.0))
+    return best
+
+
+def auto_in_block(depth: int, width: int, family: str) -> bool:
+    """Whether Yosys's ``memory="auto"`` puts a ``depth`` x ``width`` ROM in block RAM (module docstring)."""
+    if depth <= 1 or width <= 0:
+        return False
+    if family in XILINX_FAMILIES:
+        return depth * width * XILINX_LOGIC_COST_ROM > xilinx_rom_blocks(depth, width)[0]
+    return depth > AUTO_BLOCK_DEPTH and width >= AUTO_BLOCK_WIDTH
 
 
 def memory_cost(depth: int, width: int, family: str, memory: str = "auto") -> dict[str, float]:
@@ -98,7 +176,9 @@ def memory_cost(depth: int, width: int, family: str, memory: str = "auto") -> di
     k, port, deep, per_block = MEMORY[family]
     if depth <= 1:  # a constant word: wires
         return {"lut": 0.0, "ff": 0.0, "bram": 0.0}
-    if memory == "block" or (memory == "auto" and depth > AUTO_BLOCK_DEPTH and width >= AUTO_BLOCK_WIDTH):
+    if family in XILINX_FAMILIES and (memory == "block" or (memory == "auto" and auto_in_block(depth, width, family))):
+        return {"lut": 0.0, "ff": 0.0, "bram": xilinx_rom_blocks(depth, width)[1]}
+    if memory == "block" or (memory == "auto" and auto_in_block(depth, width, family)):
         blocks = math.ceil(width / port) * math.ceil(depth / deep)
         return {"lut": 0.0, "ff": 0.0, "bram": blocks * per_block}
     per_bit = _measured(ROM_LUTS, depth * (4 if family in LUT4_FAMILIES else 1))
@@ -109,6 +189,12 @@ def _is_dsp(a_bits: int, w_bits: int, p_bits: int, family: str, dsp: bool) -> bo
     """The family's DSP rule (Yosys's mul2dsp minimum widths) for one MAC unit's multiply."""
     ma, mw, mp = FAMILIES[family].dsp_min_widths
     return dsp and min(a_bits, w_bits) >= min(ma, mw) and max(a_bits, w_bits) >= max(ma, mw) and p_bits >= mp
+
+
+def varying_columns(plan: LayerPlan) -> int:
+    """Memory bits that are not constant over the words (a repeated bit counted each time)."""
+    words = memory_words(plan)
+    return sum(1 for b in range(plan.word_bits) if len({(w >> b) & 1 for w in words}) > 1)
 
 
 def plan_features(plan: LayerPlan, layer: Dense, x_lo: list[int], x_hi: list[int], out_type: FixedType,
@@ -125,9 +211,6 @@ def plan_features(plan: LayerPlan, layer: Dense, x_lo: list[int], x_hi: list[int
     ff = n_dsp = 0.0
     for sel in plan.selects:  # one multiplexer per input group
         f["select"] += max(signed_width(x_lo[i], x_hi[i]) for i in sel) * select_luts(len(sel), family)
-    # the weight a unit multiplies by is one of C words read at the counter: synthesis sees that through the ROM (its
-    # read register moves to the address), so a LUT multiplier is as wide as the counter's bits, not the weight's
-    rom_bits = max((plan.cycles - 1).bit_length(), 1) + 1
     for u in range(plan.units):
         aw = max(signed_width(x_lo[i], x_hi[i]) for i in plan.selects[plan.group[u]])
         pw = signed_width(*plan.prod_range[u])
@@ -136,10 +219,13 @@ def plan_features(plan: LayerPlan, layer: Dense, x_lo: list[int], x_hi: list[int
             n_dsp += 1
             f["dsp_acc_bit"] += accw
             ff += pw if family in DSP_PRODUCT_IN_FABRIC else 0
-        else:
-            f["mult_pp"] += aw * min(plan.weight_bits, rom_bits)
-            f["mult_bit"] += pw
-            f["acc_bit"] += accw
+        else:  # the weight is one of C words read at the counter: synthesis sees it through the ROM (UNIT_LUTS); an
+            # input that is never negative has a constant sign bit, a row of partial products fewer than the signed
+            # input the units were measured with
+            sel = plan.selects[plan.group[u]]
+            unsigned = all(x_lo[i] >= 0 for i in sel)
+            f["unit"] += unit_luts(aw - 1 if unsigned and aw > 1 else aw, plan.weight_bits, plan.cycles)
+            f["acc_bit"] += accw - (aw + plan.weight_bits + 4)  # past the measured unit's accumulator
             ff += pw
         ff += accw + 1  # the accumulator and the first-item bit
     parts: dict[int, list[int]] = {}
@@ -156,11 +242,12 @@ def plan_features(plan: LayerPlan, layer: Dense, x_lo: list[int], x_hi: list[int
     cw = max((plan.cycles - 1).bit_length(), 1)
     out_bits = out_type.width - (1 if relu and out_type.signed else 0)  # after a ReLU the sign bit is constant
     ff += out_bits * n_out + 2 * cw + 4  # the output register, the counter and its copy, valid/busy/done
-    # built in logic, a ROM keeps only its live bits (a constant or repeated bit is no LUT and no FF)
-    width = live_columns(plan)
-    if memory == "block" or (memory == "auto" and plan.cycles > AUTO_BLOCK_DEPTH and width >= AUTO_BLOCK_WIDTH):
-        width = plan.word_bits  # a block RAM stores every bit
-    mem = memory_cost(plan.cycles, width, family, memory)
+    # built in logic, a ROM keeps only its live bits (a constant or repeated bit is no LUT and no FF); Yosys
+    # (opt_mem) drops its constant bits before it chooses block RAM, so a block RAM stores every other bit, repeats
+    # too (the digits MLP at R = 4: 1,416 word bits, 1,122 not constant, 18 RAMB36 on Yosys)
+    stored = varying_columns(plan)
+    in_block = memory == "block" or (memory == "auto" and auto_in_block(plan.cycles, stored, family))
+    mem = memory_cost(plan.cycles, stored if in_block else live_columns(plan), family, memory)
     f["rom"] = mem["lut"]
     return {**f, "ff": ff + mem["ff"], "dsp": n_dsp, "bram": mem["bram"]}
 
