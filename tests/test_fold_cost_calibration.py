@@ -81,12 +81,7 @@ def _benchmark_rows():
     mlp = [("mlp", r, m) for r in FOLDING["rows"] if r["network"] == "digits" and r["reuse"] > 1
            for m in ("nodsp", "dsp", "block_nodsp") if m in r]
     cnn = [("cnn", r, m) for r in FOLDING_CNN["rows"] if r["reuse_per_pixel"] for m in ("nodsp", "dsp") if m in r]
-    # the one fold the model prices outside 15 % (docs/benchmarks/folding.md): the digits MLP at R = 4, whose LUT
-    # multipliers in fc1 (127 units of 4 cycles) Yosys builds in fewer LUTs than the units measured alone
-    miss = pytest.mark.xfail(strict=True, reason="digits MLP at R = 4: +15.9 % LUT without DSPs, +24.2 % with")
-    return [pytest.param(k, r, m, id=f"{k}-R{r.get('reuse') or r.get('reuse_per_pixel')}-{m}",
-                         marks=[miss] if (k, r.get("reuse"), m) in (("mlp", 4, "nodsp"), ("mlp", 4, "dsp")) else [])
-            for k, r, m in mlp + cnn]
+    return [pytest.param(k, r, m, id=f"{k}-R{r.get('reuse') or r.get('reuse_per_pixel')}-{m}") for k, r, m in mlp + cnn]
 
 
 @pytest.mark.parametrize("kind,row,mode", _benchmark_rows())

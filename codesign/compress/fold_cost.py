@@ -87,13 +87,13 @@ LUT4_FAMILIES = ("ecp5", "gowin", "ice40")  # not measured: a LUT4 holds a quart
 # beside it. A zero price: the fit gives that part no LUTs beyond what the other prices already cover; the FFs are
 # the structure's.
 LUT_PER = {
-    "unit": 1.068,  # per LUT of a LUT-multiplier unit measured alone (UNIT_LUTS)
-    "acc_bit": 1.551,  # per accumulator bit of a LUT-multiplier unit past the measured unit's
-    "dsp_acc_bit": 1.317,  # per accumulator bit of a DSP unit
-    "select": 0.815,  # per LUT of the input selects measured alone
-    "rom": 1.096,  # per LUT of the live ROM bits measured alone
-    "partial_add_bit": 0.738,  # adding an output's partials and its bias, per operand bit
-    "out_bit": 0.0,  # rounding and saturation per output bit, when the result type is not the exact sum's
+    "unit": 1.071,  # per LUT of a LUT-multiplier unit measured alone (UNIT_LUTS)
+    "acc_bit": 0.215,  # per accumulator bit of a LUT-multiplier unit past the measured unit's
+    "dsp_acc_bit": 1.39,  # per accumulator bit of a DSP unit
+    "select": 0.826,  # per LUT of the input selects measured alone
+    "rom": 1.118,  # per LUT of the live ROM bits measured alone
+    "partial_add_bit": 0.674,  # adding an output's partials and its bias, per operand bit
+    "out_bit": 0.048,  # rounding and saturation per output bit, when the result type is not the exact sum's
     "relu_bit": 0.0,  # a ReLU after the layer, per output bit
     "control": 0.0,  # counter, busy/valid and the partials' write enables
 }
@@ -219,12 +219,13 @@ def plan_features(plan: LayerPlan, layer: Dense, x_lo: list[int], x_hi: list[int
             n_dsp += 1
             f["dsp_acc_bit"] += accw
             ff += pw if family in DSP_PRODUCT_IN_FABRIC else 0
-        else:  # the weight is one of C words read at the counter: synthesis sees it through the ROM (UNIT_LUTS); an
-            # input that is never negative has a constant sign bit, a row of partial products fewer than the signed
-            # input the units were measured with
-            sel = plan.selects[plan.group[u]]
-            unsigned = all(x_lo[i] >= 0 for i in sel)
-            f["unit"] += unit_luts(aw - 1 if unsigned and aw > 1 else aw, plan.weight_bits, plan.cycles)
+        else:  # the weight is one of C words read at the counter: synthesis sees it through the ROM (UNIT_LUTS), as
+            # wide as the unit's own weights (the measured units' random weights span their type); an input that is
+            # never negative has a constant sign bit, a row of partial products fewer than the signed inputs measured
+            ws = plan.items[u, :, 1]
+            wu = min(plan.weight_bits, signed_width(min(0, int(ws.min())), max(0, int(ws.max()))))
+            unsigned = all(x_lo[i] >= 0 for i in plan.selects[plan.group[u]])
+            f["unit"] += unit_luts(aw - 1 if unsigned and aw > 1 else aw, wu, plan.cycles)
             f["acc_bit"] += accw - (aw + plan.weight_bits + 4)  # past the measured unit's accumulator
             ff += pw
         ff += accw + 1  # the accumulator and the first-item bit
