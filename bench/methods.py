@@ -288,17 +288,21 @@ def table(rows: list[dict], n_test: dict[str, int]) -> str:
 def seeds_table(rows: list[dict], seeds: list[int]) -> str:
     """Mean ± standard deviation over the seeds per method (Yosys LUTs: the mean), and ours against the best
     other method by the mean: the difference of the paired per-seed scores, a win or a loss only outside one
-    standard deviation of that difference, else a tie."""
+    standard deviation of that difference, else a tie. Only designs that fit their budget on Yosys count
+    ("[k of n]": the seeds that gave one)."""
     out = [f"| network | budget LUT | " + " | ".join(METHODS) + f" | ours − best other (pt, {len(seeds)} seeds) | verdict |",
            "| --- | ---: | " + " | ".join("---:" for _ in METHODS) + " | ---: | --- |"]
     for case in dict.fromkeys(r["case"] for r in rows):
         for lut in sorted({r["budget_lut"] for r in rows if r["case"] == case}):
+            # a design over its budget on Yosys (or none: the method found no network that fits) is no result
             acc = {m: {r["seed"]: r["accuracy"] for r in rows if r["case"] == case and r["budget_lut"] == lut
-                       and r["method"] == m and r.get("accuracy") is not None} for m in METHODS}
+                       and r["method"] == m and r.get("accuracy") is not None and r.get("fits_yosys")}
+                   for m in METHODS}
             lut_of = {m: [r["yosys_lut"] for r in rows if r["case"] == case and r["budget_lut"] == lut
-                          and r["method"] == m and "yosys_lut" in r] for m in METHODS}
+                          and r["method"] == m and r.get("fits_yosys")] for m in METHODS}
             cells = [f"{100 * np.mean(list(a.values())):.1f} ± {100 * np.std(list(a.values())):.1f} "
-                     f"({np.mean(lut_of[m]):,.0f})" if a else "–" for m, a in acc.items()]
+                     f"({np.mean(lut_of[m]):,.0f})" + (f" [{len(a)} of {len(seeds)}]" if len(a) < len(seeds) else "")
+                     if a else "–" for m, a in acc.items()]
             others = {m: a for m, a in acc.items() if m != "hardware" and a}
             verdict, diff = "–", "–"
             if acc["hardware"] and others:
@@ -326,7 +330,8 @@ def plot(rows: list[dict], path) -> None:
               "digits": ("C4", "D")}
     for ax, case in zip(axes[0], cases):
         for m in METHODS:
-            mine = [r for r in rows if r["case"] == case and r["method"] == m and r.get("accuracy") is not None]
+            mine = [r for r in rows if r["case"] == case and r["method"] == m and r.get("accuracy") is not None
+                    and r.get("fits_yosys")]
             pts = []  # per budget: mean Yosys LUTs, mean accuracy and its spread over the seeds
             for lut in sorted({r["budget_lut"] for r in mine}):
                 at = [r for r in mine if r["budget_lut"] == lut]
