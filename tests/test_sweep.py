@@ -17,7 +17,7 @@ from codesign.app.sweep import expand_budgets, pareto_front, run_sweep, search_s
 # the smallest real search: one precision, short training
 SEARCH = {"precisions": (Precision(4, 6, 10),), "schedule": Schedule(epochs=8, finetune_epochs=2, final_epochs=4)}
 SEARCH_CLI = ["--precisions", "4/6/10", "--schedule", "epochs=8,finetune_epochs=2,final_epochs=4"]
-BUDGETS = "lut=0.04,0.08,dsp=0"
+BUDGETS = "lut=0.05,0.1,dsp=0"
 
 
 def figures(point: dict) -> dict:
@@ -57,7 +57,7 @@ def test_the_pareto_front_drops_dominated_points():
 def test_a_two_budget_digits_sweep_writes_table_plot_and_front(local_sweep):
     r = local_sweep
     pts = r["points"]
-    assert [p["budget"] for p in pts] == ["lut=0.04,dsp=0", "lut=0.08,dsp=0"] and r["failed"] == 0
+    assert [p["budget"] for p in pts] == ["lut=0.05,dsp=0", "lut=0.1,dsp=0"] and r["failed"] == 0
     for p in pts:
         assert p["analytic"]["lut"] <= p["limits"]["lut"] and p["synth"]["dsp"] == 0 and p["synth"]["lut"] > 0
     # twice the LUTs buys more weights
@@ -81,7 +81,7 @@ def test_a_failed_point_on_ray_is_recorded_the_rest_finish_and_the_cli_exits_1(r
                                                                                tmp_path, capsys):
     out = tmp_path / "sweep"
     code = main(["sweep", "digits-mlp", "--data", "digits", "--board", "arty-a7-35", "--budgets",
-                 "lut=0.001,0.04,dsp=0", "--out", str(out), "--cluster", "ray", "--quiet", *SEARCH_CLI])
+                 "lut=0.001,0.05,dsp=0", "--out", str(out), "--cluster", "ray", "--quiet", *SEARCH_CLI])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1
     assert err.startswith("codesign: error: 1 of 2 sweep points failed (first: compress lut=0.001,dsp=0: budget ")
