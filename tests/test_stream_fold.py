@@ -174,7 +174,8 @@ def test_hls4ml_c_simulation_of_a_folded_cnn_with_the_same_reuse_factor_is_bit_e
 @pytest.mark.slow
 def test_flow_folds_the_digits_cnn_into_two_percent_of_a_pynq_z2(tmp_path):
     """docs/guide/folding.md's run and issue 32's: lut=0.02,dsp=0 (1,064 LUTs; fully parallel it needed 2,285 for
-    95.8 %) fits folded at >= 95 % (95.6 % from an empty cache at c2b3162; an earlier fold price, 84.4 %)."""
+    95.8 %) fits folded at >= 95 % (96.9 % at II 12,608 with the recalibrated fold prices of 2026-12-08; 95.6 % at
+    II 9,472 before them, 84.4 % with an earlier fold price)."""
     from codesign.app import flow
 
     rep = flow.run_flow(tmp_path / "run", "digits-cnn", "digits", "pynq-z2", "lut=0.02,dsp=0", samples=2000)
