@@ -96,7 +96,11 @@ def test_the_default_flow_network_classifies_1000_digits_bit_exact_through_the_p
                                                                                      verilator):
     code, out = default_run
     assert code == 0
-    net = Network.load(out)
+    _classify_1000_digits(Network.load(out), digits, tmp_path)
+
+
+def _classify_1000_digits(net: Network, digits, tmp_path) -> None:
+    """1,000 digits samples through the pins, every reply checked against the reference; the accuracy printed."""
     x = np.concatenate([digits.X_test, digits.X_val, digits.X_train])[:1000]
     q = net.quantize_input(x)
     replies, res = _through_the_pins(net, q, tmp_path)
@@ -142,13 +146,8 @@ def test_a_queue_of_one_beat_loses_the_folded_cnns_pixels(tmp_path, verilator):
 @pytest.mark.slow
 def test_a_folded_digits_mlp_classifies_1000_digits_bit_exact_through_the_pins(digits_q, digits, tmp_path, verilator):
     """The digits MLP at the default precision, every Dense layer at reuse 8."""
-    net = with_reuse(digits_q, {l.name: 8 for l in digits_q.layers if hasattr(l, "reuse")})
-    x = np.concatenate([digits.X_test, digits.X_val, digits.X_train])[:1000]
-    q = net.quantize_input(x)
-    replies, res = _through_the_pins(net, q, tmp_path)
-    _check(net, q, replies, res["leds"])
-    y = np.concatenate([digits.y_test, digits.y_val, digits.y_train])[:1000]
-    print(f"folded board accuracy on 1,000 digits: {np.mean([r.cls for r in replies] == y):.3f}")
+    _classify_1000_digits(with_reuse(digits_q, {l.name: 8 for l in digits_q.layers if hasattr(l, "reuse")}), digits,
+                          tmp_path)
 
 
 # ---- the host side alone ------------------------------------------------------------------------
