@@ -549,7 +549,7 @@ def _after_screen(ctx: _Search, teacher: QCNN, best: tuple, fitting: list[tuple]
 def screen_rankings(teacher: QCNN) -> tuple[str, ...]:
     """The other rankings screened where the screened best is ``RANKING_GAP`` below float: |w| always; whole
     channels too for a CNN, where each channel carries a fixed price (its line buffers, pooling and output logic)
-    that pruning single weights never frees: digits-resnet at 4,000 LUTs, three seeds, reached 69-74 % by channels
+    that pruning single weights never frees: digits-resnet at 4,000 LUTs, two seeds, reached 69-74 % by channels
     and 23-30 % by single weights (bench/methods.py)."""
     return ("magnitude", "structured") if any(isinstance(s, QConv) for s in teacher.stages) else ("magnitude",)
 
