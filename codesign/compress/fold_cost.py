@@ -23,6 +23,7 @@ The budget search prices a candidate it folds with ``network_folded_cost`` (``fo
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import replace
 from typing import Any
@@ -143,6 +144,7 @@ def select_luts(n: int, family: str) -> float:
     return _measured(SELECT_LUTS, n) * (2 if family in LUT4_FAMILIES else 1)
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of two ints, asked again for the same ROM by every price of a fold
 def xilinx_rom_blocks(depth: int, width: int) -> tuple[float, float]:
     """The cheapest block RAM layout of a ``depth`` x ``width`` ROM by ``memory_libmap``'s costs (``XILINX_BLOCKS``):
     its cost and its blocks in RAMB36 (a RAMB18 is half). Columns of different port widths may sit side by side, each
@@ -176,9 +178,11 @@ def memory_cost(depth: int, width: int, family: str, memory: str = "auto") -> di
     k, port, deep, per_block = MEMORY[family]
     if depth <= 1:  # a constant word: wires
         return {"lut": 0.0, "ff": 0.0, "bram": 0.0}
-    if family in XILINX_FAMILIES and (memory == "block" or (memory == "auto" and auto_in_block(depth, width, family))):
-        return {"lut": 0.0, "ff": 0.0, "bram": xilinx_rom_blocks(depth, width)[1]}
-    if memory == "block" or (memory == "auto" and auto_in_block(depth, width, family)):
+    if memory == "auto":
+        memory = "block" if auto_in_block(depth, width, family) else "logic"
+    if memory == "block":
+        if family in XILINX_FAMILIES:
+            return {"lut": 0.0, "ff": 0.0, "bram": xilinx_rom_blocks(depth, width)[1]}
         blocks = math.ceil(width / port) * math.ceil(depth / deep)
         return {"lut": 0.0, "ff": 0.0, "bram": blocks * per_block}
     per_bit = _measured(ROM_LUTS, depth * (4 if family in LUT4_FAMILIES else 1))
