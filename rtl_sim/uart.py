@@ -85,15 +85,10 @@ def emit_uart_top(d: Design, clock_hz: int = DEFAULT_CLOCK_HZ, baud: int = DEFAU
 def _core(d: Design, bw: int, beat_bytes: int, beats: int) -> str:
     """The core's instance, fed by ``core_in_valid``/``beat``; a folded core's through the beat queue."""
     n, ow = d.n_out, d.out_type.width
-    if not has_in_ready(d):
-        return f"""  // ---- the core ----------------------------------------------------------------------------------
-  wire core_valid;
-  wire [{n * ow - 1}:0] core_data;
-  {d.top} core (
-    .clk(clk), .rst(reset), .in_valid(core_in_valid), .in_data(beat), .out_valid(core_valid), .out_data(core_data)
-  );
-"""
-    return f"""  // ---- the beat queue: the folded core takes a beat only when its in_ready is high ------------------
+    queue, ports = "", ".in_valid(core_in_valid), .in_data(beat),"
+    if has_in_ready(d):
+        ports = ".in_valid(bq_valid), .in_ready(core_ready), .in_data(bq[bq_rp]),"
+        queue = f"""  // ---- the beat queue: the folded core takes a beat only when its in_ready is high ------------------
   localparam integer PACE = {beat_pace(d)};  // the core's cycles per beat
   localparam integer BEATS = {beats};  // beats per sample
   localparam integer BEAT_CLKS = {beat_bytes} * 9 * CLKS_PER_BIT;  // the fastest beats arrive: 9 bit times a byte
@@ -122,12 +117,12 @@ def _core(d: Design, bw: int, beat_bytes: int, beats: int) -> str:
     end
   end
 
-  // ---- the core ----------------------------------------------------------------------------------
+"""
+    return queue + f"""  // ---- the core ----------------------------------------------------------------------------------
   wire core_valid;
   wire [{n * ow - 1}:0] core_data;
   {d.top} core (
-    .clk(clk), .rst(reset), .in_valid(bq_valid), .in_ready(core_ready), .in_data(bq[bq_rp]),
-    .out_valid(core_valid), .out_data(core_data)
+    .clk(clk), .rst(reset), {ports} .out_valid(core_valid), .out_data(core_data)
   );
 """
 
