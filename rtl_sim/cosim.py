@@ -27,7 +27,7 @@ from codesign.core.network import Network
 from codesign.core.verify import compare_with_reference
 from codesign.errors import BackendError, ToolFailedError
 from codesign.tools import Tool, find_verilator, first_error_line, run_tool, tool_environ
-from rtl_sim.axis import emit_axis_wrapper
+from rtl_sim.axis import beat_pace, emit_axis_wrapper, has_in_ready
 from rtl_sim.stream import StreamDesign, emit_stream_verilog, is_streaming
 from rtl_sim.uart import emit_uart_top
 from rtl_sim.verilog import Design, emit_verilog
@@ -152,7 +152,7 @@ def run_cocotb(design: Design, rtl_dir: Path, work: Path, q: np.ndarray, tool: T
     stream = isinstance(design, StreamDesign)
     if stream:
         job = {"inputs": [str(v) for v in ints], "latency": design.latency, "per_out": design.pixels, "gaps": gaps,
-               "pace": _pace(design),
+               "pace": beat_pace(design),
                "watch": [{"valid": st["valid"], "signals": st["signals"]} for st in design.stages]}
     else:
         job = {"inputs": [str(v) for v in ints], "latency": design.latency,
@@ -284,14 +284,10 @@ def _harness_source(design: Design, trace_saif: bool = False) -> str:
     return (tmpl.replace("@TOP@", design.top).replace("@TRACE_SAIF@", "1" if trace_saif else "0")
             .replace("@IN_WORDS@", str(iw)).replace("@OUT_WORDS@", str(ow))
             .replace("@LATENCY@", str(design.latency)).replace("@PER_OUT@", str(getattr(design, "pixels", 1)))
-            .replace("@PACE@", str(_pace(design))).replace("@READY@", "top->in_ready" if _pace(design) > 1 else "true")
+            .replace("@PACE@", str(beat_pace(design)))
+            .replace("@READY@", "top->in_ready" if has_in_ready(design) else "true")
             .replace("@SET_INPUT@", _port_code("top->in_data", design.in_width, "s", write=True))
             .replace("@GET_OUTPUT@", _port_code("top->out_data", design.out_width, "o", write=False)))
-
-
-def _pace(design: Design) -> int:
-    """Cycles per input beat: a folded streaming design's (``rtl_sim.stream_fold``), which has ``in_ready``; else 1."""
-    return int(getattr(design, "cycles_per_pixel", 1))
 
 
 def _port_code(port: str, bits: int, arr: str, write: bool) -> str:
