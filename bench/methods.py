@@ -242,17 +242,17 @@ def _row(case, lut, method, net, acc, float_acc, epochs, t0, **extra) -> dict:
 def synthesize(rows: list[dict]) -> None:
     """Yosys LUT-only counts per layer: an MLP's layers unpipelined; a CNN's stages as the flow emits and judges
     them (pipelined for the board's clock, a folded tail folded: ``synthesize_layer_modes``)."""
+    from cnn_pruning import yosys_counts
+
     from codesign.board import load_board
-    from rtl_sim.choice import DatapathChoice
-    from rtl_sim.synth import synthesize_layer_modes, synthesize_layers, total_counts
+    from rtl_sim.synth import synthesize_layers, total_counts
 
     todo = [r for r in rows if r.get("network") is not None]
     b = load_board(BOARD)
     for i, r in enumerate(todo):
         net = r.pop("network")
-        if r["case"] in CNN_CASES:
-            choice = DatapathChoice.for_board(b.synth_family, b.clock_mhz)
-            t = total_counts(synthesize_layer_modes(net, b.synth_family, (False,), choice=choice)[False])
+        if r["case"] in CNN_CASES:  # the streaming design's stages as the flow's fit on Yosys judges them
+            t = yosys_counts(net, b)
         else:
             t = total_counts(synthesize_layers(net, "xc7", dsp=False))
         r["yosys_lut"], r["yosys_dsp"], r["yosys_ff"] = t["lut"], t["dsp"], t["ff"]
