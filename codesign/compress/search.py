@@ -519,8 +519,9 @@ def _refine(ctx: _Search, teacher: QCNN, best: tuple, k: int, sch: Schedule, his
 def _after_screen(ctx: _Search, teacher: QCNN, best: tuple, fitting: list[tuple], k: int, sch: Schedule,
                   first: Schedule, history: list[dict[str, Any]], bar: Any) -> tuple:
     """The screened best refined (``_refine``), with the extra candidates spent only where the validation gap
-    is: none once it reaches the float network; the magnitude ranking screened too 1 pt or more below it
-    (``_screen_ranking``: |w|, and whole channels for a CNN); a narrower dense start where it keeps under a quarter of the weights (``_narrow``)."""
+    is: none once it reaches the float network; the other rankings screened too 1 pt or more below it
+    (``_screen_ranking``: |w|, and whole channels for a CNN); a narrower dense start where it keeps under a
+    quarter of the weights (``_narrow``)."""
     data = ctx.data
     float_val = score(teacher, data.X_val, data.y_val, data.task)
     if _reached_teacher(best[0], float_val):
